@@ -1,0 +1,201 @@
+"""Opening the SQLite database: pragmas, versioned schema, migrations applied on open."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Callable
+
+import sqlite_utils
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class SchemaTooNew(RuntimeError):
+    """The file was written by a newer UPS; we refuse rather than corrupt it."""
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db.create_table(
+        "events",
+        {
+            "seq": int,
+            "event_id": str,
+            "type": str,
+            "user_id": str,
+            "target_id": str,
+            "ts": float,
+            "payload": str,
+            "version": int,
+            "recorded_at": float,
+        },
+        pk="seq",
+        not_null={"event_id", "type", "ts", "payload", "version", "recorded_at"},
+    )
+    db["events"].create_index(["event_id"], unique=True, index_name="events_event_id")
+    db["events"].create_index(["user_id", "seq"], index_name="events_user_seq")
+    db["events"].create_index(["type", "seq"], index_name="events_type_seq")
+
+    db.create_table(
+        "dead_letters",
+        {"id": int, "raw": str, "reason": str, "source": str, "received_at": float},
+        pk="id",
+        not_null={"raw", "reason", "received_at"},
+    )
+    db.create_table(
+        "profiles",
+        {"user_id": str, "profile": str, "last_seq": int, "updated_at": float},
+        pk="user_id",
+        not_null={"profile", "last_seq", "updated_at"},
+    )
+    db.create_table(
+        "embeddings",
+        {
+            "node_type": str,
+            "node_id": str,
+            "vector": bytes,
+            "dim": int,
+            "model_version": int,
+            "seq": int,
+            "updated_at": float,
+        },
+        pk=("node_type", "node_id"),
+        not_null={"vector", "dim", "model_version", "seq", "updated_at"},
+    )
+    db.create_table(
+        "rules",
+        {
+            "name": str,
+            "description": str,
+            "weight": float,
+            "condition": str,
+            "enabled": int,
+            "seq": int,
+            "updated_at": float,
+        },
+        pk="name",
+        not_null={"weight", "condition", "enabled", "seq", "updated_at"},
+    )
+    db.create_table(
+        "models",
+        {
+            "version": int,
+            "kind": str,
+            "created_at": float,
+            "config": str,
+            "metrics": str,
+            "weights": bytes,
+            "seq": int,
+        },
+        pk="version",
+        not_null={"kind", "created_at", "config", "metrics"},
+    )
+    db["models"].create_index(["kind", "version"], index_name="models_kind_version")
+    db.create_table(
+        "checkpoints",
+        {"projection": str, "seq": int, "updated_at": float},
+        pk="projection",
+        not_null={"seq", "updated_at"},
+    )
+    db.create_table(
+        "jobs",
+        {
+            "id": str,
+            "kind": str,
+            "state": str,
+            "params": str,
+            "progress": float,
+            "message": str,
+            "result": str,
+            "error": str,
+            "created_at": float,
+            "started_at": float,
+            "finished_at": float,
+        },
+        pk="id",
+        not_null={"kind", "state", "params", "created_at"},
+    )
+    db["jobs"].create_index(["kind", "state"], index_name="jobs_kind_state")
+    db.create_table(
+        "ops_history",
+        {
+            "id": int,
+            "ts": float,
+            "source": str,
+            "command": str,
+            "params": str,
+            "state": str,
+            "effect": str,
+            "applied_at": float,
+        },
+        pk="id",
+        not_null={"ts", "command", "state"},
+    )
+    db["ops_history"].create_index(["state", "id"], index_name="ops_history_state")
+    db.create_table(
+        "status",
+        {"component": str, "data": str, "updated_at": float},
+        pk="component",
+        not_null={"data", "updated_at"},
+    )
+
+
+#: Migration i brings the schema from version i to i + 1. Append, never edit.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open (creating when missing) and migrate the database; WAL, synchronous=NORMAL, busy timeout.
+
+    The connection is in autocommit mode: callers open explicit transactions
+    (``BEGIN IMMEDIATE`` for writers) so a batch is all-or-nothing.
+    """
+    path = Path(path)
+    if readonly:
+        if not path.exists():
+            raise FileNotFoundError(f"no database at {path}")
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None, check_same_thread=False,
+        )
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    try:
+        _migrate(conn, path, readonly)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"{path} has schema version {version}, newer than this UPS knows ({SCHEMA_VERSION}); "
+            "upgrade UPS or point UPS_DB at another file"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    if readonly:
+        raise SchemaTooNew(f"{path} has schema version {version}; open it read-write once to migrate")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # re-read under the write lock: another process may have migrated meanwhile
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        db = sqlite_utils.Database(conn)
+        for step in MIGRATIONS[version:]:
+            step(db)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

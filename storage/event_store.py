@@ -1,0 +1,202 @@
+"""The append-only event log: the source of truth every projection is rebuilt from."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from .db import connect
+from .events import Event, StoredEvent
+
+_INSERT = (
+    "INSERT INTO events(event_id, type, user_id, target_id, ts, payload, version, recorded_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(event_id) DO NOTHING"
+)
+_COLUMNS = "seq, event_id, type, user_id, target_id, ts, payload, version, recorded_at"
+
+
+@dataclass(slots=True)
+class AppendResult:
+    """What an append did: the (seq, event_id) of each new event, and how many were already there."""
+
+    new: list[tuple[int, str]] = field(default_factory=list)
+    duplicates: int = 0
+
+    @property
+    def new_ids(self) -> set[str]:
+        return {eid for _, eid in self.new}
+
+    @property
+    def last_seq(self) -> int | None:
+        return self.new[-1][0] if self.new else None
+
+
+def _row(e: Event, now: float) -> tuple[Any, ...]:
+    return (
+        e.event_id,
+        e.type,
+        e.user_id,
+        e.target_id,
+        e.ts,
+        json.dumps(e.payload, ensure_ascii=False, separators=(",", ":")),
+        e.version,
+        now,
+    )
+
+
+def _stored(r: tuple[Any, ...]) -> StoredEvent:
+    return StoredEvent(
+        event_id=r[1],
+        type=r[2],
+        ts=r[5],
+        user_id=r[3],
+        target_id=r[4],
+        payload=json.loads(r[6]),
+        version=r[7],
+        seq=r[0],
+        recorded_at=r[8],
+    )
+
+
+class EventStore:
+    """One SQLite connection to the log and its projections (WAL: many readers, one writer)."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.conn: sqlite3.Connection = connect(self.path, readonly=readonly)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "EventStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE``); nested calls join the outer one."""
+        if self.conn.in_transaction:
+            yield self.conn
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, events: Iterable[Event]) -> AppendResult:
+        """Append a batch in one transaction. Idempotent on ``event_id``: re-appending is a no-op."""
+        now = time.time()
+        rows = [_row(e, now) for e in events]
+        if not rows:
+            return AppendResult()
+        with self.transaction() as conn:
+            before = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+            conn.executemany(_INSERT, rows)
+            # We hold the write lock, so every row past `before` is one of ours.
+            new = conn.execute(
+                "SELECT seq, event_id FROM events WHERE seq > ? ORDER BY seq", (before,)
+            ).fetchall()
+        return AppendResult(new=new, duplicates=len(rows) - len(new))
+
+    def add_dead_letter(self, raw: Any, reason: str, source: str = "") -> None:
+        """Keep an event that failed validation, verbatim, with the reason."""
+        self.add_dead_letters([(raw, reason)], source)
+
+    def add_dead_letters(self, items: Sequence[tuple[Any, str]], source: str = "") -> None:
+        now = time.time()
+        rows = [(_raw_text(raw), reason, source, now) for raw, reason in items]
+        if rows:
+            with self.transaction() as conn:
+                conn.executemany(
+                    "INSERT INTO dead_letters(raw, reason, source, received_at) VALUES (?, ?, ?, ?)", rows
+                )
+
+    # ------------------------------------------------------------------ reading
+
+    def read(
+        self,
+        from_seq: int = 1,
+        to_seq: int | None = None,
+        limit: int | None = None,
+        *,
+        types: Sequence[str] | None = None,
+        page: int = 10_000,
+    ) -> Iterator[StoredEvent]:
+        """Stream events with ``from_seq <= seq <= to_seq`` in seq order, a page at a time."""
+        remaining = limit
+        cursor = from_seq
+        where_types = ""
+        type_args: tuple[Any, ...] = ()
+        if types:
+            where_types = f" AND type IN ({','.join('?' * len(types))})"
+            type_args = tuple(types)
+        upper = to_seq if to_seq is not None else 2**62
+        while remaining is None or remaining > 0:
+            n = page if remaining is None else min(page, remaining)
+            rows = self.conn.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE seq >= ? AND seq <= ?{where_types} ORDER BY seq LIMIT ?",
+                (cursor, upper, *type_args, n),
+            ).fetchall()
+            if not rows:
+                return
+            for r in rows:
+                yield _stored(r)
+            cursor = rows[-1][0] + 1
+            if remaining is not None:
+                remaining -= len(rows)
+            if len(rows) < n:
+                return
+
+    def events_of_user(self, user_id: str, limit: int | None = None) -> list[StoredEvent]:
+        rows = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE user_id = ? ORDER BY seq LIMIT ?",
+            (user_id, -1 if limit is None else limit),
+        ).fetchall()
+        return [_stored(r) for r in rows]
+
+    def get(self, event_id: str) -> StoredEvent | None:
+        r = self.conn.execute(f"SELECT {_COLUMNS} FROM events WHERE event_id = ?", (event_id,)).fetchone()
+        return _stored(r) if r else None
+
+    def last_seq(self) -> int:
+        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+
+    def count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def counts_by_type(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT type, count(*) FROM events GROUP BY type ORDER BY type"))
+
+    def dead_letter_count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT id, raw, reason, source, received_at FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [dict(zip(("id", "raw", "reason", "source", "received_at"), r)) for r in rows]
+
+
+def _raw_text(raw: Any) -> str:
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", errors="backslashreplace")
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, Event):
+        return raw.to_json()
+    try:
+        return json.dumps(raw, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError):
+        return repr(raw)

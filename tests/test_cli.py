@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ups.cli import main
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ups", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_generate_stats_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "a" / "u.db"
+    assert main(["generate", "--db", str(db), "--users", "50", "--events-per-user", "4", "--seed", "5", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "for 50 users (seed 5)" in out and "events/s" in out
+    # re-running appends nothing new
+    assert main(["generate", "--db", str(db), "--users", "50", "--events-per-user", "4", "--seed", "5", "--quiet"]) == 0
+    assert " 0 new" in capsys.readouterr().out
+
+    assert main(["stats", "--db", str(db), "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["by_type"]["user.registered"] == 50 and st["dead_letters"] == 0
+    assert st["events"] == st["last_seq"] == sum(st["by_type"].values())
+
+    for fmt in ("csv", "parquet"):
+        assert main(["export", "--db", str(db), "--format", fmt, "--out", str(tmp_path / fmt)]) == 0
+        read = pd.read_csv if fmt == "csv" else pd.read_parquet
+        users = read(tmp_path / fmt / f"users.{fmt}")
+        events = read(tmp_path / fmt / f"events.{fmt}")
+        assert len(users) == 50 and {"user_id", "monthly_fee", "plan_type"} <= set(users.columns)
+        assert len(read(tmp_path / fmt / f"products.{fmt}")) > 0 and len(read(tmp_path / fmt / f"apps.{fmt}")) > 0
+        assert len(events) == st["events"] and list(events["seq"]) == list(range(1, st["events"] + 1))
+
+
+def test_config_prints_effective_settings(tmp_path: Path) -> None:
+    env = {**__import__("os").environ, "UPS_DEVICE": "cpu", "UPS_USERS": "123", "UPS_ADMIN_TOKEN": "s3cret"}
+    r = run("config", "--db", str(tmp_path / "x.db"), env=env)
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads(r.stdout)
+    assert cfg["device"] == "cpu" and cfg["users"] == 123 and cfg["db"] == str(tmp_path / "x.db")
+    assert cfg["admin_token"] == "***" and cfg["state_dir"] == str(tmp_path / "x.state")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["generate", "--users", "abc"], "argument --users: expected a whole number, got 'abc'"),
+        (["generate", "--users", "-3"], "must be at least 1"),
+        (["generate", "--label-share", "1.5"], "must be within [0, 1]"),
+        (["generate", "--users", "1"], "users must be at least 2"),
+        (["export", "--format", "xml", "--out", "x"], "invalid choice: 'xml'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["stats"], "no database at"),
+    ],
+)
+def test_bad_arguments_give_a_clear_message(tmp_path: Path, args: list[str], message: str) -> None:
+    r = run(*args, "--db", str(tmp_path / "none" / "u.db")) if args[0] != "frobnicate" else run(*args)
+    assert r.returncode != 0
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_env_setting_is_reported(tmp_path: Path) -> None:
+    env = {**__import__("os").environ, "UPS_DEVICE": "tpu"}
+    r = run("config", env=env)
+    assert r.returncode != 0 and "device" in r.stderr and "Traceback" not in r.stderr

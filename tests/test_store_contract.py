@@ -1,0 +1,159 @@
+"""Contract of the event store: what every recorder must do."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from storage import Event, EventStore, SchemaTooNew
+from storage.db import SCHEMA_VERSION
+from storage.projections import Checkpoints, Embeddings, Jobs, Models, OpsHistory, Profiles, Rules, Status
+
+
+def ev(i: int, user: str = "U1", etype: str = "call") -> Event:
+    return Event(f"e{i}", etype, 1000.0 + i, user, "U2", {"duration": float(i)})
+
+
+def test_append_is_idempotent_and_reports_new(db_path: Path) -> None:
+    with EventStore(db_path) as s:
+        r1 = s.append([ev(1), ev(2), ev(3)])
+        assert [eid for _, eid in r1.new] == ["e1", "e2", "e3"] and r1.duplicates == 0
+        r2 = s.append([ev(2), ev(4), ev(4)])  # one old, one new, one repeated inside the batch
+        assert r2.new_ids == {"e4"} and r2.duplicates == 2
+        assert s.count() == 4
+        assert s.append([]).new == []
+
+
+def test_seq_is_global_and_ordered(db_path: Path) -> None:
+    with EventStore(db_path) as s:
+        s.append([ev(i) for i in range(50)])
+        s.append([ev(i) for i in range(50, 120)])
+        got = list(s.read(page=7))
+        assert [e.seq for e in got] == list(range(1, 121))
+        assert [e.event_id for e in got] == [f"e{i}" for i in range(120)]
+        assert [e.seq for e in s.read(from_seq=100, to_seq=104)] == [100, 101, 102, 103, 104]
+        assert len(list(s.read(from_seq=10, limit=15, page=4))) == 15
+        assert s.last_seq() == 120
+
+
+def test_round_trip_keeps_every_field(db_path: Path) -> None:
+    e = Event("x1", "user.registered", 12.5, "U9", None, {"name": "张伟", "monthly_fee": 88.0}, 1)
+    with EventStore(db_path) as s:
+        s.append([e])
+        got = s.get("x1")
+    assert got is not None
+    assert (got.event_id, got.type, got.ts, got.user_id, got.target_id, got.payload, got.version) == (
+        "x1", "user.registered", 12.5, "U9", None, {"name": "张伟", "monthly_fee": 88.0}, 1,
+    )
+    assert got.recorded_at > 0
+
+
+def test_events_of_user_and_counts(db_path: Path) -> None:
+    with EventStore(db_path) as s:
+        s.append([ev(1, "A"), ev(2, "B"), ev(3, "A", "app.click"), ev(4, "A")])
+        assert [e.event_id for e in s.events_of_user("A")] == ["e1", "e3", "e4"]
+        assert s.counts_by_type() == {"app.click": 1, "call": 3}
+
+
+def test_failed_batch_is_all_or_nothing(db_path: Path) -> None:
+    with EventStore(db_path) as s:
+        s.append([ev(1)])
+        bad = Event("e2", "call", float("nan"), "U1", None, {})
+        bad.ts = None  # type: ignore[assignment]  # NOT NULL violation inside the batch
+        with pytest.raises(sqlite3.IntegrityError):
+            s.append([ev(5), bad])
+        assert [e.event_id for e in s.read()] == ["e1"]
+
+
+def test_reopen_after_close(db_path: Path) -> None:
+    with EventStore(db_path) as s:
+        s.append([ev(1), ev(2)])
+    with EventStore(db_path) as s:
+        assert s.count() == 2 and s.last_seq() == 2
+        assert s.append([ev(3)]).new == [(3, "e3")]
+        assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused_and_left_alone(db_path: Path) -> None:
+    with EventStore(db_path) as s:
+        s.append([ev(1)])
+        s.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(SchemaTooNew, match="newer than this UPS knows"):
+        EventStore(db_path)
+    raw = sqlite3.connect(db_path)
+    assert raw.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+
+
+def test_dead_letters_keep_the_raw_payload(db_path: Path) -> None:
+    raw = '{"type": "call", "event_id": "zz", "payload": {"duration": "long"}}'
+    with EventStore(db_path) as s:
+        s.add_dead_letter(raw, "payload.duration: not a number", source="test")
+        s.add_dead_letter({"weird": float("inf")}, "type missing")
+        s.add_dead_letter(b"\xff\xfe not utf8", "not JSON")
+        rows = s.dead_letters()
+        assert s.dead_letter_count() == 3
+    assert rows[-1]["raw"] == raw and rows[-1]["reason"] == "payload.duration: not a number"
+    assert "weird" in rows[-2]["raw"]
+    assert rows[0]["raw"].endswith("not utf8")
+
+
+def _writer(path: str, n: int, batch: int) -> None:
+    with EventStore(path) as s:
+        for start in range(0, n, batch):
+            s.append([Event(f"w{i}", "app.click", float(i), "U1", "A1", {}) for i in range(start, start + batch)])
+            time.sleep(0.002)
+
+
+def test_reader_reads_while_another_process_appends(db_path: Path) -> None:
+    EventStore(db_path).close()
+    n, batch = 6000, 100
+    proc = mp.get_context("spawn").Process(target=_writer, args=(str(db_path), n, batch))
+    proc.start()
+    seen: list[int] = []
+    cursor = 1
+    deadline = time.time() + 60
+    with EventStore(db_path) as reader:
+        while len(seen) < n and time.time() < deadline:
+            got = [e.seq for e in reader.read(from_seq=cursor)]
+            seen.extend(got)
+            if got:
+                cursor = got[-1] + 1
+            # a reader never sees half a batch: batches are committed whole
+            assert len(seen) % batch == 0
+    proc.join(30)
+    assert proc.exitcode == 0
+    assert seen == list(range(1, n + 1))
+
+
+def test_projection_accessors(db_path: Path) -> None:
+    import numpy as np
+
+    with EventStore(db_path) as s:
+        c = s.conn
+        with s.transaction():
+            Profiles(c).upsert_many([("U1", {"total_events": 3}, 7), ("U2", {"total_events": 1}, 8)])
+            Checkpoints(c).set("profiles", 8)
+        assert Profiles(c).get("U1") == {"total_events": 3} and Profiles(c).count() == 2
+        assert Profiles(c).get_many(["U1", "U3"]) == {"U1": {"total_events": 3}}
+        assert Checkpoints(c).get("profiles") == 8 and Checkpoints(c).get("other") == 0
+        Embeddings(c).put_many([("user", "U1", np.arange(4, dtype=np.float32), 2, 9)])
+        row = Embeddings(c).get("user", "U1")
+        assert row is not None and row.vector.tolist() == [0, 1, 2, 3] and row.model_version == 2
+        Rules(c).upsert("r", "d", 1.5, "tenure_months > 3", True, 10)
+        assert Rules(c).get("r").weight == 1.5 and Rules(c).delete("r") and Rules(c).list() == []
+        v = Models(c).add("hgt", {"dim": 4}, {"auc": 0.9}, b"w")
+        assert Models(c).latest("hgt").version == v and Models(c).latest("fusion") is None
+        j = Jobs(c).create("refresh", {"epochs": 1})
+        Jobs(c).update(j, state="done", progress=1.0, result={"ok": True})
+        assert Jobs(c).get(j)["result"] == {"ok": True} and Jobs(c).active("refresh") is None
+        op = OpsHistory(c).request("ingestion.stop")
+        assert [o["id"] for o in OpsHistory(c).pending()] == [op]
+        OpsHistory(c).resolve(op, "applied", "ingestion paused")
+        assert OpsHistory(c).pending() == [] and OpsHistory(c).get(op)["effect"] == "ingestion paused"
+        Status(c).put("dataflow", {"state": "running"})
+        assert Status(c).get("dataflow")["state"] == "running"

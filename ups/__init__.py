@@ -1,0 +1,5 @@
+"""UPS command line and settings shared by dataflow/, scoring/, api/ and storage/."""
+
+from .settings import Settings
+
+__all__ = ["Settings"]

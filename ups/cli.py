@@ -1,0 +1,78 @@
+"""``ups`` command line: one subcommand per module, each module registers its own."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from pydantic import ValidationError
+
+from .settings import Settings
+
+#: modules that define ``register(subparsers, common)``; kept here so `ups --help` lists them all
+COMMAND_MODULES = [
+    "ups.cmd_data",
+]
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: printed without a traceback, exit status 2."""
+
+
+def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
+    """The settings object, with ``--db`` and any given command options taking precedence over env."""
+    overrides = {k: v for k, v in extra.items() if v is not None}
+    if getattr(args, "db", None) is not None:
+        overrides["db"] = Path(args.db)
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        raise UsageError(_pydantic_message(err)) from None
+
+
+def _pydantic_message(err: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in err.errors(include_url=False)
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ups", description="UPS: real-time user profiling (Bytewax + SQLite + HGT + Litestar)"
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", metavar="PATH", help="SQLite database file (default: UPS_DB or ./var/ups.db)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int | None] = args.func
+    try:
+        return int(func(args) or 0)
+    except UsageError as err:
+        print(f"ups {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ups {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - known failure kinds become one clear line
+        from storage.db import SchemaTooNew
+        from .device import DeviceError
+
+        if isinstance(err, (SchemaTooNew, DeviceError, FileNotFoundError, ValueError)):
+            print(f"ups {args.command}: error: {err}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

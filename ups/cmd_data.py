@@ -1,0 +1,159 @@
+"""Data commands: ``config``, ``generate``, ``export``, ``stats``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .cli import UsageError, settings_from
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("config", parents=[common], help="print the effective settings")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("generate", parents=[common], help="append a deterministic mock dataset to the store")
+    p.add_argument("--users", type=_positive_int, help="number of users (default: UPS_USERS)")
+    p.add_argument("--events-per-user", type=_non_negative_float, help="mean history events per user")
+    p.add_argument("--products", type=_positive_int)
+    p.add_argument("--apps", type=_positive_int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--label-share", type=_share, help="share of users with a label.observed event")
+    p.add_argument("--batch-size", type=_positive_int, default=10_000)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("export", parents=[common], help="write base tables and events as parquet or csv")
+    p.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created when missing)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("stats", parents=[common], help="counts by type, last seq, dead letters")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stats)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return v
+
+
+def _share(text: str) -> float:
+    v = _non_negative_float(text)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {text}")
+    return v
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    s = settings_from(args)
+    data: dict[str, Any] = json.loads(s.model_dump_json())
+    if data.get("admin_token"):
+        data["admin_token"] = "***"
+    data["state_dir"] = str(s.state_dir)
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from dataflow.bootstrap import append_dataset
+    from dataflow.generator import GeneratorConfig, MockGenerator
+    from storage.event_store import EventStore
+
+    s = settings_from(
+        args,
+        users=args.users,
+        events_per_user=args.events_per_user,
+        products=args.products,
+        apps=args.apps,
+        seed=args.seed,
+        label_share=args.label_share,
+    )
+    try:
+        cfg = GeneratorConfig.from_settings(s)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    gen = MockGenerator(cfg)
+    total = gen.dataset_size()
+    with EventStore(s.db) as store, tqdm(
+        total=total, unit="ev", unit_scale=True, desc="generate", disable=args.quiet, file=sys.stderr
+    ) as bar:
+        summary = append_dataset(store, gen, args.batch_size, bar.update)
+    print(
+        f"generated {summary.events:,} events for {cfg.users:,} users (seed {cfg.seed}) into {s.db}: "
+        f"{summary.appended:,} new, {summary.duplicates:,} already there; "
+        f"{summary.seconds:.1f} s, {summary.rate:,.0f} events/s; last seq {summary.last_seq:,}"
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from storage.event_store import EventStore
+    from storage.export import export
+
+    s = settings_from(args)
+    if not s.db.exists():
+        raise UsageError(f"no database at {s.db}; run `ups generate` first")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    with EventStore(s.db) as store:
+        counts = export(store, out, args.format)
+    for name, n in counts.items():
+        print(f"{name:9s} {n:>12,d} rows -> {out / f'{name}.{args.format}'}")
+    return 0
+
+
+def stats_of(db: Path) -> dict[str, Any]:
+    from storage.event_store import EventStore
+    from storage.projections import Checkpoints, Profiles
+
+    with EventStore(db) as store:
+        return {
+            "db": str(db),
+            "events": store.count(),
+            "last_seq": store.last_seq(),
+            "by_type": store.counts_by_type(),
+            "dead_letters": store.dead_letter_count(),
+            "profiles": Profiles(store.conn).count(),
+            "checkpoints": Checkpoints(store.conn).all(),
+        }
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    s = settings_from(args)
+    if not s.db.exists():
+        raise UsageError(f"no database at {s.db}; run `ups generate` first")
+    st = stats_of(s.db)
+    if args.json:
+        print(json.dumps(st, ensure_ascii=False, indent=2))
+        return 0
+    print(f"database      {st['db']}")
+    print(f"events        {st['events']:,}  (last seq {st['last_seq']:,})")
+    for t, n in st["by_type"].items():
+        print(f"  {t:18s} {n:>12,d}")
+    print(f"dead letters  {st['dead_letters']:,}")
+    print(f"profiles      {st['profiles']:,}")
+    for name, seq in st["checkpoints"].items():
+        print(f"checkpoint    {name} @ {seq:,}")
+    return 0

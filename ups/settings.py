@@ -1,0 +1,65 @@
+"""The one settings object. Every knob is an env var prefixed ``UPS_``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Effective configuration; ``ups config`` prints it."""
+
+    model_config = SettingsConfigDict(env_prefix="UPS_", extra="ignore", validate_assignment=True)
+
+    # storage
+    db: Path = Field(Path("var/ups.db"), description="SQLite event store file")
+    device: Literal["auto", "gpu", "cpu"] = Field("auto", description="auto takes CUDA when present")
+
+    # mock data
+    seed: int = 42
+    locale: str = "zh_CN"
+    users: int = Field(2000, ge=1, le=5_000_000)
+    products: int = Field(60, ge=1, le=1_000_000)
+    apps: int = Field(40, ge=2, le=1_000_000)
+    events_per_user: float = Field(20.0, ge=0, le=10_000)
+    history_days: float = Field(30.0, gt=0, le=3650)
+    community_size: int = Field(40, ge=2, le=100_000, description="mean size of call-graph communities")
+    label_share: float = Field(0.6, ge=0, le=1, description="share of users with a label.observed event")
+    history_end: float = Field(1_767_225_600.0, description="event time (epoch s) the history ends at")
+
+    # live stream
+    live_rate: float = Field(200.0, gt=0, le=1_000_000, description="live events per second")
+    live_delay: float = Field(0.0, ge=0, le=60, description="extra delay (s) before each live batch")
+    new_user_share: float = Field(0.002, ge=0, le=1, description="share of live events that register a new user")
+
+    # dataflow
+    snapshot_interval: float = Field(5.0, gt=0, description="Bytewax recovery epoch length (s)")
+    status_interval: float = Field(2.0, gt=0, description="how often the flow writes its status (s)")
+    batch_size: int = Field(2000, ge=1, description="events per append/upsert transaction")
+
+    # api
+    host: str = "127.0.0.1"
+    port: int = Field(5000, ge=1, le=65535)
+    admin_token: str | None = None
+
+    @model_validator(mode="after")
+    def _db_is_file(self) -> "Settings":
+        if self.db.exists() and self.db.is_dir():
+            raise ValueError(f"UPS_DB={self.db} is a directory; give a file path such as var/ups.db")
+        return self
+
+    @property
+    def state_dir(self) -> Path:
+        """Everything kept beside the database (recovery, models, logs): one folder per database."""
+        return self.db.parent / f"{self.db.stem}.state"
+
+    @property
+    def recovery_dir(self) -> Path:
+        return self.state_dir / "recovery"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
