@@ -1,0 +1,148 @@
+"""Bytewax sinks into the SQLite store: the event log, dead letters, and the profiles projection.
+
+Each worker opens its own connection (``build``/``build_part`` run on the worker's thread). Every
+write is idempotent, so the batches Bytewax delivers again after a resume change nothing twice:
+appends are keyed on ``event_id``, profile upserts write the same document for the same seq.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
+
+from storage.event_store import EventStore
+from storage.projections import Checkpoints, Profiles
+
+from .control import PROFILES_CHECKPOINT, FlowControl
+from .projection import ProfileFlush
+from .validate import Checked
+
+log = logging.getLogger(__name__)
+
+
+class _LogPartition(StatelessSinkPartition[Checked]):
+    def __init__(self, db: Path, control: FlowControl | None) -> None:
+        self.store = EventStore(db)
+        self.control = control
+
+    def write_batch(self, items: list[Checked]) -> None:
+        events = [e for c in items for e in c.events]
+        if events:
+            self.store.append(events)  # one transaction; event_ids already there are skipped
+        if self.control is not None:
+            self.control.ingest_written(len(items))
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class EventLogSink(DynamicSink[Checked]):
+    """Appends the validated events of each batch to the log."""
+
+    def __init__(self, db: Path, control: FlowControl | None = None) -> None:
+        self.db = Path(db)
+        self.control = control
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _LogPartition:
+        return _LogPartition(self.db, self.control)
+
+
+class _DeadLetterPartition(StatelessSinkPartition[tuple[str, list[tuple[Any, str]]]]):
+    def __init__(self, db: Path) -> None:
+        self.store = EventStore(db)
+
+    def write_batch(self, items: list[tuple[str, list[tuple[Any, str]]]]) -> None:
+        with self.store.transaction():
+            for origin, rejected in items:
+                self.store.add_dead_letters(rejected, origin)
+                log.warning("%d invalid event(s) from %s, first: %s", len(rejected), origin, rejected[0][1])
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class DeadLetterSink(DynamicSink[tuple[str, list[tuple[Any, str]]]]):
+    """Keeps events that failed validation, verbatim, with the reason (origin, [(raw, reason)])."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = Path(db)
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+        return _DeadLetterPartition(self.db)
+
+
+#: shard key -> highest seq the shard has flushed
+Progress = dict[str, int]
+
+
+class _ProfilePartition(StatefulSinkPartition[tuple[str, ProfileFlush], Progress]):
+    def __init__(
+        self,
+        db: Path,
+        shard_count: int,
+        progress: Progress,
+        final_seq: int | None,
+        on_write: Callable[[int], None] | None,
+    ) -> None:
+        self.store = EventStore(db)
+        self.shard_count = shard_count
+        self.progress = progress
+        self.final_seq = final_seq
+        self.on_write = on_write
+
+    def write_batch(self, values: list[tuple[str, ProfileFlush]]) -> None:
+        rows = [doc for _, flush in values for doc in flush.docs]
+        with self.store.transaction() as conn:
+            if rows:
+                Profiles(conn).upsert_many(rows)
+            for shard, flush in values:
+                if flush.upto > self.progress.get(shard, 0):
+                    self.progress[shard] = flush.upto
+            if self.final_seq is None and len(self.progress) >= self.shard_count:
+                # every shard has written all it folded up to this seq: the projection is complete there
+                Checkpoints(conn).set(PROFILES_CHECKPOINT, min(self.progress.values()))
+        if self.on_write is not None:
+            self.on_write(len(rows))
+
+    def snapshot(self) -> Progress:
+        return dict(self.progress)
+
+    def close(self) -> None:
+        if self.final_seq is not None:
+            with self.store.transaction() as conn:
+                Checkpoints(conn).set(PROFILES_CHECKPOINT, self.final_seq)
+        self.store.close()
+
+
+class ProfileSink(FixedPartitionedSink[tuple[str, ProfileFlush], Progress]):
+    """Upserts profile documents, batched, with the ``profiles`` checkpoint in the same transaction.
+
+    One partition, so the checkpoint can be the minimum over all shards' progress. ``final_seq`` (replay)
+    sets the checkpoint once at the end instead."""
+
+    PART = "profiles"
+
+    def __init__(
+        self,
+        db: Path,
+        shard_count: int,
+        *,
+        final_seq: int | None = None,
+        on_write: Callable[[int], None] | None = None,
+    ) -> None:
+        self.db = Path(db)
+        self.shard_count = shard_count
+        self.final_seq = final_seq
+        self.on_write = on_write
+
+    def list_parts(self) -> list[str]:
+        return [self.PART]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[Progress]) -> _ProfilePartition:
+        return _ProfilePartition(self.db, self.shard_count, dict(resume_state or {}), self.final_seq, self.on_write)
