@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from storage.events import StoredEvent
+from storage.events import Event
 
 #: interaction type -> node type of its target (the source is always a user)
 TARGET_TYPES: dict[str, str] = {
@@ -50,29 +50,31 @@ class Edge:
 
 @dataclass(frozen=True, slots=True)
 class GraphDelta:
-    """One batch of logged events, seen as graph changes. ``upto`` is the highest seq it covers."""
+    """One batch of logged events (``seqs[i]`` is the seq of ``events[i]``), seen as graph changes.
+    ``upto`` is the highest seq it covers."""
 
-    events: Sequence[StoredEvent]
+    events: Sequence[Event]
+    seqs: Sequence[int]
     upto: int
 
     def nodes(self) -> list[AffectedNode]:
         out: list[AffectedNode] = []
-        for e in self.events:
+        for e, seq in zip(self.events, self.seqs):
             t = e.type
             dst = TARGET_TYPES.get(t)
             if dst is not None:
-                out.append(AffectedNode("user", e.user_id or "", e.seq, e.ts, False))
-                out.append(AffectedNode(dst, e.target_id or "", e.seq, e.ts, False))
+                out.append(AffectedNode("user", e.user_id or "", seq, e.ts, False))
+                out.append(AffectedNode(dst, e.target_id or "", seq, e.ts, False))
             elif t in NEW_NODE_TYPES:
                 nid = e.user_id if t == "user.registered" else e.target_id
-                out.append(AffectedNode(NEW_NODE_TYPES[t], nid or "", e.seq, e.ts, True))
+                out.append(AffectedNode(NEW_NODE_TYPES[t], nid or "", seq, e.ts, True))
             elif t == "user.updated":
-                out.append(AffectedNode("user", e.user_id or "", e.seq, e.ts, False))
+                out.append(AffectedNode("user", e.user_id or "", seq, e.ts, False))
         return out
 
     def edges(self) -> list[Edge]:
         return [
-            Edge("user", e.user_id or "", e.type, TARGET_TYPES[e.type], e.target_id or "", e.seq, e.ts)
-            for e in self.events
+            Edge("user", e.user_id or "", e.type, TARGET_TYPES[e.type], e.target_id or "", seq, e.ts)
+            for e, seq in zip(self.events, self.seqs)
             if e.type in TARGET_TYPES
         ]

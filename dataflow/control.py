@@ -66,10 +66,6 @@ class FlowControl:
     started_at: float = field(default_factory=time.time)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _ingest_parts: set[str] = field(default_factory=set, repr=False)
-    _ingest_done: set[str] = field(default_factory=set, repr=False)
-    _emitted: int = 0
-    _written: int = 0
     _refresh_status: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # -------------------------------------------------------------- stop
@@ -85,34 +81,6 @@ class FlowControl:
 
     def wait_stop(self, timeout: float) -> bool:
         return self._stop.wait(timeout)
-
-    # -------------------------------------------------------------- ingestion progress
-
-    def expect_ingest_parts(self, parts: list[str]) -> None:
-        with self._lock:
-            self._ingest_parts.update(parts)
-
-    def ingest_part_done(self, part: str) -> None:
-        with self._lock:
-            self._ingest_done.add(part)
-
-    def ingest_emitted(self, items: int) -> None:
-        with self._lock:
-            self._emitted += items
-
-    def ingest_written(self, items: int) -> None:
-        with self._lock:
-            self._written += items
-
-    @property
-    def ingest_finished(self) -> bool:
-        """Every ingest partition of this process reached its end and its output is in the log."""
-        with self._lock:
-            return (
-                bool(self._ingest_parts)
-                and self._ingest_parts <= self._ingest_done
-                and self._written >= self._emitted
-            )
 
     # -------------------------------------------------------------- refresh step hook
 

@@ -4,12 +4,12 @@ same steps (:func:`add_profile_projection`).
 Live flow::
 
     ingest (mock | jsonl | any source of batches) -> validate -+-> dead_letters (sink)
-                                                               +-> event_log (sink: append, idempotent)
-    log (tail of the event log, seq order) -+-> shard by user -> fold (stateful) -> profiles (sink)
-                                            +-> affected_nodes  (Stream[GraphDelta], for the refresh step)
+                                                               +-> event_log (append; emits the log in seq order)
+        event_log -+-> shard by user -> fold_profiles (stateful) -> profiles (sink, with checkpoint)
+                   +-> affected_nodes (Stream[GraphDelta], for the refresh step)
 
-The projection reads the log rather than the ingest stream: every event in the log, whoever appended
-it, reaches the profiles, in seq order, and replay is the same projection over a finite read.
+The projection consumes the log as the append step hands it on (see :mod:`dataflow.event_log`):
+every seq once, in order, whoever appended it; replay is the same projection over a read of the log.
 
 ``python -m bytewax.run "dataflow.flow:get_flow()"`` runs the live flow configured from ``UPS_*``
 environment variables (give ``-r``/``-s`` for recovery there; ``ups dataflow`` does it for you).
@@ -34,8 +34,9 @@ from .control import FlowControl
 from .generator import GeneratorConfig, MockGenerator
 from .profile import ProfileState
 from .projection import ProfileShardLogic, ShardSplitter
-from .sinks import DeadLetterSink, EventLogSink, ProfileSink
-from .sources import JsonlSource, LogBatch, LogSource, MockSource, WatchedSource
+from .event_log import LOG_KEY, LogAppendLogic
+from .sinks import DeadLetterSink, ProfileSink
+from .sources import JsonlSource, LogBatch, LogSource, MockSource
 from .validate import validate_batch
 
 log = logging.getLogger(__name__)
@@ -89,23 +90,16 @@ def build_live_flow(
     ``affected_nodes`` stream (one :class:`~dataflow.affected.GraphDelta` per log batch)."""
     db = settings.db
     flow = Dataflow(flow_id)
-    raw = op.input("ingest", flow, WatchedSource(ingest, control))
+    raw = op.input("ingest", flow, ingest)
     checked = op.map("validate", raw, validate_batch)
     rejected = op.filter_map("rejected", checked, lambda c: (c.origin, c.rejected) if c.rejected else None)
     op.output("dead_letters", rejected, DeadLetterSink(db))
-    # The append is a sink, not a step that passes events on: the projection reads them back from the
-    # log, so it sees exactly what the log holds, in seq order, including other writers' events.
-    op.output("event_log", checked, EventLogSink(db, control))
-
-    tail = LogSource.tail(
-        db,
-        finished=lambda: control.stopping or control.ingest_finished,
-        stop=lambda: control.stopping,
-        batch_size=max(settings.batch_size, 1),
-    )
-    log_batches = op.input("log", flow, tail)
+    to_log = op.key_on("to_log", checked, lambda _: LOG_KEY)
+    poll = settings.log_poll_interval
+    appended = op.stateful_batch("event_log", to_log, lambda upto: LogAppendLogic(upto, db, poll_interval=poll))
+    log_batches = op.key_rm("log", appended)
     add_profile_projection(log_batches, db, shards=settings.profile_shards, flush_interval=settings.flush_interval)
-    affected = op.map("affected_nodes", log_batches, lambda b: GraphDelta(b.events, b.upto))
+    affected = op.map("affected_nodes", log_batches, lambda b: GraphDelta(b.events, b.seqs, b.upto))
     if attach_refresh is not None:
         control.refresh_attached = True
         attach_refresh(affected, control)
@@ -154,7 +148,7 @@ def build_replay_flow(
 ) -> Dataflow:
     """Replay of ``first..last`` of ``source_db`` (seq ranges as partitions) into ``into``'s projections."""
     flow = Dataflow("ups_replay")
-    src = LogSource.ranges_of(source_db, first, last, parts, batch_size=max(settings.batch_size, 10_000))
+    src = LogSource(source_db, first, last, parts, batch_size=max(settings.batch_size, 10_000))
     log_batches = op.input("log", flow, src)
     add_profile_projection(
         log_batches,

@@ -1,8 +1,9 @@
-"""Bytewax sinks into the SQLite store: the event log, dead letters, and the profiles projection.
+"""Bytewax sinks into the SQLite store: dead letters and the profiles projection.
 
-Each worker opens its own connection (``build``/``build_part`` run on the worker's thread). Every
-write is idempotent, so the batches Bytewax delivers again after a resume change nothing twice:
-appends are keyed on ``event_id``, profile upserts write the same document for the same seq.
+Each worker opens its own connection (``build``/``build_part`` run on the worker's thread). Profile
+upserts are idempotent (the same document for the same seq), so what Bytewax delivers again after a
+resume changes nothing. Dead letters are a diagnostic record: after a crash, a rejected event that is
+delivered again is recorded again.
 """
 
 from __future__ import annotations
@@ -16,38 +17,10 @@ from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkParti
 from storage.event_store import EventStore
 from storage.projections import Checkpoints, Profiles
 
-from .control import PROFILES_CHECKPOINT, FlowControl
+from .control import PROFILES_CHECKPOINT
 from .projection import ProfileFlush
-from .validate import Checked
 
 log = logging.getLogger(__name__)
-
-
-class _LogPartition(StatelessSinkPartition[Checked]):
-    def __init__(self, db: Path, control: FlowControl | None) -> None:
-        self.store = EventStore(db)
-        self.control = control
-
-    def write_batch(self, items: list[Checked]) -> None:
-        events = [e for c in items for e in c.events]
-        if events:
-            self.store.append(events)  # one transaction; event_ids already there are skipped
-        if self.control is not None:
-            self.control.ingest_written(len(items))
-
-    def close(self) -> None:
-        self.store.close()
-
-
-class EventLogSink(DynamicSink[Checked]):
-    """Appends the validated events of each batch to the log."""
-
-    def __init__(self, db: Path, control: FlowControl | None = None) -> None:
-        self.db = Path(db)
-        self.control = control
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _LogPartition:
-        return _LogPartition(self.db, self.control)
 
 
 class _DeadLetterPartition(StatelessSinkPartition[tuple[str, list[tuple[Any, str]]]]):

@@ -12,18 +12,15 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Generic, Iterable, Optional, TypeVar
+from typing import Any, Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from storage.event_store import EventStore
-from storage.events import Event, StoredEvent
+from storage.events import Event
 
 from .control import FlowControl
 from .generator import LIVE_CHUNK, MockGenerator
-
-X = TypeVar("X")
-S = TypeVar("S")
 
 _IDLE = timedelta(milliseconds=50)
 
@@ -44,9 +41,11 @@ class IngestBatch:
 
 @dataclass(slots=True)
 class LogBatch:
-    """Events read back from the log in seq order; ``upto`` is the highest seq this read covered."""
+    """Events of the log in seq order with their seqs; ``upto`` is the highest seq this batch covers
+    (every event at or below it, of this partition, has been in this or an earlier batch)."""
 
-    events: list[StoredEvent]
+    events: list[Event]
+    seqs: list[int]
     upto: int
 
 
@@ -259,39 +258,21 @@ class JsonlSource(FixedPartitionedSource[IngestBatch, FileCursor]):
 
 
 class _LogPartition(StatefulSourcePartition[LogBatch, int]):
-    def __init__(
-        self,
-        db: Path,
-        next_seq: int,
-        last: int | None,
-        batch_size: int,
-        finished: Callable[[], bool],
-        stop: Callable[[], bool],
-    ) -> None:
+    def __init__(self, db: Path, next_seq: int, last: int, batch_size: int) -> None:
         self.store = EventStore(db, readonly=True)
         self.next_seq = next_seq
         self.last = last
         self.batch_size = batch_size
-        self.finished = finished
-        self.stop = stop
-        self._awake: datetime | None = None
 
     def next_batch(self) -> list[LogBatch]:
-        if self.stop() or (self.last is not None and self.next_seq > self.last):
+        if self.next_seq > self.last:
             raise StopIteration
-        done_before = self.finished()  # read first: anything appended before it counts
         events = list(self.store.read(self.next_seq, self.last, limit=self.batch_size))
         if not events:
-            if self.last is not None or done_before:
-                raise StopIteration
-            self._awake = _utc_in(_IDLE.total_seconds())
-            return []
-        self._awake = None
+            self.next_seq = self.last + 1
+            raise StopIteration
         self.next_seq = events[-1].seq + 1
-        return [LogBatch(events, events[-1].seq)]
-
-    def next_awake(self) -> Optional[datetime]:
-        return self._awake
+        return [LogBatch(events, [e.seq for e in events], events[-1].seq)]  # type: ignore[arg-type]
 
     def snapshot(self) -> int:
         return self.next_seq
@@ -301,105 +282,26 @@ class _LogPartition(StatefulSourcePartition[LogBatch, int]):
 
 
 class LogSource(FixedPartitionedSource[LogBatch, int]):
-    """Reads the event log in seq order.
+    """Reads ``first..last`` of the event log, the seq range split into partitions (the replay input)."""
 
-    * ``LogSource.tail(db, finished)``: one partition that follows the log as it grows, until
-      ``finished()`` is true and everything is read (the live flow's projection input).
-    * ``LogSource.ranges_of(db, first, last, parts)``: seq ranges as partitions (replay).
-    """
-
-    def __init__(
-        self,
-        db: Path,
-        ranges: dict[str, tuple[int, int | None]],
-        *,
-        batch_size: int = 10_000,
-        finished: Callable[[], bool] = lambda: True,
-        stop: Callable[[], bool] = lambda: False,
-    ) -> None:
+    def __init__(self, db: Path, first: int, last: int, parts: int = 1, *, batch_size: int = 10_000) -> None:
         self.db = Path(db)
-        self.ranges = ranges
         self.batch_size = batch_size
-        self.finished = finished
-        self.stop = stop
-
-    @classmethod
-    def tail(
-        cls,
-        db: Path,
-        finished: Callable[[], bool],
-        *,
-        stop: Callable[[], bool] = lambda: False,
-        from_seq: int = 1,
-        batch_size: int = 10_000,
-    ) -> "LogSource":
-        """Follows the log until ``finished()`` and all is read, or at once when ``stop()``."""
-        return cls(db, {"log": (from_seq, None)}, batch_size=batch_size, finished=finished, stop=stop)
-
-    @classmethod
-    def ranges_of(cls, db: Path, first: int, last: int, parts: int, *, batch_size: int = 10_000) -> "LogSource":
-        parts = max(1, min(parts, last - first + 1)) if last >= first else 1
-        size = -(-(last - first + 1) // parts) if last >= first else 0
-        rs: dict[str, tuple[int, int | None]] = {}
+        n = last - first + 1
+        parts = max(1, min(parts, n)) if n > 0 else 1
+        size = -(-n // parts) if n > 0 else 0
+        self.ranges: dict[str, tuple[int, int]] = {}
         for k in range(parts):
             a = first + k * size
             b = min(last, a + size - 1)
-            rs[f"seq:{a}-{b}"] = (a, b)
-        return cls(db, rs, batch_size=batch_size)
+            self.ranges[f"seq:{a}-{b}"] = (a, b)
 
     def list_parts(self) -> list[str]:
         return list(self.ranges)
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _LogPartition:
         first, last = self.ranges[for_part]
-        return _LogPartition(
-            self.db, resume_state if resume_state is not None else first, last, self.batch_size, self.finished, self.stop
-        )
-
-
-# ---------------------------------------------------------------------------------- progress wrapper
-
-
-class _WatchedPartition(StatefulSourcePartition[X, S], Generic[X, S]):
-    def __init__(self, inner: StatefulSourcePartition[X, S], part: str, control: FlowControl) -> None:
-        self.inner = inner
-        self.part = part
-        self.control = control
-
-    def next_batch(self) -> Iterable[X]:
-        try:
-            items = list(self.inner.next_batch())
-        except StopIteration:
-            self.control.ingest_part_done(self.part)
-            raise
-        if items:
-            self.control.ingest_emitted(len(items))
-        return items
-
-    def next_awake(self) -> Optional[datetime]:
-        return self.inner.next_awake()
-
-    def snapshot(self) -> S:
-        return self.inner.snapshot()
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class WatchedSource(FixedPartitionedSource[X, S], Generic[X, S]):
-    """Wraps the ingest source so the log tail knows when a finite input is fully in the log."""
-
-    def __init__(self, inner: FixedPartitionedSource[X, S], control: FlowControl) -> None:
-        self.inner = inner
-        self.control = control
-
-    def list_parts(self) -> list[str]:
-        parts = self.inner.list_parts()
-        self.control.expect_ingest_parts(parts)
-        return parts
-
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[S]) -> _WatchedPartition[X, S]:
-        return _WatchedPartition(self.inner.build_part(step_id, for_part, resume_state), for_part, self.control)
+        return _LogPartition(self.db, resume_state if resume_state is not None else first, last, self.batch_size)
 
 
 __all__ = [
@@ -410,5 +312,4 @@ __all__ = [
     "FileCursor",
     "JsonlSource",
     "LogSource",
-    "WatchedSource",
 ]

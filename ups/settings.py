@@ -44,7 +44,10 @@ class Settings(BaseSettings):
     profile_shards: int = Field(
         64, ge=1, le=4096, description="user partitions of the profile fold (fixed per recovery directory)"
     )
-    flush_interval: float = Field(1.0, gt=0, le=3600, description="how often each shard writes changed profiles (s)")
+    flush_interval: float = Field(2.0, gt=0, le=3600, description="how often each shard writes changed profiles (s)")
+    log_poll_interval: float = Field(
+        0.5, gt=0, le=60, description="how often the flow reads events other writers appended to the log (s)"
+    )
     command_poll_interval: float = Field(0.5, gt=0, le=60, description="how often the flow polls commands (s)")
     live_base_ts: float | None = Field(
         None, description="event time of live index 0 for a fresh stream (default: the start time)"
