@@ -36,17 +36,25 @@ class FlowConfigError(ValueError):
     """The run cannot start as asked (e.g. recovery state made with other settings)."""
 
 
-def ensure_recovery(settings: Settings) -> RecoveryConfig:
+def ensure_recovery(settings: Settings, *, create: bool = True) -> RecoveryConfig:
     """Bytewax recovery partitions under ``state_dir/recovery`` (made when missing), checked against
-    the settings that shape the flow's state."""
+    the settings that shape the flow's state. In a cluster only process 0 creates them (``create``);
+    the others wait for them."""
     rdir = settings.recovery_dir
     meta_path = rdir / _META
     meta = {"profile_shards": settings.profile_shards}
     parts = sorted(rdir.glob("part-*.sqlite3")) if rdir.is_dir() else []
-    if not parts:
+    deadline = time.monotonic() + 60
+    while not create and not meta_path.exists():
+        if time.monotonic() > deadline:
+            raise FlowConfigError(f"no recovery partitions appeared in {rdir}; is process 0 running?")
+        time.sleep(0.1)
+    if not parts and create:
         rdir.mkdir(parents=True, exist_ok=True)
         init_db_dir(rdir, settings.recovery_partitions)  # what `python -m bytewax.recovery DIR N` does
-        meta_path.write_text(json.dumps(meta))
+        tmp = meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta))
+        tmp.replace(meta_path)  # written last: its presence says the partitions are ready
     elif meta_path.exists():
         saved = json.loads(meta_path.read_text())
         if saved.get("profile_shards") != settings.profile_shards:
@@ -135,7 +143,7 @@ def run_dataflow(
         else:
             raise FlowConfigError(f"unknown source {source!r}; use mock or jsonl")
     flow = build_live_flow(settings, ingest, control, attach_refresh=attach_refresh)
-    recovery = ensure_recovery(settings) if settings.recovery else None
+    recovery = ensure_recovery(settings, create=not process_id) if settings.recovery else None
     with EventStore(settings.db) as store:
         seq0 = store.last_seq()
     supervisor = Supervisor(
