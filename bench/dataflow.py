@@ -1,15 +1,17 @@
 """Dataflow benchmark, all measured in one run over the same mock events (default 1 000 000):
 
-* bare      a bare Bytewax flow: the same mock source, key by user, ``stateful_map`` count (baseline)
+* bare-wN   a bare Bytewax flow: the same mock source, key by user, ``stateful_map`` count (baseline)
 * sqlite    raw SQLite appends: pre-serialised rows, ``executemany`` per 10 000 into the same schema
-* full      ``ups dataflow --max-events N``: validate + append + fold + profile projection, recovery on
-* replay    ``ups replay`` of the log the full flow wrote (rebuild of the profiles projection)
+* full-wN   ``ups dataflow --max-events N --workers N``: validate + append + fold + profile projection,
+            recovery on (snapshots every ``UPS_SNAPSHOT_INTERVAL``), profiles flushed every ``UPS_FLUSH_INTERVAL``
+* replay    ``ups replay`` of the log the first full run wrote (rebuild of the profiles projection)
 
-Each phase runs in its own process, so its peak memory (max RSS) is its own. Targets on the 2-core
-development machine: full >= 50 % of bare and >= 100 000 events/s; replay >= 150 000 events/s.
-CPU seconds are printed too: on a shared machine wall time also counts other processes' load.
+Bare and full run with each worker count given (one process, Bytewax worker threads); the ratio
+compares the best of each. Each phase runs in its own process, so its peak memory (max RSS) is its own.
+Targets on the 2-core development machine: full >= 50 % of bare and >= 100 000 events/s; replay >=
+150 000 events/s. CPU seconds are printed too: on a shared machine wall time also counts others' load.
 
-    python -m bench.dataflow [--events 1000000] [--users 20000] [--batch 10000]
+    python -m bench.dataflow [--events 1000000] [--users 20000] [--batch 10000] [--workers 1,2]
 """
 
 from __future__ import annotations
@@ -48,11 +50,11 @@ def _measure(fn: Callable[[], int]) -> dict[str, float]:
     }
 
 
-def phase_bare(db: Path, events: int, users: int, batch: int) -> dict[str, float]:
+def phase_bare(db: Path, events: int, users: int, batch: int, workers: int = 1) -> dict[str, float]:
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow
     from bytewax.outputs import DynamicSink, StatelessSinkPartition
-    from bytewax.testing import run_main
+    from bytewax.run import cli_main
 
     from dataflow.control import FlowControl
     from dataflow.flow import mock_source
@@ -79,10 +81,10 @@ def phase_bare(db: Path, events: int, users: int, batch: int) -> dict[str, float
     evs = op.flat_map("events", batches, lambda b: b.items)
     counts = op.stateful_map("count", op.key_on("user", evs, lambda e: e.user_id), count)
     op.output("out", counts, NullSink())
-    return _measure(lambda: (run_main(flow), events)[1])
+    return _measure(lambda: (cli_main(flow, workers_per_process=workers), events)[1])
 
 
-def phase_sqlite(db: Path, events: int, users: int, batch: int) -> dict[str, float]:
+def phase_sqlite(db: Path, events: int, users: int, batch: int, workers: int = 1) -> dict[str, float]:
     from dataflow.generator import LIVE_CHUNK, GeneratorConfig, MockGenerator
     from storage.db import connect
     from storage.event_store import _INSERT, _row
@@ -119,7 +121,7 @@ def phase_sqlite(db: Path, events: int, users: int, batch: int) -> dict[str, flo
     }
 
 
-def phase_full(db: Path, events: int, users: int, batch: int) -> dict[str, float]:
+def phase_full(db: Path, events: int, users: int, batch: int, workers: int = 1) -> dict[str, float]:
     from dataflow.flow import mock_source
     from dataflow.control import FlowControl
     from dataflow.runner import run_dataflow
@@ -128,7 +130,7 @@ def phase_full(db: Path, events: int, users: int, batch: int) -> dict[str, float
     control = FlowControl(rate=s.live_rate)
     source = mock_source(s, control, events)
     source.gen.pop.names_and_cities  # noqa: B018 - Faker warm-up outside the timing (as for bare)
-    out = _measure(lambda: run_dataflow(s, ingest=source, control=control).events_in)
+    out = _measure(lambda: run_dataflow(s, ingest=source, control=control, workers=workers).events_in)
     from storage.event_store import EventStore
     from storage.projections import Checkpoints
 
@@ -139,7 +141,7 @@ def phase_full(db: Path, events: int, users: int, batch: int) -> dict[str, float
     return out
 
 
-def phase_replay(db: Path, events: int, users: int, batch: int) -> dict[str, float]:
+def phase_replay(db: Path, events: int, users: int, batch: int, workers: int = 1) -> dict[str, float]:
     from dataflow.runner import replay
 
     s = _settings(db, users, batch)
@@ -168,25 +170,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=10_000, help="events per source batch / append transaction")
+    ap.add_argument("--workers", default="1,2", help="worker counts for bare and full, comma-separated")
     a = ap.parse_args(argv)
+    counts = [int(w) for w in a.workers.split(",")]
+    plan = [(f"bare-w{w}", "bare", w) for w in counts] + [("sqlite", "sqlite", 1)]
+    plan += [(f"full-w{w}", "full", w) for w in counts] + [("replay", "replay", 1)]
     res: dict[str, dict[str, float]] = {}
+    print(f"{a.events:,} mock events, {a.users:,} users, batches of {a.batch:,}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("bare", "sqlite", "full", "replay"):
-            db = Path(tmp) / ("raw.db" if name == "sqlite" else "flow.db" if name in ("full", "replay") else "bare.db")
-            res[name] = r = run_phase(name, db, a.events, a.users, a.batch)
+        for label, phase, w in plan:
+            # each phase its own database; replay rebuilds the log the first full run wrote
+            name = {"bare": f"bare-w{w}", "sqlite": "raw", "full": f"flow-w{w}", "replay": f"flow-w{counts[0]}"}
+            db = Path(tmp) / f"{name[phase]}.db"
+            res[label] = r = run_phase(phase, db, a.events, a.users, a.batch, w)
             print(
-                f"{name:7s} {int(r['events']):>10,d} events  {r['wall_s']:7.2f} s  {r['rate']:>10,.0f} events/s  "
+                f"{label:8s} {int(r['events']):>10,d} events  {r['wall_s']:7.2f} s  {r['rate']:>10,.0f} events/s  "
                 f"cpu {r['cpu_s']:7.2f} s ({r['events'] / max(r['cpu_s'], 1e-9):>9,.0f} events per cpu-s)  "
                 f"peak {r['peak_mb']:,.0f} MB",
                 flush=True,
             )
-    full, bare, rep = res["full"], res["bare"], res["replay"]
-    ratio = full["rate"] / bare["rate"]
-    print(f"full flow: {int(full['profiles']):,} profiles, checkpoint {int(full['checkpoint']):,} of last seq "
-          f"{int(full['last_seq']):,}")
+            if phase == "full":
+                print(f"         {int(r['profiles']):,} profiles, checkpoint {int(r['checkpoint']):,} of last seq "
+                      f"{int(r['last_seq']):,}", flush=True)
+    best_bare = max((res[f"bare-w{w}"] for w in counts), key=lambda r: r["rate"])
+    best_full = max((res[f"full-w{w}"] for w in counts), key=lambda r: r["rate"])
+    rep = res["replay"]
+    ratio = best_full["rate"] / best_bare["rate"]
+    for w in counts:
+        print(f"full / bare with {w} worker(s): {res[f'full-w{w}']['rate'] / res[f'bare-w{w}']['rate']:.2f}")
     checks = [
-        (f"full / bare = {ratio:.2f} (target >= {TARGET_RATIO})", ratio >= TARGET_RATIO),
-        (f"full = {full['rate']:,.0f} events/s (target >= {TARGET_FULL:,})", full["rate"] >= TARGET_FULL),
+        (f"best full / best bare = {ratio:.2f} (target >= {TARGET_RATIO})", ratio >= TARGET_RATIO),
+        (f"best full = {best_full['rate']:,.0f} events/s (target >= {TARGET_FULL:,})", best_full["rate"] >= TARGET_FULL),
         (f"replay = {rep['rate']:,.0f} events/s (target >= {TARGET_REPLAY:,})", rep["rate"] >= TARGET_REPLAY),
     ]
     for text, ok in checks:

@@ -22,7 +22,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from storage.event_store import EventStore
 
-from .sources import LogBatch
+from .sources import LogBatch, read_log
 from .validate import Checked
 
 #: the one key of the append step
@@ -62,12 +62,12 @@ class LogAppendLogic(StatefulBatchLogic[Checked, LogBatch, int]):
     def _catch_up(self) -> list[LogBatch]:
         out: list[LogBatch] = []
         for _ in range(self.max_pages):
-            page = list(self.store.read(self.upto + 1, None, limit=self.page))
-            if not page:
+            batch = read_log(self.store, self.upto + 1, 2**62, self.page)
+            if batch is None:
                 self._behind = False
                 return out
-            self.upto = page[-1].seq
-            out.append(LogBatch(page, [e.seq for e in page], self.upto))  # type: ignore[arg-type]
+            self.upto = batch.upto
+            out.append(batch)
         self._behind = True  # more to read: continue at once from on_notify
         return out
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from pydantic_core import from_json
 
 from storage.event_store import EventStore
 from storage.events import Event
@@ -257,6 +258,26 @@ class JsonlSource(FixedPartitionedSource[IngestBatch, FileCursor]):
 # ---------------------------------------------------------------------------------- the log itself
 
 
+def read_log(store: EventStore, first: int, last: int, limit: int) -> LogBatch | None:
+    """Events ``first..last`` (at most ``limit``) with their seqs, or None past the end.
+
+    Leaner than ``EventStore.read`` for the fold, which is what makes replay fast: only the columns an
+    :class:`Event` has, and payloads parsed by pydantic-core's JSON parser (several times faster than
+    ``json.loads`` on these small objects; same values)."""
+    rows = store.conn.execute(
+        "SELECT seq, event_id, type, user_id, target_id, ts, payload, version FROM events "
+        "WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
+        (first, last, limit),
+    ).fetchall()
+    if not rows:
+        return None
+    events = [
+        Event(eid, etype, ts, uid, target, from_json(payload) if payload != "{}" else {}, version)
+        for _, eid, etype, uid, target, ts, payload, version in rows
+    ]
+    return LogBatch(events, [r[0] for r in rows], rows[-1][0])
+
+
 class _LogPartition(StatefulSourcePartition[LogBatch, int]):
     def __init__(self, db: Path, next_seq: int, last: int, batch_size: int) -> None:
         self.store = EventStore(db, readonly=True)
@@ -265,14 +286,12 @@ class _LogPartition(StatefulSourcePartition[LogBatch, int]):
         self.batch_size = batch_size
 
     def next_batch(self) -> list[LogBatch]:
-        if self.next_seq > self.last:
-            raise StopIteration
-        events = list(self.store.read(self.next_seq, self.last, limit=self.batch_size))
-        if not events:
+        batch = read_log(self.store, self.next_seq, self.last, self.batch_size) if self.next_seq <= self.last else None
+        if batch is None:
             self.next_seq = self.last + 1
             raise StopIteration
-        self.next_seq = events[-1].seq + 1
-        return [LogBatch(events, [e.seq for e in events], events[-1].seq)]  # type: ignore[arg-type]
+        self.next_seq = batch.upto + 1
+        return [batch]
 
     def snapshot(self) -> int:
         return self.next_seq
@@ -312,4 +331,5 @@ __all__ = [
     "FileCursor",
     "JsonlSource",
     "LogSource",
+    "read_log",
 ]
