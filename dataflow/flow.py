@@ -17,6 +17,7 @@ environment variables (give ``-r``/``-s`` for recovery there; ``ups dataflow`` d
 
 from __future__ import annotations
 
+import atexit
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -178,7 +179,9 @@ def get_flow(source: str = "mock", max_events: int | None = None, path: str | No
     else:
         raise ValueError(f"source must be 'mock' or 'jsonl' with a path, got {source!r}")
     flow = build_live_flow(settings, ingest, control)
-    Supervisor(
+    supervisor = Supervisor(
         settings.db, control, status_interval=settings.status_interval, poll_interval=settings.command_poll_interval
-    ).start()
+    )
+    supervisor.start()
+    atexit.register(supervisor.finish)  # the status row says "stopped" when the process ends
     return flow
