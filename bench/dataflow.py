@@ -91,6 +91,8 @@ def phase_sqlite(db: Path, events: int, users: int, batch: int, workers: int = 1
 
     gen = MockGenerator(GeneratorConfig(users=users))
     conn = connect(db)
+    # the same page cache the flow's writer gets
+    conn.execute(f"PRAGMA cache_size=-{_settings(db, users, batch).sqlite_cache_mb * 1024}")
     spent = 0.0
     cpu = 0.0
     t_all0 = time.perf_counter()

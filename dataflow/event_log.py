@@ -38,8 +38,11 @@ class LogAppendLogic(StatefulBatchLogic[Checked, LogBatch, int]):
         poll_interval: float = 0.5,
         page: int = 10_000,
         max_pages: int = 10,
+        cache_mb: int = 128,
     ) -> None:
         self.store = EventStore(db)
+        # the log's indexes outgrow SQLite's default 2 MB cache quickly; every append touches them
+        self.store.conn.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
         self.upto = resume or 0
         self.poll_interval = poll_interval
         self.page = page

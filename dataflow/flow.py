@@ -56,6 +56,7 @@ def add_profile_projection(
     on_events: Callable[[int], None] | None = None,
     on_write: Callable[[int], None] | None = None,
     loader: Callable[[list[str]], dict[str, ProfileState]] | None = None,
+    cache_mb: int = 128,
 ) -> None:
     """log batches -> shard by user -> fold -> profiles sink (+ checkpoint)."""
     splitter = ShardSplitter(shards)
@@ -74,7 +75,7 @@ def add_profile_projection(
     )
     # one sink partition sees every shard's progress (the checkpoint is their minimum)
     to_sink = op.map("to_profiles_sink", folded, lambda kv: (ProfileSink.PART, kv))
-    op.output("profiles", to_sink, ProfileSink(db, shards, final_seq=final_seq, on_write=on_write))
+    op.output("profiles", to_sink, ProfileSink(db, shards, final_seq=final_seq, on_write=on_write, cache_mb=cache_mb))
 
 
 def build_live_flow(
@@ -96,10 +97,18 @@ def build_live_flow(
     rejected = op.filter_map("rejected", checked, lambda c: (c.origin, c.rejected) if c.rejected else None)
     op.output("dead_letters", rejected, DeadLetterSink(db))
     to_log = op.key_on("to_log", checked, lambda _: LOG_KEY)
-    poll = settings.log_poll_interval
-    appended = op.stateful_batch("event_log", to_log, lambda upto: LogAppendLogic(upto, db, poll_interval=poll))
+    poll, cache = settings.log_poll_interval, settings.sqlite_cache_mb
+    appended = op.stateful_batch(
+        "event_log", to_log, lambda upto: LogAppendLogic(upto, db, poll_interval=poll, cache_mb=cache)
+    )
     log_batches = op.key_rm("log", appended)
-    add_profile_projection(log_batches, db, shards=settings.profile_shards, flush_interval=settings.flush_interval)
+    add_profile_projection(
+        log_batches,
+        db,
+        shards=settings.profile_shards,
+        flush_interval=settings.flush_interval,
+        cache_mb=settings.sqlite_cache_mb,
+    )
     affected = op.map("affected_nodes", log_batches, lambda b: GraphDelta(b.events, b.seqs, b.upto))
     if attach_refresh is not None:
         control.refresh_attached = True
@@ -160,6 +169,7 @@ def build_replay_flow(
         on_events=on_events,
         # continuing from a seq: users met first start from their stored profile
         loader=ProfileLoader(into) if first > 1 else None,
+        cache_mb=settings.sqlite_cache_mb,
     )
     return flow
 

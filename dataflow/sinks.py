@@ -59,8 +59,10 @@ class _ProfilePartition(StatefulSinkPartition[tuple[str, ProfileFlush], Progress
         progress: Progress,
         final_seq: int | None,
         on_write: Callable[[int], None] | None,
+        cache_mb: int,
     ) -> None:
         self.store = EventStore(db)
+        self.store.conn.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
         self.shard_count = shard_count
         self.progress = progress
         self.final_seq = final_seq
@@ -105,11 +107,13 @@ class ProfileSink(FixedPartitionedSink[tuple[str, ProfileFlush], Progress]):
         *,
         final_seq: int | None = None,
         on_write: Callable[[int], None] | None = None,
+        cache_mb: int = 128,
     ) -> None:
         self.db = Path(db)
         self.shard_count = shard_count
         self.final_seq = final_seq
         self.on_write = on_write
+        self.cache_mb = cache_mb
 
     def list_parts(self) -> list[str]:
         return [self.PART]
@@ -118,4 +122,6 @@ class ProfileSink(FixedPartitionedSink[tuple[str, ProfileFlush], Progress]):
         return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[Progress]) -> _ProfilePartition:
-        return _ProfilePartition(self.db, self.shard_count, dict(resume_state or {}), self.final_seq, self.on_write)
+        return _ProfilePartition(
+            self.db, self.shard_count, dict(resume_state or {}), self.final_seq, self.on_write, self.cache_mb
+        )

@@ -49,7 +49,8 @@ def check_event(raw: Any) -> Event:
         m = adapter.validate_python(raw, from_attributes=attrs)
     except ValidationError:
         return validate_event(raw)  # raises InvalidEvent with the standard reason
-    return Event(m.event_id, etype, float(m.ts), m.user_id, m.target_id, dict(m.payload.__dict__), m.version)
+    # the payload model is dropped here, so its field dict can become the event's payload as is
+    return Event(m.event_id, etype, float(m.ts), m.user_id, m.target_id, m.payload.__dict__, m.version)
 
 
 @dataclass(slots=True)

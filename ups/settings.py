@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     snapshot_interval: float = Field(5.0, gt=0, description="Bytewax recovery epoch length (s)")
     status_interval: float = Field(2.0, gt=0, description="how often the flow writes its status (s)")
     batch_size: int = Field(2000, ge=1, le=1_000_000, description="events per append/upsert transaction")
+    sqlite_cache_mb: int = Field(
+        128, ge=2, le=65_536, description="page cache of the flow's writer connections (MB); indexes of a big log"
+    )
     recovery: bool = Field(True, description="Bytewax recovery (snapshots under state_dir/recovery)")
     recovery_partitions: int = Field(1, ge=1, le=64, description="Bytewax recovery partitions made when missing")
     profile_shards: int = Field(
