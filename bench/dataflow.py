@@ -85,7 +85,7 @@ def phase_bare(db: Path, events: int, users: int, batch: int, workers: int = 1) 
 
 
 def phase_sqlite(db: Path, events: int, users: int, batch: int, workers: int = 1) -> dict[str, float]:
-    from dataflow.generator import LIVE_CHUNK, GeneratorConfig, MockGenerator
+    from dataflow.generator import GeneratorConfig, MockGenerator
     from storage.db import connect
     from storage.event_store import _INSERT, _row
 
@@ -95,7 +95,6 @@ def phase_sqlite(db: Path, events: int, users: int, batch: int, workers: int = 1
     conn.execute(f"PRAGMA cache_size=-{_settings(db, users, batch).sqlite_cache_mb * 1024}")
     spent = 0.0
     cpu = 0.0
-    t_all0 = time.perf_counter()
     done = 0
     chunk = 0
     while done < events:
@@ -113,7 +112,6 @@ def phase_sqlite(db: Path, events: int, users: int, batch: int, workers: int = 1
         cpu += time.process_time() - c0
         done += len(evs)
     conn.close()
-    _ = time.perf_counter() - t_all0
     return {
         "events": done,
         "wall_s": spent,

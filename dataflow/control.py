@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -165,15 +166,16 @@ class Supervisor(threading.Thread):
             self._seq0 = store.last_seq()
             next_status = 0.0
             while not self._done.is_set():
-                self._poll(store)
-                now = time.monotonic()
-                if self.resolve and now >= next_status:
-                    self.write_status(store, "running")
-                    next_status = now + self.status_interval
+                try:
+                    self._poll(store)
+                    now = time.monotonic()
+                    if self.resolve and now >= next_status:
+                        self.write_status(store, "running")
+                        next_status = now + self.status_interval
+                except sqlite3.Error:  # e.g. locked past the busy timeout: try again next round
+                    log.exception("supervisor: polling commands or writing status failed")
                 self._done.wait(self.poll_interval)
             self._poll(store)
-        except Exception:  # noqa: BLE001 - the flow must not die because status could not be written
-            log.exception("supervisor failed")
         finally:
             store.close()
 
