@@ -6,6 +6,7 @@ Live flow::
     ingest (mock | jsonl | any source of batches) -> validate -+-> dead_letters (sink)
                                                                +-> event_log (append; emits the log in seq order)
         event_log -+-> shard by user -> fold_profiles (stateful) -> profiles (sink, with checkpoint)
+                   +-> rule_changes -> rules (sink)
                    +-> affected_nodes (Stream[GraphDelta], for the refresh step)
 
 The projection consumes the log as the append step hands it on (see :mod:`dataflow.event_log`):
@@ -36,7 +37,7 @@ from .generator import GeneratorConfig, MockGenerator
 from .profile import ProfileState
 from .projection import ProfileShardLogic, ShardSplitter
 from .event_log import LOG_KEY, LogAppendLogic
-from .sinks import DeadLetterSink, ProfileSink
+from .sinks import RULE_TYPES, DeadLetterSink, ProfileSink, RuleChange, RulesSink
 from .sources import JsonlSource, LogBatch, LogSource, MockSource
 from .validate import validate_batch
 
@@ -78,6 +79,17 @@ def add_profile_projection(
     op.output("profiles", to_sink, ProfileSink(db, shards, final_seq=final_seq, on_write=on_write, cache_mb=cache_mb))
 
 
+def add_rules_projection(log_batches: Stream[LogBatch], db: Path, *, in_order: bool) -> None:
+    """rule.* events -> the rules projection."""
+
+    def rule_changes(batch: LogBatch) -> list[tuple[str, RuleChange]]:
+        return [
+            (RulesSink.PART, (seq, e)) for e, seq in zip(batch.events, batch.seqs) if e.type in RULE_TYPES
+        ]
+
+    op.output("rules", op.flat_map("rule_changes", log_batches, rule_changes), RulesSink(db, in_order=in_order))
+
+
 def build_live_flow(
     settings: Settings,
     ingest: FixedPartitionedSource[Any, Any],
@@ -109,6 +121,7 @@ def build_live_flow(
         flush_interval=settings.flush_interval,
         cache_mb=settings.sqlite_cache_mb,
     )
+    add_rules_projection(log_batches, db, in_order=True)
     affected = op.map("affected_nodes", log_batches, lambda b: GraphDelta(b.events, b.seqs, b.upto))
     if attach_refresh is not None:
         control.refresh_attached = True
@@ -171,6 +184,7 @@ def build_replay_flow(
         loader=ProfileLoader(into) if first > 1 else None,
         cache_mb=settings.sqlite_cache_mb,
     )
+    add_rules_projection(log_batches, into, in_order=parts == 1)
     return flow
 
 

@@ -219,8 +219,8 @@ def replay(
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> ReplaySummary:
-    """Rebuild the profiles projection from the log (``from_seq..to_seq``) into ``into`` (default: the
-    database itself). From seq 1 the projection is rebuilt from nothing; from a later seq it continues
+    """Rebuild the profiles and rules projections from the log (``from_seq..to_seq``) into ``into``
+    (default: the database itself). From seq 1 the projection is rebuilt from nothing; from a later seq it continues
     a projection whose checkpoint is ``from_seq - 1``."""
     source_db = settings.db
     if not source_db.exists():
@@ -243,6 +243,7 @@ def replay(
         cp = Checkpoints(conn).get(PROFILES_CHECKPOINT)
         if from_seq == 1:
             conn.execute("DELETE FROM profiles")
+            conn.execute("DELETE FROM rules")
             Checkpoints(conn).set(PROFILES_CHECKPOINT, 0)
         elif cp != from_seq - 1:
             raise FlowConfigError(

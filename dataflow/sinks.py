@@ -1,4 +1,4 @@
-"""Bytewax sinks into the SQLite store: dead letters and the profiles projection.
+"""Bytewax sinks into the SQLite store: dead letters and the profiles and rules projections.
 
 Each worker opens its own connection (``build``/``build_part`` run on the worker's thread). Profile
 upserts are idempotent (the same document for the same seq), so what Bytewax delivers again after a
@@ -15,7 +15,8 @@ from typing import Any, Callable, Optional
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
 from storage.event_store import EventStore
-from storage.projections import Checkpoints, Profiles
+from storage.events import Event
+from storage.projections import Checkpoints, Profiles, Rules
 
 from .control import PROFILES_CHECKPOINT
 from .projection import ProfileFlush
@@ -125,3 +126,62 @@ class ProfileSink(FixedPartitionedSink[tuple[str, ProfileFlush], Progress]):
         return _ProfilePartition(
             self.db, self.shard_count, dict(resume_state or {}), self.final_seq, self.on_write, self.cache_mb
         )
+
+
+#: (seq, rule event) of rule.created / rule.updated / rule.deleted
+RuleChange = tuple[int, Event]
+RULE_TYPES = frozenset({"rule.created", "rule.updated", "rule.deleted"})
+
+
+class _RulesPartition(StatefulSinkPartition[RuleChange, None]):
+    def __init__(self, db: Path, in_order: bool) -> None:
+        self.store = EventStore(db)
+        self.in_order = in_order
+        self.pending: list[RuleChange] = []
+
+    def write_batch(self, values: list[RuleChange]) -> None:
+        if self.in_order:
+            self._apply(values)
+        else:
+            self.pending.extend(values)
+
+    def _apply(self, changes: list[RuleChange]) -> None:
+        with self.store.transaction() as conn:
+            rules = Rules(conn)
+            for seq, e in changes:
+                p = e.payload
+                if e.type == "rule.deleted":
+                    rules.delete(p["name"])
+                else:
+                    rules.upsert(p["name"], p.get("description", ""), p["weight"], p["condition"],
+                                 bool(p.get("enabled", True)), seq)
+
+    def snapshot(self) -> None:
+        return None
+
+    def close(self) -> None:
+        if self.pending:  # replay read seq ranges in parallel: apply in log order at the end
+            self._apply(sorted(self.pending, key=lambda c: c[0]))
+        self.store.close()
+
+
+class RulesSink(FixedPartitionedSink[RuleChange, None]):
+    """The ``rules`` projection from ``rule.*`` events (one partition: changes apply in log order).
+
+    ``in_order=False`` (a replay over parallel seq ranges) keeps the changes and applies them sorted by
+    seq when the input ends; rule changes are rare, so that is little to hold."""
+
+    PART = "rules"
+
+    def __init__(self, db: Path, *, in_order: bool = True) -> None:
+        self.db = Path(db)
+        self.in_order = in_order
+
+    def list_parts(self) -> list[str]:
+        return [self.PART]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _RulesPartition:
+        return _RulesPartition(self.db, self.in_order)

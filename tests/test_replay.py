@@ -12,6 +12,7 @@ from dataflow.bootstrap import append_dataset
 from dataflow.generator import MockGenerator
 from dataflow.runner import replay, run_dataflow
 from storage.event_store import EventStore
+from storage.events import Event
 from ups.cli import main
 from ups.settings import Settings
 
@@ -32,7 +33,15 @@ def projection_rows(db: Path) -> dict[str, list[tuple[Any, ...]]]:
         return {
             "profiles": conn.execute("SELECT user_id, profile, last_seq FROM profiles ORDER BY user_id").fetchall(),
             "checkpoints": conn.execute("SELECT projection, seq FROM checkpoints ORDER BY projection").fetchall(),
+            "rules": conn.execute(
+                "SELECT name, description, weight, condition, enabled, seq FROM rules ORDER BY name"
+            ).fetchall(),
         }
+
+
+def _rule(eid: str, etype: str, name: str, **payload: Any) -> Event:
+    body = {"name": name, **payload} if etype != "rule.deleted" else {"name": name}
+    return Event(eid, etype, 1.0, None, None, body)
 
 
 @pytest.fixture
@@ -41,6 +50,15 @@ def live_db(tmp_path: Path, small_gen: MockGenerator) -> Path:
     db = tmp_path / "live.db"
     with EventStore(db) as store:
         append_dataset(store, small_gen)
+        store.append([
+            _rule("r1", "rule.created", "low_fee", weight=0.4, condition="monthly_fee < 50"),
+            _rule("r2", "rule.created", "heavy", weight=0.2, condition="total_events > 30", description="活跃"),
+            _rule("r3", "rule.updated", "low_fee", weight=0.6, condition="monthly_fee < 40", enabled=False),
+            _rule("r4", "rule.deleted", "heavy"),
+            _rule("r5", "rule.created", "heavy", weight=0.1, condition="total_events > 50"),
+            _rule("r6", "rule.created", "gone", weight=0.1, condition="tenure_months < 3"),
+            _rule("r7", "rule.deleted", "gone"),
+        ])
     summary = run_dataflow(settings_for(db), max_events=4000)
     assert summary.events_in == 4000 and summary.profiles_seq == summary.last_seq
     return db
@@ -52,6 +70,10 @@ def test_replay_into_a_fresh_database_equals_live(live_db: Path, tmp_path: Path)
     assert summary.events == summary.last and summary.profiles > 300  # live registrations add users
     live, rebuilt = projection_rows(live_db), projection_rows(fresh)
     assert len(live["profiles"]) == summary.profiles
+    assert [(r[0], r[2], r[3], r[4]) for r in live["rules"]] == [
+        ("heavy", 0.1, "total_events > 50", 1),
+        ("low_fee", 0.6, "monthly_fee < 40", 0),
+    ]
     assert rebuilt == live
 
 
@@ -72,7 +94,9 @@ def test_replay_in_parts_and_with_two_workers_equals_live(live_db: Path, tmp_pat
 def test_replay_in_place_rebuilds_the_same_rows(live_db: Path) -> None:
     before = projection_rows(live_db)
     with sqlite3.connect(live_db) as conn:
-        conn.execute("UPDATE profiles SET profile = '{}'")  # damage the projection
+        conn.execute("UPDATE profiles SET profile = '{}'")  # damage the projections
+        conn.execute("DELETE FROM rules WHERE name = 'heavy'")
+        conn.execute("INSERT INTO rules VALUES ('stray', '', 1.0, 'True', 1, 0, 0.0)")
     replay(settings_for(live_db))
     assert projection_rows(live_db) == before
 
