@@ -53,6 +53,18 @@ STATUS_KEYS = (
 PROFILES_CHECKPOINT = "profiles"
 
 
+#: WAL pages after which a writer checkpoints by itself; normally the supervisor has done it long before
+WRITER_AUTOCHECKPOINT_PAGES = 100_000
+
+
+def tune_writer(store: EventStore, cache_mb: int) -> None:
+    """Settings of the flow's writer connections: a page cache that holds the log's indexes (every
+    append touches them), and WAL checkpoints left to the supervisor thread (:meth:`Supervisor.run`)
+    so the writers do not stop for the copy and sync of each one."""
+    store.conn.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
+    store.conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
+
+
 @dataclass
 class FlowControl:
     """Shared switches of one flow process (thread-safe: Bytewax workers are threads)."""
@@ -131,7 +143,7 @@ class FlowControl:
 
 
 class Supervisor(threading.Thread):
-    """Polls commands and writes the status row while the flow runs (one per process)."""
+    """Polls commands, writes the status row and checkpoints the WAL while the flow runs (one per process)."""
 
     def __init__(
         self,
@@ -142,6 +154,7 @@ class Supervisor(threading.Thread):
         poll_interval: float,
         resolve: bool = True,
         on_status: Callable[[dict[str, Any]], None] | None = None,
+        checkpoint_interval: float = 1.0,
     ) -> None:
         super().__init__(name="ups-supervisor", daemon=True)
         self.db = db
@@ -151,6 +164,7 @@ class Supervisor(threading.Thread):
         #: only one process of a cluster resolves rows and writes status
         self.resolve = resolve
         self.on_status = on_status
+        self.checkpoint_interval = checkpoint_interval
         self._done = threading.Event()
         self._rate_window: list[tuple[float, int]] = []
         self._cursor = 0
@@ -164,7 +178,7 @@ class Supervisor(threading.Thread):
             pending = ops.pending()
             self._cursor = pending[0]["id"] - 1 if pending else self._max_op_id(store)
             self._seq0 = store.last_seq()
-            next_status = 0.0
+            next_status = next_checkpoint = 0.0
             while not self._done.is_set():
                 try:
                     self._poll(store)
@@ -172,6 +186,10 @@ class Supervisor(threading.Thread):
                     if self.resolve and now >= next_status:
                         self.write_status(store, "running")
                         next_status = now + self.status_interval
+                    if now >= next_checkpoint:
+                        # PASSIVE: copies what no reader needs, never blocks the writers
+                        store.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                        next_checkpoint = now + self.checkpoint_interval
                 except sqlite3.Error:  # e.g. locked past the busy timeout: try again next round
                     log.exception("supervisor: polling commands or writing status failed")
                 self._done.wait(self.poll_interval)

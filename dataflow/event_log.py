@@ -22,6 +22,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from storage.event_store import EventStore
 
+from .control import tune_writer
 from .sources import LogBatch, read_log
 from .validate import Checked
 
@@ -41,8 +42,7 @@ class LogAppendLogic(StatefulBatchLogic[Checked, LogBatch, int]):
         cache_mb: int = 128,
     ) -> None:
         self.store = EventStore(db)
-        # the log's indexes outgrow SQLite's default 2 MB cache quickly; every append touches them
-        self.store.conn.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
+        tune_writer(self.store, cache_mb)
         self.upto = resume or 0
         self.poll_interval = poll_interval
         self.page = page

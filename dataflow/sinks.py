@@ -18,7 +18,7 @@ from storage.event_store import EventStore
 from storage.events import Event
 from storage.projections import Checkpoints, Profiles, Rules
 
-from .control import PROFILES_CHECKPOINT
+from .control import PROFILES_CHECKPOINT, tune_writer
 from .projection import ProfileFlush
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class _ProfilePartition(StatefulSinkPartition[tuple[str, ProfileFlush], Progress
         cache_mb: int,
     ) -> None:
         self.store = EventStore(db)
-        self.store.conn.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
+        tune_writer(self.store, cache_mb)
         self.shard_count = shard_count
         self.progress = progress
         self.final_seq = final_seq
