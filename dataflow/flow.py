@@ -72,7 +72,9 @@ def add_profile_projection(
     else:
         sharded = op.flat_map("shard_by_user", log_batches, splitter)
     folded = op.stateful_batch(
-        "fold_profiles", sharded, lambda resume: ProfileShardLogic(resume, flush_interval, loader=loader)
+        "fold_profiles",
+        sharded,
+        lambda resume: ProfileShardLogic(resume, flush_interval, loader=loader, shards=shards),
     )
     # one sink partition sees every shard's progress (the checkpoint is their minimum)
     to_sink = op.map("to_profiles_sink", folded, lambda kv: (ProfileSink.PART, kv))

@@ -18,6 +18,7 @@ from dataflow.affected import AffectedNode, GraphDelta
 from dataflow.control import FlowControl
 from dataflow.flow import build_live_flow, jsonl_source
 from dataflow.generator import MockGenerator
+from dataflow.projection import ProfileShardLogic
 from dataflow.validate import check_event
 from storage.event_store import EventStore
 from storage.events import Event, InvalidEvent, validate_event
@@ -243,3 +244,29 @@ def test_jsonl_source_with_line_numbers(db_path: Path, tmp_path: Path) -> None:
     assert dead["reason"].startswith("line 3: call: payload.duration")
     assert dead["source"] == f"jsonl:{f.resolve()}"
     assert _profiles(db_path)["U1"]["total_events"] == 2
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.step = 0.0
+
+    def __call__(self) -> float:
+        self.t += self.step
+        return self.t
+
+
+def test_shard_flushes_space_out_when_writing_profiles_gets_costly() -> None:
+    clock = _Clock()
+    logic = ProfileShardLogic(None, 1.0, shards=64, clock=clock)
+    e = Event("a", "call", 1.0, "U1", "U2", {"duration": 1.0})
+    assert list(logic.on_batch([([(e, 1)], 1)])[0]) == []  # before the first flush time: kept
+    clock.t = 5.0
+    (flush,) = logic.on_batch([([(e, 2)], 2)])[0]
+    assert [d[0] for d in flush.docs] == ["U1"] and flush.upto == 2
+    assert logic.next_flush == 6.0  # a cheap flush: the next one flush_interval later
+    clock.t, clock.step = 10.0, 0.01  # each clock reading now costs 10 ms: an expensive flush
+    logic.on_batch([([(e, 3)], 3)])
+    assert logic.next_flush > 10.0 + 9.0  # 10 ms x 1.5 x 64 shards within a 10 % budget
+    again = ProfileShardLogic(logic.snapshot(), 1.0, shards=64)  # the snapshot restores the state
+    assert again.profiles["U1"].document() == logic.profiles["U1"].document() and again.upto == 3
