@@ -19,7 +19,6 @@ environment variables (give ``-r``/``-s`` for recovery there; ``ups dataflow`` d
 from __future__ import annotations
 
 import atexit
-import logging
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,15 +32,13 @@ from ups.settings import Settings
 
 from .affected import GraphDelta
 from .control import FlowControl
+from .event_log import LOG_KEY, LogAppendLogic
 from .generator import GeneratorConfig, MockGenerator
 from .profile import ProfileState
 from .projection import ProfileShardLogic, ShardSplitter
-from .event_log import LOG_KEY, LogAppendLogic
 from .sinks import RULE_TYPES, DeadLetterSink, ProfileSink, RuleChange, RulesSink
 from .sources import JsonlSource, LogBatch, LogSource, MockSource
 from .validate import validate_batch
-
-log = logging.getLogger(__name__)
 
 #: signature of the hook that attaches the embedding-refresh branch (issue 4)
 AttachRefresh = Callable[[Stream[GraphDelta], FlowControl], None]

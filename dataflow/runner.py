@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import logging
 import os
 import signal
 import threading
@@ -26,8 +25,6 @@ from ups.settings import Settings
 
 from .control import PROFILES_CHECKPOINT, FlowControl, Supervisor
 from .flow import AttachRefresh, build_live_flow, build_replay_flow, jsonl_source, mock_source
-
-log = logging.getLogger(__name__)
 
 _META = "ups-flow.json"
 
