@@ -39,3 +39,7 @@ class EvaluationLimit(ScoringError, ArithmeticError):
 
 class NotEnoughData(ScoringError, ValueError):
     """Training asked for on a store that lacks what it needs (profiles, labels, both classes)."""
+
+
+class BadRequest(ScoringError, ValueError):
+    """An argument out of range (mode, top_k, sample size, epochs, lr ...)."""

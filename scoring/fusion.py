@@ -20,9 +20,8 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -158,20 +157,6 @@ class FitSettings:
     weight_decay: float = 0.1
     patience: int = 60
     seed: int = 0
-    threads: int = 1  # torch intra-op threads while training (0: leave torch's setting)
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch intra-op threads, then restore the previous setting. These models are tiny:
-    on a busy 2-core machine one thread trains them ~10x faster than intra-op parallelism does."""
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _auc(y: np.ndarray, s: np.ndarray) -> float | None:
@@ -262,9 +247,8 @@ def train_fusion_core(
         _, e, _, y = tensors[p]
         return bce_logits(baseline.nn_logit(e), y)
 
-    with torch_threads(fs.threads):
-        fit = _fit(model, fused_loss, fs, progress, "fusion", (0.0, 0.7))
-        base_fit = _fit(baseline, gnn_loss, fs, progress, "gnn-only baseline", (0.7, 0.3))
+    fit = _fit(model, fused_loss, fs, progress, "fusion", (0.0, 0.7))
+    base_fit = _fit(baseline, gnn_loss, fs, progress, "gnn-only baseline", (0.7, 0.3))
     h, e, f, y = tensors["test"]
     with torch.no_grad():
         out = model(h, e, f)

@@ -27,19 +27,16 @@ from storage.events import validate_event
 from storage.projections import Embeddings, Models, Profiles
 from ups.settings import Settings
 
-from .errors import NotEnoughData, RuleCompileError, RuleNotFound, ScoringError, UserNotFound
+from .errors import BadRequest, NotEnoughData, RuleCompileError, RuleNotFound, ScoringError, UserNotFound
 from .explainer import MODES, Background, Explainer, feature_names, top_contributions
 from .fusion import FitSettings, FusionCore, TrainingData, hash01, split_of, train_fusion_core
 from .recommend import Recommender
 from .rule_store import RuleStore
 from .rules import DEFAULT_RULES, RuleEngine, RuleOutput, compile_condition, validate_rule
+from .threads import ThreadLimit
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
-
-
-class BadRequest(ScoringError, ValueError):
-    """An argument out of range (mode, top_k, sample size, epochs ...)."""
 
 
 class _LRU:
@@ -108,6 +105,7 @@ class ScoringService:
         self._lock = threading.RLock()
         self._state: _State | None = None
         self._cache = _LRU(settings.explain_cache_size)
+        self._threads = ThreadLimit(settings.scoring_threads)
         with self._lock:
             self.rule_store.catch_up()
             self.rule_store.ensure_defaults(DEFAULT_RULES)
@@ -194,13 +192,15 @@ class ScoringService:
         return doc
 
     def _fused(self, st: _State, inp: _Inputs) -> dict[str, Any]:
-        out = st.model.predict(inp.rules.h_rule[None, :], inp.h_nn[None, :], np.array([inp.rules.f_rule]))
+        with self._threads:
+            out = st.model.predict(inp.rules.h_rule[None, :], inp.h_nn[None, :], np.array([inp.rules.f_rule]))
         d: dict[str, Any] = {
             "score": float(out["score"][0]),
             "gate": float(out["gate"][0]),
             "f_rule": inp.rules.f_rule,
             "f_rule_calibrated": float(out["f_rule_calibrated"][0]),
             "f_nn": float(out["f_nn"][0]),
+            "h_rule": inp.rules.h_rule.tolist(),
             "rules": [x.to_dict() for x in inp.rules.details],
             "embedding_missing": inp.embedding_missing,
             "model_version": inp.model_version,
@@ -236,7 +236,8 @@ class ScoringService:
         explainer = Explainer(st.model, background, self.settings.explain_nsamples,
                               self.settings.explain_exact_max_groups)
         x = explainer.row(inp.rules.h_rule, inp.h_nn, inp.rules.f_rule)
-        res = explainer.explain(x, mode)  # type: ignore[arg-type]
+        with self._threads:
+            res = explainer.explain(x, mode)  # type: ignore[arg-type]
         entry = {
             "user_id": user_id,
             "mode": mode,
@@ -411,8 +412,9 @@ class ScoringService:
         st = self._current()
         data, emb_version = self._training_data(st, samples)
         fs = FitSettings(hidden=s.fusion_hidden, epochs=epochs, lr=float(lr), weight_decay=s.fusion_weight_decay,
-                         patience=max(20, epochs // 5), seed=s.seed, threads=s.fusion_threads)
-        model, metrics = train_fusion_core(data, st.engine.structure, fs, progress)
+                         patience=max(20, epochs // 5), seed=s.seed)
+        with self._threads:
+            model, metrics = train_fusion_core(data, st.engine.structure, fs, progress)
         metrics["seconds"] = round(time.perf_counter() - t0, 3)
         config = {**model.config(), "rules_version": st.rules_version, "embedding_model_version": emb_version,
                   "label": s.fusion_label, "epochs": epochs, "lr": lr, "samples": samples,

@@ -11,10 +11,10 @@ import pytest
 import torch
 from scoring_support import SMALL, trained_db
 
-from scoring.errors import UserNotFound
+from scoring.errors import BadRequest, UserNotFound
 from scoring.explainer import EMBEDDING_GROUP, RULE_SCORE, Background, Explainer, FusionPredictor
 from scoring.fusion import FusionCore
-from scoring.service import BadRequest, ScoringService
+from scoring.service import ScoringService
 from storage.projections import Embeddings, Models, Profiles
 from ups.settings import Settings
 

@@ -11,9 +11,9 @@ import torch
 from scoring_support import SMALL, build_db, scoring_db, trained_db
 
 from dataflow.generator import GeneratorConfig
-from scoring.errors import NotEnoughData
+from scoring.errors import BadRequest, NotEnoughData
 from scoring.fusion import FusionCore
-from scoring.service import BadRequest, ScoringService
+from scoring.service import ScoringService
 from storage.event_store import EventStore
 from storage.projections import Models, Profiles
 from ups.cli import main

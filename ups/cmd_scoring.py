@@ -8,6 +8,7 @@ import sys
 from typing import Any, Callable
 
 from .cli import UsageError, settings_from
+from .cmd_data import _non_negative_float, _positive_int
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -60,30 +61,19 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     r.set_defaults(func=cmd_rules_preview)
 
 
-def _positive_int(text: str) -> int:
-    v = _non_negative_int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
-
-
 def _non_negative_int(text: str) -> int:
+    if text.strip() == "0":
+        return 0
     try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
 
 
 def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < v < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    v = _non_negative_float(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError("must be > 0, got 0")
     return v
 
 
@@ -101,10 +91,6 @@ def _with_service(args: argparse.Namespace, work: Callable[[Any], int]) -> int:
             raise UsageError(str(err)) from None
         except ScoringError as err:
             raise UsageError(getattr(err, "reason", None) or str(err)) from None
-
-
-def _dump(data: Any) -> None:
-    print(json.dumps(data, ensure_ascii=False, indent=2))
 
 
 def cmd_train_fusion(args: argparse.Namespace) -> int:
@@ -137,71 +123,66 @@ def _num(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4f}"
 
 
-def cmd_score(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, fetch: Callable[[Any], Any], show: Callable[[Any], None]) -> int:
+    """Fetch from the service; print JSON with ``--json``, else the human form."""
     def work(svc: Any) -> int:
-        res = svc.score(args.user_id)
-        if args.json:
-            _dump(res)
-            return 0
+        data = fetch(svc)
+        if getattr(args, "json", False):
+            print(json.dumps(data, ensure_ascii=False, indent=2))
+        else:
+            show(data)
+        return 0
+
+    return _with_service(args, work)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    def show(res: dict[str, Any]) -> None:
         print(f"user {res['user_id']}: score {res['score']:.4f} (gate {res['gate']:.3f}: "
               f"rule {res['f_rule_calibrated']:.3f} from f_rule {res['f_rule']:+.2f}, GNN {res['f_nn']:.3f})")
         for r in res["rules"]:
             mark = "fired" if r["fired"] else ("ERROR " + r["error"] if r["error"] else "-")
             print(f"  {r['name']:24s} {r['weight']:+7.2f}  {mark}")
+        emb = "missing (zero vector)" if res["embedding_missing"] else f"model {res['model_version']}"
         print(f"fusion version {res['fusion_version'] or 'untrained'}, rules version {res['rules_version']}, "
-              f"embedding {'missing (zero vector)' if res['embedding_missing'] else 'model ' + str(res['model_version'])}")
-        return 0
+              f"embedding {emb}")
 
-    return _with_service(args, work)
+    return _run(args, lambda svc: svc.score(args.user_id), show)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    def work(svc: Any) -> int:
-        res = svc.explain(args.user_id, mode=args.mode, top_k=args.top_k)
-        if args.json:
-            _dump(res)
-            return 0
+    def show(res: dict[str, Any]) -> None:
+        bg = res["background"]
         print(f"user {res['user_id']}: score {res['score']:.4f} = base {res['base_value']:.4f} "
-              f"+ {len(res['contributions'])} contributions ({args.mode}, background {res['background']['source']} "
-              f"x{res['background']['size']}{', exact' if res['exact'] else ''})")
+              f"+ {len(res['contributions'])} contributions ({args.mode}, background {bg['source']} "
+              f"x{bg['size']}{', exact' if res['exact'] else ''})")
         for title, items in (("raising", res["top_positive"]), ("lowering", res["top_negative"])):
             print(f"  {title}:")
             for c in items:
                 print(f"    {c['feature']:24s} {c['value']:+.4f}")
-        return 0
 
-    return _with_service(args, work)
+    return _run(args, lambda svc: svc.explain(args.user_id, mode=args.mode, top_k=args.top_k), show)
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    def work(svc: Any) -> int:
-        recs = svc.recommendations(args.user_id)
-        if args.json:
-            _dump(recs)
-            return 0
+    def show(recs: list[dict[str, Any]]) -> None:
         if not recs:
             print(f"no strategy applies to user {args.user_id}")
         for r in recs:
             print(f"[{r['priority']:.2f}] {r['title']}: {r['reason']}")
-        return 0
 
-    return _with_service(args, work)
+    return _run(args, lambda svc: svc.recommendations(args.user_id), show)
 
 
 def cmd_rules_list(args: argparse.Namespace) -> int:
-    def work(svc: Any) -> int:
-        rules = svc.list_rules()
-        if args.json:
-            _dump({"rules_version": svc.rules_version(), "rules": rules})
-            return 0
-        print(f"rules version {svc.rules_version()}")
-        for r in rules:
+    def show(data: dict[str, Any]) -> None:
+        print(f"rules version {data['rules_version']}")
+        for r in data["rules"]:
             state = "" if r["enabled"] else " (disabled)"
             err = f"  ERROR {r['error']}" if r["error"] else ""
             print(f"  {r['name']:24s} {r['weight']:+7.2f}{state}  {r['condition']}{err}")
-        return 0
 
-    return _with_service(args, work)
+    return _run(args, lambda svc: {"rules_version": svc.rules_version(), "rules": svc.list_rules()}, show)
 
 
 def cmd_rules_change(args: argparse.Namespace) -> int:
@@ -225,19 +206,13 @@ def cmd_rules_change(args: argparse.Namespace) -> int:
 
 
 def cmd_rules_delete(args: argparse.Namespace) -> int:
-    def work(svc: Any) -> int:
-        res = svc.delete_rule(args.name)
-        print(f"rule {res['deleted']} deleted; rules version {res['rules_version']}")
-        return 0
-
-    return _with_service(args, work)
+    return _run(args, lambda svc: svc.delete_rule(args.name),
+                lambda res: print(f"rule {res['deleted']} deleted; rules version {res['rules_version']}"))
 
 
 def cmd_rules_preview(args: argparse.Namespace) -> int:
-    def work(svc: Any) -> int:
-        res = svc.preview_rule(args.condition, args.sample)
-        print(f"fires for {res['fired']} of {res['sample']} sampled users"
-              + (f"; fails on {res['errors']}: {res['error_examples'][0]['error']}" if res["errors"] else ""))
-        return 0
+    def show(res: dict[str, Any]) -> None:
+        failures = f"; fails on {res['errors']}: {res['error_examples'][0]['error']}" if res["errors"] else ""
+        print(f"fires for {res['fired']} of {res['sample']} sampled users{failures}")
 
-    return _with_service(args, work)
+    return _run(args, lambda svc: svc.preview_rule(args.condition, args.sample), show)

@@ -51,9 +51,11 @@ class Settings(BaseSettings):
         0.0, ge=0, lt=1, description="share used for early stopping (0 = train to the regularised optimum)"
     )
     fusion_label: str = Field("churn", description="label.observed label trained on; score = P(label is 0)")
-    fusion_threads: int = Field(1, ge=0, le=256, description="torch threads while training (0 = torch's default)")
     fusion_embedding_dim: int = Field(
         32, ge=1, le=4096, description="embedding size assumed while the store has no user embeddings"
+    )
+    scoring_threads: int = Field(
+        1, ge=0, le=256, description="torch/BLAS threads while scoring, explaining, training fusion (0 = default)"
     )
     # scoring: explanations and recommendations
     explain_nsamples: int = Field(
