@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
+from pydantic import BaseModel
 
 from storage.event_store import EventStore
 from storage.events import validate_event
@@ -37,6 +38,11 @@ from .threads import ThreadLimit
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
+
+
+def _as_dict(spec: Any) -> Any:
+    """API bodies may arrive as pydantic models: only the fields the caller set count."""
+    return spec.model_dump(exclude_unset=True) if isinstance(spec, BaseModel) else spec
 
 
 class _LRU:
@@ -317,16 +323,17 @@ class ScoringService:
                         "error": error})
         return out
 
-    def create_rule(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+    def create_rule(self, spec: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
         """Raises RuleCompileError (bad field or expression) or RuleExists."""
-        rule = validate_rule(spec)
+        rule = validate_rule(_as_dict(spec))
         with self._lock:
             version = self.rule_store.create(rule)
             self._cache.clear()
         return {**rule.to_dict(), "rules_version": version}
 
-    def update_rule(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    def update_rule(self, name: str, spec: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
         """Change some or all of description, weight, condition, enabled. Raises RuleNotFound, RuleCompileError."""
+        spec = _as_dict(spec)
         if not isinstance(spec, Mapping):
             raise RuleCompileError(f"a rule update must be an object, not {type(spec).__name__}")
         if "name" in spec and spec["name"] != name:

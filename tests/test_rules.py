@@ -177,3 +177,17 @@ def test_preview_counts_sampled_users(svc_db: Path) -> None:
         assert res["errors"] > 0 and res["error_examples"][0]["error"].startswith("KeyError")
         with pytest.raises(RuleCompileError):
             svc.preview_rule("open('x')")
+
+
+def test_rule_specs_may_be_pydantic_models(svc_db: Path) -> None:
+    from pydantic import BaseModel
+
+    class Body(BaseModel):
+        name: str | None = None
+        weight: float | None = None
+        condition: str | None = None
+
+    with ScoringService(Settings(db=svc_db)) as svc:
+        svc.create_rule(Body(name="m", weight=0.5, condition="age > 30"))
+        assert svc.update_rule("m", Body(weight=0.75))["condition"] == "age > 30"  # unset fields stay
+        assert {r["name"]: r["weight"] for r in svc.list_rules()}["m"] == 0.75
