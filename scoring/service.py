@@ -137,7 +137,9 @@ class ScoringService:
             rv = self.rule_store.version()
             fv = Models(self.conn).latest_version("fusion")
             st = self._state
-            if st is not None and st.rules_version == rv and st.fusion_version == fv:
+            if st is not None and st.rules_version == rv and st.fusion_version == fv and (
+                st.trained is not None or st.model.emb_dim == self._default_emb_dim()  # untrained: follow the store
+            ):
                 return st
             if rv > self.rule_store.applied():
                 self.rule_store.catch_up()

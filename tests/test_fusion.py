@@ -15,7 +15,7 @@ from scoring.errors import BadRequest, NotEnoughData
 from scoring.fusion import FusionCore
 from scoring.service import ScoringService
 from storage.event_store import EventStore
-from storage.projections import Models, Profiles
+from storage.projections import Embeddings, Models, Profiles
 from ups.cli import main
 from ups.settings import Settings
 
@@ -147,3 +147,18 @@ def test_training_needs_labels_profiles_and_sane_arguments(
     with ScoringService(Settings(db=empty)) as svc:
         with pytest.raises(NotEnoughData, match="no profiles"):
             svc.train_fusion()
+
+
+def test_untrained_service_follows_the_stored_embedding_size(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    db = scoring_db(tmp_path_factory.getbasetemp(), tmp_path / "u.db", SMALL, embeddings=False)
+    with ScoringService(Settings(db=db, fusion_embedding_dim=8)) as svc:
+        uid = Profiles(svc.conn).ids(limit=1)[0]
+        before = svc.score(uid)
+        assert before["embedding_missing"] is True and before["fusion_version"] is None
+        with svc.store.transaction() as conn:
+            Embeddings(conn).put_many([("user", uid, np.ones(16, dtype=np.float32), 3, 1)])
+        after = svc.score(uid)
+        assert after["embedding_missing"] is False and after["model_version"] == 3
+        assert after["score"] == pytest.approx(before["score"])  # untrained: the embedding cannot move it
