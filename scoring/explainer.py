@@ -56,14 +56,14 @@ class FusionPredictor:
     """The fused score as a function of feature rows (what Kernel SHAP calls)."""
 
     def __init__(self, model: FusionCore) -> None:
-        self.model = model
+        self.fusion = model.serving()
         self.n_rules = len(model.rule_structure)
         self.emb_dim = model.emb_dim
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32).reshape(-1, self.n_rules + self.emb_dim + 1)
         r, e = self.n_rules, self.n_rules + self.emb_dim
-        return self.model.predict(x[:, :r], x[:, r:e], x[:, e])["score"].astype(np.float64)
+        return self.fusion.predict(x[:, :r], x[:, r:e], x[:, e])["score"].astype(np.float64)
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
@@ -84,12 +85,17 @@ class FusionCore(nn.Module):
         return FusionOutput(gate * f_rule_cal + (1 - gate) * f_nn, gate, f_rule_cal, f_nn)
 
     @torch.no_grad()
-    def predict(self, h_rule: np.ndarray, h_nn: np.ndarray, f_rule: np.ndarray) -> dict[str, np.ndarray]:
-        """Batch inference on numpy arrays (rows = users)."""
-        out = self(torch.as_tensor(h_rule, dtype=torch.float32), torch.as_tensor(h_nn, dtype=torch.float32),
-                   torch.as_tensor(f_rule, dtype=torch.float32))
-        return {"score": out.score.numpy(), "gate": out.gate.numpy(),
-                "f_rule_calibrated": out.f_rule_calibrated.numpy(), "f_nn": out.f_nn.numpy()}
+    def serving(self) -> "ServingFusion":
+        """The same function as numpy arrays, for scoring: no autograd or module dispatch per call."""
+        def a(t: torch.Tensor) -> np.ndarray:
+            return t.detach().cpu().numpy().astype(np.float32)
+
+        return ServingFusion(
+            gate_rule=a(self.gate_rule), gate_emb_w=a(self.gate_emb.weight[0]), gate_emb_b=float(self.gate_emb.bias),
+            rule_scale=float(self.rule_scale), rule_shift=float(self.rule_shift),
+            w1=a(self.head[0].weight.T), b1=a(self.head[0].bias), w2=a(self.head[2].weight[0]),
+            b2=float(self.head[2].bias), mean=a(self.emb_mean), std=a(self.emb_std),
+        )
 
     def with_rules(self, rule_structure: Sequence[tuple[str, str]]) -> "FusionCore":
         """A copy for a new rule structure: rule-side gate weights rebuilt (unchanged rules keep theirs,
@@ -114,6 +120,32 @@ class FusionCore(nn.Module):
         model = cls([tuple(x) for x in config["rule_structure"]], config["emb_dim"], config["hidden"])
         model.load_state_dict(torch.load(io.BytesIO(blob), weights_only=True))
         return model.eval()
+
+
+@dataclass(frozen=True, slots=True)
+class ServingFusion:
+    """A :class:`FusionCore`'s weights as float32 arrays and its forward pass in numpy (about 20 µs for one
+    user against ~100 µs through torch); tests check it equals the torch forward."""
+
+    gate_rule: np.ndarray
+    gate_emb_w: np.ndarray
+    gate_emb_b: float
+    rule_scale: float
+    rule_shift: float
+    w1: np.ndarray
+    b1: np.ndarray
+    w2: np.ndarray
+    b2: float
+    mean: np.ndarray
+    std: np.ndarray
+
+    def predict(self, h_rule: np.ndarray, h_nn: np.ndarray, f_rule: np.ndarray) -> dict[str, np.ndarray]:
+        """Rows are users: score, gate, calibrated rule score, GNN score."""
+        z = (np.asarray(h_nn, dtype=np.float32) - self.mean) / self.std
+        gate = expit(np.asarray(h_rule, dtype=np.float32) @ self.gate_rule + z @ self.gate_emb_w + self.gate_emb_b)
+        cal = expit(self.rule_scale * np.asarray(f_rule, dtype=np.float32) + self.rule_shift)
+        f_nn = expit(np.maximum(z @ self.w1 + self.b1, 0.0) @ self.w2 + self.b2)
+        return {"score": gate * cal + (1 - gate) * f_nn, "gate": gate, "f_rule_calibrated": cal, "f_nn": f_nn}
 
 
 # --------------------------------------------------------------------------- training

@@ -30,7 +30,7 @@ from ups.settings import Settings
 
 from .errors import BadRequest, NotEnoughData, RuleCompileError, RuleNotFound, ScoringError, UserNotFound
 from .explainer import MODES, Background, Explainer, feature_names, top_contributions
-from .fusion import FitSettings, FusionCore, TrainingData, hash01, split_of, train_fusion_core
+from .fusion import FitSettings, FusionCore, ServingFusion, TrainingData, hash01, split_of, train_fusion_core
 from .recommend import Recommender
 from .rule_store import RuleStore
 from .rules import DEFAULT_RULES, RuleEngine, RuleOutput, compile_condition, validate_rule
@@ -81,6 +81,7 @@ class _State:
     engine: RuleEngine
     trained: FusionCore | None  # as stored (None: no fusion version yet)
     model: FusionCore  # the one used: ``trained`` with its rule side rebuilt when the structure changed
+    serving: ServingFusion  # ``model`` as numpy arrays
     background: Background | None = None
 
     @property
@@ -152,7 +153,7 @@ class ScoringService:
             else:
                 model = trained
             self._cache.clear()
-            self._state = _State(rv, fv, engine, trained, model.eval())
+            self._state = _State(rv, fv, engine, trained, model.eval(), model.serving())
             return self._state
 
     def _load_fusion(self, version: int | None) -> FusionCore | None:
@@ -200,8 +201,7 @@ class ScoringService:
         return doc
 
     def _fused(self, st: _State, inp: _Inputs) -> dict[str, Any]:
-        with self._threads:
-            out = st.model.predict(inp.rules.h_rule[None, :], inp.h_nn[None, :], np.array([inp.rules.f_rule]))
+        out = st.serving.predict(inp.rules.h_rule[None, :], inp.h_nn[None, :], np.array([inp.rules.f_rule]))
         d: dict[str, Any] = {
             "score": float(out["score"][0]),
             "gate": float(out["gate"][0]),

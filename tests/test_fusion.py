@@ -38,7 +38,11 @@ def test_score_is_the_gated_mix_of_calibrated_rule_score_and_gnn_score() -> None
     h = rng.integers(0, 2, size=(50, 3)).astype(np.float32)
     e = rng.normal(size=(50, 8)).astype(np.float32)
     f = (h @ np.array([0.4, -0.5, 0.2])).astype(np.float32)
-    out = m.predict(h, e, f)
+    out = m.serving().predict(h, e, f)
+    with torch.no_grad():  # the numpy serving path computes what the torch module does
+        ref = m(torch.as_tensor(h), torch.as_tensor(e), torch.as_tensor(f))
+    for key in ("score", "gate", "f_rule_calibrated", "f_nn"):
+        np.testing.assert_allclose(out[key], getattr(ref, key).numpy(), rtol=1e-5, atol=1e-6)
     z = (e - m.emb_mean.numpy()) / m.emb_std.numpy()
     sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
     w = np.concatenate([m.gate_rule.detach().numpy(), m.gate_emb.weight.detach().numpy()[0]])
@@ -51,7 +55,7 @@ def test_score_is_the_gated_mix_of_calibrated_rule_score_and_gnn_score() -> None
 
 
 def test_untrained_core_is_neutral() -> None:
-    out = FusionCore(STRUCT, emb_dim=4).predict(np.ones((2, 3)), np.zeros((2, 4)), np.array([0.0, 2.0]))
+    out = FusionCore(STRUCT, emb_dim=4).serving().predict(np.ones((2, 3)), np.zeros((2, 4)), np.array([0.0, 2.0]))
     np.testing.assert_allclose(out["gate"], 0.5)
     np.testing.assert_allclose(out["f_nn"], 0.5)
     np.testing.assert_allclose(out["score"], 0.5 * (1 / (1 + np.exp(-np.array([0.0, 2.0])))) + 0.25, rtol=1e-6)
@@ -71,7 +75,7 @@ def test_rule_structure_change_rebuilds_rule_side_and_keeps_embedding_side() -> 
     # round trip through the stored form
     back = FusionCore.from_bytes(json.loads(json.dumps(r.config())), r.to_bytes())
     x = (np.eye(3, dtype=np.float32), np.ones((3, 6), dtype=np.float32), np.array([0.1, 0.2, 0.3], dtype=np.float32))
-    np.testing.assert_array_equal(back.predict(*x)["score"], r.predict(*x)["score"])
+    np.testing.assert_array_equal(back.serving().predict(*x)["score"], r.serving().predict(*x)["score"])
 
 
 def test_fusion_trained_on_planted_labels_beats_rule_only_and_gnn_only(
