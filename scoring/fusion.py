@@ -204,8 +204,10 @@ def _fit(
     progress: Progress | None,
     label: str,
     share: tuple[float, float],
+    early_stopping: bool,
 ) -> dict[str, Any]:
-    """Full-batch Adam with early stopping on the validation loss; the best state is kept."""
+    """Full-batch Adam; with early stopping the state of the best validation loss is kept, without it the
+    last one (the weight-decay-regularised optimum the run converged to)."""
     # weight decay on the embedding-side weight matrices only: shrinking the calibration or the rule gate
     # would erase the rule signal, which has just a handful of parameters and cannot overfit
     decayed = [p for n, p in module.named_parameters() if n.startswith(("head.", "gate_emb.")) and n.endswith("weight")]
@@ -223,15 +225,21 @@ def _fit(
         opt.step()
         history.append(float(loss.detach()))
         module.eval()
+        if progress and (epoch % 10 == 0 or epoch == fs.epochs):
+            progress(share[0] + share[1] * epoch / fs.epochs, f"{label}: epoch {epoch}/{fs.epochs} loss {loss:.4f}")
+        if not early_stopping:
+            continue
         with torch.no_grad():
             val = float(loss_of("val"))
         if val < best[0] - 1e-6:
             best = (val, epoch, {k: v.clone() for k, v in module.state_dict().items()})
-        if progress and (epoch % 10 == 0 or epoch == fs.epochs):
-            progress(share[0] + share[1] * epoch / fs.epochs, f"{label}: epoch {epoch}/{fs.epochs} loss {loss:.4f}")
         if epoch - best[1] > fs.patience:
             break
-    module.load_state_dict(best[2])
+    if early_stopping:
+        module.load_state_dict(best[2])
+    else:
+        with torch.no_grad():
+            best = (float(loss_of("train")), epoch, {})
     module.eval()
     with torch.no_grad():
         train_loss = float(loss_of("train"))
@@ -253,8 +261,6 @@ def train_fusion_core(
             raise NotEnoughData(f"the {part} split has {n} labelled users and needs both outcomes; "
                                 "label more users or lower the held-out share")
     tensors = {p: data.part(p) for p in ("train", "val", "test")}
-    if not has_val:  # no early stopping: train to the weight-decay-regularised optimum
-        tensors["val"] = tensors["train"]
     emb_dim = data.h_nn.shape[1]
     train_nn = tensors["train"][1]
     mean = train_nn.mean(0)
@@ -279,8 +285,8 @@ def train_fusion_core(
         _, e, _, y = tensors[p]
         return bce_logits(baseline.nn_logit(e), y)
 
-    fit = _fit(model, fused_loss, fs, progress, "fusion", (0.0, 0.7))
-    base_fit = _fit(baseline, gnn_loss, fs, progress, "gnn-only baseline", (0.7, 0.3))
+    fit = _fit(model, fused_loss, fs, progress, "fusion", (0.0, 0.7), has_val)
+    base_fit = _fit(baseline, gnn_loss, fs, progress, "gnn-only baseline", (0.7, 0.3), has_val)
     h, e, f, y = tensors["test"]
     with torch.no_grad():
         out = model(h, e, f)
