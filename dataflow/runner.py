@@ -19,6 +19,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 from bytewax.testing import run_main
 
+from scoring.rule_store import CHECKPOINT as RULES_CHECKPOINT
 from storage.event_store import EventStore
 from storage.projections import Checkpoints, Status
 from ups.settings import Settings
@@ -242,6 +243,7 @@ def replay(
             conn.execute("DELETE FROM profiles")
             conn.execute("DELETE FROM rules")
             Checkpoints(conn).set(PROFILES_CHECKPOINT, 0)
+            conn.execute("DELETE FROM checkpoints WHERE projection = ?", (RULES_CHECKPOINT,))
         elif cp != from_seq - 1:
             raise FlowConfigError(
                 f"the profiles in {target} are at seq {cp:,}; replay --from-seq {cp + 1} continues them, "

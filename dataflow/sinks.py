@@ -14,9 +14,11 @@ from typing import Any, Callable, Optional
 
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
+from scoring.rule_store import CHECKPOINT as RULES_CHECKPOINT
+from scoring.rule_store import RULE_EVENT_TYPES, apply_rule_event
 from storage.event_store import EventStore
 from storage.events import Event
-from storage.projections import Checkpoints, Profiles, Rules
+from storage.projections import Checkpoints, Profiles
 
 from .control import PROFILES_CHECKPOINT, tune_writer
 from .projection import ProfileFlush
@@ -130,7 +132,7 @@ class ProfileSink(FixedPartitionedSink[tuple[str, ProfileFlush], Progress]):
 
 #: (seq, rule event) of rule.created / rule.updated / rule.deleted
 RuleChange = tuple[int, Event]
-RULE_TYPES = frozenset({"rule.created", "rule.updated", "rule.deleted"})
+RULE_TYPES = frozenset(RULE_EVENT_TYPES)
 
 
 class _RulesPartition(StatefulSinkPartition[RuleChange, None]):
@@ -147,14 +149,13 @@ class _RulesPartition(StatefulSinkPartition[RuleChange, None]):
 
     def _apply(self, changes: list[RuleChange]) -> None:
         with self.store.transaction() as conn:
-            rules = Rules(conn)
+            # The rule store applies its own changes as it appends them; only what the projection has
+            # not applied yet (events appended by others, a replay) goes in, so it never steps back.
+            applied = Checkpoints(conn).get(RULES_CHECKPOINT)
             for seq, e in changes:
-                p = e.payload
-                if e.type == "rule.deleted":
-                    rules.delete(p["name"])
-                else:
-                    rules.upsert(p["name"], p.get("description", ""), p["weight"], p["condition"],
-                                 bool(p.get("enabled", True)), seq)
+                if seq > applied:
+                    apply_rule_event(conn, e, seq)
+                    applied = seq
 
     def snapshot(self) -> None:
         return None
@@ -166,7 +167,8 @@ class _RulesPartition(StatefulSinkPartition[RuleChange, None]):
 
 
 class RulesSink(FixedPartitionedSink[RuleChange, None]):
-    """The ``rules`` projection from ``rule.*`` events (one partition: changes apply in log order).
+    """The ``rules`` projection from ``rule.*`` events, with :func:`scoring.rule_store.apply_rule_event`
+    (the rule store's own fold). One partition: changes apply in log order.
 
     ``in_order=False`` (a replay over parallel seq ranges) keeps the changes and applies them sorted by
     seq when the input ends; rule changes are rare, so that is little to hold."""

@@ -19,6 +19,7 @@ from dataflow.control import FlowControl
 from dataflow.flow import build_live_flow, jsonl_source
 from dataflow.generator import MockGenerator
 from dataflow.projection import ProfileShardLogic
+from dataflow.sinks import RulesSink
 from dataflow.validate import check_event
 from storage.event_store import EventStore
 from storage.events import Event, InvalidEvent, validate_event
@@ -270,3 +271,32 @@ def test_shard_flushes_space_out_when_writing_profiles_gets_costly() -> None:
     assert logic.next_flush > 10.0 + 9.0  # 10 ms x 1.5 x 64 shards within a 10 % budget
     again = ProfileShardLogic(logic.snapshot(), 1.0, shards=64)  # the snapshot restores the state
     assert again.profiles["U1"].document() == logic.profiles["U1"].document() and again.upto == 3
+
+
+def test_rules_projection_takes_rule_events_others_appended_and_never_steps_back(db_path: Path) -> None:
+    from scoring.rule_store import RuleStore
+    from scoring.rules import Rule
+
+    with EventStore(db_path) as store:
+        rs = RuleStore(store)  # applies its own changes as it appends them
+        rs.create(Rule("a", "", 0.5, "monthly_fee < 50"))
+        rs.update(Rule("a", "", 0.7, "monthly_fee < 40"))
+        rs.create(Rule("b", "", 0.1, "total_events > 5"))
+        rs.delete("b")
+        # a rule event appended without applying it (e.g. a log copied from elsewhere)
+        store.append([validate_event({"event_id": "rc", "type": "rule.created", "ts": 1.0, "target_id": "c",
+                                      "payload": {"name": "c", "weight": 0.2, "condition": "tenure_months < 3"}})])
+        version = rs.version()
+    _run(db_path, [[_ev("x", "app.click", 2.0, "U1", "A1")]])
+    with EventStore(db_path) as store:
+        rows = {r.name: (r.weight, r.condition) for r in RuleStore(store).list()}
+        assert Checkpoints(store.conn).get("rules") == version
+    assert rows == {"a": (0.7, "monthly_fee < 40"), "c": (0.2, "tenure_months < 3")}
+    # a change the projection already has (b's creation, applied and deleted since) does not come back
+    part = RulesSink(db_path).build_part("rules", "rules", None)
+    with EventStore(db_path) as store:
+        (created_b,) = [e for e in store.read(types=["rule.created"]) if e.payload["name"] == "b"]
+    part.write_batch([(created_b.seq, created_b)])
+    part.close()
+    with EventStore(db_path) as store:
+        assert {r.name for r in RuleStore(store).list()} == {"a", "c"}
