@@ -127,6 +127,13 @@ def run_dataflow(
     on_status: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunSummary:
     """Run the live flow until its input ends, a ``shutdown`` command, or SIGINT/SIGTERM."""
+    if process_id is None and settings.db.exists():
+        running = _flow_running(settings.db)
+        if running is not None:
+            raise FlowConfigError(
+                f"a dataflow (pid {running.get('pid')}) is already running on {settings.db}; stop it first "
+                "(SIGINT/SIGTERM or a shutdown command)"
+            )
     control = control or FlowControl(rate=settings.live_rate, delay=settings.live_delay)
     control.workers = workers * (len(addresses) if addresses else 1)
     if ingest is None:

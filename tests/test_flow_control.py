@@ -133,6 +133,10 @@ def test_pause_stops_the_log_and_resume_continues_it(db_path: Path) -> None:
         paused_at = _last_seq(db_path)
         time.sleep(2.0)
         assert _last_seq(db_path) == paused_at, "the log grew while ingestion was paused"
+        # a second flow on the same database is refused while this one runs
+        second = subprocess.run([sys.executable, "-m", "ups", "dataflow", "--max-events", "10"], env=_env(db_path),
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2 and "already running" in second.stderr
         status = _wait(lambda: _status_with(db_path, ingestion="paused"), 10, "status to say paused")
         assert status["state"] == "running" and status["last_seq"] == paused_at
         # the projection catches up while paused
