@@ -55,8 +55,10 @@ def add_profile_projection(
     on_write: Callable[[int], None] | None = None,
     loader: Callable[[list[str]], dict[str, ProfileState]] | None = None,
     cache_mb: int = 128,
+    snapshots: bool = True,
 ) -> None:
-    """log batches -> shard by user -> fold -> profiles sink (+ checkpoint)."""
+    """log batches -> shard by user -> fold -> profiles sink (+ checkpoint); ``snapshots=False`` when
+    the flow runs without recovery, so the fold's state is not pickled for nothing."""
     splitter = ShardSplitter(shards)
     if on_events is not None:
         count = on_events
@@ -71,7 +73,7 @@ def add_profile_projection(
     folded = op.stateful_batch(
         "fold_profiles",
         sharded,
-        lambda resume: ProfileShardLogic(resume, flush_interval, loader=loader, shards=shards),
+        lambda resume: ProfileShardLogic(resume, flush_interval, loader=loader, shards=shards, snapshots=snapshots),
     )
     # one sink partition sees every shard's progress (the checkpoint is their minimum)
     to_sink = op.map("to_profiles_sink", folded, lambda kv: (ProfileSink.PART, kv))
@@ -182,6 +184,7 @@ def build_replay_flow(
         # continuing from a seq: users met first start from their stored profile
         loader=ProfileLoader(into) if first > 1 else None,
         cache_mb=settings.sqlite_cache_mb,
+        snapshots=False,  # replay runs without recovery (runner.replay)
     )
     add_rules_projection(log_batches, into, in_order=parts == 1)
     return flow
