@@ -103,11 +103,17 @@ class EventStore:
             return AppendResult()
         with self.transaction() as conn:
             before = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+            changes = conn.total_changes
             conn.executemany(_INSERT, rows)
-            # We hold the write lock, so every row past `before` is one of ours.
-            new = conn.execute(
-                "SELECT seq, event_id FROM events WHERE seq > ? ORDER BY seq", (before,)
-            ).fetchall()
+            if conn.total_changes - changes == len(rows):
+                # All new (the common case): seq is the rowid, so under our write lock the rows took
+                # before+1, before+2, ... in the order given; no need to read them back.
+                new = [(before + 1 + i, r[0]) for i, r in enumerate(rows)]
+            else:
+                # We hold the write lock, so every row past `before` is one of ours.
+                new = conn.execute(
+                    "SELECT seq, event_id FROM events WHERE seq > ? ORDER BY seq", (before,)
+                ).fetchall()
         return AppendResult(new=new, duplicates=len(rows) - len(new))
 
     def add_dead_letter(self, raw: Any, reason: str, source: str = "") -> None:
