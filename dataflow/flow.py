@@ -19,6 +19,7 @@ environment variables (give ``-r``/``-s`` for recovery there; ``ups dataflow`` d
 from __future__ import annotations
 
 import atexit
+import operator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +40,8 @@ from .projection import ProfileShardLogic, ShardSplitter
 from .sinks import RULE_TYPES, DeadLetterSink, ProfileSink, RuleChange, RulesSink
 from .sources import JsonlSource, LogBatch, LogSource, MockSource
 from .validate import validate_batch
+
+_type_of = operator.attrgetter("type")
 
 #: signature of the hook that attaches the embedding-refresh branch (issue 4)
 AttachRefresh = Callable[[Stream[GraphDelta], FlowControl], None]
@@ -84,6 +87,9 @@ def add_rules_projection(log_batches: Stream[LogBatch], db: Path, *, in_order: b
     """rule.* events -> the rules projection."""
 
     def rule_changes(batch: LogBatch) -> list[tuple[str, RuleChange]]:
+        # rule events are rare: the usual batch is ruled out by one pass in C over the types
+        if RULE_TYPES.isdisjoint(map(_type_of, batch.events)):
+            return []
         return [
             (RulesSink.PART, (seq, e)) for e, seq in zip(batch.events, batch.seqs) if e.type in RULE_TYPES
         ]
