@@ -38,11 +38,21 @@ class AppendResult:
         return self.new[-1][0] if self.new else None
 
 
+#: value types whose JSON text pydantic-core writes exactly as json.dumps does
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _payload_text(payload: dict[str, Any]) -> str:
-    # pydantic-core writes the same compact UTF-8 JSON as json.dumps(ensure_ascii=False,
-    # separators=(",", ":")) (NaN/Infinity as constants too), about ten times faster on these small
-    # payloads; the only difference is float exponents ("1e16" for "1e+16"), which parse to the same value.
-    return to_json(payload).decode() if payload else "{}"
+    # Flat payloads (all the high-volume types) are written by pydantic-core: the same compact UTF-8
+    # JSON as json.dumps(ensure_ascii=False, separators=(",", ":")), NaN/Infinity included, about ten
+    # times faster; only tiny floats' exponents read "1e-7" for "1e-07" (the same value). Anything
+    # else goes through json.dumps, so what it refuses (sets, numpy scalars) is refused as before.
+    if not payload:
+        return "{}"
+    for v in payload.values():
+        if type(v) not in _SCALARS:
+            return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return to_json(payload).decode()
 
 
 def _row(e: Event, now: float) -> tuple[Any, ...]:
