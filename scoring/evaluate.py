@@ -235,7 +235,7 @@ def evaluate(settings: Any, progress: Progress | None = None) -> dict[str, Any]:
     report(0.65, "embedding with an untrained model")
     untrained = untrained_copy(loaded, seed).eval().embed_all(train_graph, settings.embed_chunk_edges)
     report(0.85, "scoring held-out edges")
-    links = link_aucs(train_graph, graph, split.test, {"trained": trained, "untrained": untrained}, seed)
+    links = link_aucs(train_graph, graph, split.test, {"trained": trained, "untrained": untrained}, seed + 1)  # as training did
     users = graph.nodes["user"].ids
     result: dict[str, Any] = {
         "link_auc": {k: {m: v[m] for m in ("trained", "untrained", "degree")} for k, v in links.items()},

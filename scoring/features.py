@@ -318,7 +318,7 @@ class HeteroFeatureEncoder(nn.Module):
         self.config = config
         self.vocabs = {k: CategoricalVocabulary(v) for k, v in config.vocabs.items()}
         self.encoders = nn.ModuleDict()
-        for t in config.specs:
+        for t in sorted(config.specs):  # a fixed order: the stored config comes back with sorted keys
             spec = config.spec(t)
             sizes = {c: len(self.vocabs[f"{t}.{c}"]) for c in spec.categorical}
             sizes |= {f"{c}#chars": len(self.vocabs[f"{t}.{c}#chars"]) for c in spec.sequence}

@@ -275,17 +275,24 @@ class EventBatch:
     target: list[str | None]
     ts: np.ndarray
     payload: list[Any]  # dict, JSON text, or None for interactions
+    #: the last seq the batch covers, counting events that are not part of the graph (labels, rules ...)
+    upto: int = 0
 
     def __len__(self) -> int:
         return len(self.type)
 
     @classmethod
     def from_events(cls, events: Iterable[tuple[int, Event]]) -> "EventBatch":
-        rows = [(s, e.type, e.user_id, e.target_id, e.ts, e.payload) for s, e in events if e.type in _GRAPH_TYPES]
+        upto = 0
+        rows = []
+        for s, e in events:
+            upto = max(upto, s)
+            if e.type in _GRAPH_TYPES:
+                rows.append((s, e.type, e.user_id, e.target_id, e.ts, e.payload))
         if not rows:
-            return cls(np.zeros(0, np.int64), [], [], [], np.zeros(0), [])
+            return cls(np.zeros(0, np.int64), [], [], [], np.zeros(0), [], upto)
         seq, types, users, targets, ts, payloads = zip(*rows)
-        return cls(np.asarray(seq, np.int64), list(types), list(users), list(targets), np.asarray(ts, np.float64), list(payloads))
+        return cls(np.asarray(seq, np.int64), list(types), list(users), list(targets), np.asarray(ts, np.float64), list(payloads), upto)
 
 
 _GRAPH_TYPES = frozenset(GRAPH_EVENT_TYPES)
@@ -414,11 +421,13 @@ class HeteroGraph:
     def apply(self, batch: EventBatch) -> GraphDelta:
         delta = GraphDelta()
         if len(batch) == 0:
+            self.last_seq = max(self.last_seq, batch.upto)
             return delta
         fresh = batch.seq > self.last_seq
         if not fresh.all():
             batch = _take(batch, np.flatnonzero(fresh))
             if len(batch) == 0:
+                self.last_seq = max(self.last_seq, batch.upto)
                 return delta
         types = np.asarray(batch.type, dtype=object)
         users = np.asarray(batch.user, dtype=object)
@@ -430,7 +439,7 @@ class HeteroGraph:
             batch = _take(batch, idx)
             types, users, targets = types[idx], users[idx], targets[idx]
             if len(batch) == 0:
-                self.last_seq = max(self.last_seq, last)
+                self.last_seq = max(self.last_seq, last, batch.upto)
                 return delta
         else:
             last = int(batch.seq[-1])
@@ -471,7 +480,7 @@ class HeteroGraph:
                 ti = torch.as_tensor(idx, device=self.device)
                 table.last_seq.view.scatter_reduce_(0, ti, torch.as_tensor(seq, device=self.device), "amax")
                 table.last_ts.view.scatter_reduce_(0, ti, torch.as_tensor(ts, device=self.device), "amax")
-        self.last_seq = max(self.last_seq, last)
+        self.last_seq = max(self.last_seq, last, batch.upto)
         return delta
 
     def _sample_filter(self, types: np.ndarray, users: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -565,6 +574,7 @@ def _take(batch: EventBatch, idx: np.ndarray) -> EventBatch:
         [batch.target[i] for i in il],
         batch.ts[idx],
         [batch.payload[i] for i in il],
+        batch.upto,
     )
 
 

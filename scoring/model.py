@@ -65,6 +65,9 @@ class HGTModel(nn.Module):
             nn.ModuleDict({t: nn.LayerNorm(config.hidden) for t in config.node_types}) for _ in range(config.layers)
         )
         self.lin_out = nn.ModuleDict({t: nn.Linear(config.hidden, config.out_dim) for t in config.node_types})
+        # the node's own projected features also reach the output directly ("jumping knowledge"), so
+        # what it is (activity, popularity, identity) is not washed out by neighbourhood averaging
+        self.lin_skip = nn.ModuleDict({t: nn.Linear(config.hidden, config.out_dim, bias=False) for t in config.node_types})
         self.dropout = nn.Dropout(config.dropout)
 
     def inputs(self, x: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -77,14 +80,15 @@ class HGTModel(nn.Module):
             res = {t: self.dropout(v) for t, v in res.items()}
         return res
 
-    def outputs(self, h: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return {t: self.lin_out[t](v) for t, v in h.items()}
+    def outputs(self, h: Mapping[str, Tensor], h0: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {t: self.lin_out[t](v) + self.lin_skip[t](h0[t]) for t, v in h.items()}
 
     def forward(self, x: Mapping[str, Tensor], edge_index: Mapping[EdgeType, Tensor]) -> dict[str, Tensor]:
-        h = self.inputs(x)
+        h0 = self.inputs(x)
+        h = h0
         for i in range(len(self.convs)):
             h = self.layer(i, h, edge_index)
-        return self.outputs(h)
+        return self.outputs(h, h0)
 
 
 def info_nce(src: Tensor, pos: Tensor, neg: Tensor, temperature: float) -> Tensor:
@@ -171,6 +175,7 @@ class GraphEmbedder(nn.Module):
                 idx = torch.arange(a, min(n, a + node_chunk), device=graph.device)
                 parts.append(self.hgt.inputs(self.encoder({t: graph.raw_features(t, idx)}))[t])
             h[t] = torch.cat(parts) if parts else torch.zeros((0, self.hgt.config.hidden), device=graph.device)
+        h0 = h
         sampler = NeighborSampler(graph, [None])
         steps = len(self.hgt.convs) * len(NODE_TYPES)
         done = 0
@@ -187,7 +192,7 @@ class GraphEmbedder(nn.Module):
                 if progress:
                     progress(done / steps, f"embed: layer {i + 1}/{len(self.hgt.convs)}, {t}")
             h = new
-        return self.hgt.outputs(h)
+        return self.hgt.outputs(h, h0)
 
 
 def _edge_bounded_chunks(graph: HeteroGraph, node_type: str, budget: int) -> list[Tensor]:

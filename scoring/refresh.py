@@ -200,7 +200,9 @@ class IncrementalRefresher:
         return self.model.version if self.model else None
 
     def _use_model(self, model: LoadedModel, load_stored: bool) -> None:
-        """Switch to ``model``: fresh caches; nodes without a stored embedding of this version are pending."""
+        """Switch to ``model``: fresh caches; every node without a stored embedding of this version that
+        is at least as new as the node's last event is pending (new, stale after a crash, or changed by
+        events that reached the log before this refresher was built)."""
         self.model = model
         model.embedder.to(self.device).eval()
         dim = int(model.config["hgt"]["out_dim"])
@@ -208,31 +210,40 @@ class IncrementalRefresher:
         self._has = {t: Growable((), torch.bool, self.device) for t in NODE_TYPES}
         self._change = {t: Growable((), torch.float32, self.device, fill=1.0) for t in NODE_TYPES}
         self._grow_caches()
+        current = {t: torch.zeros(self.graph.num_nodes(t), dtype=torch.bool, device=self.device) for t in NODE_TYPES}
         if load_stored:
-            self._load_stored()
+            current = self._load_stored()
         now = self.clock()
         for t in NODE_TYPES:
-            missing = torch.nonzero(~self._has[t].view).flatten()
+            missing = torch.nonzero(~current[t]).flatten()
             if missing.numel():
-                self._mark(t, missing.cpu().numpy(), self.graph.nodes[t].last_seq.view[missing].cpu().numpy(),
-                           np.full(missing.numel(), now), now)
+                last = self.graph.nodes[t].last_seq.view[missing].cpu().numpy()
+                self._mark(t, missing.cpu().numpy(), last, np.full(missing.numel(), now), now)
 
-    def _load_stored(self) -> None:
+    def _load_stored(self) -> dict[str, torch.Tensor]:
+        """Cache the stored embeddings of the current version; True where one is up to date."""
         assert self.model is not None
+        current: dict[str, torch.Tensor] = {}
         for t in NODE_TYPES:
             index = self.graph.nodes[t].index
-            idx, vecs = [], []
-            for nid, blob in self.store.conn.execute(
-                "SELECT node_id, vector FROM embeddings WHERE node_type = ? AND model_version = ?", (t, self.model.version)
+            idx, vecs, seqs = [], [], []
+            for nid, blob, seq in self.store.conn.execute(
+                "SELECT node_id, vector, seq FROM embeddings WHERE node_type = ? AND model_version = ?",
+                (t, self.model.version),
             ):
                 i = index.get(nid)
                 if i is not None:
                     idx.append(i)
                     vecs.append(np.frombuffer(blob, dtype=np.float32))
+                    seqs.append(seq)
+            ok = torch.zeros(self.graph.num_nodes(t), dtype=torch.bool, device=self.device)
             if idx:
                 ti = torch.as_tensor(idx, device=self.device)
                 self._emb[t].view[ti] = torch.as_tensor(np.stack(vecs), device=self.device)
                 self._has[t].view[ti] = True
+                ok[ti] = torch.as_tensor(seqs, device=self.device) >= self.graph.nodes[t].last_seq.view[ti]
+            current[t] = ok
+        return current
 
     def maybe_reload_model(self, force: bool = False) -> bool:
         """Pick up a newer registered model (polled at most every ``model_poll_s``); True when switched."""
@@ -323,17 +334,17 @@ class IncrementalRefresher:
         seeds = {t: torch.as_tensor([i for i, _ in v], device=self.device) for t, v in by_type.items()}
         out = self.model.embedder.embed_seeds(self.graph, self.sampler, seeds)
         now = self.clock()
-        rows: list[EmbeddingRowT] = []
-        self.last_latencies = []
+        vectors: dict[NodeKey, np.ndarray] = {}
         for t, v in by_type.items():
             idx = seeds[t]
-            new = out[t]
-            self._store_cache(t, idx, new)
-            ids = self.graph.node_ids(t, idx)
-            vec = new.detach().to("cpu", torch.float32).numpy()
-            for k, (nid, (_, p)) in enumerate(zip(ids, v)):
-                rows.append((t, nid, vec[k], self.model.version, p.seq))
-                self.last_latencies.append(now - p.marked_at)
+            self._store_cache(t, idx, out[t])
+            vec = out[t].detach().to("cpu", torch.float32).numpy()
+            for k, (i, _) in enumerate(v):
+                vectors[(t, i)] = vec[k]
+        # rows in the order the queue gave the nodes: highest priority first
+        ids = self.graph.nodes
+        rows = [(t, ids[t].ids[i], vectors[(t, i)], self.model.version, p.seq) for (t, i), p in items]
+        self.last_latencies = [now - p.marked_at for _, p in items]
         return rows
 
     @torch.no_grad()

@@ -49,6 +49,7 @@ class TrainParams:
     fanouts: list[int | None]
     max_steps: int
     metis_part_users: int
+    id_lr_scale: float = 10.0
 
 
 def _choose_mode(mode: str | None, settings: Any, graph: HeteroGraph) -> str:
@@ -70,7 +71,10 @@ class Trainer:
         if not self.train_eids:
             raise ValueError("no training edges: the graph has no interactions (run `ups generate` first)")
         self.p = p
-        self.opt = torch.optim.Adam(embedder.parameters(), lr=p.lr)
+        ident = [w for n, w in embedder.named_parameters() if ".ident." in n]
+        rest = [w for n, w in embedder.named_parameters() if ".ident." not in n]
+        groups = [{"params": rest}] + ([{"params": ident, "lr": p.lr * p.id_lr_scale}] if ident else [])
+        self.opt = torch.optim.Adam(groups, lr=p.lr)
         self.gen = torch.Generator(device="cpu").manual_seed(p.seed)
         self.device = graph.device
         # in the training graph, edge ids of the training edges are simply 0..n-1
@@ -330,6 +334,7 @@ def train_hgt(
         fanouts=parse_fanouts(settings.train_fanouts),
         max_steps=settings.train_max_steps,
         metis_part_users=settings.train_metis_part_users,
+        id_lr_scale=settings.train_id_lr_scale,
     )
     if params.temperature <= 0 or params.lr <= 0 or params.neg_ratio < 1:
         raise ValueError("lr and temperature must be > 0 and neg_ratio >= 1")
@@ -347,9 +352,22 @@ def train_hgt(
     train_ids = {et: torch.arange(len(train_graph.edges[et]), device=device) for et in FORWARD_EDGE_TYPES}
     trainer = Trainer(embedder, train_graph, train_ids, params)
     history: list[float] = []
+    every = settings.train_eval_every
+    best: tuple[float, int, dict[str, Tensor]] | None = None
     for ep in range(n_epochs):
         history.append(trainer.epoch())
+        if every and ((ep + 1) % every == 0 or ep + 1 == n_epochs):
+            # model selection on the validation edges (never the test edges)
+            embedder.eval()
+            v = link_aucs(train_graph, graph, es.val, {"trained": embedder.embed_all(train_graph, settings.embed_chunk_edges)}, seed_v)
+            score = float(np.mean([r["trained"] for r in v.values() if r.get("trained") is not None] or [0.0]))
+            if best is None or score > best[0]:
+                best = (score, ep + 1, {k: t.detach().clone() for k, t in embedder.state_dict().items()})
         report(0.15 + 0.7 * (ep + 1) / n_epochs, f"epoch {ep + 1}/{n_epochs} ({chosen}): loss {history[-1]:.4f}")
+    best_epoch = n_epochs
+    if best is not None:
+        embedder.load_state_dict(best[2])
+        best_epoch = best[1]
 
     report(0.87, "evaluating on held-out edges")
     embedder.eval()
@@ -363,6 +381,7 @@ def train_hgt(
         "epochs": n_epochs,
         "loss_history": [round(x, 6) for x in history],
         "final_loss": history[-1],
+        "best_epoch": best_epoch,
         "val_auc": val,
         "test_auc": test,
         "nodes": {t: graph.num_nodes(t) for t in NODE_TYPES},

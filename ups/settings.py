@@ -46,16 +46,22 @@ class Settings(BaseSettings):
     batch_size: int = Field(2000, ge=1, description="events per append/upsert transaction")
 
     # graph embeddings (HGT): model shape
-    hgt_hidden: int = Field(64, ge=4, le=1024, description="hidden size of the HGT layers")
+    hgt_hidden: int = Field(32, ge=4, le=1024, description="hidden size of the HGT layers")
     embedding_dim: int = Field(32, ge=2, le=1024, description="size of the node embeddings written to the store")
     hgt_layers: int = Field(2, ge=1, le=6, description="number of HGTConv layers (= hops a refresh samples)")
     hgt_heads: int = Field(2, ge=1, le=16, description="attention heads per HGTConv layer (must divide hgt_hidden)")
-    hgt_dropout: float = Field(0.1, ge=0, lt=1, description="dropout between layers while training")
+    hgt_dropout: float = Field(0.0, ge=0, lt=1, description="dropout between layers while training")
 
     # graph embeddings: training (`ups train`, the hgt training job)
-    train_epochs: int = Field(60, ge=1, le=100_000, description="training epochs")
+    train_epochs: int = Field(100, ge=1, le=100_000, description="training epochs")
     train_lr: float = Field(0.01, gt=0, le=1, description="Adam learning rate")
-    train_temperature: float = Field(0.2, gt=0, le=10, description="InfoNCE temperature")
+    train_temperature: float = Field(1.0, gt=0, le=10, description="InfoNCE temperature (scores are dot products)")
+    train_id_lr_scale: float = Field(
+        10.0, gt=0, le=1000, description="learning-rate multiplier of the per-node id embeddings (they see few gradients)"
+    )
+    train_eval_every: int = Field(
+        10, ge=0, description="epochs between validation checks; the best validated weights are kept (0: keep the last)"
+    )
     train_neg_ratio: int = Field(8, ge=1, le=256, description="negatives per positive edge")
     train_split: tuple[float, float, float] = Field(
         (0.8, 0.1, 0.1), description="train/validation/test shares of (user, target) pairs, e.g. [0.8,0.1,0.1]"
