@@ -141,11 +141,11 @@ def link_aucs(
     train_graph: HeteroGraph,
     full_graph: HeteroGraph,
     held_out: Mapping[EdgeType, Tensor],
-    embeddings: Mapping[str, Mapping[str, Tensor]],
+    embeddings: Mapping[str, tuple[Mapping[str, Tensor], Any]],
     seed: int,
 ) -> dict[str, dict[str, float | None]]:
-    """AUC per edge type for each named set of embeddings, plus the degree (preferential attachment)
-    baseline computed on the training edges."""
+    """AUC per edge type for each named (embeddings, model) pair, the model giving the relation vectors
+    of the link score, plus the degree (preferential attachment) baseline on the training edges."""
     deg = degrees(train_graph)
     out: dict[str, dict[str, float | None]] = {}
     for et in REPORTED_EDGE_TYPES:
@@ -156,9 +156,10 @@ def link_aucs(
         if src.numel() == 0 or nsrc.numel() == 0:
             continue
         row: dict[str, float | None] = {}
-        for name, emb in embeddings.items():
+        for name, (emb, model) in embeddings.items():
             s, d = emb[et[0]], emb[et[2]]
-            row[name] = auc(link_score(s[src], d[pos]), link_score(s[nsrc], d[ndst]))
+            rel = model.relation(et).detach() if model is not None else None
+            row[name] = auc(link_score(s[src], d[pos], rel), link_score(s[nsrc], d[ndst], rel))
         ds, dd = deg[et[0]], deg[et[2]]
         row["degree"] = auc(ds[src] * dd[pos], ds[nsrc] * dd[ndst])
         row["pairs"] = int(src.numel())
@@ -233,9 +234,11 @@ def evaluate(settings: Any, progress: Progress | None = None) -> dict[str, Any]:
     report(0.45, "embedding with the trained model")
     trained = loaded.embedder.eval().embed_all(train_graph, settings.embed_chunk_edges)
     report(0.65, "embedding with an untrained model")
-    untrained = untrained_copy(loaded, seed).eval().embed_all(train_graph, settings.embed_chunk_edges)
+    fresh = untrained_copy(loaded, seed).eval()
+    untrained = fresh.embed_all(train_graph, settings.embed_chunk_edges)
     report(0.85, "scoring held-out edges")
-    links = link_aucs(train_graph, graph, split.test, {"trained": trained, "untrained": untrained}, seed + 1)  # as training did
+    both = {"trained": (trained, loaded.embedder.hgt), "untrained": (untrained, fresh.hgt)}
+    links = link_aucs(train_graph, graph, split.test, both, seed + 1)  # the negatives training drew
     users = graph.nodes["user"].ids
     result: dict[str, Any] = {
         "link_auc": {k: {m: v[m] for m in ("trained", "untrained", "degree")} for k, v in links.items()},

@@ -68,6 +68,11 @@ class HGTModel(nn.Module):
         # the node's own projected features also reach the output directly ("jumping knowledge"), so
         # what it is (activity, popularity, identity) is not washed out by neighbourhood averaging
         self.lin_skip = nn.ModuleDict({t: nn.Linear(config.hidden, config.out_dim, bias=False) for t in config.node_types})
+        # a diagonal relation per interaction type for the link score (DistMult): calls can weigh the
+        # community dimensions, orders the activity and popularity ones, from the same embeddings
+        self.rel = nn.ParameterDict(
+            {"-".join(et): nn.Parameter(torch.ones(config.out_dim)) for et in config.metadata[1] if not et[1].startswith("rev_")}
+        )
         self.dropout = nn.Dropout(config.dropout)
 
     def inputs(self, x: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -79,6 +84,9 @@ class HGTModel(nn.Module):
         if i < len(self.convs) - 1:
             res = {t: self.dropout(v) for t, v in res.items()}
         return res
+
+    def relation(self, et: EdgeType) -> Tensor:
+        return self.rel["-".join(et)]
 
     def outputs(self, h: Mapping[str, Tensor], h0: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {t: self.lin_out[t](v) + self.lin_skip[t](h0[t]) for t, v in h.items()}
@@ -101,9 +109,9 @@ def info_nce(src: Tensor, pos: Tensor, neg: Tensor, temperature: float) -> Tenso
     return F.cross_entropy(logits, torch.zeros(len(src), dtype=torch.long, device=src.device))
 
 
-def link_score(a: Tensor, b: Tensor) -> Tensor:
-    """The link score the loss trains: dot product."""
-    return (a * b).sum(-1)
+def link_score(a: Tensor, b: Tensor, rel: Tensor | None = None) -> Tensor:
+    """The link score the loss trains: dot product, weighted by the edge type's relation vector."""
+    return (a * b * rel).sum(-1) if rel is not None else (a * b).sum(-1)
 
 
 class GraphEmbedder(nn.Module):

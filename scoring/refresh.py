@@ -429,15 +429,28 @@ class RefreshControl:
 
 class RefreshLogic(StatefulLogic):
     """``op.stateful`` logic: events (``StoredEvent`` / ``(seq, Event)``) and ``RefreshControl`` items in;
-    a ``RefreshOutput`` out on every tick (``on_notify``) and at EOF, after draining the queue."""
+    a ``RefreshOutput`` out on every tick (``on_notify``) and at EOF, after draining the queue.
+
+    Events are buffered and applied to the graph in one batch per tick (one ``apply`` per event would
+    cost more than the refresh at thousands of events per second); a snapshot applies the buffer first,
+    so what it records as seen has marked its nodes."""
+
+    MAX_BUFFER = 20_000
 
     def __init__(self, refresher: IncrementalRefresher) -> None:
         self.refresher = refresher
+        self._buffer: list[Any] = []
         self._next = datetime.now(timezone.utc)
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self.refresher.observe(self._buffer)
+            self._buffer = []
 
     def on_item(self, value: Any) -> tuple[Iterable[RefreshOutput], bool]:
         r = self.refresher
         if isinstance(value, RefreshControl):
+            self._flush()
             if value.command == "pause":
                 r.pause()
             elif value.command == "resume":
@@ -447,11 +460,14 @@ class RefreshLogic(StatefulLogic):
             else:
                 raise ValueError(f"unknown refresh command {value.command!r} (pause, resume, reload)")
             return [RefreshOutput([], r.status())], StatefulLogic.RETAIN
-        r.observe([value])
+        self._buffer.append(value)
+        if len(self._buffer) >= self.MAX_BUFFER:
+            self._flush()
         return [], StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[RefreshOutput], bool]:
         r = self.refresher
+        self._flush()
         r.maybe_reload_model()
         rows = r.tick()
         self._next = datetime.now(timezone.utc) + timedelta(seconds=r.config.tick_s)
@@ -459,6 +475,7 @@ class RefreshLogic(StatefulLogic):
 
     def on_eof(self) -> tuple[Iterable[RefreshOutput], bool]:
         r = self.refresher
+        self._flush()
         r.maybe_reload_model(force=True)
         out: list[RefreshOutput] = []
         while len(r.queue) and not r.paused and r.model is not None:
@@ -470,6 +487,7 @@ class RefreshLogic(StatefulLogic):
         return self._next
 
     def snapshot(self) -> RefresherSnapshot:
+        self._flush()
         return self.refresher.snapshot()
 
 

@@ -27,13 +27,15 @@ from storage.event_store import EventStore
 
 from .evaluate import EdgeSplit, link_aucs, split_edges, with_edges
 from .features import EncoderConfig
-from .graph import FORWARD_EDGE_TYPES, NODE_TYPES, EdgeType, HeteroGraph, build_graph, edge_key
+from .graph import FORWARD_EDGE_TYPES, FORWARD_OF, NODE_TYPES, EdgeType, HeteroGraph, build_graph, edge_key
 from .model import GraphEmbedder, info_nce
 from .model_io import initialised, register_model
 from .sampler import Subgraph, make_sampler, parse_fanouts
 
 Progress = Callable[[float, str], None]
 MODES = ("full", "minibatch", "metis")
+#: share of a step's training edges used as its supervision targets (and hidden from its message passing)
+SUPERVISION_SHARE = 0.3
 
 
 @dataclass
@@ -85,10 +87,26 @@ class Trainer:
         return torch.randint(0, max(high, 1), tuple(size), generator=self.gen).to(self.device)
 
     def _positives(self, et: EdgeType, cap: int) -> Tensor:
+        """Supervision edges of a step: at most ``cap`` and at most ``SUPERVISION_SHARE`` of the edges,
+        distinct. They are taken out of the step's message passing (as held-out edges are at
+        evaluation), or the model learns to spot the edge itself and not what predicts it."""
         n = len(self.graph.edges[et])
-        if n <= cap:
-            return torch.arange(n, device=self.device)
-        return self._rand(n, (cap,))
+        k = max(1, min(cap, int(SUPERVISION_SHARE * n)))
+        return torch.randperm(n, generator=self.gen)[:k].to(self.device)
+
+    def _without(self, edge_index: Mapping[EdgeType, Tensor], edge_id: Mapping[EdgeType, Tensor] | None,
+                 held: Mapping[EdgeType, Tensor]) -> dict[EdgeType, Tensor]:
+        """``edge_index`` minus the edges (by id into the forward lists) in ``held``, both directions."""
+        out: dict[EdgeType, Tensor] = {}
+        for et, ei in edge_index.items():
+            fwd = FORWARD_OF[et][0]
+            h = held.get(fwd)
+            if h is None or h.numel() == 0 or ei.numel() == 0:
+                out[et] = ei
+                continue
+            ids = edge_id[et] if edge_id is not None else torch.arange(ei.shape[1], device=ei.device)
+            out[et] = ei[:, ~torch.isin(ids, h)]
+        return out
 
     def _loss(self, emb: Mapping[str, Tensor], batches: Mapping[EdgeType, tuple[Tensor, Tensor, Tensor, Tensor]]) -> Tensor:
         """Symmetric InfoNCE per edge type: each positive against corrupted targets and against
@@ -98,9 +116,10 @@ class Trainer:
         for et, (src, pos, neg_dst, neg_src) in batches.items():
             if src.numel() == 0:
                 continue
+            rel = self.embedder.hgt.relation(et)
             s, d = emb[et[0]][src], emb[et[2]][pos]
-            losses.append(info_nce(s, d, emb[et[2]][neg_dst], self.p.temperature))
-            losses.append(info_nce(d, s, emb[et[0]][neg_src], self.p.temperature))
+            losses.append(info_nce(s * rel, d, emb[et[2]][neg_dst], self.p.temperature))
+            losses.append(info_nce(d * rel, s, emb[et[0]][neg_src], self.p.temperature))
         return torch.stack(losses).mean()
 
     def _step(self, loss: Tensor) -> float:
@@ -120,15 +139,17 @@ class Trainer:
     # ---------------------------------------------------------------- full batch
 
     def _epoch_full(self) -> float:
-        emb = self.embedder(self.graph)
         batches = {}
+        held: dict[EdgeType, Tensor] = {}
         for et in self.train_eids:
             e = self.graph.edges[et]
             ids = self._positives(et, self.p.batch_edges)
+            held[et] = ids
             src, pos = e.src.view[ids], e.dst.view[ids]
             neg_dst = self._rand(self.graph.num_nodes(et[2]), (ids.numel(), self.p.neg_ratio))
             neg_src = self._rand(self.graph.num_nodes(et[0]), (ids.numel(), self.p.neg_ratio))
             batches[et] = (src, pos, neg_dst, neg_src)
+        emb = self.embedder(self.graph, self._without(self.graph.edge_index_dict(), None, held))
         return self._step(self._loss(emb, batches))
 
     # ---------------------------------------------------------------- sampled mini-batches
@@ -141,9 +162,11 @@ class Trainer:
         for _ in range(steps):
             seeds: dict[str, list[Tensor]] = {t: [] for t in NODE_TYPES}
             raw: dict[EdgeType, tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]] = {}
+            held: dict[EdgeType, Tensor] = {}
             for et in self.train_eids:
                 e = self.graph.edges[et]
                 ids = self._positives(et, self.p.batch_edges)
+                held[et] = ids
                 src, pos = e.src.view[ids], e.dst.view[ids]
                 # negatives come from a shared pool per side, so the seed set stays small
                 pools = []
@@ -156,6 +179,7 @@ class Trainer:
                 seeds[et[2]] += [pos, pools[0]]
             seed_t = {t: torch.unique(torch.cat(v)) for t, v in seeds.items() if v}
             sub = self._sampler.sample(seed_t)
+            sub.edge_index = self._without(sub.edge_index, sub.edge_id, held)
             emb = self.embedder.forward_subgraph(self.graph, sub)
             local = {t: _Local(sub.node_idx[t][: sub.num_seeds.get(t, 0)]) for t in seed_t}
             batches = {}
@@ -183,17 +207,20 @@ class Trainer:
         for k in order:
             sub, local_edges = induced_subgraph(self.graph, parts[k])
             batches = {}
+            held: dict[EdgeType, Tensor] = {}
             for et, (src, dst) in local_edges.items():
                 if src.numel() == 0 or et not in self.train_eids:
                     continue
-                if src.numel() > self.p.batch_edges:
-                    pick = self._rand(src.numel(), (self.p.batch_edges,))
-                    src, dst = src[pick], dst[pick]
+                n = src.numel()
+                pick = torch.randperm(n, generator=self.gen)[: max(1, min(self.p.batch_edges, int(SUPERVISION_SHARE * n)))].to(self.device)
+                held[et] = sub.edge_id[et][pick]
+                src, dst = src[pick], dst[pick]
                 neg_dst = self._rand(sub.num_nodes(et[2]), (src.numel(), self.p.neg_ratio))
                 neg_src = self._rand(sub.num_nodes(et[0]), (src.numel(), self.p.neg_ratio))
                 batches[et] = (src, dst, neg_dst, neg_src)
             if not batches:
                 continue
+            sub.edge_index = self._without(sub.edge_index, sub.edge_id, held)
             emb = self.embedder.forward_subgraph(self.graph, sub)
             losses.append(self._step(self._loss(emb, batches)))
         return float(np.mean(losses)) if losses else float("nan")
@@ -359,8 +386,10 @@ def train_hgt(
         if every and ((ep + 1) % every == 0 or ep + 1 == n_epochs):
             # model selection on the validation edges (never the test edges)
             embedder.eval()
-            v = link_aucs(train_graph, graph, es.val, {"trained": embedder.embed_all(train_graph, settings.embed_chunk_edges)}, seed_v)
-            score = float(np.mean([r["trained"] for r in v.values() if r.get("trained") is not None] or [0.0]))
+            v = link_aucs(train_graph, graph, es.val, {"trained": (embedder.embed_all(train_graph, settings.embed_chunk_edges), embedder.hgt)}, seed_v)
+            # selected on what the embeddings are for: call communities and app use
+            picked = [r["trained"] for k, r in v.items() if k.endswith(("-user", "-app")) and r.get("trained") is not None]
+            score = float(np.mean(picked or [0.0]))
             if best is None or score > best[0]:
                 best = (score, ep + 1, {k: t.detach().clone() for k, t in embedder.state_dict().items()})
         report(0.15 + 0.7 * (ep + 1) / n_epochs, f"epoch {ep + 1}/{n_epochs} ({chosen}): loss {history[-1]:.4f}")
@@ -373,8 +402,9 @@ def train_hgt(
     embedder.eval()
     emb = embedder.embed_all(train_graph, settings.embed_chunk_edges)
     emb0 = untrained.embed_all(train_graph, settings.embed_chunk_edges)
-    val = link_aucs(train_graph, graph, es.val, {"trained": emb, "untrained": emb0}, seed_v)
-    test = link_aucs(train_graph, graph, es.test, {"trained": emb, "untrained": emb0}, seed_v + 1)
+    both = {"trained": (emb, embedder.hgt), "untrained": (emb0, untrained.hgt)}
+    val = link_aucs(train_graph, graph, es.val, both, seed_v)
+    test = link_aucs(train_graph, graph, es.test, both, seed_v + 1)
     duration = time.perf_counter() - t0
     metrics: dict[str, Any] = {
         "mode": chosen,

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     hgt_dropout: float = Field(0.0, ge=0, lt=1, description="dropout between layers while training")
 
     # graph embeddings: training (`ups train`, the hgt training job)
-    train_epochs: int = Field(100, ge=1, le=100_000, description="training epochs")
+    train_epochs: int = Field(120, ge=1, le=100_000, description="training epochs")
     train_lr: float = Field(0.01, gt=0, le=1, description="Adam learning rate")
     train_temperature: float = Field(1.0, gt=0, le=10, description="InfoNCE temperature (scores are dot products)")
     train_id_lr_scale: float = Field(
@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     train_eval_every: int = Field(
         10, ge=0, description="epochs between validation checks; the best validated weights are kept (0: keep the last)"
     )
-    train_neg_ratio: int = Field(8, ge=1, le=256, description="negatives per positive edge")
+    train_neg_ratio: int = Field(32, ge=1, le=256, description="negatives per positive edge")
     train_split: tuple[float, float, float] = Field(
         (0.8, 0.1, 0.1), description="train/validation/test shares of (user, target) pairs, e.g. [0.8,0.1,0.1]"
     )
