@@ -257,7 +257,7 @@ def metis_partitions(graph: HeteroGraph, part_users: int, seed: int) -> list[dic
         xadj = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(a, minlength=n), out=xadj[1:])
         opts = pymetis.Options(seed=seed)
-        _, membership_list = pymetis.part_graph(nparts, xadj=xadj, adjncy=b, options=opts)
+        _, membership_list = pymetis.part_graph(nparts, adjacency=pymetis.CSRAdjacency(xadj, b), options=opts)
         membership = np.asarray(membership_list, dtype=np.int64)
     member = torch.as_tensor(membership, device=graph.device)
     parts = []
