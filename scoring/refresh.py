@@ -28,11 +28,12 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 import torch
 from bytewax.operators import StatefulLogic
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from storage.event_store import EventStore
 from storage.events import Event
 
-from .embed import EmbeddingRowT, all_rows, embedding_rows
+from .embed import EmbeddingRowT, all_rows, write_rows
 from .graph import NODE_TYPES, Growable, HeteroGraph, build_graph
 from .model_io import LoadedModel, latest_version, load_model
 from .sampler import NeighborSampler, parse_fanouts
@@ -428,8 +429,13 @@ class RefreshControl:
 
 
 class RefreshLogic(StatefulLogic):
-    """``op.stateful`` logic: events (``StoredEvent`` / ``(seq, Event)``) and ``RefreshControl`` items in;
-    a ``RefreshOutput`` out on every tick (``on_notify``) and at EOF, after draining the queue.
+    """``op.stateful`` logic: events (``StoredEvent``, ``(seq, Event)``, or a batch with ``events``,
+    ``seqs`` and ``upto`` such as the flow's ``GraphDelta``) and ``RefreshControl`` items in; a
+    ``RefreshOutput`` out on every tick (``on_notify``) and at EOF, after draining the queue.
+
+    ``paused`` (polled every tick, e.g. ``lambda: control.refresh_paused``) and ``on_status`` (called
+    with the status every tick, e.g. ``lambda st: control.set_refresh_status(**st)``) connect it to
+    the flow's controls without importing the flow.
 
     Events are buffered and applied to the graph in one batch per tick (one ``apply`` per event would
     cost more than the refresh at thousands of events per second); a snapshot applies the buffer first,
@@ -437,8 +443,15 @@ class RefreshLogic(StatefulLogic):
 
     MAX_BUFFER = 20_000
 
-    def __init__(self, refresher: IncrementalRefresher) -> None:
+    def __init__(
+        self,
+        refresher: IncrementalRefresher,
+        paused: Callable[[], bool] | None = None,
+        on_status: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.refresher = refresher
+        self.paused = paused
+        self.on_status = on_status
         self._buffer: list[Any] = []
         self._next = datetime.now(timezone.utc)
 
@@ -460,7 +473,10 @@ class RefreshLogic(StatefulLogic):
             else:
                 raise ValueError(f"unknown refresh command {value.command!r} (pause, resume, reload)")
             return [RefreshOutput([], r.status())], StatefulLogic.RETAIN
-        self._buffer.append(value)
+        if hasattr(value, "events") and hasattr(value, "seqs"):
+            self._buffer.extend(zip(value.seqs, value.events))
+        else:
+            self._buffer.append(value)
         if len(self._buffer) >= self.MAX_BUFFER:
             self._flush()
         return [], StatefulLogic.RETAIN
@@ -468,10 +484,15 @@ class RefreshLogic(StatefulLogic):
     def on_notify(self) -> tuple[Iterable[RefreshOutput], bool]:
         r = self.refresher
         self._flush()
+        if self.paused is not None:
+            r.pause() if self.paused() else r.resume()
         r.maybe_reload_model()
         rows = r.tick()
         self._next = datetime.now(timezone.utc) + timedelta(seconds=r.config.tick_s)
-        return [RefreshOutput(rows, r.status())], StatefulLogic.RETAIN
+        status = r.status()
+        if self.on_status is not None:
+            self.on_status(status)
+        return [RefreshOutput(rows, status)], StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[RefreshOutput], bool]:
         r = self.refresher
@@ -491,13 +512,45 @@ class RefreshLogic(StatefulLogic):
         return self.refresher.snapshot()
 
 
-def refresh_builder(settings: Any, **kw: Any) -> Callable[[Optional[RefresherSnapshot]], RefreshLogic]:
+def refresh_builder(
+    settings: Any,
+    *,
+    paused: Callable[[], bool] | None = None,
+    on_status: Callable[[dict[str, Any]], None] | None = None,
+    **kw: Any,
+) -> Callable[[Optional[RefresherSnapshot]], RefreshLogic]:
     """The ``builder`` for ``op.stateful``: a fresh refresher, or one restored from its snapshot."""
 
     def build(resume: Optional[RefresherSnapshot]) -> RefreshLogic:
-        return RefreshLogic(IncrementalRefresher.restore(settings, resume, **kw))
+        return RefreshLogic(IncrementalRefresher.restore(settings, resume, **kw), paused, on_status)
 
     return build
+
+
+class _RowsPartition(StatelessSinkPartition):
+    def __init__(self, db: Any) -> None:
+        self.store = EventStore(db)
+
+    def write_batch(self, items: list[Any]) -> None:
+        rows: list[EmbeddingRowT] = []
+        for item in items:
+            value = item[1] if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], RefreshOutput) else item
+            rows.extend(value.rows if isinstance(value, RefreshOutput) else [value])
+        write_rows(self.store, rows)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class EmbeddingSink(DynamicSink):
+    """Writes the step's rows (``RefreshOutput``s, keyed or not, or single rows) with
+    ``Embeddings.put_many``; upserts, so a replay after a resume writes the same rows again harmlessly."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RowsPartition:
+        return _RowsPartition(self.db)
 
 
 __all__ = [
@@ -510,4 +563,5 @@ __all__ = [
     "RefreshControl",
     "RefreshLogic",
     "refresh_builder",
+    "EmbeddingSink",
 ]

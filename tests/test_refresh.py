@@ -225,3 +225,35 @@ def test_refresh_runs_as_a_bytewax_stateful_step(live_db: Path) -> None:
     assert statuses[0]["refresh"] == "paused" and statuses[-1]["refresh_queue"] == 0
     with pytest.raises(ValueError, match="unknown refresh command"):
         refresh_builder(s)(None).on_item(RefreshControl("explode"))
+
+
+def test_refresh_step_plugs_onto_the_flows_affected_nodes_stream(live_db: Path) -> None:
+    """What the integrator wires: the flow's GraphDelta batches in, rows to EmbeddingSink, pause and
+    status through callables (here plain Python state standing in for the flow's FlowControl)."""
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSource, run_main
+
+    from dataflow.affected import GraphDelta
+    from scoring.refresh import EmbeddingSink
+
+    s = settings_for(live_db)
+    events = _append_live(live_db, 30)
+    batches = [GraphDelta([e for e in events[i : i + 10]], [e.seq for e in events[i : i + 10]], events[min(i + 9, 29)].seq)
+               for i in range(0, 30, 10)]
+    statuses: list[dict] = []
+    flow = Dataflow("refresh_plug")
+    affected = op.input("affected", flow, TestingSource(batches))
+    keyed = op.key_on("refresh_key", affected, lambda _: "graph")
+    out = op.stateful("embedding_refresh", keyed, refresh_builder(
+        s, paused=lambda: False, on_status=statuses.append, config=_config(budget=16)))
+    op.output("embeddings", out, EmbeddingSink(live_db))
+    run_main(flow)
+    expected = _affected(events)
+    with EventStore(live_db) as store:
+        emb = Embeddings(store.conn)
+        for (t, nid), seq in expected.items():
+            row = emb.get(t, nid)
+            assert row is not None and row.seq == seq and row.model_version == 1, (t, nid)
+        untouched = emb.get("user", next(u for u in (f"U{i:07d}" for i in range(300)) if ("user", u) not in expected))
+        assert untouched is not None and untouched.seq < events[0].seq
