@@ -159,14 +159,17 @@ def bench_training(users: int, s: Settings) -> dict[str, Any]:
         m = model_for(g, s)
         p = TrainParams(epochs=1, lr=s.train_lr, temperature=s.train_temperature, neg_ratio=s.train_neg_ratio, split=s.train_split,
                         seed=0, mode=mode, batch_edges=s.train_batch_edges, fanouts=parse_fanouts(s.train_fanouts),
-                        max_steps=s.train_max_steps, metis_part_users=s.train_metis_part_users)
+                        max_steps=s.train_max_steps, metis_part_users=s.train_metis_part_users,
+                        id_lr_scale=s.train_id_lr_scale, minibatch_edges=s.train_minibatch_edges)
         tr = Trainer(m, tg, {et: torch.arange(len(tg.edges[et])) for et in FORWARD_EDGE_TYPES}, p)
         with PeakRSS() as mem:
             t = time.perf_counter()
             loss = tr.epoch()
             dt = time.perf_counter() - t
         out[mode] = {"epoch_s": dt, "loss": loss, "extra_mb": mem.extra_mb}
-        print(f"training at {users:,} users, {mode:9s}: {dt:7.1f} s per epoch (loss {loss:.3f}), peak +{mem.extra_mb:,.0f} MB", flush=True)
+        steps = 1 if mode == "full" else min(p.max_steps, -(-max(len(tg.edges[et]) for et in FORWARD_EDGE_TYPES) // p.minibatch_edges))
+        print(f"training at {users:,} users, {mode:9s}: {dt:7.1f} s per epoch ({steps} steps, loss {loss:.3f}), "
+              f"peak +{mem.extra_mb:,.0f} MB", flush=True)
     return out
 
 

@@ -52,6 +52,7 @@ class TrainParams:
     max_steps: int
     metis_part_users: int
     id_lr_scale: float = 10.0
+    minibatch_edges: int = 512
 
 
 def _choose_mode(mode: str | None, settings: Any, graph: HeteroGraph) -> str:
@@ -157,7 +158,7 @@ class Trainer:
     def _epoch_minibatch(self) -> float:
         assert self._sampler is not None
         biggest = max(len(self.graph.edges[et]) for et in self.train_eids)
-        steps = min(self.p.max_steps, max(1, math.ceil(biggest / self.p.batch_edges)))
+        steps = min(self.p.max_steps, max(1, math.ceil(biggest / self.p.minibatch_edges)))
         losses = []
         for _ in range(steps):
             seeds: dict[str, list[Tensor]] = {t: [] for t in NODE_TYPES}
@@ -165,7 +166,7 @@ class Trainer:
             held: dict[EdgeType, Tensor] = {}
             for et in self.train_eids:
                 e = self.graph.edges[et]
-                ids = self._positives(et, self.p.batch_edges)
+                ids = self._positives(et, self.p.minibatch_edges)
                 held[et] = ids
                 src, pos = e.src.view[ids], e.dst.view[ids]
                 # negatives come from a shared pool per side, so the seed set stays small
@@ -362,6 +363,7 @@ def train_hgt(
         max_steps=settings.train_max_steps,
         metis_part_users=settings.train_metis_part_users,
         id_lr_scale=settings.train_id_lr_scale,
+        minibatch_edges=settings.train_minibatch_edges,
     )
     if params.temperature <= 0 or params.lr <= 0 or params.neg_ratio < 1:
         raise ValueError("lr and temperature must be > 0 and neg_ratio >= 1")

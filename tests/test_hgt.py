@@ -179,3 +179,14 @@ def test_gpu_without_cuda_fails_with_the_message(tmp_path: Path) -> None:
         r = subprocess.run([sys.executable, "-m", "ups", *cmd, "--db", str(db), "--quiet"], capture_output=True, text=True, env=env, timeout=120)
         assert r.returncode == 1, r.stderr
         assert "UPS_DEVICE=gpu but CUDA is not available" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("text", ["0.7,0.2,0.1", "[0.7,0.2,0.1]", "(0.7, 0.2, 0.1)"])
+def test_train_split_reads_from_the_environment(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ups.settings import Settings
+
+    monkeypatch.setenv("UPS_TRAIN_SPLIT", text)
+    assert Settings().train_split == (0.7, 0.2, 0.1)
+    monkeypatch.setenv("UPS_TRAIN_SPLIT", "0.5,0.6,0.1")
+    with pytest.raises(Exception, match="add up to 1"):
+        Settings()

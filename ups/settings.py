@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 _FANOUTS = re.compile(r"^([1-9][0-9]*|all)(\s*,\s*([1-9][0-9]*|all))*$")
@@ -112,7 +112,8 @@ class Settings(BaseSettings):
         10, ge=0, description="epochs between validation checks; the best validated weights are kept (0: keep the last)"
     )
     train_neg_ratio: int = Field(32, ge=1, le=256, description="negatives per positive edge")
-    train_split: tuple[float, float, float] = Field(
+    # NoDecode: the env value is parsed by _split_text, so "0.8,0.1,0.1", "[0.8,0.1,0.1]" and "(0.8, 0.1, 0.1)" all work
+    train_split: Annotated[tuple[float, float, float], NoDecode] = Field(
         (0.8, 0.1, 0.1), description="train/validation/test shares of interaction events (edges), e.g. [0.8,0.1,0.1]"
     )
     train_mode: Literal["auto", "full", "minibatch", "metis"] = Field(
@@ -120,6 +121,9 @@ class Settings(BaseSettings):
     )
     train_full_max_edges: int = Field(2_000_000, ge=1, description="auto mode trains full-batch up to this many edges")
     train_batch_edges: int = Field(4096, ge=16, description="positive edges per edge type per optimiser step")
+    train_minibatch_edges: int = Field(
+        512, ge=8, description="positive edges per edge type per sampled mini-batch (its 2-hop subgraph grows fast)"
+    )
     train_fanouts: str = Field("10,5", description="mini-batch fan-out per hop: whole numbers or 'all'")
     train_max_steps: int = Field(300, ge=1, description="cap on mini-batch / partition steps per epoch")
     train_metis_part_users: int = Field(20_000, ge=10, description="users per METIS partition")
@@ -154,6 +158,17 @@ class Settings(BaseSettings):
         if not _FANOUTS.match(v.strip().lower()):
             raise ValueError(f"{v!r} is not a list of fan-outs such as '10,5' or 'all,all' (whole numbers >= 1 or 'all')")
         return v.strip().lower()
+
+    @field_validator("train_split", mode="before")
+    @classmethod
+    def _split_text(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            parts = [p for p in re.split(r"[\s,()\[\]]+", v) if p]
+            try:
+                return tuple(float(p) for p in parts)
+            except ValueError:
+                raise ValueError(f"{v!r} is not three shares such as 0.8,0.1,0.1") from None
+        return v
 
     @field_validator("train_split")
     @classmethod
