@@ -16,6 +16,7 @@ from .settings import Settings
 COMMAND_MODULES = [
     "ups.cmd_data",
     "ups.cmd_flow",
+    "ups.cmd_graph",
     "ups.cmd_scoring",
 ]
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+_FANOUTS = re.compile(r"^([1-9][0-9]*|all)(\s*,\s*([1-9][0-9]*|all))*$")
 
 
 class Settings(BaseSettings):
@@ -90,10 +94,94 @@ class Settings(BaseSettings):
         None, description="strategy rules (JSON list of {name,title,condition,reason,priority}); unset = defaults"
     )
 
+    # graph embeddings (HGT): model shape
+    hgt_hidden: int = Field(32, ge=4, le=1024, description="hidden size of the HGT layers")
+    embedding_dim: int = Field(32, ge=2, le=1024, description="size of the node embeddings written to the store")
+    hgt_layers: int = Field(2, ge=1, le=6, description="number of HGTConv layers (= hops a refresh samples)")
+    hgt_heads: int = Field(2, ge=1, le=16, description="attention heads per HGTConv layer (must divide hgt_hidden)")
+    hgt_dropout: float = Field(0.0, ge=0, lt=1, description="dropout between layers while training")
+
+    # graph embeddings: training (`ups train`, the hgt training job)
+    train_epochs: int = Field(120, ge=1, le=100_000, description="training epochs")
+    train_lr: float = Field(0.01, gt=0, le=1, description="Adam learning rate")
+    train_temperature: float = Field(1.0, gt=0, le=10, description="InfoNCE temperature (scores are dot products)")
+    train_id_lr_scale: float = Field(
+        10.0, gt=0, le=1000, description="learning-rate multiplier of the per-node id embeddings (they see few gradients)"
+    )
+    train_eval_every: int = Field(
+        10, ge=0, description="epochs between validation checks; the best validated weights are kept (0: keep the last)"
+    )
+    train_neg_ratio: int = Field(32, ge=1, le=256, description="negatives per positive edge")
+    # NoDecode: the env value is parsed by _split_text, so "0.8,0.1,0.1", "[0.8,0.1,0.1]" and "(0.8, 0.1, 0.1)" all work
+    train_split: Annotated[tuple[float, float, float], NoDecode] = Field(
+        (0.8, 0.1, 0.1), description="train/validation/test shares of interaction events (edges), e.g. [0.8,0.1,0.1]"
+    )
+    train_mode: Literal["auto", "full", "minibatch", "metis"] = Field(
+        "auto", description="full-batch, sampled mini-batches, or METIS partitions; auto: full up to train_full_max_edges"
+    )
+    train_full_max_edges: int = Field(2_000_000, ge=1, description="auto mode trains full-batch up to this many edges")
+    train_batch_edges: int = Field(4096, ge=16, description="positive edges per edge type per optimiser step")
+    train_minibatch_edges: int = Field(
+        512, ge=8, description="positive edges per edge type per sampled mini-batch (its 2-hop subgraph grows fast)"
+    )
+    train_fanouts: str = Field("10,5", description="mini-batch fan-out per hop: whole numbers or 'all'")
+    train_max_steps: int = Field(300, ge=1, description="cap on mini-batch / partition steps per epoch")
+    train_metis_part_users: int = Field(20_000, ge=10, description="users per METIS partition")
+    train_sample_ratio: float = Field(1.0, gt=0, le=1, description="share of users the training graph keeps")
+    train_seed: int = Field(0, description="seed of the edge split, sampling and initialisation")
+    embed_chunk_edges: int = Field(
+        1_000_000, ge=1000, description="full forward passes run layer-wise in chunks of this many edges"
+    )
+    graph_compact_min: int = Field(50_000, ge=1, description="new edges kept beside the CSR before it is rebuilt")
+
+    # graph embeddings: incremental refresh (a step of the dataflow)
+    refresh_tick_s: float = Field(0.2, gt=0, le=60, description="how often pending nodes are refreshed (s)")
+    refresh_budget: int = Field(4096, ge=1, description="most nodes refreshed per tick")
+    refresh_fanouts: str = Field("10,5", description="refresh subgraph fan-out per hop: whole numbers or 'all'")
+    refresh_full_share: float = Field(
+        0.3, gt=0, le=1, description="backlog share of all nodes at which a tick runs one full forward instead"
+    )
+    refresh_weight_freshness: float = Field(1.0, ge=0, description="priority weight of the change's recency")
+    refresh_weight_degree: float = Field(0.3, ge=0, description="priority weight of log(1 + degree)")
+    refresh_weight_change: float = Field(1.0, ge=0, description="priority weight of the node's last embedding change")
+    refresh_freshness_tau_s: float = Field(300.0, gt=0, description="age (s) at which freshness has halved")
+    refresh_model_poll_s: float = Field(2.0, gt=0, description="how often the refresh looks for a new model (s)")
+
     # api
     host: str = "127.0.0.1"
     port: int = Field(5000, ge=1, le=65535)
     admin_token: str | None = None
+
+    @field_validator("train_fanouts", "refresh_fanouts")
+    @classmethod
+    def _fanouts(cls, v: str) -> str:
+        if not _FANOUTS.match(v.strip().lower()):
+            raise ValueError(f"{v!r} is not a list of fan-outs such as '10,5' or 'all,all' (whole numbers >= 1 or 'all')")
+        return v.strip().lower()
+
+    @field_validator("train_split", mode="before")
+    @classmethod
+    def _split_text(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            parts = [p for p in re.split(r"[\s,()\[\]]+", v) if p]
+            try:
+                return tuple(float(p) for p in parts)
+            except ValueError:
+                raise ValueError(f"{v!r} is not three shares such as 0.8,0.1,0.1") from None
+        return v
+
+    @field_validator("train_split")
+    @classmethod
+    def _split(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(v) < 0 or v[0] <= 0 or v[2] <= 0 or abs(sum(v) - 1) > 1e-6:
+            raise ValueError(f"train/validation/test shares must be >= 0 (train and test > 0) and add up to 1, not {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "Settings":
+        if self.hgt_hidden % self.hgt_heads:
+            raise ValueError(f"hgt_hidden ({self.hgt_hidden}) must be divisible by hgt_heads ({self.hgt_heads})")
+        return self
 
     @model_validator(mode="after")
     def _db_is_file(self) -> "Settings":

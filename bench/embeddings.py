@@ -1,0 +1,295 @@
+"""Graph-embedding benchmark.
+
+* full forward (HGT, default shape) time and peak extra memory at 10k / 100k / 1M users, against a
+  bare baseline measured in the same run: one sum-aggregation of hidden-size vectors over every edge;
+* training time per epoch at 100k users (sampled mini-batches, the mode ``auto`` picks there);
+* incremental refresh under a simulated live stream (default 5 000 events/s) at 100k users: nodes
+  refreshed per second and event -> embedding latency p50 / p99; and the cost of refreshing the nodes
+  touched by one event against one full forward (target: >= 100x cheaper; p99 <= 2 s).
+
+Graphs are built from the mock generator's arrays through the same ``HeteroGraph.apply`` path a
+store build uses (skipping SQLite, which ``bench.store`` measures). The model is freshly initialised:
+speed does not depend on the weights.
+
+    python -m bench.embeddings [--sizes 10000,100000,1000000] [--stream-seconds 20] [--rate 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import psutil
+import torch
+
+from dataflow.generator import BRANDS, LEVELS, PLANS, GeneratorConfig, MockGenerator, app_id, product_id, user_id
+from scoring.features import EncoderConfig
+from scoring.graph import NODE_TYPES, EventBatch, HeteroGraph
+from scoring.model import GraphEmbedder
+from scoring.model_io import LoadedModel
+from ups.settings import Settings
+
+_TYPES = ["call", "product.click", "product.order", "app.usage", "app.click"]
+
+
+class PeakRSS:
+    """Peak resident memory of this process while the block runs, sampled every 10 ms."""
+
+    def __init__(self) -> None:
+        self.proc = psutil.Process()
+        self.peak = 0
+        self.start = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> "PeakRSS":
+        self.start = self.peak = self.proc.memory_info().rss
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def extra_mb(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+def _batches(gen: MockGenerator, chunk: int = 2_000_000) -> Iterator[EventBatch]:
+    """The generator's dataset (catalogue, registrations, history) as columnar batches."""
+    cfg, pop, cat = gen.cfg, gen.pop, gen.cat
+    seq = 0
+    rows_t: list[str] = []
+    # catalogue and registrations
+    types, users, targets, payloads = [], [], [], []
+    for p in cat.products:
+        types.append("product.listed"); users.append(None); targets.append(p["product_id"])
+        payloads.append({"name": p["name"], "category": p["category"], "price": p["price"]})
+    for a in cat.apps:
+        types.append("app.listed"); users.append(None); targets.append(a["app_id"])
+        payloads.append({"name": a["name"], "category": a["category"]})
+    plan, level, brand = pop.plan.tolist(), pop.level.tolist(), pop.brand.tolist()
+    fee, tenure = pop.monthly_fee.tolist(), pop.tenure.tolist()
+    for i in range(cfg.users):
+        types.append("user.registered"); users.append(user_id(i)); targets.append(None)
+        payloads.append({"plan_type": PLANS[plan[i]][0], "level": LEVELS[level[i]], "device_brand": BRANDS[brand[i]],
+                         "monthly_fee": fee[i], "tenure_months": tenure[i]})
+    n = len(types)
+    yield EventBatch(np.arange(1, n + 1), types, users, targets, np.full(n, gen.history_start), payloads)
+    seq = n
+    h = gen._history_arrays()
+    for a in range(0, len(h["user"]), chunk):
+        u = h["user"][a : a + chunk]
+        t = h["type"][a : a + chunk]
+        tg = h["target"][a : a + chunk]
+        m = len(u)
+        tnames = [_TYPES[k] for k in t.tolist()]
+        uids = [user_id(k) for k in u.tolist()]
+        tids = [user_id(x) if k == 0 else (product_id(x) if k in (1, 2) else app_id(x)) for k, x in zip(t.tolist(), tg.tolist())]
+        yield EventBatch(np.arange(seq + 1, seq + m + 1), tnames, uids, tids, h["ts"][a : a + chunk], [None] * m)
+        seq += m
+    del rows_t
+
+
+def build(users: int, events_per_user: float = 20.0) -> tuple[MockGenerator, HeteroGraph, float]:
+    gen = MockGenerator(GeneratorConfig(users=users, products=60, apps=40, events_per_user=events_per_user))
+    t = time.perf_counter()
+    g = HeteroGraph("cpu", compact_min=200_000)
+    for b in _batches(gen):
+        g.apply(b)
+    return gen, g, time.perf_counter() - t
+
+
+def model_for(g: HeteroGraph, s: Settings) -> GraphEmbedder:
+    torch.manual_seed(0)
+    enc = EncoderConfig.fit(g.space, {t: g.raw_features(t) for t in NODE_TYPES}, {t: g.nodes[t].ids for t in NODE_TYPES})
+    return GraphEmbedder.create(enc, s.hgt_hidden, s.embedding_dim, s.hgt_layers, s.hgt_heads, s.hgt_dropout).eval()
+
+
+def bare_aggregation(g: HeteroGraph, hidden: int) -> float:
+    """Baseline: one sum of hidden-size vectors over every edge (both directions), per layer."""
+    x = {t: torch.randn(g.num_nodes(t), hidden) for t in NODE_TYPES}
+    t0 = time.perf_counter()
+    for et, ei in g.edge_index_dict().items():
+        for a in range(0, ei.shape[1], 2_000_000):
+            src, dst = ei[0, a : a + 2_000_000], ei[1, a : a + 2_000_000]
+            torch.zeros_like(x[et[2]]).index_add_(0, dst, x[et[0]][src])
+    return time.perf_counter() - t0
+
+
+def bench_forward(users: int, s: Settings) -> dict[str, Any]:
+    gen, g, t_build = build(users)
+    m = model_for(g, s)
+    base = bare_aggregation(g, s.hgt_hidden) * s.hgt_layers
+    with PeakRSS() as mem, torch.no_grad():
+        t = time.perf_counter()
+        m.embed_all(g, s.embed_chunk_edges)
+        fwd = time.perf_counter() - t
+    r = {"users": users, "edges": g.num_edges() // 2, "build_s": t_build, "forward_s": fwd, "forward_extra_mb": mem.extra_mb,
+         "rss_mb": psutil.Process().memory_info().rss / 2**20, "bare_aggregation_s": base}
+    print(f"{users:>9,} users  {r['edges']:>11,} interactions  graph build {t_build:7.1f} s   full forward {fwd:8.2f} s "
+          f"(bare {s.hgt_layers}-layer sum-aggregation {base:6.2f} s, x{fwd / base:.1f})   forward peak +{mem.extra_mb:,.0f} MB, "
+          f"process {r['rss_mb']:,.0f} MB", flush=True)
+    return r
+
+
+def bench_training(users: int, s: Settings) -> dict[str, Any]:
+    from scoring.evaluate import split_edges, with_edges
+    from scoring.graph import FORWARD_EDGE_TYPES
+    from scoring.sampler import parse_fanouts
+    from scoring.training import TrainParams, Trainer
+
+    _, g, _ = build(users)
+    es = split_edges(g, s.train_split, 0)
+    tg = with_edges(g, es.train)
+    out: dict[str, Any] = {"users": users}
+    for mode in ("minibatch", "full") if g.num_edges() <= 2 * s.train_full_max_edges else ("minibatch",):
+        m = model_for(g, s)
+        p = TrainParams(epochs=1, lr=s.train_lr, temperature=s.train_temperature, neg_ratio=s.train_neg_ratio, split=s.train_split,
+                        seed=0, mode=mode, batch_edges=s.train_batch_edges, fanouts=parse_fanouts(s.train_fanouts),
+                        max_steps=s.train_max_steps, metis_part_users=s.train_metis_part_users,
+                        id_lr_scale=s.train_id_lr_scale, minibatch_edges=s.train_minibatch_edges)
+        tr = Trainer(m, tg, {et: torch.arange(len(tg.edges[et])) for et in FORWARD_EDGE_TYPES}, p)
+        with PeakRSS() as mem:
+            t = time.perf_counter()
+            loss = tr.epoch()
+            dt = time.perf_counter() - t
+        out[mode] = {"epoch_s": dt, "loss": loss, "extra_mb": mem.extra_mb}
+        steps = 1 if mode == "full" else min(p.max_steps, -(-max(len(tg.edges[et]) for et in FORWARD_EDGE_TYPES) // p.minibatch_edges))
+        print(f"training at {users:,} users, {mode:9s}: {dt:7.1f} s per epoch ({steps} steps, loss {loss:.3f}), "
+              f"peak +{mem.extra_mb:,.0f} MB", flush=True)
+    return out
+
+
+def bench_refresh(users: int, s: Settings, rate: float, seconds: float) -> dict[str, Any]:
+    from scoring.refresh import IncrementalRefresher, RefreshConfig
+
+    gen, g, _ = build(users)
+    m = model_for(g, s)
+    tmp = tempfile.mkdtemp(prefix="bench-emb-")
+    settings = s.model_copy(update={"db": Path(tmp) / "bench.db"})
+    loaded = LoadedModel(1, m, m.config(), {})
+    cfg = RefreshConfig.from_settings(settings)
+    r = IncrementalRefresher(settings, graph=g, model=loaded, config=cfg, load_stored=False)
+    t = time.perf_counter()
+    r.tick()  # nothing is stored yet: the whole graph is pending, so this is one full forward
+    full_s = time.perf_counter() - t
+    assert r.full_refreshes == 1 and len(r.queue) == 0
+
+    live = gen.live(0, time.time(), rate)
+    seq = g.last_seq
+    # cost of the nodes touched by one event
+    costs = []
+    for _ in range(30):
+        seq += 1
+        e = next(live)
+        t = time.perf_counter()
+        r.observe([(seq, e)])
+        r.tick()
+        costs.append(time.perf_counter() - t)
+    one_event_s = float(np.median(costs))
+
+    # a live stream at `rate` events/s for `seconds`
+    pending: dict[tuple[str, str], list[int]] = {}
+    arrival: list[float] = []
+    remaining: list[int] = []
+    done_at: list[float] = []
+    from scoring.graph import ATTRIBUTE_EVENTS, RELATIONS
+
+    def nodes_of(ev: Any) -> list[tuple[str, str]]:
+        if ev.type in RELATIONS:
+            et = RELATIONS[ev.type]
+            return [(et[0], ev.user_id), (et[2], ev.target_id)]
+        t_ = ATTRIBUTE_EVENTS.get(ev.type)
+        return [(t_, ev.user_id if t_ == "user" else ev.target_id)] if t_ else []
+
+    start = time.perf_counter()
+    sent = 0
+    refreshed = 0
+    while True:
+        now = time.perf_counter()
+        if now - start > seconds:
+            break
+        due = int((now - start) * rate) - sent
+        batch = []
+        for _ in range(due):
+            seq += 1
+            ev = next(live)
+            batch.append((seq, ev))
+            k = len(arrival)
+            arrival.append(now)
+            keys = set(nodes_of(ev))
+            remaining.append(len(keys))
+            done_at.append(float("nan"))
+            for key in keys:
+                pending.setdefault(key, []).append(k)
+        sent += due
+        r.observe(batch)
+        rows = r.tick()
+        t_done = time.perf_counter()
+        refreshed += len(rows)
+        for t_, nid, *_ in rows:
+            for k in pending.pop((t_, nid), []):
+                remaining[k] -= 1
+                if remaining[k] == 0:
+                    done_at[k] = t_done
+        time.sleep(max(0.0, cfg.tick_s - (time.perf_counter() - now)))
+    wall = time.perf_counter() - start
+    lat = np.array(done_at) - np.array(arrival)
+    finished = lat[~np.isnan(lat)]
+    unfinished = int(np.isnan(lat).sum())
+    p50, p99 = (float(np.percentile(finished, q)) for q in (50, 99)) if len(finished) else (float("nan"),) * 2
+    # events still pending at the end count as at least as late as the run's tail
+    if unfinished:
+        tail = np.concatenate([finished, time.perf_counter() - np.array(arrival)[np.isnan(lat)]])
+        p99 = float(np.percentile(tail, 99))
+    out = {"users": users, "rate": rate, "events": sent, "seconds": wall, "nodes_refreshed": refreshed,
+           "nodes_per_s": refreshed / wall, "latency_p50_s": p50, "latency_p99_s": p99, "unfinished_events": unfinished,
+           "full_forward_s": full_s, "one_event_refresh_s": one_event_s, "speedup": full_s / one_event_s,
+           "queue_at_end": len(r.queue)}
+    print(f"refresh at {users:,} users: full forward {full_s:.2f} s; nodes of one event {1000 * one_event_s:.1f} ms "
+          f"-> {out['speedup']:.0f}x cheaper (target >= 100x: {'OK' if out['speedup'] >= 100 else 'BELOW TARGET'})")
+    print(f"live stream {sent:,} events in {wall:.1f} s ({sent / wall:,.0f} ev/s): {refreshed / wall:,.0f} nodes refreshed/s, "
+          f"event->embedding p50 {p50:.3f} s p99 {p99:.3f} s (target p99 <= 2 s: {'OK' if p99 <= 2 else 'BELOW TARGET'}), "
+          f"{unfinished} events not yet refreshed at the end, queue {len(r.queue)}", flush=True)
+    r.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10000,100000,1000000", help="user counts for the full-forward benchmark")
+    ap.add_argument("--train-users", type=int, default=100_000)
+    ap.add_argument("--refresh-users", type=int, default=100_000)
+    ap.add_argument("--rate", type=float, default=5000.0, help="simulated live events per second")
+    ap.add_argument("--stream-seconds", type=float, default=20.0)
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: forward,train,refresh")
+    ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    args = ap.parse_args()
+    s = Settings(device="cpu")
+    skip = set(filter(None, args.skip.split(",")))
+    results: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
+    if "forward" not in skip:
+        results["forward"] = [bench_forward(int(n), s) for n in args.sizes.split(",")]
+    if "train" not in skip:
+        results["training"] = bench_training(args.train_users, s)
+    if "refresh" not in skip:
+        results["refresh"] = bench_refresh(args.refresh_users, s, args.rate, args.stream_seconds)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

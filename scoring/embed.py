@@ -1,0 +1,90 @@
+"""Writing embeddings of every node with the newest model (``embed_all``), and the row format the
+incremental refresh shares: ``(node type, node id, float32 vector, model version, seq)``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from storage.event_store import EventStore
+from storage.projections import Embeddings
+
+from .graph import NODE_TYPES, HeteroGraph, build_graph
+from .model_io import load_model
+
+Progress = Callable[[float, str], None]
+EmbeddingRowT = tuple[str, str, np.ndarray, int, int]
+
+
+def embedding_rows(graph: HeteroGraph, node_type: str, idx: Tensor, vectors: Tensor, version: int) -> list[EmbeddingRowT]:
+    """Rows for ``Embeddings.put_many``: seq is the last event that changed the node."""
+    ids = graph.node_ids(node_type, idx)
+    vec = vectors.detach().to("cpu", torch.float32).numpy()
+    seqs = graph.nodes[node_type].last_seq.view[idx].tolist()
+    return [(node_type, nid, vec[i], version, int(seqs[i])) for i, nid in enumerate(ids)]
+
+
+def write_rows(store: EventStore, rows: Iterable[EmbeddingRowT], batch: int = 20_000) -> int:
+    """Upsert rows, ``batch`` per transaction."""
+    n = 0
+    buf: list[EmbeddingRowT] = []
+    for r in rows:
+        buf.append(r)
+        if len(buf) >= batch:
+            with store.transaction() as conn:
+                n += Embeddings(conn).put_many(buf)
+            buf = []
+    if buf:
+        with store.transaction() as conn:
+            n += Embeddings(conn).put_many(buf)
+    return n
+
+
+def all_rows(graph: HeteroGraph, emb: Mapping[str, Tensor], version: int) -> Iterable[EmbeddingRowT]:
+    for t in NODE_TYPES:
+        n = graph.num_nodes(t)
+        for a in range(0, n, 50_000):
+            idx = torch.arange(a, min(n, a + 50_000), device=graph.device)
+            yield from embedding_rows(graph, t, idx, emb[t][idx], version)
+
+
+def embed_all(settings: Any, sample_ratio: float = 1.0, progress: Progress | None = None) -> dict[str, Any]:
+    """Embeddings for every node of the (sampled) graph with the newest HGT model, written to the store."""
+    from ups.device import resolve_device
+
+    t0 = time.perf_counter()
+    report = progress or (lambda f, m: None)
+    if not settings.db.exists():
+        raise FileNotFoundError(f"no database at {settings.db}; run `ups generate` first")
+    if not 0 < sample_ratio <= 1:
+        raise ValueError(f"sample_ratio must be within (0, 1], not {sample_ratio}")
+    device = resolve_device(settings.device)
+    with EventStore(settings.db) as store:
+        loaded = load_model(store.conn, device=device)
+        if loaded is None:
+            raise ValueError("no HGT model registered yet; run `ups train` first")
+        graph = build_graph(
+            store, device=device, sample_ratio=sample_ratio, sample_seed=settings.train_seed,
+            compact_min=settings.graph_compact_min, progress=lambda f, m: report(0.3 * f, m),
+        )
+        report(0.3, "forward pass")
+        emb = loaded.embedder.eval().embed_all(graph, settings.embed_chunk_edges, lambda f, m: report(0.3 + 0.5 * f, m))
+        report(0.8, "writing embeddings")
+        written = write_rows(store, all_rows(graph, emb, loaded.version))
+    report(1.0, "done")
+    return {
+        "model_version": loaded.version,
+        "nodes": {t: graph.num_nodes(t) for t in NODE_TYPES},
+        "written": written,
+        "last_seq": graph.last_seq,
+        "sample_ratio": sample_ratio,
+        "duration_s": round(time.perf_counter() - t0, 3),
+        "device": str(device),
+    }
+
+
+__all__ = ["embed_all", "embedding_rows", "write_rows", "all_rows", "EmbeddingRowT"]

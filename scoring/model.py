@@ -1,0 +1,222 @@
+"""The HGT model (the seed's ``HGTModel``), the feature encoder + HGT pair, and the InfoNCE loss.
+
+``GraphEmbedder`` runs the whole model three ways: on the whole graph (training on small graphs),
+on a sampled subgraph (mini-batches, incremental refresh), and layer by layer over edge-bounded
+chunks of destination nodes, which is the full-graph forward for graphs whose per-edge messages do
+not fit in memory at once (1M users, ~40M edges).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import HGTConv
+
+from .features import EncoderConfig, HeteroFeatureEncoder
+from .graph import EDGE_TYPES, NODE_TYPES, EdgeType, HeteroGraph
+from .sampler import NeighborSampler, Subgraph
+
+
+@dataclass
+class HGTConfig:
+    """Shape of the HGT: per-type input projection, ``layers`` HGTConv layers, per-type output."""
+
+    in_dims: dict[str, int]
+    hidden: int = 64
+    out_dim: int = 32
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.1
+    node_types: list[str] = field(default_factory=lambda: list(NODE_TYPES))
+    edge_types: list[list[str]] = field(default_factory=lambda: [list(et) for et in EDGE_TYPES])
+
+    def __post_init__(self) -> None:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden size {self.hidden} must be divisible by the number of heads {self.heads}")
+        if self.layers < 1:
+            raise ValueError("the HGT needs at least one layer")
+
+    @property
+    def metadata(self) -> tuple[list[str], list[EdgeType]]:
+        return list(self.node_types), [tuple(et) for et in self.edge_types]  # type: ignore[misc]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "HGTConfig":
+        return cls(**dict(d))
+
+
+class HGTModel(nn.Module):
+    def __init__(self, config: HGTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.lin_in = nn.ModuleDict({t: nn.Linear(config.in_dims[t], config.hidden) for t in config.node_types})
+        self.convs = nn.ModuleList(
+            HGTConv(config.hidden, config.hidden, config.metadata, heads=config.heads) for _ in range(config.layers)
+        )
+        # per-type LayerNorm after each layer keeps attention logits in range (training diverges without)
+        self.norms = nn.ModuleList(
+            nn.ModuleDict({t: nn.LayerNorm(config.hidden) for t in config.node_types}) for _ in range(config.layers)
+        )
+        self.lin_out = nn.ModuleDict({t: nn.Linear(config.hidden, config.out_dim) for t in config.node_types})
+        # the node's own projected features also reach the output directly ("jumping knowledge"), so
+        # what it is (activity, popularity, identity) is not washed out by neighbourhood averaging
+        self.lin_skip = nn.ModuleDict({t: nn.Linear(config.hidden, config.out_dim, bias=False) for t in config.node_types})
+        # a diagonal relation per interaction type for the link score (DistMult): calls can weigh the
+        # community dimensions, orders the activity and popularity ones, from the same embeddings
+        self.rel = nn.ParameterDict(
+            {"-".join(et): nn.Parameter(torch.ones(config.out_dim)) for et in config.metadata[1] if not et[1].startswith("rev_")}
+        )
+        self.dropout = nn.Dropout(config.dropout)
+
+    def inputs(self, x: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {t: self.dropout(F.relu(self.lin_in[t](v))) for t, v in x.items()}
+
+    def layer(self, i: int, h: Mapping[str, Tensor], edge_index: Mapping[EdgeType, Tensor]) -> dict[str, Tensor]:
+        out = self.convs[i](dict(h), dict(edge_index))
+        res = {t: self.norms[i][t](out[t] if out.get(t) is not None else h[t]) for t in h}
+        if i < len(self.convs) - 1:
+            res = {t: self.dropout(v) for t, v in res.items()}
+        return res
+
+    def relation(self, et: EdgeType) -> Tensor:
+        return self.rel["-".join(et)]
+
+    def outputs(self, h: Mapping[str, Tensor], h0: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {t: self.lin_out[t](v) + self.lin_skip[t](h0[t]) for t, v in h.items()}
+
+    def forward(self, x: Mapping[str, Tensor], edge_index: Mapping[EdgeType, Tensor]) -> dict[str, Tensor]:
+        h0 = self.inputs(x)
+        h = h0
+        for i in range(len(self.convs)):
+            h = self.layer(i, h, edge_index)
+        return self.outputs(h, h0)
+
+
+def info_nce(src: Tensor, pos: Tensor, neg: Tensor, temperature: float) -> Tensor:
+    """InfoNCE (the seed's ``contrastive_cmc_loss``): each source against its positive and ``K`` negatives,
+    dot product over ``temperature``. ``src``/``pos``: [B, d]; ``neg``: [B, K, d]. The dot product
+    (not cosine) lets the norms carry how active a user / popular an item is."""
+    pos_logit = (src * pos).sum(-1, keepdim=True)
+    neg_logit = torch.einsum("bd,bkd->bk", src, neg)
+    logits = torch.cat([pos_logit, neg_logit], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(src), dtype=torch.long, device=src.device))
+
+
+def link_score(a: Tensor, b: Tensor, rel: Tensor | None = None) -> Tensor:
+    """The link score the loss trains: dot product, weighted by the edge type's relation vector."""
+    return (a * b * rel).sum(-1) if rel is not None else (a * b).sum(-1)
+
+
+class GraphEmbedder(nn.Module):
+    """Feature encoder + HGT, trained jointly; the unit saved as a model version."""
+
+    def __init__(self, encoder: HeteroFeatureEncoder, hgt: HGTModel) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.hgt = hgt
+
+    @classmethod
+    def create(cls, enc: EncoderConfig, hidden: int, out_dim: int, layers: int, heads: int, dropout: float) -> "GraphEmbedder":
+        encoder = HeteroFeatureEncoder(enc)
+        cfg = HGTConfig(in_dims=encoder.out_dims, hidden=hidden, out_dim=out_dim, layers=layers, heads=heads, dropout=dropout)
+        return cls(encoder, HGTModel(cfg))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def config(self) -> dict[str, Any]:
+        return {"encoder": self.encoder.config.to_dict(), "hgt": self.hgt.config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "GraphEmbedder":
+        encoder = HeteroFeatureEncoder(EncoderConfig.from_dict(config["encoder"]))
+        return cls(encoder, HGTModel(HGTConfig.from_dict(config["hgt"])))
+
+    # ---------------------------------------------------------------- forward passes
+
+    def forward(self, graph: HeteroGraph, edge_index: Mapping[EdgeType, Tensor] | None = None) -> dict[str, Tensor]:
+        """Whole graph (with autograd), optionally over another edge set (e.g. training edges only)."""
+        self.encoder.bind(graph)
+        x = self.encoder({t: graph.raw_features(t) for t in NODE_TYPES})
+        return self.hgt(x, edge_index if edge_index is not None else graph.edge_index_dict())
+
+    def forward_subgraph(self, graph: HeteroGraph, sub: Subgraph) -> dict[str, Tensor]:
+        """Outputs for every node of ``sub`` (seeds first), with autograd."""
+        self.encoder.bind(graph)
+        x = self.encoder({t: graph.raw_features(t, sub.node_idx[t]) for t in NODE_TYPES})
+        return self.hgt(x, sub.edge_index)
+
+    @torch.no_grad()
+    def embed_seeds(self, graph: HeteroGraph, sampler: NeighborSampler, seeds: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Embeddings of ``seeds`` from a sampled subgraph around them (eval mode, no autograd)."""
+        sub = sampler.sample(seeds)
+        out = self.forward_subgraph(graph, sub)
+        return {t: out[t][: sub.num_seeds[t]] for t in NODE_TYPES if sub.num_seeds.get(t)}
+
+    @torch.no_grad()
+    def embed_all(
+        self,
+        graph: HeteroGraph,
+        chunk_edges: int = 1_000_000,
+        progress: Callable[[float, str], None] | None = None,
+    ) -> dict[str, Tensor]:
+        """Embeddings of every node. Small graphs: one forward. Large graphs: layer by layer, each layer
+        over chunks of destination nodes holding at most ``chunk_edges`` incoming edges (the 1-hop
+        "all" subgraph of the chunk), so memory is bounded by the chunk, not the graph."""
+        self.encoder.bind(graph)
+        if graph.num_edges() <= chunk_edges:
+            return self.forward(graph)
+        node_chunk = max(1, chunk_edges // 4)
+        h: dict[str, Tensor] = {}
+        for t in NODE_TYPES:
+            n = graph.num_nodes(t)
+            parts = []
+            for a in range(0, n, node_chunk):
+                idx = torch.arange(a, min(n, a + node_chunk), device=graph.device)
+                parts.append(self.hgt.inputs(self.encoder({t: graph.raw_features(t, idx)}))[t])
+            h[t] = torch.cat(parts) if parts else torch.zeros((0, self.hgt.config.hidden), device=graph.device)
+        h0 = h
+        sampler = NeighborSampler(graph, [None])
+        steps = len(self.hgt.convs) * len(NODE_TYPES)
+        done = 0
+        for i in range(len(self.hgt.convs)):
+            new: dict[str, Tensor] = {}
+            for t in NODE_TYPES:
+                new[t] = torch.empty_like(h[t])
+                for chunk in _edge_bounded_chunks(graph, t, chunk_edges):
+                    sub = sampler.sample({t: chunk})
+                    local = {s: h[s][sub.node_idx[s]] for s in NODE_TYPES}
+                    out = self.hgt.layer(i, local, sub.edge_index)
+                    new[t][chunk] = out[t][: chunk.numel()]
+                done += 1
+                if progress:
+                    progress(done / steps, f"embed: layer {i + 1}/{len(self.hgt.convs)}, {t}")
+            h = new
+        return self.hgt.outputs(h, h0)
+
+
+def _edge_bounded_chunks(graph: HeteroGraph, node_type: str, budget: int) -> list[Tensor]:
+    """Consecutive node ranges of ``node_type`` whose incoming edges (all types) add up to <= budget
+    (a single node with more edges than that is a chunk of its own)."""
+    n = graph.num_nodes(node_type)
+    if n == 0:
+        return []
+    nodes = torch.arange(n, device=graph.device)
+    deg = torch.ones(n, dtype=torch.long, device=graph.device)  # count the node itself too
+    for et in EDGE_TYPES:
+        if et[2] == node_type:
+            deg += graph.adjacency(et).in_degree(nodes)
+    chunk_id = (torch.cumsum(deg, 0) - 1) // budget
+    _, counts = torch.unique_consecutive(chunk_id, return_counts=True)
+    return list(torch.split(nodes, counts.tolist()))
+
+
+__all__ = ["HGTConfig", "HGTModel", "GraphEmbedder", "info_nce", "link_score"]

@@ -1,0 +1,451 @@
+"""Training the feature encoders and the HGT jointly (the seed's ``HGTTrainer.train_on_graph``).
+
+InfoNCE per forward edge type (user→user calls, user→product orders/clicks, user→app uses/clicks),
+averaged over edge types, on the training edges; validation and test edges are held out of the
+message passing. Three modes:
+
+* ``full``: one whole-graph forward per epoch (small graphs);
+* ``minibatch``: per step, a batch of positive edges per type, their endpoints and a shared pool of
+  negatives as seeds of a sampled subgraph (bounded memory: 1M users train on this machine);
+* ``metis``: users partitioned with METIS (pymetis) over the call graph; one step per partition, on
+  the partition's users, their products and apps, and the edges among them (Cluster-GCN style).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from storage.event_store import EventStore
+
+from .evaluate import EdgeSplit, link_aucs, split_edges, with_edges
+from .features import EncoderConfig
+from .graph import FORWARD_EDGE_TYPES, FORWARD_OF, NODE_TYPES, EdgeType, HeteroGraph, build_graph, edge_key
+from .model import GraphEmbedder, info_nce
+from .model_io import initialised, register_model
+from .sampler import Subgraph, make_sampler, parse_fanouts
+
+Progress = Callable[[float, str], None]
+MODES = ("full", "minibatch", "metis")
+#: share of a step's training edges used as its supervision targets (and hidden from its message passing)
+SUPERVISION_SHARE = 0.3
+
+
+@dataclass
+class TrainParams:
+    epochs: int
+    lr: float
+    temperature: float
+    neg_ratio: int
+    split: tuple[float, float, float]
+    seed: int
+    mode: str
+    batch_edges: int
+    fanouts: list[int | None]
+    max_steps: int
+    metis_part_users: int
+    id_lr_scale: float = 10.0
+    minibatch_edges: int = 512
+
+
+def _choose_mode(mode: str | None, settings: Any, graph: HeteroGraph) -> str:
+    m = mode or settings.train_mode
+    if m == "auto":
+        return "full" if graph.num_edges() <= settings.train_full_max_edges else "minibatch"
+    if m not in MODES:
+        raise ValueError(f"training mode must be one of {', '.join(MODES)} (or auto), not {m!r}")
+    return m
+
+
+class Trainer:
+    """Runs epochs of one mode over a training graph; the model is trained in place."""
+
+    def __init__(self, embedder: GraphEmbedder, graph: HeteroGraph, train: Mapping[EdgeType, Tensor], p: TrainParams) -> None:
+        self.embedder = embedder
+        self.graph = graph  # training edges only
+        self.train_eids = {et: e for et, e in train.items() if e.numel()}
+        if not self.train_eids:
+            raise ValueError("no training edges: the graph has no interactions (run `ups generate` first)")
+        self.p = p
+        ident = [w for n, w in embedder.named_parameters() if ".ident." in n]
+        rest = [w for n, w in embedder.named_parameters() if ".ident." not in n]
+        groups = [{"params": rest}] + ([{"params": ident, "lr": p.lr * p.id_lr_scale}] if ident else [])
+        self.opt = torch.optim.Adam(groups, lr=p.lr)
+        self.gen = torch.Generator(device="cpu").manual_seed(p.seed)
+        self.device = graph.device
+        # in the training graph, edge ids of the training edges are simply 0..n-1
+        self._sampler = make_sampler(graph, p.fanouts, static=True, seed=p.seed) if p.mode == "minibatch" else None
+        self._parts: list[dict[str, Tensor]] | None = None
+
+    def _rand(self, high: int, size: Sequence[int]) -> Tensor:
+        return torch.randint(0, max(high, 1), tuple(size), generator=self.gen).to(self.device)
+
+    def _positives(self, et: EdgeType, cap: int) -> Tensor:
+        """Supervision edges of a step: at most ``cap`` and at most ``SUPERVISION_SHARE`` of the edges,
+        distinct. They are taken out of the step's message passing (as held-out edges are at
+        evaluation), or the model learns to spot the edge itself and not what predicts it."""
+        n = len(self.graph.edges[et])
+        k = max(1, min(cap, int(SUPERVISION_SHARE * n)))
+        return torch.randperm(n, generator=self.gen)[:k].to(self.device)
+
+    def _without(self, edge_index: Mapping[EdgeType, Tensor], edge_id: Mapping[EdgeType, Tensor] | None,
+                 held: Mapping[EdgeType, Tensor]) -> dict[EdgeType, Tensor]:
+        """``edge_index`` minus the edges (by id into the forward lists) in ``held``, both directions."""
+        out: dict[EdgeType, Tensor] = {}
+        for et, ei in edge_index.items():
+            fwd = FORWARD_OF[et][0]
+            h = held.get(fwd)
+            if h is None or h.numel() == 0 or ei.numel() == 0:
+                out[et] = ei
+                continue
+            ids = edge_id[et] if edge_id is not None else torch.arange(ei.shape[1], device=ei.device)
+            out[et] = ei[:, ~torch.isin(ids, h)]
+        return out
+
+    def _loss(self, emb: Mapping[str, Tensor], batches: Mapping[EdgeType, tuple[Tensor, Tensor, Tensor, Tensor]]) -> Tensor:
+        """Symmetric InfoNCE per edge type: each positive against corrupted targets and against
+        corrupted sources, so the score ranks pairs by how likely they are at all (activity and
+        popularity included), not only targets per source; averaged over edge types."""
+        losses = []
+        for et, (src, pos, neg_dst, neg_src) in batches.items():
+            if src.numel() == 0:
+                continue
+            rel = self.embedder.hgt.relation(et)
+            s, d = emb[et[0]][src], emb[et[2]][pos]
+            losses.append(info_nce(s * rel, d, emb[et[2]][neg_dst], self.p.temperature))
+            losses.append(info_nce(d * rel, s, emb[et[0]][neg_src], self.p.temperature))
+        return torch.stack(losses).mean()
+
+    def _step(self, loss: Tensor) -> float:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+    def epoch(self) -> float:
+        self.embedder.train()
+        if self.p.mode == "full":
+            return self._epoch_full()
+        if self.p.mode == "minibatch":
+            return self._epoch_minibatch()
+        return self._epoch_metis()
+
+    # ---------------------------------------------------------------- full batch
+
+    def _epoch_full(self) -> float:
+        batches = {}
+        held: dict[EdgeType, Tensor] = {}
+        for et in self.train_eids:
+            e = self.graph.edges[et]
+            ids = self._positives(et, self.p.batch_edges)
+            held[et] = ids
+            src, pos = e.src.view[ids], e.dst.view[ids]
+            neg_dst = self._rand(self.graph.num_nodes(et[2]), (ids.numel(), self.p.neg_ratio))
+            neg_src = self._rand(self.graph.num_nodes(et[0]), (ids.numel(), self.p.neg_ratio))
+            batches[et] = (src, pos, neg_dst, neg_src)
+        emb = self.embedder(self.graph, self._without(self.graph.edge_index_dict(), None, held))
+        return self._step(self._loss(emb, batches))
+
+    # ---------------------------------------------------------------- sampled mini-batches
+
+    def _epoch_minibatch(self) -> float:
+        assert self._sampler is not None
+        biggest = max(len(self.graph.edges[et]) for et in self.train_eids)
+        steps = min(self.p.max_steps, max(1, math.ceil(biggest / self.p.minibatch_edges)))
+        losses = []
+        for _ in range(steps):
+            seeds: dict[str, list[Tensor]] = {t: [] for t in NODE_TYPES}
+            raw: dict[EdgeType, tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]] = {}
+            held: dict[EdgeType, Tensor] = {}
+            for et in self.train_eids:
+                e = self.graph.edges[et]
+                ids = self._positives(et, self.p.minibatch_edges)
+                held[et] = ids
+                src, pos = e.src.view[ids], e.dst.view[ids]
+                # negatives come from a shared pool per side, so the seed set stays small
+                pools = []
+                for t in (et[2], et[0]):
+                    n = self.graph.num_nodes(t)
+                    pool = self._rand(n, (min(n, max(self.p.neg_ratio * 32, 256)),))
+                    pools += [pool, self._rand(pool.numel(), (ids.numel(), self.p.neg_ratio))]
+                raw[et] = (src, pos, *pools)  # type: ignore[assignment]
+                seeds[et[0]] += [src, pools[2]]
+                seeds[et[2]] += [pos, pools[0]]
+            seed_t = {t: torch.unique(torch.cat(v)) for t, v in seeds.items() if v}
+            sub = self._sampler.sample(seed_t)
+            sub.edge_index = self._without(sub.edge_index, sub.edge_id, held)
+            emb = self.embedder.forward_subgraph(self.graph, sub)
+            local = {t: _Local(sub.node_idx[t][: sub.num_seeds.get(t, 0)]) for t in seed_t}
+            batches = {}
+            for et, (src, pos, pool_d, pick_d, pool_s, pick_s) in raw.items():
+                batches[et] = (
+                    local[et[0]](src),
+                    local[et[2]](pos),
+                    local[et[2]](pool_d)[pick_d],
+                    local[et[0]](pool_s)[pick_s],
+                )
+            losses.append(self._step(self._loss(emb, batches)))
+        return float(np.mean(losses))
+
+    # ---------------------------------------------------------------- METIS partitions
+
+    def _partitions(self) -> list[dict[str, Tensor]]:
+        if self._parts is None:
+            self._parts = metis_partitions(self.graph, self.p.metis_part_users, self.p.seed)
+        return self._parts
+
+    def _epoch_metis(self) -> float:
+        parts = self._partitions()
+        order = torch.randperm(len(parts), generator=self.gen).tolist()[: self.p.max_steps]
+        losses = []
+        for k in order:
+            sub, local_edges = induced_subgraph(self.graph, parts[k])
+            batches = {}
+            held: dict[EdgeType, Tensor] = {}
+            for et, (src, dst) in local_edges.items():
+                if src.numel() == 0 or et not in self.train_eids:
+                    continue
+                n = src.numel()
+                pick = torch.randperm(n, generator=self.gen)[: max(1, min(self.p.batch_edges, int(SUPERVISION_SHARE * n)))].to(self.device)
+                held[et] = sub.edge_id[et][pick]
+                src, dst = src[pick], dst[pick]
+                neg_dst = self._rand(sub.num_nodes(et[2]), (src.numel(), self.p.neg_ratio))
+                neg_src = self._rand(sub.num_nodes(et[0]), (src.numel(), self.p.neg_ratio))
+                batches[et] = (src, dst, neg_dst, neg_src)
+            if not batches:
+                continue
+            sub.edge_index = self._without(sub.edge_index, sub.edge_id, held)
+            emb = self.embedder.forward_subgraph(self.graph, sub)
+            losses.append(self._step(self._loss(emb, batches)))
+        return float(np.mean(losses)) if losses else float("nan")
+
+
+class _Local:
+    """Global node index -> position among a subgraph's seeds."""
+
+    def __init__(self, seeds: Tensor) -> None:
+        self.order = torch.argsort(seeds)
+        self.sorted = seeds[self.order]
+
+    def __call__(self, glob: Tensor) -> Tensor:
+        return self.order[torch.searchsorted(self.sorted, glob)]
+
+
+def metis_partitions(graph: HeteroGraph, part_users: int, seed: int) -> list[dict[str, Tensor]]:
+    """Users split by METIS (pymetis) over the undirected call graph; each part also takes every
+    product and app its users interacted with (the catalogue is small and shared)."""
+    import pymetis
+
+    n = graph.num_nodes("user")
+    nparts = max(1, math.ceil(n / part_users))
+    if nparts == 1:
+        membership = np.zeros(n, dtype=np.int64)
+    else:
+        calls = graph.edges[("user", "calls", "user")]
+        s, d = calls.src.view.cpu().numpy(), calls.dst.view.cpu().numpy()
+        keep = s != d
+        a = np.concatenate([s[keep], d[keep]])
+        b = np.concatenate([d[keep], s[keep]])
+        key = np.unique(a * n + b)  # undirected, without multi-edges
+        a, b = key // n, key % n
+        xadj = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(a, minlength=n), out=xadj[1:])
+        opts = pymetis.Options(seed=seed)
+        _, membership_list = pymetis.part_graph(nparts, adjacency=pymetis.CSRAdjacency(xadj, b), options=opts)
+        membership = np.asarray(membership_list, dtype=np.int64)
+    member = torch.as_tensor(membership, device=graph.device)
+    parts = []
+    for k in range(nparts):
+        users = torch.nonzero(member == k).flatten()
+        if users.numel() == 0:
+            continue
+        part = {"user": users}
+        in_part = member == k
+        for t in ("product", "app"):
+            items = [e.dst.view[in_part[e.src.view]] for et, e in graph.edges.items() if et[2] == t]
+            part[t] = torch.unique(torch.cat(items)) if items else torch.empty(0, dtype=torch.long, device=graph.device)
+        parts.append(part)
+    return parts
+
+
+def induced_subgraph(graph: HeteroGraph, nodes: Mapping[str, Tensor]) -> tuple[Subgraph, dict[EdgeType, tuple[Tensor, Tensor]]]:
+    """The subgraph on ``nodes`` with every edge among them (both directions), and per forward type the
+    local (src, dst) of those edges (the positives of a partition step)."""
+    from .graph import EDGE_TYPES, FORWARD_OF
+
+    dev = graph.device
+    local_of: dict[str, Tensor] = {}
+    for t in NODE_TYPES:
+        m = torch.full((graph.num_nodes(t),), -1, dtype=torch.long, device=dev)
+        idx = nodes.get(t, torch.empty(0, dtype=torch.long, device=dev))
+        m[idx] = torch.arange(idx.numel(), device=dev)
+        local_of[t] = m
+    sub = Subgraph({t: nodes.get(t, torch.empty(0, dtype=torch.long, device=dev)) for t in NODE_TYPES}, {t: 0 for t in NODE_TYPES})
+    fwd_local: dict[EdgeType, tuple[Tensor, Tensor]] = {}
+    for et in FORWARD_EDGE_TYPES:
+        e = graph.edges[et]
+        ls, ld = local_of[et[0]][e.src.view], local_of[et[2]][e.dst.view]
+        ok = (ls >= 0) & (ld >= 0)
+        fwd_local[et] = (ls[ok], ld[ok])
+        ids = torch.nonzero(ok).flatten()
+        for t_et in EDGE_TYPES:
+            if FORWARD_OF[t_et][0] != et:
+                continue
+            rev = FORWARD_OF[t_et][1]
+            sub.edge_index[t_et] = torch.stack([ld[ok], ls[ok]]) if rev else torch.stack([ls[ok], ld[ok]])
+            sub.edge_id[t_et] = ids
+    return sub, fwd_local
+
+
+def train_hgt(
+    settings: Any,
+    epochs: int | None = None,
+    sample_ratio: float | None = None,
+    mode: str | None = None,
+    lr: float | None = None,
+    temperature: float | None = None,
+    neg_ratio: int | None = None,
+    split: Sequence[float] | None = None,
+    seed: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train on the store's graph, register the model version, return its metrics.
+
+    Metrics: loss history, validation and test AUC per edge type (trained, untrained, degree), node
+    and edge counts, duration, mode and the version registered.
+    """
+    from ups.device import resolve_device
+
+    t0 = time.perf_counter()
+    report = progress or (lambda f, m: None)
+    if not settings.db.exists():
+        raise FileNotFoundError(f"no database at {settings.db}; run `ups generate` first")
+    device = resolve_device(settings.device)
+    ratio = settings.train_sample_ratio if sample_ratio is None else float(sample_ratio)
+    if not 0 < ratio <= 1:
+        raise ValueError(f"sample_ratio must be within (0, 1], not {ratio}")
+    seed_v = settings.train_seed if seed is None else int(seed)
+    shares = tuple(settings.train_split if split is None else split)
+    if len(shares) != 3 or min(shares) < 0 or shares[0] <= 0 or shares[2] <= 0 or abs(sum(shares) - 1) > 1e-6:
+        raise ValueError(f"split must be three shares (train, val, test), train and test > 0, adding up to 1; got {list(shares)}")
+    n_epochs = settings.train_epochs if epochs is None else int(epochs)
+    if n_epochs < 1:
+        raise ValueError(f"epochs must be at least 1, not {n_epochs}")
+
+    with EventStore(settings.db) as store:
+        graph = build_graph(
+            store, device=device, sample_ratio=ratio, sample_seed=seed_v, compact_min=settings.graph_compact_min,
+            progress=lambda f, m: report(0.1 * f, m),
+        )
+    if graph.num_nodes("user") < 2 or graph.num_edges() == 0:
+        raise ValueError(
+            f"not enough data to train: {graph.num_nodes('user')} users and {graph.num_edges() // 2} interactions "
+            "in the (sampled) graph; run `ups generate` first"
+        )
+    chosen = _choose_mode(mode, settings, graph)
+    params = TrainParams(
+        epochs=n_epochs,
+        lr=settings.train_lr if lr is None else float(lr),
+        temperature=settings.train_temperature if temperature is None else float(temperature),
+        neg_ratio=settings.train_neg_ratio if neg_ratio is None else int(neg_ratio),
+        split=shares,  # type: ignore[arg-type]
+        seed=seed_v,
+        mode=chosen,
+        batch_edges=settings.train_batch_edges,
+        fanouts=parse_fanouts(settings.train_fanouts),
+        max_steps=settings.train_max_steps,
+        metis_part_users=settings.train_metis_part_users,
+        id_lr_scale=settings.train_id_lr_scale,
+        minibatch_edges=settings.train_minibatch_edges,
+    )
+    if params.temperature <= 0 or params.lr <= 0 or params.neg_ratio < 1:
+        raise ValueError("lr and temperature must be > 0 and neg_ratio >= 1")
+    es = split_edges(graph, shares, seed_v)
+    train_graph = with_edges(graph, es.train)
+    enc = EncoderConfig.fit(graph.space, {t: graph.raw_features(t) for t in NODE_TYPES}, {t: graph.nodes[t].ids for t in NODE_TYPES})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed_v)
+        shape = GraphEmbedder.create(
+            enc, settings.hgt_hidden, settings.embedding_dim, settings.hgt_layers, settings.hgt_heads, settings.hgt_dropout
+        ).config()
+    embedder = initialised(shape, seed_v).to(device)
+    untrained = copy.deepcopy(embedder).eval()
+
+    train_ids = {et: torch.arange(len(train_graph.edges[et]), device=device) for et in FORWARD_EDGE_TYPES}
+    trainer = Trainer(embedder, train_graph, train_ids, params)
+    history: list[float] = []
+    every = settings.train_eval_every
+    best: tuple[float, int, dict[str, Tensor]] | None = None
+    for ep in range(n_epochs):
+        history.append(trainer.epoch())
+        if every and ((ep + 1) % every == 0 or ep + 1 == n_epochs):
+            # model selection on the validation edges (never the test edges)
+            embedder.eval()
+            v = link_aucs(train_graph, graph, es.val, {"trained": (embedder.embed_all(train_graph, settings.embed_chunk_edges), embedder.hgt)}, seed_v)
+            # selected on what the embeddings are for: call communities and app use
+            picked = [r["trained"] for k, r in v.items() if k.endswith(("-user", "-app")) and r.get("trained") is not None]
+            score = float(np.mean(picked or [0.0]))
+            if best is None or score > best[0]:
+                best = (score, ep + 1, {k: t.detach().clone() for k, t in embedder.state_dict().items()})
+        report(0.15 + 0.7 * (ep + 1) / n_epochs, f"epoch {ep + 1}/{n_epochs} ({chosen}): loss {history[-1]:.4f}")
+    best_epoch = n_epochs
+    if best is not None:
+        embedder.load_state_dict(best[2])
+        best_epoch = best[1]
+
+    report(0.87, "evaluating on held-out edges")
+    embedder.eval()
+    emb = embedder.embed_all(train_graph, settings.embed_chunk_edges)
+    emb0 = untrained.embed_all(train_graph, settings.embed_chunk_edges)
+    both = {"trained": (emb, embedder.hgt), "untrained": (emb0, untrained.hgt)}
+    val = link_aucs(train_graph, graph, es.val, both, seed_v)
+    test = link_aucs(train_graph, graph, es.test, both, seed_v + 1)
+    duration = time.perf_counter() - t0
+    metrics: dict[str, Any] = {
+        "mode": chosen,
+        "epochs": n_epochs,
+        "loss_history": [round(x, 6) for x in history],
+        "final_loss": history[-1],
+        "best_epoch": best_epoch,
+        "val_auc": val,
+        "test_auc": test,
+        "nodes": {t: graph.num_nodes(t) for t in NODE_TYPES},
+        "edges": {edge_key(et): len(graph.edges[et]) for et in FORWARD_EDGE_TYPES},
+        "split": es.sizes(),
+        "duration_s": round(duration, 3),
+        "device": str(device),
+        "last_seq": graph.last_seq,
+    }
+    training = {
+        "sample_ratio": ratio,
+        "seed": seed_v,
+        "split": list(shares),
+        "mode": chosen,
+        "epochs": n_epochs,
+        "lr": params.lr,
+        "temperature": params.temperature,
+        "neg_ratio": params.neg_ratio,
+        "fanouts": settings.train_fanouts,
+        "last_seq": graph.last_seq,
+    }
+    summary = {
+        "final_loss": round(history[-1], 6),
+        "test_auc": {k: round(v["trained"], 4) for k, v in test.items() if v.get("trained") is not None},
+        "mode": chosen,
+    }
+    report(0.95, "registering the model")
+    with EventStore(settings.db) as store:
+        version = register_model(store, embedder, metrics, training, summary)
+    metrics["version"] = version
+    report(1.0, f"registered hgt model version {version}")
+    return metrics
+
+
+__all__ = ["train_hgt", "Trainer", "TrainParams", "metis_partitions", "induced_subgraph", "MODES"]

@@ -1,0 +1,259 @@
+"""The priority-scheduled incremental embedding refresh, alone and as a Bytewax step."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dataflow.generator import GeneratorConfig, MockGenerator
+from graph_fixtures import SMALL, random_model, settings_for, small_store
+from scoring.embed import embed_all
+from scoring.graph import ATTRIBUTE_EVENTS, NODE_TYPES, RELATIONS, build_graph
+from scoring.model_io import register_model
+from scoring.refresh import IncrementalRefresher, PriorityQueue, RefreshConfig, RefreshControl, RefreshOutput, refresh_builder
+from storage.event_store import EventStore
+from storage.events import StoredEvent
+from storage.projections import Embeddings
+
+
+def _register_random(db: Path, seed: int) -> int:
+    with EventStore(db) as store:
+        g = build_graph(store)
+        model = random_model(g, seed=seed)
+        return register_model(store, model, {"note": "random"}, {"seed": 0, "sample_ratio": 1.0, "split": [0.8, 0.1, 0.1]}, {})
+
+
+@pytest.fixture
+def live_db(tmp_path: Path) -> Path:
+    db = tmp_path / "r.db"
+    small_store(db)
+    _register_random(db, seed=1)
+    embed_all(settings_for(db))
+    return db
+
+
+def _append_live(db: Path, n: int, chunk: int = 0) -> list[StoredEvent]:
+    """Live events (new users included) appended to the log the way the dataflow does."""
+    gen = MockGenerator(GeneratorConfig(**{**SMALL.__dict__, "new_user_share": 0.1}))
+    events = gen.live_chunk(chunk, 1_767_300_000.0, 100.0)[:n]
+    with EventStore(db) as store:
+        res = store.append(events)
+        first = res.new[0][0]
+        return list(store.read(first, res.new[-1][0]))
+
+
+def _affected(events: list[StoredEvent]) -> dict[tuple[str, str], int]:
+    """(node type, id) -> newest seq among the events touching it."""
+    out: dict[tuple[str, str], int] = {}
+    for e in events:
+        keys = []
+        if e.type in RELATIONS:
+            et = RELATIONS[e.type]
+            keys = [(et[0], e.user_id), (et[2], e.target_id)]
+        elif e.type in ATTRIBUTE_EVENTS:
+            t = ATTRIBUTE_EVENTS[e.type]
+            keys = [(t, e.user_id if t == "user" else e.target_id)]
+        for k in keys:
+            out[k] = max(out.get(k, 0), e.seq)
+    return out
+
+
+def _config(**kw: float) -> RefreshConfig:
+    base = dict(fanouts="all,all", budget=5, full_share=0.9, weight_freshness=0.0, weight_degree=1.0, weight_change=0.0)
+    base.update(kw)
+    return RefreshConfig(**base)  # type: ignore[arg-type]
+
+
+def test_events_refresh_exactly_the_affected_nodes_highest_priority_first(live_db: Path) -> None:
+    s = settings_for(live_db)
+    r = IncrementalRefresher(s, config=_config())
+    assert len(r.queue) == 0 and r.model_version == 1  # stored embeddings of version 1 were loaded
+    events = _append_live(live_db, 40)
+    expected = _affected(events)
+    assert any(k[0] == "user" and k[1] not in r.graph.nodes["user"].index for k in expected)  # a new user
+    r.observe(events)
+    assert len(r.queue) == len(expected)
+    assert r.status()["refresh_queue"] == len(expected)
+
+    rows = []
+    while len(r.queue):
+        batch = r.tick()
+        assert 0 < len(batch) <= 5
+        rows += batch
+    assert r.tick() == []
+    keys = [(t, nid) for t, nid, *_ in rows]
+    assert len(keys) == len(set(keys)) and set(keys) == set(expected)
+    # priority = log(1 + degree) here: rows come out by non-increasing degree
+    deg = [float(r.graph.nodes[t].degree.view[r.graph.nodes[t].index[nid]]) for t, nid in keys]
+    assert all(a >= b for a, b in zip(deg, deg[1:])) and deg[0] > deg[-1]
+    for t, nid, vec, version, seq in rows:
+        assert version == 1 and seq == expected[(t, nid)] and vec.dtype == np.float32
+    # with fan-out "all" a refreshed embedding is exactly the full forward of the updated graph
+    with torch.no_grad():
+        full = r.model.embedder.embed_all(r.graph)
+    for t, nid, vec, _, _ in rows:
+        np.testing.assert_allclose(vec, full[t][r.graph.nodes[t].index[nid]].numpy(), atol=1e-5)
+    # the rows are what Embeddings.put_many takes; untouched nodes keep their stored embedding
+    with EventStore(live_db) as store:
+        with store.transaction() as conn:
+            Embeddings(conn).put_many(rows)
+        t, nid, vec, _, seq = rows[0]
+        got = Embeddings(store.conn).get(t, nid)
+        assert got is not None and got.seq == seq and np.allclose(got.vector, vec)
+    st = r.status()
+    assert st["refresh_queue"] == 0 and st["refreshes_per_s"] > 0 and st["model_version"] == 1 and st["device"] == "cpu"
+    r.close()
+
+
+def test_freshness_and_change_weights_order_the_queue() -> None:
+    q = PriorityQueue()
+    q.push(("user", 1), 0.5, 10, 0.0, 100.0)
+    q.push(("user", 2), 2.0, 11, 0.0, 101.0)
+    q.push(("user", 1), 3.0, 12, 0.0, 102.0)  # re-marked higher: moves up, keeps first mark time
+    q.push(("user", 2), 1.0, 13, 0.0, 103.0)  # re-marked lower: keeps its priority, takes the newer seq
+    assert len(q) == 2 and q.oldest_marked_at() == 100.0
+    (k1, p1), (k2, p2) = q.pop(5)
+    assert (k1, p1.priority, p1.seq, p1.marked_at) == (("user", 1), 3.0, 12, 100.0)
+    assert (k2, p2.priority, p2.seq) == (("user", 2), 2.0, 13)
+    assert q.pop(5) == [] and len(q) == 0
+
+
+def test_fresh_events_outrank_old_ones(live_db: Path) -> None:
+    r = IncrementalRefresher(settings_for(live_db), config=_config(weight_freshness=1.0, weight_degree=0.0, freshness_tau_s=60))
+    events = _append_live(live_db, 6)
+    now = events[-1].ts
+    # the first three events are an hour old by their event time, the last three are fresh
+    old = [dataclasses.replace(e, ts=now - 3600) for e in events[:3]]
+    r.observe(old + events[3:], now=now)
+    fresh_nodes = set(_affected(events[3:]))
+    assert set(_affected(events[:3])) - fresh_nodes  # some nodes are touched by old events only
+    order = {(t, nid) for t, nid, *_ in r.tick(now=now, budget=len(fresh_nodes))}
+    assert order == fresh_nodes
+    r.close()
+
+
+def test_new_model_version_is_picked_up_and_everything_re_embedded(live_db: Path) -> None:
+    r = IncrementalRefresher(settings_for(live_db), config=_config(model_poll_s=0.0))
+    assert r.maybe_reload_model() is False
+    v2 = _register_random(live_db, seed=2)
+    assert r.maybe_reload_model() is True and r.model_version == v2
+    assert len(r.queue) == r.graph.num_nodes()  # no stored embedding of v2 yet: all pending
+    rows = r.tick()
+    assert r.full_refreshes == 1  # the backlog is the whole graph: one full forward
+    assert len(rows) == r.graph.num_nodes() and {v for *_, v, _ in rows} == {v2}
+    with torch.no_grad():
+        full = r.model.embedder.embed_all(r.graph)
+    t, nid, vec, _, _ = rows[7]
+    np.testing.assert_allclose(vec, full[t][r.graph.nodes[t].index[nid]].numpy(), atol=1e-5)
+    assert r.status()["model_version"] == v2 and r.status()["refresh_queue"] == 0
+    r.close()
+
+
+def test_without_stored_embeddings_the_first_tick_is_a_full_forward(tmp_path: Path) -> None:
+    db = tmp_path / "f.db"
+    small_store(db)
+    s = settings_for(db)
+    r0 = IncrementalRefresher(s)
+    assert r0.status()["refresh"] == "off" and r0.tick() == []  # no model yet: nothing to do
+    r0.close()
+    _register_random(db, seed=3)
+    r = IncrementalRefresher(s, config=_config(full_share=0.3))
+    assert len(r.queue) == r.graph.num_nodes()
+    rows = r.tick()
+    assert r.full_refreshes == 1 and len(rows) == r.graph.num_nodes()
+    r.close()
+
+
+def test_pause_keeps_marking_and_resume_refreshes(live_db: Path) -> None:
+    r = IncrementalRefresher(settings_for(live_db), config=_config(budget=1000))
+    r.pause()
+    events = _append_live(live_db, 10)
+    r.observe(events)
+    assert r.tick() == [] and r.status()["refresh"] == "paused" and len(r.queue) == len(_affected(events))
+    r.resume()
+    assert len(r.tick()) == len(_affected(events)) and r.status()["refresh"] == "running"
+    r.close()
+
+
+def test_snapshot_pickles_and_restore_rebuilds_from_the_store(live_db: Path) -> None:
+    s = settings_for(live_db)
+    r = IncrementalRefresher(s, config=_config())
+    first = _append_live(live_db, 15, chunk=0)
+    r.observe(first)
+    with EventStore(live_db) as store, store.transaction() as conn:
+        Embeddings(conn).put_many(r.tick(budget=3))  # what the flow's sink does with a tick's rows
+    snap = pickle.loads(pickle.dumps(r.snapshot()))
+    pending = {(t, nid) for t, nid, *_ in snap.pending}
+    assert len(pending) == len(r.queue) > 0 and snap.last_seq == first[-1].seq
+    more = _append_live(live_db, 15, chunk=1)  # events after the snapshot, which a resumed flow replays
+    r2 = IncrementalRefresher.restore(s, snap, config=_config())
+    assert r2.graph.last_seq == snap.last_seq
+    assert {(t, r2.graph.nodes[t].ids[i]) for (t, i), _ in r2.queue.items()} == pending
+    r2.observe(first + more)  # the replay overlaps the snapshot: only the new events count
+    r.observe(more)
+    assert {(t, r.graph.nodes[t].ids[i]) for (t, i), _ in r.queue.items()} == {
+        (t, r2.graph.nodes[t].ids[i]) for (t, i), _ in r2.queue.items()
+    }
+    assert r2.graph.statistics() == r.graph.statistics()
+    r.close()
+    r2.close()
+
+
+def test_refresh_runs_as_a_bytewax_stateful_step(live_db: Path) -> None:
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSink, TestingSource, run_main
+
+    s = settings_for(live_db, refresh_budget=8)
+    events = _append_live(live_db, 25)
+    items: list[object] = [RefreshControl("pause"), *events, RefreshControl("resume")]
+    flow = Dataflow("refresh_test")
+    inp = op.input("in", flow, TestingSource(items))
+    keyed = op.key_on("one_graph", inp, lambda _: "graph")
+    out = op.stateful("embedding_refresh", keyed, refresh_builder(s, config=_config(budget=8)))
+    got: list[tuple[str, RefreshOutput]] = []
+    op.output("out", out, TestingSink(got))
+    run_main(flow)
+    rows = [row for _, o in got for row in o.rows]
+    assert {(t, nid) for t, nid, *_ in rows} == set(_affected(events))
+    statuses = [o.status for _, o in got if o.status]
+    assert statuses[0]["refresh"] == "paused" and statuses[-1]["refresh_queue"] == 0
+    with pytest.raises(ValueError, match="unknown refresh command"):
+        refresh_builder(s)(None).on_item(RefreshControl("explode"))
+
+
+def test_refresh_step_plugs_onto_the_flows_affected_nodes_stream(live_db: Path) -> None:
+    """What the integrator wires: the flow's GraphDelta batches in, rows to EmbeddingSink, pause and
+    status through callables (here plain Python state standing in for the flow's FlowControl)."""
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSource, run_main
+
+    from dataflow.affected import GraphDelta
+    from scoring.refresh import EmbeddingSink
+
+    s = settings_for(live_db)
+    events = _append_live(live_db, 30)
+    batches = [GraphDelta([e for e in events[i : i + 10]], [e.seq for e in events[i : i + 10]], events[min(i + 9, 29)].seq)
+               for i in range(0, 30, 10)]
+    statuses: list[dict] = []
+    flow = Dataflow("refresh_plug")
+    affected = op.input("affected", flow, TestingSource(batches))
+    keyed = op.key_on("refresh_key", affected, lambda _: "graph")
+    out = op.stateful("embedding_refresh", keyed, refresh_builder(
+        s, paused=lambda: False, on_status=statuses.append, config=_config(budget=16)))
+    op.output("embeddings", out, EmbeddingSink(live_db))
+    run_main(flow)
+    expected = _affected(events)
+    with EventStore(live_db) as store:
+        emb = Embeddings(store.conn)
+        for (t, nid), seq in expected.items():
+            row = emb.get(t, nid)
+            assert row is not None and row.seq == seq and row.model_version == 1, (t, nid)
+        untouched = emb.get("user", next(u for u in (f"U{i:07d}" for i in range(300)) if ("user", u) not in expected))
+        assert untouched is not None and untouched.seq < events[0].seq
