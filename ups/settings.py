@@ -43,7 +43,29 @@ class Settings(BaseSettings):
     # api
     host: str = "127.0.0.1"
     port: int = Field(5000, ge=1, le=65535)
-    admin_token: str | None = None
+    admin_token: str | None = Field(
+        None, description="when set, every mutating endpoint needs 'Authorization: Bearer <token>'"
+    )
+    max_body_bytes: int = Field(1_000_000, ge=1024, le=100_000_000, description="largest request body accepted")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; none by default")
+    explain_concurrency: int = Field(
+        2, ge=1, le=64, description="explanations computed at once (threads); more requests wait their turn"
+    )
+    command_ack_timeout: float = Field(
+        5.0, ge=0, le=120, description="how long an operations command waits for the dataflow to apply it (s)"
+    )
+    dataflow_stale_after: float = Field(
+        15.0, gt=0, le=3600, description="a dataflow status row older than this (s) means the flow is not running"
+    )
+    job_wait_timeout: float = Field(900.0, gt=0, le=86_400, description="longest ?wait=true on a job (s)")
+    sse_interval: float = Field(0.5, gt=0, le=60, description="how often the operations stream polls (s)")
+    shutdown_timeout: float = Field(30.0, gt=0, le=600, description="how long shutdown waits for the dataflow (s)")
+
+    # ups up: initial model on an empty database, supervision
+    bootstrap_epochs: int = Field(3, ge=1, le=1000, description="HGT epochs of the initial model `ups up` trains")
+    bootstrap_fusion_epochs: int = Field(30, ge=1, le=10_000, description="fusion epochs of the initial model")
+    restart_backoff: float = Field(2.0, ge=0, le=600, description="wait before restarting a crashed dataflow (s)")
+    max_restarts: int = Field(5, ge=0, le=1000, description="dataflow restarts within 10 minutes before giving up")
 
     @model_validator(mode="after")
     def _db_is_file(self) -> "Settings":

@@ -1,0 +1,153 @@
+"""Errors are always JSON: ``{"status", "error", "message", "details": [{"field", "problem"}]}``.
+
+Our own failures raise :class:`ApiError`; Litestar's (unknown route, bad body, body too large, …)
+and scoring's (unknown user, duplicate rule, …) are mapped to the same shape. Anything unexpected is
+logged with its traceback and answered with a JSON 500 that reveals nothing of the internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from pydantic import BaseModel, Field, ValidationError
+
+log = logging.getLogger("ups.api")
+
+
+class ErrorDetail(BaseModel):
+    field: str = Field(description="dotted location of the offending value, e.g. 'body.weight'")
+    problem: str
+
+
+class ErrorBody(BaseModel):
+    status: int = Field(ge=400, le=599)
+    error: str = Field(description="machine-readable kind: not_found, conflict, invalid, unavailable, …")
+    message: str
+    details: list[ErrorDetail] = Field(default_factory=list)
+
+
+class ApiError(Exception):
+    status = 400
+    error = "bad_request"
+
+    def __init__(self, message: str, details: list[ErrorDetail] | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+        self.headers = headers
+
+
+class NotFound(ApiError):
+    status = 404
+    error = "not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    error = "conflict"
+
+
+class Invalid(ApiError):
+    status = 422
+    error = "invalid"
+
+    @classmethod
+    def field(cls, field: str, problem: str) -> "Invalid":
+        return cls(f"{field}: {problem}", [ErrorDetail(field=field, problem=problem)])
+
+
+class Unavailable(ApiError):
+    status = 503
+    error = "unavailable"
+
+
+def _json(status: int, error: str, message: str, details: list[ErrorDetail] | None = None,
+          headers: dict[str, str] | None = None) -> Response[dict[str, Any]]:
+    body = ErrorBody(status=status, error=error, message=message, details=details or [])
+    return Response(body.model_dump(), status_code=status, headers=headers, media_type="application/json")
+
+
+def pydantic_details(err: ValidationError, prefix: str = "") -> list[ErrorDetail]:
+    out = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(p) for p in e["loc"])
+        out.append(ErrorDetail(field=f"{prefix}{loc}" if loc else prefix.rstrip(".") or "body",
+                               problem=_problem(e["msg"])))
+    return out
+
+
+def _problem(msg: str) -> str:
+    return msg.removeprefix("Value error, ")
+
+
+def _summary(details: list[ErrorDetail]) -> str:
+    return "; ".join(f"{d.field}: {d.problem}" for d in details[:5])
+
+
+def on_api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[dict[str, Any]]:
+    return _json(exc.status, exc.error, exc.message, exc.details, exc.headers)
+
+
+def on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    """Litestar's request validation: name each field and its problem; a body that isn't JSON is a 400."""
+    details: list[ErrorDetail] = []
+    if isinstance(exc.extra, list):
+        for item in exc.extra:
+            if isinstance(item, dict):
+                source = item.get("source") or "body"  # pydantic body errors come without a source
+                where = getattr(source, "value", source)  # ParamType.QUERY -> "query"
+                key = item.get("key")
+                details.append(ErrorDetail(field=f"{where}.{key}" if key else str(where),
+                                           problem=_problem(str(item.get("message", "")))))
+    if not details:
+        # e.g. a body that is not JSON at all, or the wrong media type
+        return _json(400, "bad_request", str(exc.detail) or "malformed request")
+    return _json(422, "invalid", _summary(details), details)
+
+
+def on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else "error"
+    error = phrase.lower().replace(" ", "_").replace("-", "_")
+    return _json(exc.status_code, error, str(exc.detail or phrase), headers=exc.headers)
+
+
+def on_scoring(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """scoring/errors.py exceptions: unknown user/rule 404, duplicate 409, bad rule 422, model not ready 503."""
+    name = type(exc).__name__
+    reason = str(getattr(exc, "reason", "") or exc)
+    if name in ("UserNotFound", "RuleNotFound"):
+        return _json(404, "not_found", reason)
+    if name == "RuleExists":
+        return _json(409, "conflict", reason)
+    if name == "RuleCompileError":
+        detail = ErrorDetail(field="body.condition", problem=reason)
+        return _json(422, "invalid", f"condition: {reason}", [detail])
+    if name in ("ModelNotReady", "NotReady"):
+        return _json(503, "unavailable", reason)
+    return on_unexpected(_, exc)
+
+
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _json(500, "internal", "internal error; the server log has the details")
+
+
+def exception_handlers() -> dict[type[Exception] | int, Any]:
+    handlers: dict[type[Exception] | int, Any] = {
+        ApiError: on_api_error,
+        ValidationException: on_validation,
+        HTTPException: on_http,
+        Exception: on_unexpected,
+    }
+    try:
+        from scoring import errors as scoring_errors
+    except ImportError:  # scoring not installed yet: nothing of it can be raised either
+        return handlers
+    base = getattr(scoring_errors, "ScoringError", None)
+    if isinstance(base, type) and issubclass(base, Exception):
+        handlers[base] = on_scoring
+    return handlers

@@ -1,0 +1,58 @@
+"""Per-user reads: profile with its fused score, recommendations, SHAP explanation.
+
+Scoring is CPU work: it runs in worker threads, explanations behind their own limiter so a burst
+of them never starves the event loop or the cheap reads.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import anyio
+from litestar import Router, get
+from litestar.params import Parameter
+
+from .context import AppContext
+from .schemas import NAME_PATTERN
+
+UserId = Annotated[str, Parameter(pattern=NAME_PATTERN, max_length=64, description="user id, e.g. u000001")]
+
+
+def _user(ctx: AppContext, user_id: str) -> dict[str, Any]:
+    svc = ctx.scoring()
+    profile = svc.profile(user_id)  # UserNotFound -> 404
+    try:
+        score: dict[str, Any] | None = svc.score(user_id)
+        unavailable = None
+    except Exception as err:  # noqa: BLE001 - the profile is served even while no model is ready
+        if type(err).__name__ not in ("ModelNotReady", "NotReady"):
+            raise
+        score, unavailable = None, str(getattr(err, "reason", "") or err)
+    return {"user_id": user_id, "profile": profile, "score": score, "score_unavailable": unavailable}
+
+
+@get("/api/v1/user/{user_id:str}", sync_to_thread=True, summary="Profile (attributes, counters) and fused score")
+def user(ctx: AppContext, user_id: UserId) -> dict[str, Any]:
+    return _user(ctx, user_id)
+
+
+@get("/api/v1/recommendation/{user_id:str}", sync_to_thread=True, summary="Rule-based strategy recommendations")
+def recommendation(ctx: AppContext, user_id: UserId) -> dict[str, Any]:
+    return {"user_id": user_id, "recommendations": ctx.scoring().recommendations(user_id)}
+
+
+@get("/api/v1/explain/{user_id:str}", summary="Fused score with its SHAP explanation (top-K contributions)")
+async def explain(
+    ctx: AppContext,
+    user_id: UserId,
+    mode: Annotated[Literal["per_dimension", "grouped"], Parameter(query="mode")] = "per_dimension",
+    top_k: Annotated[int, Parameter(query="top_k", ge=1, le=50)] = 5,
+) -> dict[str, Any]:
+    svc = await anyio.to_thread.run_sync(ctx.scoring)
+    out = await anyio.to_thread.run_sync(
+        lambda: svc.explain(user_id, mode=mode, top_k=top_k), limiter=ctx.explain_limiter
+    )
+    return {"user_id": user_id, **out}
+
+
+router = Router(path="/", route_handlers=[user, recommendation, explain], tags=["users"])
