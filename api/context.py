@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import anyio
+from litestar.di import NamedDependency
 
 from storage.db import connect
 from ups.settings import Settings
@@ -82,3 +83,7 @@ class AppContext:
 
     def info(self) -> dict[str, Any]:
         return {"db": str(self.settings.db), "uptime_s": round(time.time() - self.started_at, 3)}
+
+
+#: how handlers ask for the context (the app provides it as the ``ctx`` dependency)
+Ctx = NamedDependency[AppContext]

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .context import AppContext
+from .context import AppContext, Ctx
 from .status import dataflow_state, model_versions
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -105,5 +105,5 @@ def build_registry(ctx: AppContext) -> tuple[CollectorRegistry, HttpMetrics]:
 
 
 @get("/metrics", sync_to_thread=True, include_in_schema=True, summary="Prometheus metrics (text format)")
-def metrics(ctx: AppContext) -> Response[bytes]:
+def metrics(ctx: Ctx) -> Response[bytes]:
     return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import anyio
+from litestar.params import JSONBody
 from litestar import Response, Router, get, post
 from pydantic import BaseModel, ValidationError
 
@@ -16,7 +17,7 @@ from storage.event_store import EventStore
 from storage.events import Event
 
 from . import commands
-from .context import AppContext
+from .context import AppContext, Ctx
 from .errors import Invalid, pydantic_details
 from .routes_jobs import Wait, submit
 from .schemas import LIVE_FIELDS, CommandOut, DataConfig, DataConfigPatch, JobOut
@@ -54,14 +55,14 @@ def merged(base: DataConfig, patch: DataConfigPatch | None) -> DataConfig:
 
 
 @get("/api/v1/data/config", sync_to_thread=True, summary="The mock generator's settings")
-def get_config(ctx: AppContext) -> DataConfigOut:
+def get_config(ctx: Ctx) -> DataConfigOut:
     cfg, source = current_config(ctx)
     return DataConfigOut(config=cfg, source=source)
 
 
 @post("/api/v1/data/config", status_code=200,
       summary="Change the generator's settings (validated); live rate/delay reach the running dataflow")
-async def set_config(ctx: AppContext, data: DataConfigPatch) -> DataConfigOut:
+async def set_config(ctx: Ctx, data: JSONBody[DataConfigPatch]) -> DataConfigOut:
     before, _ = await anyio.to_thread.run_sync(current_config, ctx)
     cfg = merged(before, data)
     event = Event(
@@ -85,7 +86,7 @@ async def set_config(ctx: AppContext, data: DataConfigPatch) -> DataConfigOut:
 
 @post("/api/v1/data/regenerate", status_code=202,
       summary="Generate a fresh dataset and initial model in a new database file, then switch to it")
-async def regenerate(ctx: AppContext, data: DataConfigPatch | None = None, wait: Wait = False) -> Response[JobOut]:
+async def regenerate(ctx: Ctx, data: JSONBody[DataConfigPatch | None] = None, wait: Wait = False) -> Response[JobOut]:
     base, _ = await anyio.to_thread.run_sync(current_config, ctx)
     cfg = merged(base, data)
     params: dict[str, Any] = {"config": cfg.model_dump()}

@@ -9,17 +9,17 @@ from typing import Annotated, Any
 
 import anyio
 from litestar import Response, Router, get, post
-from litestar.params import Parameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from storage.db import connect
 from storage.projections import Jobs
 
-from .context import AppContext
+from .context import AppContext, Ctx
 from .errors import NotFound, Unavailable
 from .jobs import FINAL, GROUPS, job_view
 from .schemas import NAME_PATTERN, FusionTrainIn, HgtTrainIn, JobList, JobOut
 
-Wait = Annotated[bool, Parameter(query="wait", description="answer when the job has ended (bounded wait)")]
+Wait = Annotated[bool, QueryParameter(name="wait", description="answer when the job has ended (bounded wait)")]
 
 
 async def submit(ctx: AppContext, kind: str, params: dict[str, Any], wait: bool) -> Response[JobOut]:
@@ -49,21 +49,21 @@ def _reread(db: Path, row: dict[str, Any]) -> dict[str, Any]:
 
 
 @post("/api/v1/operations/fusion/train", status_code=202, summary="Train the fusion layer (background job)")
-async def fusion_train(ctx: AppContext, data: FusionTrainIn, wait: Wait = False) -> Response[JobOut]:
+async def fusion_train(ctx: Ctx, data: JSONBody[FusionTrainIn], wait: Wait = False) -> Response[JobOut]:
     return await submit(ctx, "fusion.train", data.model_dump(), wait)
 
 
 @post("/api/v1/operations/training/hgt", status_code=202,
       summary="Train the HGT model (background job); the result has the loss history and AUC per edge type")
-async def hgt_train(ctx: AppContext, data: HgtTrainIn, wait: Wait = False) -> Response[JobOut]:
+async def hgt_train(ctx: Ctx, data: JSONBody[HgtTrainIn], wait: Wait = False) -> Response[JobOut]:
     return await submit(ctx, "training.hgt", data.model_dump(), wait)
 
 
 @get("/api/v1/jobs", sync_to_thread=True, summary="Recent jobs, newest first")
 def list_jobs(
-    ctx: AppContext,
-    kind: Annotated[str | None, Parameter(query="kind", pattern=r"^[a-z.]{1,40}$")] = None,
-    limit: Annotated[int, Parameter(query="limit", ge=1, le=500)] = 50,
+    ctx: Ctx,
+    kind: Annotated[str | None, QueryParameter(name="kind", pattern=r"^[a-z.]{1,40}$")] = None,
+    limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 50,
 ) -> JobList:
     if kind is not None and kind not in GROUPS:
         raise NotFound(f"no job kind {kind!r}; kinds: {', '.join(sorted(GROUPS))}")
@@ -71,7 +71,7 @@ def list_jobs(
 
 
 @get("/api/v1/jobs/{job_id:str}", sync_to_thread=True, summary="One job: state, progress, result or error")
-def get_job(ctx: AppContext, job_id: Annotated[str, Parameter(pattern=NAME_PATTERN, max_length=64)]) -> JobOut:
+def get_job(ctx: Ctx, job_id: Annotated[str, PathParameter(pattern=NAME_PATTERN, max_length=64)]) -> JobOut:
     row = Jobs(ctx.conn()).get(job_id)
     if row is None:
         raise NotFound(f"no job {job_id!r}")

@@ -19,7 +19,7 @@ from litestar.handlers import HTTPRouteHandler
 from storage.projections import OpsHistory
 
 from . import commands
-from .context import AppContext
+from .context import AppContext, Ctx
 from .schemas import CommandOut, Health, OpRecord, ShutdownOut
 from .status import dataflow_state, full_status, jobs_summary, model_versions
 
@@ -27,7 +27,7 @@ log = logging.getLogger("ups.api")
 
 
 @get("/health", summary="Liveness and a summary of the system (fast: no scoring, no locks)")
-async def health(ctx: AppContext) -> Health:
+async def health(ctx: Ctx) -> Health:
     conn = ctx.conn()
     flow = dataflow_state(conn, ctx.settings.dataflow_stale_after)
     status = "shutting_down" if ctx.shutting_down else ("ok" if flow.alive else "degraded")
@@ -41,13 +41,13 @@ async def health(ctx: AppContext) -> Health:
 
 
 @get("/api/v1/operations/status", sync_to_thread=True, summary="Dataflow state, components, jobs, history")
-def operations_status(ctx: AppContext) -> dict[str, Any]:
+def operations_status(ctx: Ctx) -> dict[str, Any]:
     return {"api": ctx.info(), "shutting_down": ctx.shutting_down,
             **full_status(ctx.conn(), ctx.settings.dataflow_stale_after)}
 
 
 def _command_handler(target: str, action: str, command: str) -> HTTPRouteHandler:
-    async def handler(ctx: AppContext) -> CommandOut:
+    async def handler(ctx: Ctx) -> CommandOut:
         return await commands.send(ctx, command)
 
     handler.__name__ = f"{target}_{action}"
@@ -73,7 +73,7 @@ def _record(ctx: AppContext, command: str, effect: str) -> None:
 
 @post("/api/v1/operations/rules/refresh", status_code=200, sync_to_thread=True,
       summary="Rebuild the rule structure from the rules projection and clear the explainer cache")
-def rules_refresh(ctx: AppContext) -> OpRecord:
+def rules_refresh(ctx: Ctx) -> OpRecord:
     svc = ctx.scoring()
     svc.refresh_rules()
     svc.clear_cache()
@@ -84,7 +84,7 @@ def rules_refresh(ctx: AppContext) -> OpRecord:
 
 @post("/api/v1/operations/explainer/clear", status_code=200, sync_to_thread=True,
       summary="Clear the SHAP explainer cache (background and explanations)")
-def explainer_clear(ctx: AppContext) -> OpRecord:
+def explainer_clear(ctx: Ctx) -> OpRecord:
     ctx.scoring().clear_cache()
     _record(ctx, "explainer.clear", "explainer cache cleared")
     return OpRecord(command="explainer.clear", effect="explainer cache cleared")
@@ -114,7 +114,7 @@ def _gpu() -> dict[str, Any] | None:
 
 @get("/api/v1/operations/metrics", sync_to_thread=True,
      summary="Process resources (CPU, RSS, GPU memory) and ingestion/refresh/training figures")
-def operations_metrics(ctx: AppContext) -> dict[str, Any]:
+def operations_metrics(ctx: Ctx) -> dict[str, Any]:
     conn = ctx.conn()
     flow = dataflow_state(conn, ctx.settings.dataflow_stale_after)
     api = psutil.Process()
@@ -162,7 +162,7 @@ async def _shutdown(ctx: AppContext, flow_was_alive: bool) -> None:
 
 @post("/api/v1/operations/shutdown", status_code=202,
       summary="Stop jobs, stop the dataflow cleanly, then the API itself")
-async def shutdown(ctx: AppContext) -> Response[ShutdownOut]:
+async def shutdown(ctx: Ctx) -> Response[ShutdownOut]:
     ctx.shutting_down = True
     cancelled = (
         await anyio.to_thread.run_sync(ctx.jobs.cancel_all, "cancelled by shutdown") if ctx.jobs else []

@@ -10,12 +10,12 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from litestar import Router, get
-from litestar.params import Parameter
+from litestar.params import PathParameter, QueryParameter
 
-from .context import AppContext
+from .context import AppContext, Ctx
 from .schemas import NAME_PATTERN
 
-UserId = Annotated[str, Parameter(pattern=NAME_PATTERN, max_length=64, description="user id, e.g. u000001")]
+UserId = Annotated[str, PathParameter(pattern=NAME_PATTERN, max_length=64, description="user id, e.g. u000001")]
 
 
 def _user(ctx: AppContext, user_id: str) -> dict[str, Any]:
@@ -32,21 +32,21 @@ def _user(ctx: AppContext, user_id: str) -> dict[str, Any]:
 
 
 @get("/api/v1/user/{user_id:str}", sync_to_thread=True, summary="Profile (attributes, counters) and fused score")
-def user(ctx: AppContext, user_id: UserId) -> dict[str, Any]:
+def user(ctx: Ctx, user_id: UserId) -> dict[str, Any]:
     return _user(ctx, user_id)
 
 
 @get("/api/v1/recommendation/{user_id:str}", sync_to_thread=True, summary="Rule-based strategy recommendations")
-def recommendation(ctx: AppContext, user_id: UserId) -> dict[str, Any]:
+def recommendation(ctx: Ctx, user_id: UserId) -> dict[str, Any]:
     return {"user_id": user_id, "recommendations": ctx.scoring().recommendations(user_id)}
 
 
 @get("/api/v1/explain/{user_id:str}", summary="Fused score with its SHAP explanation (top-K contributions)")
 async def explain(
-    ctx: AppContext,
+    ctx: Ctx,
     user_id: UserId,
-    mode: Annotated[Literal["per_dimension", "grouped"], Parameter(query="mode")] = "per_dimension",
-    top_k: Annotated[int, Parameter(query="top_k", ge=1, le=50)] = 5,
+    mode: Annotated[Literal["per_dimension", "grouped"], QueryParameter(name="mode")] = "per_dimension",
+    top_k: Annotated[int, QueryParameter(name="top_k", ge=1, le=50)] = 5,
 ) -> dict[str, Any]:
     svc = await anyio.to_thread.run_sync(ctx.scoring)
     out = await anyio.to_thread.run_sync(

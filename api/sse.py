@@ -13,12 +13,12 @@ from typing import Annotated, Any, AsyncIterator
 
 import anyio
 from litestar import Router, get
-from litestar.params import Parameter
+from litestar.params import PathParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from storage.projections import Jobs, OpsHistory
 
-from .context import AppContext
+from .context import AppContext, Ctx
 from .jobs import job_view
 from .status import dataflow_state
 
@@ -68,10 +68,10 @@ async def _events(ctx: AppContext, limit: int | None, timeout: float | None) -> 
 
 @get("/api/v1/operations/stream", summary="Server-Sent Events: status changes, job progress, commands")
 async def stream(
-    ctx: AppContext,
-    limit: Annotated[int | None, Parameter(query="limit", ge=1, le=100_000,
+    ctx: Ctx,
+    limit: Annotated[int | None, QueryParameter(name="limit", ge=1, le=100_000,
                                            description="close after this many events")] = None,
-    timeout: Annotated[float | None, Parameter(query="timeout", gt=0, le=86_400,
+    timeout: Annotated[float | None, QueryParameter(name="timeout", gt=0, le=86_400,
                                                description="close after this many seconds")] = None,
 ) -> ServerSentEvent:
     return ServerSentEvent(_events(ctx, limit, timeout))

@@ -1,0 +1,112 @@
+"""Jobs through the API: validation of job parameters, one job of a group at a time, listing,
+recovery of jobs a killed API left behind, and the job path helpers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from litestar.testing import TestClient
+
+from api.app import create_app
+from api.job_tasks import next_db_path
+from api.jobs import finite_only
+from api_support import settings_for
+from storage.db import connect
+from storage.projections import Jobs
+
+
+@pytest.fixture
+def client(db_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(settings_for(db_path))) as c:
+        yield c
+
+
+def _running(db: Path, kind: str) -> str:
+    conn = connect(db)
+    jobs = Jobs(conn)
+    job_id = jobs.create(kind, {})
+    jobs.update(job_id, state="running", started_at=time.time())
+    conn.close()
+    return job_id
+
+
+@pytest.mark.parametrize(
+    "path, busy_kind",
+    [
+        ("/api/v1/graph/refresh", "graph.refresh"),
+        ("/api/v1/graph/refresh", "training.hgt"),  # both retrain the HGT: one at a time
+        ("/api/v1/operations/training/hgt", "graph.refresh"),
+        ("/api/v1/operations/fusion/train", "fusion.train"),
+        ("/api/v1/data/regenerate", "data.regenerate"),
+    ],
+)
+def test_a_busy_job_group_answers_409(client: TestClient, db_path: Path, path: str, busy_kind: str) -> None:
+    busy = _running(db_path, busy_kind)
+    r = client.post(path, json={})
+    assert r.status_code == 409
+    assert busy in r.json()["message"] and r.json()["error"] == "conflict"
+    assert len(client.get("/api/v1/jobs").json()["jobs"]) == 1  # no second job was created
+
+
+@pytest.mark.parametrize(
+    "path, body, field",
+    [
+        ("/api/v1/graph/refresh", {"mode": "everything"}, "body.mode"),
+        ("/api/v1/graph/refresh", {"graph_scope": "sampled", "sample_ratio": 0}, "body.sample_ratio"),
+        ("/api/v1/graph/refresh", {"epochs": 10_000}, "body.epochs"),
+        ("/api/v1/operations/fusion/train", {"lr": -1}, "body.lr"),
+        ("/api/v1/operations/fusion/train", {"epochs": 1.5}, "body.epochs"),
+        ("/api/v1/operations/training/hgt", {"train_ratio": 0.5, "val_ratio": 0.1, "test_ratio": 0.1}, "body"),
+        ("/api/v1/operations/training/hgt", {"mode": "magic"}, "body.mode"),
+        ("/api/v1/operations/training/hgt", {"temperature": "nan"}, "body.temperature"),
+    ],
+)
+def test_job_parameters_are_validated(client: TestClient, path: str, body: dict, field: str) -> None:
+    r = client.post(path, json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["details"][0]["field"] == field
+    assert client.get("/api/v1/jobs").json()["jobs"] == []
+
+
+def test_split_must_sum_to_one(client: TestClient) -> None:
+    r = client.post("/api/v1/operations/training/hgt", json={"train_ratio": 0.5, "val_ratio": 0.1, "test_ratio": 0.1})
+    assert "must be 1, got 0.7" in r.json()["message"]
+
+
+def test_job_list_and_lookup(client: TestClient, db_path: Path) -> None:
+    a = _running(db_path, "fusion.train")
+    r = client.get(f"/api/v1/jobs/{a}")
+    assert r.status_code == 200
+    job = r.json()
+    assert job["state"] == "running" and job["kind"] == "fusion.train" and 0 <= job["progress"] <= 1
+    assert job["duration_s"] is not None and job["duration_s"] >= 0
+    assert [j["id"] for j in client.get("/api/v1/jobs", params={"kind": "fusion.train"}).json()["jobs"]] == [a]
+    assert client.get("/api/v1/jobs", params={"kind": "graph.refresh"}).json()["jobs"] == []
+    r = client.get("/api/v1/jobs", params={"kind": "nonsense"})
+    assert r.status_code == 404 and "kinds:" in r.json()["message"]
+
+
+def test_jobs_left_by_a_previous_api_are_marked_failed(db_path: Path) -> None:
+    stale = _running(db_path, "graph.refresh")
+    with TestClient(create_app(settings_for(db_path))) as c:
+        job = c.get(f"/api/v1/jobs/{stale}").json()
+        assert job["state"] == "failed" and "interrupted" in job["error"]
+        assert c.get("/health").json()["jobs"]["active"] == []
+
+
+def test_new_database_names_never_overwrite(tmp_path: Path) -> None:
+    db = tmp_path / "ups.db"
+    assert next_db_path(db) == tmp_path / "ups.gen2.db"
+    (tmp_path / "ups.gen2.db").touch()
+    assert next_db_path(db) == tmp_path / "ups.gen3.db"
+    assert next_db_path(tmp_path / "ups.gen2.db") == tmp_path / "ups.gen3.db"
+
+
+def test_job_results_carry_no_nan() -> None:
+    import numpy as np
+
+    out = finite_only({"loss": [1.0, float("nan")], "auc": np.float32(0.75), "inf": float("inf"), "n": 3})
+    assert out == {"loss": [1.0, None], "auc": 0.75, "inf": None, "n": 3}
