@@ -204,6 +204,7 @@ class DataflowState(Open):
     refresh_queue: int | None = None
     model_version: int | None = None
     device: str | None = None
+    pid: int | None = None
     status_age_s: float | None = None
 
 
