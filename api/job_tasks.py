@@ -39,7 +39,7 @@ def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion
     hgt = train_hgt(settings, epochs=epochs, sample_ratio=sample_ratio, progress=_part(progress, 0.0, 0.6))
     emb = embed_all(settings, sample_ratio=sample_ratio, progress=_part(progress, 0.6, 0.8))
     fusion = ScoringService(settings).train_fusion(
-        samples=1_000_000, epochs=fusion_epochs, lr=0.01, progress=_part(progress, 0.8, 1.0)
+        samples=0, epochs=fusion_epochs, lr=0.01, progress=_part(progress, 0.8, 1.0)
     )
     return {"hgt": hgt, "embeddings": emb, "fusion": fusion}
 
@@ -59,7 +59,7 @@ def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress
                                progress=_part(progress, 0.0, 0.55))
         out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=_part(progress, 0.55, 0.8))
         out["fusion"] = ScoringService(settings).train_fusion(
-            samples=1_000_000, epochs=int(params["fusion_epochs"]), lr=0.01, progress=_part(progress, 0.8, 1.0)
+            samples=0, epochs=int(params["fusion_epochs"]), lr=0.01, progress=_part(progress, 0.8, 1.0)
         )
     else:
         out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=progress)

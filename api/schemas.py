@@ -84,7 +84,7 @@ class GraphRefreshIn(Request):
 
 
 class FusionTrainIn(Request):
-    samples: int = Field(2000, ge=10, le=1_000_000, description="labelled users to train on")
+    samples: int = Field(2000, ge=0, le=5_000_000, description="labelled users to train on (0: all of them)")
     epochs: int = Field(50, ge=1, le=10_000)
     lr: float = finite(1e-6, 1.0, default=0.01)
 
