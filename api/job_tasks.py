@@ -47,7 +47,6 @@ def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion
 def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """The seed's RefreshOrchestrator: sampled or full graph; embeddings only, or retrain everything."""
     from scoring.embed import embed_all
-    from scoring.graph import graph_statistics
     from scoring.service import ScoringService
     from scoring.training import train_hgt
 
@@ -63,7 +62,9 @@ def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress
         )
     else:
         out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=progress)
-    out["node_counts"] = graph_statistics(settings).get("nodes")
+    out["node_counts"] = out["embeddings"].get("nodes")
+    if "hgt" in out:
+        out["hgt_loss"] = out["hgt"].get("final_loss")
     out["duration_s"] = round(time.time() - t0, 3)
     return out
 
@@ -88,7 +89,7 @@ def hgt_train(settings: Settings, params: dict[str, Any], progress: Progress) ->
         settings,
         epochs=int(params["epochs"]),
         sample_ratio=float(params["sample_ratio"]),
-        mode=params["mode"],
+        mode=None if params["mode"] == "auto" else params["mode"],
         lr=float(params["lr"]),
         temperature=float(params["temperature"]),
         neg_ratio=int(params["neg_ratio"]),

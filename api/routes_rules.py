@@ -5,13 +5,18 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Router, delete, get, post, put
+from litestar.openapi.spec import Example
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from .context import Ctx
 from .errors import INVALID, MUTATION, responses
 from .schemas import NAME_PATTERN, RuleIn, RulePreviewIn, RuleUpdate
 
-RuleName = Annotated[str, PathParameter(pattern=NAME_PATTERN, max_length=64, description="rule name")]
+RuleName = Annotated[
+    str,
+    PathParameter(pattern=NAME_PATTERN, max_length=64, description="rule name",
+                  examples=[Example(summary="a default rule", value="high_value_user")]),
+]
 
 
 @get("/api/v1/rules", responses=responses(503), sync_to_thread=True, summary="The rules and the rules version")

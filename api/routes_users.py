@@ -10,13 +10,18 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from litestar import Router, get
+from litestar.openapi.spec import Example
 from litestar.params import PathParameter, QueryParameter
 
 from .errors import INVALID, responses
 from .context import AppContext, Ctx
 from .schemas import NAME_PATTERN
 
-UserId = Annotated[str, PathParameter(pattern=NAME_PATTERN, max_length=64, description="user id, e.g. u000001")]
+UserId = Annotated[
+    str,
+    PathParameter(pattern=NAME_PATTERN, max_length=64, description="user id",
+                  examples=[Example(summary="a user of the generated dataset", value="U0000001")]),
+]
 
 
 def _user(ctx: AppContext, user_id: str) -> dict[str, Any]:

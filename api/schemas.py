@@ -98,7 +98,9 @@ class HgtTrainIn(Request):
     temperature: float = finite(0.01, 10, default=0.2, description="InfoNCE temperature")
     lr: float = finite(1e-6, 1.0, default=0.005)
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    mode: Literal["full", "minibatch", "metis"] = "full"
+    mode: Literal["auto", "full", "minibatch", "metis"] = Field(
+        "auto", description="full-batch, sampled mini-batches or METIS partitions; auto picks by graph size"
+    )
     sample_ratio: float = finite(0.01, 1.0, default=1.0)
     embed: bool = Field(True, description="recompute every embedding with the new model afterwards")
 
