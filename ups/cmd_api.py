@@ -164,7 +164,27 @@ def cmd_up(args: argparse.Namespace) -> int:
     def api_argv(db: Path) -> list[str]:
         return python_module("ups", "api", "--db", str(db), "--host", s.host, "--port", str(s.port))
 
-    sup = Supervisor(s, dataflow_argv=dataflow_argv, api_argv=api_argv, say=lambda m: print(m, flush=True))
+    def env_for(db: Path) -> dict[str, str]:
+        """The dataset's recorded generator settings: the live stream continues that population."""
+        from storage.db import connect
+
+        from . import data_config
+
+        conn = connect(db)
+        try:
+            found = data_config.latest(conn)
+        finally:
+            conn.close()
+        config = found[0] if found else {k: getattr(s, k) for k in data_config.FIELDS}
+        if args.users is not None and config.get("users") != args.users:
+            print(f"{db} holds a dataset of {config.get('users')} users; --users {args.users} is ignored",
+                  file=sys.stderr, flush=True)
+        if args.live_rate is not None:
+            config["live_rate"] = args.live_rate
+        return data_config.as_env(config)
+
+    sup = Supervisor(s, dataflow_argv=dataflow_argv, api_argv=api_argv, env_for=env_for,
+                     say=lambda m: print(m, flush=True))
     install_signal_handlers(sup)
     sup.start()
     host = f"[{s.host}]" if ":" in s.host else s.host
