@@ -111,7 +111,9 @@ async def _warm_up(ctx: AppContext) -> None:
 
     try:
         await anyio.to_thread.run_sync(warm)
-    except Exception:  # noqa: BLE001 - the requests that need it will report the problem themselves
+        ctx.scoring_state = "ready"
+    except Exception as err:  # noqa: BLE001 - the requests that need it will report the problem themselves
+        ctx.scoring_state = f"unavailable: {type(err).__name__}: {err}"
         log.warning("scoring service not ready at start-up", exc_info=True)
 
 

@@ -49,6 +49,8 @@ class AppContext:
         self.stop_server: Callable[[], None] = stop_server or (lambda: None)
         self.started_at = time.time()
         self.shutting_down = False
+        #: "loading" until the start-up warm-up built the scoring service, then "ready" or the problem
+        self.scoring_state = "loading"
         self.jobs: "JobRunner | None" = None
         #: this app's Prometheus registry (metrics.py)
         self.registry: Any = None
@@ -82,7 +84,8 @@ class AppContext:
             self.jobs.settings = self.settings
 
     def info(self) -> dict[str, Any]:
-        return {"db": str(self.settings.db), "uptime_s": round(time.time() - self.started_at, 3)}
+        return {"db": str(self.settings.db), "uptime_s": round(time.time() - self.started_at, 3),
+                "scoring": self.scoring_state}
 
 
 #: how handlers ask for the context (the app provides it as the ``ctx`` dependency)

@@ -74,3 +74,11 @@ def sse_events(text: str) -> Iterator[tuple[str, str]]:
                 data = line[6:]
         if event:
             yield event, data or ""
+
+
+def started(client: Any, timeout: float = 60) -> Any:
+    """Wait until the app's start-up warm-up is done (it may log the default rules)."""
+    deadline = time.monotonic() + timeout
+    while client.get("/health").json()["api"]["scoring"] == "loading" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return client

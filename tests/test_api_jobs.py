@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 from api.app import create_app
 from api.job_tasks import next_db_path
 from api.jobs import finite_only
-from api_support import settings_for
+from api_support import settings_for, started
 from storage.db import connect
 from storage.projections import Jobs
 
@@ -21,7 +21,7 @@ from storage.projections import Jobs
 @pytest.fixture
 def client(db_path: Path) -> Iterator[TestClient]:
     with TestClient(create_app(settings_for(db_path))) as c:
-        yield c
+        yield started(c)
 
 
 def _running(db: Path, kind: str) -> str:
@@ -131,7 +131,7 @@ def trained_db(tmp_path_factory: pytest.TempPathFactory, small_gen) -> Path:
 @pytest.fixture
 def job_client(trained_db: Path) -> Iterator[TestClient]:
     with TestClient(create_app(settings_for(trained_db, device="cpu"))) as c:
-        yield c
+        yield started(c)
 
 
 def test_hgt_training_job_runs_to_completion_in_a_worker(job_client: TestClient) -> None:

@@ -11,7 +11,7 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api_support import settings_for
+from api_support import settings_for, started
 from storage.event_store import EventStore
 from storage.projections import Profiles
 
@@ -37,7 +37,7 @@ def db(folded_db: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def client(db: Path) -> Iterator[TestClient]:
     with TestClient(create_app(settings_for(db))) as c:
-        yield c
+        yield started(c)
 
 
 @pytest.fixture
