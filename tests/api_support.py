@@ -82,3 +82,14 @@ def started(client: Any, timeout: float = 60) -> Any:
     while client.get("/health").json()["api"]["scoring"] == "loading" and time.monotonic() < deadline:
         time.sleep(0.05)
     return client
+
+
+def folded_store(db: Path, gen: Any) -> Path:
+    """The generator's dataset in a new store, with profiles folded by the dataflow's replay."""
+    from dataflow.runner import replay
+    from storage.event_store import EventStore
+
+    with EventStore(db) as store:
+        store.append(gen.dataset())
+    replay(settings_for(db, recovery=False))
+    return db

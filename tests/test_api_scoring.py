@@ -11,20 +11,14 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api_support import settings_for, started
+from api_support import folded_store, settings_for, started
 from storage.event_store import EventStore
 from storage.projections import Profiles
 
 
 @pytest.fixture(scope="module")
 def folded_db(tmp_path_factory: pytest.TempPathFactory, small_gen) -> Path:
-    from dataflow.runner import replay
-
-    db = tmp_path_factory.mktemp("scoring") / "ups.db"
-    with EventStore(db) as store:
-        store.append(small_gen.dataset())
-    replay(settings_for(db, recovery=False))
-    return db
+    return folded_store(tmp_path_factory.mktemp("scoring") / "ups.db", small_gen)
 
 
 @pytest.fixture
