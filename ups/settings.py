@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # ups up: initial model on an empty database, supervision
     bootstrap_epochs: int = Field(3, ge=1, le=1000, description="HGT epochs of the initial model `ups up` trains")
     bootstrap_fusion_epochs: int = Field(30, ge=1, le=10_000, description="fusion epochs of the initial model")
+    bootstrap_train_users: int = Field(
+        20_000, ge=100, le=5_000_000, description="the initial HGT trains on a sample of about this many users"
+    )
     restart_backoff: float = Field(2.0, ge=0, le=600, description="wait before restarting a crashed dataflow (s)")
     max_restarts: int = Field(5, ge=0, le=1000, description="dataflow restarts within 10 minutes before giving up")
 
