@@ -15,7 +15,8 @@ from ups.settings import Settings
 
 
 def settings_for(db: Path, **kw: Any) -> Settings:
-    return Settings(db=db, **kw)
+    """Test settings: explanations in threads unless a test asks for worker processes (each imports torch)."""
+    return Settings(db=db, **{"explain_workers": 0, **kw})
 
 
 def put_flow_status(db: Path, **fields: Any) -> None:

@@ -48,8 +48,11 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(1_000_000, ge=1024, le=100_000_000, description="largest request body accepted")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; none by default")
+    explain_workers: int = Field(
+        2, ge=0, le=32, description="processes computing explanations (0: threads of the API process)"
+    )
     explain_concurrency: int = Field(
-        2, ge=1, le=64, description="explanations computed at once (threads); more requests wait their turn"
+        2, ge=1, le=64, description="with explain_workers=0: explanations computed at once by threads"
     )
     command_ack_timeout: float = Field(
         5.0, ge=0, le=120, description="how long an operations command waits for the dataflow to apply it (s)"
