@@ -85,6 +85,18 @@ def started(client: Any, timeout: float = 60) -> Any:
     return client
 
 
+#: what the scoring, job and end-to-end tests run on besides the API (dataflow replay, scoring, training)
+SYSTEM_MODULES = ("dataflow.runner", "scoring.service", "scoring.training", "scoring.embed")
+
+
+def needs_system() -> None:
+    """Skip (saying which module is missing) until the dataflow and scoring packages are installed."""
+    import pytest
+
+    for name in SYSTEM_MODULES:
+        pytest.importorskip(name, reason=f"{name} is not there yet")
+
+
 def folded_store(db: Path, gen: Any) -> Path:
     """The generator's dataset in a new store, with profiles folded by the dataflow's replay."""
     from dataflow.runner import replay

@@ -22,9 +22,11 @@ from schemathesis.specs.openapi.checks import (
 from schemathesis.checks import not_a_server_error
 
 from api.app import create_app
-from api_support import folded_store, put_flow_status, settings_for
+from api_support import folded_store, needs_system, put_flow_status, settings_for
 from storage.db import connect
 from storage.projections import Jobs
+
+needs_system()
 
 #: operations left out: shutdown stops the server under test (it has its own tests)
 EXCLUDED = ["/api/v1/operations/shutdown"]

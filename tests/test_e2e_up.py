@@ -22,8 +22,11 @@ from typing import Any, Callable
 
 import pytest
 
+from api_support import needs_system
 from storage.db import connect
 from storage.projections import Profiles
+
+needs_system()
 
 pytestmark = pytest.mark.slow
 
