@@ -22,11 +22,11 @@ from typing import Any, Callable
 
 import pytest
 
-from api_support import needs_system
+from api_support import SYSTEM, needs
 from storage.db import connect
 from storage.projections import Profiles
 
-needs_system()
+needs(*SYSTEM)
 
 pytestmark = pytest.mark.slow
 
