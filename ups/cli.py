@@ -15,6 +15,7 @@ from .settings import Settings
 #: modules that define ``register(subparsers, common)``; kept here so `ups --help` lists them all
 COMMAND_MODULES = [
     "ups.cmd_data",
+    "ups.cmd_flow",
     "ups.cmd_scoring",
     "ups.cmd_api",
 ]
