@@ -313,3 +313,15 @@ def _job_progress_seen(client: TestClient, db_path: Path) -> None:
     seen = [json.loads(d) for e, d in sse_events(result["r"].text) if e == "job"]
     assert [j["progress"] for j in seen] == [0.1, 0.2, 0.3, 0.4, 0.5, 1.0]
     assert seen[-1]["state"] == "succeeded" and seen[-1]["result"] == {"auc": 0.8}
+
+
+def test_openapi_schema_and_ui_are_served(client: TestClient) -> None:
+    schema = client.get("/schema/openapi.json").json()
+    assert schema["info"]["title"] == "UPS API"
+    paths = set(schema["paths"])
+    assert {"/health", "/api/v1/user/{user_id}", "/api/v1/graph/refresh", "/api/v1/operations/stream",
+            "/api/v1/data/regenerate", "/metrics"} <= paths
+    refresh = schema["paths"]["/api/v1/graph/refresh"]["post"]
+    assert {"202", "401", "409", "422"} <= set(refresh["responses"])
+    ui = client.get("/schema/swagger")
+    assert ui.status_code == 200 and "swagger" in ui.text.lower()
