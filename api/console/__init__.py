@@ -14,6 +14,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import MediaType, Response, Router, get
 from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 
@@ -76,7 +77,7 @@ def console_router() -> Router:
         return Redirect(path=f"{PREFIX}/overview")
 
     @get("/{key:str}", include_in_schema=False, name="console-page")
-    async def page(key: str) -> Response[str]:
+    async def page(key: FromPath[str]) -> Response[str]:
         found = by_key.get(key)
         if found is None:
             raise NotFoundException(f"no console page {key!r}; pages: {', '.join(by_key)}")

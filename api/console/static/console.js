@@ -141,11 +141,11 @@ export function fillKV(tbody, rows) {
   );
 }
 
-/** Call fn at most once per `ms` (the last call within the window wins, run at its end). */
+/** Call fn at most once per `ms` (the last call within the window wins, run at its end); `.cancel()` drops a pending call. */
 export function throttle(fn, ms) {
   let timer = null;
   let pendingArgs = null;
-  return (...args) => {
+  const wrapped = (...args) => {
     pendingArgs = args;
     if (timer) return;
     timer = setTimeout(() => {
@@ -153,6 +153,11 @@ export function throttle(fn, ms) {
       fn(...pendingArgs);
     }, ms);
   };
+  wrapped.cancel = () => {
+    clearTimeout(timer);
+    timer = null;
+  };
+  return wrapped;
 }
 
 // ---------------------------------------------------------------- toasts and dialogs

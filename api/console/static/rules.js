@@ -3,6 +3,7 @@
 import { $, ApiError, api, boot, clearErrors, confirmAction, fmtNum, formValues, h, live, showError, throttle, toast } from "./console.js";
 
 const state = { editing: null, previewSeq: 0 };
+const previewSoon = throttle(() => preview(), 700);
 
 function rulesOf(doc) {
   return Array.isArray(doc) ? doc : doc?.rules || doc?.items || [];
@@ -121,6 +122,9 @@ async function save(ev) {
   ev.preventDefault();
   const form = $("#rule-form");
   clearErrors(form);
+  // the save's answer is the word on this condition: drop previews still on their way
+  previewSoon.cancel();
+  state.previewSeq += 1;
   const spec = formValues(form);
   const button = $("#rule-save");
   button.disabled = true;
@@ -146,7 +150,7 @@ boot(async () => {
   const form = $("#rule-form");
   form.addEventListener("submit", save);
   $("#rule-preview-button").addEventListener("click", preview);
-  form.elements.condition.addEventListener("input", throttle(preview, 700));
+  form.elements.condition.addEventListener("input", previewSoon);
   $("#rule-cancel").addEventListener("click", () => edit(null));
   $("#new-rule").addEventListener("click", () => edit(null));
   // another console (or the API) changed the rules: show the new list
