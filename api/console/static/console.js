@@ -3,7 +3,6 @@
 // Data from the API is only ever inserted as text (textContent), never as HTML.
 
 export const API = document.body.dataset.api || "/api/v1";
-export const PREFIX = document.body.dataset.prefix || "/console";
 const TOKEN_KEY = "ups.adminToken";
 
 // ---------------------------------------------------------------- DOM and formatting
@@ -613,6 +612,25 @@ export function renderMetrics(result, job) {
     import("./charts.js").then(({ SeriesChart }) => new SeriesChart(holder, { title: k, values: vals }));
   }
   return wrap;
+}
+
+/** A form that starts a background job: the API's validation beside its fields, then the job followed in `box`. */
+export function jobForm(form, { path, box, title, onDone }) {
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    clearErrors(form);
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      const job = await api(path, { method: "POST", body: formValues(form) });
+      toast(`${title}: job ${job.id} started`);
+      await followJob(box, job, { title, onDone });
+    } catch (err) {
+      showError(form, err);
+    } finally {
+      button.disabled = false;
+    }
+  });
 }
 
 /** Recent jobs into a table body (shared by Overview and Operations). */

@@ -2,8 +2,8 @@
 // rules refresh, explainer clear, shutdown (confirmed), process CPU and memory.
 import { TimeChart } from "./charts.js";
 import {
-  $, $$, StatusView, api, boot, clearErrors, confirmAction, fillKV, fmtAgo, fmtBytes, fmtDuration, fmtTime, fmtValue,
-  followJob, formValues, h, ingestionWord, live, pill, refreshWord, renderJobs, setPill, showError, throttle,
+  $, $$, StatusView, api, boot, confirmAction, fillKV, fmtAgo, fmtBytes, fmtDuration, fmtTime, fmtValue, h,
+  ingestionWord, jobForm, live, pill, refreshWord, renderJobs, setPill, throttle,
 } from "./console.js";
 
 let charts = null;
@@ -33,8 +33,9 @@ function applyStatus(v) {
   const rows = STATUS_ROWS.filter(([k]) => k in df && df[k] !== null).map(([k, label]) => {
     const val = df[k];
     if (k === "state") return [label, pill(v.running ? "running" : "stopped", v.running ? "running" : df.state === "unknown" ? "not running" : "stopped")];
-    if (k === "ingestion") return [label, pill(ingestionWord(v), v.running ? `${ingestionWord(v)} (${val})` : "stopped")];
-    if (k === "refresh") return [label, pill(refreshWord(v), v.running ? `${refreshWord(v)} (${val})` : "stopped")];
+    // the flow's own word in brackets when it differs from the console's (paused → stopped)
+    if (k === "ingestion") return [label, pill(ingestionWord(v), v.running && val !== ingestionWord(v) ? `${ingestionWord(v)} (${val})` : ingestionWord(v))];
+    if (k === "refresh") return [label, pill(refreshWord(v), v.running && val !== refreshWord(v) ? `${refreshWord(v)} (${val})` : refreshWord(v))];
     if (k === "lag_s" || k === "oldest_pending_s") return [label, fmtDuration(val)];
     if (k.endsWith("_at")) return [label, val ? `${fmtTime(val)} (${fmtAgo(val)})` : "–"];
     return [label, fmtValue(val), "num"];
@@ -48,7 +49,7 @@ function applyStatus(v) {
   setPill("#ctl-ingestion", ingestionWord(v), ingestionWord(v));
   setPill("#ctl-refresh", refreshWord(v), refreshWord(v));
   document.body.dataset.ingestion = ingestionWord(v);
-  if (v.running) charts.eps.push(Number(df.events_per_s));
+  if (v.running) charts.eps.push(df.events_per_s);
   if (Array.isArray(full.history)) renderHistory(full.history);
   if (Array.isArray(full.jobs)) renderJobs($("#jobs-table tbody"), full.jobs);
 }
@@ -56,12 +57,12 @@ function applyStatus(v) {
 function applyMetrics(m) {
   const procs = m?.processes || {};
   if (procs.api) {
-    charts.cpu.push(Number(procs.api.cpu_percent));
-    charts.mem.push(Number(procs.api.rss_bytes));
+    charts.cpu.push(procs.api.cpu_percent);
+    charts.mem.push(procs.api.rss_bytes);
   }
   if (procs.dataflow) {
-    charts.dfCpu.push(Number(procs.dataflow.cpu_percent));
-    charts.dfMem.push(Number(procs.dataflow.rss_bytes));
+    charts.dfCpu.push(procs.dataflow.cpu_percent);
+    charts.dfMem.push(procs.dataflow.rss_bytes);
   }
 }
 
@@ -145,24 +146,6 @@ async function shutdown(button) {
   }
 }
 
-function fusionForm() {
-  const form = $("#fusion-form");
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    clearErrors(form);
-    const button = $("#fusion-submit");
-    button.disabled = true;
-    try {
-      const job = await api("/operations/fusion/train", { method: "POST", body: formValues(form) });
-      await followJob($("#fusion-job"), job, { title: "Fusion training", onDone: () => status.load().catch(() => {}) });
-    } catch (err) {
-      showError(form, err);
-    } finally {
-      button.disabled = false;
-    }
-  });
-}
-
 boot(async () => {
   const box = $("#ops-charts");
   charts = {
@@ -174,7 +157,12 @@ boot(async () => {
   };
   for (const b of $$("[data-op]")) b.addEventListener("click", () => runOp(b.dataset.op, b));
   $("#shutdown").addEventListener("click", (ev) => shutdown(ev.currentTarget));
-  fusionForm();
+  jobForm($("#fusion-form"), {
+    path: "/operations/fusion/train",
+    box: $("#fusion-job"),
+    title: "Fusion training",
+    onDone: () => status.load().catch(() => {}),
+  });
   live.on("metrics", applyMetrics);
   live.feed("metrics", "/operations/metrics", 5000);
   live.on("job", throttle(() => status.reread(), 1500));

@@ -1,8 +1,8 @@
 // Overview: dataflow state and figures, live charts, the full-refresh form with job progress.
 import { TimeChart } from "./charts.js";
 import {
-  $, StatusView, api, boot, clearErrors, fmtAgo, fmtBytes, fmtDuration, fmtInt, fmtNum, fmtTime, followJob, formValues,
-  ingestionWord, live, refreshWord, renderJobs, setPill, setText, showError, throttle, toast,
+  $, StatusView, api, boot, fmtAgo, fmtBytes, fmtDuration, fmtInt, fmtNum, fmtTime, ingestionWord, jobForm, live,
+  refreshWord, renderJobs, setPill, setText, throttle,
 } from "./console.js";
 
 let charts = null;
@@ -24,11 +24,16 @@ function applyStatus(v) {
   setText("#st-dataflow", v.running ? `dataflow running · ingestion ${df.ingestion}${df.pid ? ` · pid ${df.pid}` : ""}` : `dataflow ${df.state || "not running"}`);
   const ref = refreshWord(v);
   setPill("#st-refresh", ref, ref);
-  setText("#st-refresh-rate", `${fmtNum(df.refreshes_per_s, 2)} refreshes/s`);
+  setText(
+    "#st-refresh-rate",
+    df.refresh_queue === null || df.refresh_queue === undefined
+      ? "no refresh step reported"
+      : `queue ${fmtInt(df.refresh_queue)} · ${fmtNum(df.refreshes_per_s, 2)} refreshes/s`,
+  );
   setText("#st-eps", v.running ? fmtNum(df.events_per_s, 1) : "0");
   setText("#st-events-in", `${fmtInt(df.events_in)} events in since start`);
   setText("#st-backlog", fmtInt(df.backlog));
-  setText("#st-lag", `events not yet folded · refresh queue ${fmtInt(df.refresh_queue)} · lag ${fmtDuration(df.lag_s)}`);
+  setText("#st-lag", `events not yet folded · lag ${fmtDuration(df.lag_s)}`);
   const lastTs = df.last_event_at ?? log.last_event_at;
   setText("#st-last-event", fmtTime(lastTs));
   setText("#st-last-seq", `seq ${fmtInt(log.last_seq ?? df.last_seq)} · ${fmtAgo(lastTs)}`);
@@ -40,8 +45,8 @@ function applyStatus(v) {
   setText("#st-updated", `status ${df.updated_at ? fmtAgo(df.updated_at) : "–"}`);
   document.body.dataset.ingestion = ing;
   if (v.running) {
-    charts.eps.push(Number(df.events_per_s));
-    charts.queue.push(Number(df.refresh_queue));
+    charts.eps.push(df.events_per_s);
+    charts.queue.push(df.refresh_queue);
   }
 }
 
@@ -50,8 +55,8 @@ function applyMetrics(m) {
   if (!p) return;
   charts.cpu.title = m.processes.dataflow ? "Dataflow CPU" : "API CPU";
   charts.mem.title = m.processes.dataflow ? "Dataflow memory (RSS)" : "API memory (RSS)";
-  charts.cpu.push(Number(p.cpu_percent));
-  charts.mem.push(Number(p.rss_bytes));
+  charts.cpu.push(p.cpu_percent);
+  charts.mem.push(p.rss_bytes);
 }
 
 async function loadJobs() {
@@ -70,21 +75,7 @@ function refreshForm() {
   scope.addEventListener("change", sync);
   mode.addEventListener("change", sync);
   sync();
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    clearErrors(form);
-    const button = $("#refresh-submit");
-    button.disabled = true;
-    try {
-      const job = await api("/graph/refresh", { method: "POST", body: formValues(form) });
-      toast(`refresh job ${job.id} started`);
-      await followJob($("#refresh-job"), job, { title: "Full refresh", onDone: () => loadJobs().catch(() => {}) });
-    } catch (err) {
-      showError(form, err);
-    } finally {
-      button.disabled = false;
-    }
-  });
+  jobForm(form, { path: "/graph/refresh", box: $("#refresh-job"), title: "Full refresh", onDone: () => loadJobs().catch(() => {}) });
 }
 
 boot(async () => {
