@@ -21,6 +21,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.pydantic import PydanticPlugin
 from litestar.types import ControllerRouterHandler
 
 from storage.projections import OpsHistory
@@ -137,6 +138,8 @@ def create_app(
         exception_handlers=exception_handlers(),
         middleware=[metrics.MetricsMiddleware(http)],
         openapi_config=openapi,
+        # strict: "5" is not a number and 0 is not a boolean (a body of the wrong shape is refused)
+        plugins=[PydanticPlugin(validate_strict=True)],
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=settings.cors_origins) if settings.cors_origins else None,
         lifespan=[_lifespan(ctx)],

@@ -12,6 +12,7 @@ from http import HTTPStatus
 from typing import Any
 
 from litestar import Request, Response
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.exceptions import HTTPException, ValidationException
 from pydantic import BaseModel, Field, ValidationError
 
@@ -151,3 +152,27 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
     if isinstance(base, type) and issubclass(base, Exception):
         handlers[base] = on_scoring
     return handlers
+
+
+_DESCRIPTIONS = {
+    400: "malformed request (e.g. a body that is not JSON)",
+    401: "UPS_ADMIN_TOKEN is set and the request lacks 'Authorization: Bearer <token>'",
+    404: "unknown id",
+    409: "conflict: duplicate name, or a job of the same group is running",
+    413: "request body larger than UPS_MAX_BODY_BYTES",
+    422: "invalid parameter or body; details name each field and its problem",
+    503: "not ready (no trained model yet) or shutting down; the message says why",
+}
+
+
+def responses(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI documentation of the error answers a handler can give (all :class:`ErrorBody`)."""
+    return {
+        c: ResponseSpec(data_container=ErrorBody, description=_DESCRIPTIONS[c], generate_examples=False) for c in codes
+    }
+
+
+#: what every handler that takes parameters or a body can answer
+INVALID = (400, 422)
+#: what every mutating handler can answer besides
+MUTATION = (400, 401, 413, 422)

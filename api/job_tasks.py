@@ -91,7 +91,7 @@ def hgt_train(settings: Settings, params: dict[str, Any], progress: Progress) ->
         mode=params["mode"],
         lr=float(params["lr"]),
         temperature=float(params["temperature"]),
-        neg_ratio=float(params["neg_ratio"]),
+        neg_ratio=int(params["neg_ratio"]),
         split=(float(params["train_ratio"]), float(params["val_ratio"]), float(params["test_ratio"])),
         seed=int(params["seed"]),
         progress=_part(progress, 0.0, hi),

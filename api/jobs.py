@@ -26,7 +26,7 @@ from storage.db import connect
 from storage.projections import Jobs
 from ups.settings import Settings
 
-from .errors import Conflict
+from .errors import Conflict, Unavailable
 
 log = logging.getLogger("ups.api.jobs")
 
@@ -95,7 +95,12 @@ class JobRunner:
                 raise
             if busy is not None:
                 raise Conflict(f"job {busy[0]} ({busy[1]}) is {busy[2]}; one {group} job at a time")
-            self._start(job_id)
+            try:
+                self._start(job_id)
+            except Exception as err:  # the row must not stay queued and block its group for ever
+                Jobs(conn).update(job_id, state="failed", error=f"could not start the worker: {err}",
+                                  finished_at=time.time())
+                raise Unavailable(f"could not start a worker process for the job: {err}") from err
             row = Jobs(conn).get(job_id)
             assert row is not None
             return job_view(row)

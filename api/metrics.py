@@ -104,6 +104,10 @@ def build_registry(ctx: AppContext) -> tuple[CollectorRegistry, HttpMetrics]:
     return registry, http
 
 
-@get("/metrics", sync_to_thread=True, include_in_schema=True, summary="Prometheus metrics (text format)")
+#: Litestar adds the charset itself
+MEDIA_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
+
+
+@get("/metrics", sync_to_thread=True, media_type=MEDIA_TYPE, summary="Prometheus metrics (text format)")
 def metrics(ctx: Ctx) -> Response[bytes]:
-    return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(ctx.registry), media_type=MEDIA_TYPE)

@@ -18,7 +18,7 @@ from storage.events import Event
 
 from . import commands
 from .context import AppContext, Ctx
-from .errors import Invalid, pydantic_details
+from .errors import Invalid, MUTATION, pydantic_details, responses
 from .routes_jobs import Wait, submit
 from .schemas import LIVE_FIELDS, CommandOut, DataConfig, DataConfigPatch, JobOut
 
@@ -60,7 +60,7 @@ def get_config(ctx: Ctx) -> DataConfigOut:
     return DataConfigOut(config=cfg, source=source)
 
 
-@post("/api/v1/data/config", status_code=200,
+@post("/api/v1/data/config", responses=responses(*MUTATION), status_code=200,
       summary="Change the generator's settings (validated); live rate/delay reach the running dataflow")
 async def set_config(ctx: Ctx, data: JSONBody[DataConfigPatch]) -> DataConfigOut:
     before, _ = await anyio.to_thread.run_sync(current_config, ctx)
@@ -84,7 +84,7 @@ async def set_config(ctx: Ctx, data: JSONBody[DataConfigPatch]) -> DataConfigOut
     return DataConfigOut(config=cfg, source=f"event seq {seq}", live=live)
 
 
-@post("/api/v1/data/regenerate", status_code=202,
+@post("/api/v1/data/regenerate", responses=responses(*MUTATION, 409, 503), status_code=202,
       summary="Generate a fresh dataset and initial model in a new database file, then switch to it")
 async def regenerate(ctx: Ctx, data: JSONBody[DataConfigPatch | None] = None, wait: Wait = False) -> Response[JobOut]:
     base, _ = await anyio.to_thread.run_sync(current_config, ctx)

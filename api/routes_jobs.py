@@ -15,7 +15,7 @@ from storage.db import connect
 from storage.projections import Jobs
 
 from .context import AppContext, Ctx
-from .errors import NotFound, Unavailable
+from .errors import INVALID, MUTATION, NotFound, Unavailable, responses
 from .jobs import FINAL, GROUPS, job_view
 from .schemas import NAME_PATTERN, FusionTrainIn, HgtTrainIn, JobList, JobOut
 
@@ -48,18 +48,18 @@ def _reread(db: Path, row: dict[str, Any]) -> dict[str, Any]:
     return job_view(found) if found is not None else row
 
 
-@post("/api/v1/operations/fusion/train", status_code=202, summary="Train the fusion layer (background job)")
+@post("/api/v1/operations/fusion/train", responses=responses(*MUTATION, 409, 503), status_code=202, summary="Train the fusion layer (background job)")
 async def fusion_train(ctx: Ctx, data: JSONBody[FusionTrainIn], wait: Wait = False) -> Response[JobOut]:
     return await submit(ctx, "fusion.train", data.model_dump(), wait)
 
 
-@post("/api/v1/operations/training/hgt", status_code=202,
+@post("/api/v1/operations/training/hgt", responses=responses(*MUTATION, 409, 503), status_code=202,
       summary="Train the HGT model (background job); the result has the loss history and AUC per edge type")
 async def hgt_train(ctx: Ctx, data: JSONBody[HgtTrainIn], wait: Wait = False) -> Response[JobOut]:
     return await submit(ctx, "training.hgt", data.model_dump(), wait)
 
 
-@get("/api/v1/jobs", sync_to_thread=True, summary="Recent jobs, newest first")
+@get("/api/v1/jobs", responses=responses(*INVALID, 404), sync_to_thread=True, summary="Recent jobs, newest first")
 def list_jobs(
     ctx: Ctx,
     kind: Annotated[str | None, QueryParameter(name="kind", pattern=r"^[a-z.]{1,40}$")] = None,
@@ -70,7 +70,7 @@ def list_jobs(
     return JobList(jobs=[JobOut(**job_view(r)) for r in Jobs(ctx.conn()).list(limit=limit, kind=kind)])
 
 
-@get("/api/v1/jobs/{job_id:str}", sync_to_thread=True, summary="One job: state, progress, result or error")
+@get("/api/v1/jobs/{job_id:str}", responses=responses(*INVALID, 404), sync_to_thread=True, summary="One job: state, progress, result or error")
 def get_job(ctx: Ctx, job_id: Annotated[str, PathParameter(pattern=NAME_PATTERN, max_length=64)]) -> JobOut:
     row = Jobs(ctx.conn()).get(job_id)
     if row is None:

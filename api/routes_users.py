@@ -12,6 +12,7 @@ import anyio
 from litestar import Router, get
 from litestar.params import PathParameter, QueryParameter
 
+from .errors import INVALID, responses
 from .context import AppContext, Ctx
 from .schemas import NAME_PATTERN
 
@@ -31,17 +32,17 @@ def _user(ctx: AppContext, user_id: str) -> dict[str, Any]:
     return {"user_id": user_id, "profile": profile, "score": score, "score_unavailable": unavailable}
 
 
-@get("/api/v1/user/{user_id:str}", sync_to_thread=True, summary="Profile (attributes, counters) and fused score")
+@get("/api/v1/user/{user_id:str}", responses=responses(*INVALID, 404, 503), sync_to_thread=True, summary="Profile (attributes, counters) and fused score")
 def user(ctx: Ctx, user_id: UserId) -> dict[str, Any]:
     return _user(ctx, user_id)
 
 
-@get("/api/v1/recommendation/{user_id:str}", sync_to_thread=True, summary="Rule-based strategy recommendations")
+@get("/api/v1/recommendation/{user_id:str}", responses=responses(*INVALID, 404, 503), sync_to_thread=True, summary="Rule-based strategy recommendations")
 def recommendation(ctx: Ctx, user_id: UserId) -> dict[str, Any]:
     return {"user_id": user_id, "recommendations": ctx.scoring().recommendations(user_id)}
 
 
-@get("/api/v1/explain/{user_id:str}", summary="Fused score with its SHAP explanation (top-K contributions)")
+@get("/api/v1/explain/{user_id:str}", responses=responses(*INVALID, 404, 503), summary="Fused score with its SHAP explanation (top-K contributions)")
 async def explain(
     ctx: Ctx,
     user_id: UserId,

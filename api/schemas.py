@@ -20,6 +20,8 @@ def finite(lo: float, hi: float, **kw: Any) -> Any:
 
 
 class Request(BaseModel):
+    """Validated strictly by the app (PydanticPlugin(validate_strict=True)): "5" is not a number."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -92,7 +94,7 @@ class HgtTrainIn(Request):
     train_ratio: float = finite(0.05, 0.98, default=0.8)
     val_ratio: float = finite(0.01, 0.9, default=0.1)
     test_ratio: float = finite(0.01, 0.9, default=0.1)
-    neg_ratio: float = finite(0.1, 20, default=1.0, description="negative edges per positive edge")
+    neg_ratio: int = Field(1, ge=1, le=20, description="negative edges per positive edge")
     temperature: float = finite(0.01, 10, default=0.2, description="InfoNCE temperature")
     lr: float = finite(1e-6, 1.0, default=0.005)
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -202,6 +204,7 @@ class DataflowState(Open):
     refresh_queue: int | None = None
     model_version: int | None = None
     device: str | None = None
+    pid: int | None = None
     status_age_s: float | None = None
 
 

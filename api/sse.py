@@ -18,6 +18,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from storage.projections import Jobs, OpsHistory
 
+from .errors import INVALID, responses
 from .context import AppContext, Ctx
 from .jobs import job_view
 from .status import dataflow_state
@@ -66,7 +67,7 @@ async def _events(ctx: AppContext, limit: int | None, timeout: float | None) -> 
         await anyio.sleep(ctx.settings.sse_interval)
 
 
-@get("/api/v1/operations/stream", summary="Server-Sent Events: status changes, job progress, commands")
+@get("/api/v1/operations/stream", responses=responses(*INVALID), media_type="text/event-stream", summary="Server-Sent Events: status changes, job progress, commands")
 async def stream(
     ctx: Ctx,
     limit: Annotated[int | None, QueryParameter(name="limit", ge=1, le=100_000,
@@ -74,7 +75,8 @@ async def stream(
     timeout: Annotated[float | None, QueryParameter(name="timeout", gt=0, le=86_400,
                                                description="close after this many seconds")] = None,
 ) -> ServerSentEvent:
-    return ServerSentEvent(_events(ctx, limit, timeout))
+    longest = ctx.settings.sse_max_duration
+    return ServerSentEvent(_events(ctx, limit, min(timeout, longest) if timeout else longest))
 
 
 router = Router(path="/", route_handlers=[stream], tags=["operations"])

@@ -64,6 +64,7 @@ def dataflow_state(conn: sqlite3.Connection, stale_after: float) -> DataflowStat
         refresh_queue=_int(doc.get("refresh_queue")),
         model_version=_int(doc.get("model_version")),
         device=str(doc["device"]) if doc.get("device") is not None else None,
+        pid=_int(doc.get("pid")),
         status_age_s=round(age, 3),
     )
 

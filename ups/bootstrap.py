@@ -59,10 +59,25 @@ def generate_if_empty(settings: Settings, progress: Progress) -> int:
 
 
 def project(settings: Settings, progress: Progress) -> int:
-    """Fold the log into the projections the models train on (the same fold the live flow runs)."""
-    from dataflow.replay import replay
+    """Fold the log into the profiles the models train on (the live flow's fold, run as a replay);
+    continues from the profiles checkpoint, so a database already folded costs nothing."""
+    from dataflow.control import PROFILES_CHECKPOINT
+    from dataflow.runner import replay
+    from storage.event_store import EventStore
+    from storage.projections import Checkpoints
 
-    return int(replay(settings, progress=progress).get("events", 0))
+    with EventStore(settings.db) as store:
+        last, done = store.last_seq(), Checkpoints(store.conn).get(PROFILES_CHECKPOINT)
+    if done >= last:
+        return 0
+    total, seen = last - done, 0
+
+    def step(n: int) -> None:
+        nonlocal seen
+        seen += n
+        progress(seen / total, f"folding profiles {seen:,}/{total:,}")
+
+    return replay(settings, from_seq=done + 1, progress=step).events
 
 
 def has_model(settings: Settings) -> bool:

@@ -153,7 +153,7 @@ def wait_for_health(url: str, timeout: float, alive: Any) -> bool:
 def dataflow_argv(db: Path) -> list[str]:
     from .supervisor import python_module
 
-    return python_module("ups", "dataflow", "run", "--db", str(db))
+    return python_module("ups", "dataflow", "--db", str(db), "--quiet")
 
 
 def cmd_up(args: argparse.Namespace) -> int:

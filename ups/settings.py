@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     )
     job_wait_timeout: float = Field(900.0, gt=0, le=86_400, description="longest ?wait=true on a job (s)")
     sse_interval: float = Field(0.5, gt=0, le=60, description="how often the operations stream polls (s)")
+    sse_max_duration: float = Field(
+        3600.0, gt=0, le=86_400, description="an operations stream closes after this long (s); clients reconnect"
+    )
     shutdown_timeout: float = Field(30.0, gt=0, le=600, description="how long shutdown waits for the dataflow (s)")
 
     # ups up: initial model on an empty database, supervision
