@@ -12,6 +12,8 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from api.console import PAGES, STATIC, TEMPLATES
+from storage.db import connect
+from storage.projections import Profiles
 from ups.settings import Settings
 
 SRC = re.compile(r'(?:src|href)="([^"]+)"')
@@ -21,8 +23,13 @@ EXTERNAL = re.compile(r"(?:https?:)?//(?!www\.w3\.org/2000/svg)[a-z0-9.-]+\.[a-z
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(db=tmp_path / "ups.db"))) as c:
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "ups.db"
+
+
+@pytest.fixture
+def client(db: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(db=db))) as c:
         yield c
 
 
@@ -77,3 +84,14 @@ def test_console_is_not_part_of_the_api_schema(client: TestClient) -> None:
     paths = client.get("/schema/openapi.json").json()["paths"]
     assert not [p for p in paths if p.startswith("/console")]
     assert "/api/v1/rules" in paths
+
+
+def test_random_user_comes_from_the_profiles(client: TestClient, db: Path) -> None:
+    r = client.get("/console/random-user")
+    assert r.status_code == 404 and "no users yet" in r.json()["message"]
+    conn = connect(db)
+    with conn:
+        Profiles(conn).upsert_many([(f"U{i:07d}", {"user_id": f"U{i:07d}"}, i) for i in range(5)])
+    conn.close()
+    picked = {client.get("/console/random-user").json()["user_id"] for _ in range(40)}
+    assert picked <= {f"U{i:07d}" for i in range(5)} and len(picked) > 1

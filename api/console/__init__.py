@@ -7,16 +7,21 @@ nothing is loaded from the internet (the Content-Security-Policy below enforces 
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import MediaType, Response, Router, get
 from litestar.datastructures import CacheControlHeader
+from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
+
+from api.context import AppContext
+from storage.projections import Profiles
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
@@ -83,6 +88,16 @@ def console_router() -> Router:
             raise NotFoundException(f"no console page {key!r}; pages: {', '.join(by_key)}")
         return render(found)
 
+    # The profile page's "random user" helper; the API (issue 6) has no user listing, so the console
+    # asks the profiles projection itself for one id.
+    @get("/random-user", include_in_schema=False, name="console-random-user", sync_to_thread=True)
+    def random_user(ctx: NamedDependency[AppContext]) -> dict[str, str]:
+        profiles = Profiles(ctx.conn())
+        total = profiles.count()
+        if total == 0:
+            raise NotFoundException("no users yet: the dataflow has not folded any profile")
+        return {"user_id": profiles.ids(limit=1, offset=random.randrange(total))[0]}
+
     static = create_static_files_router(
         path="/static",
         directories=[STATIC],
@@ -92,7 +107,7 @@ def console_router() -> Router:
         # of one module next to a fresh other would break the page after an upgrade
         cache_control=CacheControlHeader(no_cache=True),
     )
-    return Router(path=PREFIX, route_handlers=[index, page, static], include_in_schema=False)
+    return Router(path=PREFIX, route_handlers=[index, page, random_user, static], include_in_schema=False)
 
 
 def __getattr__(name: str) -> object:

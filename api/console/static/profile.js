@@ -202,8 +202,10 @@ async function lookup(userId) {
 }
 
 async function randomUser() {
-  const doc = await api("/users/random");
-  return doc.user_id || doc.id || doc;
+  const resp = await fetch(`${document.body.dataset.prefix}/random-user`, { headers: { Accept: "application/json" } });
+  const doc = await resp.json();
+  if (!resp.ok) throw new Error(doc.message || `HTTP ${resp.status}`);
+  return doc.user_id;
 }
 
 boot(async () => {
