@@ -17,6 +17,7 @@ import anyio
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
+from litestar.logging import LoggingConfig
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
@@ -24,7 +25,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.pydantic import PydanticPlugin
 from litestar.types import ControllerRouterHandler
 
-from storage.projections import OpsHistory
+from storage.projections import OpsHistory, Profiles
 from ups.settings import Settings
 
 from . import metrics, routes_data, routes_graph, routes_jobs, routes_ops, routes_rules, routes_users, sse
@@ -90,6 +91,7 @@ def _lifespan(ctx: AppContext) -> Callable[[Litestar], Any]:
                     await anyio.sleep(0.25)
 
             tg.start_soon(watch)
+            tg.start_soon(_warm_up, ctx)
             try:
                 yield
             finally:
@@ -97,6 +99,20 @@ def _lifespan(ctx: AppContext) -> Callable[[Litestar], Any]:
                 await anyio.to_thread.run_sync(runner.cancel_all, "cancelled: the API stopped")
 
     return lifespan
+
+
+async def _warm_up(ctx: AppContext) -> None:
+    """Load the scoring service (models, rules) before the first request needs it; /health answers meanwhile."""
+    def warm() -> None:
+        svc = ctx.scoring()
+        some = Profiles(ctx.conn()).ids(limit=1)
+        if some:
+            svc.score(some[0])  # loads the fusion model and the rules
+
+    try:
+        await anyio.to_thread.run_sync(warm)
+    except Exception:  # noqa: BLE001 - the requests that need it will report the problem themselves
+        log.warning("scoring service not ready at start-up", exc_info=True)
 
 
 def _console() -> list[ControllerRouterHandler]:
@@ -143,6 +159,10 @@ def create_app(
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=settings.cors_origins) if settings.cors_origins else None,
         lifespan=[_lifespan(ctx)],
+        logging_config=LoggingConfig(loggers={
+            "litestar": {"level": "INFO", "handlers": ["queue_listener"], "propagate": False},
+            "shap": {"level": "WARNING"},  # Kernel SHAP logs every explanation's internals at INFO
+        }),
         state=State({"ctx": ctx}),
         debug=False,
     )

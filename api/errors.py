@@ -116,20 +116,39 @@ def on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str,
     return _json(exc.status_code, error, str(exc.detail or phrase), headers=exc.headers)
 
 
+#: scoring/errors.py (and scoring.service.BadRequest) -> (status, error kind); checked along the MRO
+SCORING_STATUS: dict[str, tuple[int, str]] = {
+    "UserNotFound": (404, "not_found"),
+    "RuleNotFound": (404, "not_found"),
+    "RuleExists": (409, "conflict"),
+    "RuleCompileError": (422, "invalid"),
+    "EvaluationLimit": (422, "invalid"),
+    "BadRequest": (422, "invalid"),
+    "NotEnoughData": (503, "unavailable"),
+    "ScoringError": (503, "unavailable"),  # e.g. a registered model without weights: not ready
+}
+
+
 def on_scoring(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    """scoring/errors.py exceptions: unknown user/rule 404, duplicate 409, bad rule 422, model not ready 503."""
-    name = type(exc).__name__
+    """Unknown user/rule 404, duplicate rule 409, bad rule or argument 422, model not ready 503."""
     reason = str(getattr(exc, "reason", "") or exc)
-    if name in ("UserNotFound", "RuleNotFound"):
-        return _json(404, "not_found", reason)
-    if name == "RuleExists":
-        return _json(409, "conflict", reason)
-    if name == "RuleCompileError":
-        detail = ErrorDetail(field="body.condition", problem=reason)
-        return _json(422, "invalid", f"condition: {reason}", [detail])
-    if name in ("ModelNotReady", "NotReady"):
-        return _json(503, "unavailable", reason)
-    return on_unexpected(_, exc)
+    for cls in type(exc).__mro__:
+        if cls.__name__ in SCORING_STATUS:
+            status, error = SCORING_STATUS[cls.__name__]
+            break
+    else:
+        return on_unexpected(_, exc)
+    details = []
+    if type(exc).__name__ == "RuleCompileError":
+        # "weight: ..." names its field; the sandbox's own reasons are about the condition
+        head, sep, rest = reason.partition(": ")
+        field, problem = (head, rest) if sep and head in RULE_FIELDS else ("condition", reason)
+        details = [ErrorDetail(field=f"body.{field}", problem=problem)]
+        reason = f"{field}: {problem}"
+    return _json(status, error, reason, details)
+
+
+RULE_FIELDS = frozenset({"name", "description", "weight", "condition", "enabled"})
 
 
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

@@ -39,7 +39,7 @@ def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion
     hgt = train_hgt(settings, epochs=epochs, sample_ratio=sample_ratio, progress=_part(progress, 0.0, 0.6))
     emb = embed_all(settings, sample_ratio=sample_ratio, progress=_part(progress, 0.6, 0.8))
     fusion = ScoringService(settings).train_fusion(
-        samples=1_000_000, epochs=fusion_epochs, lr=0.01, progress=_part(progress, 0.8, 1.0)
+        samples=0, epochs=fusion_epochs, lr=0.01, progress=_part(progress, 0.8, 1.0)
     )
     return {"hgt": hgt, "embeddings": emb, "fusion": fusion}
 
@@ -47,7 +47,6 @@ def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion
 def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """The seed's RefreshOrchestrator: sampled or full graph; embeddings only, or retrain everything."""
     from scoring.embed import embed_all
-    from scoring.graph import graph_statistics
     from scoring.service import ScoringService
     from scoring.training import train_hgt
 
@@ -59,11 +58,13 @@ def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress
                                progress=_part(progress, 0.0, 0.55))
         out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=_part(progress, 0.55, 0.8))
         out["fusion"] = ScoringService(settings).train_fusion(
-            samples=1_000_000, epochs=int(params["fusion_epochs"]), lr=0.01, progress=_part(progress, 0.8, 1.0)
+            samples=0, epochs=int(params["fusion_epochs"]), lr=0.01, progress=_part(progress, 0.8, 1.0)
         )
     else:
         out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=progress)
-    out["node_counts"] = graph_statistics(settings).get("nodes")
+    out["node_counts"] = out["embeddings"].get("nodes")
+    if "hgt" in out:
+        out["hgt_loss"] = out["hgt"].get("final_loss")
     out["duration_s"] = round(time.time() - t0, 3)
     return out
 
@@ -88,7 +89,7 @@ def hgt_train(settings: Settings, params: dict[str, Any], progress: Progress) ->
         settings,
         epochs=int(params["epochs"]),
         sample_ratio=float(params["sample_ratio"]),
-        mode=params["mode"],
+        mode=None if params["mode"] == "auto" else params["mode"],
         lr=float(params["lr"]),
         temperature=float(params["temperature"]),
         neg_ratio=int(params["neg_ratio"]),

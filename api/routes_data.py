@@ -3,9 +3,6 @@ a fresh dataset in a new database file that the running system switches to, the 
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
 from typing import Any
 
 import anyio
@@ -14,16 +11,13 @@ from litestar import Response, Router, get, post
 from pydantic import BaseModel, ValidationError
 
 from storage.event_store import EventStore
-from storage.events import Event
+from ups import data_config
 
 from . import commands
 from .context import AppContext, Ctx
 from .errors import Invalid, MUTATION, pydantic_details, responses
 from .routes_jobs import Wait, submit
 from .schemas import LIVE_FIELDS, CommandOut, DataConfig, DataConfigPatch, JobOut
-
-CONFIG_EVENT = "ops.data_config"
-
 
 class DataConfigOut(BaseModel):
     config: DataConfig
@@ -33,14 +27,12 @@ class DataConfigOut(BaseModel):
 
 def current_config(ctx: AppContext) -> tuple[DataConfig, str]:
     """The newest ``ops.data_config`` event, else the settings (UPS_USERS, UPS_LIVE_RATE, …)."""
-    row = ctx.conn().execute(
-        "SELECT payload, seq FROM events WHERE type = ? ORDER BY seq DESC LIMIT 1", (CONFIG_EVENT,)
-    ).fetchone()
-    if row is not None:
+    found = data_config.latest(ctx.conn())
+    if found is not None:
         try:
-            return DataConfig.model_validate(json.loads(row[0])["config"]), f"event seq {row[1]}"
-        except (ValidationError, KeyError, TypeError):
-            pass  # an event this version can't read: fall back to the settings rather than fail
+            return DataConfig.model_validate(found[0]), f"event seq {found[1]}"
+        except ValidationError:
+            pass  # a record this version can't read: fall back to the settings rather than fail
     s = ctx.settings
     return DataConfig.model_validate({k: getattr(s, k) for k in DataConfig.model_fields}), "settings"
 
@@ -65,12 +57,7 @@ def get_config(ctx: Ctx) -> DataConfigOut:
 async def set_config(ctx: Ctx, data: JSONBody[DataConfigPatch]) -> DataConfigOut:
     before, _ = await anyio.to_thread.run_sync(current_config, ctx)
     cfg = merged(before, data)
-    event = Event(
-        event_id=f"ops-data-config-{uuid.uuid4().hex}",
-        type=CONFIG_EVENT,
-        ts=time.time(),
-        payload={"command": "data.config", "config": cfg.model_dump()},
-    )
+    event = data_config.event(cfg.model_dump())
 
     def append() -> int:
         with EventStore(ctx.settings.db) as store:

@@ -76,10 +76,10 @@ def _record(ctx: AppContext, command: str, effect: str) -> None:
 @post("/api/v1/operations/rules/refresh", responses=responses(401, 503), status_code=200, sync_to_thread=True,
       summary="Rebuild the rule structure from the rules projection and clear the explainer cache")
 def rules_refresh(ctx: Ctx) -> OpRecord:
-    svc = ctx.scoring()
-    svc.refresh_rules()
-    svc.clear_cache()
-    effect = f"rules reloaded (version {svc.rules_version()}); explainer cache cleared"
+    out = ctx.scoring().refresh_rules()  # also clears the explainer cache
+    effect = (f"rules reloaded (version {out['rules_version']}, {len(out['rules'])} rules"
+              f"{', structure changed' if out['structure_changed'] else ''}); "
+              f"{out['cache_cleared']} cached explanations cleared")
     _record(ctx, "rules.refresh", effect)
     return OpRecord(command="rules.refresh", effect=effect)
 
@@ -87,9 +87,9 @@ def rules_refresh(ctx: Ctx) -> OpRecord:
 @post("/api/v1/operations/explainer/clear", responses=responses(401, 503), status_code=200, sync_to_thread=True,
       summary="Clear the SHAP explainer cache (background and explanations)")
 def explainer_clear(ctx: Ctx) -> OpRecord:
-    ctx.scoring().clear_cache()
-    _record(ctx, "explainer.clear", "explainer cache cleared")
-    return OpRecord(command="explainer.clear", effect="explainer cache cleared")
+    effect = f"explainer cache cleared ({ctx.scoring().clear_cache()} explanations)"
+    _record(ctx, "explainer.clear", effect)
+    return OpRecord(command="explainer.clear", effect=effect)
 
 
 def _proc_figures(p: psutil.Process) -> dict[str, Any]:

@@ -5,13 +5,18 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Router, delete, get, post, put
+from litestar.openapi.spec import Example
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from .context import Ctx
-from .errors import INVALID, MUTATION, NotFound, responses
+from .errors import INVALID, MUTATION, responses
 from .schemas import NAME_PATTERN, RuleIn, RulePreviewIn, RuleUpdate
 
-RuleName = Annotated[str, PathParameter(pattern=NAME_PATTERN, max_length=64, description="rule name")]
+RuleName = Annotated[
+    str,
+    PathParameter(pattern=NAME_PATTERN, max_length=64, description="rule name",
+                  examples=[Example(summary="a default rule", value="high_value_user")]),
+]
 
 
 @get("/api/v1/rules", responses=responses(503), sync_to_thread=True, summary="The rules and the rules version")
@@ -28,19 +33,12 @@ def create_rule(ctx: Ctx, data: JSONBody[RuleIn]) -> dict[str, Any]:
 
 @put("/api/v1/rules/{name:str}", responses=responses(*MUTATION, 404, 503), sync_to_thread=True, summary="Change a rule; fields left out keep their value")
 def update_rule(ctx: Ctx, name: RuleName, data: JSONBody[RuleUpdate]) -> dict[str, Any]:
-    svc = ctx.scoring()
-    current = next((r for r in svc.list_rules() if r["name"] == name), None)
-    if current is None:
-        raise NotFound(f"no rule {name!r}")
-    spec = {k: current[k] for k in ("name", "description", "weight", "condition", "enabled") if k in current}
-    spec.update(data.model_dump(exclude_unset=True))
-    return svc.update_rule(name, spec)
+    return ctx.scoring().update_rule(name, data.model_dump(exclude_unset=True))
 
 
 @delete("/api/v1/rules/{name:str}", responses=responses(*INVALID, 401, 404, 503), status_code=200, sync_to_thread=True, summary="Delete a rule")
 def delete_rule(ctx: Ctx, name: RuleName) -> dict[str, Any]:
-    ctx.scoring().delete_rule(name)
-    return {"deleted": name}
+    return ctx.scoring().delete_rule(name)
 
 
 @post("/api/v1/rules/preview", responses=responses(*MUTATION, 503), status_code=200, sync_to_thread=True,

@@ -10,26 +10,24 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from litestar import Router, get
+from litestar.openapi.spec import Example
 from litestar.params import PathParameter, QueryParameter
 
 from .errors import INVALID, responses
 from .context import AppContext, Ctx
 from .schemas import NAME_PATTERN
 
-UserId = Annotated[str, PathParameter(pattern=NAME_PATTERN, max_length=64, description="user id, e.g. u000001")]
+UserId = Annotated[
+    str,
+    PathParameter(pattern=NAME_PATTERN, max_length=64, description="user id",
+                  examples=[Example(summary="a user of the generated dataset", value="U0000001")]),
+]
 
 
 def _user(ctx: AppContext, user_id: str) -> dict[str, Any]:
     svc = ctx.scoring()
     profile = svc.profile(user_id)  # UserNotFound -> 404
-    try:
-        score: dict[str, Any] | None = svc.score(user_id)
-        unavailable = None
-    except Exception as err:  # noqa: BLE001 - the profile is served even while no model is ready
-        if type(err).__name__ not in ("ModelNotReady", "NotReady"):
-            raise
-        score, unavailable = None, str(getattr(err, "reason", "") or err)
-    return {"user_id": user_id, "profile": profile, "score": score, "score_unavailable": unavailable}
+    return {"user_id": user_id, "profile": profile, "score": svc.score(user_id)}
 
 
 @get("/api/v1/user/{user_id:str}", responses=responses(*INVALID, 404, 503), sync_to_thread=True, summary="Profile (attributes, counters) and fused score")

@@ -84,7 +84,7 @@ class GraphRefreshIn(Request):
 
 
 class FusionTrainIn(Request):
-    samples: int = Field(2000, ge=10, le=1_000_000, description="labelled users to train on")
+    samples: int = Field(2000, ge=0, le=5_000_000, description="labelled users to train on (0: all of them)")
     epochs: int = Field(50, ge=1, le=10_000)
     lr: float = finite(1e-6, 1.0, default=0.01)
 
@@ -98,7 +98,9 @@ class HgtTrainIn(Request):
     temperature: float = finite(0.01, 10, default=0.2, description="InfoNCE temperature")
     lr: float = finite(1e-6, 1.0, default=0.005)
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    mode: Literal["full", "minibatch", "metis"] = "full"
+    mode: Literal["auto", "full", "minibatch", "metis"] = Field(
+        "auto", description="full-batch, sampled mini-batches or METIS partitions; auto picks by graph size"
+    )
     sample_ratio: float = finite(0.01, 1.0, default=1.0)
     embed: bool = Field(True, description="recompute every embedding with the new model afterwards")
 

@@ -205,6 +205,8 @@ def main() -> None:
         print(f"live ingestion: {flow.get('events_per_s')} events/s (asked {args.rate:g})", flush=True)
 
         results: dict[str, PhaseResult] = {}
+        for path in ("/api/v1/user/", "/api/v1/recommendation/"):  # warm-up: not measured
+            asyncio.run(closed_loop(base, "warm-up", [path + u for u in users[-50:]], 4, 10, 200))
 
         def run(key: str, coro: Any) -> PhaseResult:
             r = asyncio.run(coro)

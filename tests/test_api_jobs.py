@@ -110,3 +110,63 @@ def test_job_results_carry_no_nan() -> None:
 
     out = finite_only({"loss": [1.0, float("nan")], "auc": np.float32(0.75), "inf": float("inf"), "n": 3})
     assert out == {"loss": [1.0, None], "auc": 0.75, "inf": None, "n": 3}
+
+
+# ------------------------------------------------------------------ real jobs in worker processes
+
+
+@pytest.fixture(scope="module")
+def trained_db(tmp_path_factory: pytest.TempPathFactory, small_gen) -> Path:
+    """A small folded store; the first test trains its HGT model through the API."""
+    from dataflow.runner import replay
+    from storage.event_store import EventStore
+
+    db = tmp_path_factory.mktemp("jobs") / "ups.db"
+    with EventStore(db) as store:
+        store.append(small_gen.dataset())
+    replay(settings_for(db, recovery=False))
+    return db
+
+
+@pytest.fixture
+def job_client(trained_db: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(settings_for(trained_db, device="cpu"))) as c:
+        yield c
+
+
+def test_hgt_training_job_runs_to_completion_in_a_worker(job_client: TestClient) -> None:
+    r = job_client.post("/api/v1/operations/training/hgt",
+                        json={"epochs": 2, "seed": 3, "train_ratio": 0.7, "val_ratio": 0.15, "test_ratio": 0.15})
+    assert r.status_code == 202 and r.headers["location"] == f"/api/v1/jobs/{r.json()['id']}"
+    job_id = r.json()["id"]
+    assert job_client.post("/api/v1/graph/refresh", json={}).status_code == 409  # same group, still busy
+    deadline = time.monotonic() + 300
+    seen = set()
+    while time.monotonic() < deadline:
+        job = job_client.get(f"/api/v1/jobs/{job_id}").json()
+        seen.add(job["state"])
+        if job["state"] in ("succeeded", "failed"):
+            break
+        time.sleep(0.3)
+    assert job["state"] == "succeeded", job["error"]
+    assert "running" in seen and job["progress"] == 1.0 and job["duration_s"] > 0
+    hgt = job["result"]["hgt"]
+    assert len(hgt["loss_history"]) == 2 and set(hgt["val_auc"]) == set(hgt["test_auc"])
+    assert job["result"]["embeddings"]["written"] > 0
+    assert job_client.get("/health").json()["models"]["hgt"] == hgt["version"]
+
+
+def test_sampled_refresh_and_fusion_jobs_with_wait(job_client: TestClient) -> None:
+    r = job_client.post("/api/v1/graph/refresh?wait=true",
+                        json={"mode": "embedding_only", "graph_scope": "sampled", "sample_ratio": 0.5})
+    assert r.status_code == 200, r.text
+    job = r.json()
+    assert job["state"] == "succeeded", job["error"]
+    res = job["result"]
+    assert res["sample_ratio"] == 0.5 and res["node_counts"]["user"] < 300 and res["duration_s"] > 0
+    r = job_client.post("/api/v1/operations/fusion/train?wait=true", json={"samples": 0, "epochs": 20, "lr": 0.02})
+    job = r.json()
+    assert r.status_code == 200 and job["state"] == "succeeded", job["error"]
+    assert job_client.get("/health").json()["models"]["fusion"] is not None
+    kinds = [j["kind"] for j in job_client.get("/api/v1/jobs").json()["jobs"]]
+    assert kinds[:2] == ["fusion.train", "graph.refresh"]

@@ -195,9 +195,9 @@ def test_errors_are_json(client: TestClient) -> None:
 
 
 def test_invalid_bodies_name_the_field_and_the_problem(client: TestClient) -> None:
-    r = client.post("/api/v1/operations/fusion/train", json={"samples": 5, "epochs": 10})
+    r = client.post("/api/v1/operations/fusion/train", json={"samples": -5, "epochs": 10})
     assert r.status_code == 422
-    assert r.json()["details"] == [{"field": "body.samples", "problem": "Input should be greater than or equal to 10"}]
+    assert r.json()["details"] == [{"field": "body.samples", "problem": "Input should be greater than or equal to 0"}]
     r = client.post("/api/v1/operations/fusion/train", json={"lr": "NaN"})
     assert r.status_code == 422 and r.json()["details"][0]["field"] == "body.lr"
     r = client.post("/api/v1/operations/fusion/train", json={"unknown": 1})

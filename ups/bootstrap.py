@@ -5,20 +5,13 @@ initial model (HGT, embeddings, fusion) when none is registered. Used by ``ups u
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ups import data_config
 from ups.settings import Settings
 
 Progress = Callable[[float, str], None]
-
-#: the generator settings recorded with a dataset (``GET /api/v1/data/config`` reads them back)
-DATA_CONFIG_FIELDS = (
-    "users", "products", "apps", "events_per_user", "history_days", "community_size", "label_share",
-    "new_user_share", "seed", "locale", "live_rate", "live_delay",
-)
-
 
 @dataclass
 class BootstrapSummary:
@@ -37,7 +30,6 @@ def generate_if_empty(settings: Settings, progress: Progress) -> int:
     from dataflow.bootstrap import append_dataset
     from dataflow.generator import GeneratorConfig, MockGenerator
     from storage.event_store import EventStore
-    from storage.events import Event
 
     with EventStore(settings.db) as store:
         if store.count() > 0:
@@ -52,9 +44,7 @@ def generate_if_empty(settings: Settings, progress: Progress) -> int:
             progress(done / total, f"generating {done:,}/{total:,} events")
 
         summary = append_dataset(store, gen, 10_000, step)
-        config = {k: getattr(settings, k) for k in DATA_CONFIG_FIELDS}
-        store.append([Event(event_id=f"ops-data-config-{uuid.uuid4().hex}", type="ops.data_config",
-                            ts=time.time(), payload={"command": "data.config", "config": config})])
+        store.append([data_config.event({k: getattr(settings, k) for k in data_config.FIELDS})])
         return summary.appended
 
 

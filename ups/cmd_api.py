@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli import UsageError, settings_from
+from .cmd_data import _positive_int
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -47,16 +48,6 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
     if not 1 <= v <= 65535:
         raise argparse.ArgumentTypeError(f"port must be within 1..65535, got {v}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 2:
-        raise argparse.ArgumentTypeError(f"must be at least 2, got {v}")
     return v
 
 
@@ -120,15 +111,21 @@ def _progress_printer(args: argparse.Namespace) -> Any:
     return update, bar.close
 
 
-def cmd_init(args: argparse.Namespace) -> int:
+def _prepare(args: argparse.Namespace, s: Any) -> Any:
     from .bootstrap import prepare
 
-    s = _settings(args)
     progress, close = _progress_printer(args)
     try:
-        summary = prepare(s, progress)
+        return prepare(s, progress)
+    except ValueError as err:  # e.g. generator settings that make no dataset
+        raise UsageError(str(err)) from None
     finally:
         close()
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    summary = _prepare(args, s)
     if args.progress_json:
         print(json.dumps({"summary": {"steps": summary.steps, "generated_events": summary.generated_events,
                                       "seconds": summary.seconds}}, default=str), flush=True)
@@ -157,22 +154,37 @@ def dataflow_argv(db: Path) -> list[str]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from .bootstrap import prepare
     from .supervisor import Supervisor, install_signal_handlers, python_module
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     s = _settings(args)
-    progress, close = _progress_printer(args)
-    try:
-        summary = prepare(s, progress)
-    finally:
-        close()
+    summary = _prepare(args, s)
     print(f"database {s.db}: " + ("; ".join(summary.steps) or "ready"), flush=True)
 
     def api_argv(db: Path) -> list[str]:
         return python_module("ups", "api", "--db", str(db), "--host", s.host, "--port", str(s.port))
 
-    sup = Supervisor(s, dataflow_argv=dataflow_argv, api_argv=api_argv, say=lambda m: print(m, flush=True))
+    def env_for(db: Path) -> dict[str, str]:
+        """The dataset's recorded generator settings: the live stream continues that population."""
+        from storage.db import connect
+
+        from . import data_config
+
+        conn = connect(db)
+        try:
+            found = data_config.latest(conn)
+        finally:
+            conn.close()
+        config = found[0] if found else {k: getattr(s, k) for k in data_config.FIELDS}
+        if args.users is not None and config.get("users") != args.users:
+            print(f"{db} holds a dataset of {config.get('users')} users; --users {args.users} is ignored",
+                  file=sys.stderr, flush=True)
+        if args.live_rate is not None:
+            config["live_rate"] = args.live_rate
+        return data_config.as_env(config)
+
+    sup = Supervisor(s, dataflow_argv=dataflow_argv, api_argv=api_argv, env_for=env_for,
+                     say=lambda m: print(m, flush=True))
     install_signal_handlers(sup)
     sup.start()
     host = f"[{s.host}]" if ":" in s.host else s.host

@@ -59,6 +59,7 @@ class Child:
     name: str
     argv: list[str]
     log_path: Path
+    env: dict[str, str] | None = None
     proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -67,7 +68,8 @@ class Child:
         self._log = open(self.log_path, "ab")
         # own session: a Ctrl-C in the terminal reaches the supervisor only, which stops children in order
         self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **(self.env or {})},
         )
 
     def exit_code(self) -> int | None:
@@ -104,6 +106,8 @@ class Supervisor:
     settings: Settings
     dataflow_argv: Callable[[Path], list[str]]
     api_argv: Callable[[Path], list[str]]
+    #: extra environment of the children for a database (its recorded generator settings)
+    env_for: Callable[[Path], dict[str, str]] = lambda db: {}
     say: Callable[[str], None] = print
     db: Path = field(init=False)
     flow: Child = field(init=False)
@@ -115,7 +119,7 @@ class Supervisor:
     def __post_init__(self) -> None:
         self.db = self.settings.db
         self.flow = self._flow_child()
-        self.api = Child("api", self.api_argv(self.db), self._logs() / "api.log")
+        self.api = Child("api", self.api_argv(self.db), self._logs() / "api.log", self.env_for(self.db))
         sw = latest_switch(self.db)
         self._switch_seen = sw[0] if sw else 0
 
@@ -123,7 +127,7 @@ class Supervisor:
         return self.settings.model_copy(update={"db": self.db}).log_dir
 
     def _flow_child(self) -> Child:
-        return Child("dataflow", self.dataflow_argv(self.db), self._logs() / "dataflow.log")
+        return Child("dataflow", self.dataflow_argv(self.db), self._logs() / "dataflow.log", self.env_for(self.db))
 
     def _log_event(self, message: str) -> None:
         log.warning(message)
