@@ -169,5 +169,6 @@ class PageLog:
 def screenshot(page: Any, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
+    page.evaluate("window.scrollTo(0, 0)")  # a sticky header would otherwise be drawn mid-page
     page.screenshot(path=str(path), full_page=True)
     return path

@@ -112,7 +112,7 @@ export class TimeChart {
 
 /** A fixed series by index (e.g. a training loss history). */
 export class SeriesChart {
-  constructor(container, { title, values, height = 100, cls = "series-b" }) {
+  constructor(container, { title, values, height = 110, cls = "series-b" }) {
     Object.assign(this, { container, title, values: values.filter(finite), height, cls });
     this.draw();
     onResize(container, () => this.draw());
@@ -122,7 +122,7 @@ export class SeriesChart {
     const W = widthOf(this.container);
     const H = this.height;
     const padL = 44;
-    const padT = 20;
+    const padT = 28;
     const padB = 14;
     const v = this.values;
     const lo = Math.min(...v);
@@ -172,11 +172,18 @@ export function barChart(container, items, { format = fmtShort, row = 22 } = {})
   container.dataset.bars = String(items.length);
 }
 
+/** Contributions are small numbers: two significant digits, signed, no exponent down to 1e-4. */
+function signed(v) {
+  const a = Math.abs(v);
+  const text = a >= 0.01 || a === 0 ? fmtShort(a) : a >= 1e-4 ? a.toPrecision(2) : a.toExponential(1);
+  return `${v < 0 ? "−" : "+"}${text}`;
+}
+
 /**
  * Diverging horizontal bars around zero (SHAP contributions): positive to the right (raise the
  * score), negative to the left (lower it). items: [{label, value}], drawn in the given order.
  */
-export function divergingChart(container, items, { format = (v) => (v > 0 ? "+" : "") + fmtShort(v), row = 24 } = {}) {
+export function divergingChart(container, items, { format = signed, row = 24 } = {}) {
   const W = widthOf(container, 560);
   const lw = labelWidth(items, W);
   const vw = 52;

@@ -1,6 +1,7 @@
 // Shared by every console page: API calls (with the admin token), the live event stream,
 // job progress, forms, dialogs, DOM building and number/time formatting.
 // Data from the API is only ever inserted as text (textContent), never as HTML.
+import { SeriesChart } from "./charts.js";
 
 export const API = document.body.dataset.api || "/api/v1";
 const TOKEN_KEY = "ups.adminToken";
@@ -586,7 +587,7 @@ export function followJob(box, jobOrId, { title = "Job", onDone } = {}) {
   });
 }
 
-/** Final metrics of a job: headline numbers, loss curve when there is one, everything else as a table. */
+/** Final metrics of a job: every figure as a compact key/value grid, loss curves as small charts. */
 export function renderMetrics(result, job) {
   const wrap = h("div", { class: "metrics" });
   const rows = [];
@@ -595,21 +596,30 @@ export function renderMetrics(result, job) {
     for (const [k, v] of Object.entries(obj)) {
       const key = prefix ? `${prefix}.${k}` : k;
       if (Array.isArray(v) && v.length > 1 && v.every(isNum)) series.push([key, v]);
-      else if (v && typeof v === "object" && !Array.isArray(v) && Object.keys(v).length <= 24) walk(v, key);
+      else if (v && typeof v === "object" && !Array.isArray(v) && Object.keys(v).length <= 40) walk(v, key);
       else rows.push([key, v]);
     }
   };
-  walk(result && typeof result === "object" ? result : { result }, "");
-  if (job?.started_at && job?.finished_at && !rows.some(([k]) => k === "duration_s" || k === "duration")) {
-    rows.unshift(["duration", fmtDuration(job.finished_at - job.started_at)]);
+  const doc = result && typeof result === "object" ? result : { result };
+  // {"fusion": {...}} or {"refresh": {...}, "duration_s": 3}: the one section needs no prefix on every key
+  const sections = Object.entries(doc).filter(([, v]) => v && typeof v === "object" && !Array.isArray(v));
+  if (sections.length === 1) {
+    walk(Object.fromEntries(Object.entries(doc).filter(([k]) => k !== sections[0][0])), "");
+    walk(sections[0][1], "");
+  } else walk(doc, "");
+  if (job?.started_at && job?.finished_at && !rows.some(([k]) => k.startsWith("duration"))) {
+    rows.unshift(["duration", job.finished_at - job.started_at]);
   }
-  const table = h("table", { class: "table kv metrics-table" }, h("tbody"));
-  fillKV(table.tBodies[0], rows.map(([k, v]) => [k, k.includes("duration") && isNum(v) ? fmtDuration(v) : v]));
-  wrap.append(table);
+  const grid = h(
+    "dl",
+    { class: "metrics-table" },
+    rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, /duration|seconds/.test(k) && isNum(v) ? fmtDuration(v) : fmtValue(v))]),
+  );
+  wrap.append(grid);
   for (const [k, vals] of series.slice(0, 4)) {
     const holder = h("div", { class: "chart chart-small" });
     wrap.append(holder);
-    import("./charts.js").then(({ SeriesChart }) => new SeriesChart(holder, { title: k, values: vals }));
+    new SeriesChart(holder, { title: k, values: vals });
   }
   return wrap;
 }

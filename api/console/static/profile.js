@@ -61,16 +61,14 @@ function renderScore(sc) {
   setText("#fig-score", fmtScore(sc.score));
   setText("#fig-gate", fmtScore(sc.gate));
   setText("#fig-rule", fmtScore(sc.f_rule));
+  if (isNum(sc.f_rule_calibrated)) setText("#fig-rule-sub", `sum of fired weights · calibrated ${fmtScore(sc.f_rule_calibrated)}`);
   setText("#fig-nn", fmtScore(sc.f_nn));
-  if (sc.rules_version !== undefined) setText("#fig-rules-version", `rules v${sc.rules_version}`);
-  if (sc.model_version !== undefined || sc.fusion_version !== undefined) {
-    setText("#fig-model-version", `HGT v${sc.model_version ?? "–"} · fusion v${sc.fusion_version ?? "–"}`);
-  }
+  setText("#fig-versions", `embedding from HGT model ${sc.model_version ?? "–"} · fusion model ${sc.fusion_version ?? "untrained"} · rules version ${sc.rules_version ?? "–"}`);
   const note = $("#embedding-note");
   note.hidden = !sc.embedding_missing;
   note.textContent = sc.embedding_missing
     ? "This user has no graph embedding yet (a new user, or not reached by the refresh loop), so the GNN score " +
-      "does not come from the graph for now; it will once the incremental refresh has embedded this user."
+      `does not come from the graph for now; it will once the incremental refresh has embedded this user.${sc.embedding_note ? ` (${sc.embedding_note})` : ""}`
     : "";
   if (Array.isArray(sc.rules)) renderRuleHits(sc.rules);
   $("#profile-body").dataset.score = isNum(sc.score) ? String(sc.score) : "";
@@ -146,7 +144,8 @@ async function loadExplanation(seq) {
     setText(
       "#shap-meta",
       `base value ${fmtScore(ex.base_value)} + contributions ${sum >= 0 ? "+" : ""}${fmtNum(sum, 3)} ≈ score ${fmtScore(ex.score)}` +
-        `${isNum(ex.background) ? ` · background ${ex.background} users` : ""}${ex.cached ? " · from cache" : ""}` +
+        `${isNum(ex.background?.size) ? ` · background ${ex.background.size} users (${ex.background.source})` : ""}` +
+        `${ex.exact ? " · exact" : isNum(ex.nsamples) ? ` · ${ex.nsamples} samples` : ""}${ex.cached ? " · from cache" : ""}` +
         ` · ${view.mode === "grouped" ? "grouped (rules, embedding, rule score)" : "per dimension"}, top ${view.topK} each way`,
     );
     status.textContent = "";

@@ -98,7 +98,7 @@ async function preview() {
     box.replaceChildren(
       h("div", { class: "preview-bar", role: "img", "aria-label": `${share.toFixed(0)} percent` }, h("div", { class: "preview-fill" })),
       h("span", { class: "preview-text" }, `fires for ${fmtNum(fired)} of ${fmtNum(sample)} sampled users (${share.toFixed(1)} %)`),
-      errors ? h("span", { class: "pill pill-warn" }, `${errors} evaluation errors`) : null,
+      ...(errors ? [h("span", { class: "pill pill-warn", title: (res.error_examples || []).map((e) => e.error).join("\n") }, `${errors} evaluation errors`)] : []),
     );
     box.querySelector(".preview-fill").style.width = `${Math.min(100, share)}%`;
     box.dataset.fired = String(fired);
