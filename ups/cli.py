@@ -16,6 +16,7 @@ from .settings import Settings
 COMMAND_MODULES = [
     "ups.cmd_data",
     "ups.cmd_api",
+    "ups.cmd_scoring",
 ]
 
 

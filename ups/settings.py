@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +39,40 @@ class Settings(BaseSettings):
     snapshot_interval: float = Field(5.0, gt=0, description="Bytewax recovery epoch length (s)")
     status_interval: float = Field(2.0, gt=0, description="how often the flow writes its status (s)")
     batch_size: int = Field(2000, ge=1, description="events per append/upsert transaction")
+
+    # scoring: fusion training (issue 5)
+    fusion_hidden: int = Field(32, ge=1, le=1024, description="hidden units of the fusion's embedding MLP")
+    fusion_epochs: int = Field(300, ge=1, le=100_000, description="full-batch epochs of fusion training")
+    fusion_lr: float = Field(0.01, gt=0, le=10, description="Adam learning rate of fusion training")
+    fusion_weight_decay: float = Field(0.1, ge=0, le=100, description="L2 on the embedding-side weights")
+    fusion_samples: int = Field(0, ge=0, description="labelled users to train on at most (0 = all)")
+    fusion_test_share: float = Field(0.3, gt=0, lt=1, description="share of labelled users held out for AUC")
+    fusion_val_share: float = Field(
+        0.0, ge=0, lt=1, description="share used for early stopping (0 = train to the regularised optimum)"
+    )
+    fusion_label: str = Field("churn", description="label.observed label trained on; score = P(label is 0)")
+    fusion_embedding_dim: int = Field(
+        32, ge=1, le=4096, description="embedding size assumed while the store has no user embeddings"
+    )
+    scoring_threads: int = Field(
+        1, ge=0, le=256, description="torch/BLAS threads while scoring, explaining, training fusion (0 = default)"
+    )
+    # scoring: explanations and recommendations
+    explain_nsamples: int = Field(
+        1024, ge=0, le=1_000_000, description="Kernel SHAP coalitions per explanation (0 = shap's 2·features + 2048)"
+    )
+    explain_background: int = Field(20, ge=1, le=1000, description="background users sampled for SHAP")
+    explain_background_ids: list[str] = Field(
+        default_factory=list, description="background user ids (JSON list); empty = sample stored users"
+    )
+    explain_top_k: int = Field(5, ge=1, le=1000, description="top positive/negative contributions shown")
+    explain_cache_size: int = Field(10_000, ge=0, description="explanations kept (per user, model, rules)")
+    explain_exact_max_groups: int = Field(
+        12, ge=2, le=20, description="grouped mode is exact (all coalitions) up to this many features"
+    )
+    recommendation_strategies: list[dict[str, Any]] | None = Field(
+        None, description="strategy rules (JSON list of {name,title,condition,reason,priority}); unset = defaults"
+    )
 
     # api
     host: str = "127.0.0.1"

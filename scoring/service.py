@@ -1,0 +1,486 @@
+"""``ScoringService``: profiles, fused scores, SHAP explanations, recommendations, rule management and
+fusion training over one store (the seed's ``HybridProfilingService`` + ``ExplainerService``).
+
+It reads projections only (``profiles``, ``embeddings``, ``rules``, ``models``); it never folds the log.
+Every call checks the rules version and the newest fusion version (two indexed queries), so a rule or a
+model changed by another process (the API, the CLI, a job) is picked up at once. Thread-safe: database
+access and state swaps hold one lock; SHAP and model arithmetic run outside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sqlite3
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from pydantic import BaseModel
+
+from storage.event_store import EventStore
+from storage.events import validate_event
+from storage.projections import Embeddings, Models, Profiles
+from ups.settings import Settings
+
+from .errors import BadRequest, NotEnoughData, RuleCompileError, RuleNotFound, ScoringError, UserNotFound
+from .explainer import MODES, Background, Explainer, feature_names, top_contributions
+from .fusion import FitSettings, FusionCore, ServingFusion, TrainingData, hash01, split_of, train_fusion_core
+from .recommend import Recommender
+from .rule_store import RuleStore
+from .rules import DEFAULT_RULES, RuleEngine, RuleOutput, compile_condition, validate_rule
+from .threads import ThreadLimit
+
+log = logging.getLogger(__name__)
+Progress = Callable[[float, str], None]
+
+
+def _as_dict(spec: Any) -> Any:
+    """API bodies may arrive as pydantic models: only the fields the caller set count."""
+    return spec.model_dump(exclude_unset=True) if isinstance(spec, BaseModel) else spec
+
+
+class _LRU:
+    """Bounded mapping, least recently used out first (an OrderedDict is all this needs)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.data: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...]) -> dict[str, Any] | None:
+        value = self.data.get(key)
+        if value is not None:
+            self.data.move_to_end(key)
+        return value
+
+    def put(self, key: tuple[Any, ...], value: dict[str, Any]) -> None:
+        if self.size <= 0:
+            return
+        self.data[key] = value
+        self.data.move_to_end(key)
+        while len(self.data) > self.size:
+            self.data.popitem(last=False)
+
+    def clear(self) -> int:
+        n = len(self.data)
+        self.data.clear()
+        return n
+
+
+@dataclass(slots=True)
+class _State:
+    """What scoring uses now: the rules at one version and the fusion model fitted to their structure."""
+
+    rules_version: int
+    fusion_version: int | None
+    engine: RuleEngine
+    trained: FusionCore | None  # as stored (None: no fusion version yet)
+    model: FusionCore  # the one used: ``trained`` with its rule side rebuilt when the structure changed
+    serving: ServingFusion  # ``model`` as numpy arrays
+    background: Background | None = None
+
+    @property
+    def rule_side_rebuilt(self) -> bool:
+        return self.trained is not None and self.trained.rule_structure != self.model.rule_structure
+
+
+@dataclass(slots=True)
+class _Inputs:
+    profile: dict[str, Any]
+    profile_seq: int
+    rules: RuleOutput
+    h_nn: np.ndarray
+    embedding_missing: bool
+    model_version: int | None
+    embedding_seq: int | None
+    embedding_note: str | None
+
+
+class ScoringService:
+    """The API's (and the CLI's) entry to scoring; see the brief's contract for the names and keys."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = EventStore(settings.db)
+        self.rule_store = RuleStore(self.store)
+        self.recommender = Recommender(settings.recommendation_strategies)
+        self._lock = threading.RLock()
+        self._state: _State | None = None
+        self._cache = _LRU(settings.explain_cache_size)
+        self._threads = ThreadLimit(settings.scoring_threads)
+        with self._lock:
+            self.rule_store.catch_up()
+            self.rule_store.ensure_defaults(DEFAULT_RULES)
+
+    def close(self) -> None:
+        with self._lock:
+            self.store.close()
+
+    def __enter__(self) -> "ScoringService":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.store.conn
+
+    # ------------------------------------------------------------------ state
+
+    def _current(self) -> _State:
+        with self._lock:
+            rv = self.rule_store.version()
+            fv = Models(self.conn).latest_version("fusion")
+            st = self._state
+            if st is not None and st.rules_version == rv and st.fusion_version == fv and (
+                st.trained is not None or st.model.emb_dim == self._default_emb_dim()  # untrained: follow the store
+            ):
+                return st
+            if rv > self.rule_store.applied():
+                self.rule_store.catch_up()
+            engine = st.engine if st is not None and st.rules_version == rv else RuleEngine(self.rule_store.rules())
+            trained = st.trained if st is not None and st.fusion_version == fv else self._load_fusion(fv)
+            if trained is None:
+                model = FusionCore(engine.structure, self._default_emb_dim())
+            elif trained.rule_structure != engine.structure:
+                model = trained.with_rules(engine.structure)
+            else:
+                model = trained
+            self._cache.clear()
+            self._state = _State(rv, fv, engine, trained, model.eval(), model.serving())
+            return self._state
+
+    def _load_fusion(self, version: int | None) -> FusionCore | None:
+        if version is None:
+            return None
+        row = Models(self.conn).get(version)
+        if row is None or row.weights is None:
+            raise ScoringError(f"fusion model version {version} has no weights")
+        return FusionCore.from_bytes(row.config, row.weights)
+
+    def _default_emb_dim(self) -> int:
+        r = self.conn.execute("SELECT dim FROM embeddings WHERE node_type = 'user' LIMIT 1").fetchone()
+        return int(r[0]) if r else self.settings.fusion_embedding_dim
+
+    def _inputs(self, user_id: str, st: _State) -> _Inputs:
+        with self._lock:
+            r = self.conn.execute("SELECT profile, last_seq FROM profiles WHERE user_id = ?", (user_id,)).fetchone()
+            if r is None:
+                raise UserNotFound(user_id)
+            emb = Embeddings(self.conn).get("user", user_id)
+        profile = json.loads(r[0])
+        h_nn, missing, note = self._vector(emb.vector if emb else None, st.model.emb_dim)
+        return _Inputs(
+            profile, int(r[1]), st.engine.evaluate(profile), h_nn, missing,
+            emb.model_version if emb else None, emb.seq if emb else None, note,
+        )
+
+    @staticmethod
+    def _vector(vec: np.ndarray | None, dim: int) -> tuple[np.ndarray, bool, str | None]:
+        if vec is None:
+            return np.zeros(dim, dtype=np.float32), True, "no embedding stored for this user: zero vector used"
+        if vec.shape[0] != dim:
+            return (np.zeros(dim, dtype=np.float32), True,
+                    f"stored embedding has {vec.shape[0]} dimensions, the fusion model {dim}: zero vector used "
+                    "(train the fusion again)")
+        return vec.astype(np.float32), False, None
+
+    # ------------------------------------------------------------------ reading
+
+    def profile(self, user_id: str) -> dict[str, Any]:
+        with self._lock:
+            doc = Profiles(self.conn).get(user_id)
+        if doc is None:
+            raise UserNotFound(user_id)
+        return doc
+
+    def _fused(self, st: _State, inp: _Inputs) -> dict[str, Any]:
+        out = st.serving.predict(inp.rules.h_rule[None, :], inp.h_nn[None, :], np.array([inp.rules.f_rule]))
+        d: dict[str, Any] = {
+            "score": float(out["score"][0]),
+            "gate": float(out["gate"][0]),
+            "f_rule": inp.rules.f_rule,
+            "f_rule_calibrated": float(out["f_rule_calibrated"][0]),
+            "f_nn": float(out["f_nn"][0]),
+            "h_rule": inp.rules.h_rule.tolist(),
+            "rules": [x.to_dict() for x in inp.rules.details],
+            "embedding_missing": inp.embedding_missing,
+            "model_version": inp.model_version,
+            "fusion_version": st.fusion_version,
+            "rules_version": st.rules_version,
+            "rule_side_rebuilt": st.rule_side_rebuilt,
+        }
+        if inp.embedding_note:
+            d["embedding_note"] = inp.embedding_note
+        return d
+
+    def score(self, user_id: str) -> dict[str, Any]:
+        """The fused score: P(stays) mixed from the calibrated rule score and the GNN score by the gate."""
+        st = self._current()
+        return {"user_id": user_id, **self._fused(st, self._inputs(user_id, st))}
+
+    def explain(self, user_id: str, mode: str = "per_dimension", top_k: int | None = None) -> dict[str, Any]:
+        """SHAP contributions to the score; cached per (user, model versions, rules version, inputs)."""
+        if mode not in MODES:
+            raise BadRequest(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        k = self.settings.explain_top_k if top_k is None else top_k
+        if not isinstance(k, int) or k < 1:
+            raise BadRequest(f"top_k must be a whole number >= 1, not {top_k!r}")
+        st = self._current()
+        inp = self._inputs(user_id, st)
+        key = (user_id, mode, st.rules_version, st.fusion_version, inp.model_version, inp.profile_seq,
+               inp.embedding_seq)
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None:
+            return self._explain_response(hit, k, cached=True)
+        background = self._background(st)
+        explainer = Explainer(st.model, background, self.settings.explain_nsamples,
+                              self.settings.explain_exact_max_groups)
+        x = explainer.row(inp.rules.h_rule, inp.h_nn, inp.rules.f_rule)
+        with self._threads:
+            res = explainer.explain(x, mode)  # type: ignore[arg-type]
+        entry = {
+            "user_id": user_id,
+            "mode": mode,
+            **self._fused(st, inp),
+            "base_value": res.base_value,
+            "prediction": res.prediction,
+            "contributions": [{"feature": f, "value": v} for f, v in res.contributions],
+            "background": background.describe(),
+            "exact": res.exact,
+            "nsamples": res.nsamples,
+        }
+        with self._lock:
+            if self._state is st:  # not if the rules or the model changed meanwhile
+                self._cache.put(key, entry)
+        return self._explain_response(entry, k, cached=False)
+
+    @staticmethod
+    def _explain_response(entry: dict[str, Any], k: int, cached: bool) -> dict[str, Any]:
+        pos, neg = top_contributions([(c["feature"], c["value"]) for c in entry["contributions"]], k)
+        return {**entry, "top_positive": pos, "top_negative": neg, "cached": cached}
+
+    def _background(self, st: _State) -> Background:
+        with self._lock:
+            if st.background is not None:
+                return st.background
+            s = self.settings
+            ids, source = (list(s.explain_background_ids), "configured") if s.explain_background_ids else (
+                Profiles(self.conn).sample_ids(s.explain_background, seed=s.seed), "sample")
+            profiles = Profiles(self.conn).get_many(ids)
+            present = [i for i in ids if i in profiles]
+            vectors = Embeddings(self.conn).get_many("user", present)
+        rows = []
+        for uid in present:
+            out = st.engine.evaluate(profiles[uid])
+            h_nn = self._vector(vectors.get(uid), st.model.emb_dim)[0]
+            rows.append(np.concatenate([out.h_rule, h_nn, [out.f_rule]]))
+        missing = [i for i in ids if i not in profiles]
+        if rows:
+            bg = Background(np.array(rows, dtype=np.float64), source, present, missing)  # type: ignore[arg-type]
+        else:
+            width = len(feature_names(st.engine.names, st.model.emb_dim))
+            bg = Background(np.zeros((1, width)), "zeros", [], missing)
+        with self._lock:
+            st.background = bg
+        return bg
+
+    def recommendations(self, user_id: str) -> list[dict[str, Any]]:
+        """Strategies whose condition holds for the user, highest priority first."""
+        st = self._current()
+        inp = self._inputs(user_id, st)
+        fused = self._fused(st, inp)
+        recs, failed = self.recommender.evaluate(
+            inp.profile, {k: fused[k] for k in ("score", "gate", "f_rule", "f_nn")}
+        )
+        for f in failed:
+            log.warning("strategy %s failed for user %s: %s", f["strategy"], user_id, f["error"])
+        return recs
+
+    # ------------------------------------------------------------------ rules
+
+    def rules_version(self) -> int:
+        with self._lock:
+            return self.rule_store.version()
+
+    def list_rules(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self.rule_store.list()
+        out = []
+        for r in rows:
+            try:
+                compile_condition(r.condition)
+                error = None
+            except RuleCompileError as err:
+                error = err.reason
+            out.append({"name": r.name, "description": r.description, "weight": r.weight,
+                        "condition": r.condition, "enabled": r.enabled, "seq": r.seq, "updated_at": r.updated_at,
+                        "error": error})
+        return out
+
+    def create_rule(self, spec: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+        """Raises RuleCompileError (bad field or expression) or RuleExists."""
+        rule = validate_rule(_as_dict(spec))
+        with self._lock:
+            version = self.rule_store.create(rule)
+            self._cache.clear()
+        return {**rule.to_dict(), "rules_version": version}
+
+    def update_rule(self, name: str, spec: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+        """Change some or all of description, weight, condition, enabled. Raises RuleNotFound, RuleCompileError."""
+        spec = _as_dict(spec)
+        if not isinstance(spec, Mapping):
+            raise RuleCompileError(f"a rule update must be an object, not {type(spec).__name__}")
+        if "name" in spec and spec["name"] != name:
+            raise RuleCompileError(f"name: a rule cannot be renamed ({name!r} -> {spec['name']!r}); "
+                                   "create a new rule and delete this one")
+        with self._lock:
+            row = self.rule_store.get(name)
+        if row is None:
+            raise RuleNotFound(name)
+        current = {"name": row.name, "description": row.description, "weight": row.weight,
+                   "condition": row.condition, "enabled": row.enabled}
+        rule = validate_rule({**current, **spec})
+        with self._lock:
+            version = self.rule_store.update(rule)
+            self._cache.clear()
+        return {**rule.to_dict(), "rules_version": version}
+
+    def delete_rule(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            version = self.rule_store.delete(name)
+            self._cache.clear()
+        return {"deleted": name, "rules_version": version}
+
+    def preview_rule(self, condition: str, sample: int = 200) -> dict[str, Any]:
+        """How many of a reproducible sample of stored users the condition fires for (nothing is stored)."""
+        if not isinstance(sample, int) or not 1 <= sample <= 100_000:
+            raise BadRequest(f"sample must be within 1..100000, not {sample!r}")
+        expr = compile_condition(condition)
+        with self._lock:
+            profiles = Profiles(self.conn).get_many(Profiles(self.conn).sample_ids(sample, seed=self.settings.seed))
+        fired = 0
+        errors: list[dict[str, str]] = []
+        for uid, p in profiles.items():
+            try:
+                fired += bool(expr.evaluate(p))
+            except Exception as err:  # noqa: BLE001 - reported, as it would be per user
+                errors.append({"user_id": uid, "error": f"{type(err).__name__}: {err}"})
+        return {"fired": fired, "sample": len(profiles), "errors": len(errors), "error_examples": errors[:3]}
+
+    def refresh_rules(self) -> dict[str, Any]:
+        """Re-read the rules from the log, rebuild the fusion's rule side if the structure changed, clear the cache."""
+        with self._lock:
+            before = self._state.engine.structure if self._state else None
+            self.rule_store.catch_up()
+            self._state = None
+            st = self._current()
+            cleared = self.clear_cache()
+        return {"rules_version": st.rules_version, "rules": list(st.engine.names),
+                "structure_changed": before is not None and before != st.engine.structure,
+                "rule_side_rebuilt": st.rule_side_rebuilt, "cache_cleared": cleared}
+
+    def clear_cache(self) -> int:
+        """Drop every cached explanation and the background; returns how many explanations were dropped."""
+        with self._lock:
+            if self._state is not None:
+                self._state.background = None
+            return self._cache.clear()
+
+    # ------------------------------------------------------------------ training
+
+    def train_fusion(
+        self,
+        samples: int | None = None,
+        epochs: int | None = None,
+        lr: float | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Train the fusion on the planted labels (held-out AUCs of rule-only, GNN-only, fused) and register
+        it as a new ``fusion`` model version. Raises NotEnoughData, BadRequest."""
+        s = self.settings
+        samples = s.fusion_samples if samples is None else samples
+        epochs = s.fusion_epochs if epochs is None else epochs
+        lr = s.fusion_lr if lr is None else lr
+        if not isinstance(samples, int) or samples < 0:
+            raise BadRequest(f"samples must be a whole number >= 0 (0 = all), not {samples!r}")
+        if not isinstance(epochs, int) or not 1 <= epochs <= 100_000:
+            raise BadRequest(f"epochs must be within 1..100000, not {epochs!r}")
+        if not isinstance(lr, (int, float)) or not (0 < lr <= 10 and math.isfinite(lr)):
+            raise BadRequest(f"lr must be a number in (0, 10], not {lr!r}")
+        t0 = time.perf_counter()
+        if progress:
+            progress(0.0, "reading labels, profiles and embeddings")
+        st = self._current()
+        data, emb_version = self._training_data(st, samples)
+        fs = FitSettings(hidden=s.fusion_hidden, epochs=epochs, lr=float(lr), weight_decay=s.fusion_weight_decay,
+                         patience=max(20, epochs // 5), seed=s.seed)
+        with self._threads:
+            model, metrics = train_fusion_core(data, st.engine.structure, fs, progress)
+        metrics["seconds"] = round(time.perf_counter() - t0, 3)
+        config = {**model.config(), "rules_version": st.rules_version, "embedding_model_version": emb_version,
+                  "label": s.fusion_label, "epochs": epochs, "lr": lr, "samples": samples,
+                  "weight_decay": s.fusion_weight_decay, "test_share": s.fusion_test_share,
+                  "val_share": s.fusion_val_share, "seed": s.seed}
+        version = self._register(model, config, metrics)
+        with self._lock:
+            self._state = None
+            self._cache.clear()
+        return {**metrics, "model_version": version, "fusion_version": version}
+
+    def _training_data(self, st: _State, samples: int) -> tuple[TrainingData, int | None]:
+        s = self.settings
+        with self._lock:
+            labels: dict[str, int] = {}
+            for ev in self.store.read(types=["label.observed"]):
+                if ev.user_id and ev.payload.get("label") == s.fusion_label:
+                    labels[ev.user_id] = int(ev.payload["value"])
+            n_profiles = Profiles(self.conn).count()
+        if not labels:
+            raise NotEnoughData(f"no label.observed events with label {s.fusion_label!r} in {s.db}")
+        if n_profiles == 0:
+            raise NotEnoughData(f"no profiles in {s.db}: fold the log first (run the dataflow or its replay)")
+        ids = sorted(labels)
+        if 0 < samples < len(ids):  # a reproducible subset
+            ids = sorted(sorted(ids, key=lambda u: hash01(u, s.seed + 1))[:samples])
+        with self._lock:
+            profiles = Profiles(self.conn).get_many(ids)
+            ids = [u for u in ids if u in profiles]
+            vectors = Embeddings(self.conn).get_many("user", ids)
+            emb_version = Models(self.conn).latest_version("hgt")
+        if not ids:
+            raise NotEnoughData("none of the labelled users has a profile yet")
+        h, f = st.engine.evaluate_many([profiles[u] for u in ids])
+        dims = [v.shape[0] for v in vectors.values()]
+        dim = max(set(dims), key=dims.count) if dims else self._default_emb_dim()
+        e = np.zeros((len(ids), dim), dtype=np.float32)
+        missing = np.ones(len(ids), dtype=bool)
+        for i, u in enumerate(ids):
+            v = vectors.get(u)
+            if v is not None and v.shape[0] == dim:
+                e[i] = v
+                missing[i] = False
+        y = np.array([1 - labels[u] for u in ids], dtype=np.float32)
+        split = np.array([split_of(u, s.seed, s.fusion_test_share, s.fusion_val_share) for u in ids])
+        return TrainingData(ids, h, e, f, y, split, missing), emb_version
+
+    def _register(self, model: FusionCore, config: dict[str, Any], metrics: dict[str, Any]) -> int:
+        summary = {k: metrics[k] for k in ("auc", "loss", "test_loss", "n_train", "n_test") if k in metrics}
+        with self._lock, self.store.transaction() as conn:
+            version = Models(conn).add("fusion", config, metrics, model.to_bytes())
+            event = validate_event({
+                "event_id": f"model-{uuid.uuid4().hex}", "type": "model.registered", "ts": time.time(),
+                "user_id": None, "target_id": None,
+                "payload": {"kind": "fusion", "version": version, "metrics": summary},
+            })
+            seq = self.store.append([event]).new[0][0]
+            Models(conn).set_seq(version, seq)
+        return version
+
