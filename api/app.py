@@ -7,6 +7,7 @@ and its UI at ``/schema/swagger``.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import importlib.util
 import logging
@@ -71,6 +72,8 @@ def _after_job(ctx: AppContext) -> Callable[[dict[str, Any]], None]:
         # a new model version: drop explanations computed with the old one
         if ctx.has_scoring():
             ctx.scoring().clear_cache()
+        if ctx.explain_pool is not None:
+            ctx.explain_pool.clear()
 
     return hook
 
@@ -83,6 +86,7 @@ def _lifespan(ctx: AppContext) -> Callable[[Litestar], Any]:
         if stale:
             log.warning("marked %d job(s) of a previous run failed: %s", len(stale), ", ".join(stale))
         ctx.jobs = runner
+        ctx.start_explain_pool()
         async with anyio.create_task_group() as tg:
 
             async def watch() -> None:
@@ -97,6 +101,8 @@ def _lifespan(ctx: AppContext) -> Callable[[Litestar], Any]:
             finally:
                 tg.cancel_scope.cancel()
                 await anyio.to_thread.run_sync(runner.cancel_all, "cancelled: the API stopped")
+                if ctx.explain_pool is not None:
+                    ctx.explain_pool.close()
 
     return lifespan
 
@@ -108,10 +114,17 @@ async def _warm_up(ctx: AppContext) -> None:
         some = Profiles(ctx.conn()).ids(limit=1)
         if some:
             svc.score(some[0])  # loads the fusion model and the rules
+        if ctx.explain_pool is not None:
+            ctx.explain_pool.warm_up()
 
     try:
         await anyio.to_thread.run_sync(warm)
-    except Exception:  # noqa: BLE001 - the requests that need it will report the problem themselves
+        ctx.scoring_state = "ready"
+        # what start-up allocated (torch, models, Litestar's routes) lives as long as the process: out of
+        # the collector's sight, so full collections stay short and don't show in the latency tail
+        gc.freeze()
+    except Exception as err:  # noqa: BLE001 - the requests that need it will report the problem themselves
+        ctx.scoring_state = f"unavailable: {type(err).__name__}: {err}"
         log.warning("scoring service not ready at start-up", exc_info=True)
 
 

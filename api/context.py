@@ -21,6 +21,8 @@ from ups.settings import Settings
 if TYPE_CHECKING:
     from scoring.service import ScoringService
 
+    from .explain_pool import ExplainPool
+
     from .jobs import JobRunner
 
 
@@ -49,11 +51,14 @@ class AppContext:
         self.stop_server: Callable[[], None] = stop_server or (lambda: None)
         self.started_at = time.time()
         self.shutting_down = False
+        #: "loading" until the start-up warm-up built the scoring service, then "ready" or the problem
+        self.scoring_state = "loading"
         self.jobs: "JobRunner | None" = None
         #: this app's Prometheus registry (metrics.py)
         self.registry: Any = None
         self.db = Database(settings.db)
         self.explain_limiter = anyio.CapacityLimiter(settings.explain_concurrency)
+        self.explain_pool: "ExplainPool | None" = None
         self._scoring: "ScoringService | None" = None
         self._scoring_lock = threading.Lock()
 
@@ -72,6 +77,16 @@ class AppContext:
     def has_scoring(self) -> bool:
         return self._scoring is not None
 
+    def start_explain_pool(self) -> None:
+        """Explanation worker processes for the current database (none with ``explain_workers=0``)."""
+        from .explain_pool import ExplainPool
+
+        old, self.explain_pool = self.explain_pool, None
+        if old is not None:
+            old.close()
+        if self.settings.explain_workers > 0:
+            self.explain_pool = ExplainPool(self.settings, self.settings.explain_workers)
+
     def switch_db(self, path: Path) -> None:
         """Serve another database file from now on (after ``data/regenerate``)."""
         with self._scoring_lock:
@@ -80,9 +95,12 @@ class AppContext:
             self._scoring = None
         if self.jobs is not None:
             self.jobs.settings = self.settings
+        if self.explain_pool is not None:
+            self.start_explain_pool()
 
     def info(self) -> dict[str, Any]:
-        return {"db": str(self.settings.db), "uptime_s": round(time.time() - self.started_at, 3)}
+        return {"db": str(self.settings.db), "uptime_s": round(time.time() - self.started_at, 3),
+                "scoring": self.scoring_state}
 
 
 #: how handlers ask for the context (the app provides it as the ``ctx`` dependency)

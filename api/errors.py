@@ -42,6 +42,14 @@ class ApiError(Exception):
         self.headers = headers
 
 
+    @classmethod
+    def of(cls, status: int, error: str, message: str) -> "ApiError":
+        """An error whose status is known only at run time (e.g. mapped from another process)."""
+        err = cls(message)
+        err.status, err.error = status, error
+        return err
+
+
 class NotFound(ApiError):
     status = 404
     error = "not_found"

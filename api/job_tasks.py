@@ -30,14 +30,15 @@ def _part(progress: Progress, lo: float, hi: float) -> Progress:
 
 
 def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion_epochs: int,
-                  sample_ratio: float = 1.0) -> dict[str, Any]:
-    """HGT training, embeddings of every node, then the fusion layer: a usable model from scratch."""
+                  train_ratio: float = 1.0) -> dict[str, Any]:
+    """HGT training (on a share of the users), embeddings of every node, then the fusion layer: a usable
+    model from scratch."""
     from scoring.embed import embed_all
     from scoring.service import ScoringService
     from scoring.training import train_hgt
 
-    hgt = train_hgt(settings, epochs=epochs, sample_ratio=sample_ratio, progress=_part(progress, 0.0, 0.6))
-    emb = embed_all(settings, sample_ratio=sample_ratio, progress=_part(progress, 0.6, 0.8))
+    hgt = train_hgt(settings, epochs=epochs, sample_ratio=train_ratio, progress=_part(progress, 0.0, 0.6))
+    emb = embed_all(settings, sample_ratio=1.0, progress=_part(progress, 0.6, 0.8))
     fusion = ScoringService(settings).train_fusion(
         samples=0, epochs=fusion_epochs, lr=0.01, progress=_part(progress, 0.8, 1.0)
     )

@@ -121,8 +121,6 @@ class JobRunner:
         """Reap finished workers; returns their final rows (and calls ``on_finished``)."""
         with self._lock:
             done = [(j, p, db) for j, (p, db) in self._procs.items() if not p.is_alive()]
-            for j, _, _ in done:
-                del self._procs[j]
         finished = []
         for job_id, proc, db in done:
             proc.join(timeout=1)
@@ -143,7 +141,15 @@ class JobRunner:
                 self.on_finished(row)
             except Exception:  # noqa: BLE001 - a hook failure must not stop the watcher
                 log.exception("after job %s", row["id"])
+        with self._lock:  # only now: a job counts as handled once its after-effects are done
+            for j, _, _ in done:
+                self._procs.pop(j, None)
         return finished
+
+    def handled(self, job_id: str) -> bool:
+        """The job's worker has ended and its after-effects (e.g. the switch to a new file) are done."""
+        with self._lock:
+            return job_id not in self._procs
 
     def running(self) -> list[str]:
         with self._lock:

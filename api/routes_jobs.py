@@ -30,7 +30,7 @@ async def submit(ctx: AppContext, kind: str, params: dict[str, Any], wait: bool)
     row = await anyio.to_thread.run_sync(runner.submit, kind, params)
     if wait:
         deadline = time.monotonic() + ctx.settings.job_wait_timeout
-        while row["state"] not in FINAL and time.monotonic() < deadline:
+        while (row["state"] not in FINAL or not runner.handled(row["id"])) and time.monotonic() < deadline:
             await anyio.sleep(0.2)
             row = await anyio.to_thread.run_sync(_reread, db, row)
         if row["state"] in FINAL:

@@ -77,6 +77,8 @@ def _record(ctx: AppContext, command: str, effect: str) -> None:
       summary="Rebuild the rule structure from the rules projection and clear the explainer cache")
 def rules_refresh(ctx: Ctx) -> OpRecord:
     out = ctx.scoring().refresh_rules()  # also clears the explainer cache
+    if ctx.explain_pool is not None:
+        out["cache_cleared"] += ctx.explain_pool.clear()
     effect = (f"rules reloaded (version {out['rules_version']}, {len(out['rules'])} rules"
               f"{', structure changed' if out['structure_changed'] else ''}); "
               f"{out['cache_cleared']} cached explanations cleared")
@@ -87,7 +89,10 @@ def rules_refresh(ctx: Ctx) -> OpRecord:
 @post("/api/v1/operations/explainer/clear", responses=responses(401, 503), status_code=200, sync_to_thread=True,
       summary="Clear the SHAP explainer cache (background and explanations)")
 def explainer_clear(ctx: Ctx) -> OpRecord:
-    effect = f"explainer cache cleared ({ctx.scoring().clear_cache()} explanations)"
+    n = ctx.scoring().clear_cache()
+    if ctx.explain_pool is not None:
+        n += ctx.explain_pool.clear()
+    effect = f"explainer cache cleared ({n} explanations)"
     _record(ctx, "explainer.clear", effect)
     return OpRecord(command="explainer.clear", effect=effect)
 

@@ -1,7 +1,7 @@
 """Per-user reads: profile with its fused score, recommendations, SHAP explanation.
 
-Scoring is CPU work: it runs in worker threads, explanations behind their own limiter so a burst
-of them never starves the event loop or the cheap reads.
+Scoring runs in worker threads; explanations (Kernel SHAP, the heavy part) in worker processes
+(explain_pool.py), so a burst of them never starves the event loop or the cheap reads.
 """
 
 from __future__ import annotations
@@ -47,10 +47,13 @@ async def explain(
     mode: Annotated[Literal["per_dimension", "grouped"], QueryParameter(name="mode")] = "per_dimension",
     top_k: Annotated[int, QueryParameter(name="top_k", ge=1, le=50)] = 5,
 ) -> dict[str, Any]:
-    svc = await anyio.to_thread.run_sync(ctx.scoring)
-    out = await anyio.to_thread.run_sync(
-        lambda: svc.explain(user_id, mode=mode, top_k=top_k), limiter=ctx.explain_limiter
-    )
+    if ctx.explain_pool is not None:
+        out = await ctx.explain_pool.explain(user_id, mode, top_k)
+    else:
+        svc = await anyio.to_thread.run_sync(ctx.scoring)
+        out = await anyio.to_thread.run_sync(
+            lambda: svc.explain(user_id, mode=mode, top_k=top_k), limiter=ctx.explain_limiter
+        )
     return {"user_id": user_id, **out}
 
 

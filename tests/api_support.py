@@ -15,7 +15,8 @@ from ups.settings import Settings
 
 
 def settings_for(db: Path, **kw: Any) -> Settings:
-    return Settings(db=db, **kw)
+    """Test settings: explanations in threads unless a test asks for worker processes (each imports torch)."""
+    return Settings(db=db, **{"explain_workers": 0, **kw})
 
 
 def put_flow_status(db: Path, **fields: Any) -> None:
@@ -74,3 +75,22 @@ def sse_events(text: str) -> Iterator[tuple[str, str]]:
                 data = line[6:]
         if event:
             yield event, data or ""
+
+
+def started(client: Any, timeout: float = 60) -> Any:
+    """Wait until the app's start-up warm-up is done (it may log the default rules)."""
+    deadline = time.monotonic() + timeout
+    while client.get("/health").json()["api"]["scoring"] == "loading" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return client
+
+
+def folded_store(db: Path, gen: Any) -> Path:
+    """The generator's dataset in a new store, with profiles folded by the dataflow's replay."""
+    from dataflow.runner import replay
+    from storage.event_store import EventStore
+
+    with EventStore(db) as store:
+        store.append(gen.dataset())
+    replay(settings_for(db, recovery=False))
+    return db

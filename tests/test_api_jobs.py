@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 from api.app import create_app
 from api.job_tasks import next_db_path
 from api.jobs import finite_only
-from api_support import settings_for
+from api_support import folded_store, settings_for, started
 from storage.db import connect
 from storage.projections import Jobs
 
@@ -21,7 +21,7 @@ from storage.projections import Jobs
 @pytest.fixture
 def client(db_path: Path) -> Iterator[TestClient]:
     with TestClient(create_app(settings_for(db_path))) as c:
-        yield c
+        yield started(c)
 
 
 def _running(db: Path, kind: str) -> str:
@@ -118,20 +118,13 @@ def test_job_results_carry_no_nan() -> None:
 @pytest.fixture(scope="module")
 def trained_db(tmp_path_factory: pytest.TempPathFactory, small_gen) -> Path:
     """A small folded store; the first test trains its HGT model through the API."""
-    from dataflow.runner import replay
-    from storage.event_store import EventStore
-
-    db = tmp_path_factory.mktemp("jobs") / "ups.db"
-    with EventStore(db) as store:
-        store.append(small_gen.dataset())
-    replay(settings_for(db, recovery=False))
-    return db
+    return folded_store(tmp_path_factory.mktemp("jobs") / "ups.db", small_gen)
 
 
 @pytest.fixture
 def job_client(trained_db: Path) -> Iterator[TestClient]:
     with TestClient(create_app(settings_for(trained_db, device="cpu"))) as c:
-        yield c
+        yield started(c)
 
 
 def test_hgt_training_job_runs_to_completion_in_a_worker(job_client: TestClient) -> None:
@@ -170,3 +163,38 @@ def test_sampled_refresh_and_fusion_jobs_with_wait(job_client: TestClient) -> No
     assert job_client.get("/health").json()["models"]["fusion"] is not None
     kinds = [j["kind"] for j in job_client.get("/api/v1/jobs").json()["jobs"]]
     assert kinds[:2] == ["fusion.train", "graph.refresh"]
+
+
+@pytest.mark.slow
+def test_regenerate_switches_to_a_new_database_and_keeps_the_old(folded_copy: Path) -> None:
+    from ups.supervisor import active_db
+
+    with TestClient(create_app(settings_for(folded_copy, device="cpu", bootstrap_epochs=1,
+                                            bootstrap_fusion_epochs=5))) as c:
+        started(c)
+        r = c.post("/api/v1/data/regenerate?wait=true",
+                   json={"users": 120, "community_size": 20, "events_per_user": 8, "seed": 5})
+        job = r.json()
+        assert r.status_code == 200 and job["state"] == "succeeded", job["error"]
+        new = Path(job["result"]["db"])
+        assert new == folded_copy.with_name("ups.gen2.db") and new.exists() and folded_copy.exists()
+        assert c.get("/health").json()["api"]["db"] == str(new)
+        config = c.get("/api/v1/data/config").json()
+        assert config["config"]["users"] == 120 and config["config"]["seed"] == 5
+        assert c.get("/health").json()["models"]["fusion"] is not None  # the new file has its own model
+        assert c.get("/api/v1/user/U0000119").status_code == 200
+        assert c.get("/api/v1/user/U0000200").status_code == 404  # the old population is not served
+    conn = connect(folded_copy)
+    switch = conn.execute("SELECT params FROM ops_history WHERE command = 'db.switch'").fetchone()
+    conn.close()
+    assert switch is not None and str(new) in switch[0]
+    assert active_db(folded_copy) == new  # `ups up`/`ups api` on the old file follow the switch
+
+
+@pytest.fixture
+def folded_copy(trained_db: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    copy = tmp_path / "ups.db"
+    shutil.copy(trained_db, copy)
+    return copy

@@ -22,9 +22,8 @@ from schemathesis.specs.openapi.checks import (
 from schemathesis.checks import not_a_server_error
 
 from api.app import create_app
-from api_support import put_flow_status, settings_for
+from api_support import folded_store, put_flow_status, settings_for
 from storage.db import connect
-from storage.event_store import EventStore
 from storage.projections import Jobs
 
 #: operations left out: shutdown stops the server under test (it has its own tests)
@@ -33,12 +32,8 @@ EXCLUDED = ["/api/v1/operations/shutdown"]
 
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory, small_gen: Any) -> Iterator[str]:
-    from dataflow.runner import replay
-
-    db = tmp_path_factory.mktemp("schemathesis") / "ups.db"
-    with EventStore(db) as store:  # users to find (the schema's examples name U0000001)
-        store.append(small_gen.dataset())
-    replay(settings_for(db, recovery=False))
+    # users to find (the schema's examples name U0000001)
+    db = folded_store(tmp_path_factory.mktemp("schemathesis") / "ups.db", small_gen)
     app = create_app(settings_for(db, command_ack_timeout=0.2, sse_max_duration=0.5, job_wait_timeout=1))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -11,20 +11,14 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api_support import settings_for
+from api_support import folded_store, settings_for, started
 from storage.event_store import EventStore
 from storage.projections import Profiles
 
 
 @pytest.fixture(scope="module")
 def folded_db(tmp_path_factory: pytest.TempPathFactory, small_gen) -> Path:
-    from dataflow.runner import replay
-
-    db = tmp_path_factory.mktemp("scoring") / "ups.db"
-    with EventStore(db) as store:
-        store.append(small_gen.dataset())
-    replay(settings_for(db, recovery=False))
-    return db
+    return folded_store(tmp_path_factory.mktemp("scoring") / "ups.db", small_gen)
 
 
 @pytest.fixture
@@ -37,7 +31,7 @@ def db(folded_db: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def client(db: Path) -> Iterator[TestClient]:
     with TestClient(create_app(settings_for(db))) as c:
-        yield c
+        yield started(c)
 
 
 @pytest.fixture
@@ -153,3 +147,20 @@ def test_preview_and_refresh(client: TestClient) -> None:
     r = client.post("/api/v1/operations/rules/refresh")
     assert r.status_code == 200 and "rules reloaded" in r.json()["effect"]
     assert client.get("/api/v1/operations/status").json()["history"][0]["command"] == "rules.refresh"
+
+
+def test_explanations_in_worker_processes(db: Path, user: str) -> None:
+    """The default set-up: Kernel SHAP in two worker processes, results and errors as in-process."""
+    with TestClient(create_app(settings_for(db, explain_workers=2))) as c:
+        started(c)
+        assert c.app.state.ctx.explain_pool is not None
+        first = c.get(f"/api/v1/explain/{user}", params={"top_k": 2}).json()
+        assert first["cached"] is False and len(first["top_positive"]) <= 2
+        assert c.get(f"/api/v1/explain/{user}", params={"top_k": 2}).json()["cached"] is True  # same worker
+        r = c.get("/api/v1/explain/nobody")
+        assert r.status_code == 404 and r.json()["message"] == "no profile for user 'nobody'"
+        assert c.post("/api/v1/operations/explainer/clear").json()["effect"] == "explainer cache cleared (1 explanations)"
+        assert c.get(f"/api/v1/explain/{user}", params={"top_k": 2}).json()["cached"] is False
+    with TestClient(create_app(settings_for(db))) as c:  # threads: the same numbers
+        in_process = started(c).get(f"/api/v1/explain/{user}", params={"top_k": 2}).json()
+    assert in_process["score"] == first["score"] and in_process["contributions"] == first["contributions"]

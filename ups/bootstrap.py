@@ -70,6 +70,17 @@ def project(settings: Settings, progress: Progress) -> int:
     return replay(settings, from_seq=done + 1, progress=step).events
 
 
+def profile_count(settings: Settings) -> int:
+    from storage.db import connect
+    from storage.projections import Profiles
+
+    conn = connect(settings.db)
+    try:
+        return Profiles(conn).count()
+    finally:
+        conn.close()
+
+
 def has_model(settings: Settings) -> bool:
     from storage.db import connect
     from storage.projections import Models
@@ -92,11 +103,13 @@ def prepare(settings: Settings, progress: Progress) -> BootstrapSummary:
         out.steps.append(f"generated {out.generated_events:,} events")
     out.projected_events = project(settings, _span(progress, 0.25, 0.4))
     if not has_model(settings):
+        users = profile_count(settings)
+        ratio = min(1.0, settings.bootstrap_train_users / users) if users else 1.0
         out.model = initial_model(
             settings, _span(progress, 0.4, 1.0),
-            epochs=settings.bootstrap_epochs, fusion_epochs=settings.bootstrap_fusion_epochs,
+            epochs=settings.bootstrap_epochs, fusion_epochs=settings.bootstrap_fusion_epochs, train_ratio=ratio,
         )
-        out.steps.append("trained the initial model")
+        out.steps.append(f"trained the initial model (HGT on {ratio:.0%} of {users:,} users, embeddings for all)")
     progress(1.0, "ready")
     out.seconds = round(time.time() - t0, 3)
     return out

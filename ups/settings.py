@@ -82,8 +82,11 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(1_000_000, ge=1024, le=100_000_000, description="largest request body accepted")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; none by default")
+    explain_workers: int = Field(
+        2, ge=0, le=32, description="processes computing explanations (0: threads of the API process)"
+    )
     explain_concurrency: int = Field(
-        2, ge=1, le=64, description="explanations computed at once (threads); more requests wait their turn"
+        2, ge=1, le=64, description="with explain_workers=0: explanations computed at once by threads"
     )
     command_ack_timeout: float = Field(
         5.0, ge=0, le=120, description="how long an operations command waits for the dataflow to apply it (s)"
@@ -101,6 +104,9 @@ class Settings(BaseSettings):
     # ups up: initial model on an empty database, supervision
     bootstrap_epochs: int = Field(3, ge=1, le=1000, description="HGT epochs of the initial model `ups up` trains")
     bootstrap_fusion_epochs: int = Field(30, ge=1, le=10_000, description="fusion epochs of the initial model")
+    bootstrap_train_users: int = Field(
+        20_000, ge=100, le=5_000_000, description="the initial HGT trains on a sample of about this many users"
+    )
     restart_backoff: float = Field(2.0, ge=0, le=600, description="wait before restarting a crashed dataflow (s)")
     max_restarts: int = Field(5, ge=0, le=1000, description="dataflow restarts within 10 minutes before giving up")
 

@@ -132,6 +132,7 @@ class Supervisor:
     def _log_event(self, message: str) -> None:
         log.warning(message)
         self.say(message)
+        self._logs().mkdir(parents=True, exist_ok=True)
         with open(self._logs() / "supervisor.log", "a", encoding="utf-8") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
