@@ -124,7 +124,8 @@ def on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str,
     return _json(exc.status_code, error, str(exc.detail or phrase), headers=exc.headers)
 
 
-#: scoring/errors.py (and scoring.service.BadRequest) -> (status, error kind); checked along the MRO
+#: scoring/errors.py class name -> (status, error kind), checked along the MRO; by name, because an
+#: explanation worker process reports its error by name (see explain_pool.py)
 SCORING_STATUS: dict[str, tuple[int, str]] = {
     "UserNotFound": (404, "not_found"),
     "RuleNotFound": (404, "not_found"),
@@ -165,20 +166,15 @@ def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[d
 
 
 def exception_handlers() -> dict[type[Exception] | int, Any]:
-    handlers: dict[type[Exception] | int, Any] = {
+    from scoring.errors import ScoringError
+
+    return {
         ApiError: on_api_error,
         ValidationException: on_validation,
         HTTPException: on_http,
+        ScoringError: on_scoring,
         Exception: on_unexpected,
     }
-    try:
-        from scoring import errors as scoring_errors
-    except ImportError:  # scoring not installed yet: nothing of it can be raised either
-        return handlers
-    base = getattr(scoring_errors, "ScoringError", None)
-    if isinstance(base, type) and issubclass(base, Exception):
-        handlers[base] = on_scoring
-    return handlers
 
 
 _DESCRIPTIONS = {

@@ -30,8 +30,12 @@ _SERVICE: Any = None
 
 def _init(settings_doc: dict[str, Any]) -> None:
     global _SERVICE
+    import torch
+
     from scoring.service import ScoringService
 
+    # one thread per worker: the workers are the parallelism; torch's own pool on top oversubscribes the cores
+    torch.set_num_threads(1)
     _SERVICE = ScoringService(Settings.model_validate(settings_doc))
 
 

@@ -2,6 +2,11 @@
 
 The live flow, the replay and the tests all fold with :func:`fold`; that is what makes
 "replay equals live" a property of the code rather than of luck.
+
+The fold is also independent of the order in which a user's events arrive, given their seqs:
+sums are kept in integer units (milliseconds, cents) so float rounding cannot depend on order, and
+each base attribute keeps the seq that wrote it (last writer by seq wins). A replay that reads
+seq ranges in parallel partitions therefore builds the very same profiles as one reading in order.
 """
 
 from __future__ import annotations
@@ -33,12 +38,25 @@ class ProfileState:
     event_counts: dict[str, int] = field(default_factory=dict)
     partners: set[str] = field(default_factory=set)
     total_events: int = 0
-    call_duration: float = 0.0
-    app_duration: float = 0.0
-    spend: float = 0.0
+    call_ms: int = 0  # call duration, milliseconds
+    app_ms: int = 0  # app usage duration, milliseconds
+    spend_cents: int = 0
     first_event_at: float | None = None
     last_event_at: float | None = None
     last_seq: int = 0
+    base_seq: dict[str, int] = field(default_factory=dict)  # attribute -> seq of the event that set it
+
+    @property
+    def call_duration(self) -> float:
+        return self.call_ms / 1000
+
+    @property
+    def app_duration(self) -> float:
+        return self.app_ms / 1000
+
+    @property
+    def spend(self) -> float:
+        return self.spend_cents / 100
 
     def document(self) -> dict[str, Any]:
         """The profile as stored in the ``profiles`` projection and served by the API."""
@@ -67,12 +85,14 @@ class ProfileState:
             event_counts=dict(doc.get("event_counts", {})),
             partners=set(doc.get("call_partner_ids", [])),
             total_events=int(doc.get("total_events", 0)),
-            call_duration=float(doc.get("call_duration", 0.0)),
-            app_duration=float(doc.get("app_duration", 0.0)),
-            spend=float(doc.get("spend", 0.0)),
+            call_ms=round(float(doc.get("call_duration", 0.0)) * 1000),
+            app_ms=round(float(doc.get("app_duration", 0.0)) * 1000),
+            spend_cents=round(float(doc.get("spend", 0.0)) * 100),
             first_event_at=doc.get("first_event_at"),
             last_event_at=doc.get("last_event_at"),
             last_seq=last_seq,
+            # everything in the document is as of last_seq: later events win over it
+            base_seq=dict.fromkeys(BASE_DEFAULTS, last_seq),
         )
 
 
@@ -80,31 +100,45 @@ class ProfileState:
 PROFILE_TYPES: frozenset[str] = INTERACTION_TYPES | {"user.registered", "user.updated"}
 
 
+def _set_base(state: ProfileState, values: dict[str, Any], seq: int) -> None:
+    written = state.base_seq
+    for k, v in values.items():
+        if k in BASE_DEFAULTS and seq >= written.get(k, 0):
+            state.base[k] = v
+            written[k] = seq
+
+
 def fold(state: ProfileState | None, event: Event, seq: int = 0) -> ProfileState:
-    """Apply one event of this user to the state (creating a default profile when first seen)."""
+    """Apply one event of this user to the state (creating a default profile when first seen).
+
+    With seqs given, the result does not depend on the order events are folded in; without them
+    (seq 0) attribute updates apply in call order.
+    """
     assert event.user_id is not None
     if state is None:
         state = ProfileState(event.user_id)
     etype = event.type
-    if etype == "user.registered":
-        state.base.update({k: event.payload[k] for k in BASE_DEFAULTS if k in event.payload})
-        state.registered = True
-    elif etype == "user.updated":
-        state.base.update({k: v for k, v in event.payload.items() if k in BASE_DEFAULTS})
-    elif etype in INTERACTION_TYPES:
-        state.event_counts[etype] = state.event_counts.get(etype, 0) + 1
+    if etype in INTERACTION_TYPES:
+        counts = state.event_counts
+        counts[etype] = counts.get(etype, 0) + 1
         state.total_events += 1
         if etype == "call":
             state.partners.add(event.target_id or "")
-            state.call_duration += float(event.payload.get("duration", 0.0))
+            state.call_ms += round(float(event.payload.get("duration", 0.0)) * 1000)
         elif etype == "app.usage":
-            state.app_duration += float(event.payload.get("duration", 0.0))
+            state.app_ms += round(float(event.payload.get("duration", 0.0)) * 1000)
         elif etype == "product.order":
-            state.spend += float(event.payload.get("amount", 0.0))
-        if state.first_event_at is None or event.ts < state.first_event_at:
-            state.first_event_at = event.ts
-        if state.last_event_at is None or event.ts > state.last_event_at:
-            state.last_event_at = event.ts
+            state.spend_cents += round(float(event.payload.get("amount", 0.0)) * 100)
+        ts = event.ts
+        if state.first_event_at is None or ts < state.first_event_at:
+            state.first_event_at = ts
+        if state.last_event_at is None or ts > state.last_event_at:
+            state.last_event_at = ts
+    elif etype == "user.registered":
+        _set_base(state, event.payload, seq)
+        state.registered = True
+    elif etype == "user.updated":
+        _set_base(state, event.payload, seq)
     if seq > state.last_seq:
         state.last_seq = seq
     return state

@@ -43,9 +43,10 @@ class Profiles:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def upsert_many(self, rows: Iterable[tuple[str, dict[str, Any], int]]) -> int:
+    def upsert_many(self, rows: Iterable[tuple[str, dict[str, Any] | str, int]]) -> int:
+        """Insert or replace documents; a document given as ``str`` is already JSON and is stored as is."""
         now = time.time()
-        data = [(uid, _dumps(doc), seq, now) for uid, doc, seq in rows]
+        data = [(uid, doc if isinstance(doc, str) else _dumps(doc), seq, now) for uid, doc, seq in rows]
         self.conn.executemany(
             "INSERT INTO profiles(user_id, profile, last_seq, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(user_id) DO UPDATE SET profile = excluded.profile, "

@@ -85,12 +85,26 @@ def started(client: Any, timeout: float = 60) -> Any:
     return client
 
 
+def needs(*modules: str) -> None:
+    """Skip, naming the missing module, until the packages a test runs on are installed."""
+    import pytest
+
+    for name in modules:
+        pytest.importorskip(name, reason=f"{name} is not there yet")
+
+
+#: the end-to-end run: the dataflow, and the training ``ups up`` does on an empty database
+SYSTEM = ("dataflow.runner", "scoring.service", "scoring.training", "scoring.embed")
+#: real training jobs
+TRAINING = ("scoring.training", "scoring.embed")
+
+
 def folded_store(db: Path, gen: Any) -> Path:
-    """The generator's dataset in a new store, with profiles folded by the dataflow's replay."""
-    from dataflow.runner import replay
+    """The generator's dataset in a new store, with profiles folded by the shared pure fold."""
+    from scoring_support import fold_profiles
     from storage.event_store import EventStore
 
     with EventStore(db) as store:
         store.append(gen.dataset())
-    replay(settings_for(db, recovery=False))
+        fold_profiles(store)
     return db

@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 from api.app import create_app
 from api.job_tasks import next_db_path
 from api.jobs import finite_only
-from api_support import folded_store, settings_for, started
+from api_support import TRAINING, folded_store, needs, settings_for, started
 from storage.db import connect
 from storage.projections import Jobs
 
@@ -118,6 +118,7 @@ def test_job_results_carry_no_nan() -> None:
 @pytest.fixture(scope="module")
 def trained_db(tmp_path_factory: pytest.TempPathFactory, small_gen) -> Path:
     """A small folded store; the first test trains its HGT model through the API."""
+    needs(*TRAINING)
     return folded_store(tmp_path_factory.mktemp("jobs") / "ups.db", small_gen)
 
 

@@ -3,6 +3,7 @@ responses match the schema, errors are JSON. Bounded: a few examples per operati
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 import threading
 import time
@@ -22,12 +23,17 @@ from schemathesis.specs.openapi.checks import (
 from schemathesis.checks import not_a_server_error
 
 from api.app import create_app
-from api_support import folded_store, put_flow_status, settings_for
+from api_support import folded_store, needs, put_flow_status, settings_for
 from storage.db import connect
 from storage.projections import Jobs
 
-#: operations left out: shutdown stops the server under test (it has its own tests)
-EXCLUDED = ["/api/v1/operations/shutdown"]
+needs("scoring.service")
+
+#: operations left out: shutdown stops the server under test (it has its own tests); graph statistics
+#: until the graph package (issue 4) is there
+EXCLUDED = ["/api/v1/operations/shutdown"] + (
+    ["/api/v1/graph/statistics"] if importlib.util.find_spec("scoring.graph") is None else []
+)
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,12 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api_support import folded_store, settings_for, started
+from api_support import folded_store, needs, settings_for, started
 from storage.event_store import EventStore
 from storage.projections import Profiles
 
+
+needs("scoring.service")
 
 @pytest.fixture(scope="module")
 def folded_db(tmp_path_factory: pytest.TempPathFactory, small_gen) -> Path:

@@ -22,8 +22,11 @@ from typing import Any, Callable
 
 import pytest
 
+from api_support import SYSTEM, needs
 from storage.db import connect
 from storage.projections import Profiles
+
+needs(*SYSTEM)
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,9 @@ from .settings import Settings
 #: modules that define ``register(subparsers, common)``; kept here so `ups --help` lists them all
 COMMAND_MODULES = [
     "ups.cmd_data",
-    "ups.cmd_api",
+    "ups.cmd_flow",
     "ups.cmd_scoring",
+    "ups.cmd_api",
 ]
 
 

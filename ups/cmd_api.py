@@ -89,7 +89,10 @@ def cmd_api(args: argparse.Namespace) -> int:
     config = uvicorn.Config(app, host=s.host, port=s.port, log_level=args.log_level, access_log=False,
                             lifespan="on", timeout_graceful_shutdown=10)
     server = holder["server"] = uvicorn.Server(config)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it stopped on: that was a clean stop
+        pass
     return 0 if server.started else 1
 
 

@@ -38,7 +38,23 @@ class Settings(BaseSettings):
     # dataflow
     snapshot_interval: float = Field(5.0, gt=0, description="Bytewax recovery epoch length (s)")
     status_interval: float = Field(2.0, gt=0, description="how often the flow writes its status (s)")
-    batch_size: int = Field(2000, ge=1, description="events per append/upsert transaction")
+    batch_size: int = Field(2000, ge=1, le=1_000_000, description="events per append/upsert transaction")
+    sqlite_cache_mb: int = Field(
+        128, ge=2, le=65_536, description="page cache of the flow's writer connections (MB); indexes of a big log"
+    )
+    recovery: bool = Field(True, description="Bytewax recovery (snapshots under state_dir/recovery)")
+    recovery_partitions: int = Field(1, ge=1, le=64, description="Bytewax recovery partitions made when missing")
+    profile_shards: int = Field(
+        64, ge=1, le=4096, description="user partitions of the profile fold (fixed per recovery directory)"
+    )
+    flush_interval: float = Field(2.0, gt=0, le=3600, description="how often each shard writes changed profiles (s)")
+    log_poll_interval: float = Field(
+        0.5, gt=0, le=60, description="how often the flow reads events other writers appended to the log (s)"
+    )
+    command_poll_interval: float = Field(0.5, gt=0, le=60, description="how often the flow polls commands (s)")
+    live_base_ts: float | None = Field(
+        None, description="event time of live index 0 for a fresh stream (default: the start time)"
+    )
 
     # scoring: fusion training (issue 5)
     fusion_hidden: int = Field(32, ge=1, le=1024, description="hidden units of the fusion's embedding MLP")

@@ -1,0 +1,275 @@
+"""Run-time control of a running flow: pause/resume flags, pacing, stop, and the supervisor thread
+that polls operator commands from ``ops_history`` and writes the ``dataflow`` status row.
+
+One :class:`FlowControl` exists per flow process and is handed explicitly to the sources, sinks and
+(optionally) the refresh step; Bytewax workers of one process are threads, so they all see it.
+
+Contract (see the brief): commands are rows ``OpsHistory(conn).request(command, params, source)`` with
+``command`` in :data:`COMMANDS`; the flow resolves each with ``resolve(id, "applied"|"rejected", effect)``.
+The status document ``Status(conn).put("dataflow", {...})`` carries :data:`STATUS_KEYS` plus whatever the
+refresh step reports through :meth:`FlowControl.set_refresh_status`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from storage.event_store import EventStore
+from storage.projections import Checkpoints, OpsHistory, Status
+
+log = logging.getLogger(__name__)
+
+COMMANDS = (
+    "ingestion.start",
+    "ingestion.stop",
+    "incremental.start",
+    "incremental.stop",
+    "generator.config",
+    "shutdown",
+)
+STATUS_KEYS = (
+    "state",
+    "ingestion",
+    "refresh",
+    "events_in",
+    "events_per_s",
+    "last_seq",
+    "lag_s",
+    "dead_letters",
+    "started_at",
+    "pid",
+    "workers",
+)
+#: checkpoint name of the profiles projection (written with the profile upserts)
+PROFILES_CHECKPOINT = "profiles"
+
+
+#: WAL pages after which a writer checkpoints by itself; normally the supervisor has done it long before
+WRITER_AUTOCHECKPOINT_PAGES = 100_000
+
+
+def tune_writer(store: EventStore, cache_mb: int) -> None:
+    """Settings of the flow's writer connections: a page cache that holds the log's indexes (every
+    append touches them), and WAL checkpoints left to the supervisor thread (:meth:`Supervisor.run`)
+    so the writers do not stop for the copy and sync of each one."""
+    store.conn.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
+    store.conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
+
+
+@dataclass
+class FlowControl:
+    """Shared switches of one flow process (thread-safe: Bytewax workers are threads)."""
+
+    rate: float = 200.0
+    delay: float = 0.0
+    ingestion_paused: bool = False
+    refresh_paused: bool = False
+    #: True once a refresh step is attached (issue 4); status shows "off" otherwise
+    refresh_attached: bool = False
+    workers: int = 1
+    started_at: float = field(default_factory=time.time)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _refresh_status: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # -------------------------------------------------------------- stop
+
+    def request_stop(self, why: str = "") -> None:
+        if not self._stop.is_set():
+            log.info("stop requested %s", why)
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wait_stop(self, timeout: float) -> bool:
+        return self._stop.wait(timeout)
+
+    # -------------------------------------------------------------- refresh step hook
+
+    def set_refresh_status(self, **values: Any) -> None:
+        """Called by the refresh step: refresh_queue, oldest_pending_s, refreshes_per_s, model_version, device."""
+        with self._lock:
+            self._refresh_status.update(values)
+
+    def refresh_status(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._refresh_status)
+
+    # -------------------------------------------------------------- commands
+
+    def apply(self, command: str, params: dict[str, Any]) -> tuple[str, str]:
+        """Apply one operator command; returns (state, effect) for ``ops_history``."""
+        if command == "ingestion.stop":
+            was = self.ingestion_paused
+            self.ingestion_paused = True
+            return "applied", "ingestion already paused" if was else "ingestion paused: the log stops growing"
+        if command == "ingestion.start":
+            was = self.ingestion_paused
+            self.ingestion_paused = False
+            return "applied", "ingestion resumed" if was else "ingestion already running"
+        if command in ("incremental.stop", "incremental.start"):
+            self.refresh_paused = command == "incremental.stop"
+            word = "paused" if self.refresh_paused else "resumed"
+            if not self.refresh_attached:
+                return "applied", f"refresh branch {word} (no refresh step is attached to this flow)"
+            return "applied", f"refresh branch {word}"
+        if command == "generator.config":
+            try:
+                rate = float(params.get("rate", self.rate))
+                delay = float(params.get("delay", self.delay))
+            except (TypeError, ValueError):
+                return "rejected", f"rate and delay must be numbers, got {params!r}"
+            if not (math.isfinite(rate) and 0 < rate <= 1_000_000):
+                return "rejected", f"rate must be within (0, 1000000] events/s, got {rate}"
+            if not (math.isfinite(delay) and 0 <= delay <= 60):
+                return "rejected", f"delay must be within [0, 60] s, got {delay}"
+            self.rate, self.delay = rate, delay
+            return "applied", f"generator rate {rate:g} events/s, delay {delay:g} s"
+        if command == "shutdown":
+            self.request_stop("by command")
+            return "applied", "flow stopping (sources end, state snapshotted)"
+        return "rejected", f"unknown command {command!r}; known: {', '.join(COMMANDS)}"
+
+
+class Supervisor(threading.Thread):
+    """Polls commands, writes the status row and checkpoints the WAL while the flow runs (one per process)."""
+
+    def __init__(
+        self,
+        db: Path,
+        control: FlowControl,
+        *,
+        status_interval: float,
+        poll_interval: float,
+        resolve: bool = True,
+        on_status: Callable[[dict[str, Any]], None] | None = None,
+        checkpoint_interval: float = 1.0,
+    ) -> None:
+        super().__init__(name="ups-supervisor", daemon=True)
+        self.db = db
+        self.control = control
+        self.status_interval = status_interval
+        self.poll_interval = poll_interval
+        #: only one process of a cluster resolves rows and writes status
+        self.resolve = resolve
+        self.on_status = on_status
+        self.checkpoint_interval = checkpoint_interval
+        self._done = threading.Event()
+        self._rate_window: list[tuple[float, int]] = []
+        self._cursor = 0
+        self._seq0 = 0
+
+    def run(self) -> None:
+        store = EventStore(self.db)
+        try:
+            ops = OpsHistory(store.conn)
+            # commands already pending when we start are for us; older applied ones are history
+            pending = ops.pending()
+            self._cursor = pending[0]["id"] - 1 if pending else self._max_op_id(store)
+            self._seq0 = store.last_seq()
+            next_status = next_checkpoint = 0.0
+            while not self._done.is_set():
+                try:
+                    self._poll(store)
+                    now = time.monotonic()
+                    if self.resolve and now >= next_status:
+                        self.write_status(store, "running")
+                        next_status = now + self.status_interval
+                    if now >= next_checkpoint:
+                        # PASSIVE: copies what no reader needs, never blocks the writers
+                        store.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                        next_checkpoint = now + self.checkpoint_interval
+                except sqlite3.Error:  # e.g. locked past the busy timeout: try again next round
+                    log.exception("supervisor: polling commands or writing status failed")
+                self._done.wait(self.poll_interval)
+            self._poll(store)
+        finally:
+            store.close()
+
+    @staticmethod
+    def _max_op_id(store: EventStore) -> int:
+        return int(store.conn.execute("SELECT coalesce(max(id), 0) FROM ops_history").fetchone()[0])
+
+    def _poll(self, store: EventStore) -> None:
+        rows = store.conn.execute(
+            "SELECT id, command, params, state FROM ops_history WHERE id > ? ORDER BY id", (self._cursor,)
+        ).fetchall()
+        ops = OpsHistory(store.conn)
+        for op_id, command, params, state in rows:
+            self._cursor = op_id
+            if command not in COMMANDS:
+                continue  # an operation for someone else (jobs, rules, ...)
+            try:
+                parsed = json.loads(params) if params else {}
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, dict):
+                result, effect = "rejected", f"params must be a JSON object, got {params!r}"
+            else:
+                result, effect = self.control.apply(command, parsed)
+            if self.resolve and state == "pending":
+                ops.resolve(op_id, result, effect)
+            log.info("command %s #%d: %s (%s)", command, op_id, result, effect)
+
+    def status_doc(self, store: EventStore, state: str) -> dict[str, Any]:
+        c = self.control
+        now = time.time()
+        last_seq = store.last_seq()
+        window = self._rate_window
+        window.append((now, last_seq))
+        while len(window) > 2 and now - window[0][0] > 10.0:
+            window.pop(0)
+        t0, s0 = window[0]
+        rate = (last_seq - s0) / (now - t0) if now > t0 else 0.0
+        cp = Checkpoints(store.conn).get(PROFILES_CHECKPOINT)
+        lag = 0.0
+        if cp < last_seq:
+            r = store.conn.execute("SELECT recorded_at FROM events WHERE seq > ? ORDER BY seq LIMIT 1", (cp,)).fetchone()
+            lag = max(0.0, now - r[0]) if r else 0.0
+        doc: dict[str, Any] = {
+            "state": state,
+            "ingestion": "paused" if c.ingestion_paused else "running",
+            "refresh": ("paused" if c.refresh_paused else "running") if c.refresh_attached else "off",
+            "events_in": last_seq - self._seq0,
+            "events_per_s": round(rate, 1),
+            "last_seq": last_seq,
+            "profiles_seq": cp,
+            "lag_s": round(lag, 3),
+            "dead_letters": store.dead_letter_count(),
+            "started_at": c.started_at,
+            "pid": os.getpid(),
+            "workers": c.workers,
+            "rate": c.rate,
+            "delay": c.delay,
+        }
+        doc.update(c.refresh_status())
+        return doc
+
+    def write_status(self, store: EventStore, state: str) -> dict[str, Any]:
+        doc = self.status_doc(store, state)
+        with store.transaction() as conn:
+            Status(conn).put("dataflow", doc)
+        if self.on_status:
+            self.on_status(doc)
+        return doc
+
+    def finish(self) -> dict[str, Any] | None:
+        """Stop polling and write the final "stopped" status."""
+        self._done.set()
+        if self.is_alive():
+            self.join(timeout=30)
+        if not self.resolve:
+            return None
+        with EventStore(self.db) as store:
+            return self.write_status(store, "stopped")

@@ -1,0 +1,210 @@
+"""The Bytewax dataflows: the live flow and the replay of the log. Both fold profiles with the very
+same steps (:func:`add_profile_projection`).
+
+Live flow::
+
+    ingest (mock | jsonl | any source of batches) -> validate -+-> dead_letters (sink)
+                                                               +-> event_log (append; emits the log in seq order)
+        event_log -+-> shard by user -> fold_profiles (stateful) -> profiles (sink, with checkpoint)
+                   +-> rule_changes -> rules (sink)
+                   +-> affected_nodes (Stream[GraphDelta], for the refresh step)
+
+The projection consumes the log as the append step hands it on (see :mod:`dataflow.event_log`):
+every seq once, in order, whoever appended it; replay is the same projection over a read of the log.
+
+``python -m bytewax.run "dataflow.flow:get_flow()"`` runs the live flow configured from ``UPS_*``
+environment variables (give ``-r``/``-s`` for recovery there; ``ups dataflow`` does it for you).
+"""
+
+from __future__ import annotations
+
+import atexit
+from pathlib import Path
+from typing import Any, Callable
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import FixedPartitionedSource
+
+from storage.event_store import EventStore
+from storage.projections import Profiles
+from ups.settings import Settings
+
+from .affected import GraphDelta
+from .control import FlowControl
+from .event_log import LOG_KEY, LogAppendLogic
+from .generator import GeneratorConfig, MockGenerator
+from .profile import ProfileState
+from .projection import ProfileShardLogic, ShardSplitter
+from .sinks import RULE_TYPES, DeadLetterSink, ProfileSink, RuleChange, RulesSink
+from .sources import JsonlSource, LogBatch, LogSource, MockSource
+from .validate import validate_batch
+
+#: signature of the hook that attaches the embedding-refresh branch (issue 4)
+AttachRefresh = Callable[[Stream[GraphDelta], FlowControl], None]
+
+
+def add_profile_projection(
+    log_batches: Stream[LogBatch],
+    db: Path,
+    *,
+    shards: int,
+    flush_interval: float,
+    final_seq: int | None = None,
+    on_events: Callable[[int], None] | None = None,
+    on_write: Callable[[int], None] | None = None,
+    loader: Callable[[list[str]], dict[str, ProfileState]] | None = None,
+    cache_mb: int = 128,
+) -> None:
+    """log batches -> shard by user -> fold -> profiles sink (+ checkpoint)."""
+    splitter = ShardSplitter(shards)
+    if on_events is not None:
+        count = on_events
+
+        def split(batch: LogBatch) -> list[Any]:
+            count(len(batch.events))
+            return splitter(batch)
+
+        sharded = op.flat_map("shard_by_user", log_batches, split)
+    else:
+        sharded = op.flat_map("shard_by_user", log_batches, splitter)
+    folded = op.stateful_batch(
+        "fold_profiles",
+        sharded,
+        lambda resume: ProfileShardLogic(resume, flush_interval, loader=loader, shards=shards),
+    )
+    # one sink partition sees every shard's progress (the checkpoint is their minimum)
+    to_sink = op.map("to_profiles_sink", folded, lambda kv: (ProfileSink.PART, kv))
+    op.output("profiles", to_sink, ProfileSink(db, shards, final_seq=final_seq, on_write=on_write, cache_mb=cache_mb))
+
+
+def add_rules_projection(log_batches: Stream[LogBatch], db: Path, *, in_order: bool) -> None:
+    """rule.* events -> the rules projection."""
+
+    def rule_changes(batch: LogBatch) -> list[tuple[str, RuleChange]]:
+        return [
+            (RulesSink.PART, (seq, e)) for e, seq in zip(batch.events, batch.seqs) if e.type in RULE_TYPES
+        ]
+
+    op.output("rules", op.flat_map("rule_changes", log_batches, rule_changes), RulesSink(db, in_order=in_order))
+
+
+def build_live_flow(
+    settings: Settings,
+    ingest: FixedPartitionedSource[Any, Any],
+    control: FlowControl,
+    *,
+    attach_refresh: AttachRefresh | None = None,
+    flow_id: str = "ups_live",
+) -> Dataflow:
+    """The live flow over ``ingest`` (items: :class:`~dataflow.sources.IngestBatch` or lists of raw events).
+
+    ``attach_refresh(affected, control)`` plugs the embedding-refresh branch onto the
+    ``affected_nodes`` stream (one :class:`~dataflow.affected.GraphDelta` per log batch)."""
+    db = settings.db
+    flow = Dataflow(flow_id)
+    raw = op.input("ingest", flow, ingest)
+    checked = op.map("validate", raw, validate_batch)
+    rejected = op.filter_map("rejected", checked, lambda c: (c.origin, c.rejected) if c.rejected else None)
+    op.output("dead_letters", rejected, DeadLetterSink(db))
+    to_log = op.key_on("to_log", checked, lambda _: LOG_KEY)
+    poll, cache = settings.log_poll_interval, settings.sqlite_cache_mb
+    appended = op.stateful_batch(
+        "event_log", to_log, lambda upto: LogAppendLogic(upto, db, poll_interval=poll, cache_mb=cache)
+    )
+    log_batches = op.key_rm("log", appended)
+    add_profile_projection(
+        log_batches,
+        db,
+        shards=settings.profile_shards,
+        flush_interval=settings.flush_interval,
+        cache_mb=settings.sqlite_cache_mb,
+    )
+    add_rules_projection(log_batches, db, in_order=True)
+    affected = op.map("affected_nodes", log_batches, lambda b: GraphDelta(b.events, b.seqs, b.upto))
+    if attach_refresh is not None:
+        control.refresh_attached = True
+        attach_refresh(affected, control)
+    return flow
+
+
+def mock_source(settings: Settings, control: FlowControl, max_events: int | None = None) -> MockSource:
+    gen = MockGenerator(GeneratorConfig.from_settings(settings))
+    return MockSource(
+        gen, control, max_events=max_events, batch_size=settings.batch_size, base_ts=settings.live_base_ts
+    )
+
+
+def jsonl_source(settings: Settings, control: FlowControl, path: Path, follow: bool = False) -> JsonlSource:
+    return JsonlSource(path, control, batch_size=settings.batch_size, follow=follow)
+
+
+class ProfileLoader:
+    """Loads stored profiles of users a replay meets first (replay continuing from a seq)."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+
+    def __call__(self, user_ids: list[str]) -> dict[str, ProfileState]:
+        with EventStore(self.db, readonly=True) as store:
+            rows = store.conn.execute
+            out: dict[str, ProfileState] = {}
+            for i in range(0, len(user_ids), 500):
+                chunk = user_ids[i : i + 500]
+                q = f"SELECT user_id, last_seq FROM profiles WHERE user_id IN ({','.join('?' * len(chunk))})"
+                seqs = dict(rows(q, chunk).fetchall())
+                for uid, doc in Profiles(store.conn).get_many(chunk).items():
+                    out[uid] = ProfileState.from_document(doc, int(seqs.get(uid, 0)))
+            return out
+
+
+def build_replay_flow(
+    settings: Settings,
+    *,
+    source_db: Path,
+    into: Path,
+    first: int,
+    last: int,
+    parts: int,
+    on_events: Callable[[int], None] | None = None,
+) -> Dataflow:
+    """Replay of ``first..last`` of ``source_db`` (seq ranges as partitions) into ``into``'s projections."""
+    flow = Dataflow("ups_replay")
+    src = LogSource(source_db, first, last, parts, batch_size=max(settings.batch_size, 10_000))
+    log_batches = op.input("log", flow, src)
+    add_profile_projection(
+        log_batches,
+        into,
+        shards=settings.profile_shards,
+        flush_interval=float("inf"),
+        final_seq=last,
+        on_events=on_events,
+        # continuing from a seq: users met first start from their stored profile
+        loader=ProfileLoader(into) if first > 1 else None,
+        cache_mb=settings.sqlite_cache_mb,
+    )
+    add_rules_projection(log_batches, into, in_order=parts == 1)
+    return flow
+
+
+def get_flow(source: str = "mock", max_events: int | None = None, path: str | None = None) -> Dataflow:
+    """Entry point for ``python -m bytewax.run "dataflow.flow:get_flow()"`` (settings from ``UPS_*``).
+
+    Starts the supervisor thread (commands, status) for this process as a side effect."""
+    from .control import Supervisor
+
+    settings = Settings()
+    control = FlowControl(rate=settings.live_rate, delay=settings.live_delay)
+    if source == "mock":
+        ingest: FixedPartitionedSource[Any, Any] = mock_source(settings, control, max_events)
+    elif source == "jsonl" and path:
+        ingest = jsonl_source(settings, control, Path(path))
+    else:
+        raise ValueError(f"source must be 'mock' or 'jsonl' with a path, got {source!r}")
+    flow = build_live_flow(settings, ingest, control)
+    supervisor = Supervisor(
+        settings.db, control, status_interval=settings.status_interval, poll_interval=settings.command_poll_interval
+    )
+    supervisor.start()
+    atexit.register(supervisor.finish)  # the status row says "stopped" when the process ends
+    return flow

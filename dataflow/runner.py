@@ -1,0 +1,271 @@
+"""Running the flows as a process: recovery directory, signals, supervisor, worker count; and replay."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from bytewax.inputs import FixedPartitionedSource
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.run import cli_main
+from bytewax.testing import run_main
+
+from scoring.rule_store import CHECKPOINT as RULES_CHECKPOINT
+from storage.event_store import EventStore
+from storage.projections import Checkpoints, Status
+from ups.settings import Settings
+
+from .control import PROFILES_CHECKPOINT, FlowControl, Supervisor
+from .flow import AttachRefresh, build_live_flow, build_replay_flow, jsonl_source, mock_source
+
+_META = "ups-flow.json"
+
+
+class FlowConfigError(ValueError):
+    """The run cannot start as asked (e.g. recovery state made with other settings)."""
+
+
+def ensure_recovery(settings: Settings, *, create: bool = True) -> RecoveryConfig:
+    """Bytewax recovery partitions under ``state_dir/recovery`` (made when missing), checked against
+    the settings that shape the flow's state. In a cluster only process 0 creates them (``create``);
+    the others wait for them."""
+    rdir = settings.recovery_dir
+    meta_path = rdir / _META
+    meta = {"profile_shards": settings.profile_shards}
+    parts = sorted(rdir.glob("part-*.sqlite3")) if rdir.is_dir() else []
+    deadline = time.monotonic() + 60
+    while not create and not meta_path.exists():
+        if time.monotonic() > deadline:
+            raise FlowConfigError(f"no recovery partitions appeared in {rdir}; is process 0 running?")
+        time.sleep(0.1)
+    if not parts and create:
+        rdir.mkdir(parents=True, exist_ok=True)
+        init_db_dir(rdir, settings.recovery_partitions)  # what `python -m bytewax.recovery DIR N` does
+        tmp = meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta))
+        tmp.replace(meta_path)  # written last: its presence says the partitions are ready
+    elif meta_path.exists():
+        saved = json.loads(meta_path.read_text())
+        if saved.get("profile_shards") != settings.profile_shards:
+            raise FlowConfigError(
+                f"the recovery state in {rdir} was made with UPS_PROFILE_SHARDS={saved.get('profile_shards')}, "
+                f"not {settings.profile_shards}; use that value, or delete {rdir} to start the flow afresh"
+            )
+    return RecoveryConfig(rdir)
+
+
+@contextmanager
+def _signals_stop(control: FlowControl) -> Iterator[None]:
+    """SIGINT/SIGTERM end the sources; the flow then finishes cleanly (sinks flushed, state saved)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if control.stopping:  # a second signal: give up at once
+            raise KeyboardInterrupt
+        control.request_stop(f"by signal {signal.Signals(signum).name}")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextmanager
+def _gc_for_throughput() -> Iterator[None]:
+    """The flow allocates millions of short-lived objects; generational GC passes over the large,
+    long-lived heap (profiles) would dominate, so collect young objects less often."""
+    old = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
+
+
+@dataclass
+class RunSummary:
+    events_in: int
+    seconds: float
+    last_seq: int
+    profiles_seq: int
+    dead_letters: int
+    status: dict[str, Any]
+
+    @property
+    def rate(self) -> float:
+        return self.events_in / self.seconds if self.seconds > 0 else 0.0
+
+
+def run_dataflow(
+    settings: Settings,
+    *,
+    source: str = "mock",
+    path: Path | None = None,
+    follow: bool = False,
+    workers: int = 1,
+    max_events: int | None = None,
+    process_id: int | None = None,
+    addresses: list[str] | None = None,
+    attach_refresh: AttachRefresh | None = None,
+    ingest: FixedPartitionedSource[Any, Any] | None = None,
+    control: FlowControl | None = None,
+    on_status: Callable[[dict[str, Any]], None] | None = None,
+) -> RunSummary:
+    """Run the live flow until its input ends, a ``shutdown`` command, or SIGINT/SIGTERM."""
+    if process_id is None and settings.db.exists():
+        running = _flow_running(settings.db)
+        if running is not None:
+            raise FlowConfigError(
+                f"a dataflow (pid {running.get('pid')}) is already running on {settings.db}; stop it first "
+                "(SIGINT/SIGTERM or a shutdown command)"
+            )
+    control = control or FlowControl(rate=settings.live_rate, delay=settings.live_delay)
+    control.workers = workers * (len(addresses) if addresses else 1)
+    if ingest is None:
+        if source == "mock":
+            ingest = mock_source(settings, control, max_events)
+        elif source == "jsonl":
+            if path is None:
+                raise FlowConfigError("--source jsonl needs --path FILE")
+            if not Path(path).is_file():
+                raise FlowConfigError(f"--path {path}: no such file")
+            ingest = jsonl_source(settings, control, Path(path), follow)
+        else:
+            raise FlowConfigError(f"unknown source {source!r}; use mock or jsonl")
+    flow = build_live_flow(settings, ingest, control, attach_refresh=attach_refresh)
+    recovery = ensure_recovery(settings, create=not process_id) if settings.recovery else None
+    with EventStore(settings.db) as store:
+        seq0 = store.last_seq()
+    supervisor = Supervisor(
+        settings.db,
+        control,
+        status_interval=settings.status_interval,
+        poll_interval=settings.command_poll_interval,
+        resolve=not process_id,
+        on_status=on_status,
+    )
+    t0 = time.perf_counter()
+    supervisor.start()
+    try:
+        with _signals_stop(control), _gc_for_throughput():
+            cli_main(
+                flow,
+                workers_per_process=workers,
+                process_id=process_id,
+                addresses=addresses,
+                epoch_interval=timedelta(seconds=settings.snapshot_interval),
+                recovery_config=recovery,
+            )
+    finally:
+        status = supervisor.finish() or {}
+    seconds = time.perf_counter() - t0
+    with EventStore(settings.db) as store:
+        return RunSummary(
+            events_in=store.last_seq() - seq0,
+            seconds=seconds,
+            last_seq=store.last_seq(),
+            profiles_seq=Checkpoints(store.conn).get(PROFILES_CHECKPOINT),
+            dead_letters=store.dead_letter_count(),
+            status=status,
+        )
+
+
+# ------------------------------------------------------------------------------------------ replay
+
+
+@dataclass
+class ReplaySummary:
+    first: int
+    last: int
+    events: int
+    profiles: int
+    seconds: float
+    into: Path
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def _flow_running(db: Path) -> dict[str, Any] | None:
+    """The live flow's status if one is running on this database (its pid is alive)."""
+    with EventStore(db) as store:
+        st = Status(store.conn).get("dataflow")
+    if not st or st.get("state") != "running":
+        return None
+    try:
+        os.kill(int(st.get("pid", 0)), 0)
+    except (OSError, ValueError):
+        return None
+    return st if int(st.get("pid", 0)) != os.getpid() else None
+
+
+def replay(
+    settings: Settings,
+    *,
+    from_seq: int = 1,
+    to_seq: int | None = None,
+    into: Path | None = None,
+    workers: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> ReplaySummary:
+    """Rebuild the profiles and rules projections from the log (``from_seq..to_seq``) into ``into``
+    (default: the database itself). From seq 1 the projection is rebuilt from nothing; from a later seq it continues
+    a projection whose checkpoint is ``from_seq - 1``."""
+    source_db = settings.db
+    if not source_db.exists():
+        raise FlowConfigError(f"no database at {source_db}")
+    target = Path(into) if into is not None else source_db
+    with EventStore(source_db, readonly=True) as store:
+        last_seq = store.last_seq()
+    last = last_seq if to_seq is None else min(to_seq, last_seq)
+    if from_seq < 1:
+        raise FlowConfigError(f"--from-seq must be at least 1, got {from_seq}")
+    if to_seq is not None and to_seq < from_seq:
+        raise FlowConfigError(f"--to-seq {to_seq} is before --from-seq {from_seq}")
+    running = _flow_running(target)
+    if running is not None:
+        raise FlowConfigError(
+            f"a dataflow (pid {running.get('pid')}) is writing {target}'s projections; stop it first "
+            "(`ups dataflow` stops on SIGINT/SIGTERM or a shutdown command) or replay --into another file"
+        )
+    with EventStore(target) as store, store.transaction() as conn:
+        cp = Checkpoints(conn).get(PROFILES_CHECKPOINT)
+        if from_seq == 1:
+            conn.execute("DELETE FROM profiles")
+            conn.execute("DELETE FROM rules")
+            Checkpoints(conn).set(PROFILES_CHECKPOINT, 0)
+            conn.execute("DELETE FROM checkpoints WHERE projection = ?", (RULES_CHECKPOINT,))
+        elif cp != from_seq - 1:
+            raise FlowConfigError(
+                f"the profiles in {target} are at seq {cp:,}; replay --from-seq {cp + 1} continues them, "
+                "--from-seq 1 rebuilds them"
+            )
+    flow = build_replay_flow(
+        settings, source_db=source_db, into=target, first=from_seq, last=last, parts=workers, on_events=progress
+    )
+    t0 = time.perf_counter()
+    with _gc_for_throughput():
+        if workers == 1:
+            run_main(flow)
+        else:
+            cli_main(flow, workers_per_process=workers)
+    seconds = time.perf_counter() - t0
+    with EventStore(target) as store:
+        n = store.conn.execute("SELECT count(*) FROM profiles").fetchone()[0]
+    return ReplaySummary(from_seq, last, max(0, last - from_seq + 1), int(n), seconds, target)

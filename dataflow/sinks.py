@@ -1,0 +1,189 @@
+"""Bytewax sinks into the SQLite store: dead letters and the profiles and rules projections.
+
+Each worker opens its own connection (``build``/``build_part`` run on the worker's thread). Profile
+upserts are idempotent (the same document for the same seq), so what Bytewax delivers again after a
+resume changes nothing. Dead letters are a diagnostic record: after a crash, a rejected event that is
+delivered again is recorded again.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
+
+from scoring.rule_store import CHECKPOINT as RULES_CHECKPOINT
+from scoring.rule_store import RULE_EVENT_TYPES, apply_rule_event
+from storage.event_store import EventStore
+from storage.events import Event
+from storage.projections import Checkpoints, Profiles
+
+from .control import PROFILES_CHECKPOINT, tune_writer
+from .projection import ProfileFlush
+
+log = logging.getLogger(__name__)
+
+
+class _DeadLetterPartition(StatelessSinkPartition[tuple[str, list[tuple[Any, str]]]]):
+    def __init__(self, db: Path) -> None:
+        self.store = EventStore(db)
+
+    def write_batch(self, items: list[tuple[str, list[tuple[Any, str]]]]) -> None:
+        with self.store.transaction():
+            for origin, rejected in items:
+                self.store.add_dead_letters(rejected, origin)
+                log.warning("%d invalid event(s) from %s, first: %s", len(rejected), origin, rejected[0][1])
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class DeadLetterSink(DynamicSink[tuple[str, list[tuple[Any, str]]]]):
+    """Keeps events that failed validation, verbatim, with the reason (origin, [(raw, reason)])."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = Path(db)
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+        return _DeadLetterPartition(self.db)
+
+
+#: shard key -> highest seq the shard has flushed
+Progress = dict[str, int]
+
+
+class _ProfilePartition(StatefulSinkPartition[tuple[str, ProfileFlush], Progress]):
+    def __init__(
+        self,
+        db: Path,
+        shard_count: int,
+        progress: Progress,
+        final_seq: int | None,
+        on_write: Callable[[int], None] | None,
+        cache_mb: int,
+    ) -> None:
+        self.store = EventStore(db)
+        tune_writer(self.store, cache_mb)
+        self.shard_count = shard_count
+        self.progress = progress
+        self.final_seq = final_seq
+        self.on_write = on_write
+
+    def write_batch(self, values: list[tuple[str, ProfileFlush]]) -> None:
+        rows = [doc for _, flush in values for doc in flush.docs]
+        with self.store.transaction() as conn:
+            if rows:
+                Profiles(conn).upsert_many(rows)
+            for shard, flush in values:
+                if flush.upto > self.progress.get(shard, 0):
+                    self.progress[shard] = flush.upto
+            if self.final_seq is None and len(self.progress) >= self.shard_count:
+                # every shard has written all it folded up to this seq: the projection is complete there
+                Checkpoints(conn).set(PROFILES_CHECKPOINT, min(self.progress.values()))
+        if self.on_write is not None:
+            self.on_write(len(rows))
+
+    def snapshot(self) -> Progress:
+        return dict(self.progress)
+
+    def close(self) -> None:
+        if self.final_seq is not None:
+            with self.store.transaction() as conn:
+                Checkpoints(conn).set(PROFILES_CHECKPOINT, self.final_seq)
+        self.store.close()
+
+
+class ProfileSink(FixedPartitionedSink[tuple[str, ProfileFlush], Progress]):
+    """Upserts profile documents, batched, with the ``profiles`` checkpoint in the same transaction.
+
+    One partition, so the checkpoint can be the minimum over all shards' progress. ``final_seq`` (replay)
+    sets the checkpoint once at the end instead."""
+
+    PART = "profiles"
+
+    def __init__(
+        self,
+        db: Path,
+        shard_count: int,
+        *,
+        final_seq: int | None = None,
+        on_write: Callable[[int], None] | None = None,
+        cache_mb: int = 128,
+    ) -> None:
+        self.db = Path(db)
+        self.shard_count = shard_count
+        self.final_seq = final_seq
+        self.on_write = on_write
+        self.cache_mb = cache_mb
+
+    def list_parts(self) -> list[str]:
+        return [self.PART]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[Progress]) -> _ProfilePartition:
+        return _ProfilePartition(
+            self.db, self.shard_count, dict(resume_state or {}), self.final_seq, self.on_write, self.cache_mb
+        )
+
+
+#: (seq, rule event) of rule.created / rule.updated / rule.deleted
+RuleChange = tuple[int, Event]
+RULE_TYPES = frozenset(RULE_EVENT_TYPES)
+
+
+class _RulesPartition(StatefulSinkPartition[RuleChange, None]):
+    def __init__(self, db: Path, in_order: bool) -> None:
+        self.store = EventStore(db)
+        self.in_order = in_order
+        self.pending: list[RuleChange] = []
+
+    def write_batch(self, values: list[RuleChange]) -> None:
+        if self.in_order:
+            self._apply(values)
+        else:
+            self.pending.extend(values)
+
+    def _apply(self, changes: list[RuleChange]) -> None:
+        with self.store.transaction() as conn:
+            # The rule store applies its own changes as it appends them; only what the projection has
+            # not applied yet (events appended by others, a replay) goes in, so it never steps back.
+            applied = Checkpoints(conn).get(RULES_CHECKPOINT)
+            for seq, e in changes:
+                if seq > applied:
+                    apply_rule_event(conn, e, seq)
+                    applied = seq
+
+    def snapshot(self) -> None:
+        return None
+
+    def close(self) -> None:
+        if self.pending:  # replay read seq ranges in parallel: apply in log order at the end
+            self._apply(sorted(self.pending, key=lambda c: c[0]))
+        self.store.close()
+
+
+class RulesSink(FixedPartitionedSink[RuleChange, None]):
+    """The ``rules`` projection from ``rule.*`` events, with :func:`scoring.rule_store.apply_rule_event`
+    (the rule store's own fold). One partition: changes apply in log order.
+
+    ``in_order=False`` (a replay over parallel seq ranges) keeps the changes and applies them sorted by
+    seq when the input ends; rule changes are rare, so that is little to hold."""
+
+    PART = "rules"
+
+    def __init__(self, db: Path, *, in_order: bool = True) -> None:
+        self.db = Path(db)
+        self.in_order = in_order
+
+    def list_parts(self) -> list[str]:
+        return [self.PART]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _RulesPartition:
+        return _RulesPartition(self.db, self.in_order)

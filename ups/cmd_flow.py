@@ -1,0 +1,141 @@
+"""Flow commands: ``dataflow`` (the long-running Bytewax flow) and ``replay`` (rebuild projections)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .cli import UsageError, settings_from
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "dataflow",
+        parents=[common],
+        help="run the live Bytewax flow (ingest, validate, append, fold profiles) until stopped",
+        description="Runs until its input ends, a shutdown command, or SIGINT/SIGTERM (a clean stop). "
+        "Recovery is on: after a crash, start it again and it resumes from its last snapshot.",
+    )
+    p.add_argument("--workers", type=_positive_int, default=1, help="Bytewax workers in this process")
+    p.add_argument("--max-events", type=_positive_int, help="stop after this many mock events (finite run)")
+    p.add_argument("--source", choices=["mock", "jsonl"], default="mock", help="input (default: the mock stream)")
+    p.add_argument("--path", metavar="FILE", help="JSON-lines file of events for --source jsonl")
+    p.add_argument("--follow", action="store_true", help="with --source jsonl: keep reading as the file grows")
+    p.add_argument("--rate", type=_positive_float, help="mock events per second (default: UPS_LIVE_RATE)")
+    p.add_argument("--no-recovery", action="store_true", help="run without Bytewax recovery snapshots")
+    p.add_argument("-i", "--process-id", type=int, help="this process's index in a multi-process cluster")
+    p.add_argument("-a", "--addresses", help='cluster addresses "host:port;host:port" (with -i)')
+    p.add_argument("--quiet", action="store_true", help="no status lines on stderr")
+    p.set_defaults(func=cmd_dataflow)
+
+    p = sub.add_parser(
+        "replay",
+        parents=[common],
+        help="rebuild the projections from the event log (same fold as the live flow)",
+    )
+    p.add_argument("--from-seq", type=_positive_int, default=1, help="first seq (1: rebuild from nothing)")
+    p.add_argument("--to-seq", type=_positive_int, help="last seq (default: the end of the log)")
+    p.add_argument("--into", metavar="PATH", help="write the projections into this database instead")
+    p.add_argument("--workers", type=_positive_int, default=1, help="Bytewax workers (seq ranges as partitions)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_replay)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
+
+
+def cmd_dataflow(args: argparse.Namespace) -> int:
+    from dataflow.runner import FlowConfigError, run_dataflow
+
+    if args.source == "jsonl" and not args.path:
+        raise UsageError("--source jsonl needs --path FILE")
+    if args.path and args.source != "jsonl":
+        raise UsageError("--path is for --source jsonl")
+    if args.max_events and args.source != "mock":
+        raise UsageError("--max-events is for the mock source (a file ends by itself)")
+    if (args.process_id is None) != (args.addresses is None):
+        raise UsageError("-i/--process-id and -a/--addresses go together")
+    addresses = [a for a in args.addresses.split(";") if a] if args.addresses else None
+    if addresses is not None and not 0 <= args.process_id < len(addresses):
+        raise UsageError(f"--process-id must be within 0..{len(addresses) - 1} for {len(addresses)} addresses")
+    s = settings_from(args, live_rate=args.rate, recovery=False if args.no_recovery else None)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def show(doc: dict) -> None:
+        if not args.quiet:
+            print(
+                f"dataflow {doc['state']}: ingestion {doc['ingestion']}, {doc['events_in']:,} events in "
+                f"({doc['events_per_s']:,.0f}/s), last seq {doc['last_seq']:,}, profiles at {doc['profiles_seq']:,}, "
+                f"lag {doc['lag_s']:.1f} s, dead letters {doc['dead_letters']:,}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    try:
+        summary = run_dataflow(
+            s,
+            source=args.source,
+            path=Path(args.path) if args.path else None,
+            follow=args.follow,
+            workers=args.workers,
+            max_events=args.max_events,
+            process_id=args.process_id,
+            addresses=addresses,
+            on_status=show,
+        )
+    except FlowConfigError as err:
+        raise UsageError(str(err)) from None
+    print(
+        f"dataflow stopped: {summary.events_in:,} events appended in {summary.seconds:.1f} s "
+        f"({summary.rate:,.0f} events/s); last seq {summary.last_seq:,}, profiles at seq {summary.profiles_seq:,}, "
+        f"dead letters {summary.dead_letters:,}"
+    )
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from dataflow.runner import FlowConfigError, replay
+    from storage.event_store import EventStore
+
+    s = settings_from(args)
+    if not s.db.exists():
+        raise UsageError(f"no database at {s.db}; run `ups generate` first")
+    into = Path(args.into) if args.into else None
+    if into is not None and into.exists() and into.is_dir():
+        raise UsageError(f"--into {into} is a folder; give a database file")
+    with EventStore(s.db, readonly=True) as store:
+        last = store.last_seq()
+    total = max(0, min(args.to_seq or last, last) - args.from_seq + 1)
+    with tqdm(total=total, unit="ev", unit_scale=True, desc="replay", disable=args.quiet, file=sys.stderr) as bar:
+        try:
+            summary = replay(
+                s, from_seq=args.from_seq, to_seq=args.to_seq, into=into, workers=args.workers, progress=bar.update
+            )
+        except FlowConfigError as err:
+            raise UsageError(str(err)) from None
+    print(
+        f"replayed seq {summary.first:,}..{summary.last:,} ({summary.events:,} events) into {summary.into}: "
+        f"{summary.profiles:,} profiles; {summary.seconds:.1f} s, {summary.rate:,.0f} events/s"
+    )
+    return 0
