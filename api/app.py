@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Sequence
 
 import anyio
@@ -60,8 +61,6 @@ def _after_job(ctx: AppContext) -> Callable[[dict[str, Any]], None]:
         if row["kind"] == "data.regenerate":
             new = (row.get("result") or {}).get("db")
             if new:
-                from pathlib import Path
-
                 old = ctx.settings.db
                 OpsHistory(ctx.conn()).record(
                     "db.switch", f"switched to {new}; {old} kept", {"db": str(new), "job": row["id"]}, source="api"

@@ -142,7 +142,7 @@ def operations_metrics(ctx: Ctx) -> dict[str, Any]:
     }
     return {
         "processes": processes,
-        "job_workers": workers,
+        "workers": workers,  # explanation and job worker processes
         "gpu": _gpu(),
         "system": {"cpu_count": psutil.cpu_count(), "cpu_percent": psutil.cpu_percent(interval=None),
                    "memory_percent": psutil.virtual_memory().percent},

@@ -117,8 +117,7 @@ def test_job_results_carry_no_nan() -> None:
 
 @pytest.fixture(scope="module")
 def trained_db(tmp_path_factory: pytest.TempPathFactory, small_gen) -> Path:
-    """A small folded store; the first test trains its HGT model through the API."""
-    needs(*TRAINING)
+    """A small folded store; the HGT tests train its model through the API."""
     return folded_store(tmp_path_factory.mktemp("jobs") / "ups.db", small_gen)
 
 
@@ -129,6 +128,7 @@ def job_client(trained_db: Path) -> Iterator[TestClient]:
 
 
 def test_hgt_training_job_runs_to_completion_in_a_worker(job_client: TestClient) -> None:
+    needs(*TRAINING)
     r = job_client.post("/api/v1/operations/training/hgt",
                         json={"epochs": 2, "seed": 3, "train_ratio": 0.7, "val_ratio": 0.15, "test_ratio": 0.15})
     assert r.status_code == 202 and r.headers["location"] == f"/api/v1/jobs/{r.json()['id']}"
@@ -151,6 +151,7 @@ def test_hgt_training_job_runs_to_completion_in_a_worker(job_client: TestClient)
 
 
 def test_sampled_refresh_and_fusion_jobs_with_wait(job_client: TestClient) -> None:
+    needs(*TRAINING)
     r = job_client.post("/api/v1/graph/refresh?wait=true",
                         json={"mode": "embedding_only", "graph_scope": "sampled", "sample_ratio": 0.5})
     assert r.status_code == 200, r.text
@@ -168,6 +169,7 @@ def test_sampled_refresh_and_fusion_jobs_with_wait(job_client: TestClient) -> No
 
 @pytest.mark.slow
 def test_regenerate_switches_to_a_new_database_and_keeps_the_old(folded_copy: Path) -> None:
+    needs(*TRAINING)
     from ups.supervisor import active_db
 
     with TestClient(create_app(settings_for(folded_copy, device="cpu", bootstrap_epochs=1,
@@ -199,3 +201,18 @@ def folded_copy(trained_db: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "ups.db"
     shutil.copy(trained_db, copy)
     return copy
+
+
+def test_fusion_training_job_in_a_worker_process(trained_db: Path) -> None:
+    """Needs only the scoring package: the fusion layer trains on the planted labels."""
+    with TestClient(create_app(settings_for(trained_db, device="cpu"))) as c:
+        started(c)
+        before = c.get("/health").json()["models"]["fusion"]
+        r = c.post("/api/v1/operations/fusion/train?wait=true", json={"samples": 0, "epochs": 30, "lr": 0.05})
+        job = r.json()
+        assert r.status_code == 200 and job["state"] == "succeeded", job["error"]
+        fusion = job["result"]["fusion"]
+        assert set(fusion["auc"]) == {"rule", "gnn", "fused"} and fusion["n_train"] > 0
+        assert fusion["fusion_version"] != before
+        assert c.get("/health").json()["models"]["fusion"] == fusion["fusion_version"]
+        assert job["duration_s"] > 0 and job["params"] == {"samples": 0, "epochs": 30, "lr": 0.05}

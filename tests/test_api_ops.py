@@ -17,7 +17,7 @@ from api.auth import check_bind, is_loopback
 from api_support import CommandResolver, put_flow_status, settings_for, sse_events, started
 from storage.db import connect
 from storage.event_store import EventStore
-from storage.projections import OpsHistory
+from storage.projections import Jobs, OpsHistory
 
 TOKEN = "s3cret-token"
 
@@ -286,3 +286,42 @@ def test_ups_api_refuses_a_public_address_without_a_token(db_path: Path, capsys:
 
     assert main(["api", "--db", str(db_path), "--host", "0.0.0.0"]) == 2
     assert "UPS_ADMIN_TOKEN" in capsys.readouterr().err
+
+
+def test_stream_sends_job_progress(db_path: Path) -> None:
+    with TestClient(create_app(settings_for(db_path, sse_interval=0.1))) as client:
+        _job_progress_seen(started(client), db_path)
+
+
+def _job_progress_seen(client: TestClient, db_path: Path) -> None:
+    conn = connect(db_path)
+    jobs = Jobs(conn)
+    job_id = jobs.create("fusion.train", {})
+    jobs.update(job_id, state="running", started_at=time.time(), progress=0.1, message="epoch 1")
+    result: dict[str, Any] = {}
+    reader = threading.Thread(
+        target=lambda: result.update(r=client.get("/api/v1/operations/stream", params={"timeout": 4}))
+    )
+    reader.start()
+    for i in range(2, 6):
+        time.sleep(0.6)  # slower than the stream polls: every step is seen
+        jobs.update(job_id, progress=i / 10, message=f"epoch {i}")
+    time.sleep(0.6)
+    jobs.update(job_id, state="succeeded", progress=1.0, finished_at=time.time(), result={"auc": 0.8})
+    reader.join(timeout=10)
+    conn.close()
+    seen = [json.loads(d) for e, d in sse_events(result["r"].text) if e == "job"]
+    assert [j["progress"] for j in seen] == [0.1, 0.2, 0.3, 0.4, 0.5, 1.0]
+    assert seen[-1]["state"] == "succeeded" and seen[-1]["result"] == {"auc": 0.8}
+
+
+def test_openapi_schema_and_ui_are_served(client: TestClient) -> None:
+    schema = client.get("/schema/openapi.json").json()
+    assert schema["info"]["title"] == "UPS API"
+    paths = set(schema["paths"])
+    assert {"/health", "/api/v1/user/{user_id}", "/api/v1/graph/refresh", "/api/v1/operations/stream",
+            "/api/v1/data/regenerate", "/metrics"} <= paths
+    refresh = schema["paths"]["/api/v1/graph/refresh"]["post"]
+    assert {"202", "401", "409", "422"} <= set(refresh["responses"])
+    ui = client.get("/schema/swagger")
+    assert ui.status_code == 200 and "swagger" in ui.text.lower()

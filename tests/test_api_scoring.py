@@ -166,3 +166,19 @@ def test_explanations_in_worker_processes(db: Path, user: str) -> None:
     with TestClient(create_app(settings_for(db))) as c:  # threads: the same numbers
         in_process = started(c).get(f"/api/v1/explain/{user}", params={"top_k": 2}).json()
     assert in_process["score"] == first["score"] and in_process["contributions"] == first["contributions"]
+
+
+def test_a_model_that_is_not_ready_answers_503_with_the_reason(client: TestClient, db: Path, user: str) -> None:
+    from storage.projections import Models
+
+    with EventStore(db) as store:
+        Models(store.conn).add("fusion", {}, {}, None)  # registered, but its weights never arrived
+    r = client.get(f"/api/v1/user/{user}")
+    assert r.status_code == 503 and r.json()["error"] == "unavailable"
+    assert "has no weights" in r.json()["message"]
+
+
+def test_graph_statistics(client: TestClient) -> None:
+    needs("scoring.graph")
+    body = client.get("/api/v1/graph/statistics").json()
+    assert body["nodes"]["user"] == 300 and set(body["edges"]) and body["last_seq"] > 0
