@@ -13,6 +13,7 @@ import pytest
 from playwright import sync_api as playwright_sync
 from playwright.sync_api import expect
 
+from api_support import SYSTEM, needs
 from console_harness import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -25,6 +26,9 @@ from console_harness import (
     ups_up,
 )
 from dataflow.generator import user_id
+
+# `ups up` needs the dataflow and the graph training for its initial model
+needs(*SYSTEM)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
