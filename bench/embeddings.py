@@ -145,7 +145,7 @@ def bench_forward(users: int, s: Settings) -> dict[str, Any]:
     return r
 
 
-def bench_training(users: int, s: Settings) -> dict[str, Any]:
+def bench_training(users: int, s: Settings, steps_measured: int | None = None) -> dict[str, Any]:
     from scoring.evaluate import split_edges, with_edges
     from scoring.graph import FORWARD_EDGE_TYPES
     from scoring.sampler import parse_fanouts
@@ -159,7 +159,7 @@ def bench_training(users: int, s: Settings) -> dict[str, Any]:
         m = model_for(g, s)
         p = TrainParams(epochs=1, lr=s.train_lr, temperature=s.train_temperature, neg_ratio=s.train_neg_ratio, split=s.train_split,
                         seed=0, mode=mode, batch_edges=s.train_batch_edges, fanouts=parse_fanouts(s.train_fanouts),
-                        max_steps=s.train_max_steps, metis_part_users=s.train_metis_part_users,
+                        max_steps=steps_measured or s.train_max_steps, metis_part_users=s.train_metis_part_users,
                         id_lr_scale=s.train_id_lr_scale, minibatch_edges=s.train_minibatch_edges)
         tr = Trainer(m, tg, {et: torch.arange(len(tg.edges[et])) for et in FORWARD_EDGE_TYPES}, p)
         with PeakRSS() as mem:
@@ -167,9 +167,12 @@ def bench_training(users: int, s: Settings) -> dict[str, Any]:
             loss = tr.epoch()
             dt = time.perf_counter() - t
         out[mode] = {"epoch_s": dt, "loss": loss, "extra_mb": mem.extra_mb}
-        steps = 1 if mode == "full" else min(p.max_steps, -(-max(len(tg.edges[et]) for et in FORWARD_EDGE_TYPES) // p.minibatch_edges))
-        print(f"training at {users:,} users, {mode:9s}: {dt:7.1f} s per epoch ({steps} steps, loss {loss:.3f}), "
-              f"peak +{mem.extra_mb:,.0f} MB", flush=True)
+        want = 1 if mode == "full" else min(s.train_max_steps, -(-max(len(tg.edges[et]) for et in FORWARD_EDGE_TYPES) // p.minibatch_edges))
+        ran = 1 if mode == "full" else min(p.max_steps, want)
+        epoch = dt / ran * want  # measured on `ran` steps, an epoch has `want`
+        out[mode]["steps_measured"], out[mode]["steps_per_epoch"], out[mode]["epoch_s"] = ran, want, epoch
+        print(f"training at {users:,} users, {mode:9s}: {dt / ran:6.2f} s per step, {want} steps -> {epoch:7.1f} s per epoch "
+              f"(measured {ran} steps, loss {loss:.3f}), peak +{mem.extra_mb:,.0f} MB", flush=True)
     return out
 
 
@@ -188,6 +191,7 @@ def bench_refresh(users: int, s: Settings, rate: float, seconds: float) -> dict[
     full_s = time.perf_counter() - t
     assert r.full_refreshes == 1 and len(r.queue) == 0
 
+    gen.pop.names_and_cities  # Faker names for new users: generated once, before the clock runs
     live = gen.live(0, time.time(), rate)
     seq = g.last_seq
     # cost of the nodes touched by one event
@@ -272,6 +276,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,100000,1000000", help="user counts for the full-forward benchmark")
     ap.add_argument("--train-users", type=int, default=100_000)
+    ap.add_argument("--train-steps", type=int, default=20, help="mini-batch steps measured (an epoch is extrapolated)")
     ap.add_argument("--refresh-users", type=int, default=100_000)
     ap.add_argument("--rate", type=float, default=5000.0, help="simulated live events per second")
     ap.add_argument("--stream-seconds", type=float, default=20.0)
@@ -284,7 +289,7 @@ def main() -> None:
     if "forward" not in skip:
         results["forward"] = [bench_forward(int(n), s) for n in args.sizes.split(",")]
     if "train" not in skip:
-        results["training"] = bench_training(args.train_users, s)
+        results["training"] = bench_training(args.train_users, s, args.train_steps)
     if "refresh" not in skip:
         results["refresh"] = bench_refresh(args.refresh_users, s, args.rate, args.stream_seconds)
     if args.json:

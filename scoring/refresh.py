@@ -39,13 +39,15 @@ from .model_io import LoadedModel, latest_version, load_model
 from .sampler import NeighborSampler, parse_fanouts
 
 NodeKey = tuple[str, int]  # (node type, node index)
+#: the status keys the dataflow's status document takes from the refresh step (see the brief's contract)
+STATUS_KEYS: tuple[str, ...] = ("refresh_queue", "oldest_pending_s", "refreshes_per_s", "model_version", "device")
 
 
 @dataclass
 class RefreshConfig:
     tick_s: float = 0.2
-    budget: int = 4096
-    fanouts: str = "10,5"
+    budget: int = 8192
+    fanouts: str = "5,3"
     full_share: float = 0.3
     weight_freshness: float = 1.0
     weight_degree: float = 0.3
@@ -564,4 +566,5 @@ __all__ = [
     "RefreshLogic",
     "refresh_builder",
     "EmbeddingSink",
+    "STATUS_KEYS",
 ]

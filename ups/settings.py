@@ -136,8 +136,8 @@ class Settings(BaseSettings):
 
     # graph embeddings: incremental refresh (a step of the dataflow)
     refresh_tick_s: float = Field(0.2, gt=0, le=60, description="how often pending nodes are refreshed (s)")
-    refresh_budget: int = Field(4096, ge=1, description="most nodes refreshed per tick")
-    refresh_fanouts: str = Field("10,5", description="refresh subgraph fan-out per hop: whole numbers or 'all'")
+    refresh_budget: int = Field(8192, ge=1, description="most nodes refreshed per tick")
+    refresh_fanouts: str = Field("5,3", description="refresh subgraph fan-out per hop: whole numbers or 'all'")
     refresh_full_share: float = Field(
         0.3, gt=0, le=1, description="backlog share of all nodes at which a tick runs one full forward instead"
     )
