@@ -19,6 +19,7 @@ environment variables (give ``-r``/``-s`` for recovery there; ``ups dataflow`` d
 from __future__ import annotations
 
 import atexit
+import operator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +41,8 @@ from .sinks import RULE_TYPES, DeadLetterSink, ProfileSink, RuleChange, RulesSin
 from .sources import JsonlSource, LogBatch, LogSource, MockSource
 from .validate import validate_batch
 
+_type_of = operator.attrgetter("type")
+
 #: signature of the hook that attaches the embedding-refresh branch (issue 4)
 AttachRefresh = Callable[[Stream[GraphDelta], FlowControl], None]
 
@@ -55,8 +58,10 @@ def add_profile_projection(
     on_write: Callable[[int], None] | None = None,
     loader: Callable[[list[str]], dict[str, ProfileState]] | None = None,
     cache_mb: int = 128,
+    snapshots: bool = True,
 ) -> None:
-    """log batches -> shard by user -> fold -> profiles sink (+ checkpoint)."""
+    """log batches -> shard by user -> fold -> profiles sink (+ checkpoint); ``snapshots=False`` when
+    the flow runs without recovery, so the fold's state is not pickled for nothing."""
     splitter = ShardSplitter(shards)
     if on_events is not None:
         count = on_events
@@ -71,7 +76,7 @@ def add_profile_projection(
     folded = op.stateful_batch(
         "fold_profiles",
         sharded,
-        lambda resume: ProfileShardLogic(resume, flush_interval, loader=loader, shards=shards),
+        lambda resume: ProfileShardLogic(resume, flush_interval, loader=loader, shards=shards, snapshots=snapshots),
     )
     # one sink partition sees every shard's progress (the checkpoint is their minimum)
     to_sink = op.map("to_profiles_sink", folded, lambda kv: (ProfileSink.PART, kv))
@@ -82,6 +87,9 @@ def add_rules_projection(log_batches: Stream[LogBatch], db: Path, *, in_order: b
     """rule.* events -> the rules projection."""
 
     def rule_changes(batch: LogBatch) -> list[tuple[str, RuleChange]]:
+        # rule events are rare: the usual batch is ruled out by one pass in C over the types
+        if RULE_TYPES.isdisjoint(map(_type_of, batch.events)):
+            return []
         return [
             (RulesSink.PART, (seq, e)) for e, seq in zip(batch.events, batch.seqs) if e.type in RULE_TYPES
         ]
@@ -182,6 +190,7 @@ def build_replay_flow(
         # continuing from a seq: users met first start from their stored profile
         loader=ProfileLoader(into) if first > 1 else None,
         cache_mb=settings.sqlite_cache_mb,
+        snapshots=False,  # replay runs without recovery (runner.replay)
     )
     add_rules_projection(log_batches, into, in_order=parts == 1)
     return flow

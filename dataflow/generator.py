@@ -374,19 +374,23 @@ class MockGenerator:
         inter = self._interactions(rng, users)
         new_user = rng.random(LIVE_CHUNK) < cfg.new_user_share
         out: list[Event] = []
+        append, make, tag = out.append, self._make_event, self.tag
+        # plain Python lists: indexing numpy arrays per event costs more than the event itself
         types, target, value = inter["type"].tolist(), inter["target"].tolist(), inter["value"].tolist()
+        user_list, fresh = users.tolist(), new_user.tolist()
+        first = chunk * LIVE_CHUNK
         for k in range(LIVE_CHUNK):
-            index = chunk * LIVE_CHUNK + k
+            index = first + k
             ts = round(base_ts + index / nominal_rate, 3)
-            eid = f"{self.tag}-l{index}"
-            if new_user[k]:
+            eid = f"{tag}-l{index}"
+            if fresh[k]:
                 # a brand-new subscriber; id derived from the index so it is pure too
                 uid = user_id(cfg.users + index)
-                attrs = pop.attributes(int(users[k]))
+                attrs = pop.attributes(user_list[k])
                 attrs["tenure_months"] = 0
-                out.append(Event(eid, "user.registered", ts, uid, None, attrs))
+                append(Event(eid, "user.registered", ts, uid, None, attrs))
             else:
-                out.append(self._make_event(eid, types[k], ts, int(users[k]), target[k], value[k]))
+                append(make(eid, types[k], ts, user_list[k], target[k], value[k]))
         return out
 
     def live(self, start_index: int, base_ts: float, nominal_rate: float) -> Iterator[Event]:

@@ -7,6 +7,7 @@ Bytewax's per-item overhead off the per-event path.
 
 from __future__ import annotations
 
+import operator
 import os
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from .control import FlowControl
 from .generator import LIVE_CHUNK, MockGenerator
 
 _IDLE = timedelta(milliseconds=50)
+_seq_of = operator.itemgetter(0)
 
 
 def _utc_in(seconds: float) -> datetime:
@@ -275,7 +277,7 @@ def read_log(store: EventStore, first: int, last: int, limit: int) -> LogBatch |
         Event(eid, etype, ts, uid, target, from_json(payload) if payload != "{}" else {}, version)
         for _, eid, etype, uid, target, ts, payload, version in rows
     ]
-    return LogBatch(events, [r[0] for r in rows], rows[-1][0])
+    return LogBatch(events, list(map(_seq_of, rows)), rows[-1][0])
 
 
 class _LogPartition(StatefulSourcePartition[LogBatch, int]):

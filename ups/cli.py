@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "ups.cmd_flow",
     "ups.cmd_graph",
     "ups.cmd_scoring",
+    "ups.cmd_api",
 ]
 
 

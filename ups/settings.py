@@ -157,7 +157,38 @@ class Settings(BaseSettings):
     # api
     host: str = "127.0.0.1"
     port: int = Field(5000, ge=1, le=65535)
-    admin_token: str | None = None
+    admin_token: str | None = Field(
+        None, description="when set, every mutating endpoint needs 'Authorization: Bearer <token>'"
+    )
+    max_body_bytes: int = Field(1_000_000, ge=1024, le=100_000_000, description="largest request body accepted")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; none by default")
+    explain_workers: int = Field(
+        2, ge=0, le=32, description="processes computing explanations (0: threads of the API process)"
+    )
+    explain_concurrency: int = Field(
+        2, ge=1, le=64, description="with explain_workers=0: explanations computed at once by threads"
+    )
+    command_ack_timeout: float = Field(
+        5.0, ge=0, le=120, description="how long an operations command waits for the dataflow to apply it (s)"
+    )
+    dataflow_stale_after: float = Field(
+        15.0, gt=0, le=3600, description="a dataflow status row older than this (s) means the flow is not running"
+    )
+    job_wait_timeout: float = Field(900.0, gt=0, le=86_400, description="longest ?wait=true on a job (s)")
+    sse_interval: float = Field(0.5, gt=0, le=60, description="how often the operations stream polls (s)")
+    sse_max_duration: float = Field(
+        3600.0, gt=0, le=86_400, description="an operations stream closes after this long (s); clients reconnect"
+    )
+    shutdown_timeout: float = Field(30.0, gt=0, le=600, description="how long shutdown waits for the dataflow (s)")
+
+    # ups up: initial model on an empty database, supervision
+    bootstrap_epochs: int = Field(3, ge=1, le=1000, description="HGT epochs of the initial model `ups up` trains")
+    bootstrap_fusion_epochs: int = Field(30, ge=1, le=10_000, description="fusion epochs of the initial model")
+    bootstrap_train_users: int = Field(
+        20_000, ge=100, le=5_000_000, description="the initial HGT trains on a sample of about this many users"
+    )
+    restart_backoff: float = Field(2.0, ge=0, le=600, description="wait before restarting a crashed dataflow (s)")
+    max_restarts: int = Field(5, ge=0, le=1000, description="dataflow restarts within 10 minutes before giving up")
 
     @field_validator("train_fanouts", "refresh_fanouts")
     @classmethod

@@ -1,0 +1,53 @@
+"""Admin token on mutating endpoints, and the refusal to listen beyond loopback without one."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from ups.settings import Settings
+
+from .errors import ApiError
+
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class Unauthorized(ApiError):
+    status = 401
+    error = "unauthorized"
+
+
+def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """App-wide guard: with a token configured, POST/PUT/PATCH/DELETE need ``Bearer <token>``."""
+    token: str | None = connection.app.state.ctx.settings.admin_token
+    if not token or connection.scope.get("method") not in MUTATING:
+        return
+    header = connection.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthorized(
+            "this endpoint changes the system: send 'Authorization: Bearer <UPS_ADMIN_TOKEN>'",
+            headers={"WWW-Authenticate": 'Bearer realm="ups"'},
+        )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
+
+
+def check_bind(host: str, settings: Settings) -> None:
+    """Raise ValueError when asked to listen beyond loopback without an admin token."""
+    if not is_loopback(host) and not settings.admin_token:
+        raise ValueError(
+            f"refusing to listen on {host}: beyond loopback every mutating endpoint must be protected; "
+            "set UPS_ADMIN_TOKEN or listen on 127.0.0.1"
+        )

@@ -1,0 +1,107 @@
+"""What every request handler needs: the settings, the database, the scoring service, the job runner.
+
+One :class:`AppContext` per app (kept in ``app.state``, handed to handlers as the ``ctx`` dependency),
+so two apps in one process (tests) never share anything.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import anyio
+from litestar.di import NamedDependency
+
+from storage.db import connect
+from ups.settings import Settings
+
+if TYPE_CHECKING:
+    from scoring.service import ScoringService
+
+    from .explain_pool import ExplainPool
+
+    from .jobs import JobRunner
+
+
+class Database:
+    """One SQLite connection per thread: handlers run on the event loop and in worker threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        connect(path).close()  # create and migrate once, up front
+
+    def conn(self) -> sqlite3.Connection:
+        c: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if c is None:
+            c = connect(self.path)
+            self._local.conn = c
+        return c
+
+
+class AppContext:
+    """Not a dataclass on purpose: Litestar's signature model would try to validate its fields."""
+
+    def __init__(self, settings: Settings, stop_server: Callable[[], None] | None = None) -> None:
+        self.settings = settings
+        #: called once shutdown has stopped jobs and the dataflow: stops the HTTP server
+        self.stop_server: Callable[[], None] = stop_server or (lambda: None)
+        self.started_at = time.time()
+        self.shutting_down = False
+        #: "loading" until the start-up warm-up built the scoring service, then "ready" or the problem
+        self.scoring_state = "loading"
+        self.jobs: "JobRunner | None" = None
+        #: this app's Prometheus registry (metrics.py)
+        self.registry: Any = None
+        self.db = Database(settings.db)
+        self.explain_limiter = anyio.CapacityLimiter(settings.explain_concurrency)
+        self.explain_pool: "ExplainPool | None" = None
+        self._scoring: "ScoringService | None" = None
+        self._scoring_lock = threading.Lock()
+
+    def conn(self) -> sqlite3.Connection:
+        return self.db.conn()
+
+    def scoring(self) -> "ScoringService":
+        """The scoring service of the current database, built on first use (it loads models)."""
+        with self._scoring_lock:
+            if self._scoring is None:
+                from scoring.service import ScoringService
+
+                self._scoring = ScoringService(self.settings)
+            return self._scoring
+
+    def has_scoring(self) -> bool:
+        return self._scoring is not None
+
+    def start_explain_pool(self) -> None:
+        """Explanation worker processes for the current database (none with ``explain_workers=0``)."""
+        from .explain_pool import ExplainPool
+
+        old, self.explain_pool = self.explain_pool, None
+        if old is not None:
+            old.close()
+        if self.settings.explain_workers > 0:
+            self.explain_pool = ExplainPool(self.settings, self.settings.explain_workers)
+
+    def switch_db(self, path: Path) -> None:
+        """Serve another database file from now on (after ``data/regenerate``)."""
+        with self._scoring_lock:
+            self.settings = self.settings.model_copy(update={"db": path})
+            self.db = Database(path)
+            self._scoring = None
+        if self.jobs is not None:
+            self.jobs.settings = self.settings
+        if self.explain_pool is not None:
+            self.start_explain_pool()
+
+    def info(self) -> dict[str, Any]:
+        return {"db": str(self.settings.db), "uptime_s": round(time.time() - self.started_at, 3),
+                "scoring": self.scoring_state}
+
+
+#: how handlers ask for the context (the app provides it as the ``ctx`` dependency)
+Ctx = NamedDependency[AppContext]

@@ -1,0 +1,197 @@
+"""Operations: health, status, start/stop of ingestion and of the incremental refresh, rules refresh,
+explainer cache clear, process metrics and shutdown."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import anyio
+import psutil
+from litestar import Response, Router, get, post
+from litestar.background_tasks import BackgroundTask
+from litestar.handlers import HTTPRouteHandler
+
+from storage.projections import OpsHistory
+
+from . import commands
+from .errors import responses
+from .context import AppContext, Ctx
+from .schemas import CommandOut, Health, OpRecord, ShutdownOut
+from .status import dataflow_state, full_status, jobs_summary, model_versions
+
+log = logging.getLogger("ups.api")
+
+
+@get("/health", summary="Liveness and a summary of the system (fast: no scoring, no locks)")
+async def health(ctx: Ctx) -> Health:
+    conn = ctx.conn()
+    flow = dataflow_state(conn, ctx.settings.dataflow_stale_after)
+    status = "shutting_down" if ctx.shutting_down else ("ok" if flow.alive else "degraded")
+    return Health(
+        status=status,
+        api={**ctx.info(), "pid": os.getpid()},
+        dataflow=flow,
+        jobs=jobs_summary(conn),
+        models=model_versions(conn),
+    )
+
+
+@get("/api/v1/operations/status", sync_to_thread=True, summary="Dataflow state, components, jobs, history")
+def operations_status(ctx: Ctx) -> dict[str, Any]:
+    return {"api": ctx.info(), "shutting_down": ctx.shutting_down,
+            **full_status(ctx.conn(), ctx.settings.dataflow_stale_after)}
+
+
+def _command_handler(target: str, action: str, command: str) -> HTTPRouteHandler:
+    async def handler(ctx: Ctx) -> CommandOut:
+        return await commands.send(ctx, command)
+
+    handler.__name__ = f"{target}_{action}"
+    return post(
+        f"/api/v1/operations/{target}/{action}",
+        status_code=200,
+        responses=responses(401),
+        summary=f"{action.capitalize()} {target} in the running dataflow; answers with the resulting state",
+        description="state is 'applied' once the flow took it, or 'pending' when no flow runs yet.",
+    )(handler)
+
+
+COMMAND_HANDLERS = [
+    _command_handler("ingestion", "start", "ingestion.start"),
+    _command_handler("ingestion", "stop", "ingestion.stop"),
+    _command_handler("incremental", "start", "incremental.start"),
+    _command_handler("incremental", "stop", "incremental.stop"),
+]
+
+
+def _record(ctx: AppContext, command: str, effect: str) -> None:
+    OpsHistory(ctx.conn()).record(command, effect, source="api")
+
+
+@post("/api/v1/operations/rules/refresh", responses=responses(401, 503), status_code=200, sync_to_thread=True,
+      summary="Rebuild the rule structure from the rules projection and clear the explainer cache")
+def rules_refresh(ctx: Ctx) -> OpRecord:
+    out = ctx.scoring().refresh_rules()  # also clears the explainer cache
+    if ctx.explain_pool is not None:
+        out["cache_cleared"] += ctx.explain_pool.clear()
+    effect = (f"rules reloaded (version {out['rules_version']}, {len(out['rules'])} rules"
+              f"{', structure changed' if out['structure_changed'] else ''}); "
+              f"{out['cache_cleared']} cached explanations cleared")
+    _record(ctx, "rules.refresh", effect)
+    return OpRecord(command="rules.refresh", effect=effect)
+
+
+@post("/api/v1/operations/explainer/clear", responses=responses(401, 503), status_code=200, sync_to_thread=True,
+      summary="Clear the SHAP explainer cache (background and explanations)")
+def explainer_clear(ctx: Ctx) -> OpRecord:
+    n = ctx.scoring().clear_cache()
+    if ctx.explain_pool is not None:
+        n += ctx.explain_pool.clear()
+    effect = f"explainer cache cleared ({n} explanations)"
+    _record(ctx, "explainer.clear", effect)
+    return OpRecord(command="explainer.clear", effect=effect)
+
+
+def _proc_figures(p: psutil.Process) -> dict[str, Any]:
+    with p.oneshot():
+        return {
+            "pid": p.pid,
+            "name": p.name(),
+            "cpu_percent": p.cpu_percent(interval=None),
+            "rss_bytes": p.memory_info().rss,
+            "threads": p.num_threads(),
+        }
+
+
+def _gpu() -> dict[str, Any] | None:
+    torch = sys.modules.get("torch")  # only when this process already uses torch: no import for a metric
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return {
+        "device": torch.cuda.get_device_name(0),
+        "allocated_bytes": int(torch.cuda.memory_allocated(0)),
+        "reserved_bytes": int(torch.cuda.memory_reserved(0)),
+    }
+
+
+@get("/api/v1/operations/metrics", sync_to_thread=True,
+     summary="Process resources (CPU, RSS, GPU memory) and ingestion/refresh/training figures")
+def operations_metrics(ctx: Ctx) -> dict[str, Any]:
+    conn = ctx.conn()
+    flow = dataflow_state(conn, ctx.settings.dataflow_stale_after)
+    api = psutil.Process()
+    processes = {"api": _proc_figures(api)}
+    workers = [_proc_figures(c) for c in api.children(recursive=True) if c.is_running()]
+    flow_pid = conn.execute("SELECT json_extract(data, '$.pid') FROM status WHERE component = 'dataflow'").fetchone()
+    if flow.alive and flow_pid and flow_pid[0]:
+        try:
+            processes["dataflow"] = _proc_figures(psutil.Process(int(flow_pid[0])))
+        except (psutil.Error, ValueError):
+            pass
+    last_jobs = {
+        kind: conn.execute(
+            "SELECT result FROM jobs WHERE kind = ? AND state = 'succeeded' ORDER BY finished_at DESC LIMIT 1",
+            (kind,),
+        ).fetchone()
+        for kind in ("graph.refresh", "training.hgt", "fusion.train")
+    }
+    return {
+        "processes": processes,
+        "workers": workers,  # explanation and job worker processes
+        "gpu": _gpu(),
+        "system": {"cpu_count": psutil.cpu_count(), "cpu_percent": psutil.cpu_percent(interval=None),
+                   "memory_percent": psutil.virtual_memory().percent},
+        "ingestion": {"state": flow.ingestion, "events_per_s": flow.events_per_s, "events_in": flow.events_in,
+                      "lag_s": flow.lag_s, "backlog": flow.backlog},
+        "refresh": {"state": flow.refresh, "queue": flow.refresh_queue, "model_version": flow.model_version,
+                    "device": flow.device},
+        "training": {k: json.loads(r[0]) if r and r[0] else None for k, r in last_jobs.items()},
+    }
+
+
+async def _shutdown(ctx: AppContext, flow_was_alive: bool) -> None:
+    """After the 202 went out: wait for the dataflow to stop (bounded), then stop the HTTP server."""
+    if flow_was_alive:
+        deadline = time.monotonic() + ctx.settings.shutdown_timeout
+        while time.monotonic() < deadline:
+            if not dataflow_state(ctx.conn(), ctx.settings.dataflow_stale_after).alive:
+                break
+            await anyio.sleep(0.2)
+        else:
+            log.warning("the dataflow did not stop within %.0f s", ctx.settings.shutdown_timeout)
+    ctx.stop_server()
+
+
+@post("/api/v1/operations/shutdown", responses=responses(401), status_code=202,
+      summary="Stop jobs, stop the dataflow cleanly, then the API itself")
+async def shutdown(ctx: Ctx) -> Response[ShutdownOut]:
+    ctx.shutting_down = True
+    cancelled = (
+        await anyio.to_thread.run_sync(ctx.jobs.cancel_all, "cancelled by shutdown") if ctx.jobs else []
+    )
+    alive = dataflow_state(ctx.conn(), ctx.settings.dataflow_stale_after).alive
+    if alive:
+        ack = await commands.send(ctx, "shutdown", wait=0)
+        flow = f"shutdown requested (command {ack.id})"
+    else:
+        flow = "no dataflow running"
+        await anyio.to_thread.run_sync(_record, ctx, "shutdown", "API stopped; no dataflow was running")
+    return Response(
+        ShutdownOut(state="shutting_down", cancelled_jobs=cancelled, dataflow=flow),
+        status_code=202,
+        background=BackgroundTask(_shutdown, ctx, alive),
+    )
+
+
+router = Router(
+    path="/",
+    route_handlers=[
+        health, operations_status, *COMMAND_HANDLERS, rules_refresh, explainer_clear, operations_metrics, shutdown,
+    ],
+    tags=["operations"],
+)

@@ -1,0 +1,60 @@
+"""Per-user reads: profile with its fused score, recommendations, SHAP explanation.
+
+Scoring runs in worker threads; explanations (Kernel SHAP, the heavy part) in worker processes
+(explain_pool.py), so a burst of them never starves the event loop or the cheap reads.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import anyio
+from litestar import Router, get
+from litestar.openapi.spec import Example
+from litestar.params import PathParameter, QueryParameter
+
+from .errors import INVALID, responses
+from .context import AppContext, Ctx
+from .schemas import NAME_PATTERN
+
+UserId = Annotated[
+    str,
+    PathParameter(pattern=NAME_PATTERN, max_length=64, description="user id",
+                  examples=[Example(summary="a user of the generated dataset", value="U0000001")]),
+]
+
+
+def _user(ctx: AppContext, user_id: str) -> dict[str, Any]:
+    svc = ctx.scoring()
+    profile = svc.profile(user_id)  # UserNotFound -> 404
+    return {"user_id": user_id, "profile": profile, "score": svc.score(user_id)}
+
+
+@get("/api/v1/user/{user_id:str}", responses=responses(*INVALID, 404, 503), sync_to_thread=True, summary="Profile (attributes, counters) and fused score")
+def user(ctx: Ctx, user_id: UserId) -> dict[str, Any]:
+    return _user(ctx, user_id)
+
+
+@get("/api/v1/recommendation/{user_id:str}", responses=responses(*INVALID, 404, 503), sync_to_thread=True, summary="Rule-based strategy recommendations")
+def recommendation(ctx: Ctx, user_id: UserId) -> dict[str, Any]:
+    return {"user_id": user_id, "recommendations": ctx.scoring().recommendations(user_id)}
+
+
+@get("/api/v1/explain/{user_id:str}", responses=responses(*INVALID, 404, 503), summary="Fused score with its SHAP explanation (top-K contributions)")
+async def explain(
+    ctx: Ctx,
+    user_id: UserId,
+    mode: Annotated[Literal["per_dimension", "grouped"], QueryParameter(name="mode")] = "per_dimension",
+    top_k: Annotated[int, QueryParameter(name="top_k", ge=1, le=50)] = 5,
+) -> dict[str, Any]:
+    if ctx.explain_pool is not None:
+        out = await ctx.explain_pool.explain(user_id, mode, top_k)
+    else:
+        svc = await anyio.to_thread.run_sync(ctx.scoring)
+        out = await anyio.to_thread.run_sync(
+            lambda: svc.explain(user_id, mode=mode, top_k=top_k), limiter=ctx.explain_limiter
+        )
+    return {"user_id": user_id, **out}
+
+
+router = Router(path="/", route_handlers=[user, recommendation, explain], tags=["users"])

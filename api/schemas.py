@@ -1,0 +1,224 @@
+"""Request and response models (pydantic): every number finite and bounded, every name a safe token.
+
+Request models forbid unknown fields, so a body of the wrong shape is refused with the field named.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: user ids, rule names, job ids: short printable tokens (they end up in URLs, SQL parameters and logs)
+NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+
+
+def finite(lo: float, hi: float, **kw: Any) -> Any:
+    return Field(ge=lo, le=hi, allow_inf_nan=False, **kw)
+
+
+class Request(BaseModel):
+    """Validated strictly by the app (PydanticPlugin(validate_strict=True)): "5" is not a number."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Open(BaseModel):
+    """Responses may carry more than documented (documents written by other components)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# --------------------------------------------------------------------------- rules
+
+
+class RuleIn(Request):
+    name: Name
+    description: str = Field("", max_length=500)
+    weight: float = finite(-1000, 1000, description="contribution of the rule to the rule score when it fires")
+    condition: str = Field(
+        min_length=1, max_length=2000, description="sandboxed expression over profile fields, e.g. monthly_fee > 100"
+    )
+    enabled: bool = True
+
+
+class RuleUpdate(Request):
+    """Fields to change; the ones left out keep their value."""
+
+    description: str | None = Field(None, max_length=500)
+    weight: float | None = finite(-1000, 1000, default=None)
+    condition: str | None = Field(None, min_length=1, max_length=2000)
+    enabled: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> "RuleUpdate":
+        if not self.model_fields_set:
+            raise ValueError("give at least one of description, weight, condition, enabled")
+        for k in ("weight", "condition", "enabled"):
+            if k in self.model_fields_set and getattr(self, k) is None:
+                raise ValueError(f"{k} cannot be null")
+        return self
+
+
+class RulePreviewIn(Request):
+    condition: str = Field(min_length=1, max_length=2000)
+    sample: int = Field(200, ge=1, le=10_000)
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class GraphRefreshIn(Request):
+    mode: Literal["embedding_only", "full_retrain"] = Field(
+        "embedding_only", description="embedding_only recomputes embeddings with the current model"
+    )
+    graph_scope: Literal["full", "sampled"] = "full"
+    sample_ratio: float = finite(0.01, 1.0, default=0.3, description="share of nodes when graph_scope=sampled")
+    epochs: int = Field(5, ge=1, le=500, description="HGT epochs when mode=full_retrain")
+    fusion_epochs: int = Field(30, ge=1, le=10_000, description="fusion epochs after a full retrain")
+
+
+class FusionTrainIn(Request):
+    samples: int = Field(2000, ge=0, le=5_000_000, description="labelled users to train on (0: all of them)")
+    epochs: int = Field(50, ge=1, le=10_000)
+    lr: float = finite(1e-6, 1.0, default=0.01)
+
+
+class HgtTrainIn(Request):
+    epochs: int = Field(10, ge=1, le=1000)
+    train_ratio: float = finite(0.05, 0.98, default=0.8)
+    val_ratio: float = finite(0.01, 0.9, default=0.1)
+    test_ratio: float = finite(0.01, 0.9, default=0.1)
+    neg_ratio: int = Field(1, ge=1, le=20, description="negative edges per positive edge")
+    temperature: float = finite(0.01, 10, default=0.2, description="InfoNCE temperature")
+    lr: float = finite(1e-6, 1.0, default=0.005)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    mode: Literal["auto", "full", "minibatch", "metis"] = Field(
+        "auto", description="full-batch, sampled mini-batches or METIS partitions; auto picks by graph size"
+    )
+    sample_ratio: float = finite(0.01, 1.0, default=1.0)
+    embed: bool = Field(True, description="recompute every embedding with the new model afterwards")
+
+    @model_validator(mode="after")
+    def _split_sums_to_one(self) -> "HgtTrainIn":
+        total = self.train_ratio + self.val_ratio + self.test_ratio
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"train_ratio + val_ratio + test_ratio must be 1, got {total:.6g}")
+        return self
+
+
+class JobOut(Open):
+    id: str
+    kind: str
+    state: JobState
+    params: dict[str, Any]
+    progress: float = Field(ge=0, le=1)
+    message: str = ""
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration_s: float | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
+# --------------------------------------------------------------------------- data
+
+
+class DataConfig(Request):
+    """The mock generator's settings: the dataset (used by the next regenerate) and the live stream."""
+
+    users: int = Field(2000, ge=2, le=5_000_000)
+    products: int = Field(60, ge=1, le=1_000_000)
+    # the generator keeps 4 competitor-carrier apps besides the ordinary ones
+    apps: int = Field(40, ge=5, le=1_000_000)
+    events_per_user: float = finite(0, 10_000, default=20.0)
+    history_days: float = finite(0.01, 3650, default=30.0)
+    community_size: int = Field(40, ge=2, le=100_000)
+    label_share: float = finite(0, 1, default=0.6)
+    new_user_share: float = finite(0, 1, default=0.002)
+    seed: int = Field(42, ge=0, le=2**31 - 1)
+    locale: str = Field("zh_CN", pattern=r"^[a-z]{2}_[A-Z]{2}$")
+    live_rate: float = finite(0.01, 1_000_000, default=200.0, description="live events per second")
+    live_delay: float = finite(0, 60, default=0.0, description="extra delay before each live batch (s)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DataConfig":
+        if self.community_size > self.users:
+            raise ValueError(f"community_size ({self.community_size}) must be <= users ({self.users})")
+        return self
+
+
+class DataConfigPatch(Request):
+    users: int | None = Field(None, ge=2, le=5_000_000)
+    products: int | None = Field(None, ge=1, le=1_000_000)
+    apps: int | None = Field(None, ge=5, le=1_000_000)
+    events_per_user: float | None = finite(0, 10_000, default=None)
+    history_days: float | None = finite(0.01, 3650, default=None)
+    community_size: int | None = Field(None, ge=2, le=100_000)
+    label_share: float | None = finite(0, 1, default=None)
+    new_user_share: float | None = finite(0, 1, default=None)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    locale: str | None = Field(None, pattern=r"^[a-z]{2}_[A-Z]{2}$")
+    live_rate: float | None = finite(0.01, 1_000_000, default=None)
+    live_delay: float | None = finite(0, 60, default=None)
+
+
+LIVE_FIELDS = ("live_rate", "live_delay")
+
+
+# --------------------------------------------------------------------------- operations
+
+
+class CommandOut(BaseModel):
+    command: str
+    id: int = Field(description="ops_history row")
+    state: Literal["applied", "pending", "rejected", "expired"]
+    effect: str | None = None
+    resulting: dict[str, str] = Field(default_factory=dict, description="e.g. {'ingestion': 'paused'}")
+    message: str = ""
+
+
+class OpRecord(BaseModel):
+    command: str
+    effect: str
+
+
+class DataflowState(Open):
+    alive: bool
+    state: str = Field(description="running | stopped | unknown")
+    ingestion: str = "unknown"
+    refresh: str = "unknown"
+    events_per_s: float | None = None
+    events_in: int | None = None
+    backlog: int | None = Field(None, description="events in the log the flow has not folded yet")
+    lag_s: float | None = None
+    last_event_at: float | None = None
+    refresh_queue: int | None = None
+    model_version: int | None = None
+    device: str | None = None
+    pid: int | None = None
+    status_age_s: float | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded", "shutting_down"]
+    api: dict[str, Any]
+    dataflow: DataflowState
+    jobs: dict[str, Any]
+    models: dict[str, int | None]
+
+
+class ShutdownOut(BaseModel):
+    state: Literal["shutting_down"]
+    cancelled_jobs: list[str]
+    dataflow: str

@@ -1,0 +1,82 @@
+"""``GET /api/v1/operations/stream``: Server-Sent Events of status changes, job progress and commands.
+
+Events: ``status`` (the dataflow summary, when it changes), ``job`` (a job row, when its state,
+progress or message changes), ``op`` (a command recorded or resolved). The stream polls the store
+every ``UPS_SSE_INTERVAL`` seconds and sends a comment as keep-alive when nothing changed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any, AsyncIterator
+
+import anyio
+from litestar import Router, get
+from litestar.params import PathParameter, QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from storage.projections import Jobs, OpsHistory
+
+from .errors import INVALID, responses
+from .context import AppContext, Ctx
+from .jobs import job_view
+from .status import dataflow_state
+
+KEEPALIVE_S = 15.0
+
+
+def _snapshot(ctx: AppContext, since: float) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    conn = ctx.conn()
+    flow = dataflow_state(conn, ctx.settings.dataflow_stale_after).model_dump()
+    flow.pop("status_age_s", None)  # changes every poll; not a change of state
+    jobs = [job_view(r) for r in Jobs(conn).list(limit=20) if r["state"] in ("queued", "running")
+            or (r["finished_at"] or 0) >= since]
+    ops = [o for o in OpsHistory(conn).list(limit=20) if max(o["ts"] or 0, o["applied_at"] or 0) >= since]
+    return flow, jobs, ops
+
+
+async def _events(ctx: AppContext, limit: int | None, timeout: float | None) -> AsyncIterator[ServerSentEventMessage]:
+    start = time.time()
+    sent, n = {}, 0  # key -> last sent fingerprint
+    last_sent = time.monotonic()
+    while True:
+        flow, jobs, ops = _snapshot(ctx, start - 1)
+        out: list[ServerSentEventMessage] = []
+        items = [("status", "dataflow", flow)] + [("job", j["id"], j) for j in jobs] + [
+            ("op", str(o["id"]), o) for o in ops
+        ]
+        for kind, key, doc in items:
+            fp = json.dumps(
+                {k: v for k, v in doc.items() if k != "duration_s"}, sort_keys=True, default=str
+            )
+            if sent.get((kind, key)) != fp:
+                sent[(kind, key)] = fp
+                n += 1
+                out.append(ServerSentEventMessage(data=json.dumps(doc, default=str), event=kind, id=n))
+        for msg in out:
+            yield msg
+            last_sent = time.monotonic()
+            if limit is not None and n >= limit:
+                return
+        if timeout is not None and time.time() - start >= timeout:
+            return
+        if time.monotonic() - last_sent > KEEPALIVE_S:
+            yield ServerSentEventMessage(comment="keep-alive", data=None)
+            last_sent = time.monotonic()
+        await anyio.sleep(ctx.settings.sse_interval)
+
+
+@get("/api/v1/operations/stream", responses=responses(*INVALID), media_type="text/event-stream", summary="Server-Sent Events: status changes, job progress, commands")
+async def stream(
+    ctx: Ctx,
+    limit: Annotated[int | None, QueryParameter(name="limit", ge=1, le=100_000,
+                                           description="close after this many events")] = None,
+    timeout: Annotated[float | None, QueryParameter(name="timeout", gt=0, le=86_400,
+                                               description="close after this many seconds")] = None,
+) -> ServerSentEvent:
+    longest = ctx.settings.sse_max_duration
+    return ServerSentEvent(_events(ctx, limit, min(timeout, longest) if timeout else longest))
+
+
+router = Router(path="/", route_handlers=[stream], tags=["operations"])

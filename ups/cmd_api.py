@@ -1,0 +1,200 @@
+"""``ups api`` (the HTTP API), ``ups init`` (make a database ready) and ``ups up`` (the whole system)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .cli import UsageError, settings_from
+from .cmd_data import _positive_int
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    net = argparse.ArgumentParser(add_help=False)
+    net.add_argument("--host", help="address to listen on (default: UPS_HOST or 127.0.0.1)")
+    net.add_argument("--port", type=_port, help="port (default: UPS_PORT or 5000)")
+
+    p = sub.add_parser("api", parents=[common, net], help="serve the HTTP API (Litestar)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_api)
+
+    gen = argparse.ArgumentParser(add_help=False)
+    gen.add_argument("--users", type=_positive_int, help="users of the dataset generated on an empty database")
+    gen.add_argument("--events-per-user", type=float, help="mean history events per user")
+    gen.add_argument("--live-rate", type=float, help="live events per second")
+
+    p = sub.add_parser("init", parents=[common, gen],
+                       help="make a database ready: dataset when empty, projections, initial model")
+    p.add_argument("--progress-json", action="store_true", help="progress as JSON lines on stdout (for jobs)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("up", parents=[common, net, gen],
+                       help="the whole system: prepare the database, run the dataflow and the API, supervise")
+    p.set_defaults(func=cmd_up)
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be within 1..65535, got {v}")
+    return v
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from api.auth import check_bind
+    from ups.supervisor import active_db
+
+    s = settings_from(
+        args,
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        users=getattr(args, "users", None),
+        events_per_user=getattr(args, "events_per_user", None),
+        live_rate=getattr(args, "live_rate", None),
+    )
+    try:
+        check_bind(s.host, s)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    db = active_db(s.db)
+    if db != s.db:
+        print(f"{s.db} was switched to {db} (data/regenerate); using {db}", file=sys.stderr)
+        s = s.model_copy(update={"db": db})
+    return s
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    s = _settings(args)
+    holder: dict[str, uvicorn.Server] = {}
+
+    def stop_server() -> None:
+        holder["server"].should_exit = True
+
+    app = create_app(s, stop_server=stop_server)
+    config = uvicorn.Config(app, host=s.host, port=s.port, log_level=args.log_level, access_log=False,
+                            lifespan="on", timeout_graceful_shutdown=10)
+    server = holder["server"] = uvicorn.Server(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it stopped on: that was a clean stop
+        pass
+    return 0 if server.started else 1
+
+
+def _progress_printer(args: argparse.Namespace) -> Any:
+    if getattr(args, "progress_json", False):
+        def emit(fraction: float, message: str = "") -> None:
+            print(json.dumps({"fraction": round(fraction, 4), "message": message}), flush=True)
+        return emit, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, desc="prepare", file=sys.stderr, disable=getattr(args, "quiet", False),
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
+
+    def update(fraction: float, message: str = "") -> None:
+        bar.n = int(1000 * min(1.0, max(0.0, fraction)))
+        bar.set_postfix_str(message[:60], refresh=False)
+        bar.refresh()
+
+    return update, bar.close
+
+
+def _prepare(args: argparse.Namespace, s: Any) -> Any:
+    from .bootstrap import prepare
+
+    progress, close = _progress_printer(args)
+    try:
+        return prepare(s, progress)
+    except ValueError as err:  # e.g. generator settings that make no dataset
+        raise UsageError(str(err)) from None
+    finally:
+        close()
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    summary = _prepare(args, s)
+    if args.progress_json:
+        print(json.dumps({"summary": {"steps": summary.steps, "generated_events": summary.generated_events,
+                                      "seconds": summary.seconds}}, default=str), flush=True)
+    else:
+        print(f"{s.db} ready in {summary.seconds:.1f} s: " + ("; ".join(summary.steps) or "nothing to do"))
+    return 0
+
+
+def wait_for_health(url: str, timeout: float, alive: Any) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def dataflow_argv(db: Path) -> list[str]:
+    from .supervisor import python_module
+
+    return python_module("ups", "dataflow", "--db", str(db), "--quiet")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .supervisor import Supervisor, install_signal_handlers, python_module
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    s = _settings(args)
+    summary = _prepare(args, s)
+    print(f"database {s.db}: " + ("; ".join(summary.steps) or "ready"), flush=True)
+
+    def api_argv(db: Path) -> list[str]:
+        return python_module("ups", "api", "--db", str(db), "--host", s.host, "--port", str(s.port))
+
+    def env_for(db: Path) -> dict[str, str]:
+        """The dataset's recorded generator settings: the live stream continues that population."""
+        from storage.db import connect
+
+        from . import data_config
+
+        conn = connect(db)
+        try:
+            found = data_config.latest(conn)
+        finally:
+            conn.close()
+        config = found[0] if found else {k: getattr(s, k) for k in data_config.FIELDS}
+        if args.users is not None and config.get("users") != args.users:
+            print(f"{db} holds a dataset of {config.get('users')} users; --users {args.users} is ignored",
+                  file=sys.stderr, flush=True)
+        if args.live_rate is not None:
+            config["live_rate"] = args.live_rate
+        return data_config.as_env(config)
+
+    sup = Supervisor(s, dataflow_argv=dataflow_argv, api_argv=api_argv, env_for=env_for,
+                     say=lambda m: print(m, flush=True))
+    install_signal_handlers(sup)
+    sup.start()
+    host = f"[{s.host}]" if ":" in s.host else s.host
+    url = f"http://{host}:{s.port}"
+    if wait_for_health(url, 60, sup.api.alive):
+        print(f"API      {url}\nOpenAPI  {url}/schema/swagger  ({url}/schema/openapi.json)\nconsole  {url}/console\n"
+              f"logs     {s.log_dir}\nCtrl-C stops everything.", flush=True)
+    else:
+        print(f"the API did not come up; see {s.log_dir / 'api.log'}", file=sys.stderr, flush=True)
+    return sup.run()

@@ -1,0 +1,252 @@
+"""``ups up``'s process supervisor: the dataflow and the API as child processes.
+
+A dataflow that exits with an error is restarted (bounded, with back-off) and the crash logged; a
+dataflow that stops cleanly (shutdown command) is not. When the API exits (``POST
+/api/v1/operations/shutdown``), the dataflow is stopped and the supervisor exits. On Ctrl-C or SIGTERM
+both are stopped cleanly: the dataflow through a ``shutdown`` command (it finishes its epoch), the API
+with SIGINT (uvicorn drains requests); whatever is still alive after the timeout is killed.
+When the API switched to a new database file (``data/regenerate``), the dataflow follows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Callable
+
+from storage.db import connect
+from storage.projections import OpsHistory, Status
+from ups.settings import Settings
+
+log = logging.getLogger("ups.supervisor")
+
+RESTART_WINDOW_S = 600.0
+
+
+def latest_switch(db: Path, after_id: int = 0) -> tuple[int, Path] | None:
+    """The newest ``db.switch`` record in ``db`` (written by the API after a regenerate)."""
+    conn = connect(db)
+    try:
+        row = conn.execute(
+            "SELECT id, json_extract(params, '$.db') FROM ops_history WHERE command = 'db.switch' AND id > ? "
+            "ORDER BY id DESC LIMIT 1",
+            (after_id,),
+        ).fetchone()
+    finally:
+        conn.close()
+    return (int(row[0]), Path(row[1])) if row and row[1] else None
+
+
+def active_db(db: Path) -> Path:
+    """Follow ``db.switch`` records: the file the system last switched to (the old ones are kept)."""
+    seen = {db}
+    while db.exists() and (sw := latest_switch(db)) is not None and sw[1] not in seen and sw[1].exists():
+        db = sw[1]
+        seen.add(db)
+    return db
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        # own session: a Ctrl-C in the terminal reaches the supervisor only, which stops children in order
+        self.proc = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **(self.env or {})},
+        )
+
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, timeout: float) -> bool:
+        if self.proc is None:
+            return True
+        try:
+            self.proc.wait(timeout=max(0.0, timeout))
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+@dataclass
+class Supervisor:
+    settings: Settings
+    dataflow_argv: Callable[[Path], list[str]]
+    api_argv: Callable[[Path], list[str]]
+    #: extra environment of the children for a database (its recorded generator settings)
+    env_for: Callable[[Path], dict[str, str]] = lambda db: {}
+    say: Callable[[str], None] = print
+    db: Path = field(init=False)
+    flow: Child = field(init=False)
+    api: Child = field(init=False)
+    crashes: deque[float] = field(default_factory=deque)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    _switch_seen: int = 0
+
+    def __post_init__(self) -> None:
+        self.db = self.settings.db
+        self.flow = self._flow_child()
+        self.api = Child("api", self.api_argv(self.db), self._logs() / "api.log", self.env_for(self.db))
+        sw = latest_switch(self.db)
+        self._switch_seen = sw[0] if sw else 0
+
+    def _logs(self) -> Path:
+        return self.settings.model_copy(update={"db": self.db}).log_dir
+
+    def _flow_child(self) -> Child:
+        return Child("dataflow", self.dataflow_argv(self.db), self._logs() / "dataflow.log", self.env_for(self.db))
+
+    def _log_event(self, message: str) -> None:
+        log.warning(message)
+        self.say(message)
+        self._logs().mkdir(parents=True, exist_ok=True)
+        with open(self._logs() / "supervisor.log", "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+    def start(self) -> None:
+        self._logs().mkdir(parents=True, exist_ok=True)
+        self.flow.start()
+        self.api.start()
+
+    def request_flow_stop(self, db: Path) -> None:
+        """The clean way: a shutdown command the flow applies at its next poll."""
+        conn = connect(db)
+        try:
+            doc = Status(conn).get("dataflow")
+            if doc is not None and doc.get("state") == "running":
+                OpsHistory(conn).request("shutdown", {}, source="supervisor")
+        finally:
+            conn.close()
+
+    def _stop_flow(self, db: Path, timeout: float) -> None:
+        if not self.flow.alive():
+            return
+        self.request_flow_stop(db)
+        if not self.flow.wait(timeout):
+            self.flow.signal(signal.SIGTERM)
+            if not self.flow.wait(5):
+                self.flow.signal(signal.SIGKILL)
+                self.flow.wait(5)
+
+    def _restart_flow(self, code: int) -> bool:
+        now = time.time()
+        while self.crashes and now - self.crashes[0] > RESTART_WINDOW_S:
+            self.crashes.popleft()
+        self.crashes.append(now)
+        if len(self.crashes) > self.settings.max_restarts:
+            self._log_event(
+                f"dataflow crashed (exit code {code}) {len(self.crashes)} times in {RESTART_WINDOW_S:.0f} s; "
+                f"not restarting it again (see {self.flow.log_path})"
+            )
+            return False
+        self._log_event(
+            f"dataflow crashed (exit code {code}); restarting in {self.settings.restart_backoff:.1f} s "
+            f"(see {self.flow.log_path})"
+        )
+        if self.stopping.wait(self.settings.restart_backoff):
+            return False
+        self.flow.close()
+        self.flow = self._flow_child()
+        self.flow.start()
+        return True
+
+    def _follow_switch(self) -> None:
+        sw = latest_switch(self.db, self._switch_seen)
+        if sw is None:
+            return
+        self._switch_seen = sw[0]
+        old, self.db = self.db, sw[1]
+        self._log_event(f"the API switched to {self.db}; moving the dataflow there ({old} kept)")
+        self._stop_flow(old, self.settings.shutdown_timeout)
+        self.flow.close()
+        self.flow = self._flow_child()
+        self.flow.start()
+        conn = connect(self.db)  # switches recorded in the new file are followed from its start
+        conn.close()
+        self._switch_seen = 0
+
+    def run(self) -> int:
+        """Supervise until the API exits or :meth:`stop` is called; returns the exit status."""
+        flow_given_up = False
+        while not self.stopping.is_set():
+            code = self.api.exit_code()
+            if code is not None:
+                self.say(f"the API exited (code {code}); stopping the dataflow")
+                self._stop_flow(self.db, self.settings.shutdown_timeout)
+                self._close()
+                return 0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else 1
+            fcode = self.flow.exit_code()
+            if fcode is not None and not flow_given_up:
+                if fcode == 0:
+                    self.say("the dataflow stopped (shutdown); waiting for the API")
+                    flow_given_up = True
+                elif not self._restart_flow(fcode):
+                    flow_given_up = True
+            self._follow_switch()
+            self.stopping.wait(0.5)
+        return self._stop_all()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _stop_all(self) -> int:
+        self.say("stopping: dataflow (shutdown command) and API")
+        self.request_flow_stop(self.db)
+        self.api.signal(signal.SIGINT)
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        for child in (self.flow, self.api):
+            if not child.wait(deadline - time.monotonic()):
+                self._log_event(f"{child.name} did not stop within {self.settings.shutdown_timeout:.0f} s; killing it")
+                child.signal(signal.SIGKILL)
+                child.wait(5)
+        self._close()
+        return 0
+
+    def _close(self) -> None:
+        self.flow.close()
+        self.api.close()
+
+
+def python_module(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+def install_signal_handlers(sup: Supervisor) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: sup.stop())
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: sup.stop())
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
