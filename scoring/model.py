@@ -162,17 +162,69 @@ class GraphEmbedder(nn.Module):
         return {t: out[t][: sub.num_seeds[t]] for t in NODE_TYPES if sub.num_seeds.get(t)}
 
     @torch.no_grad()
+    def embed_all_layers(
+        self, graph: HeteroGraph, chunk_edges: int = 1_000_000
+    ) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
+        """Embeddings of every node and the hidden states after each layer but the last (the cache a
+        layer-wise incremental refresh reuses)."""
+        self.encoder.bind(graph)
+        h0 = self.hgt.inputs(self.encoder({t: graph.raw_features(t) for t in NODE_TYPES}))
+        if graph.num_edges() > chunk_edges:
+            layers: list[dict[str, Tensor]] = []
+            out = self.embed_all(graph, chunk_edges, keep=layers)
+            return out, layers
+        h, layers = h0, []
+        ei = graph.edge_index_dict()
+        for i in range(len(self.hgt.convs)):
+            h = self.hgt.layer(i, h, ei)
+            if i < len(self.hgt.convs) - 1:
+                layers.append(h)
+        return self.hgt.outputs(h, h0), layers
+
+    @torch.no_grad()
+    def refresh_layerwise(
+        self, graph: HeteroGraph, sampler: NeighborSampler, seeds: Mapping[str, Tensor], cache: list[dict[str, Tensor]]
+    ) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
+        """Embeddings of ``seeds`` computed one layer at a time over their 1-hop (sampled) neighbourhood,
+        taking the neighbours' earlier-layer states from ``cache`` (historical embeddings, as in
+        GNNAutoScale) instead of recomputing the L-hop neighbourhood, whose sampled size saturates on a
+        small-world graph. Exact when the cached states are current. Returns the seeds' outputs and
+        their new states per cached layer."""
+        self.encoder.bind(graph)
+        sub = sampler.sample(seeds)
+        n_seed = {t: sub.num_seeds.get(t, 0) for t in NODE_TYPES}
+        x = self.encoder({t: graph.raw_features(t, sub.node_idx[t]) for t in NODE_TYPES})
+        h_local = self.hgt.inputs(x)
+        h0_seed = {t: h_local[t][: n_seed[t]] for t in NODE_TYPES}
+        new_states: list[dict[str, Tensor]] = []
+        for i in range(len(self.hgt.convs)):
+            out = self.hgt.layer(i, h_local, sub.edge_index)
+            seed_h = {t: out[t][: n_seed[t]] for t in NODE_TYPES}
+            if i < len(self.hgt.convs) - 1:
+                new_states.append(seed_h)
+                # next layer: the seeds' fresh states, the neighbours' cached ones
+                h_local = {
+                    t: torch.cat([seed_h[t], cache[i][t][sub.node_idx[t][n_seed[t]:]]]) for t in NODE_TYPES
+                }
+            else:
+                h_final = seed_h
+        out = self.hgt.outputs(h_final, h0_seed)
+        return {t: out[t] for t in NODE_TYPES if n_seed[t]}, new_states
+
+    @torch.no_grad()
     def embed_all(
         self,
         graph: HeteroGraph,
         chunk_edges: int = 1_000_000,
         progress: Callable[[float, str], None] | None = None,
+        keep: list[dict[str, Tensor]] | None = None,
     ) -> dict[str, Tensor]:
         """Embeddings of every node. Small graphs: one forward. Large graphs: layer by layer, each layer
         over chunks of destination nodes holding at most ``chunk_edges`` incoming edges (the 1-hop
-        "all" subgraph of the chunk), so memory is bounded by the chunk, not the graph."""
+        "all" subgraph of the chunk), so memory is bounded by the chunk, not the graph. ``keep``
+        receives the hidden states after each layer but the last."""
         self.encoder.bind(graph)
-        if graph.num_edges() <= chunk_edges:
+        if graph.num_edges() <= chunk_edges and keep is None:
             return self.forward(graph)
         node_chunk = max(1, chunk_edges // 4)
         h: dict[str, Tensor] = {}
@@ -200,6 +252,8 @@ class GraphEmbedder(nn.Module):
                 if progress:
                     progress(done / steps, f"embed: layer {i + 1}/{len(self.hgt.convs)}, {t}")
             h = new
+            if keep is not None and i < len(self.hgt.convs) - 1:
+                keep.append(h)
         return self.hgt.outputs(h, h0)
 
 

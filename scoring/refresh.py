@@ -39,12 +39,14 @@ from .model_io import LoadedModel, latest_version, load_model
 from .sampler import NeighborSampler, parse_fanouts
 
 NodeKey = tuple[str, int]  # (node type, node index)
+#: the status keys the dataflow's status document takes from the refresh step (see the brief's contract)
+STATUS_KEYS: tuple[str, ...] = ("refresh_queue", "oldest_pending_s", "refreshes_per_s", "model_version", "device")
 
 
 @dataclass
 class RefreshConfig:
     tick_s: float = 0.2
-    budget: int = 4096
+    budget: int = 8192
     fanouts: str = "10,5"
     full_share: float = 0.3
     weight_freshness: float = 1.0
@@ -54,6 +56,9 @@ class RefreshConfig:
     model_poll_s: float = 2.0
     chunk_edges: int = 1_000_000
     compact_min: int = 50_000
+    #: "layerwise": one layer at a time over the seeds' 1-hop neighbourhood with cached neighbour states
+    #: (cheap; exact while the cache is current); "sampled": the seeds' whole L-hop sampled subgraph
+    mode: str = "layerwise"
 
     @classmethod
     def from_settings(cls, s: Any) -> "RefreshConfig":
@@ -69,6 +74,7 @@ class RefreshConfig:
             model_poll_s=s.refresh_model_poll_s,
             chunk_edges=s.embed_chunk_edges,
             compact_min=s.graph_compact_min,
+            mode=s.refresh_mode,
         )
 
 
@@ -174,7 +180,12 @@ class IncrementalRefresher:
         if graph is None:
             graph = build_graph(self.store, device=self.device, upto_seq=upto_seq, compact_min=self.config.compact_min)
         self.graph = graph
+        if self.config.mode not in ("layerwise", "sampled"):
+            raise ValueError(f"refresh mode must be layerwise or sampled, not {self.config.mode!r}")
         self.sampler = NeighborSampler(graph, self._fanouts, seed=0)
+        self.sampler1 = NeighborSampler(graph, self._fanouts[:1], seed=0)  # layerwise: 1 hop
+        self._layers: list[dict[str, Growable]] = []
+        self._layers_ready = False
         self.queue = PriorityQueue()
         self.paused = False
         self.model: LoadedModel | None = None
@@ -210,6 +221,12 @@ class IncrementalRefresher:
         self._emb = {t: Growable((dim,), torch.float32, self.device) for t in NODE_TYPES}
         self._has = {t: Growable((), torch.bool, self.device) for t in NODE_TYPES}
         self._change = {t: Growable((), torch.float32, self.device, fill=1.0) for t in NODE_TYPES}
+        hidden = int(model.config["hgt"]["hidden"])
+        self._layers = [
+            {t: Growable((hidden,), torch.float32, self.device) for t in NODE_TYPES}
+            for _ in range(int(model.config["hgt"]["layers"]) - 1)
+        ]
+        self._layers_ready = False
         self._grow_caches()
         current = {t: torch.zeros(self.graph.num_nodes(t), dtype=torch.bool, device=self.device) for t in NODE_TYPES}
         if load_stored:
@@ -267,7 +284,7 @@ class IncrementalRefresher:
     def _grow_caches(self) -> None:
         for t in NODE_TYPES:
             n = self.graph.num_nodes(t)
-            for buf in (self._emb.get(t), self._has.get(t), self._change.get(t)):
+            for buf in (self._emb.get(t), self._has.get(t), self._change.get(t), *(lay[t] for lay in self._layers)):
                 if buf is not None and buf.n < n:
                     buf.extend_fill(n - buf.n)
 
@@ -333,7 +350,16 @@ class IncrementalRefresher:
         for (t, i), p in items:
             by_type.setdefault(t, []).append((i, p))
         seeds = {t: torch.as_tensor([i for i, _ in v], device=self.device) for t, v in by_type.items()}
-        out = self.model.embedder.embed_seeds(self.graph, self.sampler, seeds)
+        if self.config.mode == "layerwise":
+            if not self._layers_ready:
+                self._warm_layers()
+            cache = [{t: lay[t].view for t in NODE_TYPES} for lay in self._layers]
+            out, states = self.model.embedder.refresh_layerwise(self.graph, self.sampler1, seeds, cache)
+            for lay, st in zip(self._layers, states):
+                for t, idx in seeds.items():
+                    lay[t].view[idx] = st[t]
+        else:
+            out = self.model.embedder.embed_seeds(self.graph, self.sampler, seeds)
         now = self.clock()
         vectors: dict[NodeKey, np.ndarray] = {}
         for t, v in by_type.items():
@@ -354,11 +380,20 @@ class IncrementalRefresher:
         items = self.queue.clear()
         now = self.clock()
         self.last_latencies = [now - p.marked_at for _, p in items]
-        emb = self.model.embedder.embed_all(self.graph, self.config.chunk_edges)
-        for t in NODE_TYPES:
-            self._store_cache(t, torch.arange(self.graph.num_nodes(t), device=self.device), emb[t])
+        emb = self._warm_layers()
         self.full_refreshes += 1
         return list(all_rows(self.graph, emb, self.model.version))
+
+    def _warm_layers(self) -> dict[str, torch.Tensor]:
+        """One full forward: every node's embedding and per-layer state into the caches."""
+        assert self.model is not None
+        emb, layers = self.model.embedder.embed_all_layers(self.graph, self.config.chunk_edges)
+        for t in NODE_TYPES:
+            self._store_cache(t, torch.arange(self.graph.num_nodes(t), device=self.device), emb[t])
+            for lay, st in zip(self._layers, layers):
+                lay[t].view[:] = st[t]
+        self._layers_ready = True
+        return emb
 
     def _store_cache(self, t: str, idx: torch.Tensor, new: torch.Tensor) -> None:
         old = self._emb[t].view[idx]
@@ -564,4 +599,5 @@ __all__ = [
     "RefreshLogic",
     "refresh_builder",
     "EmbeddingSink",
+    "STATUS_KEYS",
 ]

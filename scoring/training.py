@@ -52,7 +52,7 @@ class TrainParams:
     max_steps: int
     metis_part_users: int
     id_lr_scale: float = 10.0
-    minibatch_edges: int = 512
+    minibatch_edges: int = 256
 
 
 def _choose_mode(mode: str | None, settings: Any, graph: HeteroGraph) -> str:

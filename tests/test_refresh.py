@@ -63,15 +63,16 @@ def _affected(events: list[StoredEvent]) -> dict[tuple[str, str], int]:
     return out
 
 
-def _config(**kw: float) -> RefreshConfig:
-    base = dict(fanouts="all,all", budget=5, full_share=0.9, weight_freshness=0.0, weight_degree=1.0, weight_change=0.0)
+def _config(**kw: object) -> RefreshConfig:
+    base: dict[str, object] = dict(fanouts="all,all", budget=5, full_share=0.9, weight_freshness=0.0, weight_degree=1.0, weight_change=0.0)
     base.update(kw)
     return RefreshConfig(**base)  # type: ignore[arg-type]
 
 
-def test_events_refresh_exactly_the_affected_nodes_highest_priority_first(live_db: Path) -> None:
+@pytest.mark.parametrize("mode", ["layerwise", "sampled"])
+def test_events_refresh_exactly_the_affected_nodes_highest_priority_first(live_db: Path, mode: str) -> None:
     s = settings_for(live_db)
-    r = IncrementalRefresher(s, config=_config())
+    r = IncrementalRefresher(s, config=_config(mode=mode))
     assert len(r.queue) == 0 and r.model_version == 1  # stored embeddings of version 1 were loaded
     events = _append_live(live_db, 40)
     expected = _affected(events)
@@ -107,6 +108,30 @@ def test_events_refresh_exactly_the_affected_nodes_highest_priority_first(live_d
         assert got is not None and got.seq == seq and np.allclose(got.vector, vec)
     st = r.status()
     assert st["refresh_queue"] == 0 and st["refreshes_per_s"] > 0 and st["model_version"] == 1 and st["device"] == "cpu"
+    r.close()
+
+
+def test_layerwise_refresh_with_a_current_cache_equals_the_full_forward(live_db: Path) -> None:
+    r = IncrementalRefresher(settings_for(live_db), config=_config(mode="layerwise", fanouts="all"))
+    r._warm_layers()
+    events = _append_live(live_db, 20)
+    r.observe(events)
+    r._warm_layers()  # the cache is current for the updated graph
+    rows = []
+    while len(r.queue):
+        rows += r.tick()
+    with torch.no_grad():
+        full = r.model.embedder.embed_all(r.graph)
+    assert {(t, nid) for t, nid, *_ in rows} == set(_affected(events))
+    for t, nid, vec, _, _ in rows:
+        np.testing.assert_allclose(vec, full[t][r.graph.nodes[t].index[nid]].numpy(), atol=1e-5)
+    # the cost is one hop: with a 2-layer model the sampled L-hop subgraph is larger
+    seeds = {"user": torch.arange(5)}
+    from scoring.sampler import NeighborSampler
+
+    assert r.sampler1.sample(seeds).num_nodes() < NeighborSampler(r.graph, [None, None]).sample(seeds).num_nodes()
+    with pytest.raises(ValueError, match="refresh mode"):
+        IncrementalRefresher(settings_for(live_db), config=_config(mode="bogus"))
     r.close()
 
 

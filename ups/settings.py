@@ -119,12 +119,14 @@ class Settings(BaseSettings):
     train_mode: Literal["auto", "full", "minibatch", "metis"] = Field(
         "auto", description="full-batch, sampled mini-batches, or METIS partitions; auto: full up to train_full_max_edges"
     )
-    train_full_max_edges: int = Field(2_000_000, ge=1, description="auto mode trains full-batch up to this many edges")
+    train_full_max_edges: int = Field(
+        8_000_000, ge=1, description="auto mode trains full-batch up to this many edges (about 1 GB each 1M edges)"
+    )
     train_batch_edges: int = Field(4096, ge=16, description="positive edges per edge type per optimiser step")
     train_minibatch_edges: int = Field(
-        512, ge=8, description="positive edges per edge type per sampled mini-batch (its 2-hop subgraph grows fast)"
+        256, ge=8, description="positive edges per edge type per sampled mini-batch (its 2-hop subgraph grows fast)"
     )
-    train_fanouts: str = Field("10,5", description="mini-batch fan-out per hop: whole numbers or 'all'")
+    train_fanouts: str = Field("5,3", description="mini-batch fan-out per hop: whole numbers or 'all'")
     train_max_steps: int = Field(300, ge=1, description="cap on mini-batch / partition steps per epoch")
     train_metis_part_users: int = Field(20_000, ge=10, description="users per METIS partition")
     train_sample_ratio: float = Field(1.0, gt=0, le=1, description="share of users the training graph keeps")
@@ -136,8 +138,13 @@ class Settings(BaseSettings):
 
     # graph embeddings: incremental refresh (a step of the dataflow)
     refresh_tick_s: float = Field(0.2, gt=0, le=60, description="how often pending nodes are refreshed (s)")
-    refresh_budget: int = Field(4096, ge=1, description="most nodes refreshed per tick")
+    refresh_budget: int = Field(8192, ge=1, description="most nodes refreshed per tick")
     refresh_fanouts: str = Field("10,5", description="refresh subgraph fan-out per hop: whole numbers or 'all'")
+    refresh_mode: Literal["layerwise", "sampled"] = Field(
+        "layerwise",
+        description="layerwise: the seeds' 1-hop neighbourhood, one layer at a time, with cached neighbour states "
+        "(cheap; exact while the cache is current); sampled: the seeds' whole L-hop sampled subgraph",
+    )
     refresh_full_share: float = Field(
         0.3, gt=0, le=1, description="backlog share of all nodes at which a tick runs one full forward instead"
     )
