@@ -64,6 +64,7 @@ def _positive_float(text: str) -> float:
 
 
 def cmd_dataflow(args: argparse.Namespace) -> int:
+    from dataflow.refresh_step import embedding_refresh
     from dataflow.runner import FlowConfigError, run_dataflow
 
     if args.source == "jsonl" and not args.path:
@@ -100,6 +101,7 @@ def cmd_dataflow(args: argparse.Namespace) -> int:
             max_events=args.max_events,
             process_id=args.process_id,
             addresses=addresses,
+            attach_refresh=embedding_refresh(s) if s.refresh_in_flow else None,
             on_status=show,
         )
     except FlowConfigError as err:

@@ -137,6 +137,7 @@ class Settings(BaseSettings):
     graph_compact_min: int = Field(50_000, ge=1, description="new edges kept beside the CSR before it is rebuilt")
 
     # graph embeddings: incremental refresh (a step of the dataflow)
+    refresh_in_flow: bool = Field(True, description="run the incremental embedding refresh inside `ups dataflow`")
     refresh_tick_s: float = Field(0.2, gt=0, le=60, description="how often pending nodes are refreshed (s)")
     refresh_budget: int = Field(8192, ge=1, description="most nodes refreshed per tick")
     refresh_fanouts: str = Field("10,5", description="refresh subgraph fan-out per hop: whole numbers or 'all'")

@@ -1,0 +1,36 @@
+"""The embedding-refresh branch of the live flow: scoring's incremental refresher on the
+``affected_nodes`` stream, its embeddings upserted by a sink, its status merged into the flow's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+
+from scoring.refresh import STATUS_KEYS, EmbeddingSink, refresh_builder
+from ups.settings import Settings
+
+from .affected import GraphDelta
+from .control import FlowControl
+from .flow import AttachRefresh
+
+
+def embedding_refresh(settings: Settings) -> AttachRefresh:
+    """An ``attach_refresh`` for :func:`dataflow.flow.build_live_flow`."""
+
+    def attach(affected: Stream[GraphDelta], control: FlowControl) -> None:
+        # one refresher holds the whole live graph: every delta goes to the same key
+        keyed = op.key_on("refresh_key", affected, lambda _: "graph")
+
+        def report(st: dict[str, Any]) -> None:
+            control.set_refresh_status(**{k: st[k] for k in STATUS_KEYS if k in st})
+
+        out = op.stateful(
+            "embedding_refresh",
+            keyed,
+            refresh_builder(settings, paused=lambda: control.refresh_paused, on_status=report),
+        )
+        op.output("embedding_sink", out, EmbeddingSink(settings.db))
+
+    return attach
