@@ -308,7 +308,7 @@ def test_stopping_ingestion_shows_as_stopped_on_the_overview(system: Server, con
     ops, log = open_page(context, f"{system.url}/console/operations")
     try:
         ops.click('[data-op="ingestion/stop"]')
-        expect(ops.locator("#op-result")).to_contain_text("applied")
+        expect(ops.locator("#op-result")).to_contain_text("applied", timeout=40_000)
         expect(ops.locator("#op-result")).to_contain_text("ingestion paused")
         expect(ops.locator("#ctl-ingestion")).to_have_text("stopped")
         expect(overview.locator("#st-ingestion")).to_have_text("stopped", timeout=20_000)
@@ -372,7 +372,7 @@ def test_data_configuration_live_rate_validation_and_guarded_regenerate(system: 
     page, log = open_page(context, f"{system.url}/console/data")
     page.fill("#live-form [name=live_rate]", "25")
     page.click("#live-submit")
-    expect(page.locator("#live-result")).to_contain_text("applied")
+    expect(page.locator("#live-result")).to_contain_text("applied", timeout=40_000)
     assert api_get(system, "/data/config")["config"]["live_rate"] == 25
 
     page.fill("#cfg-users", "1")
@@ -415,12 +415,12 @@ def test_admin_token_is_asked_once_and_kept_for_the_session(system: Server, cont
         expect(page.locator("#token-dialog-reason")).to_contain_text("refused")
         page.fill("#token-input", "s3cret-token")
         page.click("#token-ok")
-        expect(page.locator("#op-result")).to_contain_text("applied")
+        expect(page.locator("#op-result")).to_contain_text("applied", timeout=40_000)
         expect(page.locator("#token-button")).to_have_text("Admin token ✓")
 
         page.reload()  # same tab session: asked once, kept
         page.click('[data-op="ingestion/start"]')
-        expect(page.locator("#op-result")).to_contain_text("applied")
+        expect(page.locator("#op-result")).to_contain_text("applied", timeout=40_000)
         expect(page.locator("#token-dialog")).to_be_hidden()
         assert page.evaluate("sessionStorage.getItem('ups.adminToken')") == "s3cret-token"
         assert log.unexpected_errors(allowed_statuses=(401,)) == []
