@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli import UsageError, settings_from
-from .cmd_data import _positive_int
+from .argtypes import positive_int as _positive_int
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from .cli import UsageError, settings_from
+from .argtypes import non_negative_float as _non_negative_float
+from .argtypes import positive_int as _positive_int
+from .argtypes import share as _share
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -34,33 +37,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("stats", parents=[common], help="counts by type, last seq, dead letters")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stats)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return v
-
-
-def _share(text: str) -> float:
-    v = _non_negative_float(text)
-    if v > 1:
-        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {text}")
-    return v
 
 
 def cmd_config(args: argparse.Namespace) -> int:

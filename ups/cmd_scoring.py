@@ -8,7 +8,10 @@ import sys
 from typing import Any, Callable
 
 from .cli import UsageError, settings_from
-from .cmd_data import _non_negative_float, _positive_int
+from .argtypes import non_negative_int as _non_negative_int
+from .argtypes import positive_float as _positive_float
+from .argtypes import non_negative_float as _non_negative_float
+from .argtypes import positive_int as _positive_int
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -59,22 +62,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     r.add_argument("condition")
     r.add_argument("--sample", type=_positive_int, default=200)
     r.set_defaults(func=cmd_rules_preview)
-
-
-def _non_negative_int(text: str) -> int:
-    if text.strip() == "0":
-        return 0
-    try:
-        return _positive_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-
-
-def _positive_float(text: str) -> float:
-    v = _non_negative_float(text)
-    if v == 0:
-        raise argparse.ArgumentTypeError("must be > 0, got 0")
-    return v
 
 
 def _with_service(args: argparse.Namespace, work: Callable[[Any], int]) -> int:
