@@ -6,7 +6,6 @@ so two apps in one process (tests) never share anything.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import anyio
-import psutil
 from litestar.di import NamedDependency
 
 from storage.db import connect
@@ -63,8 +61,6 @@ class AppContext:
         self.explain_pool: "ExplainPool | None" = None
         self._scoring: "ScoringService | None" = None
         self._scoring_lock = threading.Lock()
-        # psutil measures a process's CPU share between two calls on the same Process object
-        self._processes: dict[int, psutil.Process] = {}
 
     def conn(self) -> sqlite3.Connection:
         return self.db.conn()
@@ -77,15 +73,6 @@ class AppContext:
 
                 self._scoring = ScoringService(self.settings)
             return self._scoring
-
-    def process(self, pid: int | None = None) -> psutil.Process:
-        """A cached ``psutil.Process`` (a fresh object would always report 0 % CPU)."""
-        pid = os.getpid() if pid is None else pid
-        proc = self._processes.get(pid)
-        if proc is None or not proc.is_running():
-            proc = self._processes[pid] = psutil.Process(pid)
-            proc.cpu_percent(interval=None)  # primes the measurement
-        return proc
 
     def has_scoring(self) -> bool:
         return self._scoring is not None

@@ -124,13 +124,13 @@ def _gpu() -> dict[str, Any] | None:
 def operations_metrics(ctx: Ctx) -> dict[str, Any]:
     conn = ctx.conn()
     flow = dataflow_state(conn, ctx.settings.dataflow_stale_after)
-    api = ctx.process()
+    api = psutil.Process()
     processes = {"api": _proc_figures(api)}
-    workers = [_proc_figures(ctx.process(c.pid)) for c in api.children(recursive=True) if c.is_running()]
+    workers = [_proc_figures(c) for c in api.children(recursive=True) if c.is_running()]
     flow_pid = conn.execute("SELECT json_extract(data, '$.pid') FROM status WHERE component = 'dataflow'").fetchone()
     if flow.alive and flow_pid and flow_pid[0]:
         try:
-            processes["dataflow"] = _proc_figures(ctx.process(int(flow_pid[0])))
+            processes["dataflow"] = _proc_figures(psutil.Process(int(flow_pid[0])))
         except (psutil.Error, ValueError):
             pass
     last_jobs = {
