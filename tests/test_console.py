@@ -370,6 +370,8 @@ def test_fusion_training_from_the_operations_page(system: Server, context: Any) 
 
 def test_data_configuration_live_rate_validation_and_guarded_regenerate(system: Server, context: Any) -> None:
     page, log = open_page(context, f"{system.url}/console/data")
+    # the form is filled from /data/config once the page has loaded: type only after that
+    expect(page.locator("#live-form [name=live_rate]")).not_to_have_value("", timeout=30_000)
     page.fill("#live-form [name=live_rate]", "25")
     page.click("#live-submit")
     expect(page.locator("#live-result")).to_contain_text("applied", timeout=40_000)
