@@ -38,7 +38,8 @@ def current_config(ctx: AppContext) -> tuple[DataConfig, str]:
 
 
 def merged(base: DataConfig, patch: DataConfigPatch | None) -> DataConfig:
-    changes = patch.model_dump(exclude_unset=True) if patch is not None else {}
+    # a field left out or null keeps its value (forms send null for an empty input)
+    changes = {k: v for k, v in patch.model_dump(exclude_unset=True).items() if v is not None} if patch else {}
     try:
         return DataConfig.model_validate({**base.model_dump(), **changes})
     except ValidationError as err:

@@ -159,6 +159,8 @@ class DataConfig(Request):
 
 
 class DataConfigPatch(Request):
+    """The fields to change; a field left out or null keeps its value."""
+
     users: int | None = Field(None, ge=2, le=5_000_000)
     products: int | None = Field(None, ge=1, le=1_000_000)
     apps: int | None = Field(None, ge=5, le=1_000_000)

@@ -75,3 +75,10 @@ def test_regenerate_validates_its_config_before_starting(client: TestClient) -> 
     r = client.post("/api/v1/data/regenerate", json={"users": 1})
     assert r.status_code == 422 and r.json()["details"][0]["field"] == "body.users"
     assert client.get("/api/v1/jobs").json()["jobs"] == []
+
+
+def test_null_fields_keep_their_value(client: TestClient) -> None:
+    r = client.post("/api/v1/data/config", json={"live_rate": 25, "live_delay": None, "users": None})
+    assert r.status_code == 200
+    config = r.json()["config"]
+    assert config["live_rate"] == 25.0 and config["live_delay"] == 0.0 and config["users"] == 500

@@ -106,8 +106,12 @@ def test_ups_up_end_to_end(tmp_path: Path) -> None:
         health = wait_for("a running system", lambda: (h := api.get("/health"))["dataflow"]["alive"] and h, 420)
         assert health["models"]["hgt"] is not None and health["models"]["fusion"] is not None
         api_pid = health["api"]["pid"]
-        text = (tmp_path / "up.out").read_text(errors="replace")
-        assert f"http://127.0.0.1:{port}/schema/swagger" in text and "/console" in text
+        def printed() -> str | None:
+            t = (tmp_path / "up.out").read_text(errors="replace")
+            return t if "Ctrl-C stops everything" in t else None
+
+        text = wait_for("the URLs printed", printed, 30)
+        assert f"http://127.0.0.1:{port}/schema/swagger" in text and f"http://127.0.0.1:{port}/console" in text
 
         # a user, their score and explanation
         conn = connect(db)
