@@ -3,8 +3,9 @@
 
 Phases, each printing requests/s, p50/p99/p99.9/max latency and errors:
 
-* ``/health`` closed loop and at the target rate: the baseline of this machine and server (the lightest
-  route), measured in the same run;
+* a bare ASGI app under uvicorn (bench/floor.py) at the target rate: the floor of this machine, the
+  generator and the HTTP server, without Litestar or UPS (the rest of the system keeps running);
+* ``/health`` closed loop and at the target rate: the lightest route of the server, measured in the same run;
 * ``/api/v1/user/{id}``: closed loop (max throughput), then open loop at the target rate (500/s)
   — target: 500 requests/s with p99 <= 20 ms and no errors;
 * ``/api/v1/recommendation/{id}`` closed loop;
@@ -40,9 +41,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import psutil
@@ -53,6 +55,8 @@ from storage.db import connect
 from storage.projections import Profiles
 
 LATENCY_METRIC = "ups_http_request_duration_seconds"
+PHASES = ("floor", "health", "user_closed", "health_open", "user_open", "recommendation", "explain_cold", "explain_warm",
+          "health_under_explain")
 
 
 def _ms(values: np.ndarray, q: float) -> float:
@@ -273,6 +277,24 @@ def _stop(base: str, up: subprocess.Popen[bytes]) -> None:
         up.wait()
 
 
+@contextmanager
+def floor_server() -> Iterator[str]:
+    """bench/floor.py on a free port: the latency floor of the machine, the generator and uvicorn."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.floor", "--port", str(port)])
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while _get_text(base + "/") is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the floor server did not start")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 # ----------------------------------------------------------------------------- the run
 
 
@@ -286,8 +308,13 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--explain-users", type=int, default=24, help="distinct users explained cold, then warm")
     ap.add_argument("--ready-timeout", type=float, default=3600.0, help="for generation and initial training")
+    ap.add_argument("--phases", default=",".join(PHASES),
+                    help=f"comma-separated subset of {','.join(PHASES)} (default: all)")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = ap.parse_args()
+    phases = set(args.phases.split(","))
+    if not phases <= set(PHASES):
+        ap.error(f"unknown phases: {', '.join(sorted(phases - set(PHASES)))}; choose from {', '.join(PHASES)}")
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -318,7 +345,9 @@ def main() -> None:
 
         results: dict[str, PhaseResult] = {}
 
-        def run(key: str, *streams: Stream) -> list[PhaseResult]:
+        def run(key: str, *streams: Stream) -> list[PhaseResult | None]:
+            if key not in phases:
+                return [None] * len(streams)
             before = observer.snapshot()
             out = [PhaseResult(r) for r in gen.run(list(streams))]
             used = usage(before, observer.snapshot())
@@ -327,6 +356,9 @@ def main() -> None:
                 results[key if i == 0 else f"{key}_{i}"] = r
                 print(r.line(), flush=True)
             print(used.line(), flush=True)
+            if used.events_per_s < 0.9 * args.rate:
+                print(f"    NOTE: ingestion ran at {used.events_per_s:,.0f} events/s in this phase, below the "
+                      f"{args.rate:g} asked", flush=True)
             return out
 
         def closed(name: str, paths: list[str], seconds: float = args.seconds, max_requests: int = 100_000,
@@ -339,6 +371,11 @@ def main() -> None:
 
         user_paths = [f"/api/v1/user/{u}" for u in users]
         rate = args.target_rate
+        if "floor" in phases:
+            with floor_server() as floor_base:
+                gen.run([Stream("warm-up", floor_base, ["/"], "closed", 3, 300, concurrency=4)])
+                run("floor", Stream(f"floor: bare ASGI app at {rate:g}/s", floor_base, ["/"], "open", args.seconds,
+                                    rate=rate))
         run("health", closed("/health closed loop (baseline)", ["/health"]))
         run("user_closed", closed("/api/v1/user closed loop", user_paths))
         run("health_open", open_(f"/health at {rate:g}/s (baseline)", ["/health"], rate))
@@ -354,19 +391,24 @@ def main() -> None:
                           [f"/api/v1/explain/{x}" for x in users[args.explain_users:]], args.seconds * 2 + 0.5,
                           concurrency=8))
 
-        ingest = u.usage.events_per_s if u.usage else float("nan")
-        ok_user = u.rate >= 0.95 * rate and u.pct(99) <= 20 and u.errors == 0
-        ok_health = h.pct(99) <= 50 and h.errors == 0
-        print(f"\ntarget /api/v1/user: {rate:g} req/s, p99 <= 20 ms, no errors -> {u.rate:.0f} req/s, "
-              f"p99 {u.pct(99):.1f} ms, {u.errors} errors: {'OK' if ok_user else 'BELOW TARGET'} "
-              f"(live ingestion meanwhile {ingest:,.0f} events/s, asked {args.rate:g})")
-        print(f"target /health p99 <= 50 ms while 8 explanations run -> {h.pct(99):.1f} ms: "
-              f"{'OK' if ok_health else 'BELOW TARGET'}")
-        print(f"baseline /health: closed loop {results['health'].rate:.0f} req/s, p99 {results['health'].pct(99):.1f} ms;"
-              f" at {rate:g}/s p99 {results['health_open'].pct(99):.1f} ms")
-        if ingest < 0.9 * args.rate:
-            print(f"NOTE: ingestion ran at {ingest:,.0f} events/s during the target phase, below the "
-                  f"{args.rate:g} asked: the figures are not under the stated load")
+        print()
+        if u is not None:
+            ingest = u.usage.events_per_s if u.usage else float("nan")
+            ok_user = u.rate >= 0.95 * rate and u.pct(99) <= 20 and u.errors == 0
+            print(f"target /api/v1/user: {rate:g} req/s, p99 <= 20 ms, no errors -> {u.rate:.0f} req/s, "
+                  f"p99 {u.pct(99):.1f} ms, {u.errors} errors: {'OK' if ok_user else 'BELOW TARGET'} "
+                  f"(live ingestion meanwhile {ingest:,.0f} events/s, asked {args.rate:g})")
+            if ingest < 0.9 * args.rate:
+                print(f"NOTE: ingestion ran at {ingest:,.0f} events/s during the target phase, below the "
+                      f"{args.rate:g} asked: the figures are not under the stated load")
+        if h is not None:
+            ok_health = h.pct(99) <= 50 and h.errors == 0
+            print(f"target /health p99 <= 50 ms while 8 explanations run -> {h.pct(99):.1f} ms: "
+                  f"{'OK' if ok_health else 'BELOW TARGET'}")
+        for key in ("health", "health_open"):
+            if key in results:
+                r = results[key]
+                print(f"baseline {r.stream.name}: {r.rate:.0f} req/s, p99 {r.pct(99):.1f} ms")
         if args.json:
             args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                              "load_average": os.getloadavg(),
