@@ -178,7 +178,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             found = data_config.latest(conn)
         finally:
             conn.close()
-        config = found[0] if found else {k: getattr(s, k) for k in data_config.FIELDS}
+        config = found[0] if found else data_config.of_settings(s)
         if args.users is not None and config.get("users") != args.users:
             print(f"{db} holds a dataset of {config.get('users')} users; --users {args.users} is ignored",
                   file=sys.stderr, flush=True)

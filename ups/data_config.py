@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from storage.events import Event
+from ups.settings import EDGE_RANGE_FIELDS
 
 CONFIG_EVENT = "ops.data_config"
 
@@ -21,6 +22,7 @@ CONFIG_EVENT = "ops.data_config"
 FIELDS = (
     "users", "products", "apps", "events_per_user", "history_days", "community_size", "label_share",
     "new_user_share", "seed", "locale", "live_rate", "live_delay",
+    *EDGE_RANGE_FIELDS,  # {"min", "max"} each
 )
 
 
@@ -40,6 +42,14 @@ def event(config: dict[str, Any]) -> Event:
                  payload={"command": "data.config", "config": config})
 
 
+def of_settings(settings: Any) -> dict[str, Any]:
+    """The configuration part of the settings, as plain JSON values (ranges as {"min", "max"})."""
+    return json.loads(settings.model_dump_json(include=set(FIELDS)))
+
+
 def as_env(config: dict[str, Any]) -> dict[str, str]:
-    """``UPS_*`` variables a child process reads the configuration from."""
-    return {f"UPS_{k.upper()}": str(v) for k, v in config.items() if k in FIELDS}
+    """``UPS_*`` variables a child process reads the configuration from (ranges as JSON objects)."""
+    return {
+        f"UPS_{k.upper()}": json.dumps(v) if isinstance(v, dict) else str(v)
+        for k, v in config.items() if k in FIELDS
+    }
