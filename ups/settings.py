@@ -215,6 +215,12 @@ class Settings(BaseSettings):
     )
     job_wait_timeout: float = Field(900.0, gt=0, le=86_400, description="longest ?wait=true on a job (s)")
     sse_interval: float = Field(0.5, gt=0, le=60, description="how often the operations stream polls (s)")
+    sse_metrics_interval: float = Field(
+        2.0, gt=0, le=3600, description="how often the operations stream sends a metrics event (CPU, memory) (s)"
+    )
+    process_sample_interval: float = Field(
+        1.0, gt=0, le=60, description="shortest window (s) a process's CPU share is measured over; readers share it"
+    )
     sse_max_duration: float = Field(
         3600.0, gt=0, le=86_400, description="an operations stream closes after this long (s); clients reconnect"
     )
