@@ -188,7 +188,6 @@ class DataConfigPatch(Request):
     app_clicks_per_user: EdgeRange | None = None
 
 
-LIVE_FIELDS = ("live_rate", "live_delay")
 
 
 # --------------------------------------------------------------------------- operations
