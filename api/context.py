@@ -16,6 +16,8 @@ import anyio
 from litestar.di import NamedDependency
 
 from storage.db import connect
+
+from .resources import ProcessMeter
 from ups.settings import Settings
 
 if TYPE_CHECKING:
@@ -63,6 +65,8 @@ class AppContext:
         self.explain_pool: "ExplainPool | None" = None
         self._scoring: "ScoringService | None" = None
         self._scoring_lock = threading.Lock()
+        #: CPU and memory of the API, its workers and the dataflow (cached psutil objects per pid)
+        self.meter = ProcessMeter(settings.process_sample_interval)
 
     def conn(self) -> sqlite3.Connection:
         return self.db.conn()

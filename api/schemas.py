@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ups.settings import Settings
+from ups.settings import EdgeRange, Settings
 
 #: user ids, rule names, job ids: short printable tokens (they end up in URLs, SQL parameters and logs)
 NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
@@ -186,6 +186,12 @@ class DataConfig(Request):
     locale: str = Field("zh_CN", pattern=r"^[a-z]{2}_[A-Z]{2}$")
     live_rate: float = finite(0.01, 1_000_000, default=200.0, description="live events per second")
     live_delay: float = finite(0, 60, default=0.0, description="extra delay before each live batch (s)")
+    # per-user edge ranges of the generated history (a range is replaced whole)
+    calls_per_user: EdgeRange = Field(default_factory=EdgeRange, description="user-calls-user edges per user")
+    orders_per_user: EdgeRange = Field(default_factory=EdgeRange, description="product orders per user")
+    product_clicks_per_user: EdgeRange = Field(default_factory=EdgeRange, description="product clicks per user")
+    app_uses_per_user: EdgeRange = Field(default_factory=EdgeRange, description="app usage events per user")
+    app_clicks_per_user: EdgeRange = Field(default_factory=EdgeRange, description="app clicks per user")
 
     @model_validator(mode="after")
     def _consistent(self) -> "DataConfig":
@@ -209,9 +215,13 @@ class DataConfigPatch(Request):
     locale: str | None = Field(None, pattern=r"^[a-z]{2}_[A-Z]{2}$")
     live_rate: float | None = finite(0.01, 1_000_000, default=None)
     live_delay: float | None = finite(0, 60, default=None)
+    calls_per_user: EdgeRange | None = None
+    orders_per_user: EdgeRange | None = None
+    product_clicks_per_user: EdgeRange | None = None
+    app_uses_per_user: EdgeRange | None = None
+    app_clicks_per_user: EdgeRange | None = None
 
 
-LIVE_FIELDS = ("live_rate", "live_delay")
 
 
 # --------------------------------------------------------------------------- operations

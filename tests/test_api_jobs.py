@@ -216,7 +216,8 @@ def test_regenerate_switches_to_a_new_database_and_keeps_the_old(folded_copy: Pa
                                             bootstrap_fusion_epochs=5))) as c:
         started(c)
         r = c.post("/api/v1/data/regenerate?wait=true",
-                   json={"users": 120, "community_size": 20, "events_per_user": 8, "seed": 5})
+                   json={"users": 120, "community_size": 20, "events_per_user": 8, "seed": 5,
+                         "calls_per_user": {"min": 2, "max": 4}})
         job = r.json()
         assert r.status_code == 200 and job["state"] == "succeeded", job["error"]
         new = Path(job["result"]["db"])
@@ -224,6 +225,7 @@ def test_regenerate_switches_to_a_new_database_and_keeps_the_old(folded_copy: Pa
         assert c.get("/health").json()["api"]["db"] == str(new)
         config = c.get("/api/v1/data/config").json()
         assert config["config"]["users"] == 120 and config["config"]["seed"] == 5
+        assert config["config"]["calls_per_user"] == {"min": 2, "max": 4}
         assert c.get("/health").json()["models"]["fusion"] is not None  # the new file has its own model
         assert c.get("/api/v1/user/U0000119").status_code == 200
         assert c.get("/api/v1/user/U0000200").status_code == 404  # the old population is not served
@@ -232,6 +234,12 @@ def test_regenerate_switches_to_a_new_database_and_keeps_the_old(folded_copy: Pa
     conn.close()
     assert switch is not None and str(new) in switch[0]
     assert active_db(folded_copy) == new  # `ups up`/`ups api` on the old file follow the switch
+    # the new dataset was generated with the per-user edge range
+    conn = connect(new)
+    calls = dict(conn.execute("SELECT user_id, count(*) FROM events WHERE type = 'call' AND seq <= "
+                              "(SELECT max(seq) FROM events WHERE type = 'label.observed') GROUP BY user_id"))
+    conn.close()
+    assert len(calls) == 120 and all(2 <= n <= 4 for n in calls.values()), calls
 
 
 @pytest.fixture
