@@ -16,6 +16,8 @@ How the figures are kept honest:
 
 * the requests go out from a process of their own (bench/loadgen.py), never the one that samples and
   scrapes, and never the server's;
+* open-loop phases start once the log grows at about the ingestion rate asked (the flow's live source
+  catches up in a burst after a closed-loop phase starved it);
 * open-loop latency counts from the *intended* send time (a late generator or a stalled server is
   charged, no coordinated omission); the generator's own lateness is shown as ``send lag``;
 * per phase, where the two cores went (CPU % of one core: API process, dataflow, the API's worker
@@ -112,6 +114,20 @@ class Observer:
                     route = f"{s.labels.get('method')} {s.labels.get('route')}"
                     out.setdefault(route, {})[float(s.labels["le"])] = s.value
         return out
+
+    def wait_ingestion(self, rate: float, timeout: float = 30.0) -> float:
+        """Wait until the log grows at about ``rate`` (the flow's live source catches up after a phase that
+        starved it, appending faster for a while): open-loop phases measure under the load asked."""
+        deadline = time.monotonic() + timeout
+        seen = float("nan")
+        while time.monotonic() < deadline:
+            s0, t0 = self._last_seq(), time.perf_counter()
+            time.sleep(2.0)
+            seen = (self._last_seq() - s0) / (time.perf_counter() - t0)
+            if 0.8 * rate <= seen <= 1.25 * rate:
+                return seen
+        print(f"    (ingestion at {seen:,.0f} events/s, not yet steady at {rate:g}; measuring anyway)", flush=True)
+        return seen
 
     def snapshot(self) -> Snapshot:
         workers: dict[int, float] = {}
@@ -348,6 +364,8 @@ def main() -> None:
         def run(key: str, *streams: Stream) -> list[PhaseResult | None]:
             if key not in phases:
                 return [None] * len(streams)
+            if any(st.mode == "open" for st in streams):
+                observer.wait_ingestion(args.rate)
             before = observer.snapshot()
             out = [PhaseResult(r) for r in gen.run(list(streams))]
             used = usage(before, observer.snapshot())
