@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import threading
 import zlib
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -20,6 +21,7 @@ from typing import Any
 from ups.settings import Settings
 
 from .errors import ApiError, Unavailable
+from .jobs import exit_with_parent
 
 log = logging.getLogger("ups.api.explain")
 
@@ -34,6 +36,8 @@ def _init(settings_doc: dict[str, Any]) -> None:
 
     from scoring.service import ScoringService
 
+    # a killed API must not leave its explanation workers behind (they hold models and a database)
+    threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
     # one thread per worker: the workers are the parallelism; torch's own pool on top oversubscribes the cores
     torch.set_num_threads(1)
     _SERVICE = ScoringService(Settings.model_validate(settings_doc))

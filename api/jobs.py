@@ -200,7 +200,8 @@ class _Progress:
         self.jobs.update(self.job_id, progress=min(1.0, max(0.0, float(f))), message=str(message)[:500])
 
 
-def _exit_with_parent(parent_pid: int) -> None:
+def exit_with_parent(parent_pid: int) -> None:
+    """A worker's watchdog thread: end the process when the API that started it is gone (killed, crashed)."""
     while True:
         time.sleep(1.0)
         if os.getppid() != parent_pid:
@@ -211,7 +212,7 @@ def run_job(settings_doc: dict[str, Any], job_id: str, parent_pid: int) -> None:
     """Worker process entry: run one job to its end and record the outcome."""
     from .job_tasks import TASKS
 
-    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    threading.Thread(target=exit_with_parent, args=(parent_pid,), daemon=True).start()
     settings = Settings.model_validate(settings_doc)
     conn = connect(settings.db)
     jobs = Jobs(conn)

@@ -4,11 +4,14 @@ profiles were folded by the dataflow's replay (no model trained: the fusion laye
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import psutil
 import pytest
 from litestar.testing import TestClient
 
@@ -217,3 +220,30 @@ def test_a_busy_scoring_service_never_stalls_the_event_loop(client: TestClient, 
         reader.join(30)
     r = answers["user"]
     assert r.status_code == 200 and r.json()["profile"] == expected["profile"]
+
+
+@pytest.mark.slow
+def test_explanation_workers_exit_when_the_api_is_killed(db: Path) -> None:
+    """A killed API process (SIGKILL: no shutdown) leaves no explanation worker behind."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from api.explain_pool import ExplainPool\n"
+        "from ups.settings import Settings\n"
+        "pool = ExplainPool(Settings(db=Path(sys.argv[1])), 1)\n"
+        "pool.warm_up()\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    api = subprocess.Popen([sys.executable, "-c", script, str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert api.stdout is not None and api.stdout.readline().strip() == "ready"
+        workers = [c for c in psutil.Process(api.pid).children() if "resource_tracker" not in " ".join(c.cmdline())]
+        assert len(workers) == 1
+    finally:
+        api.kill()
+        api.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=15)
+    for p in alive:
+        p.kill()
+    assert not alive, "the explanation worker outlived the API"
