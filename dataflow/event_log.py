@@ -14,20 +14,24 @@ the log. A timer reads the log while no input arrives, so other writers' events 
 from __future__ import annotations
 
 import time
+from collections import deque
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 from bytewax.operators import StatefulBatchLogic
 
-from storage.event_store import EventStore
+from storage.event_store import AppendResult, EventStore
+from storage.events import Event
 
-from .control import tune_writer
+from .log_writer import LogWriter
 from .sources import LogBatch, read_log
 from .validate import Checked
 
 #: the one key of the append step
 LOG_KEY = "log"
+#: how soon to look again for the result of a batch still being inserted when no input comes
+_RESULT_POLL = timedelta(milliseconds=2)
 
 
 class LogAppendLogic(StatefulBatchLogic[Checked, LogBatch, int]):
@@ -41,26 +45,51 @@ class LogAppendLogic(StatefulBatchLogic[Checked, LogBatch, int]):
         max_pages: int = 10,
         cache_mb: int = 128,
     ) -> None:
-        self.store = EventStore(db)
-        tune_writer(self.store, cache_mb)
+        self.db = Path(db)
+        self.cache_mb = cache_mb
+        self.store = EventStore(db)  # reads back gaps; the appends go through the writer process
+        self.writer: LogWriter | None = None
         self.upto = resume or 0
         self.poll_interval = poll_interval
         self.page = page
         self.max_pages = max_pages  # per call, so a long catch-up does not hold everything in memory
         self._behind = False
         self._next_poll = time.monotonic() + poll_interval
+        #: appended (committed), not passed on yet: what a snapshot waited for
+        self._done: deque[tuple[Sequence[Event], AppendResult]] = deque()
 
     def on_batch(self, values: list[Checked]) -> tuple[Iterable[LogBatch], bool]:
         events = [e for c in values for e in c.events]
-        if not events:
-            return (), StatefulBatchLogic.RETAIN
-        res = self.store.append(events)
+        if events:
+            if self.writer is None:
+                self.writer = LogWriter(self.db, self.cache_mb)
+            self.writer.send(events)
+        # the batch just sent is inserted while the flow folds the ones before it
+        return self._collect(wait_all=False), StatefulBatchLogic.RETAIN
+
+    def _collect(self, *, wait_all: bool) -> list[LogBatch]:
+        """Take the writer's results (all of them, or all but a last one still being inserted) and
+        pass their batches on, in seq order."""
+        w = self.writer
+        while w is not None and w.in_flight and (wait_all or w.in_flight > 1 or w.ready()):
+            self._done.append(w.receive())
+        out: list[LogBatch] = []
+        while self._done:
+            events, res = self._done.popleft()
+            out.extend(self._passed_on(events, res))
+        return out
+
+    def _passed_on(self, events: Sequence[Event], res: AppendResult) -> list[LogBatch]:
         new = res.new
         if not self._behind and res.duplicates == 0 and new and new[0][0] == self.upto + 1:
+            # the log continues exactly where we are: hand the batch on from memory
             seqs = [s for s, _ in new]
             self.upto = seqs[-1]
-            return [LogBatch(events, seqs, self.upto)], StatefulBatchLogic.RETAIN
-        return self._catch_up(), StatefulBatchLogic.RETAIN
+            return [LogBatch(list(events), seqs, self.upto)]
+        if not self._behind and new and new[-1][0] <= self.upto:
+            return []  # a catch-up has already read these back from the log
+        # someone else appended, duplicates after a resume, a fresh start on an existing log
+        return self._catch_up()
 
     def _catch_up(self) -> list[LogBatch]:
         out: list[LogBatch] = []
@@ -75,18 +104,34 @@ class LogAppendLogic(StatefulBatchLogic[Checked, LogBatch, int]):
         return out
 
     def on_notify(self) -> tuple[Iterable[LogBatch], bool]:
-        self._next_poll = time.monotonic() + self.poll_interval
-        return self._catch_up(), StatefulBatchLogic.RETAIN
-
-    def on_eof(self) -> tuple[Iterable[LogBatch], bool]:
-        out = self._catch_up()
-        while self._behind:  # the input ended: take the rest of the log now
+        out = self._collect(wait_all=False)
+        if self._behind or time.monotonic() >= self._next_poll:
+            self._next_poll = time.monotonic() + self.poll_interval
             out.extend(self._catch_up())
         return out, StatefulBatchLogic.RETAIN
 
+    def on_eof(self) -> tuple[Iterable[LogBatch], bool]:
+        out = self._collect(wait_all=True)
+        out.extend(self._catch_up())
+        while self._behind:  # the input ended: take the rest of the log now
+            out.extend(self._catch_up())
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        return out, StatefulBatchLogic.RETAIN
+
     def notify_at(self) -> Optional[datetime]:
-        wait = 0.0 if self._behind else max(0.0, self._next_poll - time.monotonic())
-        return datetime.now(timezone.utc) + timedelta(seconds=wait)
+        now = datetime.now(timezone.utc)
+        if self._behind or self._done:
+            return now
+        if self.writer is not None and self.writer.in_flight:
+            return now + _RESULT_POLL  # pass the batch on soon after it is in, even if no input follows
+        return now + timedelta(seconds=max(0.0, self._next_poll - time.monotonic()))
 
     def snapshot(self) -> int:
+        # Everything sent must be in the log before the sources' positions past it are saved; it is
+        # passed on at the next call (and read back from the log after a resume from this snapshot).
+        w = self.writer
+        while w is not None and w.in_flight:
+            self._done.append(w.receive())
         return self.upto

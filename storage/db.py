@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -200,6 +201,8 @@ def _migrate(conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
     try:
         # re-read under the write lock: another process may have migrated meanwhile
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+        import sqlite_utils  # here: it imports pandas, which every open of a current database can do without
+
         db = sqlite_utils.Database(conn)
         for step in MIGRATIONS[version:]:
             step(db)
