@@ -1,4 +1,6 @@
-"""The append step: validated batches go into the event log, and the log comes out, in seq order.
+"""The append step: input batches are validated into the event log (refused items into dead letters),
+and the log comes out, in seq order. The validation and the SQLite work run in a child process
+(:mod:`dataflow.log_writer`) while the flow goes on with earlier batches.
 
 It is a stateful step (one key, so one writer: SQLite has one anyway) rather than an ``op.output``
 sink because the projection downstream must see *the log*, not the input: every seq exactly once and
@@ -13,28 +15,32 @@ the log. A timer reads the log while no input arrives, so other writers' events 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional
 
 from bytewax.operators import StatefulBatchLogic
 
-from storage.event_store import AppendResult, EventStore
-from storage.events import Event
+from storage.event_store import EventStore
 
-from .log_writer import LogWriter
-from .sources import LogBatch, read_log
-from .validate import Checked
+from .log_writer import Appended, LogWriter
+from .sources import IngestBatch, LogBatch, read_log
+
+log = logging.getLogger(__name__)
 
 #: the one key of the append step
 LOG_KEY = "log"
+#: batches the writer process may have in hand while the flow goes on (it absorbs the writer's
+#: stalls, e.g. while the profiles sink holds SQLite's write lock)
+_IN_FLIGHT = 2
 #: how soon to look again for the result of a batch still being inserted when no input comes
 _RESULT_POLL = timedelta(milliseconds=2)
 
 
-class LogAppendLogic(StatefulBatchLogic[Checked, LogBatch, int]):
+class LogAppendLogic(StatefulBatchLogic[IngestBatch | list[Any], LogBatch, int]):
     def __init__(
         self,
         resume: int | None,
@@ -47,7 +53,7 @@ class LogAppendLogic(StatefulBatchLogic[Checked, LogBatch, int]):
     ) -> None:
         self.db = Path(db)
         self.cache_mb = cache_mb
-        self.store = EventStore(db)  # reads back gaps; the appends go through the writer process
+        self.store = EventStore(db)  # reads back gaps; validation and appends happen in the writer process
         self.writer: LogWriter | None = None
         self.upto = resume or 0
         self.poll_interval = poll_interval
@@ -56,36 +62,37 @@ class LogAppendLogic(StatefulBatchLogic[Checked, LogBatch, int]):
         self._behind = False
         self._next_poll = time.monotonic() + poll_interval
         #: appended (committed), not passed on yet: what a snapshot waited for
-        self._done: deque[tuple[Sequence[Event], AppendResult]] = deque()
+        self._done: deque[Appended] = deque()
 
-    def on_batch(self, values: list[Checked]) -> tuple[Iterable[LogBatch], bool]:
-        events = [e for c in values for e in c.events]
-        if events:
+    def on_batch(self, values: list[IngestBatch | list[Any]]) -> tuple[Iterable[LogBatch], bool]:
+        for batch in values:
             if self.writer is None:
                 self.writer = LogWriter(self.db, self.cache_mb)
-            self.writer.send(events)
-        # the batch just sent is inserted while the flow folds the ones before it
+            self.writer.send(batch)
+        # the batch just sent is validated and inserted while the flow folds the ones before it
         return self._collect(wait_all=False), StatefulBatchLogic.RETAIN
 
     def _collect(self, *, wait_all: bool) -> list[LogBatch]:
-        """Take the writer's results (all of them, or all but a last one still being inserted) and
+        """Take the writer's results (all of them, or those ready and any beyond ``_IN_FLIGHT``) and
         pass their batches on, in seq order."""
         w = self.writer
-        while w is not None and w.in_flight and (wait_all or w.in_flight > 1 or w.ready()):
+        while w is not None and w.in_flight and (wait_all or w.in_flight > _IN_FLIGHT or w.ready()):
             self._done.append(w.receive())
         out: list[LogBatch] = []
         while self._done:
-            events, res = self._done.popleft()
-            out.extend(self._passed_on(events, res))
+            out.extend(self._passed_on(self._done.popleft()))
         return out
 
-    def _passed_on(self, events: Sequence[Event], res: AppendResult) -> list[LogBatch]:
+    def _passed_on(self, done: Appended) -> list[LogBatch]:
+        if done.rejected:
+            log.warning("%d invalid event(s) from %s, first: %s", done.rejected, done.origin, done.first_reason)
+        events, res = done.events, done.result
         new = res.new
         if not self._behind and res.duplicates == 0 and new and new[0][0] == self.upto + 1:
             # the log continues exactly where we are: hand the batch on from memory
             seqs = [s for s, _ in new]
             self.upto = seqs[-1]
-            return [LogBatch(list(events), seqs, self.upto)]
+            return [LogBatch(events, seqs, self.upto)]
         if not self._behind and new and new[-1][0] <= self.upto:
             return []  # a catch-up has already read these back from the log
         # someone else appended, duplicates after a resume, a fresh start on an existing log

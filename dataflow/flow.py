@@ -3,8 +3,8 @@ same steps (:func:`add_profile_projection`).
 
 Live flow::
 
-    ingest (mock | jsonl | any source of batches) -> validate -+-> dead_letters (sink)
-                                                               +-> event_log (append; emits the log in seq order)
+    ingest (mock | jsonl | any source of batches) -> event_log (validate + append in the log writer
+        process, refused items to dead_letters in the same transaction; emits the log in seq order)
         event_log -+-> shard by user -> fold_profiles (stateful) -> profiles (sink, with checkpoint)
                    +-> rule_changes -> rules (sink)
                    +-> affected_nodes (Stream[GraphDelta], for the refresh step)
@@ -37,9 +37,8 @@ from .event_log import LOG_KEY, LogAppendLogic
 from .generator import GeneratorConfig, MockGenerator
 from .profile import ProfileState
 from .projection import ProfileShardLogic, ShardSplitter
-from .sinks import RULE_TYPES, DeadLetterSink, ProfileSink, RuleChange, RulesSink
+from .sinks import RULE_TYPES, ProfileSink, RuleChange, RulesSink
 from .sources import JsonlSource, LogBatch, LogSource, MockSource
-from .validate import validate_batch
 
 _type_of = operator.attrgetter("type")
 
@@ -112,10 +111,9 @@ def build_live_flow(
     db = settings.db
     flow = Dataflow(flow_id)
     raw = op.input("ingest", flow, ingest)
-    checked = op.map("validate", raw, validate_batch)
-    rejected = op.filter_map("rejected", checked, lambda c: (c.origin, c.rejected) if c.rejected else None)
-    op.output("dead_letters", rejected, DeadLetterSink(db))
-    to_log = op.key_on("to_log", checked, lambda _: LOG_KEY)
+    # validation happens in the append step's writer process, in the transaction that appends the
+    # valid events and keeps the refused ones as dead letters (dataflow.log_writer)
+    to_log = op.key_on("to_log", raw, lambda _: LOG_KEY)
     poll, cache = settings.log_poll_interval, settings.sqlite_cache_mb
     appended = op.stateful_batch(
         "event_log", to_log, lambda upto: LogAppendLogic(upto, db, poll_interval=poll, cache_mb=cache)

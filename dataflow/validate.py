@@ -92,24 +92,37 @@ class Checked:
     rejected: list[tuple[Any, str]] = field(default_factory=list)
 
 
-def validate_batch(batch: IngestBatch | list[Any]) -> Checked:
-    """Validate every item; a bad one is kept with a reason naming the field (and file line)."""
-    if isinstance(batch, IngestBatch):
-        origin, items, lines = batch.origin, batch.items, batch.lines
-    else:  # a plain list, e.g. from bytewax.testing.TestingSource
-        origin, items, lines = "input", list(batch), None
-    out = Checked(origin)
+def validate_items(items: list[Any], lines: list[int] | None = None) -> list[Event | str]:
+    """Each item's outcome, in input order: its Event, or the reason it is refused (with its file
+    line when ``lines`` are given)."""
     try:
         # the usual batch: only high-volume types, all valid, checked in one call
-        out.events = list(map(_event, _MANY.validate_python(list(map(_as_dict, items)))))
-        return out
+        return list(map(_event, _MANY.validate_python(list(map(_as_dict, items)))))
     except ValidationError:
         pass
-    good, bad = out.events.append, out.rejected.append
+    out: list[Event | str] = []
     for k, raw in enumerate(items):
         try:
-            good(check_event(raw))
+            out.append(check_event(raw))
         except InvalidEvent as err:
-            where = f"line {lines[k]}: " if lines is not None else ""
-            bad((raw, where + err.reason))
+            out.append((f"line {lines[k]}: " if lines is not None else "") + err.reason)
+    return out
+
+
+def unpack(batch: IngestBatch | list[Any]) -> tuple[str, list[Any], list[int] | None]:
+    """(origin, items, file lines or None) of an input batch."""
+    if isinstance(batch, IngestBatch):
+        return batch.origin, batch.items, batch.lines
+    return "input", list(batch), None  # a plain list, e.g. from bytewax.testing.TestingSource
+
+
+def validate_batch(batch: IngestBatch | list[Any]) -> Checked:
+    """Validate every item; a bad one is kept with a reason naming the field (and file line)."""
+    origin, items, lines = unpack(batch)
+    out = Checked(origin)
+    for raw, outcome in zip(items, validate_items(items, lines)):
+        if type(outcome) is str:
+            out.rejected.append((raw, outcome))
+        else:
+            out.events.append(outcome)  # type: ignore[arg-type]
     return out

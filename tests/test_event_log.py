@@ -3,6 +3,7 @@ flight when a snapshot is taken, whoever else appends, and after a resume."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -12,13 +13,13 @@ import pytest
 from dataflow.event_log import LogAppendLogic
 from dataflow.log_writer import LogWriterError
 from dataflow.sources import LogBatch
-from dataflow.validate import Checked
+from dataflow.sources import IngestBatch
 from storage.event_store import EventStore
-from storage.events import Event
+from storage.events import Event, validate_event
 
 
-def _batch(lo: int, hi: int, user: str = "U1") -> Checked:
-    return Checked("test", [Event(f"e{i}", "call", float(i), user, "U2", {"duration": 1.0}) for i in range(lo, hi)])
+def _batch(lo: int, hi: int, user: str = "U1") -> IngestBatch:
+    return IngestBatch("test", [Event(f"e{i}", "call", float(i), user, "U2", {"duration": 1.0}) for i in range(lo, hi)])
 
 
 def _drain(logic: LogAppendLogic) -> list[LogBatch]:
@@ -56,7 +57,7 @@ def test_events_others_append_meanwhile_are_passed_on_in_seq_order(db_path: Path
     logic = LogAppendLogic(None, db_path)
     out: list[LogBatch] = list(logic.on_batch([_batch(0, 200)])[0])
     with EventStore(db_path) as other:
-        other.append(_batch(1000, 1050, "U9").events)  # another writer, between two of ours
+        other.append(_batch(1000, 1050, "U9").items)  # another writer, between two of ours
     out += logic.on_batch([_batch(200, 400)])[0]
     out += _drain(logic)
     with EventStore(db_path) as store:
@@ -87,3 +88,44 @@ def test_a_writer_process_that_dies_stops_the_flow_with_a_clear_error(db_path: P
     with pytest.raises(LogWriterError, match="writer process stopped"):
         logic.on_batch([_batch(10, 20)])
         logic.snapshot()
+
+
+def test_the_writer_validates_and_keeps_refused_items_as_dead_letters_in_input_order(db_path: Path) -> None:
+    import types
+
+    good = {"event_id": "d1", "type": "call", "ts": 3, "user_id": "U1", "target_id": "U2", "payload": {"duration": 2}}
+    items: list[object] = [
+        Event("i1", "call", 5, "U1", "U2", {"duration": 1}),  # valid, but validation makes its numbers floats
+        good,  # a dict
+        json.dumps({**good, "event_id": "j1"}),  # JSON text
+        {**good, "event_id": "bad1", "payload": {"duration": -1.0}},
+        types.MappingProxyType({**good, "event_id": "m1"}),  # marshal cannot carry it: validated in the flow
+        object(),  # nor this, which is refused there
+        Event("i2", "app.click", 6.0, "U1", "A1", {}),
+    ]
+    logic = LogAppendLogic(None, db_path)
+    out = list(logic.on_batch([IngestBatch("file", items, [10, 11, 12, 13, 14, 15, 16])])[0]) + _drain(logic)
+    want = [validate_event(x) for k, x in enumerate(items) if k not in (3, 5)]
+    assert [repr(e) for e in out[0].events] == [repr(e) for e in want]  # 5 became 5.0 in what is folded too
+    with EventStore(db_path) as store:
+        assert [repr(Event(e.event_id, e.type, e.ts, e.user_id, e.target_id, e.payload, e.version)) for e in store.read()] == [
+            repr(e) for e in want
+        ]
+        dead = list(reversed(store.dead_letters()))
+    assert [d["reason"].split(":")[0] for d in dead] == ["line 13", "line 15"]
+    assert "payload.duration" in dead[0]["reason"] and "must be a JSON object" in dead[1]["reason"]
+    assert json.loads(dead[0]["raw"])["event_id"] == "bad1" and {d["source"] for d in dead} == {"file"}
+
+
+def test_a_refused_event_in_a_batch_of_events_is_kept_as_its_json(db_path: Path) -> None:
+    bad = Event("b1", "call", 2.0, "U1", None, {"duration": 1.0})  # a call needs a target
+    batch = [Event("a1", "call", 1.0, "U1", "U2", {"duration": 1.0}), bad, Event("c1", "app.click", 3.0, "U1", "A1", {})]
+    logic = LogAppendLogic(None, db_path)
+    out = list(logic.on_batch([IngestBatch("mock", batch)])[0]) + _drain(logic)
+    assert _ids(out) == ["a1", "c1"] and _seqs(out) == [1, 2]
+    with EventStore(db_path) as store:
+        (dead,) = store.dead_letters()
+    assert dead["raw"] == bad.to_json() and dead["source"] == "mock"
+    with pytest.raises(Exception) as err:
+        validate_event(bad)
+    assert dead["reason"] == err.value.reason  # type: ignore[attr-defined]
