@@ -12,8 +12,9 @@ Live flow::
 The projection consumes the log as the append step hands it on (see :mod:`dataflow.event_log`):
 every seq once, in order, whoever appended it; replay is the same projection over a read of the log.
 
-``python -m bytewax.run "dataflow.flow:get_flow()"`` runs the live flow configured from ``UPS_*``
-environment variables (give ``-r``/``-s`` for recovery there; ``ups dataflow`` does it for you).
+``python -m bytewax.run "dataflow.flow:get_flow()"`` runs the same live flow as ``ups dataflow``,
+configured from ``UPS_*`` environment variables (give ``-r``/``-s`` for recovery there; ``ups
+dataflow`` does it for you).
 """
 
 from __future__ import annotations
@@ -194,21 +195,25 @@ def build_replay_flow(
     return flow
 
 
-def get_flow(source: str = "mock", max_events: int | None = None, path: str | None = None) -> Dataflow:
-    """Entry point for ``python -m bytewax.run "dataflow.flow:get_flow()"`` (settings from ``UPS_*``).
+def get_flow(
+    source: str = "mock", max_events: int | None = None, path: str | None = None, follow: bool = False
+) -> Dataflow:
+    """Entry point for ``python -m bytewax.run "dataflow.flow:get_flow()"``: the flow ``ups dataflow``
+    runs, configured from ``UPS_*`` (the refresh branch too, when ``UPS_REFRESH_IN_FLOW``). Recovery is
+    bytewax.run's ``-r``/``-s``; ``ups dataflow`` sets it up for you.
 
     Starts the supervisor thread (commands, status) for this process as a side effect."""
     from .control import Supervisor
+    from .refresh_step import refresh_branch
+    from .runner import make_ingest, refuse_second_flow
 
     settings = Settings()
+    refuse_second_flow(settings.db)
     control = FlowControl(rate=settings.live_rate, delay=settings.live_delay)
-    if source == "mock":
-        ingest: FixedPartitionedSource[Any, Any] = mock_source(settings, control, max_events)
-    elif source == "jsonl" and path:
-        ingest = jsonl_source(settings, control, Path(path))
-    else:
-        raise ValueError(f"source must be 'mock' or 'jsonl' with a path, got {source!r}")
-    flow = build_live_flow(settings, ingest, control)
+    ingest = make_ingest(
+        settings, control, source, path=Path(path) if path else None, follow=follow, max_events=max_events
+    )
+    flow = build_live_flow(settings, ingest, control, attach_refresh=refresh_branch(settings))
     supervisor = Supervisor(
         settings.db, control, status_interval=settings.status_interval, poll_interval=settings.command_poll_interval
     )
