@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import marshal
 import os
+import signal
 import subprocess
 import sys
 from collections import deque
@@ -204,6 +205,10 @@ def _append(store: EventStore, origin: str, lines: list[int] | None, kind: int, 
 def _serve(db: str, cache_mb: int) -> None:
     from .control import tune_writer
 
+    # Ctrl-C in a terminal (or SIGTERM to the process group) is for the flow, which then stops cleanly
+    # through this process; it ends when its input closes, however the flow ends
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # the protocol has stdout to itself: anything printed goes to stderr
     out = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)
