@@ -3,8 +3,8 @@ same steps (:func:`add_profile_projection`).
 
 Live flow::
 
-    ingest (mock | jsonl | any source of batches) -> validate -+-> dead_letters (sink)
-                                                               +-> event_log (append; emits the log in seq order)
+    ingest (mock | jsonl | any source of batches) -> event_log (validate + append in the log writer
+        process, refused items to dead_letters in the same transaction; emits the log in seq order)
         event_log -+-> shard by user -> fold_profiles (stateful) -> profiles (sink, with checkpoint)
                    +-> rule_changes -> rules (sink)
                    +-> affected_nodes (Stream[GraphDelta], for the refresh step)
@@ -12,8 +12,9 @@ Live flow::
 The projection consumes the log as the append step hands it on (see :mod:`dataflow.event_log`):
 every seq once, in order, whoever appended it; replay is the same projection over a read of the log.
 
-``python -m bytewax.run "dataflow.flow:get_flow()"`` runs the live flow configured from ``UPS_*``
-environment variables (give ``-r``/``-s`` for recovery there; ``ups dataflow`` does it for you).
+``python -m bytewax.run "dataflow.flow:get_flow()"`` runs the same live flow as ``ups dataflow``,
+configured from ``UPS_*`` environment variables (give ``-r``/``-s`` for recovery there; ``ups
+dataflow`` does it for you).
 """
 
 from __future__ import annotations
@@ -37,9 +38,8 @@ from .event_log import LOG_KEY, LogAppendLogic
 from .generator import GeneratorConfig, MockGenerator
 from .profile import ProfileState
 from .projection import ProfileShardLogic, ShardSplitter
-from .sinks import RULE_TYPES, DeadLetterSink, ProfileSink, RuleChange, RulesSink
+from .sinks import RULE_TYPES, ProfileSink, RuleChange, RulesSink
 from .sources import JsonlSource, LogBatch, LogSource, MockSource
-from .validate import validate_batch
 
 _type_of = operator.attrgetter("type")
 
@@ -112,10 +112,9 @@ def build_live_flow(
     db = settings.db
     flow = Dataflow(flow_id)
     raw = op.input("ingest", flow, ingest)
-    checked = op.map("validate", raw, validate_batch)
-    rejected = op.filter_map("rejected", checked, lambda c: (c.origin, c.rejected) if c.rejected else None)
-    op.output("dead_letters", rejected, DeadLetterSink(db))
-    to_log = op.key_on("to_log", checked, lambda _: LOG_KEY)
+    # validation happens in the append step's writer process, in the transaction that appends the
+    # valid events and keeps the refused ones as dead letters (dataflow.log_writer)
+    to_log = op.key_on("to_log", raw, lambda _: LOG_KEY)
     poll, cache = settings.log_poll_interval, settings.sqlite_cache_mb
     appended = op.stateful_batch(
         "event_log", to_log, lambda upto: LogAppendLogic(upto, db, poll_interval=poll, cache_mb=cache)
@@ -196,21 +195,25 @@ def build_replay_flow(
     return flow
 
 
-def get_flow(source: str = "mock", max_events: int | None = None, path: str | None = None) -> Dataflow:
-    """Entry point for ``python -m bytewax.run "dataflow.flow:get_flow()"`` (settings from ``UPS_*``).
+def get_flow(
+    source: str = "mock", max_events: int | None = None, path: str | None = None, follow: bool = False
+) -> Dataflow:
+    """Entry point for ``python -m bytewax.run "dataflow.flow:get_flow()"``: the flow ``ups dataflow``
+    runs, configured from ``UPS_*`` (the refresh branch too, when ``UPS_REFRESH_IN_FLOW``). Recovery is
+    bytewax.run's ``-r``/``-s``; ``ups dataflow`` sets it up for you.
 
     Starts the supervisor thread (commands, status) for this process as a side effect."""
     from .control import Supervisor
+    from .refresh_step import refresh_branch
+    from .runner import make_ingest, refuse_second_flow
 
     settings = Settings()
+    refuse_second_flow(settings.db)
     control = FlowControl(rate=settings.live_rate, delay=settings.live_delay)
-    if source == "mock":
-        ingest: FixedPartitionedSource[Any, Any] = mock_source(settings, control, max_events)
-    elif source == "jsonl" and path:
-        ingest = jsonl_source(settings, control, Path(path))
-    else:
-        raise ValueError(f"source must be 'mock' or 'jsonl' with a path, got {source!r}")
-    flow = build_live_flow(settings, ingest, control)
+    ingest = make_ingest(
+        settings, control, source, path=Path(path) if path else None, follow=follow, max_events=max_events
+    )
+    flow = build_live_flow(settings, ingest, control, attach_refresh=refresh_branch(settings))
     supervisor = Supervisor(
         settings.db, control, status_interval=settings.status_interval, poll_interval=settings.command_poll_interval
     )

@@ -12,7 +12,7 @@ seq ranges in parallel partitions therefore builds the very same profiles as one
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from storage.events import INTERACTION_TYPES, Event
 
@@ -115,30 +115,45 @@ def fold(state: ProfileState | None, event: Event, seq: int = 0) -> ProfileState
     (seq 0) attribute updates apply in call order.
     """
     assert event.user_id is not None
-    if state is None:
-        state = ProfileState(event.user_id)
-    etype = event.type
-    if etype in INTERACTION_TYPES:
-        counts = state.event_counts
-        counts[etype] = counts.get(etype, 0) + 1
-        state.total_events += 1
-        if etype == "call":
-            state.partners.add(event.target_id or "")
-            state.call_ms += round(float(event.payload.get("duration", 0.0)) * 1000)
-        elif etype == "app.usage":
-            state.app_ms += round(float(event.payload.get("duration", 0.0)) * 1000)
-        elif etype == "product.order":
-            state.spend_cents += round(float(event.payload.get("amount", 0.0)) * 100)
-        ts = event.ts
-        if state.first_event_at is None or ts < state.first_event_at:
-            state.first_event_at = ts
-        if state.last_event_at is None or ts > state.last_event_at:
-            state.last_event_at = ts
-    elif etype == "user.registered":
-        _set_base(state, event.payload, seq)
-        state.registered = True
-    elif etype == "user.updated":
-        _set_base(state, event.payload, seq)
-    if seq > state.last_seq:
-        state.last_seq = seq
-    return state
+    profiles = {event.user_id: state} if state is not None else {}
+    fold_many(profiles, (event,), (seq,))
+    return profiles[event.user_id]
+
+
+def fold_many(profiles: dict[str, ProfileState], events: Iterable[Event], seqs: Iterable[int]) -> None:
+    """:func:`fold` each event (``seqs[i]`` is the seq of ``events[i]``) into its user's state in
+    ``profiles`` (user id -> state), creating states of users first seen. The one fold of the live
+    flow, the replay and the tests; one loop over a batch, as it is the flow's innermost one."""
+    interactions = INTERACTION_TYPES
+    get = profiles.get
+    for event, seq in zip(events, seqs):
+        uid = event.user_id
+        assert uid is not None
+        state = get(uid)
+        if state is None:
+            state = profiles[uid] = ProfileState(uid)
+        etype = event.type
+        if etype in interactions:
+            counts = state.event_counts
+            counts[etype] = counts.get(etype, 0) + 1
+            state.total_events += 1
+            if etype == "call":
+                state.partners.add(event.target_id or "")
+                state.call_ms += round(float(event.payload.get("duration", 0.0)) * 1000)
+            elif etype == "app.usage":
+                state.app_ms += round(float(event.payload.get("duration", 0.0)) * 1000)
+            elif etype == "product.order":
+                state.spend_cents += round(float(event.payload.get("amount", 0.0)) * 100)
+            ts = event.ts
+            first, last = state.first_event_at, state.last_event_at
+            if first is None or ts < first:
+                state.first_event_at = ts
+            if last is None or ts > last:
+                state.last_event_at = ts
+        elif etype == "user.registered":
+            _set_base(state, event.payload, seq)
+            state.registered = True
+        elif etype == "user.updated":
+            _set_base(state, event.payload, seq)
+        if seq > state.last_seq:
+            state.last_seq = seq

@@ -26,19 +26,20 @@ from pydantic_core import to_json
 
 from storage.events import Event
 
-from .profile import ProfileState, fold
+from .profile import ProfileState, fold_many
 from .sources import LogBatch
 
 #: share of the flow's time that writing profile documents may take before flushes space out
 FLUSH_BUDGET = 0.1
 
-#: ([(event, seq)] of this shard in seq order, the highest seq of the log batch they came from)
-ShardBatch = tuple[list[tuple[Event, int]], int]
+#: (events of this shard in seq order, their seqs, the highest seq of the log batch they came from)
+ShardBatch = tuple[list[Event], list[int], int]
 
 # A snapshot holds each profile as the plain tuple of its fields (taken in C by attrgetter): pickling
 # slotted dataclasses goes through a Python __getstate__/__setstate__ per object, twice as slow.
 _FIELDS = tuple(f.name for f in fields(ProfileState))
 _as_tuple = operator.attrgetter(*_FIELDS)
+_user_of = operator.attrgetter("user_id")
 
 
 @dataclass(slots=True)
@@ -67,7 +68,9 @@ class ShardSplitter:
         self._shard: dict[str, int] = {}  # user id -> shard, memoised (ids repeat constantly)
 
     def __call__(self, batch: LogBatch) -> list[tuple[str, ShardBatch]]:
-        buckets: list[list[tuple[Event, int]]] = [[] for _ in range(self.shards)]
+        shards = self.shards
+        events: list[list[Event]] = [[] for _ in range(shards)]
+        seqs: list[list[int]] = [[] for _ in range(shards)]
         memo = self._shard
         for e, seq in zip(batch.events, batch.seqs):
             uid = e.user_id
@@ -75,10 +78,11 @@ class ShardSplitter:
                 continue
             k = memo.get(uid)
             if k is None:
-                k = memo[uid] = shard_of(uid, self.shards)
-            buckets[k].append((e, seq))
+                k = memo[uid] = shard_of(uid, shards)
+            events[k].append(e)
+            seqs[k].append(seq)
         upto = batch.upto
-        return [(key, (bucket, upto)) for key, bucket in zip(self.keys, buckets)]
+        return [(key, (evs, sqs, upto)) for key, evs, sqs in zip(self.keys, events, seqs)]
 
 
 class ProfileShardLogic(StatefulBatchLogic[ShardBatch, ProfileFlush, bytes]):
@@ -117,14 +121,12 @@ class ProfileShardLogic(StatefulBatchLogic[ShardBatch, ProfileFlush, bytes]):
         profiles, dirty = self.profiles, self.dirty
         upto = self.upto
         if self.loader is not None:
-            missing = {e.user_id for events, _ in values for e, _ in events if e.user_id not in profiles}
+            missing = {e.user_id for events, _, _ in values for e in events if e.user_id not in profiles}
             if missing:
                 profiles.update(self.loader(sorted(missing)))  # type: ignore[arg-type]
-        for events, batch_upto in values:
-            for e, seq in events:
-                uid = e.user_id
-                profiles[uid] = fold(profiles.get(uid), e, seq)  # type: ignore[arg-type]
-                dirty.add(uid)  # type: ignore[arg-type]
+        for events, seqs, batch_upto in values:
+            fold_many(profiles, events, seqs)
+            dirty.update(map(_user_of, events))  # type: ignore[arg-type]
             if batch_upto > upto:
                 upto = batch_upto
         self.upto = upto

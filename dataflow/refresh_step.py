@@ -34,3 +34,8 @@ def embedding_refresh(settings: Settings) -> AttachRefresh:
         op.output("embedding_sink", out, EmbeddingSink(settings.db))
 
     return attach
+
+
+def refresh_branch(settings: Settings) -> AttachRefresh | None:
+    """The refresh branch a live flow gets: ``ups dataflow`` and ``dataflow.flow:get_flow`` alike."""
+    return embedding_refresh(settings) if settings.refresh_in_flow else None

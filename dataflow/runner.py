@@ -111,6 +111,37 @@ class RunSummary:
         return self.events_in / self.seconds if self.seconds > 0 else 0.0
 
 
+def refuse_second_flow(db: Path) -> None:
+    """Raise when a live flow is already running on ``db`` (two would fold the log twice)."""
+    running = _flow_running(db) if db.exists() else None
+    if running is not None:
+        raise FlowConfigError(
+            f"a dataflow (pid {running.get('pid')}) is already running on {db}; stop it first "
+            "(SIGINT/SIGTERM or a shutdown command)"
+        )
+
+
+def make_ingest(
+    settings: Settings,
+    control: FlowControl,
+    source: str = "mock",
+    *,
+    path: Path | None = None,
+    follow: bool = False,
+    max_events: int | None = None,
+) -> FixedPartitionedSource[Any, Any]:
+    """The live flow's input: the mock stream (``max_events`` makes it finite) or a JSON-lines file."""
+    if source == "mock":
+        return mock_source(settings, control, max_events)
+    if source == "jsonl":
+        if path is None:
+            raise FlowConfigError("--source jsonl needs --path FILE")
+        if not Path(path).is_file():
+            raise FlowConfigError(f"--path {path}: no such file")
+        return jsonl_source(settings, control, Path(path), follow)
+    raise FlowConfigError(f"unknown source {source!r}; use mock or jsonl")
+
+
 def run_dataflow(
     settings: Settings,
     *,
@@ -127,26 +158,12 @@ def run_dataflow(
     on_status: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunSummary:
     """Run the live flow until its input ends, a ``shutdown`` command, or SIGINT/SIGTERM."""
-    if process_id is None and settings.db.exists():
-        running = _flow_running(settings.db)
-        if running is not None:
-            raise FlowConfigError(
-                f"a dataflow (pid {running.get('pid')}) is already running on {settings.db}; stop it first "
-                "(SIGINT/SIGTERM or a shutdown command)"
-            )
+    if process_id is None:
+        refuse_second_flow(settings.db)
     control = control or FlowControl(rate=settings.live_rate, delay=settings.live_delay)
     control.workers = workers * (len(addresses) if addresses else 1)
     if ingest is None:
-        if source == "mock":
-            ingest = mock_source(settings, control, max_events)
-        elif source == "jsonl":
-            if path is None:
-                raise FlowConfigError("--source jsonl needs --path FILE")
-            if not Path(path).is_file():
-                raise FlowConfigError(f"--path {path}: no such file")
-            ingest = jsonl_source(settings, control, Path(path), follow)
-        else:
-            raise FlowConfigError(f"unknown source {source!r}; use mock or jsonl")
+        ingest = make_ingest(settings, control, source, path=path, follow=follow, max_events=max_events)
     flow = build_live_flow(settings, ingest, control, attach_refresh=attach_refresh)
     recovery = ensure_recovery(settings, create=not process_id) if settings.recovery else None
     with EventStore(settings.db) as store:

@@ -1,18 +1,16 @@
-"""Bytewax sinks into the SQLite store: dead letters and the profiles and rules projections.
+"""Bytewax sinks into the SQLite store: the profiles and rules projections.
 
 Each worker opens its own connection (``build``/``build_part`` run on the worker's thread). Profile
 upserts are idempotent (the same document for the same seq), so what Bytewax delivers again after a
-resume changes nothing. Dead letters are a diagnostic record: after a crash, a rejected event that is
-delivered again is recorded again.
+resume changes nothing. (Dead letters are written by the append step, dataflow.log_writer.)
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
-from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from scoring.rule_store import CHECKPOINT as RULES_CHECKPOINT
 from scoring.rule_store import RULE_EVENT_TYPES, apply_rule_event
@@ -23,31 +21,6 @@ from storage.projections import Checkpoints, Profiles
 from .control import PROFILES_CHECKPOINT, tune_writer
 from .projection import ProfileFlush
 
-log = logging.getLogger(__name__)
-
-
-class _DeadLetterPartition(StatelessSinkPartition[tuple[str, list[tuple[Any, str]]]]):
-    def __init__(self, db: Path) -> None:
-        self.store = EventStore(db)
-
-    def write_batch(self, items: list[tuple[str, list[tuple[Any, str]]]]) -> None:
-        with self.store.transaction():
-            for origin, rejected in items:
-                self.store.add_dead_letters(rejected, origin)
-                log.warning("%d invalid event(s) from %s, first: %s", len(rejected), origin, rejected[0][1])
-
-    def close(self) -> None:
-        self.store.close()
-
-
-class DeadLetterSink(DynamicSink[tuple[str, list[tuple[Any, str]]]]):
-    """Keeps events that failed validation, verbatim, with the reason (origin, [(raw, reason)])."""
-
-    def __init__(self, db: Path) -> None:
-        self.db = Path(db)
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
-        return _DeadLetterPartition(self.db)
 
 
 #: shard key -> highest seq the shard has flushed

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -140,8 +141,17 @@ def _v1(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    # The (user_id, seq) index made every append touch a leaf page per event (users are spread over the
+    # whole index, so a 10 000-event commit rewrote most of it into the WAL): about 60 % of the append
+    # cost at 1M events, growing with the log. No read path uses it (profiles are projections;
+    # ``EventStore.events_of_user`` scans). The type index stays: rules, labels and the data config look up
+    # rare types by it, and its inserts land on a handful of pages.
+    db.execute("DROP INDEX IF EXISTS events_user_seq")
+
+
 #: Migration i brings the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -191,6 +201,8 @@ def _migrate(conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
     try:
         # re-read under the write lock: another process may have migrated meanwhile
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+        import sqlite_utils  # here: it imports pandas, which every open of a current database can do without
+
         db = sqlite_utils.Database(conn)
         for step in MIGRATIONS[version:]:
             step(db)

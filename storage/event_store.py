@@ -176,6 +176,8 @@ class EventStore:
                 return
 
     def events_of_user(self, user_id: str, limit: int | None = None) -> list[StoredEvent]:
+        """A user's events in seq order. A scan of the log (no per-user index: see ``storage.db._v2``);
+        for diagnostics and tests, not for a request path."""
         rows = self.conn.execute(
             f"SELECT {_COLUMNS} FROM events WHERE user_id = ? ORDER BY seq LIMIT ?",
             (user_id, -1 if limit is None else limit),

@@ -20,7 +20,8 @@ from dataflow.flow import build_live_flow, jsonl_source
 from dataflow.generator import MockGenerator
 from dataflow.projection import ProfileShardLogic
 from dataflow.sinks import RulesSink
-from dataflow.validate import check_event
+from dataflow.sources import IngestBatch
+from dataflow.validate import check_event, validate_batch
 from storage.event_store import EventStore
 from storage.events import Event, InvalidEvent, validate_event
 from storage.projections import Checkpoints, Profiles
@@ -227,6 +228,56 @@ def test_check_event_accepts_and_refuses_exactly_what_validate_event_does(small_
         assert a.value.reason == b.value.reason
 
 
+def _outcome(raw: Any) -> Any:
+    try:
+        return validate_event(raw)
+    except InvalidEvent as err:
+        return err.reason
+
+
+def test_batch_validation_agrees_with_validate_event_item_by_item(small_gen: MockGenerator) -> None:
+    """The batch path (one call for a clean batch, item by item otherwise) gives what validate_event
+    gives each item: the same Event, or the same reason, in input order."""
+    live = small_gen.live_chunk(0, 1.7e9, 100.0)[:40]
+    base = live[0].to_dict()
+    reg = next(e for e in small_gen.dataset() if e.type == "user.registered").to_dict()
+    odd: list[Any] = [
+        {**base, "ts": 5},  # an int time
+        {**base, "ts": "1.5e9"},  # a numeric string (lax mode, as the models)
+        {k: v for k, v in base.items() if k != "version"},  # a default left out
+        {**reg, "payload": {k: v for k, v in reg["payload"].items() if k != "gender"}},  # payload default
+        {**reg, "target_id": None},
+        json.dumps(base),  # JSON text, as from a file
+        json.dumps(base).encode(),
+        Event("u1", "user.updated", 3.0, "U1", None, {"city": "北京", "name": None}),  # not a fast type
+        {"event_id": "o1", "type": "ops.note", "ts": 1.0, "payload": {"command": "x"}},
+        {**base, "payload": {"duration": -1.0}},  # refused
+        {**base, "user_id": None},
+        {**base, "type": ["call"]},
+        "{not json",
+        b"\xff",
+        42,
+    ]
+    clean = validate_batch(IngestBatch("mock", live))
+    assert clean.events == [validate_event(e) for e in live] and not clean.rejected
+    mixed = live[:20] + odd + live[20:]
+    got = validate_batch(IngestBatch("file", mixed, list(range(1, len(mixed) + 1))))
+    want = [_outcome(raw) for raw in mixed]
+    # repr: 5 and 5.0 are equal, but the log must get the same value of the same type
+    assert list(map(repr, got.events)) == [repr(w) for w in want if isinstance(w, Event)]
+    assert [r for _, r in got.rejected] == [f"line {k + 1}: {w}" for k, w in enumerate(want) if isinstance(w, str)]
+    assert [raw for raw, _ in got.rejected] == [raw for raw, w in zip(mixed, want) if isinstance(w, str)]
+    for raw in odd:
+        assert repr(_outcome_of_check(raw)) == repr(_outcome(raw))
+
+
+def _outcome_of_check(raw: Any) -> Any:
+    try:
+        return check_event(raw)
+    except InvalidEvent as err:
+        return err.reason
+
+
 def test_jsonl_source_with_line_numbers(db_path: Path, tmp_path: Path) -> None:
     f = tmp_path / "events.jsonl"
     lines = [
@@ -261,13 +312,13 @@ def test_shard_flushes_space_out_when_writing_profiles_gets_costly() -> None:
     clock = _Clock()
     logic = ProfileShardLogic(None, 1.0, shards=64, clock=clock)
     e = Event("a", "call", 1.0, "U1", "U2", {"duration": 1.0})
-    assert list(logic.on_batch([([(e, 1)], 1)])[0]) == []  # before the first flush time: kept
+    assert list(logic.on_batch([([e], [1], 1)])[0]) == []  # before the first flush time: kept
     clock.t = 5.0
-    (flush,) = logic.on_batch([([(e, 2)], 2)])[0]
+    (flush,) = logic.on_batch([([e], [2], 2)])[0]
     assert [d[0] for d in flush.docs] == ["U1"] and flush.upto == 2
     assert logic.next_flush == 6.0  # a cheap flush: the next one flush_interval later
     clock.t, clock.step = 10.0, 0.01  # each clock reading now costs 10 ms: an expensive flush
-    logic.on_batch([([(e, 3)], 3)])
+    logic.on_batch([([e], [3], 3)])
     assert logic.next_flush > 10.0 + 9.0  # 10 ms x 1.5 x 64 shards within a 10 % budget
     again = ProfileShardLogic(logic.snapshot(), 1.0, shards=64)  # the snapshot restores the state
     assert again.profiles["U1"].document() == logic.profiles["U1"].document() and again.upto == 3

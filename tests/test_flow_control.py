@@ -108,7 +108,7 @@ def _resolved(db: Path, op_id: int) -> dict[str, Any] | None:
     return row if row and row["state"] != "pending" else None
 
 
-def _start(db: Path) -> subprocess.Popen[str]:
+def _start(db: Path, *, own_group: bool = False) -> subprocess.Popen[str]:
     subprocess.run([sys.executable, "-m", "ups", "generate", "--quiet"], env=_env(db), check=True,
                    capture_output=True)
     return subprocess.Popen(
@@ -117,7 +117,21 @@ def _start(db: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=own_group,
     )
+
+
+def _processes_on(db: Path) -> list[str]:
+    """Command lines of running processes that name this database (the flow's log writer does)."""
+    out = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(db).encode() in args:
+            out.append(b" ".join(args).decode(errors="replace"))
+    return out
 
 
 @pytest.mark.slow
@@ -171,13 +185,20 @@ def _status_with(db: Path, **want: Any) -> dict[str, Any] | None:
 
 
 @pytest.mark.slow
-def test_sigterm_stops_cleanly(db_path: Path) -> None:
-    proc = _start(db_path)
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_a_signal_stops_cleanly(db_path: Path, how: str) -> None:
+    """SIGTERM to the flow, or SIGINT to its whole process group as Ctrl-C in a terminal sends it (its log
+    writer process too): the flow stops cleanly, the projection complete, the writer gone."""
+    proc = _start(db_path, own_group=how == "ctrl-c")
     try:
         start = _last_seq(db_path)
         _wait(lambda: _last_seq(db_path) > start + 300, 60, "the live stream to flow")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        assert any("log_writer" in p for p in _processes_on(db_path))
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -185,3 +206,4 @@ def test_sigterm_stops_cleanly(db_path: Path) -> None:
     with EventStore(db_path) as store:
         assert Status(store.conn).get("dataflow")["state"] == "stopped"  # type: ignore[index]
         assert Checkpoints(store.conn).get("profiles") == store.last_seq()
+    _wait(lambda: not _processes_on(db_path), 10, "the log writer to exit")

@@ -18,18 +18,17 @@ from graph_fixtures import settings_for, small_store
 pytestmark = pytest.mark.slow
 
 
-def test_live_events_are_embedded_by_the_running_flow(tmp_path: Path) -> None:
+def _run_and_check(tmp_path: Path, cmd: list[str], env: dict[str, str]) -> None:
+    """Run a live flow process on a store with a trained model; every user a live event touched must
+    get an embedding computed after that event, and the status must show the refresh branch."""
     db = tmp_path / "ups.db"
     small_store(db)
     settings = settings_for(db)
     train_hgt(settings, epochs=2)
     with EventStore(db) as store:
         before = store.last_seq()
-    env = {**os.environ, "UPS_DEVICE": "cpu", "UPS_REFRESH_TICK_S": "0.1"}
-    r = subprocess.run(
-        [sys.executable, "-m", "ups", "dataflow", "--db", str(db), "--max-events", "1500", "--rate", "3000", "--quiet"],
-        capture_output=True, text=True, timeout=300, env=env,
-    )
+    env = {**os.environ, "UPS_DB": str(db), "UPS_DEVICE": "cpu", "UPS_REFRESH_TICK_S": "0.1", **env}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     with EventStore(db) as store:
         after = store.last_seq()
@@ -48,4 +47,14 @@ def test_live_events_are_embedded_by_the_running_flow(tmp_path: Path) -> None:
     # every user touched by a live event got an embedding computed after that event (drained at EOF)
     assert live_users and live_users <= refreshed
     assert status is not None and status["refresh"] in ("running", "paused") and status["model_version"] == 1
-    assert status["device"] == "cpu"
+    assert status["device"] == "cpu" and status["state"] == "stopped"
+
+
+def test_live_events_are_embedded_by_the_running_flow(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "ups", "dataflow", "--max-events", "1500", "--rate", "3000", "--quiet"]
+    _run_and_check(tmp_path, cmd, {})
+
+
+def test_the_bytewax_run_entry_point_runs_the_same_flow_with_its_refresh_branch(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "bytewax.run", "dataflow.flow:get_flow(max_events=1500)"]
+    _run_and_check(tmp_path, cmd, {"UPS_LIVE_RATE": "3000"})

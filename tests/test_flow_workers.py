@@ -3,6 +3,7 @@ projections as with 1."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -53,7 +54,11 @@ def test_two_processes_give_the_same_projections_as_one(tmp_path: Path, small_ge
     two = _db_with_history(tmp_path / "cluster.db", small_gen)
     s = settings_for(two)
     env = dict(os.environ)
-    env.update({f"UPS_{k.upper()}": str(v) for k, v in s.model_dump().items() if v is not None})
+    env.update({  # nested settings (the per-user edge ranges) go as JSON, as a user would write them
+        f"UPS_{k.upper()}": json.dumps(v) if isinstance(v, dict) else str(v)
+        for k, v in s.model_dump(mode="json").items()
+        if v is not None
+    })
     addresses = ";".join(f"127.0.0.1:{p}" for p in _free_ports(2))
     procs = [
         subprocess.Popen(

@@ -79,6 +79,28 @@ def test_reopen_after_close(db_path: Path) -> None:
         assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+def test_a_version_1_database_is_migrated_in_place(db_path: Path) -> None:
+    import sqlite_utils
+
+    from storage.db import MIGRATIONS
+
+    raw = sqlite3.connect(db_path)
+    MIGRATIONS[0](sqlite_utils.Database(raw))  # a database as version 1 left it, with an event in it
+    raw.execute("PRAGMA user_version=1")
+    raw.execute(
+        "INSERT INTO events(event_id, type, user_id, target_id, ts, payload, version, recorded_at) "
+        "VALUES ('e1', 'call', 'A', 'U2', 1001.0, '{\"duration\":1.0}', 1, 1.0)"
+    )
+    raw.commit()
+    raw.close()
+    with EventStore(db_path) as s:
+        assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        indexes = {r[1] for r in s.conn.execute("PRAGMA index_list(events)")}
+        assert "events_user_seq" not in indexes and {"events_event_id", "events_type_seq"} <= indexes
+        assert s.append([ev(1, "A"), ev(2, "A")]).new_ids == {"e2"}  # still idempotent on event_id
+        assert [e.event_id for e in s.events_of_user("A")] == ["e1", "e2"]
+
+
 def test_newer_schema_is_refused_and_left_alone(db_path: Path) -> None:
     with EventStore(db_path) as s:
         s.append([ev(1)])

@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def cmd_dataflow(args: argparse.Namespace) -> int:
-    from dataflow.refresh_step import embedding_refresh
+    from dataflow.refresh_step import refresh_branch
     from dataflow.runner import FlowConfigError, run_dataflow
 
     if args.source == "jsonl" and not args.path:
@@ -83,7 +83,7 @@ def cmd_dataflow(args: argparse.Namespace) -> int:
             max_events=args.max_events,
             process_id=args.process_id,
             addresses=addresses,
-            attach_refresh=embedding_refresh(s) if s.refresh_in_flow else None,
+            attach_refresh=refresh_branch(s),
             on_status=show,
         )
     except FlowConfigError as err:
