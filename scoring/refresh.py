@@ -63,6 +63,8 @@ class RefreshConfig:
     freshness_tau_s: float = 300.0
     model_poll_s: float = 2.0
     pass_chunk_edges: int = 20_000
+    #: run full passes on a background thread (the second core) instead of a few steps per tick
+    pass_background: bool = True
     compact_min: int = 50_000
     #: "layerwise": one layer at a time over the seeds' 1-hop neighbourhood with cached neighbour states
     #: (cheap; exact while the cache is current); "sampled": the seeds' whole L-hop sampled subgraph
@@ -84,6 +86,7 @@ class RefreshConfig:
             freshness_tau_s=s.refresh_freshness_tau_s,
             model_poll_s=s.refresh_model_poll_s,
             pass_chunk_edges=s.refresh_pass_chunk_edges,
+            pass_background=s.refresh_pass_background,
             compact_min=s.graph_compact_min,
             mode=s.refresh_mode,
         )
@@ -269,6 +272,7 @@ class IncrementalRefresher:
         self._node_cost: float | None = None  # seconds per node of a partial refresh (moving average)
         self._pass_cost: float | None = None  # seconds per node of the last full pass
         self._pass_spent = 0.0
+        self._pass_started = 0.0
         self._threads = ThreadLimit(self.config.threads)
         self.full_refreshes = 0
         self.last_latencies: list[float] = []
@@ -279,6 +283,7 @@ class IncrementalRefresher:
             self._use_model(model, load_stored=load_stored)
 
     def close(self) -> None:
+        self._drop_pass()
         self.store.close()
 
     # ---------------------------------------------------------------- model
@@ -446,7 +451,7 @@ class IncrementalRefresher:
         budget_s = self.config.tick_budget_s if budget_s is None else budget_s
         deadline = t0 + budget_s
         partial_until = deadline
-        if self._pass is not None and math.isfinite(budget_s):
+        if self._pass is not None and not self._pass.background and math.isfinite(budget_s):
             partial_until = deadline - self.PASS_MIN_SHARE * budget_s
         self.last_latencies = []
         rows = self._partial(self.config.budget if budget is None else budget, partial_until)
@@ -528,20 +533,40 @@ class IncrementalRefresher:
         if self._pass_cost is None or self._node_cost is None or backlog * self._node_cost >= total * self._pass_cost:
             self._start_pass(self.model, "pending")
 
-    def _start_pass(self, model: LoadedModel, emit: str) -> None:
+    def _start_pass(self, model: LoadedModel, emit: str, background: bool | None = None) -> None:
         """Begin a full pass with ``model`` (replacing a running one): ``emit`` "all" writes every node's
         row (a model switch), "pending" the rows of the pending nodes it covers, "none" nothing."""
+        self._drop_pass()
         self._pass = FullPass(model.embedder, self.graph, self.config.pass_chunk_edges)
         self._pass_model = model
         self._pass_emit = emit
         self._pass_left = sum(self._pass.num_nodes.values()) if emit == "all" else 0
         self._pass_spent = 0.0
+        self._pass_started = time.perf_counter()
+        if self.config.pass_background if background is None else background:
+            self._threads.__enter__()  # the thread cap holds while the pass thread runs
+            self._pass.start_background()
+
+    def _drop_pass(self) -> None:
+        """Forget the running pass (superseded, finished or closing); stop its thread."""
+        p = self._pass
+        self._pass, self._pass_model, self._pass_left = None, None, 0
+        if p is not None and p.background:
+            p.cancel()
+            self._threads.__exit__(None, None, None)
 
     def _advance_pass(self, deadline: float) -> list[EmbeddingRowT]:
         """Steps of the running pass until ``deadline`` (at least one); finishes it when done."""
         p = self._pass
         assert p is not None
         rows: list[EmbeddingRowT] = []
+        if p.background:  # the thread does the work: hand over what it finished (all of it for no deadline)
+            for chunk in p.collect(wait=math.isinf(deadline)):
+                rows += self._pass_chunk(p, chunk)
+            if p.done:
+                self._pass_cost = (time.perf_counter() - self._pass_started) / max(1, sum(p.num_nodes.values()))
+                self._finish_pass(p)
+            return rows
         while True:
             t = time.perf_counter()
             chunk = p.step()
@@ -589,7 +614,7 @@ class IncrementalRefresher:
     def _finish_pass(self, p: FullPass) -> None:
         model = self._pass_model
         assert model is not None
-        self._pass, self._pass_model, self._pass_left = None, None, 0
+        self._drop_pass()
         self.full_refreshes += 1
         if model is not self.model:  # a model switch: the new model serves from now on
             self._install_model(model)
@@ -623,7 +648,7 @@ class IncrementalRefresher:
         """A full pass with the serving model run to the end now (benchmarks, tests, tools)."""
         if self.model is None:
             return []
-        self._start_pass(self.model, emit)
+        self._start_pass(self.model, emit, background=False)
         with self._threads:
             return self._advance_pass(math.inf)
 

@@ -95,10 +95,8 @@ class NeighborSampler:
             self._scratch[t] = m
         return m
 
-    def sample(self, seeds: Mapping[str, Tensor | Sequence[int]], edge_limit: Mapping[EdgeType, int] | None = None) -> Subgraph:
-        """All seeds' k-hop subgraph in one go (one gather per hop and edge type for every seed).
-        ``edge_limit[et]``: only edges with an id below it (the graph as it was when it had that many
-        edges: ids follow the append order), e.g. for a forward over a snapshot of a growing graph."""
+    def sample(self, seeds: Mapping[str, Tensor | Sequence[int]]) -> Subgraph:
+        """All seeds' k-hop subgraph in one go (one gather per hop and edge type for every seed)."""
         dev = self.graph.device
         maps = {t: self._map(t) for t in NODE_TYPES}
         parts: dict[str, list[Tensor]] = {t: [] for t in NODE_TYPES}
@@ -128,8 +126,6 @@ class NeighborSampler:
                         continue
                     adj = self.graph.adjacency(et)
                     eids = adj.incoming(f, fanout, self.generator)
-                    if edge_limit is not None and et in edge_limit:
-                        eids = eids[eids < edge_limit[et]]
                     if eids.numel() == 0:
                         continue
                     src, dst = adj.endpoints(eids)

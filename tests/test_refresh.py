@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,7 @@ def _drain(r: IncrementalRefresher, **kw: object) -> list[tuple]:
     rows: list[tuple] = []
     while r.busy:
         rows += r.tick(**kw)
+        time.sleep(0.001)  # (a tight loop would keep a pass thread from the GIL)
     return rows
 
 
@@ -193,8 +195,9 @@ def _last_rows(rows: list[tuple]) -> dict[tuple[str, str], tuple]:
     return {(t, nid): (vec, v, seq) for t, nid, vec, v, seq in rows}
 
 
-def test_new_model_version_takes_over_after_a_full_pass_spread_over_ticks(live_db: Path) -> None:
-    r = _running(settings_for(live_db), model_poll_s=0.0, pass_chunk_edges=1000, budget=1000)
+@pytest.mark.parametrize("background", [False, True], ids=["steps_in_ticks", "background_thread"])
+def test_new_model_version_takes_over_after_a_full_pass(live_db: Path, background: bool) -> None:
+    r = _running(settings_for(live_db), model_poll_s=0.0, pass_chunk_edges=1000, budget=1000, pass_background=background)
     passes = r.full_refreshes
     assert r.maybe_reload_model() is False
     v2 = _register_random(live_db, seed=2)
@@ -203,21 +206,27 @@ def test_new_model_version_takes_over_after_a_full_pass_spread_over_ticks(live_d
     assert r.model_version == 1 and r.switching_to == v2
     assert r.status()["refresh_queue"] == r.graph.num_nodes()  # no stored embedding of v2 yet: all pending
     snap = r.graph.last_seq
-    rows = r.tick(budget_s=0.0)  # a budget of nothing: one step of the pass per tick
-    assert r.switching_to == v2 and 0 < r.status()["full_pass"] < 1
-    events = _append_live(live_db, 20)  # live events while the pass runs
+    rows = r.tick(budget_s=0.0)  # a budget of nothing: one step of the pass per tick (when in ticks)
+    if not background:
+        assert r.switching_to == v2 and 0 < r.status()["full_pass"] < 1
+    events = _append_live(live_db, 20)  # live events while the pass runs (a thread may be done already)
     expected = _affected(events)
     r.observe(events)
     during = r.tick(budget_s=0.0)
     live_rows = [row for row in during if (row[0], row[1]) in expected]
-    assert {(t, nid) for t, nid, *_ in live_rows} == set(expected)  # refreshed at once, by the old model
-    assert all(v == 1 and seq == expected[(t, nid)] for t, nid, _, v, seq in live_rows)
+    assert {(t, nid) for t, nid, *_ in live_rows} == set(expected)  # refreshed at once
+    assert all(seq == expected[(t, nid)] for t, nid, _, v, seq in live_rows)
+    if not background:
+        assert all(v == 1 for *_, v, _ in live_rows)  # by the old model: the pass is not done
     rows += during
     ticks = 2
     while r.busy:
         rows += r.tick(budget_s=0.0)
         ticks += 1
-    assert ticks > 10 and r.full_refreshes == passes + 1  # spread over many ticks, one pass
+        time.sleep(0.001)  # (a tight loop would keep the pass thread from the GIL)
+    assert r.full_refreshes == passes + 1
+    if not background:
+        assert ticks > 10  # spread over many ticks
     assert r.model_version == v2 and r.switching_to is None and r.status()["model_version"] == v2
     last = _last_rows(rows)
     # every node ends on the new model; the ones touched during the pass with their newest seq
@@ -235,7 +244,7 @@ def test_new_model_version_takes_over_after_a_full_pass_spread_over_ticks(live_d
 
 
 def test_a_backlog_over_the_share_runs_a_full_pass_while_live_nodes_keep_coming(live_db: Path) -> None:
-    r = _running(settings_for(live_db), full_share=0.05, pass_chunk_edges=1000, budget=5)
+    r = _running(settings_for(live_db), full_share=0.05, pass_chunk_edges=1000, budget=5, pass_background=False)
     passes = r.full_refreshes
     first = _append_live(live_db, 40, chunk=0)
     r.observe(first)

@@ -163,6 +163,10 @@ class Settings(BaseSettings):
     refresh_weight_wait: float = Field(
         1.0, ge=0, description="priority a pending node gains per second of waiting (keeps old marks from starving)"
     )
+    refresh_pass_background: bool = Field(
+        True, description="run the refresh's full passes (new model, cold cache, backlog) on a background thread "
+        "instead of a few steps per tick"
+    )
     refresh_pass_chunk_edges: int = Field(
         20_000, ge=1000, description="edges per step of a full pass the refresh spreads over ticks (smaller: shorter steps)"
     )
