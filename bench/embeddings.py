@@ -4,8 +4,11 @@
   bare baseline measured in the same run: one sum-aggregation of hidden-size vectors over every edge;
 * training time per epoch at 100k users (sampled mini-batches, the mode ``auto`` picks there);
 * incremental refresh under a simulated live stream (default 5 000 events/s) at 100k users: nodes
-  refreshed per second and event -> embedding latency p50 / p99; and the cost of refreshing the nodes
-  touched by one event against one full forward (target: >= 100x cheaper; p99 <= 2 s).
+  refreshed per second and event -> embedding latency p50 / p99 (rows written to SQLite each tick as
+  the flow's sink does), with a new model version arriving mid-stream; run twice, with unbounded ticks
+  (the baseline: a full pass inside one tick, as before the time budget) and with the tick time budget;
+  and the cost of refreshing the nodes touched by one event against one full forward (target: >= 100x
+  cheaper; p99 <= 2 s).
 
 Graphs are built from the mock generator's arrays through the same ``HeteroGraph.apply`` path a
 store build uses (skipping SQLite, which ``bench.store`` measures). The model is freshly initialised:
@@ -18,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -176,25 +181,125 @@ def bench_training(users: int, s: Settings, steps_measured: int | None = None) -
     return out
 
 
+def _nodes_of(ev: Any) -> list[tuple[str, str]]:
+    """The graph nodes an event touches (what the refresh must re-embed for it)."""
+    from scoring.graph import ATTRIBUTE_EVENTS, RELATIONS
+
+    if ev.type in RELATIONS:
+        et = RELATIONS[ev.type]
+        return [(et[0], ev.user_id), (et[2], ev.target_id)]
+    t_ = ATTRIBUTE_EVENTS.get(ev.type)
+    return [(t_, ev.user_id if t_ == "user" else ev.target_id)] if t_ else []
+
+
+def _stream(r: Any, store: Any, live: Iterator[Any], seq: int, rate: float, seconds: float,
+            switch_to: LoadedModel | None) -> tuple[dict[str, Any], int]:
+    """Feed ``rate`` events/s for ``seconds`` the way the dataflow's refresh step sees them: each tick
+    the events that arrived are observed, ``tick()`` runs, its rows are written in one transaction (what
+    ``EmbeddingSink`` does), then the loop sleeps out the tick interval. An event is done once every
+    node it touched has a stored row at least as new as the event. With ``switch_to``, a new model
+    version arrives a third of the way in."""
+    from storage.projections import Embeddings
+
+    pending: dict[tuple[str, str], deque[tuple[int, int]]] = {}
+    arrival: list[float] = []
+    remaining: list[int] = []
+    done_at: list[float] = []
+    start = time.perf_counter()
+    sent = refreshed = 0
+    loop_s: list[float] = []
+    write_s = 0.0
+    switch_at = start + seconds / 3 if switch_to is not None else math.inf
+    switched_at = switch_done = math.nan
+    while True:
+        now = time.perf_counter()
+        if now - start > seconds:
+            break
+        if now >= switch_at:
+            r.begin_switch(switch_to)
+            switch_at, switched_at = math.inf, now
+        due = int((now - start) * rate) - sent
+        batch = []
+        for _ in range(due):
+            seq += 1
+            ev = next(live)
+            batch.append((seq, ev))
+            k = len(arrival)
+            arrival.append(now)
+            keys = set(_nodes_of(ev))
+            remaining.append(len(keys))
+            done_at.append(math.nan)
+            for key in keys:
+                pending.setdefault(key, deque()).append((seq, k))
+        sent += due
+        r.observe(batch)
+        rows = r.tick()
+        tw = time.perf_counter()
+        if rows:
+            with store.transaction() as conn:
+                Embeddings(conn).put_many(rows)
+        t_done = time.perf_counter()
+        write_s += t_done - tw
+        loop_s.append(t_done - now)
+        refreshed += len(rows)
+        for t_, nid, _, _, row_seq in rows:
+            q = pending.get((t_, nid))
+            while q and q[0][0] <= row_seq:
+                k = q.popleft()[1]
+                remaining[k] -= 1
+                if remaining[k] == 0:
+                    done_at[k] = t_done
+        if switch_to is not None and math.isnan(switch_done) and r.model_version == switch_to.version:
+            switch_done = t_done - switched_at
+        time.sleep(max(0.0, r.config.tick_s - (time.perf_counter() - now)))
+    wall = time.perf_counter() - start
+    arr = np.array(arrival)
+    lat = np.array(done_at) - arr
+    # events still pending at the end count with their age so far: at least as late as that
+    lat = np.where(np.isnan(lat), time.perf_counter() - arr, lat)
+    unfinished = int(np.isnan(np.array(done_at)).sum())
+    p50, p99 = (float(np.percentile(lat, q)) for q in (50, 99)) if len(lat) else (math.nan,) * 2
+    out = {"events": sent, "seconds": wall, "events_per_s": sent / wall, "nodes_refreshed": refreshed,
+           "nodes_per_s": refreshed / wall, "latency_p50_s": p50, "latency_p99_s": p99, "latency_max_s": float(lat.max()) if len(lat) else math.nan,
+           "unfinished_events": unfinished, "queue_at_end": len(r.queue), "loops": len(loop_s), "slowest_loop_s": max(loop_s),
+           "loops_over_1s": sum(x > 1 for x in loop_s), "store_write_s": write_s, "model_switch_s": switch_done}
+    return out, seq
+
+
 def bench_refresh(users: int, s: Settings, rate: float, seconds: float) -> dict[str, Any]:
     from scoring.refresh import IncrementalRefresher, RefreshConfig
+    from storage.event_store import EventStore
+    from storage.projections import Embeddings
 
     gen, g, _ = build(users)
-    m = model_for(g, s)
     tmp = tempfile.mkdtemp(prefix="bench-emb-")
     settings = s.model_copy(update={"db": Path(tmp) / "bench.db"})
-    loaded = LoadedModel(1, m, m.config(), {})
+    models = []
+    for v in (1, 2, 3):
+        m = model_for(g, s) if v == 1 else GraphEmbedder.from_config(models[0].config)
+        if v > 1:
+            torch.manual_seed(v)
+            m.load_state_dict({k: t + 0.01 * torch.randn_like(t) if t.is_floating_point() else t
+                               for k, t in models[0].embedder.state_dict().items()})
+        models.append(LoadedModel(v, m.eval(), m.config(), {}))
     cfg = RefreshConfig.from_settings(settings)
-    r = IncrementalRefresher(settings, graph=g, model=loaded, config=cfg, load_stored=False)
+    r = IncrementalRefresher(settings, graph=g, model=models[0], config=RefreshConfig(**cfg.__dict__), load_stored=False)
+    store = EventStore(settings.db)
+    # nothing is stored yet: every node pending; one full forward (as a pass of small steps) embeds them
     t = time.perf_counter()
-    r.tick()  # nothing is stored yet: the whole graph is pending, so this is one full forward
+    rows = r.run_full_pass(emit="pending")
     full_s = time.perf_counter() - t
-    assert r.full_refreshes == 1 and len(r.queue) == 0
+    assert len(rows) == g.num_nodes() and len(r.queue) == 0
+    t = time.perf_counter()
+    with store.transaction() as conn:
+        Embeddings(conn).put_many(rows)
+    write_all_s = time.perf_counter() - t
+    del rows
 
     gen.pop.names_and_cities  # Faker names for new users: generated once, before the clock runs
     live = gen.live(0, time.time(), rate)
     seq = g.last_seq
-    # cost of the nodes touched by one event
+    # cost of the nodes touched by one event: observe it and refresh them (rows built, not written)
     costs = []
     for _ in range(30):
         seq += 1
@@ -204,74 +309,30 @@ def bench_refresh(users: int, s: Settings, rate: float, seconds: float) -> dict[
         r.tick()
         costs.append(time.perf_counter() - t)
     one_event_s = float(np.median(costs))
-
-    # a live stream at `rate` events/s for `seconds`
-    pending: dict[tuple[str, str], list[int]] = {}
-    arrival: list[float] = []
-    remaining: list[int] = []
-    done_at: list[float] = []
-    from scoring.graph import ATTRIBUTE_EVENTS, RELATIONS
-
-    def nodes_of(ev: Any) -> list[tuple[str, str]]:
-        if ev.type in RELATIONS:
-            et = RELATIONS[ev.type]
-            return [(et[0], ev.user_id), (et[2], ev.target_id)]
-        t_ = ATTRIBUTE_EVENTS.get(ev.type)
-        return [(t_, ev.user_id if t_ == "user" else ev.target_id)] if t_ else []
-
-    start = time.perf_counter()
-    sent = 0
-    refreshed = 0
-    loop_s: list[float] = []
-    while True:
-        now = time.perf_counter()
-        if now - start > seconds:
-            break
-        due = int((now - start) * rate) - sent
-        batch = []
-        for _ in range(due):
-            seq += 1
-            ev = next(live)
-            batch.append((seq, ev))
-            k = len(arrival)
-            arrival.append(now)
-            keys = set(nodes_of(ev))
-            remaining.append(len(keys))
-            done_at.append(float("nan"))
-            for key in keys:
-                pending.setdefault(key, []).append(k)
-        sent += due
-        r.observe(batch)
-        rows = r.tick()
-        t_done = time.perf_counter()
-        loop_s.append(t_done - now)
-        refreshed += len(rows)
-        for t_, nid, *_ in rows:
-            for k in pending.pop((t_, nid), []):
-                remaining[k] -= 1
-                if remaining[k] == 0:
-                    done_at[k] = t_done
-        time.sleep(max(0.0, cfg.tick_s - (time.perf_counter() - now)))
-    wall = time.perf_counter() - start
-    lat = np.array(done_at) - np.array(arrival)
-    finished = lat[~np.isnan(lat)]
-    unfinished = int(np.isnan(lat).sum())
-    p50, p99 = (float(np.percentile(finished, q)) for q in (50, 99)) if len(finished) else (float("nan"),) * 2
-    # events still pending at the end count as at least as late as the run's tail
-    if unfinished:
-        tail = np.concatenate([finished, time.perf_counter() - np.array(arrival)[np.isnan(lat)]])
-        p99 = float(np.percentile(tail, 99))
-    out = {"users": users, "rate": rate, "events": sent, "seconds": wall, "nodes_refreshed": refreshed,
-           "nodes_per_s": refreshed / wall, "latency_p50_s": p50, "latency_p99_s": p99, "unfinished_events": unfinished,
-           "full_forward_s": full_s, "one_event_refresh_s": one_event_s, "speedup": full_s / one_event_s,
-           "queue_at_end": len(r.queue), "slowest_loop_s": max(loop_s), "loops": len(loop_s),
-           "loops_over_1s": sum(x > 1 for x in loop_s)}
-    print(f"refresh at {users:,} users: full forward {full_s:.2f} s; nodes of one event {1000 * one_event_s:.1f} ms "
-          f"-> {out['speedup']:.0f}x cheaper (target >= 100x: {'OK' if out['speedup'] >= 100 else 'BELOW TARGET'})")
-    print(f"live stream {sent:,} events in {wall:.1f} s ({sent / wall:,.0f} ev/s): {refreshed / wall:,.0f} nodes refreshed/s, "
-          f"event->embedding p50 {p50:.3f} s p99 {p99:.3f} s (target p99 <= 2 s: {'OK' if p99 <= 2 else 'BELOW TARGET'}), "
-          f"{unfinished} events not yet refreshed at the end, queue {len(r.queue)}; {len(loop_s)} observe+tick loops, "
-          f"slowest {max(loop_s):.2f} s, {out['loops_over_1s']} over 1 s", flush=True)
+    print(f"refresh at {users:,} users: full forward {full_s:.2f} s (a pass of {cfg.pass_chunk_edges:,}-edge steps, rows "
+          f"built; writing its {g.num_nodes():,} rows {write_all_s:.2f} s); nodes of one event {1000 * one_event_s:.1f} ms "
+          f"-> {full_s / one_event_s:.0f}x cheaper (target >= 100x: {'OK' if full_s / one_event_s >= 100 else 'BELOW TARGET'})",
+          flush=True)
+    out: dict[str, Any] = {"users": users, "rate": rate, "full_forward_s": full_s, "write_all_rows_s": write_all_s,
+                           "one_event_refresh_s": one_event_s, "speedup": full_s / one_event_s}
+    # the same live stream with a model switch, twice: the baseline runs every tick unbounded, a full
+    # pass inside the tick that starts it (as before the time budget and the pass thread), then the
+    # settings as they are
+    runs = (("baseline_full_pass_in_one_tick", math.inf, False, models[1]),
+            ("time_budget_and_pass_thread", cfg.tick_budget_s, cfg.pass_background, models[2]))
+    for name, budget_s, background, model in runs:
+        r.config.tick_budget_s, r.config.pass_background = budget_s, background
+        res, seq = _stream(r, store, live, seq, rate, seconds, model)
+        out[name] = res
+        print(f"live stream, {name.replace('_', ' ')} (tick {cfg.tick_s} s, budget {budget_s} s, {cfg.threads or 'default'} torch "
+              f"thread(s)): {res['events']:,} events in "
+              f"{res['seconds']:.1f} s ({res['events_per_s']:,.0f} ev/s), new model version after {seconds / 3:.0f} s "
+              f"(serving after {res['model_switch_s']:.1f} s): {res['nodes_per_s']:,.0f} nodes refreshed/s, "
+              f"event->embedding p50 {res['latency_p50_s']:.3f} s p99 {res['latency_p99_s']:.3f} s max {res['latency_max_s']:.2f} s "
+              f"(target p99 <= 2 s: {'OK' if res['latency_p99_s'] <= 2 else 'BELOW TARGET'}), {res['unfinished_events']} events "
+              f"not yet refreshed at the end, queue {res['queue_at_end']}; {res['loops']} loops, slowest {res['slowest_loop_s']:.2f} s, "
+              f"{res['loops_over_1s']} over 1 s; store writes {res['store_write_s']:.1f} s in all", flush=True)
+    store.close()
     r.close()
     return out
 

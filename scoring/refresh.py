@@ -4,10 +4,12 @@
 events to the graph (growable buffers, no rebuild) and marks the affected nodes (the seed's
 ``ChangeDetector``: both endpoints of a new edge, new nodes, nodes whose attributes changed) in a
 de-duplicating max-heap ranked by freshness, log-degree and the size of the node's last embedding
-change. ``tick()`` refreshes the top of the heap within a budget by one sampled-subgraph forward pass
-under ``no_grad`` on the device, or by one full forward when the backlog covers a large share of the
-graph, and returns the embedding rows to write. A newly registered model version is picked up
-without a restart and everything is re-embedded with it.
+change, with a waiting credit so nothing starves. ``tick()`` works for a time budget: it refreshes
+the top of the heap in batches, one sampled-subgraph forward per batch under ``no_grad`` on the
+device, then advances a full forward split into steps (``scoring.full_pass``) if one is running —
+when the backlog covers a large share of the graph, when the layer cache is cold, and when a newly
+registered model version is picked up (without a restart; the old model serves until every node has
+been embedded with the new one). It returns the embedding rows to write.
 
 ``RefreshLogic`` wraps it as a Bytewax ``StatefulLogic`` (``op.stateful``): events in, a
 ``RefreshOutput`` (rows + status) out on every tick; its snapshot is small (pending nodes, last seq)
@@ -33,10 +35,12 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from storage.event_store import EventStore
 from storage.events import Event
 
-from .embed import EmbeddingRowT, all_rows, write_rows
+from .embed import EmbeddingRowT, embedding_rows, write_rows
+from .full_pass import FullPass, PassChunk
 from .graph import NODE_TYPES, Growable, HeteroGraph, build_graph
 from .model_io import LoadedModel, latest_version, load_model
 from .sampler import NeighborSampler, parse_fanouts
+from .threads import ThreadLimit
 
 NodeKey = tuple[str, int]  # (node type, node index)
 #: the status keys the dataflow's status document takes from the refresh step (see the brief's contract)
@@ -49,15 +53,21 @@ STATUS_KEYS: tuple[str, ...] = (
 @dataclass
 class RefreshConfig:
     tick_s: float = 0.2
+    #: seconds of work per tick: partial refreshes first, then a running full pass (the node cap ``budget`` applies too)
+    tick_budget_s: float = 0.15
     budget: int = 8192
+    threads: int = 1  # torch/BLAS threads while a tick works (0: leave them)
     fanouts: str = "10,5"
     full_share: float = 0.3
     weight_freshness: float = 1.0
     weight_degree: float = 0.3
     weight_change: float = 1.0
+    weight_wait: float = 1.0
     freshness_tau_s: float = 300.0
     model_poll_s: float = 2.0
-    chunk_edges: int = 1_000_000
+    pass_chunk_edges: int = 20_000
+    #: run full passes on a background thread (the second core) instead of a few steps per tick
+    pass_background: bool = True
     compact_min: int = 50_000
     #: "layerwise": one layer at a time over the seeds' 1-hop neighbourhood with cached neighbour states
     #: (cheap; exact while the cache is current); "sampled": the seeds' whole L-hop sampled subgraph
@@ -67,15 +77,19 @@ class RefreshConfig:
     def from_settings(cls, s: Any) -> "RefreshConfig":
         return cls(
             tick_s=s.refresh_tick_s,
+            tick_budget_s=s.refresh_tick_budget_s,
             budget=s.refresh_budget,
+            threads=s.refresh_threads,
             fanouts=s.refresh_fanouts,
             full_share=s.refresh_full_share,
             weight_freshness=s.refresh_weight_freshness,
             weight_degree=s.refresh_weight_degree,
             weight_change=s.refresh_weight_change,
+            weight_wait=s.refresh_weight_wait,
             freshness_tau_s=s.refresh_freshness_tau_s,
             model_poll_s=s.refresh_model_poll_s,
-            chunk_edges=s.embed_chunk_edges,
+            pass_chunk_edges=s.refresh_pass_chunk_edges,
+            pass_background=s.refresh_pass_background,
             compact_min=s.graph_compact_min,
             mode=s.refresh_mode,
         )
@@ -87,16 +101,25 @@ class Pending:
     seq: int  # the newest event that touched the node
     ts: float  # its event time
     marked_at: float  # wall time the node first became pending (latency is measured from here)
+    key: float = 0.0  # its heap key: the priority less the waiting credit of later marks (see PriorityQueue)
 
 
 class PriorityQueue:
     """Max-heap of nodes with de-duplication: a node is pending once, at its highest priority, with the
-    newest seq that touched it and the time it first became pending. Stale heap entries are skipped."""
+    newest seq that touched it and the time it first became pending. Stale heap entries are skipped.
 
-    def __init__(self) -> None:
+    Waiting raises a node's standing by ``wait_weight`` per second, so nothing starves behind a stream
+    of better-ranked marks. Every pending node gains at the same rate, so ranking by
+    ``priority + w * (now - marked_at)`` is ranking by the static ``priority - w * marked_at``: a
+    plain heap stays valid as time passes."""
+
+    def __init__(self, wait_weight: float = 0.0) -> None:
+        self.wait_weight = wait_weight
         self._heap: list[tuple[float, int, NodeKey]] = []
+        self._by_age: list[tuple[float, int, NodeKey]] = []  # min-heap on marked_at, for the oldest age
         self._pending: dict[NodeKey, Pending] = {}
         self._counter = itertools.count()
+        self._origin: float | None = None  # keeps the keys' magnitude small (marked_at is epoch seconds)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -104,37 +127,67 @@ class PriorityQueue:
     def __contains__(self, key: object) -> bool:
         return key in self._pending
 
+    def get(self, key: NodeKey) -> Pending | None:
+        return self._pending.get(key)
+
+    def _key(self, priority: float, marked_at: float) -> float:
+        if self._origin is None:
+            self._origin = marked_at
+        return priority - self.wait_weight * (marked_at - self._origin)
+
     def push(self, key: NodeKey, priority: float, seq: int, ts: float, now: float) -> None:
         cur = self._pending.get(key)
         if cur is None:
-            self._pending[key] = Pending(priority, seq, ts, now)
-            heapq.heappush(self._heap, (-priority, next(self._counter), key))
+            p = Pending(priority, seq, ts, now)
+            p.key = self._key(priority, now)
+            self._pending[key] = p
+            c = next(self._counter)
+            heapq.heappush(self._heap, (-p.key, c, key))
+            heapq.heappush(self._by_age, (now, c, key))
             return
         cur.seq = max(cur.seq, seq)
         cur.ts = max(cur.ts, ts)
         if priority > cur.priority:
             cur.priority = priority
-            heapq.heappush(self._heap, (-priority, next(self._counter), key))
+            cur.key = self._key(priority, cur.marked_at)
+            heapq.heappush(self._heap, (-cur.key, next(self._counter), key))
 
     def pop(self, n: int) -> list[tuple[NodeKey, Pending]]:
         out: list[tuple[NodeKey, Pending]] = []
         while self._heap and len(out) < n:
             neg, _, key = heapq.heappop(self._heap)
             p = self._pending.get(key)
-            if p is None or -neg != p.priority:
+            if p is None or -neg != p.key:
                 continue  # refreshed already, or superseded by a higher-priority entry
             del self._pending[key]
             out.append((key, p))
+        return out
+
+    def discard(self, keys: Iterable[NodeKey]) -> list[tuple[NodeKey, Pending]]:
+        """Remove these nodes (refreshed another way); their heap entries go stale."""
+        out = [(k, p) for k in keys if (p := self._pending.pop(k, None)) is not None]
+        if len(self._heap) > 4 * len(self._pending) + 4096:  # drop the stale entries now and then
+            self._heap = [(-p.key, next(self._counter), k) for k, p in self._pending.items()]
+            heapq.heapify(self._heap)
+            self._by_age = [(p.marked_at, next(self._counter), k) for k, p in self._pending.items()]
+            heapq.heapify(self._by_age)
         return out
 
     def clear(self) -> list[tuple[NodeKey, Pending]]:
         items = list(self._pending.items())
         self._pending.clear()
         self._heap.clear()
+        self._by_age.clear()
         return items
 
     def oldest_marked_at(self) -> float | None:
-        return min((p.marked_at for p in self._pending.values()), default=None)
+        while self._by_age:
+            m, _, key = self._by_age[0]
+            p = self._pending.get(key)
+            if p is not None and p.marked_at == m:
+                return m
+            heapq.heappop(self._by_age)
+        return None
 
     def items(self) -> list[tuple[NodeKey, Pending]]:
         return list(self._pending.items())
@@ -159,7 +212,25 @@ class RefreshOutput:
 
 
 class IncrementalRefresher:
-    """The live graph + model; marks affected nodes and refreshes them, highest priority first."""
+    """The live graph + model; marks affected nodes and refreshes them, highest priority first.
+
+    A tick works for at most ``tick_budget_s``: partial refreshes of the top of the queue in batches
+    (one sampled subgraph per batch, sized from the measured cost per node), then steps of a running
+    :class:`~scoring.full_pass.FullPass`. A full pass runs for a new model version (the old model keeps
+    serving until it is done), for a cold layer cache, and when the backlog reaches ``full_share`` of
+    the graph; it never holds a tick longer than the budget plus one step, and live nodes keep being
+    refreshed while it runs."""
+
+    #: share of the tick budget a running full pass keeps however long the queue is, so it finishes
+    PASS_MIN_SHARE = 0.1
+    #: nodes in the first partial batch, before the cost per node has been measured
+    FIRST_BATCH = 1024
+    #: fewest nodes in a partial batch (below this the fixed cost of a forward dominates)
+    MIN_BATCH = 16
+    #: priority handicap of nodes re-embedded only because the model changed (their events are reflected
+    #: already, by the old model): live changes go first (marks rank ~0-5; at the default waiting weight
+    #: the handicap is worth 10 s of waiting)
+    BACKFILL_HANDICAP = 10.0
 
     def __init__(
         self,
@@ -189,7 +260,7 @@ class IncrementalRefresher:
         self.sampler1 = NeighborSampler(graph, self._fanouts[:1], seed=0)  # layerwise: 1 hop
         self._layers: list[dict[str, Growable]] = []
         self._layers_ready = False
-        self.queue = PriorityQueue()
+        self.queue = PriorityQueue(self.config.weight_wait)
         self.paused = False
         self.model: LoadedModel | None = None
         self._emb: dict[str, Growable] = {}
@@ -197,6 +268,15 @@ class IncrementalRefresher:
         self._change: dict[str, Growable] = {}
         self._refreshed: deque[tuple[float, int]] = deque()
         self._last_poll = -math.inf
+        self._pass: FullPass | None = None
+        self._pass_model: LoadedModel | None = None
+        self._pass_emit = "pending"  # "all" | "pending" | "none": which nodes' rows the pass writes
+        self._pass_left = 0  # nodes an "all" pass has yet to write
+        self._node_cost: float | None = None  # seconds per node of a partial refresh (moving average)
+        self._pass_cost: float | None = None  # seconds per node of the last full pass
+        self._pass_spent = 0.0
+        self._pass_started = 0.0
+        self._threads = ThreadLimit(self.config.threads)
         self.full_refreshes = 0
         self.last_latencies: list[float] = []
         self.last_tick_s = 0.0
@@ -206,6 +286,7 @@ class IncrementalRefresher:
             self._use_model(model, load_stored=load_stored)
 
     def close(self) -> None:
+        self._drop_pass()
         self.store.close()
 
     # ---------------------------------------------------------------- model
@@ -214,10 +295,8 @@ class IncrementalRefresher:
     def model_version(self) -> int | None:
         return self.model.version if self.model else None
 
-    def _use_model(self, model: LoadedModel, load_stored: bool) -> None:
-        """Switch to ``model``: fresh caches; every node without a stored embedding of this version that
-        is at least as new as the node's last event is pending (new, stale after a crash, or changed by
-        events that reached the log before this refresher was built)."""
+    def _install_model(self, model: LoadedModel) -> None:
+        """Serve ``model`` from now on, with empty caches."""
         self.model = model
         model.embedder.to(self.device).eval()
         dim = int(model.config["hgt"]["out_dim"])
@@ -229,8 +308,14 @@ class IncrementalRefresher:
             {t: Growable((hidden,), torch.float32, self.device) for t in NODE_TYPES}
             for _ in range(int(model.config["hgt"]["layers"]) - 1)
         ]
-        self._layers_ready = False
+        self._layers_ready = not self._layers
         self._grow_caches()
+
+    def _use_model(self, model: LoadedModel, load_stored: bool) -> None:
+        """Start serving ``model`` (no model before): every node without a stored embedding of this
+        version that is at least as new as the node's last event is pending (new, stale after a crash,
+        or changed by events that reached the log before this refresher was built)."""
+        self._install_model(model)
         current = {t: torch.zeros(self.graph.num_nodes(t), dtype=torch.bool, device=self.device) for t in NODE_TYPES}
         if load_stored:
             current = self._load_stored()
@@ -267,20 +352,38 @@ class IncrementalRefresher:
         return current
 
     def maybe_reload_model(self, force: bool = False) -> bool:
-        """Pick up a newer registered model (polled at most every ``model_poll_s``); True when switched."""
+        """Pick up a newer registered model (polled at most every ``model_poll_s``); True when found.
+        With a model already serving, the new one takes over once a full pass has embedded every node
+        with it (spread over ticks; the old model keeps refreshing live nodes meanwhile)."""
         now = self.clock()
         if not force and now - self._last_poll < self.config.model_poll_s:
             return False
         self._last_poll = now
         newest = latest_version(self.store.conn)
-        if newest is None or newest == self.model_version:
+        target = self._pass_model if self._pass is not None and self._pass_model is not self.model else self.model
+        if newest is None or newest == (target.version if target else None):
             return False
         model = load_model(self.store.conn, newest, device=self.device)
         if model is None:
             return False
-        self.queue.clear()
-        self._use_model(model, load_stored=True)
+        if self.model is None:
+            self._use_model(model, load_stored=True)
+        else:
+            self.begin_switch(model)
         return True
+
+    def begin_switch(self, model: LoadedModel) -> None:
+        """Start embedding every node with ``model`` in a full pass over the next ticks; it serves
+        from the end of the pass (replaces a running pass)."""
+        model.embedder.to(self.device).eval()
+        self._start_pass(model, "all")
+
+    @property
+    def switching_to(self) -> int | None:
+        """The version a running full pass is switching to, if any."""
+        if self._pass is not None and self._pass_model is not None and self._pass_model is not self.model:
+            return self._pass_model.version
+        return None
 
     # ---------------------------------------------------------------- events
 
@@ -308,7 +411,7 @@ class IncrementalRefresher:
             marks += self._mark(t, idx, seq, ts, now)
         return marks
 
-    def _mark(self, t: str, idx: np.ndarray, seq: np.ndarray, ts: np.ndarray, now: float) -> int:
+    def _mark(self, t: str, idx: np.ndarray, seq: np.ndarray, ts: np.ndarray, now: float, offset: float = 0.0) -> int:
         if len(idx) == 0:
             return 0
         c = self.config
@@ -317,7 +420,7 @@ class IncrementalRefresher:
         fresh = np.exp2(-age / c.freshness_tau_s)
         deg = torch.log1p(self.graph.nodes[t].degree.view[ti]).cpu().numpy()
         change = self._change[t].view[ti].cpu().numpy() if t in self._change else np.ones(len(idx))
-        prio = c.weight_freshness * fresh + c.weight_degree * deg + c.weight_change * change
+        prio = c.weight_freshness * fresh + c.weight_degree * deg + c.weight_change * change + offset
         for i, s, e_ts, p in zip(idx.tolist(), np.asarray(seq).tolist(), np.asarray(ts).tolist(), prio.tolist()):
             self.queue.push((t, i), float(p), int(s), float(e_ts), now)
         return len(idx)
@@ -330,32 +433,72 @@ class IncrementalRefresher:
     def resume(self) -> None:
         self.paused = False
 
-    def tick(self, now: float | None = None, budget: int | None = None) -> list[EmbeddingRowT]:
-        """Refresh the most urgent pending nodes; the rows to write (nothing while paused or modelless)."""
-        if self.paused or self.model is None or len(self.queue) == 0:
+    @property
+    def busy(self) -> bool:
+        """Whether a tick has work: pending nodes or a running full pass (and it may run)."""
+        return not self.paused and self.model is not None and (len(self.queue) > 0 or self._pass is not None)
+
+    def tick(self, now: float | None = None, budget: int | None = None, budget_s: float | None = None) -> list[EmbeddingRowT]:
+        """Refresh the most urgent pending nodes (at most ``budget`` of them) and advance a running full
+        pass, for about ``budget_s`` seconds; the rows to write (nothing while paused or modelless)."""
+        if self.paused or self.model is None:
             return []
+        self._maybe_start_pass()
+        if not len(self.queue) and self._pass is None:
+            return []
+        with self._threads:
+            return self._tick(now, budget, budget_s)
+
+    def _tick(self, now: float | None, budget: int | None, budget_s: float | None) -> list[EmbeddingRowT]:
         t0 = time.perf_counter()
-        budget = self.config.budget if budget is None else budget
-        total = self.graph.num_nodes()
-        if len(self.queue) >= self.config.full_share * total:
-            rows = self._full_refresh()
-        else:
-            rows = self._partial_refresh(self.queue.pop(budget))
+        budget_s = self.config.tick_budget_s if budget_s is None else budget_s
+        deadline = t0 + budget_s
+        partial_until = deadline
+        if self._pass is not None and not self._pass.background and math.isfinite(budget_s):
+            partial_until = deadline - self.PASS_MIN_SHARE * budget_s
+        self.last_latencies = []
+        rows = self._partial(self.config.budget if budget is None else budget, partial_until)
+        if self._pass is not None:
+            rows += self._advance_pass(deadline)
         done = self.clock() if now is None else now
         self._refreshed.append((done, len(rows)))
         self.last_tick_s = time.perf_counter() - t0
         return rows
 
+    def _partial(self, cap: int, until: float) -> list[EmbeddingRowT]:
+        """Partial refreshes of the top of the queue until ``until`` (perf_counter) or ``cap`` nodes."""
+        rows: list[EmbeddingRowT] = []
+        while cap > 0 and len(self.queue):
+            left = until - time.perf_counter()
+            if left <= 0 and rows:
+                break  # (one batch per tick at least, however small the budget: the queue always moves)
+            if self._node_cost is None:
+                n = min(cap, self.FIRST_BATCH)
+            elif math.isfinite(left):
+                n = max(self.MIN_BATCH, min(cap, int(max(0.0, left) / self._node_cost)))
+            else:
+                n = cap
+            items = self.queue.pop(min(n, cap))
+            if not items:
+                break
+            t = time.perf_counter()
+            rows += self._partial_refresh(items)
+            if len(items) >= 128:  # small batches are mostly fixed cost: they would overstate it
+                per = (time.perf_counter() - t) / len(items)
+                self._node_cost = per if self._node_cost is None else 0.7 * self._node_cost + 0.3 * per
+            cap -= len(items)
+        return rows
+
     @torch.no_grad()
     def _partial_refresh(self, items: list[tuple[NodeKey, Pending]]) -> list[EmbeddingRowT]:
+        """One sampled-subgraph forward for all of ``items`` (layer-wise over cached neighbour states
+        once the cache is warm; the seeds' L-hop sample before)."""
         assert self.model is not None
         by_type: dict[str, list[tuple[int, Pending]]] = {}
         for (t, i), p in items:
             by_type.setdefault(t, []).append((i, p))
         seeds = {t: torch.as_tensor([i for i, _ in v], device=self.device) for t, v in by_type.items()}
-        if self.config.mode == "layerwise":
-            if not self._layers_ready:
-                self._warm_layers()
+        if self.config.mode == "layerwise" and self._layers_ready:
             cache = [{t: lay[t].view for t in NODE_TYPES} for lay in self._layers]
             out, states = self.model.embedder.refresh_layerwise(self.graph, self.sampler1, seeds, cache)
             for lay, st in zip(self._layers, states):
@@ -374,29 +517,143 @@ class IncrementalRefresher:
         # rows in the order the queue gave the nodes: highest priority first
         ids = self.graph.nodes
         rows = [(t, ids[t].ids[i], vectors[(t, i)], self.model.version, p.seq) for (t, i), p in items]
-        self.last_latencies = [now - p.marked_at for _, p in items]
+        self.last_latencies += [now - p.marked_at for _, p in items]
         return rows
 
-    @torch.no_grad()
-    def _full_refresh(self) -> list[EmbeddingRowT]:
-        assert self.model is not None
-        items = self.queue.clear()
-        now = self.clock()
-        self.last_latencies = [now - p.marked_at for _, p in items]
-        emb = self._warm_layers()
-        self.full_refreshes += 1
-        return list(all_rows(self.graph, emb, self.model.version))
+    # ---------------------------------------------------------------- full passes
 
-    def _warm_layers(self) -> dict[str, torch.Tensor]:
-        """One full forward: every node's embedding and per-layer state into the caches."""
-        assert self.model is not None
-        emb, layers = self.model.embedder.embed_all_layers(self.graph, self.config.chunk_edges)
-        for t in NODE_TYPES:
-            self._store_cache(t, torch.arange(self.graph.num_nodes(t), device=self.device), emb[t])
-            for lay, st in zip(self._layers, layers):
-                lay[t].view[:] = st[t]
+    def _maybe_start_pass(self) -> None:
+        if self._pass is not None or self.model is None:
+            return
+        if self.config.mode == "layerwise" and not self._layers_ready:
+            self._start_pass(self.model, "pending")  # warm the layer cache; meanwhile refreshes are sampled
+            return
+        backlog, total = len(self.queue), max(1, self.graph.num_nodes())
+        if backlog < self.config.full_share * total:
+            return
+        # a backlog over the share: one pass, unless refreshing it node by node is measured to be cheaper
+        # (the layer-wise refresh of one node usually costs less than its share of a full pass)
+        if self._pass_cost is None or self._node_cost is None or backlog * self._node_cost >= total * self._pass_cost:
+            self._start_pass(self.model, "pending")
+
+    def _start_pass(self, model: LoadedModel, emit: str, background: bool | None = None) -> None:
+        """Begin a full pass with ``model`` (replacing a running one): ``emit`` "all" writes every node's
+        row (a model switch), "pending" the rows of the pending nodes it covers, "none" nothing."""
+        self._drop_pass()
+        self._pass = FullPass(model.embedder, self.graph, self.config.pass_chunk_edges)
+        self._pass_model = model
+        self._pass_emit = emit
+        self._pass_left = sum(self._pass.num_nodes.values()) if emit == "all" else 0
+        self._pass_spent = 0.0
+        self._pass_started = time.perf_counter()
+        if self.config.pass_background if background is None else background:
+            self._threads.__enter__()  # the thread cap holds while the pass thread runs
+            self._pass.start_background()
+
+    def _drop_pass(self) -> None:
+        """Forget the running pass (superseded, finished or closing); stop its thread."""
+        p = self._pass
+        self._pass, self._pass_model, self._pass_left = None, None, 0
+        if p is not None and p.background:
+            p.cancel()
+            self._threads.__exit__(None, None, None)
+
+    def _advance_pass(self, deadline: float) -> list[EmbeddingRowT]:
+        """Steps of the running pass until ``deadline`` (at least one); finishes it when done."""
+        p = self._pass
+        assert p is not None
+        rows: list[EmbeddingRowT] = []
+        if p.background:  # the thread does the work: hand over what it finished (all of it for no deadline)
+            for chunk in p.collect(wait=math.isinf(deadline)):
+                rows += self._pass_chunk(p, chunk)
+            if p.done:
+                self._pass_cost = (time.perf_counter() - self._pass_started) / max(1, sum(p.num_nodes.values()))
+                self._finish_pass(p)
+            return rows
+        while True:
+            t = time.perf_counter()
+            chunk = p.step()
+            if chunk is not None:
+                rows += self._pass_chunk(p, chunk)
+            self._pass_spent += time.perf_counter() - t
+            if p.done:
+                self._pass_cost = self._pass_spent / max(1, sum(p.num_nodes.values()))
+                self._finish_pass(p)
+                return rows
+            if time.perf_counter() >= deadline:
+                return rows
+
+    def _pass_chunk(self, p: FullPass, chunk: PassChunk) -> list[EmbeddingRowT]:
+        """Rows for the finished chunk: nodes untouched since the pass began (others are pending or
+        were refreshed since), every one for a model switch, the pending ones otherwise; pending
+        nodes the chunk covers leave the queue."""
+        assert self._pass_model is not None
+        t, idx, emb = chunk.node_type, chunk.idx, chunk.emb
+        clean = self.graph.nodes[t].last_seq.view[idx] <= p.snap_seq
+        same = self._pass_model is self.model
+        if same:
+            self._store_cache(t, idx[clean], emb[clean])
+        if self._pass_emit == "none":
+            return []
+        # pending nodes of the chunk whose newest event the pass has seen (so they are clean)
+        if len(self.queue) < idx.numel():
+            lo, hi = int(idx[0]), int(idx[-1])
+            cand = [(i, pe) for (tt, i), pe in self.queue.items() if tt == t and lo <= i <= hi and pe.seq <= p.snap_seq]
+        else:
+            cand = [(i, pe) for i in idx.tolist() if (pe := self.queue.get((t, i))) is not None and pe.seq <= p.snap_seq]
+        now = self.clock()
+        self.queue.discard((t, i) for i, _ in cand)
+        self.last_latencies += [now - pe.marked_at for _, pe in cand]
+        if self._pass_emit == "all":
+            self._pass_left -= idx.numel()
+            sel = torch.nonzero(clean).flatten()
+        else:
+            if not cand:
+                return []
+            pos = torch.searchsorted(idx, torch.as_tensor([i for i, _ in cand], device=idx.device))
+            sel = torch.sort(pos).values
+        return embedding_rows(self.graph, t, idx[sel], emb[sel], self._pass_model.version)
+
+    def _finish_pass(self, p: FullPass) -> None:
+        model = self._pass_model
+        assert model is not None
+        self._drop_pass()
+        self.full_refreshes += 1
+        if model is not self.model:  # a model switch: the new model serves from now on
+            self._install_model(model)
+            for t, n in p.num_nodes.items():
+                self._emb[t].view[:n] = p.out[t]
+                self._has[t].view[:n] = True
+                for lay, st in zip(self._layers, p.layers):
+                    lay[t].view[:n] = st[t]
+            self._layers_ready = True
+            # nodes touched since the pass began were left out of it and have since been refreshed by
+            # the old model (or are pending): they need the new one, behind live changes
+            now = self.clock()
+            for t in NODE_TYPES:
+                table = self.graph.nodes[t]
+                dirty = torch.nonzero(table.last_seq.view > p.snap_seq).flatten().cpu().numpy()
+                dirty = np.asarray([i for i in dirty.tolist() if (t, i) not in self.queue], dtype=np.int64)
+                if len(dirty):
+                    ti = torch.as_tensor(dirty, device=self.device)
+                    self._mark(t, dirty, table.last_seq.view[ti].cpu().numpy(), table.last_ts.view[ti].cpu().numpy(), now,
+                               offset=-self.BACKFILL_HANDICAP)
+            return
+        # the same model: its cache takes the pass's states, except where partial refreshes since the
+        # pass began are newer (once the cache is warm)
+        for t, n in p.num_nodes.items():
+            keep = (self.graph.nodes[t].last_seq.view[:n] <= p.snap_seq) if self._layers_ready else slice(None)
+            for lay, st in zip(self._layers, p.layers):
+                lay[t].view[:n][keep] = st[t][keep]
         self._layers_ready = True
-        return emb
+
+    def run_full_pass(self, emit: str = "none") -> list[EmbeddingRowT]:
+        """A full pass with the serving model run to the end now (benchmarks, tests, tools)."""
+        if self.model is None:
+            return []
+        self._start_pass(self.model, emit, background=False)
+        with self._threads:
+            return self._advance_pass(math.inf)
 
     def _store_cache(self, t: str, idx: torch.Tensor, new: torch.Tensor) -> None:
         old = self._emb[t].view[idx]
@@ -428,7 +685,7 @@ class IncrementalRefresher:
         return {
             **gpu,
             "refresh": "off" if self.model is None else ("paused" if self.paused else "running"),
-            "refresh_queue": len(self.queue),
+            "refresh_queue": len(self.queue) + self._pass_left,
             "oldest_pending_s": round(max(0.0, now - oldest), 3) if oldest is not None else 0.0,
             "refreshes_per_s": round(sum(n for _, n in self._refreshed) / max(window, 1.0), 2),
             "model_version": self.model_version,
@@ -437,6 +694,8 @@ class IncrementalRefresher:
             "graph_edges": self.graph.num_edges() // 2,
             "graph_last_seq": self.graph.last_seq,
             "full_refreshes": self.full_refreshes,
+            "full_pass": round(self._pass.progress, 3) if self._pass is not None else None,
+            "switching_to": self.switching_to,
             "last_tick_ms": round(1000 * self.last_tick_s, 2),
         }
 
@@ -542,8 +801,8 @@ class RefreshLogic(StatefulLogic):
         self._flush()
         r.maybe_reload_model(force=True)
         out: list[RefreshOutput] = []
-        while len(r.queue) and not r.paused and r.model is not None:
-            out.append(RefreshOutput(r.tick(), {}))
+        while r.busy:
+            out.append(RefreshOutput(r.tick(budget_s=math.inf), {}))
         out.append(RefreshOutput([], r.status()))
         return out, StatefulLogic.RETAIN
 
@@ -579,7 +838,7 @@ class _RowsPartition(StatelessSinkPartition):
         for item in items:
             value = item[1] if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], RefreshOutput) else item
             rows.extend(value.rows if isinstance(value, RefreshOutput) else [value])
-        write_rows(self.store, rows)
+        write_rows(self.store, rows, batch=max(1, len(rows)))  # one transaction per batch (a tick's rows)
 
     def close(self) -> None:
         self.store.close()

@@ -96,6 +96,7 @@ class NeighborSampler:
         return m
 
     def sample(self, seeds: Mapping[str, Tensor | Sequence[int]]) -> Subgraph:
+        """All seeds' k-hop subgraph in one go (one gather per hop and edge type for every seed)."""
         dev = self.graph.device
         maps = {t: self._map(t) for t in NODE_TYPES}
         parts: dict[str, list[Tensor]] = {t: [] for t in NODE_TYPES}
@@ -215,12 +216,17 @@ def _local(nodes: Tensor, glob: Tensor) -> Tensor:
     return order[torch.searchsorted(nodes[order], glob)]
 
 
-try:  # PyG's own sampler when its compiled backend is there
-    import pyg_lib  # noqa: F401
+def pyg_lib_available() -> bool:
+    """Whether PyG's compiled sampling backend imports (it does not install here: see the module docstring)."""
+    try:
+        import pyg_lib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
-    HAS_PYG_LIB = True
-except ImportError:  # the usual case here: see the module docstring
-    HAS_PYG_LIB = False
+
+#: checked once at import; ``make_sampler`` reads it at call time (tests simulate availability by patching it)
+HAS_PYG_LIB = pyg_lib_available()
 
 
 class PygNeighborSampler:
@@ -237,6 +243,11 @@ class PygNeighborSampler:
         self.data = graph.to_hetero_data()
         num = {et: [(-1 if f is None else f) for f in fanouts] for et in EDGE_TYPES}
         self.sampler = PygSampler(self.data, num_neighbors=num, subgraph_type="directional")
+        # PyG samples over its CSC copy of the edges and reports positions in it; this maps them back
+        # to the graph's edge ids (what ``NeighborLoader`` does with ``edge_permutation``)
+        self.perm: dict[EdgeType, Tensor | None] = {
+            et: (p.to(graph.device) if p is not None else None) for et, p in (self.sampler.perm or {}).items()
+        }
 
     def sample(self, seeds: Mapping[str, Tensor | Sequence[int]]) -> Subgraph:
         from torch_geometric.sampler import NodeSamplerInput
@@ -254,13 +265,16 @@ class PygNeighborSampler:
                 e_type = tuple(et) if not isinstance(et, tuple) else et
                 # PyG's row/col are local (src, dst) of the sampled edges; its edge ids are global
                 sub.edge_index[e_type] = torch.stack([out.row[et], out.col[et]]).to(self.graph.device)
-                sub.edge_id[e_type] = out.edge[et].to(self.graph.device)
+                eid = out.edge[et].to(self.graph.device)
+                perm = self.perm.get(e_type)
+                sub.edge_id[e_type] = perm[eid] if perm is not None else eid
             parts.append(sub)
         return merge_subgraphs(parts)
 
 
 def make_sampler(graph: HeteroGraph, fanouts: Sequence[Fanout] | str, *, static: bool, seed: int | None = None) -> NeighborSampler | PygNeighborSampler:
-    """PyG's sampler for a static graph when pyg-lib is installed, the vectorised one otherwise."""
+    """PyG's sampler for a static graph (training) when pyg-lib is installed, the vectorised one
+    otherwise and always for the live graph (PyG's CSC copy would not follow appended edges)."""
     fan = parse_fanouts(fanouts) if isinstance(fanouts, str) else list(fanouts)
     if static and HAS_PYG_LIB:
         return PygNeighborSampler(graph, fan)
@@ -276,4 +290,5 @@ __all__ = [
     "merge_subgraphs",
     "make_sampler",
     "HAS_PYG_LIB",
+    "pyg_lib_available",
 ]

@@ -58,3 +58,50 @@ def test_live_events_are_embedded_by_the_running_flow(tmp_path: Path) -> None:
 def test_the_bytewax_run_entry_point_runs_the_same_flow_with_its_refresh_branch(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "bytewax.run", "dataflow.flow:get_flow(max_events=1500)"]
     _run_and_check(tmp_path, cmd, {"UPS_LIVE_RATE": "3000"})
+
+
+def test_a_model_registered_while_the_flow_runs_takes_over_every_embedding(tmp_path: Path) -> None:
+    """A new version arriving mid-run is embedded by a full pass on the refresh's background thread
+    (the old version serving meanwhile); by the end every node carries the new version, as new as its
+    last event."""
+    import time
+
+    from graph_fixtures import random_model
+    from scoring.graph import build_graph
+    from scoring.model_io import register_model
+
+    db = tmp_path / "ups.db"
+    small_store(db)
+    settings = settings_for(db)
+    train_hgt(settings, epochs=1)
+    env = {**os.environ, "UPS_DEVICE": "cpu", "UPS_REFRESH_TICK_S": "0.1", "UPS_REFRESH_PASS_CHUNK_EDGES": "1000"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ups", "dataflow", "--db", str(db), "--max-events", "3000", "--rate", "400", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        deadline = time.time() + 120
+        with EventStore(db) as store:
+            while time.time() < deadline:  # wait until the flow has refreshed something with version 1
+                row = store.conn.execute("SELECT count(*) FROM embeddings WHERE model_version = 1 AND updated_at > ?",
+                                         (time.time() - 5,)).fetchone()
+                if row[0]:
+                    break
+                time.sleep(0.2)
+            g = build_graph(store)
+            v2 = register_model(store, random_model(g, seed=5), {"note": "mid-run"}, {"seed": 5}, {})
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    with EventStore(db) as store:
+        versions = dict(store.conn.execute("SELECT model_version, count(*) FROM embeddings GROUP BY model_version").fetchall())
+        stale = store.conn.execute(
+            "SELECT count(*) FROM embeddings e WHERE e.node_type = 'user' AND e.seq < "
+            "(SELECT max(seq) FROM events v WHERE v.user_id = e.node_id AND v.type IN "
+            "('call', 'product.order', 'product.click', 'app.usage', 'app.click', 'user.registered', 'user.updated'))"
+        ).fetchone()[0]
+        status = Status(store.conn).get("dataflow")
+    assert versions.keys() == {v2} and versions[v2] >= 300
+    assert stale == 0
+    assert status is not None and status["model_version"] == v2

@@ -177,7 +177,15 @@ class Settings(BaseSettings):
     # graph embeddings: incremental refresh (a step of the dataflow)
     refresh_in_flow: bool = Field(True, description="run the incremental embedding refresh inside `ups dataflow`")
     refresh_tick_s: float = Field(0.2, gt=0, le=60, description="how often pending nodes are refreshed (s)")
+    refresh_tick_budget_s: float = Field(
+        0.15, gt=0, description="seconds of refresh work per tick (partial refreshes, then steps of a running full "
+        "pass): at most this share of each tick interval goes to the refresh"
+    )
     refresh_budget: int = Field(8192, ge=1, description="most nodes refreshed per tick")
+    refresh_threads: int = Field(
+        1, ge=0, le=256, description="torch/BLAS threads while the refresh works (0 = default); on a shared 2-core "
+        "machine one thread is steadier: two stall each other when another process takes a core (bench/embeddings.py)"
+    )
     refresh_fanouts: str = Field("10,5", description="refresh subgraph fan-out per hop: whole numbers or 'all'")
     refresh_mode: Literal["layerwise", "sampled"] = Field(
         "layerwise",
@@ -185,11 +193,21 @@ class Settings(BaseSettings):
         "(cheap; exact while the cache is current); sampled: the seeds' whole L-hop sampled subgraph",
     )
     refresh_full_share: float = Field(
-        0.3, gt=0, le=1, description="backlog share of all nodes at which a tick runs one full forward instead"
+        0.3, gt=0, le=1, description="backlog share of all nodes at which a full forward starts (run in steps over ticks)"
     )
     refresh_weight_freshness: float = Field(1.0, ge=0, description="priority weight of the change's recency")
     refresh_weight_degree: float = Field(0.3, ge=0, description="priority weight of log(1 + degree)")
     refresh_weight_change: float = Field(1.0, ge=0, description="priority weight of the node's last embedding change")
+    refresh_weight_wait: float = Field(
+        1.0, ge=0, description="priority a pending node gains per second of waiting (keeps old marks from starving)"
+    )
+    refresh_pass_background: bool = Field(
+        True, description="run the refresh's full passes (new model, cold cache, backlog) on a background thread "
+        "instead of a few steps per tick"
+    )
+    refresh_pass_chunk_edges: int = Field(
+        20_000, ge=1000, description="edges per step of a full pass the refresh spreads over ticks (smaller: shorter steps)"
+    )
     refresh_freshness_tau_s: float = Field(300.0, gt=0, description="age (s) at which freshness has halved")
     refresh_model_poll_s: float = Field(2.0, gt=0, description="how often the refresh looks for a new model (s)")
 
