@@ -16,7 +16,7 @@ from graph_fixtures import settings_for, small_store
 from scoring.embed import embed_all
 from scoring.evaluate import evaluate, split_edges
 from scoring.graph import NODE_TYPES, build_graph
-from scoring.model import info_nce
+from scoring.model import info_nce_pairs, info_nce_shared
 from scoring.model_io import load_model
 from scoring.training import train_hgt
 from storage.event_store import EventStore
@@ -116,9 +116,18 @@ def test_split_is_stable_as_the_log_grows(trained_db: Path) -> None:
 
 def test_info_nce_prefers_the_positive() -> None:
     src = torch.tensor([[1.0, 0.0]])
-    good = info_nce(src, torch.tensor([[1.0, 0.0]]), torch.tensor([[[-1.0, 0.0], [0.0, 1.0]]]), 0.5)
-    bad = info_nce(src, torch.tensor([[-1.0, 0.0]]), torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]), 0.5)
-    assert good < bad
+    pool = torch.tensor([[-1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    same = torch.tensor([[False, False, True]])  # the third pool entry is the positive itself: left out
+
+    def loss(pos: torch.Tensor) -> torch.Tensor:
+        return info_nce_shared((src * pos).sum(-1), src @ pool.T, same, 0.5)
+
+    assert loss(torch.tensor([[1.0, 0.0]])) < loss(torch.tensor([[-1.0, 0.0]]))
+    # the positive's own entry in the pool does not count as a negative
+    assert loss(torch.tensor([[1.0, 0.0]])) < info_nce_shared(torch.tensor([1.0]), src @ pool.T, same & False, 0.5)
+    # pair-level: a positive scoring above the random pairs costs less than one below them
+    negs = torch.tensor([[0.0, -1.0], [0.5, 0.0]])
+    assert info_nce_pairs(torch.tensor([2.0]), negs, 1.0) < info_nce_pairs(torch.tensor([-2.0]), negs, 1.0)
 
 
 def test_bad_training_arguments_are_refused(trained_db: Path, tmp_path: Path) -> None:
