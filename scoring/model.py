@@ -139,15 +139,6 @@ def info_nce_shared(pos_logit: Tensor, neg_logit: Tensor, same: Tensor, temperat
     return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
 
 
-def info_nce_pairs(pos_logit: Tensor, neg_logit: Tensor, temperature: float) -> Tensor:
-    """InfoNCE of each positive pair's score (``pos_logit``: [B]) against scores of random (source,
-    target) pairs shared by the batch (``neg_logit``: any shape): the pair-level ranking the held-out
-    AUC measures, where one-sided corruption only ranks targets per source and sources per target."""
-    neg = torch.logsumexp(neg_logit.flatten() / temperature, 0)
-    p = pos_logit / temperature
-    return (torch.logaddexp(p, neg) - p).mean()
-
-
 def link_score(
     a: Tensor, b: Tensor, rel: Tensor | None = None, bias_src: Tensor | None = None, bias_dst: Tensor | None = None
 ) -> Tensor:
@@ -321,4 +312,4 @@ def _edge_bounded_chunks(graph: HeteroGraph, node_type: str, budget: int) -> lis
     return list(torch.split(nodes, counts.tolist()))
 
 
-__all__ = ["HGTConfig", "HGTModel", "GraphEmbedder", "Hidden", "info_nce_shared", "info_nce_pairs", "link_score"]
+__all__ = ["HGTConfig", "HGTModel", "GraphEmbedder", "Hidden", "info_nce_shared", "link_score"]

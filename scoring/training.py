@@ -9,6 +9,7 @@ message passing. Three modes:
   negatives as seeds of a sampled subgraph (bounded memory: 1M users train on this machine);
 * ``metis``: users partitioned with METIS (pymetis) over the call graph; one step per partition, on
   the partition's users, their products and apps, and the edges among them (Cluster-GCN style).
+  What ``auto`` picks past ``train_full_max_edges``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from storage.event_store import EventStore
 from .evaluate import EdgeSplit, link_aucs, split_edges, with_edges
 from .features import EncoderConfig
 from .graph import FORWARD_EDGE_TYPES, FORWARD_OF, NODE_TYPES, EdgeType, HeteroGraph, build_graph, edge_key
-from .model import GraphEmbedder, Hidden, info_nce_pairs, info_nce_shared
+from .model import GraphEmbedder, Hidden, info_nce_shared
 from .model_io import initialised, register_model
 from .sampler import Subgraph, make_sampler, parse_fanouts
 
@@ -54,14 +55,46 @@ class TrainParams:
     id_lr_scale: float = 10.0
     id_weight_decay: float = 0.0
     loss_weights: Mapping[str, float] = field(default_factory=dict)
-    pair_weight: float = 0.0
     minibatch_edges: int = 256
+
+    @classmethod
+    def from_settings(
+        cls, settings: Any, mode: str, *, epochs: int | None = None, lr: float | None = None, temperature: float | None = None,
+        neg_ratio: int | None = None, split: Sequence[float] | None = None, seed: int | None = None,
+    ) -> "TrainParams":
+        """The settings' training parameters, the given ones overriding; raises ValueError on bad values."""
+        p = cls(
+            epochs=settings.train_epochs if epochs is None else int(epochs),
+            lr=settings.train_lr if lr is None else float(lr),
+            temperature=settings.train_temperature if temperature is None else float(temperature),
+            neg_ratio=settings.train_neg_ratio if neg_ratio is None else int(neg_ratio),
+            split=tuple(settings.train_split if split is None else split),  # type: ignore[arg-type]
+            seed=settings.train_seed if seed is None else int(seed),
+            mode=mode,
+            batch_edges=settings.train_batch_edges,
+            fanouts=parse_fanouts(settings.train_fanouts),
+            max_steps=settings.train_max_steps,
+            metis_part_users=settings.train_metis_part_users,
+            id_lr_scale=settings.train_id_lr_scale,
+            id_weight_decay=settings.train_id_weight_decay,
+            loss_weights=dict(settings.train_loss_weights),
+            minibatch_edges=settings.train_minibatch_edges,
+        )
+        if p.temperature <= 0 or p.lr <= 0 or p.neg_ratio < 1:
+            raise ValueError("lr and temperature must be > 0 and neg_ratio >= 1")
+        known = {edge_key(et) for et in FORWARD_EDGE_TYPES}
+        for k, w in p.loss_weights.items():
+            if k not in known or not w >= 0:
+                raise ValueError(f"train_loss_weights: {k!r}: {w} is not an edge type ({', '.join(sorted(known))}) with a weight >= 0")
+        return p
 
 
 def _choose_mode(mode: str | None, settings: Any, graph: HeteroGraph) -> str:
     m = mode or settings.train_mode
     if m == "auto":
-        return "full" if graph.num_edges() <= settings.train_full_max_edges else "minibatch"
+        # past the full-batch size, METIS partitions: at 1M users a partition step costs a quarter of a
+        # sampled mini-batch step and an epoch covers every training edge (bench/embeddings.py)
+        return "full" if graph.num_edges() <= settings.train_full_max_edges else "metis"
     if m not in MODES:
         raise ValueError(f"training mode must be one of {', '.join(MODES)} (or auto), not {m!r}")
     return m
@@ -144,9 +177,6 @@ class Trainer:
             losses.append(w * info_nce_shared(pos_logit, hgt.score_matrix(et, s, pd), pos[:, None] == pool_d[None, :], t))
             losses.append(w * info_nce_shared(pos_logit, hgt.score_matrix(et, ps, d).T, src[:, None] == pool_s[None, :], t))
             weights += 2 * w
-            if self.p.pair_weight:
-                losses.append(w * self.p.pair_weight * info_nce_pairs(pos_logit, hgt.score_matrix(et, ps, pd), t))
-                weights += w * self.p.pair_weight
         return torch.stack(losses).sum() / weights
 
     def _step(self, loss: Tensor) -> float:
@@ -370,30 +400,9 @@ def train_hgt(
             "in the (sampled) graph; run `ups generate` first"
         )
     chosen = _choose_mode(mode, settings, graph)
-    params = TrainParams(
-        epochs=n_epochs,
-        lr=settings.train_lr if lr is None else float(lr),
-        temperature=settings.train_temperature if temperature is None else float(temperature),
-        neg_ratio=settings.train_neg_ratio if neg_ratio is None else int(neg_ratio),
-        split=shares,  # type: ignore[arg-type]
-        seed=seed_v,
-        mode=chosen,
-        batch_edges=settings.train_batch_edges,
-        fanouts=parse_fanouts(settings.train_fanouts),
-        max_steps=settings.train_max_steps,
-        metis_part_users=settings.train_metis_part_users,
-        id_lr_scale=settings.train_id_lr_scale,
-        id_weight_decay=settings.train_id_weight_decay,
-        loss_weights=dict(settings.train_loss_weights),
-        pair_weight=settings.train_pair_weight,
-        minibatch_edges=settings.train_minibatch_edges,
+    params = TrainParams.from_settings(
+        settings, chosen, epochs=n_epochs, lr=lr, temperature=temperature, neg_ratio=neg_ratio, split=shares, seed=seed_v
     )
-    if params.temperature <= 0 or params.lr <= 0 or params.neg_ratio < 1:
-        raise ValueError("lr and temperature must be > 0 and neg_ratio >= 1")
-    known = {edge_key(et) for et in FORWARD_EDGE_TYPES}
-    for k, w in params.loss_weights.items():
-        if k not in known or not w >= 0:
-            raise ValueError(f"train_loss_weights: {k!r}: {w} is not an edge type ({', '.join(sorted(known))}) with a weight >= 0")
     es = split_edges(graph, shares, seed_v)
     train_graph = with_edges(graph, es.train)
     enc = EncoderConfig.fit(
@@ -465,7 +474,6 @@ def train_hgt(
         "temperature": params.temperature,
         "neg_ratio": params.neg_ratio,
         "loss_weights": dict(params.loss_weights),
-        "pair_weight": params.pair_weight,
         "id_weight_decay": params.id_weight_decay,
         "eval_negatives": settings.eval_negatives,
         "fanouts": settings.train_fanouts,

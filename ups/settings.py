@@ -118,10 +118,6 @@ class Settings(BaseSettings):
         default_factory=lambda: {"user-calls-user": 5.0},
         description="weight of an edge type's InfoNCE in the training loss (JSON, e.g. {\"user-calls-user\": 3}); unnamed types weigh 1",
     )
-    train_pair_weight: float = Field(
-        0.0, ge=0, le=100,
-        description="weight of the pair-level InfoNCE term (positives against random source-target pairs) beside the one-sided ones",
-    )
     train_eval_every: int = Field(
         10, ge=0, description="epochs between validation checks; the best validated weights are kept (0: keep the last)"
     )
@@ -135,7 +131,7 @@ class Settings(BaseSettings):
         (0.8, 0.1, 0.1), description="train/validation/test shares of interaction events (edges), e.g. [0.8,0.1,0.1]"
     )
     train_mode: Literal["auto", "full", "minibatch", "metis"] = Field(
-        "auto", description="full-batch, sampled mini-batches, or METIS partitions; auto: full up to train_full_max_edges"
+        "auto", description="full-batch, sampled mini-batches, or METIS partitions; auto: full up to train_full_max_edges, METIS past it"
     )
     train_full_max_edges: int = Field(
         8_000_000, ge=1, description="auto mode trains full-batch up to this many edges (about 1 GB each 1M edges)"
