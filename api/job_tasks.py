@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ups import data_config
 from ups.settings import Settings
 
 Progress = Callable[[float, str], None]
@@ -124,7 +125,7 @@ def data_regenerate(settings: Settings, params: dict[str, Any], progress: Progre
     """
     t0 = time.time()
     target = next_db_path(settings.db)
-    env = {**os.environ, **{f"UPS_{k.upper()}": str(v) for k, v in params["config"].items()}}
+    env = {**os.environ, **data_config.as_env(params["config"])}
     env["UPS_DB"] = str(target)
     cmd = [sys.executable, "-m", "ups", "init", "--db", str(target), "--progress-json"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

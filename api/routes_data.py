@@ -17,7 +17,7 @@ from . import commands
 from .context import AppContext, Ctx
 from .errors import Invalid, MUTATION, pydantic_details, responses
 from .routes_jobs import Wait, submit
-from .schemas import LIVE_FIELDS, CommandOut, DataConfig, DataConfigPatch, JobOut
+from .schemas import CommandOut, DataConfig, DataConfigPatch, JobOut
 
 class DataConfigOut(BaseModel):
     config: DataConfig
@@ -67,7 +67,7 @@ async def set_config(ctx: Ctx, data: JSONBody[DataConfigPatch]) -> DataConfigOut
 
     seq = await anyio.to_thread.run_sync(append)
     live = None
-    if any(getattr(cfg, f) != getattr(before, f) for f in LIVE_FIELDS):
+    if any(getattr(cfg, f) != getattr(before, f) for f in data_config.LIVE_FIELDS):
         live = await commands.send(ctx, "generator.config", {"rate": cfg.live_rate, "delay": cfg.live_delay})
     return DataConfigOut(config=cfg, source=f"event seq {seq}", live=live)
 

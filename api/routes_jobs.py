@@ -15,7 +15,7 @@ from storage.db import connect
 from storage.projections import Jobs
 
 from .context import AppContext, Ctx
-from .errors import INVALID, MUTATION, NotFound, Unavailable, responses
+from .errors import INVALID, MUTATION, Invalid, NotFound, Unavailable, responses
 from .jobs import FINAL, GROUPS, job_view
 from .schemas import NAME_PATTERN, FusionTrainIn, HgtTrainIn, JobList, JobOut
 
@@ -50,13 +50,17 @@ def _reread(db: Path, row: dict[str, Any]) -> dict[str, Any]:
 
 @post("/api/v1/operations/fusion/train", responses=responses(*MUTATION, 409, 503), status_code=202, summary="Train the fusion layer (background job)")
 async def fusion_train(ctx: Ctx, data: JSONBody[FusionTrainIn], wait: Wait = False) -> Response[JobOut]:
-    return await submit(ctx, "fusion.train", data.model_dump(), wait)
+    return await submit(ctx, "fusion.train", data.resolved(ctx.settings), wait)
 
 
 @post("/api/v1/operations/training/hgt", responses=responses(*MUTATION, 409, 503), status_code=202,
       summary="Train the HGT model (background job); the result has the loss history and AUC per edge type")
 async def hgt_train(ctx: Ctx, data: JSONBody[HgtTrainIn], wait: Wait = False) -> Response[JobOut]:
-    return await submit(ctx, "training.hgt", data.model_dump(), wait)
+    try:
+        params = data.resolved(ctx.settings)
+    except ValueError as err:
+        raise Invalid.field("body", str(err)) from None
+    return await submit(ctx, "training.hgt", params, wait)
 
 
 @get("/api/v1/jobs", responses=responses(*INVALID, 404), sync_to_thread=True, summary="Recent jobs, newest first")

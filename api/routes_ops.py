@@ -3,22 +3,19 @@ explainer cache clear, process metrics and shutdown."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import sys
 import time
 from typing import Any
 
 import anyio
-import psutil
 from litestar import Response, Router, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.handlers import HTTPRouteHandler
 
 from storage.projections import OpsHistory
 
-from . import commands
+from . import commands, resources
 from .errors import responses
 from .context import AppContext, Ctx
 from .schemas import CommandOut, Health, OpRecord, ShutdownOut
@@ -97,61 +94,10 @@ def explainer_clear(ctx: Ctx) -> OpRecord:
     return OpRecord(command="explainer.clear", effect=effect)
 
 
-def _proc_figures(p: psutil.Process) -> dict[str, Any]:
-    with p.oneshot():
-        return {
-            "pid": p.pid,
-            "name": p.name(),
-            "cpu_percent": p.cpu_percent(interval=None),
-            "rss_bytes": p.memory_info().rss,
-            "threads": p.num_threads(),
-        }
-
-
-def _gpu() -> dict[str, Any] | None:
-    torch = sys.modules.get("torch")  # only when this process already uses torch: no import for a metric
-    if torch is None or not torch.cuda.is_available():
-        return None
-    return {
-        "device": torch.cuda.get_device_name(0),
-        "allocated_bytes": int(torch.cuda.memory_allocated(0)),
-        "reserved_bytes": int(torch.cuda.memory_reserved(0)),
-    }
-
-
 @get("/api/v1/operations/metrics", sync_to_thread=True,
      summary="Process resources (CPU, RSS, GPU memory) and ingestion/refresh/training figures")
 def operations_metrics(ctx: Ctx) -> dict[str, Any]:
-    conn = ctx.conn()
-    flow = dataflow_state(conn, ctx.settings.dataflow_stale_after)
-    api = psutil.Process()
-    processes = {"api": _proc_figures(api)}
-    workers = [_proc_figures(c) for c in api.children(recursive=True) if c.is_running()]
-    flow_pid = conn.execute("SELECT json_extract(data, '$.pid') FROM status WHERE component = 'dataflow'").fetchone()
-    if flow.alive and flow_pid and flow_pid[0]:
-        try:
-            processes["dataflow"] = _proc_figures(psutil.Process(int(flow_pid[0])))
-        except (psutil.Error, ValueError):
-            pass
-    last_jobs = {
-        kind: conn.execute(
-            "SELECT result FROM jobs WHERE kind = ? AND state = 'succeeded' ORDER BY finished_at DESC LIMIT 1",
-            (kind,),
-        ).fetchone()
-        for kind in ("graph.refresh", "training.hgt", "fusion.train")
-    }
-    return {
-        "processes": processes,
-        "workers": workers,  # explanation and job worker processes
-        "gpu": _gpu(),
-        "system": {"cpu_count": psutil.cpu_count(), "cpu_percent": psutil.cpu_percent(interval=None),
-                   "memory_percent": psutil.virtual_memory().percent},
-        "ingestion": {"state": flow.ingestion, "events_per_s": flow.events_per_s, "events_in": flow.events_in,
-                      "lag_s": flow.lag_s, "backlog": flow.backlog},
-        "refresh": {"state": flow.refresh, "queue": flow.refresh_queue, "model_version": flow.model_version,
-                    "device": flow.device},
-        "training": {k: json.loads(r[0]) if r and r[0] else None for k, r in last_jobs.items()},
-    }
+    return resources.operations_metrics(ctx)
 
 
 async def _shutdown(ctx: AppContext, flow_was_alive: bool) -> None:

@@ -1,12 +1,14 @@
 """Per-user reads: profile with its fused score, recommendations, SHAP explanation.
 
-Scoring runs in worker threads; explanations (Kernel SHAP, the heavy part) in worker processes
-(explain_pool.py), so a burst of them never starves the event loop or the cheap reads.
+Profile, score and recommendations are cheap reads, served on the event loop when the scoring service
+is free (``AppContext.read``) and in a worker thread when it is busy; explanations (Kernel SHAP, the
+heavy part) run in worker processes (explain_pool.py), so a burst of them never starves the event loop
+or the cheap reads.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
 from litestar import Router, get
@@ -14,8 +16,11 @@ from litestar.openapi.spec import Example
 from litestar.params import PathParameter, QueryParameter
 
 from .errors import INVALID, responses
-from .context import AppContext, Ctx
+from .context import Ctx
 from .schemas import NAME_PATTERN
+
+if TYPE_CHECKING:
+    from scoring.service import ScoringService
 
 UserId = Annotated[
     str,
@@ -24,20 +29,19 @@ UserId = Annotated[
 ]
 
 
-def _user(ctx: AppContext, user_id: str) -> dict[str, Any]:
-    svc = ctx.scoring()
+def _user(svc: ScoringService, user_id: str) -> dict[str, Any]:
     profile = svc.profile(user_id)  # UserNotFound -> 404
     return {"user_id": user_id, "profile": profile, "score": svc.score(user_id)}
 
 
-@get("/api/v1/user/{user_id:str}", responses=responses(*INVALID, 404, 503), sync_to_thread=True, summary="Profile (attributes, counters) and fused score")
-def user(ctx: Ctx, user_id: UserId) -> dict[str, Any]:
-    return _user(ctx, user_id)
+@get("/api/v1/user/{user_id:str}", responses=responses(*INVALID, 404, 503), summary="Profile (attributes, counters) and fused score")
+async def user(ctx: Ctx, user_id: UserId) -> dict[str, Any]:
+    return await ctx.read(lambda svc: _user(svc, user_id))
 
 
-@get("/api/v1/recommendation/{user_id:str}", responses=responses(*INVALID, 404, 503), sync_to_thread=True, summary="Rule-based strategy recommendations")
-def recommendation(ctx: Ctx, user_id: UserId) -> dict[str, Any]:
-    return {"user_id": user_id, "recommendations": ctx.scoring().recommendations(user_id)}
+@get("/api/v1/recommendation/{user_id:str}", responses=responses(*INVALID, 404, 503), summary="Rule-based strategy recommendations")
+async def recommendation(ctx: Ctx, user_id: UserId) -> dict[str, Any]:
+    return {"user_id": user_id, "recommendations": await ctx.read(lambda svc: svc.recommendations(user_id))}
 
 
 @get("/api/v1/explain/{user_id:str}", responses=responses(*INVALID, 404, 503), summary="Fused score with its SHAP explanation (top-K contributions)")

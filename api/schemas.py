@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ups.settings import EdgeRange, Settings
+
 #: user ids, rule names, job ids: short printable tokens (they end up in URLs, SQL parameters and logs)
 NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
@@ -84,32 +86,66 @@ class GraphRefreshIn(Request):
 
 
 class FusionTrainIn(Request):
-    samples: int = Field(2000, ge=0, le=5_000_000, description="labelled users to train on (0: all of them)")
-    epochs: int = Field(50, ge=1, le=10_000)
-    lr: float = finite(1e-6, 1.0, default=0.01)
+    """A field left out (or null) takes the server's setting (``UPS_FUSION_*``), as ``ups train-fusion`` does."""
+
+    samples: int | None = Field(None, ge=0, le=5_000_000,
+                                description="labelled users to train on (0: all of them); default: fusion_samples")
+    epochs: int | None = Field(None, ge=1, le=100_000, description="default: fusion_epochs")
+    lr: float | None = finite(1e-6, 10.0, default=None, description="Adam learning rate; default: fusion_lr")
+
+    def resolved(self, s: Settings) -> dict[str, Any]:
+        """The parameters the job runs with: what was given, the server's settings for the rest."""
+        return {"samples": _given(self.samples, s.fusion_samples), "epochs": _given(self.epochs, s.fusion_epochs),
+                "lr": _given(self.lr, s.fusion_lr)}
 
 
 class HgtTrainIn(Request):
-    epochs: int = Field(10, ge=1, le=1000)
-    train_ratio: float = finite(0.05, 0.98, default=0.8)
-    val_ratio: float = finite(0.01, 0.9, default=0.1)
-    test_ratio: float = finite(0.01, 0.9, default=0.1)
-    neg_ratio: int = Field(1, ge=1, le=20, description="negative edges per positive edge")
-    temperature: float = finite(0.01, 10, default=0.2, description="InfoNCE temperature")
-    lr: float = finite(1e-6, 1.0, default=0.005)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    mode: Literal["auto", "full", "minibatch", "metis"] = Field(
-        "auto", description="full-batch, sampled mini-batches or METIS partitions; auto picks by graph size"
+    """A field left out (or null) takes the server's setting (``UPS_TRAIN_*``), as ``ups train`` does; the
+    job's ``params`` show the values it ran with."""
+
+    epochs: int | None = Field(None, ge=1, le=100_000, description="default: train_epochs")
+    train_ratio: float | None = finite(0.05, 0.98, default=None, description="default: train_split[0]")
+    val_ratio: float | None = finite(0.01, 0.9, default=None, description="default: train_split[1]")
+    test_ratio: float | None = finite(0.01, 0.9, default=None, description="default: train_split[2]")
+    neg_ratio: int | None = Field(None, ge=1, le=256,
+                                  description="negative edges per positive edge; default: train_neg_ratio")
+    temperature: float | None = finite(0.01, 10, default=None,
+                                       description="InfoNCE temperature; default: train_temperature")
+    lr: float | None = finite(1e-6, 1.0, default=None, description="Adam learning rate; default: train_lr")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="default: train_seed")
+    mode: Literal["auto", "full", "minibatch", "metis"] | None = Field(
+        None, description="full-batch, sampled mini-batches or METIS partitions; auto picks by graph size; "
+        "default: train_mode"
     )
-    sample_ratio: float = finite(0.01, 1.0, default=1.0)
+    sample_ratio: float | None = finite(0.01, 1.0, default=None,
+                                        description="share of users the graph keeps; default: train_sample_ratio")
     embed: bool = Field(True, description="recompute every embedding with the new model afterwards")
 
-    @model_validator(mode="after")
-    def _split_sums_to_one(self) -> "HgtTrainIn":
-        total = self.train_ratio + self.val_ratio + self.test_ratio
+    def resolved(self, s: Settings) -> dict[str, Any]:
+        """The parameters the job runs with; ValueError when the train/val/test shares don't add up to 1."""
+        split = [_given(v, d) for v, d in zip((self.train_ratio, self.val_ratio, self.test_ratio), s.train_split)]
+        total = sum(split)
         if not math.isclose(total, 1.0, abs_tol=1e-6):
-            raise ValueError(f"train_ratio + val_ratio + test_ratio must be 1, got {total:.6g}")
-        return self
+            defaulted = [f"{n} {d:g}" for n, v, d in zip(("train_ratio", "val_ratio", "test_ratio"),
+                                                           (self.train_ratio, self.val_ratio, self.test_ratio),
+                                                           s.train_split) if v is None]
+            note = f" ({', '.join(defaulted)} from the server's train_split)" if defaulted else ""
+            raise ValueError(f"train_ratio + val_ratio + test_ratio must be 1, got {total:.6g}{note}")
+        return {
+            "epochs": _given(self.epochs, s.train_epochs),
+            "train_ratio": split[0], "val_ratio": split[1], "test_ratio": split[2],
+            "neg_ratio": _given(self.neg_ratio, s.train_neg_ratio),
+            "temperature": _given(self.temperature, s.train_temperature),
+            "lr": _given(self.lr, s.train_lr),
+            "seed": _given(self.seed, s.train_seed),
+            "mode": _given(self.mode, s.train_mode),
+            "sample_ratio": _given(self.sample_ratio, s.train_sample_ratio),
+            "embed": self.embed,
+        }
+
+
+def _given(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 class JobOut(Open):
@@ -150,6 +186,12 @@ class DataConfig(Request):
     locale: str = Field("zh_CN", pattern=r"^[a-z]{2}_[A-Z]{2}$")
     live_rate: float = finite(0.01, 1_000_000, default=200.0, description="live events per second")
     live_delay: float = finite(0, 60, default=0.0, description="extra delay before each live batch (s)")
+    # per-user edge ranges of the generated history (a range is replaced whole)
+    calls_per_user: EdgeRange = Field(default_factory=EdgeRange, description="user-calls-user edges per user")
+    orders_per_user: EdgeRange = Field(default_factory=EdgeRange, description="product orders per user")
+    product_clicks_per_user: EdgeRange = Field(default_factory=EdgeRange, description="product clicks per user")
+    app_uses_per_user: EdgeRange = Field(default_factory=EdgeRange, description="app usage events per user")
+    app_clicks_per_user: EdgeRange = Field(default_factory=EdgeRange, description="app clicks per user")
 
     @model_validator(mode="after")
     def _consistent(self) -> "DataConfig":
@@ -173,9 +215,13 @@ class DataConfigPatch(Request):
     locale: str | None = Field(None, pattern=r"^[a-z]{2}_[A-Z]{2}$")
     live_rate: float | None = finite(0.01, 1_000_000, default=None)
     live_delay: float | None = finite(0, 60, default=None)
+    calls_per_user: EdgeRange | None = None
+    orders_per_user: EdgeRange | None = None
+    product_clicks_per_user: EdgeRange | None = None
+    app_uses_per_user: EdgeRange | None = None
+    app_clicks_per_user: EdgeRange | None = None
 
 
-LIVE_FIELDS = ("live_rate", "live_delay")
 
 
 # --------------------------------------------------------------------------- operations

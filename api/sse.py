@@ -1,8 +1,11 @@
 """``GET /api/v1/operations/stream``: Server-Sent Events of status changes, job progress and commands.
 
 Events: ``status`` (the dataflow summary, when it changes), ``job`` (a job row, when its state,
-progress or message changes), ``op`` (a command recorded or resolved). The stream polls the store
-every ``UPS_SSE_INTERVAL`` seconds and sends a comment as keep-alive when nothing changed.
+progress or message changes), ``op`` (a command recorded or resolved), ``metrics`` (the document of
+``/api/v1/operations/metrics``: CPU share and memory of the API, its workers and the dataflow, GPU memory,
+at once and then every ``UPS_SSE_METRICS_INTERVAL`` seconds; ``?metrics=false`` leaves them out). The
+stream polls the store every ``UPS_SSE_INTERVAL`` seconds and sends a comment as keep-alive when nothing
+changed.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from storage.projections import Jobs, OpsHistory
 from .errors import INVALID, responses
 from .context import AppContext, Ctx
 from .jobs import job_view
+from .resources import operations_metrics
 from .status import dataflow_state
 
 KEEPALIVE_S = 15.0
@@ -36,10 +40,13 @@ def _snapshot(ctx: AppContext, since: float) -> tuple[dict[str, Any], list[dict[
     return flow, jobs, ops
 
 
-async def _events(ctx: AppContext, limit: int | None, timeout: float | None) -> AsyncIterator[ServerSentEventMessage]:
+async def _events(
+    ctx: AppContext, limit: int | None, timeout: float | None, metrics: bool
+) -> AsyncIterator[ServerSentEventMessage]:
     start = time.time()
     sent, n = {}, 0  # key -> last sent fingerprint
     last_sent = time.monotonic()
+    next_metrics = time.monotonic() if metrics else float("inf")
     while True:
         flow, jobs, ops = _snapshot(ctx, start - 1)
         out: list[ServerSentEventMessage] = []
@@ -54,6 +61,12 @@ async def _events(ctx: AppContext, limit: int | None, timeout: float | None) -> 
                 sent[(kind, key)] = fp
                 n += 1
                 out.append(ServerSentEventMessage(data=json.dumps(doc, default=str), event=kind, id=n))
+        if time.monotonic() >= next_metrics:
+            # always sent (figures move all the time); psutil and SQLite reads off the event loop
+            figures = await anyio.to_thread.run_sync(operations_metrics, ctx)
+            next_metrics = time.monotonic() + ctx.settings.sse_metrics_interval
+            n += 1
+            out.append(ServerSentEventMessage(data=json.dumps(figures, default=str), event="metrics", id=n))
         for msg in out:
             yield msg
             last_sent = time.monotonic()
@@ -67,16 +80,17 @@ async def _events(ctx: AppContext, limit: int | None, timeout: float | None) -> 
         await anyio.sleep(ctx.settings.sse_interval)
 
 
-@get("/api/v1/operations/stream", responses=responses(*INVALID), media_type="text/event-stream", summary="Server-Sent Events: status changes, job progress, commands")
+@get("/api/v1/operations/stream", responses=responses(*INVALID), media_type="text/event-stream", summary="Server-Sent Events: status changes, job progress, commands, process metrics")
 async def stream(
     ctx: Ctx,
     limit: Annotated[int | None, QueryParameter(name="limit", ge=1, le=100_000,
                                            description="close after this many events")] = None,
     timeout: Annotated[float | None, QueryParameter(name="timeout", gt=0, le=86_400,
                                                description="close after this many seconds")] = None,
+    metrics: Annotated[bool, QueryParameter(name="metrics", description="send metrics events")] = True,
 ) -> ServerSentEvent:
     longest = ctx.settings.sse_max_duration
-    return ServerSentEvent(_events(ctx, limit, min(timeout, longest) if timeout else longest))
+    return ServerSentEvent(_events(ctx, limit, min(timeout, longest) if timeout else longest, metrics))
 
 
 router = Router(path="/", route_handlers=[stream], tags=["operations"])

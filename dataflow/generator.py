@@ -23,6 +23,7 @@ import numpy as np
 from faker import Faker
 
 from storage.events import Event
+from ups.settings import MAX_EDGES_PER_USER
 
 # --------------------------------------------------------------------------- catalogue vocabularies
 
@@ -61,6 +62,40 @@ _TYPES = [t for t, _ in TYPE_MIX]
 _TYPE_P = np.array([p for _, p in TYPE_MIX])
 LIVE_CHUNK = 1024  # live events are generated a chunk at a time, each chunk seeded by its number
 
+#: per-user edge ranges of the history: config field -> the interaction type (graph relation) it bounds.
+#: A range is (min, max) events of that type per user; max None is no upper limit.
+EDGE_RANGES: dict[str, str] = {
+    "calls_per_user": "call",
+    "orders_per_user": "product.order",
+    "product_clicks_per_user": "product.click",
+    "app_uses_per_user": "app.usage",
+    "app_clicks_per_user": "app.click",
+}
+EdgeRange = tuple[int, "int | None"]
+#: the default: the history as drawn (the dataset stays what it was before ranges existed)
+NO_LIMIT: EdgeRange = (0, None)
+
+
+def as_edge_range(value: Any) -> EdgeRange:
+    """(min, max) from a tuple/list, a {"min", "max"} mapping or an object with .min/.max (settings)."""
+    if isinstance(value, dict):
+        return (value.get("min", 0), value.get("max"))
+    if hasattr(value, "min") and hasattr(value, "max") and not isinstance(value, (tuple, list)):
+        return (value.min, value.max)
+    lo, hi = value
+    return (lo, hi)
+
+
+def edge_range_problem(name: str, value: EdgeRange) -> str | None:
+    lo, hi = value
+    if isinstance(lo, bool) or not isinstance(lo, int) or not 0 <= lo <= MAX_EDGES_PER_USER:
+        return f"{name} min must be a whole number within [0, {MAX_EDGES_PER_USER}]"
+    if hi is not None and (isinstance(hi, bool) or not isinstance(hi, int) or not 0 <= hi <= MAX_EDGES_PER_USER):
+        return f"{name} max must be a whole number within [0, {MAX_EDGES_PER_USER}] or none"
+    if hi is not None and lo > hi:
+        return f"{name} min ({lo}) must be <= max ({hi})"
+    return None
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:
@@ -75,9 +110,24 @@ class GeneratorConfig:
     locale: str = "zh_CN"
     history_end: float = 1_767_225_600.0
     new_user_share: float = 0.002
+    #: per-user edge ranges of the history (see EDGE_RANGES); live events are not bounded
+    calls_per_user: EdgeRange = NO_LIMIT
+    orders_per_user: EdgeRange = NO_LIMIT
+    product_clicks_per_user: EdgeRange = NO_LIMIT
+    app_uses_per_user: EdgeRange = NO_LIMIT
+    app_clicks_per_user: EdgeRange = NO_LIMIT
 
     def __post_init__(self) -> None:
         problems = []
+        for name in EDGE_RANGES:
+            try:
+                value = as_edge_range(getattr(self, name))
+            except (TypeError, ValueError):
+                problems.append(f"{name} must be a (min, max) pair")
+                continue
+            object.__setattr__(self, name, value)  # frozen: normalise lists and mappings once
+            if (problem := edge_range_problem(name, value)) is not None:
+                problems.append(problem)
         if self.users < 2:
             problems.append("users must be at least 2")
         if self.products < 1:
@@ -104,9 +154,18 @@ class GeneratorConfig:
         return cls(**fields)
 
     @property
+    def edge_ranges(self) -> dict[str, EdgeRange]:
+        """The ranges that bound something (not NO_LIMIT), by interaction type."""
+        return {t: getattr(self, f) for f, t in EDGE_RANGES.items() if getattr(self, f) != NO_LIMIT}
+
+    @property
     def tag(self) -> str:
-        """Short hash of the config: prefixes event ids so two datasets never share an id."""
-        text = json.dumps(asdict(self), sort_keys=True)
+        """Short hash of the config: prefixes event ids so two datasets never share an id.
+
+        Unbounded edge ranges are left out, so a config without ranges keeps the tag (and event ids)
+        it had before ranges existed."""
+        doc = {k: v for k, v in asdict(self).items() if not (k in EDGE_RANGES and v == NO_LIMIT)}
+        text = json.dumps(doc, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
@@ -262,11 +321,15 @@ class MockGenerator:
 
     # ------------------------------------------------------------------ history
 
-    def _interactions(self, rng: np.random.Generator, users: np.ndarray) -> dict[str, np.ndarray]:
-        """Vectorised interactions for the given acting users (one event per entry)."""
+    def _interactions(
+        self, rng: np.random.Generator, users: np.ndarray, types: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Vectorised interactions for the given acting users (one event per entry), of the given
+        types (indices into the type mix) or of types drawn from the mix."""
         pop, cat = self.pop, self.cat
         n = len(users)
-        types = rng.choice(len(_TYPES), size=n, p=_TYPE_P)
+        if types is None:
+            types = rng.choice(len(_TYPES), size=n, p=_TYPE_P)
         target = np.zeros(n, dtype=np.int64)
         value = np.zeros(n)
         # calls: inside the community with p=0.85, else anyone
@@ -322,6 +385,8 @@ class MockGenerator:
         counts = rng.poisson(cfg.events_per_user * pop.activity)
         users = np.repeat(np.arange(cfg.users), counts)
         inter = self._interactions(rng, users)
+        if cfg.edge_ranges:
+            users, inter = self._bound_edges(users, inter)
         # Gaussian timing: each user is busy around a centre of their own
         days = cfg.history_days
         centre = rng.uniform(0, days, size=cfg.users)
@@ -331,6 +396,40 @@ class MockGenerator:
         order = np.argsort(ts, kind="stable")
         self._hist = {"user": users[order], "ts": ts[order], **{k: v[order] for k, v in inter.items()}}
         return self._hist
+
+    def _bound_edges(
+        self, users: np.ndarray, inter: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Bring each user's count of every bounded interaction type into its (min, max) range:
+        drop the surplus beyond max, add the missing events up to min (drawn like any other of that
+        type). ``users`` is sorted (np.repeat), so each user's events of a type are contiguous.
+        Extra events draw from their own random stream: the main stream stays as without ranges."""
+        n = self.cfg.users
+        keep = np.ones(len(users), dtype=bool)
+        add_users: list[np.ndarray] = []
+        add_types: list[np.ndarray] = []
+        for etype, (lo, hi) in self.cfg.edge_ranges.items():
+            t = _TYPES.index(etype)
+            idx = np.flatnonzero(inter["type"] == t)
+            owner = users[idx]
+            counts = np.bincount(owner, minlength=n)
+            if hi is not None:
+                starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+                rank = np.arange(len(idx)) - starts[owner]  # 0, 1, … within each user's events of type t
+                keep[idx[rank >= hi]] = False
+            if lo > 0:
+                deficit = np.maximum(lo - counts, 0)
+                add_users.append(np.repeat(np.arange(n), deficit))
+                add_types.append(np.full(int(deficit.sum()), t, dtype=np.int64))
+        users = users[keep]
+        inter = {k: v[keep] for k, v in inter.items()}
+        if add_users:
+            more_users = np.concatenate(add_users)
+            extra_rng = np.random.default_rng([self.cfg.seed, 6])
+            more = self._interactions(extra_rng, more_users, np.concatenate(add_types))
+            users = np.concatenate([users, more_users])
+            inter = {k: np.concatenate([inter[k], more[k]]) for k in inter}
+        return users, inter
 
     def history_events(self) -> Iterator[Event]:
         h = self._history_arrays()
@@ -419,6 +518,11 @@ __all__ = [
     "Population",
     "Catalogue",
     "LIVE_CHUNK",
+    "EDGE_RANGES",
+    "NO_LIMIT",
+    "MAX_EDGES_PER_USER",
+    "as_edge_range",
+    "edge_range_problem",
     "churn_truth",
     "expected_logit_parts",
     "user_id",

@@ -40,7 +40,10 @@ from .sampler import NeighborSampler, parse_fanouts
 
 NodeKey = tuple[str, int]  # (node type, node index)
 #: the status keys the dataflow's status document takes from the refresh step (see the brief's contract)
-STATUS_KEYS: tuple[str, ...] = ("refresh_queue", "oldest_pending_s", "refreshes_per_s", "model_version", "device")
+STATUS_KEYS: tuple[str, ...] = (
+    "refresh_queue", "oldest_pending_s", "refreshes_per_s", "model_version", "device",
+    "gpu_allocated_bytes", "gpu_reserved_bytes",  # only on CUDA
+)
 
 
 @dataclass
@@ -418,7 +421,12 @@ class IncrementalRefresher:
             self._refreshed.popleft()
         window = max(1e-9, min(10.0, now - self._refreshed[0][0])) if self._refreshed else 10.0
         oldest = self.queue.oldest_marked_at()
+        gpu: dict[str, int] = {}
+        if self.device.type == "cuda":  # the operations metrics show the flow's GPU memory from here
+            gpu = {"gpu_allocated_bytes": int(torch.cuda.memory_allocated(self.device)),
+                   "gpu_reserved_bytes": int(torch.cuda.memory_reserved(self.device))}
         return {
+            **gpu,
             "refresh": "off" if self.model is None else ("paused" if self.paused else "running"),
             "refresh_queue": len(self.queue),
             "oldest_pending_s": round(max(0.0, now - oldest), 3) if oldest is not None else 0.0,

@@ -17,8 +17,9 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 from pydantic import BaseModel
@@ -132,6 +133,19 @@ class ScoringService:
         return self.store.conn
 
     # ------------------------------------------------------------------ state
+
+    @contextmanager
+    def immediate(self) -> Iterator[bool]:
+        """``True`` while holding the service's lock if it was free right now, ``False`` (holding nothing)
+        if another thread has it: an event loop can serve a cheap read (profile, score, recommendations)
+        in place, and hand it to a worker thread only when it would have to wait."""
+        got = self._lock.acquire(blocking=False)
+        try:
+            yield got
+        finally:
+            if got:
+                self._lock.release()
+
 
     def _current(self) -> _State:
         with self._lock:

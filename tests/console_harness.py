@@ -125,7 +125,7 @@ def ups_env(db: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPS_")}
     env.update({"UPS_DB": str(db), "UPS_DEVICE": "cpu", "PYTHONUNBUFFERED": "1",
                 # a loaded CI machine may take the flow more than the default 5 s to apply a command
-                "UPS_COMMAND_ACK_TIMEOUT": "30", **extra})
+                "UPS_COMMAND_ACK_TIMEOUT": "30", "UPS_SSE_METRICS_INTERVAL": "1", **extra})
     return env
 
 

@@ -82,3 +82,36 @@ def test_null_fields_keep_their_value(client: TestClient) -> None:
     assert r.status_code == 200
     config = r.json()["config"]
     assert config["live_rate"] == 25.0 and config["live_delay"] == 0.0 and config["users"] == 500
+
+
+def test_edge_ranges_are_kept_and_read_back(client: TestClient) -> None:
+    assert client.get("/api/v1/data/config").json()["config"]["calls_per_user"] == {"min": 0, "max": None}
+    r = client.post("/api/v1/data/config", json={"calls_per_user": {"min": 2, "max": 6},
+                                                  "app_uses_per_user": {"min": 1, "max": None}})
+    assert r.status_code == 200, r.text
+    config = client.get("/api/v1/data/config").json()["config"]
+    assert config["calls_per_user"] == {"min": 2, "max": 6}
+    assert config["app_uses_per_user"] == {"min": 1, "max": None}
+    assert config["orders_per_user"] == {"min": 0, "max": None}
+    # a later change of another field keeps the ranges
+    client.post("/api/v1/data/config", json={"users": 600})
+    assert client.get("/api/v1/data/config").json()["config"]["calls_per_user"] == {"min": 2, "max": 6}
+
+
+@pytest.mark.parametrize(
+    "body, field, problem",
+    [
+        ({"calls_per_user": {"min": 5, "max": 2}}, "body.calls_per_user", "min (5) must be <= max (2)"),
+        ({"orders_per_user": {"min": -1, "max": 3}}, "body.orders_per_user.min", "greater than or equal to 0"),
+        ({"app_clicks_per_user": {"min": 0, "max": 20_000}}, "body.app_clicks_per_user.max", "less than or equal to 10000"),
+        ({"product_clicks_per_user": {"min": 1, "top": 3}}, "body.product_clicks_per_user.top", "xtra"),
+    ],
+)
+def test_invalid_edge_range_is_refused_naming_the_field(client: TestClient, body: dict, field: str, problem: str) -> None:
+    for path in ("/api/v1/data/config", "/api/v1/data/regenerate"):
+        r = client.post(path, json=body)
+        assert r.status_code == 422, r.text
+        detail = r.json()["details"][0]
+        assert detail["field"] == field and problem in detail["problem"], detail
+    assert client.get("/api/v1/data/config").json()["source"] == "settings"  # nothing stored
+    assert client.get("/api/v1/jobs").json()["jobs"] == []  # nothing started

@@ -15,7 +15,8 @@ from api.job_tasks import next_db_path
 from api.jobs import finite_only
 from api_support import TRAINING, folded_store, needs, settings_for, started
 from storage.db import connect
-from storage.projections import Jobs
+from storage.projections import Jobs, Models
+from ups.settings import Settings
 
 
 @pytest.fixture
@@ -74,6 +75,36 @@ def test_job_parameters_are_validated(client: TestClient, path: str, body: dict,
 def test_split_must_sum_to_one(client: TestClient) -> None:
     r = client.post("/api/v1/operations/training/hgt", json={"train_ratio": 0.5, "val_ratio": 0.1, "test_ratio": 0.1})
     assert "must be 1, got 0.7" in r.json()["message"]
+    # shares left out come from the server's train_split (0.8, 0.1, 0.1): 0.7 + 0.1 + 0.1 is not 1 either
+    r = client.post("/api/v1/operations/training/hgt", json={"train_ratio": 0.7})
+    assert r.status_code == 422 and r.json()["details"][0]["field"] == "body"
+    assert "got 0.9 (val_ratio 0.1, test_ratio 0.1 from the server's train_split)" in r.json()["message"]
+    assert client.get("/api/v1/jobs").json()["jobs"] == []
+
+
+@pytest.mark.parametrize(
+    "path, body, expected",
+    [
+        # nothing given: every training parameter is the server's setting, as `ups train` would use
+        ("/api/v1/operations/training/hgt", {},
+         {"epochs": 7, "neg_ratio": 5, "temperature": 0.7, "lr": 0.003, "seed": 9, "mode": "minibatch",
+          "sample_ratio": 0.5, "train_ratio": 0.6, "val_ratio": 0.2, "test_ratio": 0.2, "embed": True}),
+        # what is given wins, null included as "not given"; the rest still comes from the settings
+        ("/api/v1/operations/training/hgt", {"neg_ratio": 2, "temperature": None, "train_ratio": 0.7, "val_ratio": 0.1},
+         {"epochs": 7, "neg_ratio": 2, "temperature": 0.7, "train_ratio": 0.7, "val_ratio": 0.1, "test_ratio": 0.2}),
+        ("/api/v1/operations/fusion/train", {}, {"samples": 1234, "epochs": 11, "lr": 0.02}),
+        ("/api/v1/operations/fusion/train", {"epochs": 3}, {"samples": 1234, "epochs": 3, "lr": 0.02}),
+    ],
+)
+def test_training_parameters_left_out_take_the_settings(db_path: Path, path: str, body: dict, expected: dict) -> None:
+    settings = settings_for(db_path, train_epochs=7, train_neg_ratio=5, train_temperature=0.7, train_lr=0.003,
+                            train_seed=9, train_mode="minibatch", train_sample_ratio=0.5, train_split=(0.6, 0.2, 0.2),
+                            fusion_samples=1234, fusion_epochs=11, fusion_lr=0.02)
+    with TestClient(create_app(settings)) as c:  # the job's worker is cancelled when the app stops
+        r = started(c).post(path, json=body)
+        assert r.status_code == 202, r.text
+        params = c.get(f"/api/v1/jobs/{r.json()['id']}").json()["params"]
+    assert {k: params[k] for k in expected} == expected
 
 
 def test_job_list_and_lookup(client: TestClient, db_path: Path) -> None:
@@ -127,7 +158,7 @@ def job_client(trained_db: Path) -> Iterator[TestClient]:
         yield started(c)
 
 
-def test_hgt_training_job_runs_to_completion_in_a_worker(job_client: TestClient) -> None:
+def test_hgt_training_job_runs_to_completion_in_a_worker(job_client: TestClient, trained_db: Path) -> None:
     needs(*TRAINING)
     r = job_client.post("/api/v1/operations/training/hgt",
                         json={"epochs": 2, "seed": 3, "train_ratio": 0.7, "val_ratio": 0.15, "test_ratio": 0.15})
@@ -146,6 +177,15 @@ def test_hgt_training_job_runs_to_completion_in_a_worker(job_client: TestClient)
     assert "running" in seen and job["progress"] == 1.0 and job["duration_s"] > 0
     hgt = job["result"]["hgt"]
     assert len(hgt["loss_history"]) == 2 and set(hgt["val_auc"]) == set(hgt["test_auc"])
+    # left out of the request: the model was trained with the settings' negatives, temperature and lr
+    conn = connect(trained_db)
+    model = Models(conn).get(hgt["version"])
+    conn.close()
+    assert model is not None
+    defaults, used = Settings(), model.config["training"]
+    assert (used["neg_ratio"], used["temperature"], used["lr"]) == (
+        defaults.train_neg_ratio, defaults.train_temperature, defaults.train_lr)
+    assert used["epochs"] == 2 and used["seed"] == 3  # and what was given
     assert job["result"]["embeddings"]["written"] > 0
     assert job_client.get("/health").json()["models"]["hgt"] == hgt["version"]
 
@@ -176,7 +216,8 @@ def test_regenerate_switches_to_a_new_database_and_keeps_the_old(folded_copy: Pa
                                             bootstrap_fusion_epochs=5))) as c:
         started(c)
         r = c.post("/api/v1/data/regenerate?wait=true",
-                   json={"users": 120, "community_size": 20, "events_per_user": 8, "seed": 5})
+                   json={"users": 120, "community_size": 20, "events_per_user": 8, "seed": 5,
+                         "calls_per_user": {"min": 2, "max": 4}})
         job = r.json()
         assert r.status_code == 200 and job["state"] == "succeeded", job["error"]
         new = Path(job["result"]["db"])
@@ -184,6 +225,7 @@ def test_regenerate_switches_to_a_new_database_and_keeps_the_old(folded_copy: Pa
         assert c.get("/health").json()["api"]["db"] == str(new)
         config = c.get("/api/v1/data/config").json()
         assert config["config"]["users"] == 120 and config["config"]["seed"] == 5
+        assert config["config"]["calls_per_user"] == {"min": 2, "max": 4}
         assert c.get("/health").json()["models"]["fusion"] is not None  # the new file has its own model
         assert c.get("/api/v1/user/U0000119").status_code == 200
         assert c.get("/api/v1/user/U0000200").status_code == 404  # the old population is not served
@@ -192,6 +234,12 @@ def test_regenerate_switches_to_a_new_database_and_keeps_the_old(folded_copy: Pa
     conn.close()
     assert switch is not None and str(new) in switch[0]
     assert active_db(folded_copy) == new  # `ups up`/`ups api` on the old file follow the switch
+    # the new dataset was generated with the per-user edge range
+    conn = connect(new)
+    calls = dict(conn.execute("SELECT user_id, count(*) FROM events WHERE type = 'call' AND seq <= "
+                              "(SELECT max(seq) FROM events WHERE type = 'label.observed') GROUP BY user_id"))
+    conn.close()
+    assert len(calls) == 120 and all(2 <= n <= 4 for n in calls.values()), calls
 
 
 @pytest.fixture

@@ -148,7 +148,7 @@ def test_stream_sends_status_changes_and_commands(client: TestClient, db_path: P
 
 def test_stream_ends_at_its_timeout(client: TestClient) -> None:
     t0 = time.monotonic()
-    r = client.get("/api/v1/operations/stream", params={"timeout": 0.5})
+    r = client.get("/api/v1/operations/stream", params={"timeout": 0.5, "metrics": "false"})
     assert r.status_code == 200 and 0.4 < time.monotonic() - t0 < 5
     assert [e for e, _ in sse_events(r.text)] == ["status"]  # nothing changed after the first snapshot
 

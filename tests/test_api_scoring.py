@@ -4,8 +4,10 @@ profiles were folded by the dataflow's replay (no model trained: the fusion laye
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from litestar.testing import TestClient
@@ -182,3 +184,36 @@ def test_graph_statistics(client: TestClient) -> None:
     needs("scoring.graph")
     body = client.get("/api/v1/graph/statistics").json()
     assert body["nodes"]["user"] == 300 and set(body["edges"]) and body["last_seq"] > 0
+
+
+def test_a_busy_scoring_service_never_stalls_the_event_loop(client: TestClient, user: str) -> None:
+    """Profile reads go to a worker thread while another thread holds the scoring service (a rule change,
+    a refresh): they wait for it there, and /health keeps answering meanwhile."""
+    expected = client.get(f"/api/v1/user/{user}").json()  # served in place: the service was free
+    svc = client.app.state.ctx.scoring()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with svc.immediate() as got:
+            assert got
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    answers: dict[str, Any] = {}
+    reader = threading.Thread(target=lambda: answers.update(user=client.get(f"/api/v1/user/{user}")))
+    reader.start()
+    try:
+        time.sleep(0.3)
+        assert reader.is_alive()  # waiting for the service
+        t0 = time.monotonic()
+        assert client.get("/health").status_code == 200
+        assert time.monotonic() - t0 < 5  # the loop was free (it would hang until the release otherwise)
+    finally:
+        release.set()
+        holder.join(10)
+        reader.join(30)
+    r = answers["user"]
+    assert r.status_code == 200 and r.json()["profile"] == expected["profile"]

@@ -71,3 +71,29 @@ def test_bad_env_setting_is_reported(tmp_path: Path) -> None:
     env = {**__import__("os").environ, "UPS_DEVICE": "tpu"}
     r = run("config", env=env)
     assert r.returncode != 0 and "device" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_edge_ranges_from_the_command_line_and_the_environment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "r.db"
+    assert main(["generate", "--db", str(db), "--users", "60", "--events-per-user", "5", "--quiet",
+                 "--calls-per-user", "2:3", "--app-uses-per-user", "1:"]) == 0
+    capsys.readouterr()
+    from storage.event_store import EventStore
+
+    with EventStore(db) as store:
+        per_user: dict[tuple[str, str], int] = {}
+        for e in store.read(types=["call", "app.usage"]):
+            per_user[(e.type, e.user_id)] = per_user.get((e.type, e.user_id), 0) + 1
+    users = [f"U{i:07d}" for i in range(60)]
+    assert all(2 <= per_user.get(("call", u), 0) <= 3 for u in users)
+    assert all(per_user.get(("app.usage", u), 0) >= 1 for u in users)
+
+    env = {**__import__("os").environ, "UPS_ORDERS_PER_USER": "1:4"}
+    cfg = json.loads(run("config", "--db", str(db), env=env).stdout)
+    assert cfg["orders_per_user"] == {"min": 1, "max": 4} and cfg["calls_per_user"] == {"min": 0, "max": None}
+    for bad, message in (("5:2", "orders_per_user: min (5) must be <= max (2)"),
+                         ("two", "'two' is not a range such as 2:10")):
+        r = run("config", env={**env, "UPS_ORDERS_PER_USER": bad})
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = run("generate", "--db", str(tmp_path / "x.db"), "--calls-per-user", "3:1")
+    assert r.returncode == 2 and "calls_per_user: min (3) must be <= max (1)" in r.stderr

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from dataflow.generator import LIVE_CHUNK, GeneratorConfig, MockGenerator
+from dataflow.generator import EDGE_RANGES, LIVE_CHUNK, NO_LIMIT, TYPE_MIX, GeneratorConfig, MockGenerator
 from storage.events import validate_event
 
 
@@ -102,3 +102,77 @@ def test_planted_signal_is_visible_in_the_events() -> None:
 def test_bad_config_is_refused_with_the_reason() -> None:
     with pytest.raises(ValueError, match="users must be at least 2; label_share must be within"):
         GeneratorConfig(users=1, label_share=2)
+
+
+# --------------------------------------------------------------------------- per-user edge ranges
+
+#: sha256 of the default dataset and live chunk 0 (``digest``) and the default tag, measured on the
+#: generator before per-user edge ranges existed: other figures (AUCs, benchmarks) are compared on
+#: exactly this dataset, so unbounded ranges must leave every event as it was.
+DEFAULT_DIGEST = "8f29d2ce7c79fd30f0676bc2c2a5359b4eb3e6f08481e0ab15c8210e4a134138"
+DEFAULT_TAG = "9eaa0da8"
+#: the same for the browser tests' small dataset (users=300, events_per_user=8)
+CONSOLE_DIGEST = "b2c2db81391ca108abe976086a727db20add5de55d58c600e6a44a6be1ee06d6"
+
+
+def test_default_dataset_is_unchanged_by_edge_ranges() -> None:
+    gen = MockGenerator(GeneratorConfig())
+    assert gen.tag == DEFAULT_TAG
+    assert digest(gen) == DEFAULT_DIGEST
+    assert digest(MockGenerator(GeneratorConfig(users=300, events_per_user=8))) == CONSOLE_DIGEST
+
+
+def _per_user(gen: MockGenerator) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for e in gen.history_events():
+        counts[e.type][e.user_id] += 1
+    return counts
+
+
+def test_edge_ranges_bound_every_users_history() -> None:
+    base = dict(users=200, products=10, apps=8, events_per_user=12, seed=5)
+    plain = MockGenerator(GeneratorConfig(**base))
+    ranged = MockGenerator(GeneratorConfig(**base, calls_per_user=(2, 3), orders_per_user=(1, None),
+                                           app_uses_per_user=(0, 1)))
+    before, after = _per_user(plain), _per_user(ranged)
+    users = [f"U{i:07d}" for i in range(200)]
+    # without ranges some users fall outside them: the ranges have something to do
+    assert any(not 2 <= before["call"][u] <= 3 for u in users)
+    assert any(before["product.order"][u] == 0 for u in users)
+    assert any(before["app.usage"][u] > 1 for u in users)
+    assert all(2 <= after["call"][u] <= 3 for u in users)
+    assert all(after["product.order"][u] >= 1 for u in users)
+    assert all(after["app.usage"][u] <= 1 for u in users)
+    # unbounded relations keep what was drawn
+    assert after["product.click"] == before["product.click"] and after["app.click"] == before["app.click"]
+    # the added events are real interactions: valid, in time order, calls to someone else
+    hist = list(ranged.history_events())
+    assert [e.ts for e in hist] == sorted(e.ts for e in hist)
+    for e in hist:
+        assert validate_event(e.to_dict()) == e
+        assert e.type != "call" or e.target_id != e.user_id
+    assert ranged.dataset_size() == len(list(ranged.dataset()))
+    # another dataset: its own event ids; the same ranges again: the same bytes
+    assert ranged.tag != plain.tag
+    again = MockGenerator(GeneratorConfig(**base, calls_per_user=[2, 3], orders_per_user={"min": 1, "max": None},
+                                          app_uses_per_user=(0, 1)))
+    assert digest(again) == digest(ranged)
+
+
+def test_edge_ranges_are_the_settings_ones() -> None:
+    from ups.settings import EDGE_RANGE_FIELDS, Settings
+
+    assert tuple(EDGE_RANGES) == EDGE_RANGE_FIELDS
+    assert set(EDGE_RANGES.values()) == {t for t, _ in TYPE_MIX}  # one range per interaction type
+    s = Settings(calls_per_user="2:5", orders_per_user={"min": 1, "max": None})
+    cfg = GeneratorConfig.from_settings(s)
+    assert cfg.calls_per_user == (2, 5) and cfg.orders_per_user == (1, None) and cfg.app_clicks_per_user == NO_LIMIT
+
+
+def test_bad_edge_ranges_are_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match=r"calls_per_user min \(5\) must be <= max \(2\)"):
+        GeneratorConfig(calls_per_user=(5, 2))
+    with pytest.raises(ValueError, match=r"orders_per_user min must be a whole number within \[0, 10000\]"):
+        GeneratorConfig(orders_per_user=(-1, None))
+    with pytest.raises(ValueError, match="app_clicks_per_user must be a \\(min, max\\) pair"):
+        GeneratorConfig(app_clicks_per_user=(1, 2, 3))

@@ -44,7 +44,7 @@ def generate_if_empty(settings: Settings, progress: Progress) -> int:
             progress(done / total, f"generating {done:,}/{total:,} events")
 
         summary = append_dataset(store, gen, 10_000, step)
-        store.append([data_config.event({k: getattr(settings, k) for k in data_config.FIELDS})])
+        store.append([data_config.event(data_config.of_settings(settings))])
         return summary.appended
 
 

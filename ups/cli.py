@@ -39,7 +39,8 @@ def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
 
 def _pydantic_message(err: ValidationError) -> str:
     return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in err.errors(include_url=False)
+        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg'].removeprefix('Value error, ')}"
+        for e in err.errors(include_url=False)
     )
 
 

@@ -175,10 +175,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
         conn = connect(db)
         try:
-            found = data_config.latest(conn)
+            found = data_config.in_effect(conn)
         finally:
             conn.close()
-        config = found[0] if found else {k: getattr(s, k) for k in data_config.FIELDS}
+        config = found if found is not None else data_config.of_settings(s)
         if args.users is not None and config.get("users") != args.users:
             print(f"{db} holds a dataset of {config.get('users')} users; --users {args.users} is ignored",
                   file=sys.stderr, flush=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli import UsageError, settings_from
+from .settings import EDGE_RANGE_FIELDS
 from .argtypes import non_negative_float as _non_negative_float
 from .argtypes import positive_int as _positive_int
 from .argtypes import share as _share
@@ -25,6 +26,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--apps", type=_positive_int)
     p.add_argument("--seed", type=int)
     p.add_argument("--label-share", type=_share, help="share of users with a label.observed event")
+    for name in EDGE_RANGE_FIELDS:
+        p.add_argument(f"--{name.replace('_', '-')}", metavar="MIN:MAX",
+                       help=f"{name.replace('_', ' ')} in the history (MAX empty: no limit)")
     p.add_argument("--batch-size", type=_positive_int, default=10_000)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
@@ -64,6 +68,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         apps=args.apps,
         seed=args.seed,
         label_share=args.label_share,
+        **{name: getattr(args, name) for name in EDGE_RANGE_FIELDS},
     )
     try:
         cfg = GeneratorConfig.from_settings(s)

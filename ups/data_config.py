@@ -1,7 +1,9 @@
 """The mock generator's settings recorded with a dataset: ``ops.data_config`` events in its log.
 
 ``ups init`` records the settings a dataset was generated with; ``POST /api/v1/data/config`` records
-changes. ``ups up`` runs the dataflow with the newest record, so the live stream continues the very
+changes. ``ups up`` runs the dataflow with the configuration in effect (``in_effect``): the dataset's
+fields from the record written when the dataset was generated — a later change to sizes or ranges waits
+for a regenerate — and the live rate/delay from the newest record, so the live stream continues the very
 population the log holds even when the environment says otherwise.
 """
 
@@ -14,6 +16,7 @@ import uuid
 from typing import Any
 
 from storage.events import Event
+from ups.settings import EDGE_RANGE_FIELDS
 
 CONFIG_EVENT = "ops.data_config"
 
@@ -21,13 +24,17 @@ CONFIG_EVENT = "ops.data_config"
 FIELDS = (
     "users", "products", "apps", "events_per_user", "history_days", "community_size", "label_share",
     "new_user_share", "seed", "locale", "live_rate", "live_delay",
+    *EDGE_RANGE_FIELDS,  # {"min", "max"} each
 )
 
+#: Fields the running flow applies at once; every other field shapes a dataset and waits for a regenerate
+LIVE_FIELDS = ("live_rate", "live_delay")
 
-def latest(conn: sqlite3.Connection) -> tuple[dict[str, Any], int] | None:
-    """The newest recorded configuration and its seq, or None."""
+
+def _record(conn: sqlite3.Connection, newest: bool) -> tuple[dict[str, Any], int] | None:
+    order = "DESC" if newest else "ASC"
     row = conn.execute(
-        "SELECT payload, seq FROM events WHERE type = ? ORDER BY seq DESC LIMIT 1", (CONFIG_EVENT,)
+        f"SELECT payload, seq FROM events WHERE type = ? ORDER BY seq {order} LIMIT 1", (CONFIG_EVENT,)
     ).fetchone()
     if row is None:
         return None
@@ -35,11 +42,33 @@ def latest(conn: sqlite3.Connection) -> tuple[dict[str, Any], int] | None:
     return (config, int(row[1])) if isinstance(config, dict) else None
 
 
+def latest(conn: sqlite3.Connection) -> tuple[dict[str, Any], int] | None:
+    """The newest recorded configuration (what the next regenerate uses) and its seq, or None."""
+    return _record(conn, newest=True)
+
+
+def in_effect(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    """The configuration the log's dataset was generated with (its first record), with the live fields
+    of the newest record; None when nothing is recorded."""
+    first, newest = _record(conn, newest=False), _record(conn, newest=True)
+    if first is None or newest is None:
+        return None
+    return {**first[0], **{k: newest[0][k] for k in LIVE_FIELDS if k in newest[0]}}
+
+
 def event(config: dict[str, Any]) -> Event:
     return Event(event_id=f"ops-data-config-{uuid.uuid4().hex}", type=CONFIG_EVENT, ts=time.time(),
                  payload={"command": "data.config", "config": config})
 
 
+def of_settings(settings: Any) -> dict[str, Any]:
+    """The configuration part of the settings, as plain JSON values (ranges as {"min", "max"})."""
+    return json.loads(settings.model_dump_json(include=set(FIELDS)))
+
+
 def as_env(config: dict[str, Any]) -> dict[str, str]:
-    """``UPS_*`` variables a child process reads the configuration from."""
-    return {f"UPS_{k.upper()}": str(v) for k, v in config.items() if k in FIELDS}
+    """``UPS_*`` variables a child process reads the configuration from (ranges as JSON objects)."""
+    return {
+        f"UPS_{k.upper()}": json.dumps(v) if isinstance(v, dict) else str(v)
+        for k, v in config.items() if k in FIELDS
+    }

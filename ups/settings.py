@@ -6,11 +6,43 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 _FANOUTS = re.compile(r"^([1-9][0-9]*|all)(\s*,\s*([1-9][0-9]*|all))*$")
+_RANGE_TEXT = re.compile(r"^\s*(\d+)\s*:\s*(\d*)\s*$")
+
+#: most edges of one relation a per-user range may ask for (the bound of events_per_user)
+MAX_EDGES_PER_USER = 10_000
+#: the per-user edge ranges of the mock history, one per relation (dataflow.generator.EDGE_RANGES)
+EDGE_RANGE_FIELDS = (
+    "calls_per_user", "orders_per_user", "product_clicks_per_user", "app_uses_per_user", "app_clicks_per_user",
+)
+
+
+class EdgeRange(BaseModel):
+    """Edges of one relation each user has in the generated history: at least ``min``, at most ``max``
+    (null: no upper limit). The default bounds nothing: the history as drawn."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min: int = Field(0, ge=0, le=MAX_EDGES_PER_USER, description="fewest edges per user")
+    max: int | None = Field(None, ge=0, le=MAX_EDGES_PER_USER, description="most edges per user (null: no limit)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "EdgeRange":
+        if self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
+
+
+def _edge_range(relation: str) -> Any:
+    return Field(
+        default_factory=EdgeRange,
+        description=f"{relation} per user in the generated history, as MIN:MAX (MAX empty: no limit) or "
+        '{"min": .., "max": ..}; live events are not bounded',
+    )
 
 
 class Settings(BaseSettings):
@@ -33,6 +65,12 @@ class Settings(BaseSettings):
     community_size: int = Field(40, ge=2, le=100_000, description="mean size of call-graph communities")
     label_share: float = Field(0.6, ge=0, le=1, description="share of users with a label.observed event")
     history_end: float = Field(1_767_225_600.0, description="event time (epoch s) the history ends at")
+    # per-user edge ranges (dataflow.generator.EDGE_RANGES); NoDecode: _range_text parses the env value
+    calls_per_user: Annotated[EdgeRange, NoDecode] = _edge_range("calls (user-calls-user edges)")
+    orders_per_user: Annotated[EdgeRange, NoDecode] = _edge_range("product orders")
+    product_clicks_per_user: Annotated[EdgeRange, NoDecode] = _edge_range("product clicks")
+    app_uses_per_user: Annotated[EdgeRange, NoDecode] = _edge_range("app usage events")
+    app_clicks_per_user: Annotated[EdgeRange, NoDecode] = _edge_range("app clicks")
 
     # live stream
     live_rate: float = Field(200.0, gt=0, le=1_000_000, description="live events per second")
@@ -194,6 +232,12 @@ class Settings(BaseSettings):
     )
     job_wait_timeout: float = Field(900.0, gt=0, le=86_400, description="longest ?wait=true on a job (s)")
     sse_interval: float = Field(0.5, gt=0, le=60, description="how often the operations stream polls (s)")
+    sse_metrics_interval: float = Field(
+        2.0, gt=0, le=3600, description="how often the operations stream sends a metrics event (CPU, memory) (s)"
+    )
+    process_sample_interval: float = Field(
+        1.0, gt=0, le=60, description="shortest window (s) a process's CPU share is measured over; readers share it"
+    )
     sse_max_duration: float = Field(
         3600.0, gt=0, le=86_400, description="an operations stream closes after this long (s); clients reconnect"
     )
@@ -214,6 +258,18 @@ class Settings(BaseSettings):
         if not _FANOUTS.match(v.strip().lower()):
             raise ValueError(f"{v!r} is not a list of fan-outs such as '10,5' or 'all,all' (whole numbers >= 1 or 'all')")
         return v.strip().lower()
+
+    @field_validator(*EDGE_RANGE_FIELDS, mode="before")
+    @classmethod
+    def _range_text(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        if v.strip().startswith("{"):
+            return EdgeRange.model_validate_json(v)
+        m = _RANGE_TEXT.match(v)
+        if m is None:
+            raise ValueError(f"{v!r} is not a range such as 2:10 or 2: (no upper limit)")
+        return {"min": int(m[1]), "max": int(m[2]) if m[2] else None}
 
     @field_validator("train_split", mode="before")
     @classmethod

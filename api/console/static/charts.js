@@ -52,9 +52,10 @@ function onResize(el, draw) {
 
 /** A live time series: push(value) as updates arrive; keeps the last `windowSec` seconds. */
 export class TimeChart {
-  constructor(container, { title, unit = "", format = fmtShort, windowSec = 300, height = 110, cls = "series-a", min = 0 } = {}) {
+  constructor(container, { title, name = "", unit = "", format = fmtShort, windowSec = 300, height = 110, cls = "series-a", min = 0 } = {}) {
     this.box = document.createElement("figure");
     this.box.className = "timechart";
+    if (name) this.box.dataset.chart = name; // a stable handle (the title may change)
     container.append(this.box);
     Object.assign(this, { title, unit, format, windowSec, height, cls, min });
     this.points = [];

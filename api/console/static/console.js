@@ -344,10 +344,16 @@ export function showError(form, err, guess) {
   const placed = new Set();
   const fieldErrs = err instanceof ApiError ? err.fieldErrors() : [];
   for (const { field, message } of fieldErrs) {
-    const slot = field && $(`[data-error-for="${CSS.escape(field)}"]`, form);
+    // "calls_per_user.max" goes next to its field "calls_per_user" (a pair of inputs) when that has the slot
+    const parent = field && field.includes(".") ? field.slice(0, field.indexOf(".")) : null;
+    const own = field && $(`[data-error-for="${CSS.escape(field)}"]`, form);
+    const slot = own || (parent && $(`[data-error-for="${CSS.escape(parent)}"]`, form));
     if (slot) {
-      slot.textContent = slot.textContent ? `${slot.textContent}; ${message}` : message;
-      form.elements[field]?.classList.add("invalid");
+      const text = own ? message : `${field.slice(parent.length + 1)}: ${message}`;
+      slot.textContent = slot.textContent ? `${slot.textContent}; ${text}` : text;
+      const key = own ? field : parent;
+      const marked = form.elements[field] ? [form.elements[field]] : [...form.elements].filter((el) => el.name === key || el.name?.startsWith(`${key}.`));
+      for (const el of marked) el.classList.add("invalid");
       placed.add(message);
     }
   }
@@ -368,8 +374,8 @@ export function showError(form, err, guess) {
 
 // ---------------------------------------------------------------- live stream (SSE)
 
-// event names of /operations/stream (api/sse.py): the dataflow summary, job rows, commands;
-// "metrics" and "rules" are used as soon as the stream sends them
+// event names of /operations/stream (api/sse.py): the dataflow summary, job rows, commands, process
+// metrics (CPU, memory; at once on connecting, then every few seconds); "rules" once the stream sends it
 const STREAM_EVENTS = ["status", "job", "op", "metrics", "rules"];
 
 class Live {
@@ -377,24 +383,6 @@ class Live {
     this.handlers = new Map();
     this.source = null;
     this.last = new Map();
-    this.streamedAt = new Map(); // event name -> when the stream last sent one
-  }
-
-  /**
-   * Keep `name` fed: by the stream when it sends such events, otherwise by reading `path` every `ms`
-   * (the stream has no "metrics" event yet; process CPU and memory still move).
-   */
-  feed(name, path, ms) {
-    const tick = async () => {
-      if (Date.now() - (this.streamedAt.get(name) || 0) < 2 * ms) return;
-      try {
-        this.emit(name, await api(path));
-      } catch {
-        /* the next tick retries; the live indicator shows connection trouble */
-      }
-    };
-    tick();
-    setInterval(tick, ms);
   }
 
   /** Subscribe to a stream event ("status", "metrics", "job", …); also gets the last one seen. */
@@ -431,8 +419,12 @@ class Live {
       // unnamed events may carry their kind inside: {"type": "status", ...}
       const kind = name === "message" && data && typeof data === "object" ? data.type || data.event || "message" : name;
       const payload = name === "message" && data && typeof data === "object" && "data" in data ? data.data : data;
-      this.streamedAt.set(kind, Date.now());
       this.emit(kind, payload);
+      // events received per kind (data-live-status, data-live-metrics, …): observable progress for tests
+      if (STREAM_EVENTS.includes(kind)) {
+        const key = `live${kind.charAt(0).toUpperCase()}${kind.slice(1)}`;
+        document.body.dataset[key] = String(Number(document.body.dataset[key] || 0) + 1);
+      }
       if (ind) {
         ind.className = "pill pill-ok";
         ind.textContent = "live";
@@ -676,7 +668,12 @@ export function boot(main) {
   live.start();
   Promise.resolve()
     .then(main)
+    // the page has loaded its data and wired its controls: what tests (and impatient users) wait for
+    .then(() => {
+      document.body.dataset.ready = "true";
+    })
     .catch((err) => {
+      document.body.dataset.ready = "error";
       console.error(err);
       toast(err.message || String(err), "error", 10000);
     });

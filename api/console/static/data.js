@@ -18,7 +18,16 @@ const LABELS = {
   new_user_share: ["New-user share", "share of live events that register a new user"],
   seed: ["Seed", "same seed, same dataset"],
   locale: ["Faker locale", "zh_CN gives Chinese names, cities and plans"],
+  calls_per_user: ["Calls per user", "user–calls–user edges each user has in the history (min – max)"],
+  orders_per_user: ["Product orders per user", "user–orders–product edges each user has (min – max)"],
+  product_clicks_per_user: ["Product clicks per user", "user–clicks–product edges each user has (min – max)"],
+  app_uses_per_user: ["App uses per user", "user–uses–app edges each user has (min – max)"],
+  app_clicks_per_user: ["App clicks per user", "user–clicks–app edges each user has (min – max)"],
 };
+
+const isRange = (v) => v !== null && typeof v === "object" && "min" in v && "max" in v;
+/** "2 – 6", "2 – no limit" */
+const fmtRange = (r) => `${r.min ?? "–"} – ${r.max ?? "no limit"}`;
 
 let current = null;
 
@@ -27,15 +36,14 @@ function numberInput(name, value) {
   return h("input", { name, id: `cfg-${name}`, type: "number", step: integer ? "1" : "any", value: String(value) });
 }
 
-/** A min/max pair (per-user ranges), if the API reports any: {min, max} objects. */
+/** A min/max pair (per-user edge ranges: {min, max} objects; max null is no limit, an empty field). */
 function rangeInputs(name, value) {
-  return h(
-    "span",
-    { class: "range" },
-    h("input", { name: `${name}.min`, type: "number", step: "any", value: String(value.min), "aria-label": `${name} min` }),
-    " – ",
-    h("input", { name: `${name}.max`, type: "number", step: "any", value: String(value.max), "aria-label": `${name} max` }),
-  );
+  const part = (which, placeholder) =>
+    h("input", {
+      name: `${name}.${which}`, id: `cfg-${name}-${which}`, type: "number", step: "1", min: "0", placeholder,
+      value: value[which] === null || value[which] === undefined ? "" : String(value[which]), "aria-label": `${name} ${which}`,
+    });
+  return h("span", { class: "range" }, part("min", "0"), " – ", part("max", "no limit"));
 }
 
 function renderDataset(cfg) {
@@ -45,7 +53,7 @@ function renderDataset(cfg) {
     ...fields.map(([k, v]) => {
       const [label, hint] = LABELS[k] || [k.replaceAll("_", " "), ""];
       let input;
-      if (v && typeof v === "object" && "min" in v && "max" in v) input = rangeInputs(k, v);
+      if (isRange(v)) input = rangeInputs(k, v);
       else if (isNum(v)) input = numberInput(k, v);
       else input = h("input", { name: k, id: `cfg-${k}`, value: String(v ?? ""), spellcheck: "false" });
       return h("label", {}, label, input, hint ? h("span", { class: "hint" }, hint) : null, h("span", { class: "field-error", "data-error-for": k }));
@@ -85,7 +93,7 @@ async function saveDataset(regenerate) {
     if (regenerate) {
       const ok = await confirmAction(
         "Regenerate the dataset?",
-        `A fresh mock dataset${Object.keys(patch).length ? ` (${Object.entries(patch).map(([k, v]) => `${k} ${fmtValue(v)}`).join(", ")})` : ""} is written to a new database file with an initial model, and the running system switches to it. The current file is kept.`,
+        `A fresh mock dataset${Object.keys(patch).length ? ` (${Object.entries(patch).map(([k, v]) => `${k} ${isRange(v) ? fmtRange(v) : fmtValue(v)}`).join(", ")})` : ""} is written to a new database file with an initial model, and the running system switches to it. The current file is kept.`,
         "Regenerate",
       );
       if (!ok) return;

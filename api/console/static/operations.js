@@ -149,11 +149,11 @@ async function shutdown(button) {
 boot(async () => {
   const box = $("#ops-charts");
   charts = {
-    cpu: new TimeChart(box, { title: "API CPU", unit: "%", cls: "series-c" }),
-    mem: new TimeChart(box, { title: "API memory (RSS)", format: fmtBytes, cls: "series-d" }),
-    dfCpu: new TimeChart(box, { title: "Dataflow CPU", unit: "%", cls: "series-c" }),
-    dfMem: new TimeChart(box, { title: "Dataflow memory (RSS)", format: fmtBytes, cls: "series-d" }),
-    eps: new TimeChart(box, { title: "Events / s", cls: "series-a" }),
+    cpu: new TimeChart(box, { title: "API CPU", name: "api-cpu", unit: "%", cls: "series-c" }),
+    mem: new TimeChart(box, { title: "API memory (RSS)", name: "api-memory", format: fmtBytes, cls: "series-d" }),
+    dfCpu: new TimeChart(box, { title: "Dataflow CPU", name: "dataflow-cpu", unit: "%", cls: "series-c" }),
+    dfMem: new TimeChart(box, { title: "Dataflow memory (RSS)", name: "dataflow-memory", format: fmtBytes, cls: "series-d" }),
+    eps: new TimeChart(box, { title: "Events / s", name: "eps", cls: "series-a" }),
   };
   for (const b of $$("[data-op]")) b.addEventListener("click", () => runOp(b.dataset.op, b));
   $("#shutdown").addEventListener("click", (ev) => shutdown(ev.currentTarget));
@@ -164,7 +164,6 @@ boot(async () => {
     onDone: () => status.load().catch(() => {}),
   });
   live.on("metrics", applyMetrics);
-  live.feed("metrics", "/operations/metrics", 5000);
   live.on("job", throttle(() => status.reread(), 1500));
   await status.start();
 });

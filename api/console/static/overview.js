@@ -10,10 +10,10 @@ let charts = null;
 function makeCharts() {
   const box = $("#overview-charts");
   return {
-    eps: new TimeChart(box, { title: "Events / s", cls: "series-a" }),
-    queue: new TimeChart(box, { title: "Refresh queue", cls: "series-b" }),
-    cpu: new TimeChart(box, { title: "Dataflow CPU", unit: "%", cls: "series-c" }),
-    mem: new TimeChart(box, { title: "Dataflow memory", format: fmtBytes, cls: "series-d" }),
+    eps: new TimeChart(box, { title: "Events / s", name: "eps", cls: "series-a" }),
+    queue: new TimeChart(box, { title: "Refresh queue", name: "queue", cls: "series-b" }),
+    cpu: new TimeChart(box, { title: "Dataflow CPU", name: "cpu", unit: "%", cls: "series-c" }),
+    mem: new TimeChart(box, { title: "Dataflow memory", name: "memory", format: fmtBytes, cls: "series-d" }),
   };
 }
 
@@ -82,7 +82,6 @@ boot(async () => {
   charts = makeCharts();
   refreshForm();
   live.on("metrics", applyMetrics);
-  live.feed("metrics", "/operations/metrics", 5000);
   live.on("job", throttle(() => loadJobs().catch(() => {}), 1500));
   await Promise.all([new StatusView(applyStatus).start(), loadJobs()]);
 });

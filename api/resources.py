@@ -1,0 +1,144 @@
+"""Process resources for ``/api/v1/operations/metrics`` and the operations stream's ``metrics`` event:
+CPU share, memory (RSS) and threads of the API process, its worker processes and the dataflow, GPU
+memory when CUDA is in use, and the ingestion/refresh/training figures beside them.
+
+psutil measures a process's CPU share between two calls on the *same* ``Process`` object (a fresh one
+always says 0 %), so the :class:`ProcessMeter` (one per app, in ``AppContext``) keeps one object per
+pid. It reads a pid at most every ``min_interval`` seconds and hands the last reading to callers in
+between, so several readers (the endpoint, each stream client) share one measuring window instead of
+shrinking each other's. A process that is gone, a zombie or not readable is left out, never an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from .status import dataflow_state
+
+if TYPE_CHECKING:
+    from .context import AppContext
+
+#: what psutil raises for a process that went away, became a zombie, or is not ours to read
+GONE = (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied)
+
+
+class ProcessMeter:
+    def __init__(self, min_interval: float) -> None:
+        self.min_interval = min_interval
+        self._procs: dict[int, psutil.Process] = {}
+        self._last: dict[int, tuple[float, dict[str, Any]]] = {}  # pid -> (monotonic time, figures)
+        self._lock = threading.Lock()  # handlers run in worker threads; the stream on the event loop
+
+    def figures(self, pid: int) -> dict[str, Any] | None:
+        """pid, name, cpu_percent (None on the first reading: nothing to compare with yet), rss_bytes,
+        threads; None when the process is gone or unreadable."""
+        with self._lock:
+            now = time.monotonic()
+            last = self._last.get(pid)
+            if last is not None and now - last[0] < self.min_interval:
+                return last[1]
+            try:
+                doc = self._read(pid)
+            except GONE:
+                self._procs.pop(pid, None)
+                self._last.pop(pid, None)
+                return None
+            self._last[pid] = (now, doc)
+            return doc
+
+    def _read(self, pid: int) -> dict[str, Any]:
+        proc = self._procs.get(pid)
+        first = proc is None or not proc.is_running()  # is_running also notices a reused pid
+        if first:
+            proc = self._procs[pid] = psutil.Process(pid)
+        assert proc is not None
+        with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                raise psutil.ZombieProcess(pid)
+            cpu = proc.cpu_percent(interval=None)  # on a new object: starts the measuring window
+            return {
+                "pid": pid,
+                "name": proc.name(),
+                "cpu_percent": None if first else cpu,
+                "rss_bytes": proc.memory_info().rss,
+                "threads": proc.num_threads(),
+            }
+
+    def children(self, pid: int) -> list[dict[str, Any]]:
+        """Figures of every live descendant of ``pid`` (explanation and job workers)."""
+        try:
+            kids = psutil.Process(pid).children(recursive=True)
+        except GONE:
+            return []
+        return [f for f in (self.figures(c.pid) for c in kids) if f is not None]
+
+    def forget_others(self, keep: set[int]) -> None:
+        """Drop the objects of pids no longer asked about (workers come and go)."""
+        with self._lock:
+            for pid in set(self._procs) - keep:
+                self._procs.pop(pid, None)
+                self._last.pop(pid, None)
+
+
+def gpu(flow_doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    """GPU memory: of this process when it already uses torch with CUDA (no import for a metric), and
+    of the dataflow as its refresh step reports it. None when neither uses a GPU."""
+    out: dict[str, Any] = {}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        out["api"] = {
+            "device": torch.cuda.get_device_name(0),
+            "allocated_bytes": int(torch.cuda.memory_allocated(0)),
+            "reserved_bytes": int(torch.cuda.memory_reserved(0)),
+        }
+    if flow_doc and isinstance(flow_doc.get("gpu_allocated_bytes"), int):
+        out["dataflow"] = {
+            "device": flow_doc.get("device"),
+            "allocated_bytes": flow_doc["gpu_allocated_bytes"],
+            "reserved_bytes": flow_doc.get("gpu_reserved_bytes"),
+        }
+    return out or None
+
+
+def operations_metrics(ctx: "AppContext") -> dict[str, Any]:
+    """The document of ``GET /api/v1/operations/metrics`` and of the stream's ``metrics`` events."""
+    conn = ctx.conn()
+    flow = dataflow_state(conn, ctx.settings.dataflow_stale_after)
+    meter = ctx.meter
+    me = os.getpid()
+    processes: dict[str, Any] = {}
+    if (api := meter.figures(me)) is not None:
+        processes["api"] = api
+    workers = meter.children(me)
+    row = conn.execute("SELECT data FROM status WHERE component = 'dataflow'").fetchone()
+    flow_doc = json.loads(row[0]) if row and row[0] else None
+    if flow.alive and flow.pid and (df := meter.figures(flow.pid)) is not None:
+        processes["dataflow"] = df
+    meter.forget_others({me, *(w["pid"] for w in workers), *([flow.pid] if flow.pid else [])})
+    last_jobs = {
+        kind: conn.execute(
+            "SELECT result FROM jobs WHERE kind = ? AND state = 'succeeded' ORDER BY finished_at DESC LIMIT 1",
+            (kind,),
+        ).fetchone()
+        for kind in ("graph.refresh", "training.hgt", "fusion.train")
+    }
+    return {
+        "ts": round(time.time(), 3),
+        "processes": processes,
+        "workers": workers,  # explanation and job worker processes
+        "gpu": gpu(flow_doc),
+        "system": {"cpu_count": psutil.cpu_count(), "cpu_percent": psutil.cpu_percent(interval=None),
+                   "memory_percent": psutil.virtual_memory().percent},
+        "ingestion": {"state": flow.ingestion, "events_per_s": flow.events_per_s, "events_in": flow.events_in,
+                      "lag_s": flow.lag_s, "backlog": flow.backlog},
+        "refresh": {"state": flow.refresh, "queue": flow.refresh_queue, "model_version": flow.model_version,
+                    "device": flow.device},
+        "training": {k: json.loads(r[0]) if r and r[0] else None for k, r in last_jobs.items()},
+    }
