@@ -2,7 +2,9 @@
 
 * full forward (HGT, default shape) time and peak extra memory at 10k / 100k / 1M users, against a
   bare baseline measured in the same run: one sum-aggregation of hidden-size vectors over every edge;
-* training time per epoch at 100k users (sampled mini-batches, the mode ``auto`` picks there);
+* training time per step and epoch at 100k users in each mode (full batch, which ``auto`` picks there,
+  sampled mini-batches, METIS partitions), and a bounded sample at 1M users (a few mini-batch and
+  METIS steps, the epoch extrapolated, the partitioning timed, peak memory);
 * incremental refresh under a simulated live stream (default 5 000 events/s) at 100k users: nodes
   refreshed per second and event -> embedding latency p50 / p99 (rows written to SQLite each tick as
   the flow's sink does), with a new model version arriving mid-stream; run twice, with unbounded ticks
@@ -15,6 +17,7 @@ store build uses (skipping SQLite, which ``bench.store`` measures). The model is
 speed does not depend on the weights.
 
     python -m bench.embeddings [--sizes 10000,100000,1000000] [--stream-seconds 20] [--rate 5000]
+                               [--skip forward,train,refresh] [--train-sample-users 1000000]
 """
 
 from __future__ import annotations
@@ -150,34 +153,55 @@ def bench_forward(users: int, s: Settings) -> dict[str, Any]:
     return r
 
 
-def bench_training(users: int, s: Settings, steps_measured: int | None = None) -> dict[str, Any]:
+def bench_training(users: int, s: Settings, steps_measured: int, modes: tuple[str, ...] = ("full", "minibatch", "metis")) -> dict[str, Any]:
+    """Time per training step of each mode on ``users`` users (``steps_measured`` steps, one for full),
+    the epoch extrapolated from it, and peak extra memory; METIS partitioning timed on its own."""
     from scoring.evaluate import split_edges, with_edges
     from scoring.graph import FORWARD_EDGE_TYPES
-    from scoring.sampler import parse_fanouts
     from scoring.training import TrainParams, Trainer
 
-    _, g, _ = build(users)
+    _, g, t_build = build(users)
     es = split_edges(g, s.train_split, 0)
     tg = with_edges(g, es.train)
-    out: dict[str, Any] = {"users": users}
-    for mode in ("minibatch", "full") if g.num_edges() <= s.train_full_max_edges else ("minibatch",):
+    out: dict[str, Any] = {"users": users, "interactions": g.num_edges() // 2, "build_s": t_build}
+    print(f"training at {users:,} users ({out['interactions']:,} interactions, graph build {t_build:.0f} s, "
+          f"process {psutil.Process().memory_info().rss / 2**20:,.0f} MB)", flush=True)
+    biggest = max(len(tg.edges[et]) for et in FORWARD_EDGE_TYPES)
+    for mode in modes:
+        if mode == "full" and g.num_edges() > s.train_full_max_edges:
+            continue  # auto mode would not train full-batch here; its memory would not fit
         m = model_for(g, s)
-        p = TrainParams(epochs=1, lr=s.train_lr, temperature=s.train_temperature, neg_ratio=s.train_neg_ratio, split=s.train_split,
-                        seed=0, mode=mode, batch_edges=s.train_batch_edges, fanouts=parse_fanouts(s.train_fanouts),
-                        max_steps=steps_measured or s.train_max_steps, metis_part_users=s.train_metis_part_users,
-                        id_lr_scale=s.train_id_lr_scale, minibatch_edges=s.train_minibatch_edges)
+        p = TrainParams.from_settings(s, mode, epochs=1, seed=0)
+        p.max_steps = 1 if mode == "full" else steps_measured
         tr = Trainer(m, tg, {et: torch.arange(len(tg.edges[et])) for et in FORWARD_EDGE_TYPES}, p)
+        row: dict[str, Any] = {}
         with PeakRSS() as mem:
+            if mode == "metis":
+                t = time.perf_counter()
+                parts = tr._partitions()
+                row["partition_s"], row["parts"] = time.perf_counter() - t, len(parts)
             t = time.perf_counter()
             loss = tr.epoch()
             dt = time.perf_counter() - t
-        out[mode] = {"epoch_s": dt, "loss": loss, "extra_mb": mem.extra_mb}
-        want = 1 if mode == "full" else min(s.train_max_steps, -(-max(len(tg.edges[et]) for et in FORWARD_EDGE_TYPES) // p.minibatch_edges))
-        ran = 1 if mode == "full" else min(p.max_steps, want)
-        epoch = dt / ran * want  # measured on `ran` steps, an epoch has `want`
-        out[mode]["steps_measured"], out[mode]["steps_per_epoch"], out[mode]["epoch_s"] = ran, want, epoch
-        print(f"training at {users:,} users, {mode:9s}: {dt / ran:6.2f} s per step, {want} steps -> {epoch:7.1f} s per epoch "
-              f"(measured {ran} steps, loss {loss:.3f}), peak +{mem.extra_mb:,.0f} MB", flush=True)
+        if mode == "full":
+            ran, want = 1, 1
+        elif mode == "minibatch":
+            want = min(s.train_max_steps, -(-biggest // p.minibatch_edges))
+            ran = min(steps_measured, want)
+        else:
+            want = min(s.train_max_steps, row["parts"])
+            ran = min(steps_measured, want)
+        row |= {"step_s": dt / ran, "steps_measured": ran, "steps_per_epoch": want, "epoch_s": dt / ran * want,
+                "loss": loss, "extra_mb": mem.extra_mb, "rss_mb": psutil.Process().memory_info().rss / 2**20}
+        if mode == "minibatch":
+            # an epoch is capped at train_max_steps; one pass over every training edge takes this long
+            row["full_pass_s"] = dt / ran * -(-biggest // p.minibatch_edges)
+        out[mode] = row
+        extra = f", METIS into {row['parts']} parts {row['partition_s']:.1f} s" if mode == "metis" else ""
+        extra += f", a pass over all training edges {row['full_pass_s'] / 3600:.1f} h" if mode == "minibatch" else ""
+        print(f"  {mode:9s}: {row['step_s']:6.2f} s per step, {want} steps per epoch -> {row['epoch_s']:7.1f} s per epoch "
+              f"(measured {ran} steps, loss {loss:.3f}){extra}; peak +{mem.extra_mb:,.0f} MB, "
+              f"process {row['rss_mb']:,.0f} MB", flush=True)
     return out
 
 
@@ -341,7 +365,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,100000,1000000", help="user counts for the full-forward benchmark")
     ap.add_argument("--train-users", type=int, default=100_000)
-    ap.add_argument("--train-steps", type=int, default=20, help="mini-batch steps measured (an epoch is extrapolated)")
+    ap.add_argument("--train-steps", type=int, default=20, help="mini-batch / partition steps measured (an epoch is extrapolated)")
+    ap.add_argument("--train-sample-users", type=int, default=1_000_000,
+                    help="also a bounded mini-batch and METIS sample at this many users (0: skip)")
+    ap.add_argument("--train-sample-steps", type=int, default=5, help="steps measured per mode in that sample")
     ap.add_argument("--refresh-users", type=int, default=100_000)
     ap.add_argument("--rate", type=float, default=5000.0, help="simulated live events per second")
     ap.add_argument("--stream-seconds", type=float, default=20.0)
@@ -355,6 +382,10 @@ def main() -> None:
         results["forward"] = [bench_forward(int(n), s) for n in args.sizes.split(",")]
     if "train" not in skip:
         results["training"] = bench_training(args.train_users, s, args.train_steps)
+        if args.train_sample_users:
+            results["training_sample"] = bench_training(
+                args.train_sample_users, s, args.train_sample_steps, modes=("minibatch", "metis")
+            )
     if "refresh" not in skip:
         results["refresh"] = bench_refresh(args.refresh_users, s, args.rate, args.stream_seconds)
     if args.json:

@@ -228,7 +228,7 @@ class EncoderConfig:
                 mean.append(m)
                 std.append(sd if sd > 1e-6 else 1.0)
             stats[t] = {"mean": mean, "std": std}
-            d = torch.log1p(raw[t].degrees.detach().cpu().double())
+            d = torch.log1p(_with_total(raw[t].degrees.detach().cpu().double()))
             if d.shape[0] > 1:
                 stats[t]["deg_mean"] = d.mean(0).tolist()
                 stats[t]["deg_std"] = [x if x > 1e-6 else 1.0 for x in d.std(0).tolist()]
@@ -241,6 +241,12 @@ class EncoderConfig:
             if spec.identity:
                 vocabs[f"{t}.{ID_COLUMN}"] = list(node_ids[t])
         return cls(specs=specs, vocabs=vocabs, numeric_stats=stats, cat_dim=cat_dim, seq_dim=seq_dim, id_dim=id_dim)
+
+
+def _with_total(degrees: Tensor) -> Tensor:
+    """Per-edge-type degrees plus their sum: overall activity / popularity, which a sparse type alone
+    (a user's one or two orders) estimates badly and the degree baseline uses."""
+    return torch.cat([degrees, degrees.sum(1, keepdim=True)], dim=1)
 
 
 def _log_columns(x: Tensor, spec: NodeFeatureSpec) -> Tensor:
@@ -289,7 +295,9 @@ class AdaptiveFeatureEncoder(nn.Module):
     def forward(self, numeric: Tensor, categorical: Tensor, sequence: Tensor, identity: Tensor, degrees: Tensor) -> Tensor:
         parts: list[Tensor] = []
         if self.spec.degrees and self.deg_mean.numel():
-            parts.append((torch.log1p(degrees) - self.deg_mean) / self.deg_std)
+            # models from before the total-degree column have one statistic per edge type only
+            d = _with_total(degrees) if self.deg_mean.numel() > degrees.shape[1] else degrees
+            parts.append((torch.log1p(d) - self.deg_mean) / self.deg_std)
         if self.ident is not None:
             parts.append(self.ident(identity))
         if numeric.shape[1]:

@@ -320,6 +320,16 @@ def keep_mask(ids: Sequence[str], ratio: float, seed: int) -> np.ndarray:
     return (h / 2.0**64) < ratio
 
 
+def _positions(idx: Tensor, nodes: Tensor) -> tuple[Tensor, Tensor]:
+    """Position of each of ``nodes`` in ``idx`` (distinct node indices) and whether it is there at all."""
+    if idx.numel() == 0:
+        return torch.zeros_like(nodes), torch.zeros_like(nodes, dtype=torch.bool)
+    order = torch.argsort(idx)
+    srt = idx[order]
+    at = torch.searchsorted(srt, nodes).clamp_max(srt.numel() - 1)
+    return order[at], srt[at] == nodes
+
+
 class HeteroGraph:
     """The live heterogeneous graph on one device."""
 
@@ -381,9 +391,16 @@ class HeteroGraph:
     def edge_index_dict(self) -> dict[EdgeType, Tensor]:
         return {et: self.edge_index(et) for et in EDGE_TYPES}
 
-    def raw_features(self, node_type: str, idx: Tensor | None = None) -> RawFeatures:
-        """Attributes of nodes ``idx`` (default: all), with their current in-degree per edge type."""
+    def raw_features(
+        self, node_type: str, idx: Tensor | None = None, hidden: Mapping[EdgeType, tuple[Tensor, Tensor]] | None = None
+    ) -> RawFeatures:
+        """Attributes of nodes ``idx`` (default: all), with their current in-degree per edge type.
+
+        ``hidden``: per forward edge type, (src, dst) of edges a training step hides from the message
+        passing; they are taken out of the degrees too, or the degree feature gives the hidden edge
+        away (a user with one order would always have order-degree >= 1 as a positive, never at test)."""
         table = self.nodes[node_type]
+        whole = idx is None
         if idx is None:
             idx = torch.arange(len(table), device=self.device)
             num, cat, seq = table.numeric.view, table.categorical.view, table.sequence.view
@@ -391,6 +408,15 @@ class HeteroGraph:
             num, cat, seq = table.numeric.view[idx], table.categorical.view[idx], table.sequence.view[idx]
         incoming = [et for et in EDGE_TYPES if et[2] == node_type]
         deg = torch.stack([self.adjacency(et).in_degree(idx) for et in incoming], dim=1).float() if incoming else torch.zeros((len(idx), 0), device=self.device)
+        if hidden:
+            for col, et in enumerate(incoming):
+                fwd, rev = FORWARD_OF[et]
+                h = hidden.get(fwd)
+                if h is None or h[0].numel() == 0:
+                    continue
+                ends = h[0] if rev else h[1]
+                pos, ok = (ends, torch.ones_like(ends, dtype=torch.bool)) if whole else _positions(idx, ends)
+                deg[:, col].index_add_(0, pos[ok], torch.full((int(ok.sum()),), -1.0, device=self.device))
         return RawFeatures(num, cat, seq, idx + 1, deg)
 
     def node_ids(self, node_type: str, idx: Tensor | np.ndarray | Sequence[int]) -> list[str]:

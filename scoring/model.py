@@ -20,6 +20,9 @@ from .features import EncoderConfig, HeteroFeatureEncoder
 from .graph import EDGE_TYPES, NODE_TYPES, EdgeType, HeteroGraph
 from .sampler import NeighborSampler, Subgraph
 
+#: edges a training step hides from the message passing: forward edge type -> (src, dst) node indices
+Hidden = Mapping[EdgeType, tuple[Tensor, Tensor]]
+
 
 @dataclass
 class HGTConfig:
@@ -31,6 +34,8 @@ class HGTConfig:
     layers: int = 2
     heads: int = 2
     dropout: float = 0.1
+    #: per-relation linear bias of each endpoint in the link score (absent from models saved before it)
+    link_bias: bool = True
     node_types: list[str] = field(default_factory=lambda: list(NODE_TYPES))
     edge_types: list[list[str]] = field(default_factory=lambda: [list(et) for et in EDGE_TYPES])
 
@@ -49,7 +54,7 @@ class HGTConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "HGTConfig":
-        return cls(**dict(d))
+        return cls(**{"link_bias": False, **dict(d)})
 
 
 class HGTModel(nn.Module):
@@ -73,6 +78,14 @@ class HGTModel(nn.Module):
         self.rel = nn.ParameterDict(
             {"-".join(et): nn.Parameter(torch.ones(config.out_dim)) for et in config.metadata[1] if not et[1].startswith("rev_")}
         )
+        # and a linear bias per endpoint: how active a user / popular a target is overall, additively,
+        # which the degree baseline ranks by and a product of embeddings captures only indirectly
+        self.bias_src = nn.ParameterDict(
+            {k: nn.Parameter(torch.zeros(config.out_dim)) for k in self.rel} if config.link_bias else {}
+        )
+        self.bias_dst = nn.ParameterDict(
+            {k: nn.Parameter(torch.zeros(config.out_dim)) for k in self.rel} if config.link_bias else {}
+        )
         self.dropout = nn.Dropout(config.dropout)
 
     def inputs(self, x: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -88,6 +101,22 @@ class HGTModel(nn.Module):
     def relation(self, et: EdgeType) -> Tensor:
         return self.rel["-".join(et)]
 
+    def score(self, et: EdgeType, a: Tensor, b: Tensor) -> Tensor:
+        """Link score of aligned pairs (``a[i]``, ``b[i]``) of edge type ``et``: [n, d] x [n, d] -> [n]."""
+        return link_score(a, b, self.relation(et), *self._biases(et))
+
+    def score_matrix(self, et: EdgeType, a: Tensor, b: Tensor) -> Tensor:
+        """Link scores of every pair: [n, d] x [m, d] -> [n, m]."""
+        out = (a * self.relation(et)) @ b.T
+        ws, wd = self._biases(et)
+        if ws is not None and wd is not None:
+            out = out + (a @ ws)[:, None] + (b @ wd)[None, :]
+        return out
+
+    def _biases(self, et: EdgeType) -> tuple[Tensor | None, Tensor | None]:
+        k = "-".join(et)
+        return (self.bias_src[k], self.bias_dst[k]) if k in self.bias_src else (None, None)
+
     def outputs(self, h: Mapping[str, Tensor], h0: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {t: self.lin_out[t](v) + self.lin_skip[t](h0[t]) for t, v in h.items()}
 
@@ -99,19 +128,26 @@ class HGTModel(nn.Module):
         return self.outputs(h, h0)
 
 
-def info_nce(src: Tensor, pos: Tensor, neg: Tensor, temperature: float) -> Tensor:
-    """InfoNCE (the seed's ``contrastive_cmc_loss``): each source against its positive and ``K`` negatives,
-    dot product over ``temperature``. ``src``/``pos``: [B, d]; ``neg``: [B, K, d]. The dot product
-    (not cosine) lets the norms carry how active a user / popular an item is."""
-    pos_logit = (src * pos).sum(-1, keepdim=True)
-    neg_logit = torch.einsum("bd,bkd->bk", src, neg)
-    logits = torch.cat([pos_logit, neg_logit], dim=1) / temperature
-    return F.cross_entropy(logits, torch.zeros(len(src), dtype=torch.long, device=src.device))
+def info_nce_shared(pos_logit: Tensor, neg_logit: Tensor, same: Tensor, temperature: float) -> Tensor:
+    """InfoNCE against one pool of negatives shared by the batch (sampled softmax): ``pos_logit``: [B]
+    scores of the positives; ``neg_logit``: [B, K] scores of each positive's source (or target) with
+    the pool; ``same``: [B, K], True where the pool entry is the positive itself (left out). One
+    [B, d] x [d, K] product instead of B x K gathered rows: much cheaper, and more negatives per
+    positive for the same cost."""
+    neg_logit = neg_logit.masked_fill(same, float("-inf"))
+    logits = torch.cat([pos_logit[:, None], neg_logit], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
 
 
-def link_score(a: Tensor, b: Tensor, rel: Tensor | None = None) -> Tensor:
-    """The link score the loss trains: dot product, weighted by the edge type's relation vector."""
-    return (a * b * rel).sum(-1) if rel is not None else (a * b).sum(-1)
+def link_score(
+    a: Tensor, b: Tensor, rel: Tensor | None = None, bias_src: Tensor | None = None, bias_dst: Tensor | None = None
+) -> Tensor:
+    """The link score the loss trains: dot product weighted by the edge type's relation vector (DistMult),
+    plus each endpoint's linear bias when the model has them."""
+    out = (a * b * rel).sum(-1) if rel is not None else (a * b).sum(-1)
+    if bias_src is not None and bias_dst is not None:
+        out = out + a @ bias_src + b @ bias_dst
+    return out
 
 
 class GraphEmbedder(nn.Module):
@@ -142,16 +178,19 @@ class GraphEmbedder(nn.Module):
 
     # ---------------------------------------------------------------- forward passes
 
-    def forward(self, graph: HeteroGraph, edge_index: Mapping[EdgeType, Tensor] | None = None) -> dict[str, Tensor]:
-        """Whole graph (with autograd), optionally over another edge set (e.g. training edges only)."""
+    def forward(
+        self, graph: HeteroGraph, edge_index: Mapping[EdgeType, Tensor] | None = None, hidden: Hidden | None = None
+    ) -> dict[str, Tensor]:
+        """Whole graph (with autograd), optionally over another edge set: ``edge_index`` without the
+        edges ``hidden`` names (forward type -> (src, dst)), which the degree features then leave out too."""
         self.encoder.bind(graph)
-        x = self.encoder({t: graph.raw_features(t) for t in NODE_TYPES})
+        x = self.encoder({t: graph.raw_features(t, hidden=hidden) for t in NODE_TYPES})
         return self.hgt(x, edge_index if edge_index is not None else graph.edge_index_dict())
 
-    def forward_subgraph(self, graph: HeteroGraph, sub: Subgraph) -> dict[str, Tensor]:
-        """Outputs for every node of ``sub`` (seeds first), with autograd."""
+    def forward_subgraph(self, graph: HeteroGraph, sub: Subgraph, hidden: Hidden | None = None) -> dict[str, Tensor]:
+        """Outputs for every node of ``sub`` (seeds first), with autograd; ``hidden`` as in ``forward``."""
         self.encoder.bind(graph)
-        x = self.encoder({t: graph.raw_features(t, sub.node_idx[t]) for t in NODE_TYPES})
+        x = self.encoder({t: graph.raw_features(t, sub.node_idx[t], hidden) for t in NODE_TYPES})
         return self.hgt(x, sub.edge_index)
 
     @torch.no_grad()
@@ -273,4 +312,4 @@ def _edge_bounded_chunks(graph: HeteroGraph, node_type: str, budget: int) -> lis
     return list(torch.split(nodes, counts.tolist()))
 
 
-__all__ = ["HGTConfig", "HGTModel", "GraphEmbedder", "info_nce", "link_score"]
+__all__ = ["HGTConfig", "HGTModel", "GraphEmbedder", "Hidden", "info_nce_shared", "link_score"]

@@ -9,6 +9,7 @@ message passing. Three modes:
   negatives as seeds of a sampled subgraph (bounded memory: 1M users train on this machine);
 * ``metis``: users partitioned with METIS (pymetis) over the call graph; one step per partition, on
   the partition's users, their products and apps, and the edges among them (Cluster-GCN style).
+  What ``auto`` picks past ``train_full_max_edges``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -28,7 +29,7 @@ from storage.event_store import EventStore
 from .evaluate import EdgeSplit, link_aucs, split_edges, with_edges
 from .features import EncoderConfig
 from .graph import FORWARD_EDGE_TYPES, FORWARD_OF, NODE_TYPES, EdgeType, HeteroGraph, build_graph, edge_key
-from .model import GraphEmbedder, info_nce
+from .model import GraphEmbedder, Hidden, info_nce_shared
 from .model_io import initialised, register_model
 from .sampler import Subgraph, make_sampler, parse_fanouts
 
@@ -52,13 +53,48 @@ class TrainParams:
     max_steps: int
     metis_part_users: int
     id_lr_scale: float = 10.0
+    id_weight_decay: float = 0.0
+    loss_weights: Mapping[str, float] = field(default_factory=dict)
     minibatch_edges: int = 256
+
+    @classmethod
+    def from_settings(
+        cls, settings: Any, mode: str, *, epochs: int | None = None, lr: float | None = None, temperature: float | None = None,
+        neg_ratio: int | None = None, split: Sequence[float] | None = None, seed: int | None = None,
+    ) -> "TrainParams":
+        """The settings' training parameters, the given ones overriding; raises ValueError on bad values."""
+        p = cls(
+            epochs=settings.train_epochs if epochs is None else int(epochs),
+            lr=settings.train_lr if lr is None else float(lr),
+            temperature=settings.train_temperature if temperature is None else float(temperature),
+            neg_ratio=settings.train_neg_ratio if neg_ratio is None else int(neg_ratio),
+            split=tuple(settings.train_split if split is None else split),  # type: ignore[arg-type]
+            seed=settings.train_seed if seed is None else int(seed),
+            mode=mode,
+            batch_edges=settings.train_batch_edges,
+            fanouts=parse_fanouts(settings.train_fanouts),
+            max_steps=settings.train_max_steps,
+            metis_part_users=settings.train_metis_part_users,
+            id_lr_scale=settings.train_id_lr_scale,
+            id_weight_decay=settings.train_id_weight_decay,
+            loss_weights=dict(settings.train_loss_weights),
+            minibatch_edges=settings.train_minibatch_edges,
+        )
+        if p.temperature <= 0 or p.lr <= 0 or p.neg_ratio < 1:
+            raise ValueError("lr and temperature must be > 0 and neg_ratio >= 1")
+        known = {edge_key(et) for et in FORWARD_EDGE_TYPES}
+        for k, w in p.loss_weights.items():
+            if k not in known or not w >= 0:
+                raise ValueError(f"train_loss_weights: {k!r}: {w} is not an edge type ({', '.join(sorted(known))}) with a weight >= 0")
+        return p
 
 
 def _choose_mode(mode: str | None, settings: Any, graph: HeteroGraph) -> str:
     m = mode or settings.train_mode
     if m == "auto":
-        return "full" if graph.num_edges() <= settings.train_full_max_edges else "minibatch"
+        # past the full-batch size, METIS partitions: at 1M users a partition step costs a quarter of a
+        # sampled mini-batch step and an epoch covers every training edge (bench/embeddings.py)
+        return "full" if graph.num_edges() <= settings.train_full_max_edges else "metis"
     if m not in MODES:
         raise ValueError(f"training mode must be one of {', '.join(MODES)} (or auto), not {m!r}")
     return m
@@ -76,7 +112,11 @@ class Trainer:
         self.p = p
         ident = [w for n, w in embedder.named_parameters() if ".ident." in n]
         rest = [w for n, w in embedder.named_parameters() if ".ident." not in n]
-        groups = [{"params": rest}] + ([{"params": ident, "lr": p.lr * p.id_lr_scale}] if ident else [])
+        # weight decay only on the per-node id embeddings: free per-node parameters are what can memorise
+        # the training edges (a product user's clicks are independent draws; remembering them hurts)
+        groups = [{"params": rest}] + (
+            [{"params": ident, "lr": p.lr * p.id_lr_scale, "weight_decay": p.id_weight_decay}] if ident else []
+        )
         self.opt = torch.optim.Adam(groups, lr=p.lr)
         self.gen = torch.Generator(device="cpu").manual_seed(p.seed)
         self.device = graph.device
@@ -109,19 +149,35 @@ class Trainer:
             out[et] = ei[:, ~torch.isin(ids, h)]
         return out
 
+    def _pool(self, n: int) -> Tensor:
+        """Negatives of one side of one edge type for a step: every node when there are at most
+        ``neg_ratio`` (products, apps: an exact softmax), else ``neg_ratio`` uniform draws. Uniform, not
+        degree-weighted: the score must rank by popularity and activity too, which held-out pairs
+        (and the degree baseline) reward; popularity-weighted negatives would train it away."""
+        if n <= self.p.neg_ratio:
+            return torch.arange(n, device=self.device)
+        return self._rand(n, (self.p.neg_ratio,))
+
     def _loss(self, emb: Mapping[str, Tensor], batches: Mapping[EdgeType, tuple[Tensor, Tensor, Tensor, Tensor]]) -> Tensor:
-        """Symmetric InfoNCE per edge type: each positive against corrupted targets and against
-        corrupted sources, so the score ranks pairs by how likely they are at all (activity and
-        popularity included), not only targets per source; averaged over edge types."""
+        """Symmetric InfoNCE per edge type: each positive against the step's pool of corrupted targets
+        and against its pool of corrupted sources, so the score ranks pairs by how likely they are at
+        all (activity and popularity included), not only targets per source; averaged over edge types.
+        Batches hold indices into ``emb``: (src, dst, target pool, source pool)."""
         losses = []
-        for et, (src, pos, neg_dst, neg_src) in batches.items():
+        weights = 0.0
+        hgt = self.embedder.hgt
+        t = self.p.temperature
+        for et, (src, pos, pool_d, pool_s) in batches.items():
             if src.numel() == 0:
                 continue
-            rel = self.embedder.hgt.relation(et)
             s, d = emb[et[0]][src], emb[et[2]][pos]
-            losses.append(info_nce(s * rel, d, emb[et[2]][neg_dst], self.p.temperature))
-            losses.append(info_nce(d * rel, s, emb[et[0]][neg_src], self.p.temperature))
-        return torch.stack(losses).mean()
+            ps, pd = emb[et[0]][pool_s], emb[et[2]][pool_d]
+            pos_logit = hgt.score(et, s, d)
+            w = self.p.loss_weights.get(edge_key(et), 1.0)
+            losses.append(w * info_nce_shared(pos_logit, hgt.score_matrix(et, s, pd), pos[:, None] == pool_d[None, :], t))
+            losses.append(w * info_nce_shared(pos_logit, hgt.score_matrix(et, ps, d).T, src[:, None] == pool_s[None, :], t))
+            weights += 2 * w
+        return torch.stack(losses).sum() / weights
 
     def _step(self, loss: Tensor) -> float:
         self.opt.zero_grad(set_to_none=True)
@@ -142,15 +198,15 @@ class Trainer:
     def _epoch_full(self) -> float:
         batches = {}
         held: dict[EdgeType, Tensor] = {}
+        hidden: dict[EdgeType, tuple[Tensor, Tensor]] = {}
         for et in self.train_eids:
             e = self.graph.edges[et]
             ids = self._positives(et, self.p.batch_edges)
             held[et] = ids
             src, pos = e.src.view[ids], e.dst.view[ids]
-            neg_dst = self._rand(self.graph.num_nodes(et[2]), (ids.numel(), self.p.neg_ratio))
-            neg_src = self._rand(self.graph.num_nodes(et[0]), (ids.numel(), self.p.neg_ratio))
-            batches[et] = (src, pos, neg_dst, neg_src)
-        emb = self.embedder(self.graph, self._without(self.graph.edge_index_dict(), None, held))
+            hidden[et] = (src, pos)
+            batches[et] = (src, pos, self._pool(self.graph.num_nodes(et[2])), self._pool(self.graph.num_nodes(et[0])))
+        emb = self.embedder(self.graph, self._without(self.graph.edge_index_dict(), None, held), hidden)
         return self._step(self._loss(emb, batches))
 
     # ---------------------------------------------------------------- sampled mini-batches
@@ -162,35 +218,29 @@ class Trainer:
         losses = []
         for _ in range(steps):
             seeds: dict[str, list[Tensor]] = {t: [] for t in NODE_TYPES}
-            raw: dict[EdgeType, tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]] = {}
+            raw: dict[EdgeType, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
             held: dict[EdgeType, Tensor] = {}
+            hidden: dict[EdgeType, tuple[Tensor, Tensor]] = {}
             for et in self.train_eids:
                 e = self.graph.edges[et]
                 ids = self._positives(et, self.p.minibatch_edges)
                 held[et] = ids
                 src, pos = e.src.view[ids], e.dst.view[ids]
-                # negatives come from a shared pool per side, so the seed set stays small
-                pools = []
-                for t in (et[2], et[0]):
-                    n = self.graph.num_nodes(t)
-                    pool = self._rand(n, (min(n, max(self.p.neg_ratio * 32, 256)),))
-                    pools += [pool, self._rand(pool.numel(), (ids.numel(), self.p.neg_ratio))]
-                raw[et] = (src, pos, *pools)  # type: ignore[assignment]
-                seeds[et[0]] += [src, pools[2]]
-                seeds[et[2]] += [pos, pools[0]]
+                hidden[et] = (src, pos)
+                # the negative pools join the seeds, so the subgraph embeds them too
+                pool_d, pool_s = self._pool(self.graph.num_nodes(et[2])), self._pool(self.graph.num_nodes(et[0]))
+                raw[et] = (src, pos, pool_d, pool_s)
+                seeds[et[0]] += [src, pool_s]
+                seeds[et[2]] += [pos, pool_d]
             seed_t = {t: torch.unique(torch.cat(v)) for t, v in seeds.items() if v}
             sub = self._sampler.sample(seed_t)
             sub.edge_index = self._without(sub.edge_index, sub.edge_id, held)
-            emb = self.embedder.forward_subgraph(self.graph, sub)
+            emb = self.embedder.forward_subgraph(self.graph, sub, hidden)
             local = {t: _Local(sub.node_idx[t][: sub.num_seeds.get(t, 0)]) for t in seed_t}
-            batches = {}
-            for et, (src, pos, pool_d, pick_d, pool_s, pick_s) in raw.items():
-                batches[et] = (
-                    local[et[0]](src),
-                    local[et[2]](pos),
-                    local[et[2]](pool_d)[pick_d],
-                    local[et[0]](pool_s)[pick_s],
-                )
+            batches = {
+                et: (local[et[0]](src), local[et[2]](pos), local[et[2]](pool_d), local[et[0]](pool_s))
+                for et, (src, pos, pool_d, pool_s) in raw.items()
+            }
             losses.append(self._step(self._loss(emb, batches)))
         return float(np.mean(losses))
 
@@ -209,6 +259,7 @@ class Trainer:
             sub, local_edges = induced_subgraph(self.graph, parts[k])
             batches = {}
             held: dict[EdgeType, Tensor] = {}
+            hidden: dict[EdgeType, tuple[Tensor, Tensor]] = {}
             for et, (src, dst) in local_edges.items():
                 if src.numel() == 0 or et not in self.train_eids:
                     continue
@@ -216,13 +267,12 @@ class Trainer:
                 pick = torch.randperm(n, generator=self.gen)[: max(1, min(self.p.batch_edges, int(SUPERVISION_SHARE * n)))].to(self.device)
                 held[et] = sub.edge_id[et][pick]
                 src, dst = src[pick], dst[pick]
-                neg_dst = self._rand(sub.num_nodes(et[2]), (src.numel(), self.p.neg_ratio))
-                neg_src = self._rand(sub.num_nodes(et[0]), (src.numel(), self.p.neg_ratio))
-                batches[et] = (src, dst, neg_dst, neg_src)
+                hidden[et] = (sub.node_idx[et[0]][src], sub.node_idx[et[2]][dst])
+                batches[et] = (src, dst, self._pool(sub.num_nodes(et[2])), self._pool(sub.num_nodes(et[0])))
             if not batches:
                 continue
             sub.edge_index = self._without(sub.edge_index, sub.edge_id, held)
-            emb = self.embedder.forward_subgraph(self.graph, sub)
+            emb = self.embedder.forward_subgraph(self.graph, sub, hidden)
             losses.append(self._step(self._loss(emb, batches)))
         return float(np.mean(losses)) if losses else float("nan")
 
@@ -350,26 +400,15 @@ def train_hgt(
             "in the (sampled) graph; run `ups generate` first"
         )
     chosen = _choose_mode(mode, settings, graph)
-    params = TrainParams(
-        epochs=n_epochs,
-        lr=settings.train_lr if lr is None else float(lr),
-        temperature=settings.train_temperature if temperature is None else float(temperature),
-        neg_ratio=settings.train_neg_ratio if neg_ratio is None else int(neg_ratio),
-        split=shares,  # type: ignore[arg-type]
-        seed=seed_v,
-        mode=chosen,
-        batch_edges=settings.train_batch_edges,
-        fanouts=parse_fanouts(settings.train_fanouts),
-        max_steps=settings.train_max_steps,
-        metis_part_users=settings.train_metis_part_users,
-        id_lr_scale=settings.train_id_lr_scale,
-        minibatch_edges=settings.train_minibatch_edges,
+    params = TrainParams.from_settings(
+        settings, chosen, epochs=n_epochs, lr=lr, temperature=temperature, neg_ratio=neg_ratio, split=shares, seed=seed_v
     )
-    if params.temperature <= 0 or params.lr <= 0 or params.neg_ratio < 1:
-        raise ValueError("lr and temperature must be > 0 and neg_ratio >= 1")
     es = split_edges(graph, shares, seed_v)
     train_graph = with_edges(graph, es.train)
-    enc = EncoderConfig.fit(graph.space, {t: graph.raw_features(t) for t in NODE_TYPES}, {t: graph.nodes[t].ids for t in NODE_TYPES})
+    enc = EncoderConfig.fit(
+        graph.space, {t: graph.raw_features(t) for t in NODE_TYPES}, {t: graph.nodes[t].ids for t in NODE_TYPES},
+        id_dim=settings.hgt_id_dim,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_v)
         shape = GraphEmbedder.create(
@@ -388,9 +427,11 @@ def train_hgt(
         if every and ((ep + 1) % every == 0 or ep + 1 == n_epochs):
             # model selection on the validation edges (never the test edges)
             embedder.eval()
-            v = link_aucs(train_graph, graph, es.val, {"trained": (embedder.embed_all(train_graph, settings.embed_chunk_edges), embedder.hgt)}, seed_v)
-            # selected on what the embeddings are for: call communities and app use
-            picked = [r["trained"] for k, r in v.items() if k.endswith(("-user", "-app")) and r.get("trained") is not None]
+            v = link_aucs(
+                train_graph, graph, es.val, {"trained": (embedder.embed_all(train_graph, settings.embed_chunk_edges), embedder.hgt)},
+                seed_v, settings.eval_negatives,
+            )
+            picked = [r["trained"] for r in v.values() if r.get("trained") is not None]
             score = float(np.mean(picked or [0.0]))
             if best is None or score > best[0]:
                 best = (score, ep + 1, {k: t.detach().clone() for k, t in embedder.state_dict().items()})
@@ -405,8 +446,8 @@ def train_hgt(
     emb = embedder.embed_all(train_graph, settings.embed_chunk_edges)
     emb0 = untrained.embed_all(train_graph, settings.embed_chunk_edges)
     both = {"trained": (emb, embedder.hgt), "untrained": (emb0, untrained.hgt)}
-    val = link_aucs(train_graph, graph, es.val, both, seed_v)
-    test = link_aucs(train_graph, graph, es.test, both, seed_v + 1)
+    val = link_aucs(train_graph, graph, es.val, both, seed_v, settings.eval_negatives)
+    test = link_aucs(train_graph, graph, es.test, both, seed_v + 1, settings.eval_negatives)
     duration = time.perf_counter() - t0
     metrics: dict[str, Any] = {
         "mode": chosen,
@@ -432,6 +473,9 @@ def train_hgt(
         "lr": params.lr,
         "temperature": params.temperature,
         "neg_ratio": params.neg_ratio,
+        "loss_weights": dict(params.loss_weights),
+        "id_weight_decay": params.id_weight_decay,
+        "eval_negatives": settings.eval_negatives,
         "fanouts": settings.train_fanouts,
         "last_seq": graph.last_seq,
     }

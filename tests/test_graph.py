@@ -153,3 +153,26 @@ def test_vocabulary_grows_and_unknown_values_fall_into_the_unknown_bucket() -> N
     torch.testing.assert_close(x[0], x[1])  # unknown plan, unknown id: same features
     assert enc._maps["user.plan_type"][-1].item() == 0 and enc._maps["user.__id__"][-1].item() == 0
     assert np.isfinite(x.numpy()).all()
+
+
+def test_hidden_edges_leave_the_degree_features_as_if_they_were_removed() -> None:
+    """A training step hides its supervision edges from the message passing; the degree features must
+    then equal those of the graph without them, for every node and for any node subset (or the
+    degree gives the hidden edge away)."""
+    from graph_fixtures import random_graph
+    from scoring.evaluate import with_edges
+
+    g = random_graph(seed=3)
+    gen = torch.Generator().manual_seed(0)
+    hidden, keep = {}, {}
+    for et in FORWARD_EDGE_TYPES:
+        e = g.edges[et]
+        pick = torch.rand(len(e), generator=gen) < 0.3
+        hidden[et] = (e.src.view[pick], e.dst.view[pick])
+        keep[et] = torch.nonzero(~pick).flatten()
+    without = with_edges(g, keep)
+    for t in NODE_TYPES:
+        assert torch.equal(g.raw_features(t, hidden=hidden).degrees, without.raw_features(t).degrees)
+        idx = torch.randperm(g.num_nodes(t), generator=gen)[: g.num_nodes(t) // 2]  # unsorted subset
+        assert torch.equal(g.raw_features(t, idx, hidden).degrees, without.raw_features(t, idx).degrees)
+    assert not torch.equal(g.raw_features("user").degrees, without.raw_features("user").degrees)

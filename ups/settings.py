@@ -137,25 +137,39 @@ class Settings(BaseSettings):
     embedding_dim: int = Field(32, ge=2, le=1024, description="size of the node embeddings written to the store")
     hgt_layers: int = Field(2, ge=1, le=6, description="number of HGTConv layers (= hops a refresh samples)")
     hgt_heads: int = Field(2, ge=1, le=16, description="attention heads per HGTConv layer (must divide hgt_hidden)")
+    hgt_id_dim: int = Field(16, ge=1, le=1024, description="size of the learned per-user id embedding fed to the HGT")
     hgt_dropout: float = Field(0.0, ge=0, lt=1, description="dropout between layers while training")
 
     # graph embeddings: training (`ups train`, the hgt training job)
-    train_epochs: int = Field(120, ge=1, le=100_000, description="training epochs")
+    train_epochs: int = Field(200, ge=1, le=100_000, description="training epochs")
     train_lr: float = Field(0.01, gt=0, le=1, description="Adam learning rate")
-    train_temperature: float = Field(1.0, gt=0, le=10, description="InfoNCE temperature (scores are dot products)")
+    train_temperature: float = Field(2.0, gt=0, le=10, description="InfoNCE temperature (scores are dot products)")
     train_id_lr_scale: float = Field(
         10.0, gt=0, le=1000, description="learning-rate multiplier of the per-node id embeddings (they see few gradients)"
+    )
+    train_id_weight_decay: float = Field(
+        0.01, ge=0, le=10, description="L2 weight decay of the per-node id embeddings (limits memorising training edges)"
+    )
+    train_loss_weights: dict[str, float] = Field(
+        # the call graph's communities are learned slowest (a softmax over all of a user's incoming
+        # edges dilutes the few calls among many app and product edges) and carry the churn signal
+        default_factory=lambda: {"user-calls-user": 5.0},
+        description="weight of an edge type's InfoNCE in the training loss (JSON, e.g. {\"user-calls-user\": 3}); unnamed types weigh 1",
     )
     train_eval_every: int = Field(
         10, ge=0, description="epochs between validation checks; the best validated weights are kept (0: keep the last)"
     )
-    train_neg_ratio: int = Field(32, ge=1, le=256, description="negatives per positive edge")
+    train_neg_ratio: int = Field(
+        256, ge=1, le=8192,
+        description="negatives each positive edge is contrasted with, per side (one uniform pool shared by a step; "
+        "node types with at most this many nodes use all of them)",
+    )
     # NoDecode: the env value is parsed by _split_text, so "0.8,0.1,0.1", "[0.8,0.1,0.1]" and "(0.8, 0.1, 0.1)" all work
     train_split: Annotated[tuple[float, float, float], NoDecode] = Field(
         (0.8, 0.1, 0.1), description="train/validation/test shares of interaction events (edges), e.g. [0.8,0.1,0.1]"
     )
     train_mode: Literal["auto", "full", "minibatch", "metis"] = Field(
-        "auto", description="full-batch, sampled mini-batches, or METIS partitions; auto: full up to train_full_max_edges"
+        "auto", description="full-batch, sampled mini-batches, or METIS partitions; auto: full up to train_full_max_edges, METIS past it"
     )
     train_full_max_edges: int = Field(
         8_000_000, ge=1, description="auto mode trains full-batch up to this many edges (about 1 GB each 1M edges)"
@@ -169,6 +183,9 @@ class Settings(BaseSettings):
     train_metis_part_users: int = Field(20_000, ge=10, description="users per METIS partition")
     train_sample_ratio: float = Field(1.0, gt=0, le=1, description="share of users the training graph keeps")
     train_seed: int = Field(0, description="seed of the edge split, sampling and initialisation")
+    eval_negatives: int = Field(
+        10, ge=1, le=1000, description="random non-edge pairs per held-out edge in the link-prediction AUCs training reports (more: less noise); `ups evaluate` reuses the model's"
+    )
     embed_chunk_edges: int = Field(
         1_000_000, ge=1000, description="full forward passes run layer-wise in chunks of this many edges"
     )
