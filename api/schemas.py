@@ -252,9 +252,14 @@ class DataflowState(Open):
     lag_s: float | None = None
     last_event_at: float | None = None
     refresh_queue: int | None = None
+    oldest_pending_s: float | None = Field(None, description="age of the oldest node waiting for a refresh")
+    refreshes_per_s: float | None = None
     model_version: int | None = None
     device: str | None = None
+    workers: int | None = None
+    dead_letters: int | None = Field(None, description="refused events the flow has counted since it started")
     pid: int | None = None
+    updated_at: float | None = Field(None, description="when the flow last wrote its status (epoch seconds)")
     status_age_s: float | None = None
 
 

@@ -62,9 +62,14 @@ def dataflow_state(conn: sqlite3.Connection, stale_after: float) -> DataflowStat
         lag_s=_num(doc.get("lag_s")),
         last_event_at=last_ts,
         refresh_queue=_int(doc.get("refresh_queue")),
+        oldest_pending_s=_num(doc.get("oldest_pending_s")),
+        refreshes_per_s=_num(doc.get("refreshes_per_s")),
         model_version=_int(doc.get("model_version")),
         device=str(doc["device"]) if doc.get("device") is not None else None,
+        workers=_int(doc.get("workers")),
+        dead_letters=_int(doc.get("dead_letters")),
         pid=_int(doc.get("pid")),
+        updated_at=_num(doc.get("updated_at")),
         status_age_s=round(age, 3),
     )
 

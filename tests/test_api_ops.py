@@ -49,6 +49,9 @@ def test_health_reports_a_running_dataflow(client: TestClient, db_path: Path, sm
     assert flow["events_per_s"] == 123.0 and flow["refresh_queue"] == 7 and flow["model_version"] == 2
     assert flow["backlog"] == 10  # logged but not folded yet
     assert flow["last_event_at"] is not None
+    # the console's overview shows these beside the state
+    assert flow["workers"] == 1 and flow["refreshes_per_s"] == 1.0 and flow["oldest_pending_s"] == 0.1
+    assert flow["dead_letters"] == 0 and abs(flow["updated_at"] - time.time()) < 60
 
 
 def test_a_stale_or_dead_dataflow_is_not_alive(client: TestClient, db_path: Path) -> None:
