@@ -183,9 +183,13 @@ class FullPass:
                 raise got
             out.append(got)
 
-    def cancel(self) -> None:
-        """Stop a background pass after its current step (a newer model superseded it)."""
+    def cancel(self, wait: bool = False) -> None:
+        """Stop a background pass after its current step (a newer model superseded it); with ``wait``,
+        return once its thread has ended (on close: a thread still inside torch when the interpreter
+        exits aborts the process)."""
         self._cancel.set()
+        if wait and self._thread is not None:
+            self._thread.join()
 
     # ---------------------------------------------------------------- the work
 

@@ -286,7 +286,7 @@ class IncrementalRefresher:
             self._use_model(model, load_stored=load_stored)
 
     def close(self) -> None:
-        self._drop_pass()
+        self._drop_pass(wait=True)
         self.store.close()
 
     # ---------------------------------------------------------------- model
@@ -550,12 +550,13 @@ class IncrementalRefresher:
             self._threads.__enter__()  # the thread cap holds while the pass thread runs
             self._pass.start_background()
 
-    def _drop_pass(self) -> None:
-        """Forget the running pass (superseded, finished or closing); stop its thread."""
+    def _drop_pass(self, wait: bool = False) -> None:
+        """Forget the running pass (superseded, finished or closing); stop its thread (and, with
+        ``wait``, let it end)."""
         p = self._pass
         self._pass, self._pass_model, self._pass_left = None, None, 0
         if p is not None and p.background:
-            p.cancel()
+            p.cancel(wait)
             self._threads.__exit__(None, None, None)
 
     def _advance_pass(self, deadline: float) -> list[EmbeddingRowT]:

@@ -243,6 +243,28 @@ def test_new_model_version_takes_over_after_a_full_pass(live_db: Path, backgroun
     r.close()
 
 
+def test_close_ends_a_running_background_pass(live_db: Path) -> None:
+    """Closing the refresher mid-switch ends its pass thread (one left inside torch when the
+    interpreter exits aborts the process: 'terminate called without an active exception')."""
+    r = _running(settings_for(live_db), model_poll_s=0.0, pass_chunk_edges=200, budget=1000, pass_background=True)
+    _register_random(live_db, seed=3)
+    assert r.maybe_reload_model() is True
+    p = r._pass
+    assert p is not None and p._thread is not None and p._thread.is_alive()
+    steps = p._steps
+
+    def slow_steps():  # each step takes a while, as at 100k users
+        for step in steps:
+            time.sleep(0.3)
+            yield step
+
+    p._steps = slow_steps()
+    thread = p._thread
+    time.sleep(0.1)  # the thread is inside a step now
+    r.close()
+    assert not thread.is_alive()
+
+
 def test_a_backlog_over_the_share_runs_a_full_pass_while_live_nodes_keep_coming(live_db: Path) -> None:
     r = _running(settings_for(live_db), full_share=0.05, pass_chunk_edges=1000, budget=5, pass_background=False)
     passes = r.full_refreshes

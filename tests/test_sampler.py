@@ -127,3 +127,27 @@ def test_parse_fanouts() -> None:
     for bad in ["", "0", "x,2", "-3"]:
         with pytest.raises(ValueError):
             parse_fanouts(bad)
+
+
+@pytest.mark.parametrize("fanout", [None, 3])
+@pytest.mark.parametrize("seed_types", [("user", "product", "app"), ("user",), ("app",)])
+def test_seed_only_layer_equals_the_conv_on_the_seeds(fanout: int | None, seed_types: tuple[str, ...]) -> None:
+    """The layer-wise refresh computes HGT layers for the seeds only (``HGTModel.seed_layer``); over a
+    1-hop sample it must give exactly what ``HGTConv`` gives those seeds."""
+    g = random_graph(seed=11, n_inter=2000)
+    model = random_model(g, seed=12, layers=2)
+    gen = torch.Generator().manual_seed(13)
+    seeds = {t: v for t, v in _seeds(g, 9, gen).items() if t in seed_types}
+    sub = NeighborSampler(g, [fanout], seed=0).sample(seeds)
+    assert sub.num_edges() > 0
+    with torch.no_grad():
+        model.encoder.bind(g)
+        h = model.hgt.inputs(model.encoder({t: g.raw_features(t, sub.node_idx[t]) for t in NODE_TYPES}))
+        for i in range(2):
+            full = model.hgt.layer(i, h, sub.edge_index)
+            only = model.hgt.seed_layer(i, h, sub.edge_index, sub.num_seeds)
+            for t in NODE_TYPES:
+                n = sub.num_seeds[t]
+                assert only[t].shape == (n, full[t].shape[1])
+                torch.testing.assert_close(only[t], full[t][:n], atol=1e-5, rtol=0)
+            h = {t: torch.randn_like(v) for t, v in h.items()}  # the next layer from other states
