@@ -91,8 +91,11 @@ def gpu(flow_doc: dict[str, Any] | None) -> dict[str, Any] | None:
     """GPU memory: of this process when it already uses torch with CUDA (no import for a metric), and
     of the dataflow as its refresh step reports it. None when neither uses a GPU."""
     out: dict[str, Any] = {}
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
+    # while another thread (an explanation's first model load) is importing torch, the module is in
+    # sys.modules but partly initialised: no ``cuda`` yet, and then no GPU of ours either
+    cuda = getattr(sys.modules.get("torch"), "cuda", None)
+    if cuda is not None and getattr(cuda, "is_available", lambda: False)():
+        torch = sys.modules["torch"]
         out["api"] = {
             "device": torch.cuda.get_device_name(0),
             "allocated_bytes": int(torch.cuda.memory_allocated(0)),

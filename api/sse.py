@@ -11,6 +11,7 @@ changed.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Annotated, Any, AsyncIterator
 
@@ -22,6 +23,8 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from storage.projections import Jobs, OpsHistory
 
 from .errors import INVALID, responses
+
+log = logging.getLogger(__name__)
 from .context import AppContext, Ctx
 from .jobs import job_view
 from .resources import operations_metrics
@@ -63,10 +66,14 @@ async def _events(
                 out.append(ServerSentEventMessage(data=json.dumps(doc, default=str), event=kind, id=n))
         if time.monotonic() >= next_metrics:
             # always sent (figures move all the time); psutil and SQLite reads off the event loop
-            figures = await anyio.to_thread.run_sync(operations_metrics, ctx)
             next_metrics = time.monotonic() + ctx.settings.sse_metrics_interval
-            n += 1
-            out.append(ServerSentEventMessage(data=json.dumps(figures, default=str), event="metrics", id=n))
+            try:
+                figures = await anyio.to_thread.run_sync(operations_metrics, ctx)
+            except Exception:  # a reading that failed skips one metrics event; the stream goes on
+                log.exception("metrics for the operations stream")
+            else:
+                n += 1
+                out.append(ServerSentEventMessage(data=json.dumps(figures, default=str), event="metrics", id=n))
         for msg in out:
             yield msg
             last_sent = time.monotonic()

@@ -155,3 +155,35 @@ def test_dataflow_gpu_memory_as_its_refresh_step_reports_it(client: TestClient, 
     put_flow_status(db_path, device="cuda:0", gpu_allocated_bytes=123_456_789, gpu_reserved_bytes=200_000_000)
     gpu = client.get("/api/v1/operations/metrics").json()["gpu"]
     assert gpu == {"dataflow": {"device": "cuda:0", "allocated_bytes": 123_456_789, "reserved_bytes": 200_000_000}}
+
+
+def test_gpu_reading_while_torch_is_still_being_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An explanation's first model load imports torch on a thread; meanwhile sys.modules holds a
+    partly initialised module without ``cuda`` (seen as a 500 in the middle of the console's stream)."""
+    import types
+
+    from api.resources import gpu
+
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))
+    assert gpu(None) is None
+    assert gpu({"device": "cuda:0", "gpu_allocated_bytes": 5})["dataflow"]["allocated_bytes"] == 5
+
+
+def test_a_failed_metrics_reading_does_not_end_the_stream(client: TestClient, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import api.sse
+    from api.resources import operations_metrics
+
+    calls = {"n": 0}
+
+    def flaky(ctx: Any) -> dict[str, Any]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise AttributeError("partially initialized module 'torch' has no attribute 'cuda'")
+        return operations_metrics(ctx)
+
+    monkeypatch.setattr(api.sse, "operations_metrics", flaky)
+    put_flow_status(db_path)
+    r = client.get("/api/v1/operations/stream", params={"timeout": 1.0})
+    assert r.status_code == 200
+    kinds = [e for e, _ in sse_events(r.text)]
+    assert calls["n"] >= 2 and "status" in kinds and "metrics" in kinds  # went on after the failure
