@@ -95,11 +95,10 @@ def gpu(flow_doc: dict[str, Any] | None) -> dict[str, Any] | None:
     # sys.modules but partly initialised: no ``cuda`` yet, and then no GPU of ours either
     cuda = getattr(sys.modules.get("torch"), "cuda", None)
     if cuda is not None and getattr(cuda, "is_available", lambda: False)():
-        torch = sys.modules["torch"]
         out["api"] = {
-            "device": torch.cuda.get_device_name(0),
-            "allocated_bytes": int(torch.cuda.memory_allocated(0)),
-            "reserved_bytes": int(torch.cuda.memory_reserved(0)),
+            "device": cuda.get_device_name(0),
+            "allocated_bytes": int(cuda.memory_allocated(0)),
+            "reserved_bytes": int(cuda.memory_reserved(0)),
         }
     if flow_doc and isinstance(flow_doc.get("gpu_allocated_bytes"), int):
         out["dataflow"] = {

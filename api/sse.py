@@ -23,12 +23,12 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from storage.projections import Jobs, OpsHistory
 
 from .errors import INVALID, responses
-
-log = logging.getLogger(__name__)
 from .context import AppContext, Ctx
 from .jobs import job_view
 from .resources import operations_metrics
 from .status import dataflow_state
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 15.0
 

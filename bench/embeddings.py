@@ -348,10 +348,12 @@ def bench_refresh(users: int, s: Settings, rate: float, seconds: float) -> dict[
         r.config.tick_budget_s, r.config.pass_background = budget_s, background
         res, seq = _stream(r, store, live, seq, rate, seconds, model)
         out[name] = res
+        switch = (f"serving after {res['model_switch_s']:.1f} s" if math.isfinite(res["model_switch_s"])
+                  else "not serving yet at the end: a longer --stream-seconds shows the switch")
         print(f"live stream, {name.replace('_', ' ')} (tick {cfg.tick_s} s, budget {budget_s} s, {cfg.threads or 'default'} torch "
               f"thread(s)): {res['events']:,} events in "
               f"{res['seconds']:.1f} s ({res['events_per_s']:,.0f} ev/s), new model version after {seconds / 3:.0f} s "
-              f"({'serving after %.1f s' % res['model_switch_s'] if math.isfinite(res['model_switch_s']) else 'not serving yet at the end: a longer --stream-seconds shows the switch'}): {res['nodes_per_s']:,.0f} nodes refreshed/s, "
+              f"({switch}): {res['nodes_per_s']:,.0f} nodes refreshed/s, "
               f"event->embedding p50 {res['latency_p50_s']:.3f} s p99 {res['latency_p99_s']:.3f} s max {res['latency_max_s']:.2f} s "
               f"(target p99 <= 2 s: {'OK' if res['latency_p99_s'] <= 2 else 'BELOW TARGET'}), {res['unfinished_events']} events "
               f"not yet refreshed at the end, queue {res['queue_at_end']}; {res['loops']} loops, slowest {res['slowest_loop_s']:.2f} s, "

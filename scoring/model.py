@@ -109,7 +109,7 @@ class HGTModel(nn.Module):
         type; around a refresh batch most nodes are neighbours whose outputs are thrown away, so about
         four fifths of that work is wasted. This applies the same conv's parameters (``kqv_lin``,
         ``k_rel``, ``v_rel``, ``p_rel``, ``out_lin``, ``skip``) to the edges' distinct sources and to the
-        seeds only; ``test_model`` pins it to ``layer`` on the seeds."""
+        seeds only; ``tests/test_sampler.py`` pins it to ``layer`` on the seeds."""
         from torch_geometric.utils import softmax
 
         conv = self.convs[i]
