@@ -285,7 +285,7 @@ def _stream(r: Any, store: Any, live: Iterator[Any], seq: int, rate: float, seco
     p50, p99 = (float(np.percentile(lat, q)) for q in (50, 99)) if len(lat) else (math.nan,) * 2
     out = {"events": sent, "seconds": wall, "events_per_s": sent / wall, "nodes_refreshed": refreshed,
            "nodes_per_s": refreshed / wall, "latency_p50_s": p50, "latency_p99_s": p99, "latency_max_s": float(lat.max()) if len(lat) else math.nan,
-           "unfinished_events": unfinished, "queue_at_end": len(r.queue), "loops": len(loop_s), "slowest_loop_s": max(loop_s),
+           "unfinished_events": unfinished, "queue_at_end": len(r.queue), "backfill_at_end": len(r.backfill), "loops": len(loop_s), "slowest_loop_s": max(loop_s),
            "loops_over_1s": sum(x > 1 for x in loop_s), "store_write_s": write_s, "model_switch_s": switch_done}
     return out, seq
 
@@ -356,7 +356,7 @@ def bench_refresh(users: int, s: Settings, rate: float, seconds: float) -> dict[
               f"({switch}): {res['nodes_per_s']:,.0f} nodes refreshed/s, "
               f"event->embedding p50 {res['latency_p50_s']:.3f} s p99 {res['latency_p99_s']:.3f} s max {res['latency_max_s']:.2f} s "
               f"(target p99 <= 2 s: {'OK' if res['latency_p99_s'] <= 2 else 'BELOW TARGET'}), {res['unfinished_events']} events "
-              f"not yet refreshed at the end, queue {res['queue_at_end']}; {res['loops']} loops, slowest {res['slowest_loop_s']:.2f} s, "
+              f"not yet refreshed at the end, queue {res['queue_at_end']} (+ backfill {res['backfill_at_end']}); {res['loops']} loops, slowest {res['slowest_loop_s']:.2f} s, "
               f"{res['loops_over_1s']} over 1 s; store writes {res['store_write_s']:.1f} s in all", flush=True)
     store.close()
     r.close()

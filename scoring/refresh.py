@@ -201,6 +201,8 @@ class RefresherSnapshot:
     paused: bool
     model_version: int | None
     pending: tuple[tuple[str, str, int, float, float, float], ...]  # (type, id, seq, ts, marked_at, priority)
+    #: the same for the backfill (a default: snapshots taken before it existed restore)
+    backfill: tuple[tuple[str, str, int, float, float, float], ...] = ()
 
 
 @dataclass
@@ -219,7 +221,13 @@ class IncrementalRefresher:
     :class:`~scoring.full_pass.FullPass`. A full pass runs for a new model version (the old model keeps
     serving until it is done), for a cold layer cache, and when the backlog reaches ``full_share`` of
     the graph; it never holds a tick longer than the budget plus one step, and live nodes keep being
-    refreshed while it runs."""
+    refreshed while it runs.
+
+    Nodes that need re-embedding only because the model changed (touched while the switching pass ran,
+    so left out of it; their events are reflected already, by the old model) wait in ``backfill``, served
+    with what a tick has left once the live queue is empty: a ranked-down share of one queue let them
+    outrank live nodes once their waiting credit built up (p99 event->embedding 5 s after a switch under
+    5 000 events/s). A live mark moves a node from the backfill to the live queue."""
 
     #: share of the tick budget a running full pass keeps however long the queue is, so it finishes
     PASS_MIN_SHARE = 0.1
@@ -227,10 +235,6 @@ class IncrementalRefresher:
     FIRST_BATCH = 1024
     #: fewest nodes in a partial batch (below this the fixed cost of a forward dominates)
     MIN_BATCH = 16
-    #: priority handicap of nodes re-embedded only because the model changed (their events are reflected
-    #: already, by the old model): live changes go first (marks rank ~0-5; at the default waiting weight
-    #: the handicap is worth 10 s of waiting)
-    BACKFILL_HANDICAP = 10.0
 
     def __init__(
         self,
@@ -261,6 +265,7 @@ class IncrementalRefresher:
         self._layers: list[dict[str, Growable]] = []
         self._layers_ready = False
         self.queue = PriorityQueue(self.config.weight_wait)
+        self.backfill = PriorityQueue(self.config.weight_wait)
         self.paused = False
         self.model: LoadedModel | None = None
         self._emb: dict[str, Growable] = {}
@@ -411,7 +416,11 @@ class IncrementalRefresher:
             marks += self._mark(t, idx, seq, ts, now)
         return marks
 
-    def _mark(self, t: str, idx: np.ndarray, seq: np.ndarray, ts: np.ndarray, now: float, offset: float = 0.0) -> int:
+    def _mark(
+        self, t: str, idx: np.ndarray, seq: np.ndarray, ts: np.ndarray, now: float, backfill: bool = False
+    ) -> int:
+        """Queue nodes ``idx`` of type ``t`` by priority: live marks, or (``backfill``) re-embeddings for
+        a new model."""
         if len(idx) == 0:
             return 0
         c = self.config
@@ -420,9 +429,13 @@ class IncrementalRefresher:
         fresh = np.exp2(-age / c.freshness_tau_s)
         deg = torch.log1p(self.graph.nodes[t].degree.view[ti]).cpu().numpy()
         change = self._change[t].view[ti].cpu().numpy() if t in self._change else np.ones(len(idx))
-        prio = c.weight_freshness * fresh + c.weight_degree * deg + c.weight_change * change + offset
-        for i, s, e_ts, p in zip(idx.tolist(), np.asarray(seq).tolist(), np.asarray(ts).tolist(), prio.tolist()):
-            self.queue.push((t, i), float(p), int(s), float(e_ts), now)
+        prio = c.weight_freshness * fresh + c.weight_degree * deg + c.weight_change * change
+        queue = self.backfill if backfill else self.queue
+        keys = [(t, i) for i in idx.tolist()]
+        if not backfill and len(self.backfill):
+            self.backfill.discard(keys)
+        for key, s, e_ts, p in zip(keys, np.asarray(seq).tolist(), np.asarray(ts).tolist(), prio.tolist()):
+            queue.push(key, float(p), int(s), float(e_ts), now)
         return len(idx)
 
     # ---------------------------------------------------------------- refresh
@@ -436,7 +449,9 @@ class IncrementalRefresher:
     @property
     def busy(self) -> bool:
         """Whether a tick has work: pending nodes or a running full pass (and it may run)."""
-        return not self.paused and self.model is not None and (len(self.queue) > 0 or self._pass is not None)
+        return not self.paused and self.model is not None and (
+            len(self.queue) > 0 or len(self.backfill) > 0 or self._pass is not None
+        )
 
     def tick(self, now: float | None = None, budget: int | None = None, budget_s: float | None = None) -> list[EmbeddingRowT]:
         """Refresh the most urgent pending nodes (at most ``budget`` of them) and advance a running full
@@ -444,7 +459,7 @@ class IncrementalRefresher:
         if self.paused or self.model is None:
             return []
         self._maybe_start_pass()
-        if not len(self.queue) and self._pass is None:
+        if not len(self.queue) and not len(self.backfill) and self._pass is None:
             return []
         with self._threads:
             return self._tick(now, budget, budget_s)
@@ -466,9 +481,11 @@ class IncrementalRefresher:
         return rows
 
     def _partial(self, cap: int, until: float) -> list[EmbeddingRowT]:
-        """Partial refreshes of the top of the queue until ``until`` (perf_counter) or ``cap`` nodes."""
+        """Partial refreshes of the top of the queue, then of the backfill, until ``until`` (perf_counter)
+        or ``cap`` nodes."""
         rows: list[EmbeddingRowT] = []
-        while cap > 0 and len(self.queue):
+        while cap > 0 and (len(self.queue) or len(self.backfill)):
+            queue = self.queue if len(self.queue) else self.backfill
             left = until - time.perf_counter()
             if left <= 0 and rows:
                 break  # (one batch per tick at least, however small the budget: the queue always moves)
@@ -478,7 +495,7 @@ class IncrementalRefresher:
                 n = max(self.MIN_BATCH, min(cap, int(max(0.0, left) / self._node_cost)))
             else:
                 n = cap
-            items = self.queue.pop(min(n, cap))
+            items = queue.pop(min(n, cap))
             if not items:
                 break
             t = time.perf_counter()
@@ -528,7 +545,7 @@ class IncrementalRefresher:
         if self.config.mode == "layerwise" and not self._layers_ready:
             self._start_pass(self.model, "pending")  # warm the layer cache; meanwhile refreshes are sampled
             return
-        backlog, total = len(self.queue), max(1, self.graph.num_nodes())
+        backlog, total = len(self.queue) + len(self.backfill), max(1, self.graph.num_nodes())
         if backlog < self.config.full_share * total:
             return
         # a backlog over the share: one pass, unless refreshing it node by node is measured to be cheaper
@@ -596,15 +613,21 @@ class IncrementalRefresher:
             self._store_cache(t, idx[clean], emb[clean])
         if self._pass_emit == "none":
             return []
-        # pending nodes of the chunk whose newest event the pass has seen (so they are clean)
-        if len(self.queue) < idx.numel():
-            lo, hi = int(idx[0]), int(idx[-1])
-            cand = [(i, pe) for (tt, i), pe in self.queue.items() if tt == t and lo <= i <= hi and pe.seq <= p.snap_seq]
-        else:
-            cand = [(i, pe) for i in idx.tolist() if (pe := self.queue.get((t, i))) is not None and pe.seq <= p.snap_seq]
+        # pending nodes of the chunk whose newest event the pass has seen (so they are clean); backfill
+        # nodes too, when the pass runs the model they wait for
+        queues = [self.queue] + ([self.backfill] if same and len(self.backfill) else [])
+        cand: list[tuple[int, Pending]] = []
         now = self.clock()
-        self.queue.discard((t, i) for i, _ in cand)
-        self.last_latencies += [now - pe.marked_at for _, pe in cand]
+        for queue in queues:
+            if len(queue) < idx.numel():
+                lo, hi = int(idx[0]), int(idx[-1])
+                found = [(i, pe) for (tt, i), pe in queue.items() if tt == t and lo <= i <= hi and pe.seq <= p.snap_seq]
+            else:
+                found = [(i, pe) for i in idx.tolist() if (pe := queue.get((t, i))) is not None and pe.seq <= p.snap_seq]
+            queue.discard((t, i) for i, _ in found)
+            if queue is self.queue:
+                self.last_latencies += [now - pe.marked_at for _, pe in found]
+            cand += found
         if self._pass_emit == "all":
             self._pass_left -= idx.numel()
             sel = torch.nonzero(clean).flatten()
@@ -629,8 +652,9 @@ class IncrementalRefresher:
                     lay[t].view[:n] = st[t]
             self._layers_ready = True
             # nodes touched since the pass began were left out of it and have since been refreshed by
-            # the old model (or are pending): they need the new one, behind live changes
+            # the old model (or are pending): they need the new one, behind live changes (the backfill)
             now = self.clock()
+            self.backfill.clear()  # waiting for an older model: the pass covered them, or they are dirty again
             for t in NODE_TYPES:
                 table = self.graph.nodes[t]
                 dirty = torch.nonzero(table.last_seq.view > p.snap_seq).flatten().cpu().numpy()
@@ -638,7 +662,7 @@ class IncrementalRefresher:
                 if len(dirty):
                     ti = torch.as_tensor(dirty, device=self.device)
                     self._mark(t, dirty, table.last_seq.view[ti].cpu().numpy(), table.last_ts.view[ti].cpu().numpy(), now,
-                               offset=-self.BACKFILL_HANDICAP)
+                               backfill=True)
             return
         # the same model: its cache takes the pass's states, except where partial refreshes since the
         # pass began are newer (once the cache is warm)
@@ -686,7 +710,8 @@ class IncrementalRefresher:
         return {
             **gpu,
             "refresh": "off" if self.model is None else ("paused" if self.paused else "running"),
-            "refresh_queue": len(self.queue) + self._pass_left,
+            "refresh_queue": len(self.queue) + len(self.backfill) + self._pass_left,
+            "refresh_backfill": len(self.backfill),
             "oldest_pending_s": round(max(0.0, now - oldest), 3) if oldest is not None else 0.0,
             "refreshes_per_s": round(sum(n for _, n in self._refreshed) / max(window, 1.0), 2),
             "model_version": self.model_version,
@@ -701,10 +726,10 @@ class IncrementalRefresher:
         }
 
     def snapshot(self) -> RefresherSnapshot:
-        pending = tuple(
-            (t, self.graph.nodes[t].ids[i], p.seq, p.ts, p.marked_at, p.priority) for (t, i), p in self.queue.items()
-        )
-        return RefresherSnapshot(self.graph.last_seq, self.paused, self.model_version, pending)
+        def rows(queue: PriorityQueue) -> tuple[tuple[str, str, int, float, float, float], ...]:
+            return tuple((t, self.graph.nodes[t].ids[i], p.seq, p.ts, p.marked_at, p.priority) for (t, i), p in queue.items())
+
+        return RefresherSnapshot(self.graph.last_seq, self.paused, self.model_version, rows(self.queue), rows(self.backfill))
 
     @classmethod
     def restore(cls, settings: Any, snap: RefresherSnapshot | None, **kw: Any) -> "IncrementalRefresher":
@@ -714,10 +739,11 @@ class IncrementalRefresher:
             return cls(settings, **kw)
         r = cls(settings, upto_seq=snap.last_seq, **kw)
         r.paused = snap.paused
-        for t, nid, seq, ts, marked_at, prio in snap.pending:
-            i = r.graph.nodes[t].index.get(nid)
-            if i is not None:
-                r.queue.push((t, i), prio, seq, ts, marked_at)
+        for queue, pending in ((r.queue, snap.pending), (r.backfill, snap.backfill)):
+            for t, nid, seq, ts, marked_at, prio in pending:
+                i = r.graph.nodes[t].index.get(nid)
+                if i is not None:
+                    queue.push((t, i), prio, seq, ts, marked_at)
         return r
 
 

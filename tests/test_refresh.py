@@ -243,6 +243,43 @@ def test_new_model_version_takes_over_after_a_full_pass(live_db: Path, backgroun
     r.close()
 
 
+def test_after_a_switch_nodes_touched_during_the_pass_wait_behind_live_ones(live_db: Path) -> None:
+    """Nodes touched while the switching pass ran need the new model, but their events are reflected
+    already (by the old one): they wait in the backfill, served after the live queue, and a live event
+    moves one back to the live queue. A snapshot keeps the backfill."""
+    s = settings_for(live_db)
+    r = _running(s, model_poll_s=0.0, pass_chunk_edges=1000, budget=1000, pass_background=False, weight_wait=1.0)
+    v2 = _register_random(live_db, seed=2)
+    assert r.maybe_reload_model() is True
+    r.tick(budget_s=0.0)
+    events = _append_live(live_db, 20)
+    during = _affected(events)
+    r.observe(events)
+    while r.switching_to is not None:
+        r.tick(budget_s=0.0)
+    backfill = {(t, r.graph.nodes[t].ids[i]) for (t, i), _ in r.backfill.items()}
+    assert r.model_version == v2 and backfill == set(during) and len(r.queue) == 0
+    assert r.status()["refresh_backfill"] == len(during) and r.status()["refresh_queue"] == len(during)
+
+    live = _append_live(live_db, 20, chunk=1)
+    fresh = _affected(live)
+    moved = set(fresh) & backfill
+    assert moved  # (the small graph's few apps and products are touched by both batches)
+    r.observe(live)
+    assert {(t, r.graph.nodes[t].ids[i]) for (t, i), _ in r.backfill.items()} == backfill - moved
+    restored = IncrementalRefresher.restore(s, r.snapshot(), config=r.config)
+    assert {(t, restored.graph.nodes[t].ids[i]) for (t, i), _ in restored.backfill.items()} == backfill - moved
+    restored.close()
+
+    rows = r.tick(budget_s=math.inf)
+    keys = [(t, nid) for t, nid, *_ in rows]
+    assert set(keys[: len(fresh)]) == set(fresh)  # live nodes first, then the backfill
+    assert set(keys[len(fresh):]) == backfill - moved and len(r.backfill) == 0
+    assert all(v == v2 for *_, v, _ in rows)
+    assert all(seq == {**during, **fresh}[(t, nid)] for t, nid, _, _, seq in rows)
+    r.close()
+
+
 def test_close_ends_a_running_background_pass(live_db: Path) -> None:
     """Closing the refresher mid-switch ends its pass thread (one left inside torch when the
     interpreter exits aborts the process: 'terminate called without an active exception')."""
