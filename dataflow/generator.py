@@ -9,6 +9,10 @@ The planted truth: a latent churn propensity ``z = a·e_user + b·c_community`` 
 * ``e_user`` (individual) lowers the monthly fee, the tenure and the activity: visible to simple rules.
 * ``c_community`` is shared by a call-graph community (85 % of calls stay inside it) and raises the
   use of competitor-carrier apps: visible only through the graph (neighbours, apps used).
+
+Apps are chosen by global (Zipf) popularity tilted by the community's own taste: people who call each
+other use the same apps. Without that taste every user-app edge was popularity alone, so no model could
+predict who uses which app better than a degree count (an oracle on the true rates reached 0.853 AUC).
 """
 
 from __future__ import annotations
@@ -61,6 +65,11 @@ TYPE_MIX: list[tuple[str, float]] = [
 _TYPES = [t for t, _ in TYPE_MIX]
 _TYPE_P = np.array([p for _, p in TYPE_MIX])
 LIVE_CHUNK = 1024  # live events are generated a chunk at a time, each chunk seeded by its number
+#: version of what a config generates; part of the tag, so datasets of different versions never share ids.
+#: 2: community app taste
+GENERATOR_VERSION = 2
+#: spread (log scale) of a community's taste around the apps' global popularity
+COMMUNITY_APP_TASTE = 2.0
 
 #: per-user edge ranges of the history: config field -> the interaction type (graph relation) it bounds.
 #: A range is (min, max) events of that type per user; max None is no upper limit.
@@ -164,7 +173,8 @@ class GeneratorConfig:
 
         Unbounded edge ranges are left out, so a config without ranges keeps the tag (and event ids)
         it had before ranges existed."""
-        doc = {k: v for k, v in asdict(self).items() if not (k in EDGE_RANGES and v == NO_LIMIT)}
+        doc: dict[str, Any] = {k: v for k, v in asdict(self).items() if not (k in EDGE_RANGES and v == NO_LIMIT)}
+        doc["generator_version"] = GENERATOR_VERSION
         text = json.dumps(doc, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:8]
 
@@ -281,7 +291,22 @@ class Catalogue:
         self.app_pop /= self.app_pop.sum()
         self.product_pop = 1.0 / np.arange(1, cfg.products + 1) ** 0.8
         self.product_pop /= self.product_pop.sum()
+        # each community's app preference: global popularity tilted by a taste of its own, as one row of
+        # cumulative probabilities per community, offset by the row number so a single searchsorted
+        # over the flattened rows draws for many users of different communities at once
+        n_comm = max(1, cfg.users // cfg.community_size)
+        taste = np.random.default_rng([cfg.seed, 7]).normal(scale=COMMUNITY_APP_TASTE, size=(n_comm, self.n_normal_apps))
+        pref = self.app_pop * np.exp(taste)
+        cdf = np.cumsum(pref / pref.sum(axis=1, keepdims=True), axis=1)
+        cdf[:, -1] = 1.0
+        self.app_cdf_flat = (cdf + np.arange(n_comm)[:, None]).ravel()
         self.prices = np.array([p["price"] for p in self.products])
+
+
+    def pick_normal_apps(self, community: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+        """A normal app for each user of the given communities, from uniforms in [0, 1)."""
+        flat = np.searchsorted(self.app_cdf_flat, community + uniform, side="right")
+        return np.minimum(flat - community * self.n_normal_apps, self.n_normal_apps - 1)
 
 
 class MockGenerator:
@@ -353,7 +378,7 @@ class MockGenerator:
         if is_app.any():
             u = users[is_app]
             risky = rng.random(len(u)) < pop.risk_app_p[u]
-            normal_pick = rng.choice(cat.n_normal_apps, size=len(u), p=cat.app_pop)
+            normal_pick = cat.pick_normal_apps(pop.community[u], rng.random(len(u)))
             risk_pick = cat.n_normal_apps + rng.integers(0, len(RISK_APPS), size=len(u))
             target[is_app] = np.where(risky, risk_pick, normal_pick)
         is_usage = types == 3

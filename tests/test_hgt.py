@@ -38,7 +38,7 @@ def test_short_training_lowers_the_loss_and_beats_the_untrained_model_and_the_de
     h = m["loss_history"]
     assert len(h) == 60 and m["best_epoch"] == 60 and sum(h[-5:]) / 5 < 0.9 * sum(h[:5]) / 5
     # where the generator plants a signal beyond activity and popularity (call communities, the
-    # community's taste for competitor apps), held-out links rank above both baselines; product
+    # community's app taste and its taste for competitor apps), held-out links rank above both baselines; product
     # choice is popularity alone there, so the degree baseline is already about the best possible
     for key in ("user-calls-user", "user-uses-app", "user-clicks-app"):
         row = m["test_auc"][key]
@@ -171,6 +171,20 @@ def test_bad_training_arguments_are_refused(trained_db: Path, tmp_path: Path) ->
         train_hgt(settings_for(empty))
     with pytest.raises(ValueError, match="no HGT model"):
         embed_all(settings_for(empty))
+
+
+@pytest.mark.slow
+def test_the_default_data_meets_the_link_auc_target(tmp_path: Path) -> None:
+    """What `ups generate` + `ups train` give at the defaults: held-out link AUC >= 0.85 on the
+    user-user and user-app edges, above the untrained model and the degree baseline."""
+    from ups.settings import Settings
+
+    db = tmp_path / "default.db"
+    assert main(["generate", "--db", str(db), "--quiet"]) == 0
+    m = train_hgt(Settings(db=db, device="cpu"))
+    for key in ("user-calls-user", "user-uses-app", "user-clicks-app"):
+        row = m["test_auc"][key]
+        assert row["trained"] >= 0.85 and row["trained"] > max(row["untrained"], row["degree"]), (key, row)
 
 
 def test_cli_train_and_evaluate_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
