@@ -130,11 +130,12 @@ class Supervisor:
         return Child("dataflow", self.dataflow_argv(self.db), self._logs() / "dataflow.log", self.env_for(self.db))
 
     def _log_event(self, message: str) -> None:
-        log.warning(message)
-        self.say(message)
+        # the file first: whoever hears the message may read the log at once (a test did, and missed it)
         self._logs().mkdir(parents=True, exist_ok=True)
         with open(self._logs() / "supervisor.log", "a", encoding="utf-8") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        log.warning(message)
+        self.say(message)
 
     def start(self) -> None:
         self._logs().mkdir(parents=True, exist_ok=True)
