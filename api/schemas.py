@@ -251,7 +251,10 @@ class DataflowState(Open):
     backlog: int | None = Field(None, description="events in the log the flow has not folded yet")
     lag_s: float | None = None
     last_event_at: float | None = None
-    refresh_queue: int | None = None
+    refresh_queue: int | None = Field(None, description="nodes waiting for a refresh, the backfill included")
+    refresh_backfill: int | None = Field(
+        None, description="of those, nodes waiting only for a new model version (served with spare time)"
+    )
     oldest_pending_s: float | None = Field(None, description="age of the oldest node waiting for a refresh")
     refreshes_per_s: float | None = None
     model_version: int | None = None

@@ -62,6 +62,7 @@ def dataflow_state(conn: sqlite3.Connection, stale_after: float) -> DataflowStat
         lag_s=_num(doc.get("lag_s")),
         last_event_at=last_ts,
         refresh_queue=_int(doc.get("refresh_queue")),
+        refresh_backfill=_int(doc.get("refresh_backfill")),
         oldest_pending_s=_num(doc.get("oldest_pending_s")),
         refreshes_per_s=_num(doc.get("refreshes_per_s")),
         model_version=_int(doc.get("model_version")),

@@ -98,7 +98,8 @@ class FlowControl:
     # -------------------------------------------------------------- refresh step hook
 
     def set_refresh_status(self, **values: Any) -> None:
-        """Called by the refresh step: refresh_queue, oldest_pending_s, refreshes_per_s, model_version, device."""
+        """Called by the refresh step: refresh_queue, refresh_backfill, oldest_pending_s, refreshes_per_s,
+        model_version, device."""
         with self._lock:
             self._refresh_status.update(values)
 

@@ -41,12 +41,14 @@ def test_health_reports_a_running_dataflow(client: TestClient, db_path: Path, sm
     with EventStore(db_path) as store:
         store.append(list(small_gen.dataset())[:50])
         last = store.last_seq()  # the scoring service may have logged its default rules too
-    put_flow_status(db_path, last_seq=last - 10, events_per_s=123.0, refresh_queue=7, device="cpu", model_version=2)
+    put_flow_status(db_path, last_seq=last - 10, events_per_s=123.0, refresh_queue=7, refresh_backfill=4, device="cpu",
+                    model_version=2)
     body = client.get("/health").json()
     assert body["status"] == "ok"
     flow = body["dataflow"]
     assert flow["alive"] and flow["state"] == "running" and flow["ingestion"] == "running"
     assert flow["events_per_s"] == 123.0 and flow["refresh_queue"] == 7 and flow["model_version"] == 2
+    assert flow["refresh_backfill"] == 4
     assert flow["backlog"] == 10  # logged but not folded yet
     assert flow["last_event_at"] is not None
     # the console's overview shows these beside the state

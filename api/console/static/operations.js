@@ -18,6 +18,7 @@ const STATUS_ROWS = [
   ["backlog", "log backlog (events not folded)"],
   ["lag_s", "lag"],
   ["refresh_queue", "refresh queue"],
+  ["refresh_backfill", "of which backfill (new model)"],
   ["oldest_pending_s", "oldest pending refresh"],
   ["refreshes_per_s", "refreshes / s"],
   ["model_version", "model version"],
