@@ -99,7 +99,12 @@ class HGTModel(nn.Module):
         return res
 
     def seed_layer(
-        self, i: int, h: Mapping[str, Tensor], edge_index: Mapping[EdgeType, Tensor], n_seed: Mapping[str, int]
+        self,
+        i: int,
+        h: Mapping[str, Tensor],
+        edge_index: Mapping[EdgeType, Tensor],
+        n_seed: Mapping[str, int],
+        sources: Mapping[EdgeType, tuple[Tensor, Tensor]] | None = None,
     ) -> dict[str, Tensor]:
         """``layer(i, ...)``'s outputs for the first ``n_seed[t]`` nodes of each type only, when every
         edge points into one of them (a 1-hop sample around the seeds, as the layer-wise refresh takes).
@@ -109,7 +114,9 @@ class HGTModel(nn.Module):
         type; around a refresh batch most nodes are neighbours whose outputs are thrown away, so about
         four fifths of that work is wasted. This applies the same conv's parameters (``kqv_lin``,
         ``k_rel``, ``v_rel``, ``p_rel``, ``out_lin``, ``skip``) to the edges' distinct sources and to the
-        seeds only; ``tests/test_sampler.py`` pins it to ``layer`` on the seeds."""
+        seeds only; ``tests/test_sampler.py`` pins it to ``layer`` on the seeds. ``sources`` are the edges'
+        distinct sources per edge type as ``torch.unique(ei[0], return_inverse=True)`` gives them: the
+        same for every layer of a batch, so a caller running several layers computes them once."""
         from torch_geometric.utils import softmax
 
         conv = self.convs[i]
@@ -130,7 +137,7 @@ class HGTModel(nn.Module):
             if ei.shape[1] == 0:
                 continue
             src_t, _, dst_t = et
-            uniq, inv = torch.unique(ei[0], return_inverse=True)
+            uniq, inv = sources[et] if sources is not None else torch.unique(ei[0], return_inverse=True)
             n = uniq.numel()
             # the relation's per-head matrices (HeteroLinear types head * n_types + edge type), applied
             # as one batched product: HeteroLinear's own path without pyg-lib loops over all types
@@ -308,9 +315,13 @@ class GraphEmbedder(nn.Module):
         h0_seed = {t: h_local[t][: n_seed[t]] for t in NODE_TYPES}
         new_states: list[dict[str, Tensor]] = []
         one_hop = all(bool((ei[1] < n_seed[et[2]]).all()) for et, ei in sub.edge_index.items() if ei.numel())
+        sources = (
+            {et: torch.unique(ei[0], return_inverse=True) for et, ei in sub.edge_index.items() if ei.shape[1]}
+            if one_hop else None
+        )
         for i in range(len(self.hgt.convs)):
             if one_hop:  # every edge points into a seed: only the seeds' outputs are computed
-                seed_h = self.hgt.seed_layer(i, h_local, sub.edge_index, n_seed)
+                seed_h = self.hgt.seed_layer(i, h_local, sub.edge_index, n_seed, sources)
             else:
                 out = self.hgt.layer(i, h_local, sub.edge_index)
                 seed_h = {t: out[t][: n_seed[t]] for t in NODE_TYPES}

@@ -146,8 +146,12 @@ def test_seed_only_layer_equals_the_conv_on_the_seeds(fanout: int | None, seed_t
         for i in range(2):
             full = model.hgt.layer(i, h, sub.edge_index)
             only = model.hgt.seed_layer(i, h, sub.edge_index, sub.num_seeds)
+            # the edges' distinct sources computed once for all layers (the refresh does): the same
+            sources = {et: torch.unique(ei[0], return_inverse=True) for et, ei in sub.edge_index.items() if ei.shape[1]}
+            given = model.hgt.seed_layer(i, h, sub.edge_index, sub.num_seeds, sources)
             for t in NODE_TYPES:
                 n = sub.num_seeds[t]
                 assert only[t].shape == (n, full[t].shape[1])
                 torch.testing.assert_close(only[t], full[t][:n], atol=1e-5, rtol=0)
+                assert torch.equal(given[t], only[t])
             h = {t: torch.randn_like(v) for t, v in h.items()}  # the next layer from other states
