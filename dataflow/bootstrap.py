@@ -32,6 +32,19 @@ def batched(it: Iterable[Event], size: int) -> Iterator[list[Event]]:
         yield batch
 
 
+#: event ids of generated product listings: ``{tag}-pP00000`` (MockGenerator.catalogue_events)
+_LISTING_IDS = "[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]-pP*"
+
+
+def dataset_tags(store: EventStore) -> list[str]:
+    """Tags of the generated datasets in the store (each config and generator version has its own)."""
+    rows = store.conn.execute(
+        "SELECT DISTINCT substr(event_id, 1, 8) FROM events WHERE type = 'product.listed' AND event_id GLOB ?",
+        (_LISTING_IDS,),
+    ).fetchall()
+    return sorted(t for (t,) in rows)
+
+
 def append_dataset(
     store: EventStore,
     gen: MockGenerator,

@@ -23,6 +23,10 @@ def test_generate_stats_export(tmp_path: Path, capsys: pytest.CaptureFixture[str
     # re-running appends nothing new
     assert main(["generate", "--db", str(db), "--users", "50", "--events-per-user", "4", "--seed", "5", "--quiet"]) == 0
     assert " 0 new" in capsys.readouterr().out
+    # another config (or generator version) would give the same users a second history: refused
+    other = run("generate", "--db", str(db), "--users", "50", "--events-per-user", "4", "--seed", "6", "--quiet")
+    assert other.returncode == 2 and "already holds a generated dataset of another config" in other.stderr, other.stderr
+    assert "--force" in other.stderr and "Traceback" not in other.stderr
 
     assert main(["stats", "--db", str(db), "--json"]) == 0
     st = json.loads(capsys.readouterr().out)
@@ -37,6 +41,13 @@ def test_generate_stats_export(tmp_path: Path, capsys: pytest.CaptureFixture[str
         assert len(users) == 50 and {"user_id", "monthly_fee", "plan_type"} <= set(users.columns)
         assert len(read(tmp_path / fmt / f"products.{fmt}")) > 0 and len(read(tmp_path / fmt / f"apps.{fmt}")) > 0
         assert len(events) == st["events"] and list(events["seq"]) == list(range(1, st["events"] + 1))
+
+    # --force appends the other dataset anyway
+    assert main(["generate", "--db", str(db), "--users", "50", "--events-per-user", "4", "--seed", "6", "--quiet",
+                 "--force"]) == 0
+    capsys.readouterr()
+    assert main(["stats", "--db", str(db), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["by_type"]["user.registered"] == 100
 
 
 def test_config_prints_effective_settings(tmp_path: Path) -> None:

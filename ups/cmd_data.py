@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                        help=f"{name.replace('_', ' ')} in the history (MAX empty: no limit)")
     p.add_argument("--batch-size", type=_positive_int, default=10_000)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true",
+                   help="append even when the database holds a dataset of another config or generator version")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("export", parents=[common], help="write base tables and events as parquet or csv")
@@ -56,7 +58,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from dataflow.bootstrap import append_dataset
+    from dataflow.bootstrap import append_dataset, dataset_tags
     from dataflow.generator import GeneratorConfig, MockGenerator
     from storage.event_store import EventStore
 
@@ -76,6 +78,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     gen = MockGenerator(cfg)
     total = gen.dataset_size()
+    with EventStore(s.db) as store:
+        others = [t for t in dataset_tags(store) if t != gen.tag]
+    if others and not args.force:
+        # the same user ids would get a second registration and history (re-running the same config
+        # is a no-op: its event ids are already there)
+        raise UsageError(
+            f"{s.db} already holds a generated dataset of another config or generator version (tag {others[0]}, "
+            f"this one {gen.tag}); a second one would give the same users two histories. Generate into another "
+            "--db, or pass --force to append it anyway"
+        )
     with EventStore(s.db) as store, tqdm(
         total=total, unit="ev", unit_scale=True, desc="generate", disable=args.quiet, file=sys.stderr
     ) as bar:
