@@ -70,6 +70,10 @@ LIVE_CHUNK = 1024  # live events are generated a chunk at a time, each chunk see
 GENERATOR_VERSION = 2
 #: spread (log scale) of a community's taste around the apps' global popularity
 COMMUNITY_APP_TASTE = 2.0
+#: bounds of the taste tables (distinct tastes x app groups): communities beyond the first TASTES_MAX share
+#: tastes, and app j belongs to group j % TASTE_GROUPS_MAX (one app per group up to that many apps)
+TASTES_MAX = 4096
+TASTE_GROUPS_MAX = 64
 
 #: per-user edge ranges of the history: config field -> the interaction type (graph relation) it bounds.
 #: A range is (min, max) events of that type per user; max None is no upper limit.
@@ -171,8 +175,8 @@ class GeneratorConfig:
     def tag(self) -> str:
         """Short hash of the config: prefixes event ids so two datasets never share an id.
 
-        Unbounded edge ranges are left out, so a config without ranges keeps the tag (and event ids)
-        it had before ranges existed."""
+        Unbounded edge ranges are left out, so a config without ranges has the tag (and event ids) it
+        had before ranges existed; the generator version is in it."""
         doc: dict[str, Any] = {k: v for k, v in asdict(self).items() if not (k in EDGE_RANGES and v == NO_LIMIT)}
         doc["generator_version"] = GENERATOR_VERSION
         text = json.dumps(doc, sort_keys=True)
@@ -291,22 +295,50 @@ class Catalogue:
         self.app_pop /= self.app_pop.sum()
         self.product_pop = 1.0 / np.arange(1, cfg.products + 1) ** 0.8
         self.product_pop /= self.product_pop.sum()
-        # each community's app preference: global popularity tilted by a taste of its own, as one row of
-        # cumulative probabilities per community, offset by the row number so a single searchsorted
-        # over the flattened rows draws for many users of different communities at once
-        n_comm = max(1, cfg.users // cfg.community_size)
-        taste = np.random.default_rng([cfg.seed, 7]).normal(scale=COMMUNITY_APP_TASTE, size=(n_comm, self.n_normal_apps))
-        pref = self.app_pop * np.exp(taste)
-        cdf = np.cumsum(pref / pref.sum(axis=1, keepdims=True), axis=1)
-        cdf[:, -1] = 1.0
-        self.app_cdf_flat = (cdf + np.arange(n_comm)[:, None]).ravel()
         self.prices = np.array([p["price"] for p in self.products])
+        # Each community's app preference: P(app j) ∝ popularity(j) · exp(taste[community, group(j)]).
+        # Drawn in two stages from one uniform: a group by the community's taste, then an app of the group
+        # by popularity. Tables are one row of cumulative probabilities per taste (and per group), offset
+        # by the row number, so one searchsorted over the flattened rows draws for many users at once.
+        n_comm = max(1, cfg.users // cfg.community_size)
+        self.n_tastes = min(n_comm, TASTES_MAX)
+        self.n_groups = min(self.n_normal_apps, TASTE_GROUPS_MAX)
+        group = np.arange(self.n_normal_apps) % self.n_groups
+        taste = np.random.default_rng([cfg.seed, 7]).normal(scale=COMMUNITY_APP_TASTE, size=(self.n_tastes, self.n_groups))
+        pref = np.bincount(group, weights=self.app_pop, minlength=self.n_groups) * np.exp(taste)
+        self.taste_cdf = self._offset_rows(np.cumsum(pref / pref.sum(axis=1, keepdims=True), axis=1))
+        # apps in group order; within each group cumulative popularity, offset by the group number
+        self.group_apps = np.argsort(group, kind="stable")
+        sizes = np.bincount(group, minlength=self.n_groups)
+        self.group_end = np.cumsum(sizes)
+        within = self.app_pop[self.group_apps]
+        starts = self.group_end - sizes
+        cum = np.cumsum(within) - np.repeat(np.cumsum(within)[starts] - within[starts], sizes)
+        total = np.repeat(cum[self.group_end - 1], sizes)
+        rows = np.repeat(np.arange(self.n_groups), sizes)
+        cum = cum / total
+        cum[self.group_end - 1] = 1.0
+        self.group_cdf = cum + rows
 
+    @staticmethod
+    def _offset_rows(cdf: np.ndarray) -> np.ndarray:
+        cdf[:, -1] = 1.0
+        return np.concatenate([[0.0], (cdf + np.arange(len(cdf))[:, None]).ravel()])
 
     def pick_normal_apps(self, community: np.ndarray, uniform: np.ndarray) -> np.ndarray:
         """A normal app for each user of the given communities, from uniforms in [0, 1)."""
-        flat = np.searchsorted(self.app_cdf_flat, community + uniform, side="right")
-        return np.minimum(flat - community * self.n_normal_apps, self.n_normal_apps - 1)
+        t = community % self.n_tastes
+        g_count = self.n_groups
+        # taste_cdf[0] is 0: row t's values are taste_cdf[1 + t*G : 1 + (t+1)*G], within (t, t + 1]
+        flat = np.searchsorted(self.taste_cdf, t + uniform, side="right")
+        g = np.clip(flat - 1 - t * g_count, 0, g_count - 1)
+        lo = self.taste_cdf[t * g_count + g] - t
+        hi = self.taste_cdf[t * g_count + g + 1] - t
+        lo = np.where(g == 0, 0.0, lo)
+        # the uniform's place inside the group's share is again uniform: it picks the app of the group
+        inner = np.clip((uniform - lo) / np.maximum(hi - lo, 1e-300), 0.0, np.nextafter(1.0, 0.0))
+        k = np.searchsorted(self.group_cdf, g + inner, side="right")
+        return self.group_apps[np.minimum(k, self.group_end[g] - 1)]
 
 
 class MockGenerator:

@@ -130,6 +130,28 @@ def test_bad_config_is_refused_with_the_reason() -> None:
         GeneratorConfig(users=1, label_share=2)
 
 
+def test_app_taste_tables_stay_small_and_draw_popularity_times_taste() -> None:
+    """Many communities and apps: tastes are shared past TASTES_MAX and apps grouped past TASTE_GROUPS_MAX
+    (the tables stay bounded), and the draws follow P(app) ∝ popularity · exp(taste of its group)."""
+    from dataflow.generator import COMMUNITY_APP_TASTE, TASTE_GROUPS_MAX, TASTES_MAX, Catalogue
+
+    cfg = GeneratorConfig(users=10_000, community_size=2, apps=204)
+    cat = Catalogue(cfg)
+    assert cat.n_tastes == TASTES_MAX and cat.n_groups == TASTE_GROUPS_MAX
+    assert cat.taste_cdf.size == TASTES_MAX * TASTE_GROUPS_MAX + 1
+    # the taste as drawn (seed stream 7), and the distribution it defines
+    taste = np.random.default_rng([cfg.seed, 7]).normal(scale=COMMUNITY_APP_TASTE, size=(TASTES_MAX, TASTE_GROUPS_MAX))
+    group = np.arange(cat.n_normal_apps) % TASTE_GROUPS_MAX
+    rng = np.random.default_rng(0)
+    n = 400_000
+    for community in (7, 7 + TASTES_MAX):  # the same taste
+        picks = cat.pick_normal_apps(np.full(n, community), rng.random(n))
+        freq = np.bincount(picks, minlength=cat.n_normal_apps) / n
+        expected = cat.app_pop * np.exp(taste[7, group])
+        expected /= expected.sum()
+        np.testing.assert_allclose(freq, expected, atol=0.004)
+
+
 # --------------------------------------------------------------------------- per-user edge ranges
 
 #: sha256 of the default dataset and live chunk 0 (``digest``) and the default tag, measured on
