@@ -167,6 +167,11 @@ class GeneratorConfig:
         return cls(**fields)
 
     @property
+    def communities(self) -> int:
+        """How many call-graph communities the users form."""
+        return max(1, self.users // self.community_size)
+
+    @property
     def edge_ranges(self) -> dict[str, EdgeRange]:
         """The ranges that bound something (not NO_LIMIT), by interaction type."""
         return {t: getattr(self, f) for f, t in EDGE_RANGES.items() if getattr(self, f) != NO_LIMIT}
@@ -206,7 +211,7 @@ class Population:
         self.cfg = cfg
         n = cfg.users
         rng = np.random.default_rng([cfg.seed, 1])
-        n_comm = max(1, n // cfg.community_size)
+        n_comm = cfg.communities
         self.community = rng.integers(0, n_comm, size=n)
         self.c_comm = rng.normal(size=n_comm)
         self.e_user = rng.normal(size=n)
@@ -300,45 +305,43 @@ class Catalogue:
         # Drawn in two stages from one uniform: a group by the community's taste, then an app of the group
         # by popularity. Tables are one row of cumulative probabilities per taste (and per group), offset
         # by the row number, so one searchsorted over the flattened rows draws for many users at once.
-        n_comm = max(1, cfg.users // cfg.community_size)
-        self.n_tastes = min(n_comm, TASTES_MAX)
+        self.n_tastes = min(cfg.communities, TASTES_MAX)
         self.n_groups = min(self.n_normal_apps, TASTE_GROUPS_MAX)
         group = np.arange(self.n_normal_apps) % self.n_groups
         taste = np.random.default_rng([cfg.seed, 7]).normal(scale=COMMUNITY_APP_TASTE, size=(self.n_tastes, self.n_groups))
         pref = np.bincount(group, weights=self.app_pop, minlength=self.n_groups) * np.exp(taste)
-        self.taste_cdf = self._offset_rows(np.cumsum(pref / pref.sum(axis=1, keepdims=True), axis=1))
-        # apps in group order; within each group cumulative popularity, offset by the group number
+        self.taste_cdf = _offset_rows([np.cumsum(row / row.sum()) for row in pref])
+        # apps in group order (group g: g, g + G, g + 2G, ...), by popularity within their group
         self.group_apps = np.argsort(group, kind="stable")
-        sizes = np.bincount(group, minlength=self.n_groups)
-        self.group_end = np.cumsum(sizes)
-        within = self.app_pop[self.group_apps]
-        starts = self.group_end - sizes
-        cum = np.cumsum(within) - np.repeat(np.cumsum(within)[starts] - within[starts], sizes)
-        total = np.repeat(cum[self.group_end - 1], sizes)
-        rows = np.repeat(np.arange(self.n_groups), sizes)
-        cum = cum / total
-        cum[self.group_end - 1] = 1.0
-        self.group_cdf = cum + rows
-
-    @staticmethod
-    def _offset_rows(cdf: np.ndarray) -> np.ndarray:
-        cdf[:, -1] = 1.0
-        return np.concatenate([[0.0], (cdf + np.arange(len(cdf))[:, None]).ravel()])
+        self.group_end = np.cumsum(np.bincount(group, minlength=self.n_groups))
+        within = np.split(self.app_pop[self.group_apps], self.group_end[:-1])
+        self.group_cdf = _offset_rows([np.cumsum(w / w.sum()) for w in within])
 
     def pick_normal_apps(self, community: np.ndarray, uniform: np.ndarray) -> np.ndarray:
         """A normal app for each user of the given communities, from uniforms in [0, 1)."""
         t = community % self.n_tastes
-        g_count = self.n_groups
-        # taste_cdf[0] is 0: row t's values are taste_cdf[1 + t*G : 1 + (t+1)*G], within (t, t + 1]
+        width = self.n_groups
+        # row t of taste_cdf is [1 + t*G, 1 + (t+1)*G), its values within (t, t + 1]; the entry before it
+        # is t (the previous row's last, or the leading 0), so lo below is 0 for the first group
         flat = np.searchsorted(self.taste_cdf, t + uniform, side="right")
-        g = np.clip(flat - 1 - t * g_count, 0, g_count - 1)
-        lo = self.taste_cdf[t * g_count + g] - t
-        hi = self.taste_cdf[t * g_count + g + 1] - t
-        lo = np.where(g == 0, 0.0, lo)
+        g = np.clip(flat - 1 - t * width, 0, width - 1)
+        lo = self.taste_cdf[t * width + g] - t
+        hi = self.taste_cdf[t * width + g + 1] - t
         # the uniform's place inside the group's share is again uniform: it picks the app of the group
         inner = np.clip((uniform - lo) / np.maximum(hi - lo, 1e-300), 0.0, np.nextafter(1.0, 0.0))
-        k = np.searchsorted(self.group_cdf, g + inner, side="right")
+        k = np.searchsorted(self.group_cdf, g + inner, side="right") - 1
         return self.group_apps[np.minimum(k, self.group_end[g] - 1)]
+
+
+def _offset_rows(rows: list[np.ndarray]) -> np.ndarray:
+    """Rows of cumulative probabilities as one flat array after a leading 0, row r offset by r (its last
+    value exactly r + 1): one searchsorted of ``r + u`` draws from row r for many rows at once."""
+    out = [np.zeros(1)]
+    for r, cdf in enumerate(rows):
+        cdf = cdf + r
+        cdf[-1] = r + 1.0
+        out.append(cdf)
+    return np.concatenate(out)
 
 
 class MockGenerator:

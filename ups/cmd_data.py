@@ -77,21 +77,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     gen = MockGenerator(cfg)
-    total = gen.dataset_size()
     with EventStore(s.db) as store:
         others = [t for t in dataset_tags(store) if t != gen.tag]
-    if others and not args.force:
-        # the same user ids would get a second registration and history (re-running the same config
-        # is a no-op: its event ids are already there)
-        raise UsageError(
-            f"{s.db} already holds a generated dataset of another config or generator version (tag {others[0]}, "
-            f"this one {gen.tag}); a second one would give the same users two histories. Generate into another "
-            "--db, or pass --force to append it anyway"
-        )
-    with EventStore(s.db) as store, tqdm(
-        total=total, unit="ev", unit_scale=True, desc="generate", disable=args.quiet, file=sys.stderr
-    ) as bar:
-        summary = append_dataset(store, gen, args.batch_size, bar.update)
+        if others and not args.force:
+            # the same user ids would get a second registration and history (re-running the same config
+            # is a no-op: its event ids are already there)
+            raise UsageError(
+                f"{s.db} already holds a generated dataset of another config or generator version (tag {others[0]}, "
+                f"this one {gen.tag}); a second one would give the same users two histories. Generate into "
+                "another --db, or pass --force to append it anyway"
+            )
+        with tqdm(
+            total=gen.dataset_size(), unit="ev", unit_scale=True, desc="generate", disable=args.quiet, file=sys.stderr
+        ) as bar:
+            summary = append_dataset(store, gen, args.batch_size, bar.update)
     print(
         f"generated {summary.events:,} events for {cfg.users:,} users (seed {cfg.seed}) into {s.db}: "
         f"{summary.appended:,} new, {summary.duplicates:,} already there; "
