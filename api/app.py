@@ -28,7 +28,7 @@ from litestar.plugins.pydantic import PydanticPlugin
 from litestar.types import ControllerRouterHandler
 
 from storage.projections import OpsHistory, Profiles
-from ups.settings import Settings
+from config.settings import Settings
 
 from . import metrics, routes_data, routes_graph, routes_jobs, routes_ops, routes_rules, routes_users, sse
 from .auth import admin_guard

@@ -9,7 +9,7 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from ups.settings import Settings
+from config.settings import Settings
 
 from .errors import ApiError
 

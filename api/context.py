@@ -18,7 +18,7 @@ from litestar.di import NamedDependency
 from storage.db import connect
 
 from .resources import ProcessMeter
-from ups.settings import Settings
+from config.settings import Settings
 
 if TYPE_CHECKING:
     from scoring.service import ScoringService

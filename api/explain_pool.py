@@ -18,7 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from ups.settings import Settings
+from config.settings import Settings
 
 from .errors import ApiError, Unavailable
 from .jobs import exit_with_parent

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from storage.db import connect
 from storage.projections import Jobs
-from ups.settings import Settings
+from config.settings import Settings
 
 from .errors import Conflict, Unavailable
 

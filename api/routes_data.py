@@ -11,7 +11,7 @@ from litestar import Response, Router, get, post
 from pydantic import BaseModel, ValidationError
 
 from storage.event_store import EventStore
-from ups import data_config
+from storage import data_config
 
 from . import commands
 from .context import AppContext, Ctx

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ups.settings import EdgeRange, Settings
+from config.settings import EdgeRange, Settings
 
 #: user ids, rule names, job ids: short printable tokens (they end up in URLs, SQL parameters and logs)
 NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"

@@ -32,7 +32,7 @@ TARGET_REPLAY = 150_000
 
 
 def _settings(db: Path, users: int, batch: int) -> Any:
-    from ups.settings import Settings
+    from config.settings import Settings
 
     # live_rate at its maximum: the source emits as fast as the flow takes events
     return Settings(db=db, users=users, live_rate=1_000_000, batch_size=batch, live_base_ts=1_767_225_600.0)

@@ -41,7 +41,7 @@ from scoring.features import EncoderConfig
 from scoring.graph import NODE_TYPES, EventBatch, HeteroGraph
 from scoring.model import GraphEmbedder
 from scoring.model_io import LoadedModel
-from ups.settings import Settings
+from config.settings import Settings
 
 _TYPES = ["call", "product.click", "product.order", "app.usage", "app.click"]
 

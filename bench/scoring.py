@@ -31,7 +31,7 @@ from scoring.service import ScoringService
 from scoring.threads import ThreadLimit
 from storage.event_store import EventStore
 from storage.projections import Embeddings, Profiles
-from ups.settings import Settings
+from config.settings import Settings
 
 
 def build(db: Path, users: int, dim: int) -> None:

@@ -30,7 +30,7 @@ from bytewax.inputs import FixedPartitionedSource
 
 from storage.event_store import EventStore
 from storage.projections import Profiles
-from ups.settings import Settings
+from config.settings import Settings
 
 from .affected import GraphDelta
 from .control import FlowControl

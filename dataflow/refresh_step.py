@@ -9,7 +9,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 
 from scoring.refresh import STATUS_KEYS, EmbeddingSink, refresh_builder
-from ups.settings import Settings
+from config.settings import Settings
 
 from .affected import GraphDelta
 from .control import FlowControl

@@ -22,7 +22,7 @@ from bytewax.testing import run_main
 from scoring.rule_store import CHECKPOINT as RULES_CHECKPOINT
 from storage.event_store import EventStore
 from storage.projections import Checkpoints, Status
-from ups.settings import Settings
+from config.settings import Settings
 
 from .control import PROFILES_CHECKPOINT, FlowControl, Supervisor
 from .flow import AttachRefresh, build_live_flow, build_replay_flow, jsonl_source, mock_source

@@ -54,7 +54,7 @@ def all_rows(graph: HeteroGraph, emb: Mapping[str, Tensor], version: int) -> Ite
 
 def embed_all(settings: Any, sample_ratio: float = 1.0, progress: Progress | None = None) -> dict[str, Any]:
     """Embeddings for every node of the (sampled) graph with the newest HGT model, written to the store."""
-    from ups.device import resolve_device
+    from config.device import resolve_device
 
     t0 = time.perf_counter()
     report = progress or (lambda f, m: None)

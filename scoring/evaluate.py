@@ -216,7 +216,7 @@ def label_auc(user_ids: Sequence[str], user_embeddings: np.ndarray, labels: Mapp
 
 def evaluate(settings: Any, progress: Progress | None = None) -> dict[str, Any]:
     """Quality of the newest HGT model on the held-out edges it was trained without."""
-    from ups.device import resolve_device
+    from config.device import resolve_device
 
     from .graph import build_graph
     from .model_io import load_model, untrained_copy

@@ -247,7 +247,7 @@ class IncrementalRefresher:
         clock: Callable[[], float] = time.time,
         load_stored: bool = True,
     ) -> None:
-        from ups.device import resolve_device
+        from config.device import resolve_device
 
         self.settings = settings
         self.config = config or RefreshConfig.from_settings(settings)

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from storage.event_store import EventStore
 from storage.events import validate_event
 from storage.projections import Embeddings, Models, Profiles
-from ups.settings import Settings
+from config.settings import Settings
 
 from .errors import BadRequest, NotEnoughData, RuleCompileError, RuleNotFound, ScoringError, UserNotFound
 from .explainer import MODES, Background, Explainer, feature_names, top_contributions

@@ -371,7 +371,7 @@ def train_hgt(
     Metrics: loss history, validation and test AUC per edge type (trained, untrained, degree), node
     and edge counts, duration, mode and the version registered.
     """
-    from ups.device import resolve_device
+    from config.device import resolve_device
 
     t0 = time.perf_counter()
     report = progress or (lambda f, m: None)

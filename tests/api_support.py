@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 from storage.db import connect
 from storage.projections import OpsHistory, Status
-from ups.settings import Settings
+from config.settings import Settings
 
 
 def settings_for(db: Path, **kw: Any) -> Settings:

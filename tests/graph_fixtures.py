@@ -15,7 +15,7 @@ from scoring.graph import NODE_TYPES, RELATIONS, HeteroGraph
 from scoring.model import GraphEmbedder
 from storage.event_store import EventStore
 from storage.events import Event
-from ups.settings import Settings
+from config.settings import Settings
 
 SMALL = GeneratorConfig(users=300, products=20, apps=12, events_per_user=15, seed=7)
 

@@ -115,7 +115,7 @@ def scoring_db(tmp_root: Path, dst: Path, cfg: GeneratorConfig, dim: int = 32, e
 @lru_cache(maxsize=None)
 def _trained_template(root: str, cfg: GeneratorConfig, dim: int) -> tuple[Path, dict]:
     from scoring.service import ScoringService
-    from ups.settings import Settings
+    from config.settings import Settings
 
     path = copy_db(_template(root, cfg, dim, True), Path(root) / f"trained-{cfg.tag}-{dim}.db")
     with ScoringService(Settings(db=path)) as svc:
@@ -141,7 +141,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="keep the database here")
     args = ap.parse_args()
     from scoring.service import ScoringService
-    from ups.settings import Settings
+    from config.settings import Settings
 
     import tempfile
 

@@ -16,7 +16,7 @@ from api.jobs import finite_only
 from api_support import TRAINING, folded_store, needs, settings_for, started
 from storage.db import connect
 from storage.projections import Jobs, Models
-from ups.settings import Settings
+from config.settings import Settings
 
 
 @pytest.fixture

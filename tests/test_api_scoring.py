@@ -229,7 +229,7 @@ def test_explanation_workers_exit_when_the_api_is_killed(db: Path) -> None:
         "import sys, time\n"
         "from pathlib import Path\n"
         "from api.explain_pool import ExplainPool\n"
-        "from ups.settings import Settings\n"
+        "from config.settings import Settings\n"
         "pool = ExplainPool(Settings(db=Path(sys.argv[1])), 1)\n"
         "pool.warm_up()\n"
         "print('ready', flush=True)\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from storage.db import connect
 from storage.projections import OpsHistory
-from ups.settings import Settings
+from config.settings import Settings
 from ups.supervisor import Supervisor, active_db
 
 CRASH = [sys.executable, "-c", "import time, sys; time.sleep(0.2); sys.exit(3)"]

@@ -14,7 +14,7 @@ from api.app import create_app
 from api.console import PAGES, STATIC, TEMPLATES
 from storage.db import connect
 from storage.projections import Profiles
-from ups.settings import Settings
+from config.settings import Settings
 
 SRC = re.compile(r'(?:src|href)="([^"]+)"')
 IMPORT = re.compile(r'(?:from|import\()\s*"(\./[^"]+)"')

@@ -16,7 +16,7 @@ import pytest
 from dataflow.generator import GeneratorConfig
 from dataflow.runner import replay
 from storage.event_store import EventStore
-from ups.settings import Settings
+from config.settings import Settings
 
 from test_replay import projection_rows  # tests/ is on sys.path (pytest rootdir import)
 

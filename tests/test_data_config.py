@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from storage.event_store import EventStore
-from ups import data_config
-from ups.settings import Settings
+from storage import data_config
+from config.settings import Settings
 
 
 def test_in_effect_keeps_dataset_fields_of_generation_and_takes_newest_live_fields(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from scoring.explainer import EMBEDDING_GROUP, RULE_SCORE, Background, Explainer
 from scoring.fusion import FusionCore
 from scoring.service import ScoringService
 from storage.projections import Embeddings, Models, Profiles
-from ups.settings import Settings
+from config.settings import Settings
 
 
 @pytest.fixture

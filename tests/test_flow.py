@@ -25,7 +25,7 @@ from dataflow.validate import check_event, validate_batch
 from storage.event_store import EventStore
 from storage.events import Event, InvalidEvent, validate_event
 from storage.projections import Checkpoints, Profiles
-from ups.settings import Settings
+from config.settings import Settings
 
 
 def _settings(db: Path) -> Settings:

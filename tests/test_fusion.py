@@ -17,7 +17,7 @@ from scoring.service import ScoringService
 from storage.event_store import EventStore
 from storage.projections import Embeddings, Models, Profiles
 from ups.cli import main
-from ups.settings import Settings
+from config.settings import Settings
 
 STRUCT = (("a", "monthly_fee > 1"), ("b", "tenure_months > 1"), ("c", "total_events > 1"))
 

@@ -177,7 +177,7 @@ def test_bad_training_arguments_are_refused(trained_db: Path, tmp_path: Path) ->
 def test_the_default_data_meets_the_link_auc_target(tmp_path: Path) -> None:
     """What `ups generate` + `ups train` give at the defaults: held-out link AUC >= 0.85 on the
     user-user and user-app edges, above the untrained model and the degree baseline."""
-    from ups.settings import Settings
+    from config.settings import Settings
 
     db = tmp_path / "default.db"
     assert main(["generate", "--db", str(db), "--quiet"]) == 0
@@ -231,7 +231,7 @@ def test_gpu_without_cuda_fails_with_the_message(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("text", ["0.7,0.2,0.1", "[0.7,0.2,0.1]", "(0.7, 0.2, 0.1)"])
 def test_train_split_reads_from_the_environment(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ups.settings import Settings
+    from config.settings import Settings
 
     monkeypatch.setenv("UPS_TRAIN_SPLIT", text)
     assert Settings().train_split == (0.7, 0.2, 0.1)

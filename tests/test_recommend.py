@@ -13,7 +13,7 @@ from scoring.errors import RuleCompileError
 from scoring.recommend import Recommender
 from scoring.service import ScoringService
 from storage.projections import Profiles
-from ups.settings import Settings
+from config.settings import Settings
 
 NEUTRAL = {"score": 0.7, "gate": 0.5, "f_rule": 0.0, "f_nn": 0.7}
 

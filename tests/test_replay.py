@@ -14,7 +14,7 @@ from dataflow.runner import replay, run_dataflow
 from storage.event_store import EventStore
 from storage.events import Event
 from ups.cli import main
-from ups.settings import Settings
+from config.settings import Settings
 
 
 def settings_for(db: Path, **kw: Any) -> Settings:

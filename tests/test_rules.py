@@ -15,7 +15,7 @@ from scoring.rules import DEFAULT_RULES, PROFILE_FIELDS, Rule, RuleEngine
 from scoring.service import ScoringService
 from storage.event_store import EventStore
 from storage.projections import Profiles, Rules
-from ups.settings import Settings
+from config.settings import Settings
 
 
 def profile(**over: Any) -> dict[str, Any]:

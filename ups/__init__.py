@@ -1,5 +1,1 @@
-"""UPS command line and settings shared by dataflow/, scoring/, api/ and storage/."""
-
-from .settings import Settings
-
-__all__ = ["Settings"]
+"""The ups command line: every subcommand over the layers below it."""

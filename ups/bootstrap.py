@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ups import data_config
-from ups.settings import Settings
+from storage import data_config
+from config.settings import Settings
 
 Progress = Callable[[float, str], None]
 

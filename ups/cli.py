@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 from pydantic import ValidationError
 
-from .settings import Settings
+from config.settings import Settings
 
 #: modules that define ``register(subparsers, common)``; kept here so `ups --help` lists them all
 COMMAND_MODULES = [
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as err:  # noqa: BLE001 - known failure kinds become one clear line
         from storage.db import SchemaTooNew
-        from .device import DeviceError
+        from config.device import DeviceError
 
         if isinstance(err, (SchemaTooNew, DeviceError, FileNotFoundError, ValueError)):
             print(f"ups {args.command}: error: {err}", file=sys.stderr)

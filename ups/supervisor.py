@@ -24,7 +24,7 @@ from typing import IO, Callable
 
 from storage.db import connect
 from storage.projections import OpsHistory, Status
-from ups.settings import Settings
+from config.settings import Settings
 
 log = logging.getLogger("ups.supervisor")
 

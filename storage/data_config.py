@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 from storage.events import Event
-from ups.settings import EDGE_RANGE_FIELDS
+from config.settings import EDGE_RANGE_FIELDS
 
 CONFIG_EVENT = "ops.data_config"
 
