@@ -11,7 +11,6 @@ from typing import Any
 
 import anyio
 
-from storage.projections import OpsHistory
 
 from .context import AppContext
 from .schemas import CommandOut
@@ -31,20 +30,20 @@ async def send(ctx: AppContext, command: str, params: dict[str, Any] | None = No
                wait: float | None = None) -> CommandOut:
     # writes wait for SQLite's write lock: never on the event loop
     op_id = await anyio.to_thread.run_sync(
-        lambda: OpsHistory(ctx.conn()).request(command, params or {}, source="api")
+        lambda: ctx.store().ops.request(command, params or {}, source="api")
     )
-    conn = ctx.conn()
-    ops = OpsHistory(conn)
+    store = ctx.store()
+    ops = store.ops
     deadline = time.monotonic() + (ctx.settings.command_ack_timeout if wait is None else wait)
     row = ops.get(op_id)
     while row is not None and row["state"] == "pending" and time.monotonic() < deadline:
-        if not dataflow_state(conn, ctx.settings.dataflow_stale_after).alive:
+        if not dataflow_state(store, ctx.settings.dataflow_stale_after).alive:
             break  # nobody will resolve it now: don't keep the caller waiting
         await anyio.sleep(0.05)
         row = ops.get(op_id)
     assert row is not None
     if row["state"] == "pending":
-        alive = dataflow_state(conn, ctx.settings.dataflow_stale_after).alive
+        alive = dataflow_state(store, ctx.settings.dataflow_stale_after).alive
         msg = (
             "the dataflow has not applied it yet"
             if alive

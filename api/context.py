@@ -6,7 +6,6 @@ so two apps in one process (tests) never share anything.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 import anyio
 from litestar.di import NamedDependency
 
-from storage.db import connect
+from storage import EventStore, open_store
 
 from .resources import ProcessMeter
 from config.settings import Settings
@@ -31,19 +30,19 @@ T = TypeVar("T")
 
 
 class Database:
-    """One SQLite connection per thread: handlers run on the event loop and in worker threads."""
+    """One store connection per thread: handlers run on the event loop and in worker threads."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
-        connect(path).close()  # create and migrate once, up front
+        open_store(path).close()  # create and migrate once, up front
 
-    def conn(self) -> sqlite3.Connection:
-        c: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if c is None:
-            c = connect(self.path)
-            self._local.conn = c
-        return c
+    def store(self) -> EventStore:
+        s: EventStore | None = getattr(self._local, "store", None)
+        if s is None:
+            s = open_store(self.path)
+            self._local.store = s
+        return s
 
 
 class AppContext:
@@ -68,8 +67,9 @@ class AppContext:
         #: CPU and memory of the API, its workers and the dataflow (cached psutil objects per pid)
         self.meter = ProcessMeter(settings.process_sample_interval)
 
-    def conn(self) -> sqlite3.Connection:
-        return self.db.conn()
+    def store(self) -> EventStore:
+        """This thread's connection to the current database."""
+        return self.db.store()
 
     def scoring(self) -> "ScoringService":
         """The scoring service of the current database, built on first use (it loads models)."""

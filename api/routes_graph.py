@@ -21,7 +21,7 @@ async def graph_refresh(ctx: Ctx, data: JSONBody[GraphRefreshIn], wait: Wait = F
 
 @get("/api/v1/graph/statistics", responses=responses(503), sync_to_thread=True, summary="Node and edge counts per type")
 def graph_statistics(ctx: Ctx) -> dict[str, Any]:
-    from scoring.graph import graph_statistics as stats
+    from scoring.graph_loader import graph_statistics as stats
 
     return stats(ctx.settings)
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from litestar import Router, delete, get, post, put
 from litestar.openapi.spec import Example
-from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.params import JSONBody, PathParameter
 
 from .context import Ctx
 from .errors import INVALID, MUTATION, responses

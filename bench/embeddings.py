@@ -38,7 +38,9 @@ import torch
 
 from dataflow.generator import BRANDS, LEVELS, PLANS, GeneratorConfig, MockGenerator, app_id, product_id, user_id
 from scoring.features import EncoderConfig
-from scoring.graph import NODE_TYPES, EventBatch, HeteroGraph
+from scoring.graph_schema import NODE_TYPES
+from storage.columns import EventBatch
+from scoring.graph import HeteroGraph
 from scoring.model import GraphEmbedder
 from scoring.model_io import LoadedModel
 from config.settings import Settings
@@ -157,7 +159,7 @@ def bench_training(users: int, s: Settings, steps_measured: int, modes: tuple[st
     """Time per training step of each mode on ``users`` users (``steps_measured`` steps, one for full),
     the epoch extrapolated from it, and peak extra memory; METIS partitioning timed on its own."""
     from scoring.evaluate import split_edges, with_edges
-    from scoring.graph import FORWARD_EDGE_TYPES
+    from scoring.graph_schema import FORWARD_EDGE_TYPES
     from scoring.training import TrainParams, Trainer
 
     _, g, t_build = build(users)
@@ -207,7 +209,7 @@ def bench_training(users: int, s: Settings, steps_measured: int, modes: tuple[st
 
 def _nodes_of(ev: Any) -> list[tuple[str, str]]:
     """The graph nodes an event touches (what the refresh must re-embed for it)."""
-    from scoring.graph import ATTRIBUTE_EVENTS, RELATIONS
+    from scoring.graph_schema import ATTRIBUTE_EVENTS, RELATIONS
 
     if ev.type in RELATIONS:
         et = RELATIONS[ev.type]

@@ -98,7 +98,7 @@ class Settings(BaseSettings):
         None, description="event time of live index 0 for a fresh stream (default: the start time)"
     )
 
-    # scoring: fusion training (issue 5)
+    # scoring: fusion training
     fusion_hidden: int = Field(32, ge=1, le=1024, description="hidden units of the fusion's embedding MLP")
     fusion_epochs: int = Field(300, ge=1, le=100_000, description="full-batch epochs of fusion training")
     fusion_lr: float = Field(0.01, gt=0, le=10, description="Adam learning rate of fusion training")

@@ -1,4 +1,4 @@
-"""Running the flows as a process: recovery directory, signals, supervisor, worker count; and replay."""
+"""Running the flows as a process: recovery directory, signals, control thread, worker count; and replay."""
 
 from __future__ import annotations
 
@@ -21,10 +21,9 @@ from bytewax.testing import run_main
 
 from scoring.rule_store import CHECKPOINT as RULES_CHECKPOINT
 from storage.event_store import EventStore
-from storage.projections import Checkpoints, Status
 from config.settings import Settings
 
-from .control import PROFILES_CHECKPOINT, FlowControl, Supervisor
+from .control import PROFILES_CHECKPOINT, FlowControl, ControlLoop
 from .flow import AttachRefresh, build_live_flow, build_replay_flow, jsonl_source, mock_source
 
 _META = "ups-flow.json"
@@ -168,7 +167,7 @@ def run_dataflow(
     recovery = ensure_recovery(settings, create=not process_id) if settings.recovery else None
     with EventStore(settings.db) as store:
         seq0 = store.last_seq()
-    supervisor = Supervisor(
+    control_loop = ControlLoop(
         settings.db,
         control,
         status_interval=settings.status_interval,
@@ -177,7 +176,7 @@ def run_dataflow(
         on_status=on_status,
     )
     t0 = time.perf_counter()
-    supervisor.start()
+    control_loop.start()
     try:
         with _signals_stop(control), _gc_for_throughput():
             cli_main(
@@ -189,14 +188,14 @@ def run_dataflow(
                 recovery_config=recovery,
             )
     finally:
-        status = supervisor.finish() or {}
+        status = control_loop.finish() or {}
     seconds = time.perf_counter() - t0
     with EventStore(settings.db) as store:
         return RunSummary(
             events_in=store.last_seq() - seq0,
             seconds=seconds,
             last_seq=store.last_seq(),
-            profiles_seq=Checkpoints(store.conn).get(PROFILES_CHECKPOINT),
+            profiles_seq=store.checkpoints.get(PROFILES_CHECKPOINT),
             dead_letters=store.dead_letter_count(),
             status=status,
         )
@@ -222,7 +221,7 @@ class ReplaySummary:
 def _flow_running(db: Path) -> dict[str, Any] | None:
     """The live flow's status if one is running on this database (its pid is alive)."""
     with EventStore(db) as store:
-        st = Status(store.conn).get("dataflow")
+        st = store.status.get("dataflow")
     if not st or st.get("state") != "running":
         return None
     try:
@@ -261,13 +260,13 @@ def replay(
             f"a dataflow (pid {running.get('pid')}) is writing {target}'s projections; stop it first "
             "(`ups dataflow` stops on SIGINT/SIGTERM or a shutdown command) or replay --into another file"
         )
-    with EventStore(target) as store, store.transaction() as conn:
-        cp = Checkpoints(conn).get(PROFILES_CHECKPOINT)
+    with EventStore(target) as store, store.transaction():
+        cp = store.checkpoints.get(PROFILES_CHECKPOINT)
         if from_seq == 1:
-            conn.execute("DELETE FROM profiles")
-            conn.execute("DELETE FROM rules")
-            Checkpoints(conn).set(PROFILES_CHECKPOINT, 0)
-            conn.execute("DELETE FROM checkpoints WHERE projection = ?", (RULES_CHECKPOINT,))
+            store.profiles.clear()
+            store.rules.clear()
+            store.checkpoints.set(PROFILES_CHECKPOINT, 0)
+            store.checkpoints.delete(RULES_CHECKPOINT)
         elif cp != from_seq - 1:
             raise FlowConfigError(
                 f"the profiles in {target} are at seq {cp:,}; replay --from-seq {cp + 1} continues them, "
@@ -284,5 +283,5 @@ def replay(
             cli_main(flow, workers_per_process=workers)
     seconds = time.perf_counter() - t0
     with EventStore(target) as store:
-        n = store.conn.execute("SELECT count(*) FROM profiles").fetchone()[0]
+        n = store.profiles.count()
     return ReplaySummary(from_seq, last, max(0, last - from_seq + 1), int(n), seconds, target)

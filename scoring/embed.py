@@ -4,19 +4,21 @@ incremental refresh shares: ``(node type, node id, float32 vector, model version
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from config.progress import Progress
 from storage.event_store import EventStore
-from storage.projections import Embeddings
+from storage.interface import Store
 
-from .graph import NODE_TYPES, HeteroGraph, build_graph
+from .graph import HeteroGraph
+from .graph_loader import build_graph
+from .graph_schema import NODE_TYPES
 from .model_io import load_model
 
-Progress = Callable[[float, str], None]
 EmbeddingRowT = tuple[str, str, np.ndarray, int, int]
 
 
@@ -28,19 +30,19 @@ def embedding_rows(graph: HeteroGraph, node_type: str, idx: Tensor, vectors: Ten
     return [(node_type, nid, vec[i], version, int(seqs[i])) for i, nid in enumerate(ids)]
 
 
-def write_rows(store: EventStore, rows: Iterable[EmbeddingRowT], batch: int = 20_000) -> int:
+def write_rows(store: Store, rows: Iterable[EmbeddingRowT], batch: int = 20_000) -> int:
     """Upsert rows, ``batch`` per transaction."""
     n = 0
     buf: list[EmbeddingRowT] = []
     for r in rows:
         buf.append(r)
         if len(buf) >= batch:
-            with store.transaction() as conn:
-                n += Embeddings(conn).put_many(buf)
+            with store.transaction():
+                n += store.embeddings.put_many(buf)
             buf = []
     if buf:
-        with store.transaction() as conn:
-            n += Embeddings(conn).put_many(buf)
+        with store.transaction():
+            n += store.embeddings.put_many(buf)
     return n
 
 
@@ -64,7 +66,7 @@ def embed_all(settings: Any, sample_ratio: float = 1.0, progress: Progress | Non
         raise ValueError(f"sample_ratio must be within (0, 1], not {sample_ratio}")
     device = resolve_device(settings.device)
     with EventStore(settings.db) as store:
-        loaded = load_model(store.conn, device=device)
+        loaded = load_model(store, device=device)
         if loaded is None:
             raise ValueError("no HGT model registered yet; run `ups train` first")
         graph = build_graph(

@@ -1,4 +1,4 @@
-"""SHAP explanations of the fused score (the seed's ``ExplainerService``), with ``shap.KernelExplainer``.
+"""SHAP explanations of the fused score, with ``shap.KernelExplainer``.
 
 The explained function is the fused model's prediction over ``[h_rule, h_nn, f_rule]``: features are the
 rule names, ``emb_0 … emb_{d-1}`` and ``rule_score``. Two modes:
@@ -24,7 +24,7 @@ from .fusion import FusionCore
 RULE_SCORE = "rule_score"
 EMBEDDING_GROUP = "graph embedding"
 Mode = Literal["per_dimension", "grouped"]
-MODES: tuple[str, ...] = ("per_dimension", "grouped")
+EXPLAIN_MODES: tuple[str, ...] = ("per_dimension", "grouped")
 
 
 def feature_names(rule_names: tuple[str, ...], emb_dim: int) -> list[str]:

@@ -1,11 +1,11 @@
-"""``FusionCore`` (the seed's gated fusion) and its training on the planted ``label.observed`` outcome.
+"""``FusionCore`` (the gated fusion of rules and embeddings) and its training on the planted ``label.observed`` outcome.
 
     g     = σ(W_rule·h_rule + W_emb·z + c)            z = standardised embedding h_nn
     f_nn  = σ(MLP(z))
     f̂_rule = σ(a·f_rule + b)                          learned affine calibration of the rule score
     score = g·f̂_rule + (1 − g)·f_nn
 
-``W = [W_rule, W_emb]`` is the seed's ``W[h_rule, h_nn]`` kept as two blocks so that a change of the rule
+``W = [W_rule, W_emb]`` is one weight ``W[h_rule, h_nn]`` kept as two blocks so that a change of the rule
 structure rebuilds the rule side (``W_rule``; the columns of rules that did not change are carried over)
 and keeps the embedding side (``W_emb``, ``c``, the MLP, the standardisation). ``f_rule`` is a sum of rule
 weights on whatever scale the operator chose; the calibration (two parameters, monotone, so rule-only AUC
@@ -29,9 +29,9 @@ from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from .errors import NotEnoughData
+from config.progress import Progress
 
-Progress = Callable[[float, str], None]
+from .errors import NotEnoughData
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""The heterogeneous user / product / app graph (the seed's ``GraphBuilder``), built from the event log.
+"""The heterogeneous user / product / app graph , built from the event log.
 
 Node maps id <-> index per type, raw node attributes, and one edge list per interaction type (event
 time and seq as edge attributes), all in growable device buffers: new events append nodes and edges
@@ -10,289 +10,38 @@ to seq N and then updated with the events after N equals one built up to the end
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
-from storage.event_store import EventStore
+from storage.columns import EventBatch
 from storage.events import Event
 
+from .adjacency import Adjacency
 from .features import FeatureSpace, RawFeatures
-
-NODE_TYPES: tuple[str, ...] = ("user", "product", "app")
-EdgeType = tuple[str, str, str]
-
-#: interaction event type -> forward edge type (user -> target)
-RELATIONS: dict[str, EdgeType] = {
-    "call": ("user", "calls", "user"),
-    "product.order": ("user", "orders", "product"),
-    "product.click": ("user", "clicks", "product"),
-    "app.usage": ("user", "uses", "app"),
-    "app.click": ("user", "clicks", "app"),
-}
-FORWARD_EDGE_TYPES: tuple[EdgeType, ...] = tuple(RELATIONS.values())
+from .graph_buffers import EdgeTable, NodeTable
+from .graph_schema import (
+    ATTRIBUTE_EVENTS, EDGE_TYPES, FORWARD_EDGE_TYPES, FORWARD_OF, GRAPH_EVENT_TYPES, NODE_TYPES, RELATIONS, EdgeType, edge_key,
+)
 
 
-def reverse_of(et: EdgeType) -> EdgeType:
-    return (et[2], f"rev_{et[1]}", et[0])
-
-
-EDGE_TYPES: tuple[EdgeType, ...] = FORWARD_EDGE_TYPES + tuple(reverse_of(et) for et in FORWARD_EDGE_TYPES)
-#: edge type -> (the forward type whose list holds its edges, whether it runs against that list)
-FORWARD_OF: dict[EdgeType, tuple[EdgeType, bool]] = {
-    **{et: (et, False) for et in FORWARD_EDGE_TYPES},
-    **{reverse_of(et): (et, True) for et in FORWARD_EDGE_TYPES},
-}
-METADATA: tuple[list[str], list[EdgeType]] = (list(NODE_TYPES), list(EDGE_TYPES))
-
-#: events that define or change a node's attributes: type -> node type
-ATTRIBUTE_EVENTS: dict[str, str] = {
-    "user.registered": "user",
-    "user.updated": "user",
-    "product.listed": "product",
-    "app.listed": "app",
-}
-GRAPH_EVENT_TYPES: tuple[str, ...] = tuple(ATTRIBUTE_EVENTS) + tuple(RELATIONS)
-
-
-def edge_key(et: EdgeType) -> str:
-    """``user-calls-user``: the name used in metrics and JSON."""
-    return "-".join(et)
-
-
-# ------------------------------------------------------------------------------------------ buffers
-
-
-class Growable:
-    """A tensor with spare capacity along dim 0; ``view`` is the filled part. Doubles when full."""
-
-    def __init__(self, tail: Sequence[int], dtype: torch.dtype, device: torch.device, fill: float = 0) -> None:
-        self.tail = tuple(tail)
-        self.dtype = dtype
-        self.fill = fill
-        self.data = torch.full((16, *self.tail), fill, dtype=dtype, device=device)
-        self.n = 0
-
-    @property
-    def view(self) -> Tensor:
-        return self.data[: self.n]
-
-    def reserve(self, extra: int) -> None:
-        need = self.n + extra
-        if need > self.data.shape[0]:
-            cap = max(need, 2 * self.data.shape[0])
-            new = torch.full((cap, *self.tail), self.fill, dtype=self.dtype, device=self.data.device)
-            new[: self.n] = self.data[: self.n]
-            self.data = new
-
-    def append(self, values: Tensor | np.ndarray) -> tuple[int, int]:
-        v = torch.as_tensor(values, dtype=self.dtype).to(self.data.device)
-        self.reserve(v.shape[0])
-        start = self.n
-        self.data[start : start + v.shape[0]] = v
-        self.n += v.shape[0]
-        return start, self.n
-
-    def extend_fill(self, count: int) -> None:
-        self.reserve(count)
-        self.data[self.n : self.n + count] = self.fill
-        self.n += count
-
-
-class NodeTable:
-    """The nodes of one type: ids, index, raw attributes, degree, last event seq/time."""
-
-    def __init__(self, node_type: str, space: FeatureSpace, device: torch.device) -> None:
-        self.node_type = node_type
-        self.ids: list[str] = []
-        self.index: dict[str, int] = {}
-        k, c, (s, l) = space.widths(node_type)
-        self.numeric = Growable((k,), torch.float32, device, fill=math.nan)
-        self.categorical = Growable((c,), torch.long, device)
-        self.sequence = Growable((s, l), torch.long, device)
-        self.degree = Growable((), torch.float32, device)
-        self.last_seq = Growable((), torch.long, device)
-        self.last_ts = Growable((), torch.float64, device, fill=-math.inf)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def add(self, new_ids: Sequence[str]) -> None:
-        """Register nodes (attributes missing until an attribute event sets them)."""
-        base = len(self.ids)
-        for i, nid in enumerate(new_ids):
-            self.index[nid] = base + i
-        self.ids.extend(new_ids)
-        for buf in (self.numeric, self.categorical, self.sequence, self.degree, self.last_seq, self.last_ts):
-            buf.extend_fill(len(new_ids))
-
-    def lookup(self, ids: Sequence[str]) -> np.ndarray:
-        return np.fromiter(map(self.index.__getitem__, ids), dtype=np.int64, count=len(ids))
-
-
-
-class EdgeTable:
-    """Edges of one forward edge type, in seq order: src, dst (node indices), event time, seq."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.src = Growable((), torch.long, device)
-        self.dst = Growable((), torch.long, device)
-        self.ts = Growable((), torch.float64, device)
-        self.seq = Growable((), torch.long, device)
-
-    def __len__(self) -> int:
-        return self.src.n
-
-    def append(self, src: np.ndarray, dst: np.ndarray, ts: np.ndarray, seq: np.ndarray) -> None:
-        self.src.append(src)
-        self.dst.append(dst)
-        self.ts.append(ts)
-        self.seq.append(seq)
-
-
-# ------------------------------------------------------------------------------------------ adjacency
-
-
-class _CSR:
-    """Incoming edges grouped by destination over a range of edge ids (``perm`` holds the edge ids)."""
-
-    def __init__(self, dst: Tensor, first_eid: int, num_nodes: int) -> None:
-        order = torch.sort(dst, stable=True).indices
-        self.perm = order + first_eid
-        counts = torch.bincount(dst, minlength=num_nodes) if dst.numel() else torch.zeros(num_nodes, dtype=torch.long, device=dst.device)
-        self.rowptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=dst.device)
-        torch.cumsum(counts, 0, out=self.rowptr[1:])
-        self.num_nodes = num_nodes
-
-    def degree(self, nodes: Tensor) -> Tensor:
-        if self.num_nodes == 0:
-            return torch.zeros_like(nodes)
-        inside = nodes < self.num_nodes
-        v = torch.where(inside, nodes, torch.zeros_like(nodes))
-        deg = self.rowptr[v + 1] - self.rowptr[v]
-        return torch.where(inside, deg, torch.zeros_like(deg))
-
-    def gather_all(self, nodes: Tensor) -> Tensor:
-        """Edge ids of all incoming edges of ``nodes`` (vectorised segment gather)."""
-        deg = self.degree(nodes)
-        total = int(deg.sum())
-        if total == 0:
-            return torch.empty(0, dtype=torch.long, device=nodes.device)
-        starts = self.rowptr[torch.where(nodes < self.num_nodes, nodes, torch.zeros_like(nodes))]
-        seg = torch.repeat_interleave(torch.arange(len(nodes), device=nodes.device), deg)
-        offs = torch.arange(total, device=nodes.device) - torch.repeat_interleave(torch.cumsum(deg, 0) - deg, deg)
-        return self.perm[starts[seg] + offs]
-
-    def pick(self, nodes: Tensor, offsets: Tensor) -> Tensor:
-        """Edge id at position ``offsets[i]`` among the incoming edges of ``nodes[i]``."""
-        return self.perm[self.rowptr[nodes] + offsets]
-
-
-class Adjacency:
-    """Incoming edges per destination for one edge type: a CSR over most edges plus a small CSR over
-    the newest ones, so appending edges never re-sorts the whole list (compacted past a threshold)."""
-
-    def __init__(self, graph: "HeteroGraph", et: EdgeType) -> None:
-        self.graph = graph
-        self.et = et
-        fwd, self.reverse = FORWARD_OF[et]
-        self.table = graph.edges[fwd]
-        self._base: _CSR | None = None
-        self._base_edges = 0
-        self._delta: _CSR | None = None
-        self._delta_key: tuple[int, int] = (-1, -1)
-
-    def _dst_col(self) -> Growable:
-        return self.table.src if self.reverse else self.table.dst
-
-    def _src_col(self) -> Growable:
-        return self.table.dst if self.reverse else self.table.src
-
-    @property
-    def num_dst(self) -> int:
-        return len(self.graph.nodes[self.et[2]])
-
-    def _sync(self) -> tuple[_CSR, _CSR]:
-        m = len(self.table)
-        if self._base is None or (m - self._base_edges) > max(self.graph.compact_min, self._base_edges // 20):
-            self._base = _CSR(self._dst_col().view[:m], 0, self.num_dst)
-            self._base_edges = m
-            self._delta_key = (-1, -1)
-        key = (m, self.num_dst)
-        if self._delta is None or self._delta_key != key:
-            self._delta = _CSR(self._dst_col().view[self._base_edges : m], self._base_edges, self.num_dst)
-            self._delta_key = key
-        return self._base, self._delta
-
-    def in_degree(self, nodes: Tensor) -> Tensor:
-        base, delta = self._sync()
-        return base.degree(nodes) + delta.degree(nodes)
-
-    def incoming(self, nodes: Tensor, fanout: int | None, generator: torch.Generator | None = None) -> Tensor:
-        """Edge ids of the incoming edges of ``nodes``: all of them (``fanout=None``), or up to
-        ``fanout`` distinct ones per node drawn uniformly (with replacement, then de-duplicated: O(fanout)
-        per node even for an app with a million users)."""
-        base, delta = self._sync()
-        if fanout is None:
-            return torch.cat([base.gather_all(nodes), delta.gather_all(nodes)])
-        db, dd = base.degree(nodes), delta.degree(nodes)
-        deg = db + dd
-        small = deg <= fanout
-        parts = [base.gather_all(nodes[small]), delta.gather_all(nodes[small])]
-        big = nodes[~small]
-        if big.numel():
-            bdb, bdeg = db[~small], deg[~small]
-            r = torch.rand((big.numel(), fanout), device=nodes.device, generator=generator)
-            pos = (r * bdeg.unsqueeze(1).to(r.dtype)).long().clamp_max_(bdeg.unsqueeze(1) - 1)
-            rows = big.unsqueeze(1).expand_as(pos)
-            in_base = pos < bdb.unsqueeze(1)
-            eids = torch.empty_like(pos)
-            eids[in_base] = base.pick(rows[in_base], pos[in_base])
-            eids[~in_base] = delta.pick(rows[~in_base], (pos - bdb.unsqueeze(1))[~in_base])
-            parts.append(torch.unique(eids))
-        return torch.cat(parts)
-
-    def endpoints(self, eids: Tensor) -> tuple[Tensor, Tensor]:
-        """(src, dst) node indices of edge ids, in this edge type's direction."""
-        return self._src_col().view[eids], self._dst_col().view[eids]
-
-
-# ------------------------------------------------------------------------------------------ the graph
-
-
-@dataclass(slots=True)
-class EventBatch:
-    """Graph-relevant events as columns (seq order)."""
-
-    seq: np.ndarray
-    type: list[str]
-    user: list[str | None]
-    target: list[str | None]
-    ts: np.ndarray
-    payload: list[Any]  # dict, JSON text, or None for interactions
-    #: the last seq the batch covers, counting events that are not part of the graph (labels, rules ...)
-    upto: int = 0
-
-    def __len__(self) -> int:
-        return len(self.type)
-
-    @classmethod
-    def from_events(cls, events: Iterable[tuple[int, Event]]) -> "EventBatch":
-        upto = 0
-        rows = []
-        for s, e in events:
-            upto = max(upto, s)
-            if e.type in _GRAPH_TYPES:
-                rows.append((s, e.type, e.user_id, e.target_id, e.ts, e.payload))
-        if not rows:
-            return cls(np.zeros(0, np.int64), [], [], [], np.zeros(0), [], upto)
-        seq, types, users, targets, ts, payloads = zip(*rows)
-        return cls(np.asarray(seq, np.int64), list(types), list(users), list(targets), np.asarray(ts, np.float64), list(payloads), upto)
+def graph_batch(events: Iterable[tuple[int, Event]]) -> EventBatch:
+    """The graph events of ``(seq, event)`` pairs as columns; ``upto`` counts every event given."""
+    upto = 0
+    rows = []
+    for s, e in events:
+        upto = max(upto, s)
+        if e.type in _GRAPH_TYPES:
+            rows.append((s, e.type, e.user_id, e.target_id, e.ts, e.payload))
+    if not rows:
+        return EventBatch.empty(upto)
+    seq, types, users, targets, ts, payloads = zip(*rows)
+    return EventBatch(np.asarray(seq, np.int64), list(types), list(users), list(targets),
+                      np.asarray(ts, np.float64), list(payloads), upto)
 
 
 _GRAPH_TYPES = frozenset(GRAPH_EVENT_TYPES)
@@ -442,7 +191,7 @@ class HeteroGraph:
 
     def apply_events(self, events: Iterable[tuple[int, Event]]) -> GraphDelta:
         """Apply ``(seq, event)`` pairs in seq order; events at or before ``last_seq`` are skipped."""
-        return self.apply(EventBatch.from_events(events))
+        return self.apply(graph_batch(events))
 
     def apply(self, batch: EventBatch) -> GraphDelta:
         delta = GraphDelta()
@@ -610,110 +359,3 @@ def _payload(p: Any) -> Mapping[str, Any]:
     if isinstance(p, (str, bytes)):
         return json.loads(p)
     return p
-
-
-# ------------------------------------------------------------------------------------------ from the store
-
-
-def read_batches(
-    store: EventStore, from_seq: int = 1, to_seq: int | None = None, chunk: int = 200_000
-) -> Iterable[EventBatch]:
-    """Graph events from the log as columnar batches; payloads are fetched for attribute events only."""
-    types_sql = ",".join(f"'{t}'" for t in GRAPH_EVENT_TYPES)
-    attr_sql = ",".join(f"'{t}'" for t in ATTRIBUTE_EVENTS)
-    upper = to_seq if to_seq is not None else 2**62
-    cursor = from_seq
-    while True:
-        rows = store.conn.execute(
-            f"SELECT seq, type, user_id, target_id, ts, CASE WHEN type IN ({attr_sql}) THEN payload END "
-            f"FROM events WHERE seq >= ? AND seq <= ? AND type IN ({types_sql}) ORDER BY seq LIMIT ?",
-            (cursor, upper, chunk),
-        ).fetchall()
-        if not rows:
-            return
-        seq, types, users, targets, ts, payloads = zip(*rows)
-        yield EventBatch(np.asarray(seq, np.int64), list(types), list(users), list(targets), np.asarray(ts, np.float64), list(payloads))
-        cursor = rows[-1][0] + 1
-        if len(rows) < chunk:
-            return
-
-
-def build_graph(
-    store: EventStore,
-    *,
-    device: torch.device | str = "cpu",
-    sample_ratio: float = 1.0,
-    sample_seed: int = 0,
-    upto_seq: int | None = None,
-    compact_min: int = 50_000,
-    progress: Callable[[float, str], None] | None = None,
-) -> HeteroGraph:
-    """The seed's ``build_graph_from_snapshot``: the graph of the log up to ``upto_seq`` (default: all).
-
-    With ``sample_ratio < 1`` a deterministic share of users is kept (products and apps are a small
-    catalogue and are all kept), with the events among kept nodes.
-    """
-    graph = HeteroGraph(device, sample_ratio=sample_ratio, sample_seed=sample_seed, compact_min=compact_min)
-    end = store.last_seq() if upto_seq is None else min(upto_seq, store.last_seq())
-    for batch in read_batches(store, 1, end):
-        graph.apply(batch)
-        if progress and end:
-            progress(min(1.0, int(batch.seq[-1]) / end), f"graph: read up to seq {int(batch.seq[-1]):,}")
-    graph.last_seq = max(graph.last_seq, end)
-    return graph
-
-
-def graph_statistics(settings: Any) -> dict[str, Any]:
-    """Node and edge counts per type, straight from the log (no graph is built)."""
-    from storage.projections import Embeddings, Models
-
-    if not settings.db.exists():
-        raise FileNotFoundError(f"no database at {settings.db}; run `ups generate` first")
-    with EventStore(settings.db, readonly=True) as store:
-        conn = store.conn
-        inter = ",".join(f"'{t}'" for t in RELATIONS)
-        users = conn.execute(
-            "SELECT count(*) FROM (SELECT user_id FROM events WHERE user_id IS NOT NULL AND type IN "
-            f"('user.registered','user.updated',{inter}) UNION SELECT target_id FROM events WHERE type = 'call')"
-        ).fetchone()[0]
-        products = conn.execute(
-            "SELECT count(DISTINCT target_id) FROM events WHERE type IN ('product.listed','product.order','product.click')"
-        ).fetchone()[0]
-        apps = conn.execute(
-            "SELECT count(DISTINCT target_id) FROM events WHERE type IN ('app.listed','app.usage','app.click')"
-        ).fetchone()[0]
-        by_type = store.counts_by_type()
-        models = Models(conn)
-        return {
-            "nodes": {"user": int(users), "product": int(products), "app": int(apps)},
-            "edges": {edge_key(et): int(by_type.get(ev, 0)) for ev, et in RELATIONS.items()},
-            "edge_types": [edge_key(et) for et in EDGE_TYPES],
-            "embeddings": {t: Embeddings(conn).count(t) for t in NODE_TYPES},
-            "model_version": models.latest_version("hgt"),
-            "last_seq": store.last_seq(),
-        }
-
-
-__all__ = [
-    "NODE_TYPES",
-    "RELATIONS",
-    "FORWARD_EDGE_TYPES",
-    "EDGE_TYPES",
-    "FORWARD_OF",
-    "METADATA",
-    "GRAPH_EVENT_TYPES",
-    "EdgeType",
-    "edge_key",
-    "reverse_of",
-    "Growable",
-    "NodeTable",
-    "EdgeTable",
-    "Adjacency",
-    "EventBatch",
-    "GraphDelta",
-    "HeteroGraph",
-    "keep_mask",
-    "read_batches",
-    "build_graph",
-    "graph_statistics",
-]

@@ -1,4 +1,4 @@
-"""Strategy recommendations (the seed's ``get_recommendations``) as configurable strategy rules.
+"""Strategy recommendations as configurable strategy rules.
 
 A strategy is a sandboxed condition over the profile (plus the fused ``score``, ``gate``, ``f_rule``,
 ``f_nn``), a title, a reason template whose ``{...}`` parts are sandboxed expressions too, and a priority.

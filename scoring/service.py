@@ -1,5 +1,5 @@
 """``ScoringService``: profiles, fused scores, SHAP explanations, recommendations, rule management and
-fusion training over one store (the seed's ``HybridProfilingService`` + ``ExplainerService``).
+fusion training over one store.
 
 It reads projections only (``profiles``, ``embeddings``, ``rules``, ``models``); it never folds the log.
 Every call checks the rules version and the newest fusion version (two indexed queries), so a rule or a
@@ -9,36 +9,54 @@ access and state swaps hold one lock; SHAP and model arithmetic run outside it.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import sqlite3
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 from pydantic import BaseModel
 
+from config.progress import Progress
+from config.settings import Settings
 from storage.event_store import EventStore
 from storage.events import validate_event
-from storage.projections import Embeddings, Models, Profiles
-from config.settings import Settings
 
-from .errors import BadRequest, NotEnoughData, RuleCompileError, RuleNotFound, ScoringError, UserNotFound
-from .explainer import MODES, Background, Explainer, feature_names, top_contributions
-from .fusion import FitSettings, FusionCore, ServingFusion, TrainingData, hash01, split_of, train_fusion_core
+from .errors import (
+    BadRequest,
+    NotEnoughData,
+    RuleCompileError,
+    RuleNotFound,
+    ScoringError,
+    UserNotFound,
+)
+from .explainer import EXPLAIN_MODES, Background, Explainer, feature_names, top_contributions
+from .fusion import (
+    FitSettings,
+    FusionCore,
+    ServingFusion,
+    TrainingData,
+    hash01,
+    split_of,
+    train_fusion_core,
+)
 from .recommend import Recommender
 from .rule_store import RuleStore
-from .rules import DEFAULT_RULES, RuleEngine, RuleOutput, compile_condition, validate_rule
+from .rules import (
+    DEFAULT_RULES,
+    RuleEngine,
+    RuleOutput,
+    compile_condition,
+    validate_rule,
+)
 from .threads import ThreadLimit
 
 log = logging.getLogger(__name__)
-Progress = Callable[[float, str], None]
 
 
 def _as_dict(spec: Any) -> Any:
@@ -103,7 +121,7 @@ class _Inputs:
 
 
 class ScoringService:
-    """The API's (and the CLI's) entry to scoring; see the brief's contract for the names and keys."""
+    """The API's (and the CLI's) entry to scoring."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -128,10 +146,6 @@ class ScoringService:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @property
-    def conn(self) -> sqlite3.Connection:
-        return self.store.conn
-
     # ------------------------------------------------------------------ state
 
     @contextmanager
@@ -150,7 +164,7 @@ class ScoringService:
     def _current(self) -> _State:
         with self._lock:
             rv = self.rule_store.version()
-            fv = Models(self.conn).latest_version("fusion")
+            fv = self.store.models.latest_version("fusion")
             st = self._state
             if st is not None and st.rules_version == rv and st.fusion_version == fv and (
                 st.trained is not None or st.model.emb_dim == self._default_emb_dim()  # untrained: follow the store
@@ -173,25 +187,25 @@ class ScoringService:
     def _load_fusion(self, version: int | None) -> FusionCore | None:
         if version is None:
             return None
-        row = Models(self.conn).get(version)
+        row = self.store.models.get(version)
         if row is None or row.weights is None:
             raise ScoringError(f"fusion model version {version} has no weights")
         return FusionCore.from_bytes(row.config, row.weights)
 
     def _default_emb_dim(self) -> int:
-        r = self.conn.execute("SELECT dim FROM embeddings WHERE node_type = 'user' LIMIT 1").fetchone()
-        return int(r[0]) if r else self.settings.fusion_embedding_dim
+        dim = self.store.embeddings.dim("user")
+        return dim if dim is not None else self.settings.fusion_embedding_dim
 
     def _inputs(self, user_id: str, st: _State) -> _Inputs:
         with self._lock:
-            r = self.conn.execute("SELECT profile, last_seq FROM profiles WHERE user_id = ?", (user_id,)).fetchone()
-            if r is None:
+            found = self.store.profiles.get_with_seq(user_id)
+            if found is None:
                 raise UserNotFound(user_id)
-            emb = Embeddings(self.conn).get("user", user_id)
-        profile = json.loads(r[0])
+            emb = self.store.embeddings.get("user", user_id)
+        profile, last_seq = found
         h_nn, missing, note = self._vector(emb.vector if emb else None, st.model.emb_dim)
         return _Inputs(
-            profile, int(r[1]), st.engine.evaluate(profile), h_nn, missing,
+            profile, last_seq, st.engine.evaluate(profile), h_nn, missing,
             emb.model_version if emb else None, emb.seq if emb else None, note,
         )
 
@@ -209,7 +223,7 @@ class ScoringService:
 
     def profile(self, user_id: str) -> dict[str, Any]:
         with self._lock:
-            doc = Profiles(self.conn).get(user_id)
+            doc = self.store.profiles.get(user_id)
         if doc is None:
             raise UserNotFound(user_id)
         return doc
@@ -241,8 +255,8 @@ class ScoringService:
 
     def explain(self, user_id: str, mode: str = "per_dimension", top_k: int | None = None) -> dict[str, Any]:
         """SHAP contributions to the score; cached per (user, model versions, rules version, inputs)."""
-        if mode not in MODES:
-            raise BadRequest(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if mode not in EXPLAIN_MODES:
+            raise BadRequest(f"mode must be one of {', '.join(EXPLAIN_MODES)}, not {mode!r}")
         k = self.settings.explain_top_k if top_k is None else top_k
         if not isinstance(k, int) or k < 1:
             raise BadRequest(f"top_k must be a whole number >= 1, not {top_k!r}")
@@ -287,10 +301,10 @@ class ScoringService:
                 return st.background
             s = self.settings
             ids, source = (list(s.explain_background_ids), "configured") if s.explain_background_ids else (
-                Profiles(self.conn).sample_ids(s.explain_background, seed=s.seed), "sample")
-            profiles = Profiles(self.conn).get_many(ids)
+                self.store.profiles.sample_ids(s.explain_background, seed=s.seed), "sample")
+            profiles = self.store.profiles.get_many(ids)
             present = [i for i in ids if i in profiles]
-            vectors = Embeddings(self.conn).get_many("user", present)
+            vectors = self.store.embeddings.get_many("user", present)
         rows = []
         for uid in present:
             out = st.engine.evaluate(profiles[uid])
@@ -379,7 +393,7 @@ class ScoringService:
             raise BadRequest(f"sample must be within 1..100000, not {sample!r}")
         expr = compile_condition(condition)
         with self._lock:
-            profiles = Profiles(self.conn).get_many(Profiles(self.conn).sample_ids(sample, seed=self.settings.seed))
+            profiles = self.store.profiles.get_many(self.store.profiles.sample_ids(sample, seed=self.settings.seed))
         fired = 0
         errors: list[dict[str, str]] = []
         for uid, p in profiles.items():
@@ -456,7 +470,7 @@ class ScoringService:
             for ev in self.store.read(types=["label.observed"]):
                 if ev.user_id and ev.payload.get("label") == s.fusion_label:
                     labels[ev.user_id] = int(ev.payload["value"])
-            n_profiles = Profiles(self.conn).count()
+            n_profiles = self.store.profiles.count()
         if not labels:
             raise NotEnoughData(f"no label.observed events with label {s.fusion_label!r} in {s.db}")
         if n_profiles == 0:
@@ -465,10 +479,10 @@ class ScoringService:
         if 0 < samples < len(ids):  # a reproducible subset
             ids = sorted(sorted(ids, key=lambda u: hash01(u, s.seed + 1))[:samples])
         with self._lock:
-            profiles = Profiles(self.conn).get_many(ids)
+            profiles = self.store.profiles.get_many(ids)
             ids = [u for u in ids if u in profiles]
-            vectors = Embeddings(self.conn).get_many("user", ids)
-            emb_version = Models(self.conn).latest_version("hgt")
+            vectors = self.store.embeddings.get_many("user", ids)
+            emb_version = self.store.models.latest_version("hgt")
         if not ids:
             raise NotEnoughData("none of the labelled users has a profile yet")
         h, f = st.engine.evaluate_many([profiles[u] for u in ids])
@@ -487,14 +501,14 @@ class ScoringService:
 
     def _register(self, model: FusionCore, config: dict[str, Any], metrics: dict[str, Any]) -> int:
         summary = {k: metrics[k] for k in ("auc", "loss", "test_loss", "n_train", "n_test") if k in metrics}
-        with self._lock, self.store.transaction() as conn:
-            version = Models(conn).add("fusion", config, metrics, model.to_bytes())
+        with self._lock, self.store.transaction():
+            version = self.store.models.add("fusion", config, metrics, model.to_bytes())
             event = validate_event({
                 "event_id": f"model-{uuid.uuid4().hex}", "type": "model.registered", "ts": time.time(),
                 "user_id": None, "target_id": None,
                 "payload": {"kind": "fusion", "version": version, "metrics": summary},
             })
             seq = self.store.append([event]).new[0][0]
-            Models(conn).set_seq(version, seq)
+            self.store.models.set_seq(version, seq)
         return version
 

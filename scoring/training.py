@@ -1,4 +1,4 @@
-"""Training the feature encoders and the HGT jointly (the seed's ``HGTTrainer.train_on_graph``).
+"""Training the feature encoders and the HGT jointly.
 
 InfoNCE per forward edge type (user→user calls, user→product orders/clicks, user→app uses/clicks),
 averaged over edge types, on the training edges; validation and test edges are held out of the
@@ -18,23 +18,25 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from config.progress import Progress
 from storage.event_store import EventStore
 
-from .evaluate import EdgeSplit, link_aucs, split_edges, with_edges
+from .evaluate import link_aucs, split_edges, with_edges
 from .features import EncoderConfig
-from .graph import FORWARD_EDGE_TYPES, FORWARD_OF, NODE_TYPES, EdgeType, HeteroGraph, build_graph, edge_key
-from .model import GraphEmbedder, Hidden, info_nce_shared
+from .graph import HeteroGraph
+from .graph_loader import build_graph
+from .graph_schema import FORWARD_EDGE_TYPES, FORWARD_OF, NODE_TYPES, EdgeType, edge_key
+from .model import GraphEmbedder, info_nce_shared
 from .model_io import initialised, register_model
 from .sampler import Subgraph, make_sampler, parse_fanouts
 
-Progress = Callable[[float, str], None]
-MODES = ("full", "minibatch", "metis")
+TRAINING_MODES = ("full", "minibatch", "metis")
 #: share of a step's training edges used as its supervision targets (and hidden from its message passing)
 SUPERVISION_SHARE = 0.3
 
@@ -95,8 +97,8 @@ def _choose_mode(mode: str | None, settings: Any, graph: HeteroGraph) -> str:
         # past the full-batch size, METIS partitions: at 1M users a partition step costs a quarter of a
         # sampled mini-batch step and an epoch covers every training edge (bench/embeddings.py)
         return "full" if graph.num_edges() <= settings.train_full_max_edges else "metis"
-    if m not in MODES:
-        raise ValueError(f"training mode must be one of {', '.join(MODES)} (or auto), not {m!r}")
+    if m not in TRAINING_MODES:
+        raise ValueError(f"training mode must be one of {', '.join(TRAINING_MODES)} (or auto), not {m!r}")
     return m
 
 
@@ -328,7 +330,7 @@ def metis_partitions(graph: HeteroGraph, part_users: int, seed: int) -> list[dic
 def induced_subgraph(graph: HeteroGraph, nodes: Mapping[str, Tensor]) -> tuple[Subgraph, dict[EdgeType, tuple[Tensor, Tensor]]]:
     """The subgraph on ``nodes`` with every edge among them (both directions), and per forward type the
     local (src, dst) of those edges (the positives of a partition step)."""
-    from .graph import EDGE_TYPES, FORWARD_OF
+    from .graph_schema import EDGE_TYPES, FORWARD_OF
 
     dev = graph.device
     local_of: dict[str, Tensor] = {}
@@ -492,4 +494,4 @@ def train_hgt(
     return metrics
 
 
-__all__ = ["train_hgt", "Trainer", "TrainParams", "metis_partitions", "induced_subgraph", "MODES"]
+__all__ = ["train_hgt", "Trainer", "TrainParams", "metis_partitions", "induced_subgraph", "TRAINING_MODES"]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 if TYPE_CHECKING:
     import sqlite_utils
 
 BUSY_TIMEOUT_MS = 30_000
+
+#: what a failed statement raises (locked past the busy timeout, disk full ...): callers that retry catch this
+DatabaseError = sqlite3.Error
 
 
 class SchemaTooNew(RuntimeError):
@@ -211,3 +215,18 @@ def _migrate(conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction (``BEGIN IMMEDIATE``) on an autocommit connection; nested calls join the outer one."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

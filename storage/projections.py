@@ -11,6 +11,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .db import transaction
+
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
@@ -35,6 +37,9 @@ class Checkpoints:
 
     def all(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT projection, seq FROM checkpoints ORDER BY projection"))
+
+    def delete(self, projection: str) -> None:
+        self.conn.execute("DELETE FROM checkpoints WHERE projection = ?", (projection,))
 
 
 class Profiles:
@@ -66,6 +71,23 @@ class Profiles:
             q = f"SELECT user_id, profile FROM profiles WHERE user_id IN ({','.join('?' * len(chunk))})"
             out.update((uid, json.loads(p)) for uid, p in self.conn.execute(q, chunk))
         return out
+
+    def get_with_seq(self, user_id: str) -> tuple[dict[str, Any], int] | None:
+        """The document and the seq of the last event folded into it."""
+        r = self.conn.execute("SELECT profile, last_seq FROM profiles WHERE user_id = ?", (user_id,)).fetchone()
+        return (json.loads(r[0]), int(r[1])) if r else None
+
+    def last_seqs(self, user_ids: Sequence[str]) -> dict[str, int]:
+        """user id -> seq of the last event folded into its profile (users without one are left out)."""
+        out: dict[str, int] = {}
+        for i in range(0, len(user_ids), 500):
+            chunk = list(user_ids[i : i + 500])
+            q = f"SELECT user_id, last_seq FROM profiles WHERE user_id IN ({','.join('?' * len(chunk))})"
+            out.update((uid, int(seq)) for uid, seq in self.conn.execute(q, chunk))
+        return out
+
+    def clear(self) -> None:
+        self.conn.execute("DELETE FROM profiles")
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM profiles").fetchone()[0])
@@ -148,6 +170,19 @@ class Embeddings:
             )
         return out
 
+    def of_version(self, node_type: str, model_version: int) -> Iterator[tuple[str, np.ndarray, int]]:
+        """(node id, vector, seq) of every stored ``node_type`` embedding made by ``model_version``."""
+        for nid, blob, seq in self.conn.execute(
+            "SELECT node_id, vector, seq FROM embeddings WHERE node_type = ? AND model_version = ?",
+            (node_type, model_version),
+        ):
+            yield nid, np.frombuffer(blob, dtype=np.float32), int(seq)
+
+    def dim(self, node_type: str) -> int | None:
+        """The dimension of the stored ``node_type`` embeddings (None: none stored)."""
+        r = self.conn.execute("SELECT dim FROM embeddings WHERE node_type = ? LIMIT 1", (node_type,)).fetchone()
+        return int(r[0]) if r else None
+
     def count(self, node_type: str | None = None) -> int:
         if node_type is None:
             return int(self.conn.execute("SELECT count(*) FROM embeddings").fetchone()[0])
@@ -182,6 +217,9 @@ class Rules:
 
     def delete(self, name: str) -> bool:
         return self.conn.execute("DELETE FROM rules WHERE name = ?", (name,)).rowcount > 0
+
+    def clear(self) -> None:
+        self.conn.execute("DELETE FROM rules")
 
     def list(self) -> list[RuleRow]:
         rows = self.conn.execute(
@@ -309,6 +347,41 @@ class Jobs:
         ).fetchone()
         return self._row(r) if r else None
 
+    def all_active(self) -> list[dict[str, Any]]:
+        """Queued and running jobs, oldest first."""
+        return [
+            self._row(r)
+            for r in self.conn.execute(
+                f"SELECT {self._COLS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at"
+            )
+        ]
+
+    def create_unless_busy(
+        self, kind: str, params: dict[str, Any], excluding: Sequence[str]
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        """Create a job unless one of the kinds ``excluding`` is queued or running, atomically:
+        (new id, None), or (None, the busy job's row)."""
+        with transaction(self.conn):
+            r = self.conn.execute(
+                f"SELECT {self._COLS} FROM jobs WHERE state IN ('queued', 'running') "
+                f"AND kind IN ({','.join('?' * len(excluding))}) LIMIT 1",
+                tuple(excluding),
+            ).fetchone()
+            if r is not None:
+                return None, self._row(r)
+            return self.create(kind, params), None
+
+    def count_by_state(self) -> dict[str, int]:
+        return {state: int(n) for state, n in self.conn.execute("SELECT state, count(*) FROM jobs GROUP BY state")}
+
+    def last_result(self, kind: str) -> Any:
+        """The result of the newest succeeded job of ``kind`` (None: none, or it had no result)."""
+        r = self.conn.execute(
+            "SELECT result FROM jobs WHERE kind = ? AND state = 'succeeded' ORDER BY finished_at DESC LIMIT 1",
+            (kind,),
+        ).fetchone()
+        return json.loads(r[0]) if r and r[0] else None
+
 
 class OpsHistory:
     """Operator commands (pending until the running flow applies them) and their effect."""
@@ -351,6 +424,26 @@ class OpsHistory:
 
     def get(self, op_id: int) -> dict[str, Any] | None:
         r = self.conn.execute(f"SELECT {self._COLS} FROM ops_history WHERE id = ?", (op_id,)).fetchone()
+        return self._row(r) if r else None
+
+    def max_id(self) -> int:
+        return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM ops_history").fetchone()[0])
+
+    def after(self, op_id: int) -> list[dict[str, Any]]:
+        """Every command recorded after ``op_id``, oldest first; ``params`` as stored (JSON text), since
+        whoever reads them may have to refuse what another writer put there."""
+        cols = [c.strip() for c in self._COLS.split(",")]
+        return [
+            dict(zip(cols, r))
+            for r in self.conn.execute(f"SELECT {self._COLS} FROM ops_history WHERE id > ? ORDER BY id", (op_id,))
+        ]
+
+    def latest(self, command: str, after_id: int = 0) -> dict[str, Any] | None:
+        """The newest ``command`` recorded after ``after_id``."""
+        r = self.conn.execute(
+            f"SELECT {self._COLS} FROM ops_history WHERE command = ? AND id > ? ORDER BY id DESC LIMIT 1",
+            (command, after_id),
+        ).fetchone()
         return self._row(r) if r else None
 
     def list(self, limit: int = 100) -> list[dict[str, Any]]:

@@ -1,0 +1,91 @@
+"""The model's long operations end to end: the initial model, a graph refresh, HGT and fusion training.
+
+Each takes the settings, its parameters and a :data:`~config.progress.Progress` and returns a
+JSON-able report (durations, sample ratio, node counts, HGT loss history, fusion metrics). The API's
+job workers, the CLI and ``ups init`` all run them from here.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from config.progress import Progress, part
+from config.settings import Settings
+
+
+def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion_epochs: int,
+                  train_ratio: float = 1.0) -> dict[str, Any]:
+    """HGT training (on a share of the users), embeddings of every node, then the fusion layer: a usable
+    model from scratch."""
+    from .embed import embed_all
+    from .service import ScoringService
+    from .training import train_hgt
+
+    hgt = train_hgt(settings, epochs=epochs, sample_ratio=train_ratio, progress=part(progress, 0.0, 0.6))
+    emb = embed_all(settings, sample_ratio=1.0, progress=part(progress, 0.6, 0.8))
+    fusion = ScoringService(settings).train_fusion(
+        samples=0, epochs=fusion_epochs, lr=0.01, progress=part(progress, 0.8, 1.0)
+    )
+    return {"hgt": hgt, "embeddings": emb, "fusion": fusion}
+
+
+def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Re-embed the sampled or full graph with the current model, or (``full_retrain``) retrain the HGT,
+    re-embed and retrain the fusion layer."""
+    from .embed import embed_all
+    from .service import ScoringService
+    from .training import train_hgt
+
+    t0 = time.time()
+    ratio = float(params["sample_ratio"]) if params["graph_scope"] == "sampled" else 1.0
+    out: dict[str, Any] = {"mode": params["mode"], "graph_scope": params["graph_scope"], "sample_ratio": ratio}
+    if params["mode"] == "full_retrain":
+        out["hgt"] = train_hgt(settings, epochs=int(params["epochs"]), sample_ratio=ratio,
+                               progress=part(progress, 0.0, 0.55))
+        out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=part(progress, 0.55, 0.8))
+        out["fusion"] = ScoringService(settings).train_fusion(
+            samples=0, epochs=int(params["fusion_epochs"]), lr=0.01, progress=part(progress, 0.8, 1.0)
+        )
+    else:
+        out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=progress)
+    out["node_counts"] = out["embeddings"].get("nodes")
+    if "hgt" in out:
+        out["hgt_loss"] = out["hgt"].get("final_loss")
+    out["duration_s"] = round(time.time() - t0, 3)
+    return out
+
+
+def fusion_train(settings: Settings, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    from .service import ScoringService
+
+    t0 = time.time()
+    metrics = ScoringService(settings).train_fusion(
+        samples=int(params["samples"]), epochs=int(params["epochs"]), lr=float(params["lr"]), progress=progress
+    )
+    return {"fusion": metrics, "duration_s": round(time.time() - t0, 3)}
+
+
+def hgt_train(settings: Settings, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    from .embed import embed_all
+    from .training import train_hgt
+
+    t0 = time.time()
+    hi = 0.8 if params["embed"] else 1.0
+    metrics = train_hgt(
+        settings,
+        epochs=int(params["epochs"]),
+        sample_ratio=float(params["sample_ratio"]),
+        mode=None if params["mode"] == "auto" else params["mode"],
+        lr=float(params["lr"]),
+        temperature=float(params["temperature"]),
+        neg_ratio=int(params["neg_ratio"]),
+        split=(float(params["train_ratio"]), float(params["val_ratio"]), float(params["test_ratio"])),
+        seed=int(params["seed"]),
+        progress=part(progress, 0.0, hi),
+    )
+    out: dict[str, Any] = {"hgt": metrics}
+    if params["embed"]:
+        out["embeddings"] = embed_all(settings, progress=part(progress, hi, 1.0))
+    out["duration_s"] = round(time.time() - t0, 3)
+    return out
