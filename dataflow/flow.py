@@ -58,11 +58,13 @@ def add_profile_projection(
     on_events: Callable[[int], None] | None = None,
     on_write: Callable[[int], None] | None = None,
     loader: Callable[[list[str]], dict[str, ProfileState]] | None = None,
+    resume_from: int = 0,
     cache_mb: int = 128,
     snapshots: bool = True,
 ) -> None:
     """log batches -> shard by user -> fold -> profiles sink (+ checkpoint); ``snapshots=False`` when
-    the flow runs without recovery, so the fold's state is not pickled for nothing."""
+    the flow runs without recovery, so the fold's state is not pickled for nothing. ``loader`` gives the
+    stored profiles of users met first when continuing a projection from seq ``resume_from``."""
     splitter = ShardSplitter(shards)
     if on_events is not None:
         count = on_events
@@ -77,7 +79,9 @@ def add_profile_projection(
     folded = op.stateful_batch(
         "fold_profiles",
         sharded,
-        lambda resume: ProfileShardLogic(resume, flush_interval, loader=loader, shards=shards, snapshots=snapshots),
+        lambda resume: ProfileShardLogic(
+            resume, flush_interval, loader=loader, resume_from=resume_from, shards=shards, snapshots=snapshots
+        ),
     )
     # one sink partition sees every shard's progress (the checkpoint is their minimum)
     to_sink = op.map("to_profiles_sink", folded, lambda kv: (ProfileSink.PART, kv))
@@ -194,6 +198,7 @@ def build_replay_flow(
         on_events=on_events,
         # continuing from a seq: users met first start from their stored profile
         loader=ProfileLoader(into) if first > 1 else None,
+        resume_from=first,
         cache_mb=settings.sqlite_cache_mb,
         snapshots=False,  # replay runs without recovery (runner.replay)
     )
