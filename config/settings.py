@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     live_rate: float = Field(200.0, gt=0, le=1_000_000, description="live events per second")
     live_delay: float = Field(0.0, ge=0, le=60, description="extra delay (s) before each live batch")
     new_user_share: float = Field(0.002, ge=0, le=1, description="share of live events that register a new user")
+    kafka_brokers: str = Field("", description="Kafka bootstrap brokers (host:port,host:port) of --source kafka")
+    kafka_topic: str = Field("ups-events", min_length=1, description="Kafka topic of subscriber events")
 
     # dataflow
     snapshot_interval: float = Field(5.0, gt=0, description="Bytewax recovery epoch length (s)")
