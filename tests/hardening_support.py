@@ -3,15 +3,17 @@ real threads and a real event loop (a frozen API shows only there)."""
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
 import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from console_harness import Server, free_port, http, ups_env
+from console_harness import Server, free_port, http, send, ups_env
 
 
 def ups_api(db: Path, **env: str) -> Server:
@@ -58,18 +60,5 @@ class HealthProbe:
 
 def json_request(url: str, method: str = "POST", body: Any = None, **headers: str) -> tuple[int, Any]:
     """A request with exactly the headers given (``http`` always sends application/json)."""
-    import json
-    import urllib.request
-
     data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            raw = r.read()
-            return r.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as err:
-        raw = err.read()
-        try:
-            return err.code, json.loads(raw)
-        except ValueError:
-            return err.code, raw.decode(errors="replace")
+    return send(urllib.request.Request(url, data=data, method=method, headers=headers), timeout=30)
