@@ -3,7 +3,7 @@ same steps (:func:`add_profile_projection`).
 
 Live flow::
 
-    ingest (mock | jsonl | any source of batches) -> event_log (validate + append in the log writer
+    ingest (mock | jsonl | kafka | any source of batches) -> event_log (validate + append in the log writer
         process, refused items to dead_letters in the same transaction; emits the log in seq order)
         event_log -+-> shard by user -> fold_profiles (stateful) -> profiles (sink, with checkpoint)
                    +-> rule_changes -> rules (sink)
@@ -37,6 +37,7 @@ from .affected import GraphDelta
 from .control import FlowControl
 from .event_log import LOG_KEY, LogAppendLogic
 from .generator import GeneratorConfig, MockGenerator
+from .kafka_source import KafkaIngest
 from .profile import ProfileState
 from .projection import ProfileShardLogic, ShardSplitter
 from .sinks import RULE_TYPES, ProfileSink, RuleChange, RulesSink
@@ -149,6 +150,11 @@ def mock_source(settings: Settings, control: FlowControl, max_events: int | None
 
 def jsonl_source(settings: Settings, control: FlowControl, path: Path, follow: bool = False) -> JsonlSource:
     return JsonlSource(path, control, batch_size=settings.batch_size, follow=follow)
+
+
+def kafka_source(settings: Settings, control: FlowControl) -> KafkaIngest:
+    brokers = [b.strip() for b in settings.kafka_brokers.split(",") if b.strip()]
+    return KafkaIngest(brokers, [settings.kafka_topic], control, batch_size=settings.batch_size)
 
 
 class ProfileLoader:

@@ -24,14 +24,9 @@ from storage.event_store import EventStore
 from storage.projections import Checkpoints
 
 from .control import PROFILES_CHECKPOINT, FlowControl, Supervisor
-from .flow import (
-    AttachRefresh,
-    build_live_flow,
-    build_replay_flow,
-    jsonl_source,
-    mock_source,
-)
+from .flow import AttachRefresh, build_live_flow, build_replay_flow, jsonl_source, kafka_source, mock_source
 from .flow_lock import FlowLock, FlowLocked
+from .kafka_source import KafkaUnavailable
 
 _META = "ups-flow.json"
 
@@ -152,7 +147,9 @@ def make_ingest(
     follow: bool = False,
     max_events: int | None = None,
 ) -> FixedPartitionedSource[Any, Any]:
-    """The live flow's input: the mock stream (``max_events`` makes it finite) or a JSON-lines file."""
+    """The live flow's input: the mock stream (``max_events`` makes it finite), a JSON-lines file or a
+    Kafka topic (``settings.kafka_brokers``/``kafka_topic``; checked here so a missing broker or topic
+    is a clear error, not a flow that waits)."""
     if source == "mock":
         return mock_source(settings, control, max_events)
     if source == "jsonl":
@@ -161,7 +158,16 @@ def make_ingest(
         if not Path(path).is_file():
             raise FlowConfigError(f"--path {path}: no such file")
         return jsonl_source(settings, control, Path(path), follow)
-    raise FlowConfigError(f"unknown source {source!r}; use mock or jsonl")
+    if source == "kafka":
+        if not settings.kafka_brokers:
+            raise FlowConfigError("--source kafka needs --brokers HOST:PORT (or UPS_KAFKA_BROKERS)")
+        ingest = kafka_source(settings, control)
+        try:
+            ingest.check()
+        except KafkaUnavailable as err:
+            raise FlowConfigError(str(err)) from None
+        return ingest
+    raise FlowConfigError(f"unknown source {source!r}; use mock, jsonl or kafka")
 
 
 def run_dataflow(
@@ -182,68 +188,46 @@ def run_dataflow(
     """Run the live flow until its input ends, a ``shutdown`` command, or SIGINT/SIGTERM; the whole
     run holds the store's writer lock (:mod:`dataflow.flow_lock`)."""
     with holding_store(settings, process_id=process_id, addresses=addresses):
-        return _run_live(
-            settings, source=source, path=path, follow=follow, workers=workers, max_events=max_events,
-            process_id=process_id, addresses=addresses, attach_refresh=attach_refresh, ingest=ingest,
-            control=control, on_status=on_status,
+        control = control or FlowControl(rate=settings.live_rate, delay=settings.live_delay)
+        control.workers = workers * (len(addresses) if addresses else 1)
+        if ingest is None:
+            ingest = make_ingest(settings, control, source, path=path, follow=follow, max_events=max_events)
+        flow = build_live_flow(settings, ingest, control, attach_refresh=attach_refresh)
+        recovery = ensure_recovery(settings, create=not process_id) if settings.recovery else None
+        with EventStore(settings.db) as store:
+            seq0 = store.last_seq()
+        supervisor = Supervisor(
+            settings.db,
+            control,
+            status_interval=settings.status_interval,
+            poll_interval=settings.command_poll_interval,
+            resolve=not process_id,
+            on_status=on_status,
         )
-
-
-def _run_live(
-    settings: Settings,
-    *,
-    source: str,
-    path: Path | None,
-    follow: bool,
-    workers: int,
-    max_events: int | None,
-    process_id: int | None,
-    addresses: list[str] | None,
-    attach_refresh: AttachRefresh | None,
-    ingest: FixedPartitionedSource[Any, Any] | None,
-    control: FlowControl | None,
-    on_status: Callable[[dict[str, Any]], None] | None,
-) -> RunSummary:
-    control = control or FlowControl(rate=settings.live_rate, delay=settings.live_delay)
-    control.workers = workers * (len(addresses) if addresses else 1)
-    if ingest is None:
-        ingest = make_ingest(settings, control, source, path=path, follow=follow, max_events=max_events)
-    flow = build_live_flow(settings, ingest, control, attach_refresh=attach_refresh)
-    recovery = ensure_recovery(settings, create=not process_id) if settings.recovery else None
-    with EventStore(settings.db) as store:
-        seq0 = store.last_seq()
-    supervisor = Supervisor(
-        settings.db,
-        control,
-        status_interval=settings.status_interval,
-        poll_interval=settings.command_poll_interval,
-        resolve=not process_id,
-        on_status=on_status,
-    )
-    t0 = time.perf_counter()
-    supervisor.start()
-    try:
-        with _signals_stop(control), _gc_for_throughput():
-            cli_main(
-                flow,
-                workers_per_process=workers,
-                process_id=process_id,
-                addresses=addresses,
-                epoch_interval=timedelta(seconds=settings.snapshot_interval),
-                recovery_config=recovery,
+        t0 = time.perf_counter()
+        supervisor.start()
+        try:
+            with _signals_stop(control), _gc_for_throughput():
+                cli_main(
+                    flow,
+                    workers_per_process=workers,
+                    process_id=process_id,
+                    addresses=addresses,
+                    epoch_interval=timedelta(seconds=settings.snapshot_interval),
+                    recovery_config=recovery,
+                )
+        finally:
+            status = supervisor.finish() or {}
+        seconds = time.perf_counter() - t0
+        with EventStore(settings.db) as store:
+            return RunSummary(
+                events_in=store.last_seq() - seq0,
+                seconds=seconds,
+                last_seq=store.last_seq(),
+                profiles_seq=Checkpoints(store.conn).get(PROFILES_CHECKPOINT),
+                dead_letters=store.dead_letter_count(),
+                status=status,
             )
-    finally:
-        status = supervisor.finish() or {}
-    seconds = time.perf_counter() - t0
-    with EventStore(settings.db) as store:
-        return RunSummary(
-            events_in=store.last_seq() - seq0,
-            seconds=seconds,
-            last_seq=store.last_seq(),
-            profiles_seq=Checkpoints(store.conn).get(PROFILES_CHECKPOINT),
-            dead_letters=store.dead_letter_count(),
-            status=status,
-        )
 
 
 # ------------------------------------------------------------------------------------------ replay
