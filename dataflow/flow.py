@@ -3,7 +3,7 @@ same steps (:func:`add_profile_projection`).
 
 Live flow::
 
-    ingest (mock | jsonl | any source of batches) -> event_log (validate + append in the log writer
+    ingest (mock | jsonl | kafka | any source of batches) -> event_log (validate + append in the log writer
         process, refused items to dead_letters in the same transaction; emits the log in seq order)
         event_log -+-> shard by user -> fold_profiles (stateful) -> profiles (sink, with checkpoint)
                    +-> rule_changes -> rules (sink)
@@ -36,6 +36,7 @@ from .affected import GraphDelta
 from .control import FlowControl
 from .event_log import LOG_KEY, LogAppendLogic
 from .generator import GeneratorConfig, MockGenerator
+from .kafka_source import KafkaIngest
 from .profile import ProfileState
 from .projection import ProfileShardLogic, ShardSplitter
 from .sinks import RULE_TYPES, ProfileSink, RuleChange, RulesSink
@@ -57,11 +58,13 @@ def add_profile_projection(
     on_events: Callable[[int], None] | None = None,
     on_write: Callable[[int], None] | None = None,
     loader: Callable[[list[str]], dict[str, ProfileState]] | None = None,
+    resume_from: int = 0,
     cache_mb: int = 128,
     snapshots: bool = True,
 ) -> None:
     """log batches -> shard by user -> fold -> profiles sink (+ checkpoint); ``snapshots=False`` when
-    the flow runs without recovery, so the fold's state is not pickled for nothing."""
+    the flow runs without recovery, so the fold's state is not pickled for nothing. ``loader`` gives the
+    stored profiles of users met first when continuing a projection from seq ``resume_from``."""
     splitter = ShardSplitter(shards)
     if on_events is not None:
         count = on_events
@@ -76,7 +79,9 @@ def add_profile_projection(
     folded = op.stateful_batch(
         "fold_profiles",
         sharded,
-        lambda resume: ProfileShardLogic(resume, flush_interval, loader=loader, shards=shards, snapshots=snapshots),
+        lambda resume: ProfileShardLogic(
+            resume, flush_interval, loader=loader, resume_from=resume_from, shards=shards, snapshots=snapshots
+        ),
     )
     # one sink partition sees every shard's progress (the checkpoint is their minimum)
     to_sink = op.map("to_profiles_sink", folded, lambda kv: (ProfileSink.PART, kv))
@@ -146,6 +151,11 @@ def jsonl_source(settings: Settings, control: FlowControl, path: Path, follow: b
     return JsonlSource(path, control, batch_size=settings.batch_size, follow=follow)
 
 
+def kafka_source(settings: Settings, control: FlowControl) -> KafkaIngest:
+    brokers = [b.strip() for b in settings.kafka_brokers.split(",") if b.strip()]
+    return KafkaIngest(brokers, [settings.kafka_topic], control, batch_size=settings.batch_size)
+
+
 class ProfileLoader:
     """Loads stored profiles of users a replay meets first (replay continuing from a seq)."""
 
@@ -188,6 +198,7 @@ def build_replay_flow(
         on_events=on_events,
         # continuing from a seq: users met first start from their stored profile
         loader=ProfileLoader(into) if first > 1 else None,
+        resume_from=first,
         cache_mb=settings.sqlite_cache_mb,
         snapshots=False,  # replay runs without recovery (runner.replay)
     )

@@ -25,7 +25,8 @@ from storage.projections import Checkpoints, Status
 from config.settings import Settings
 
 from .control import PROFILES_CHECKPOINT, FlowControl, Supervisor
-from .flow import AttachRefresh, build_live_flow, build_replay_flow, jsonl_source, mock_source
+from .flow import AttachRefresh, build_live_flow, build_replay_flow, jsonl_source, kafka_source, mock_source
+from .kafka_source import KafkaUnavailable
 
 _META = "ups-flow.json"
 
@@ -130,7 +131,9 @@ def make_ingest(
     follow: bool = False,
     max_events: int | None = None,
 ) -> FixedPartitionedSource[Any, Any]:
-    """The live flow's input: the mock stream (``max_events`` makes it finite) or a JSON-lines file."""
+    """The live flow's input: the mock stream (``max_events`` makes it finite), a JSON-lines file or a
+    Kafka topic (``settings.kafka_brokers``/``kafka_topic``; checked here so a missing broker or topic
+    is a clear error, not a flow that waits)."""
     if source == "mock":
         return mock_source(settings, control, max_events)
     if source == "jsonl":
@@ -139,7 +142,16 @@ def make_ingest(
         if not Path(path).is_file():
             raise FlowConfigError(f"--path {path}: no such file")
         return jsonl_source(settings, control, Path(path), follow)
-    raise FlowConfigError(f"unknown source {source!r}; use mock or jsonl")
+    if source == "kafka":
+        if not settings.kafka_brokers:
+            raise FlowConfigError("--source kafka needs --brokers HOST:PORT (or UPS_KAFKA_BROKERS)")
+        ingest = kafka_source(settings, control)
+        try:
+            ingest.check()
+        except KafkaUnavailable as err:
+            raise FlowConfigError(str(err)) from None
+        return ingest
+    raise FlowConfigError(f"unknown source {source!r}; use mock, jsonl or kafka")
 
 
 def run_dataflow(
