@@ -185,7 +185,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         """The dataset's recorded generator settings: the live stream continues that population."""
         from storage.db import connect
 
-        from . import data_config
+        from storage import data_config
 
         conn = connect(db)
         try:
