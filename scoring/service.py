@@ -168,7 +168,7 @@ class ScoringService:
     def _load_fusion(self, version: int | None) -> FusionCore | None:
         if version is None:
             return None
-        row = self.store.models.get(version)
+        row = self.store.models.get("fusion", version)
         if row is None or row.weights is None:
             raise ScoringError(f"fusion model version {version} has no weights")
         return FusionCore.from_bytes(row.config, row.weights)
@@ -498,6 +498,6 @@ class ScoringService:
                 "payload": {"kind": "fusion", "version": version, "metrics": summary},
             })
             seq = self.store.append([event]).new[0][0]
-            self.store.models.set_seq(version, seq)
+            self.store.models.set_seq("fusion", version, seq)
         return version
 
