@@ -31,7 +31,7 @@ async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
     if not token or connection.scope.get("method") not in MUTATING:
         return
     header = connection.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
+    scheme, _sep, given = header.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise Unauthorized(
             "this endpoint changes the system: send 'Authorization: Bearer <UPS_ADMIN_TOKEN>'",

@@ -7,7 +7,7 @@ the command stays pending and the next flow start applies it (except ``shutdown`
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
@@ -50,7 +50,7 @@ async def send(ctx: AppContext, command: str, params: dict[str, Any] | None = No
             else "no dataflow is running; the command applies when it starts"
         )
         return CommandOut(command=command, id=op_id, state="pending", message=msg)
-    state = row["state"] if row["state"] in ("applied", "rejected", "expired") else "applied"
+    state: Literal["applied", "rejected", "expired"] = row["state"] if row["state"] in ("rejected", "expired") else "applied"
     return CommandOut(
         command=command,
         id=op_id,

@@ -18,6 +18,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterable
 
+from typing_extensions import TypedDict
+
 import psutil
 
 from .status import dataflow_state
@@ -132,7 +134,23 @@ def gpu(flow_doc: dict[str, Any] | None) -> dict[str, Any] | None:
     return out or None
 
 
-def operations_metrics(ctx: "AppContext") -> dict[str, Any]:
+class OperationsMetrics(TypedDict):
+    """Process resources and the ingestion, refresh and training figures (the operations page's charts)."""
+
+    ts: float
+    #: pid-keyed figures of the API and the dataflow: cpu_percent, rss_bytes ...
+    processes: dict[str, dict[str, Any]]
+    #: explanation and job worker processes
+    workers: list[dict[str, Any]]
+    gpu: dict[str, Any] | None
+    system: dict[str, Any]
+    ingestion: dict[str, Any]
+    refresh: dict[str, Any]
+    #: the result of the newest succeeded job of each training kind
+    training: dict[str, Any]
+
+
+def operations_metrics(ctx: "AppContext") -> OperationsMetrics:
     """The document of ``GET /api/v1/operations/metrics`` and of the stream's ``metrics`` events."""
     store = ctx.store()
     flow = dataflow_state(store, ctx.settings.dataflow_stale_after)

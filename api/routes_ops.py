@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from typing import Literal
 
 import anyio
 from litestar import Response, Router, get, post
@@ -18,7 +18,7 @@ from . import commands, resources
 from .errors import responses
 from .context import AppContext, Ctx
 from .schemas import CommandOut, Health, OpRecord, ShutdownOut
-from .status import dataflow_state, full_status, jobs_summary, model_versions
+from .status import OperationsStatus, dataflow_state, full_status, jobs_summary, model_versions
 
 log = logging.getLogger("ups.api")
 
@@ -27,7 +27,9 @@ log = logging.getLogger("ups.api")
 async def health(ctx: Ctx) -> Health:
     store = ctx.store()
     flow = dataflow_state(store, ctx.settings.dataflow_stale_after)
-    status = "shutting_down" if ctx.shutting_down else ("ok" if flow.alive else "degraded")
+    status: Literal["ok", "degraded", "shutting_down"] = (
+        "shutting_down" if ctx.shutting_down else ("ok" if flow.alive else "degraded")
+    )
     return Health(
         status=status,
         api={**ctx.info(), "pid": os.getpid()},
@@ -38,7 +40,7 @@ async def health(ctx: Ctx) -> Health:
 
 
 @get("/api/v1/operations/status", sync_to_thread=True, summary="Dataflow state, components, jobs, history")
-def operations_status(ctx: Ctx) -> dict[str, Any]:
+def operations_status(ctx: Ctx) -> OperationsStatus:
     return {"api": ctx.info(), "shutting_down": ctx.shutting_down,
             **full_status(ctx.store(), ctx.settings.dataflow_stale_after)}
 
@@ -95,7 +97,7 @@ def explainer_clear(ctx: Ctx) -> OpRecord:
 
 @get("/api/v1/operations/metrics", sync_to_thread=True,
      summary="Process resources (CPU, RSS, GPU memory) and ingestion/refresh/training figures")
-def operations_metrics(ctx: Ctx) -> dict[str, Any]:
+def operations_metrics(ctx: Ctx) -> resources.OperationsMetrics:
     return resources.operations_metrics(ctx)
 
 

@@ -46,7 +46,8 @@ async def _events(
     ctx: AppContext, limit: int | None, timeout: float | None, metrics: bool
 ) -> AsyncIterator[ServerSentEventMessage]:
     start = time.time()
-    sent, n = {}, 0  # key -> last sent fingerprint
+    sent: dict[tuple[str, str], str] = {}  # (kind, key) -> last sent fingerprint
+    n = 0
     last_sent = time.monotonic()
     next_metrics = time.monotonic() if metrics else float("inf")
     while True:

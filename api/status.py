@@ -7,6 +7,8 @@ import os
 import time
 from typing import Any
 
+from typing_extensions import TypedDict
+
 from storage.interface import Store
 
 from .schemas import DataflowState
@@ -78,11 +80,35 @@ def jobs_summary(store: Store) -> dict[str, Any]:
     return {"active": [{k: r[k] for k in keys} for r in store.jobs.all_active()]}
 
 
-def full_status(store: Store, stale_after: float) -> dict[str, Any]:
+class LogSummary(TypedDict):
+    last_seq: int
+    last_event_at: float | None
+    dead_letters: int
+
+
+class SystemStatus(TypedDict):
+    """Everything the operations page shows: components, jobs, command history, models."""
+
+    dataflow: DataflowState
+    #: each component's latest status document, with its ``updated_at``
+    components: dict[str, dict[str, Any]]
+    log: LogSummary
+    models: dict[str, int | None]
+    #: the newest jobs and operator commands, as ``/api/v1/jobs`` and the history show them
+    jobs: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+
+
+class OperationsStatus(SystemStatus):
+    api: dict[str, Any]
+    shutting_down: bool
+
+
+def full_status(store: Store, stale_after: float) -> SystemStatus:
     """Everything the operations page shows: components, jobs, command history, models."""
     last_seq, last_ts = store.last_event()
     return {
-        "dataflow": dataflow_state(store, stale_after).model_dump(),
+        "dataflow": dataflow_state(store, stale_after),
         "components": store.status.all(),
         "log": {"last_seq": last_seq, "last_event_at": last_ts, "dead_letters": store.dead_letter_count()},
         "models": model_versions(store),

@@ -42,7 +42,8 @@ def _typed_dict(model: type[BaseModel]) -> Any:
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             ann = _typed_dict(ann)
         fields[name] = Annotated[(ann, *f.metadata)] if f.metadata else ann
-    td: Any = TypedDict(f"{model.__name__}Dict", fields)  # type: ignore[operator]
+    make_typed_dict: Any = TypedDict  # built from a model at run time, which static checkers cannot follow
+    td = make_typed_dict(f"{model.__name__}Dict", fields)
     td.__pydantic_config__ = ConfigDict(extra=model.model_config.get("extra"))
     return td
 
@@ -51,7 +52,7 @@ _DICTS = {m.model_fields["type"].annotation.__args__[0]: _typed_dict(m) for m in
 _ONE: dict[str, SchemaValidator] = {t: TypeAdapter(td).validator for t, td in _DICTS.items()}  # type: ignore[misc]
 #: a whole batch in one call: a list of the fast types, told apart by ``type``
 _MANY: SchemaValidator = TypeAdapter(  # type: ignore[assignment]
-    list[Annotated[Union[tuple(_DICTS.values())], Field(discriminator="type")]]  # type: ignore[misc]
+    list[Annotated[Union[tuple(_DICTS.values())], Field(discriminator="type")]]  # type: ignore[misc, arg-type]
 ).validator
 
 
@@ -106,7 +107,7 @@ def validate_items(items: list[Any], lines: list[int] | None = None, unit: str =
     e.g. "line 7: " or "offset 7: ", when ``lines`` are given)."""
     try:
         # the usual batch: only high-volume types, all valid, checked in one call
-        return _events(_MANY.validate_python([x if type(x) is dict else _as_dict(x) for x in items]))
+        return [*_events(_MANY.validate_python([x if type(x) is dict else _as_dict(x) for x in items]))]
     except ValidationError:
         pass
     out: list[Event | str] = []

@@ -92,7 +92,7 @@ class EdgeTable:
     def __len__(self) -> int:
         return self.src.n
 
-    def append(self, src: np.ndarray, dst: np.ndarray, ts: np.ndarray, seq: np.ndarray) -> None:
+    def append(self, src: Tensor | np.ndarray, dst: Tensor | np.ndarray, ts: Tensor | np.ndarray, seq: Tensor | np.ndarray) -> None:
         self.src.append(src)
         self.dst.append(dst)
         self.ts.append(ts)

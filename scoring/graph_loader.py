@@ -10,6 +10,7 @@ from storage.columns import EventBatch
 from storage.event_store import EventStore
 
 from .graph import HeteroGraph
+from .results import GraphStatistics
 from .graph_schema import ATTRIBUTE_EVENTS, EDGE_TYPES, GRAPH_EVENT_TYPES, NODE_TYPES, RELATIONS, edge_key
 
 
@@ -45,7 +46,7 @@ def build_graph(
     return graph
 
 
-def graph_statistics(settings: Any) -> dict[str, Any]:
+def graph_statistics(settings: Any) -> GraphStatistics:
     """Node and edge counts per type, straight from the log (no graph is built)."""
     if not settings.db.exists():
         raise FileNotFoundError(f"no database at {settings.db}; run `ups generate` first")

@@ -473,9 +473,9 @@ class IncrementalRefresher:
             return rows
         while True:
             t = time.perf_counter()
-            chunk = p.step()
-            if chunk is not None:
-                rows += self._pass_chunk(p, chunk)
+            step = p.step()
+            if step is not None:
+                rows += self._pass_chunk(p, step)
             self._pass_spent += time.perf_counter() - t
             if p.done:
                 self._pass_cost = self._pass_spent / max(1, sum(p.num_nodes.values()))

@@ -9,6 +9,8 @@ rule events it has not seen (e.g. after the log was copied or replayed into a ne
 
 from __future__ import annotations
 
+import builtins
+
 import time
 import uuid
 from typing import Any, Iterable
@@ -75,10 +77,10 @@ class RuleStore:
         for ev in self.store.read(seq, types=RULE_EVENT_TYPES):
             apply_rule_event(self.store, ev, ev.seq)
 
-    def list(self) -> list[RuleRow]:
+    def list(self) -> builtins.list[RuleRow]:
         return self.store.rules.list()
 
-    def rules(self) -> list[Rule]:
+    def rules(self) -> builtins.list[Rule]:
         return [row_to_rule(r) for r in self.list()]
 
     def get(self, name: str) -> RuleRow | None:

@@ -33,11 +33,20 @@ from .errors import (
 from .explainer import EXPLAIN_MODES, Background, Explainer, feature_names, top_contributions
 from .fusion import FitSettings, FusionCore, ServingFusion, TrainingData, hash01, split_of, train_fusion_core
 from .recommend import Recommender
+from .results import (
+    ExplanationResult, Fused, PreviewError, ProfileDocument, Recommendation, RuleChanged, RuleDeleted, RulePreview, RulesRefreshed,
+    RuleView, ScoreResult,
+)
 from .rule_store import RuleStore
-from .rules import DEFAULT_RULES, RuleEngine, RuleOutput, compile_condition, validate_rule
+from .rules import DEFAULT_RULES, Rule, RuleEngine, RuleOutput, compile_condition, validate_rule
 from .threads import ThreadLimit
 
 log = logging.getLogger(__name__)
+
+
+def _changed(rule: Rule, version: int) -> RuleChanged:
+    return {"name": rule.name, "description": rule.description, "weight": rule.weight,
+            "condition": rule.condition, "enabled": rule.enabled, "rules_version": version}
 
 
 def _as_dict(spec: Any) -> Any:
@@ -202,23 +211,24 @@ class ScoringService:
 
     # ------------------------------------------------------------------ reading
 
-    def profile(self, user_id: str) -> dict[str, Any]:
+    def profile(self, user_id: str) -> ProfileDocument:
         with self._lock:
             doc = self.store.profiles.get(user_id)
         if doc is None:
             raise UserNotFound(user_id)
         return doc
 
-    def _fused(self, st: _State, inp: _Inputs) -> dict[str, Any]:
+    def _fused(self, st: _State, inp: _Inputs) -> Fused:
         out = st.serving.predict(inp.rules.h_rule[None, :], inp.h_nn[None, :], np.array([inp.rules.f_rule]))
-        d: dict[str, Any] = {
+        d: Fused = {
             "score": float(out["score"][0]),
             "gate": float(out["gate"][0]),
             "f_rule": inp.rules.f_rule,
             "f_rule_calibrated": float(out["f_rule_calibrated"][0]),
             "f_nn": float(out["f_nn"][0]),
             "h_rule": inp.rules.h_rule.tolist(),
-            "rules": [x.to_dict() for x in inp.rules.details],
+            "rules": [{"name": x.name, "fired": x.fired, "weight": x.weight, "error": x.error}
+                      for x in inp.rules.details],
             "embedding_missing": inp.embedding_missing,
             "model_version": inp.model_version,
             "fusion_version": st.fusion_version,
@@ -229,12 +239,12 @@ class ScoringService:
             d["embedding_note"] = inp.embedding_note
         return d
 
-    def score(self, user_id: str) -> dict[str, Any]:
+    def score(self, user_id: str) -> ScoreResult:
         """The fused score: P(stays) mixed from the calibrated rule score and the GNN score by the gate."""
         st = self._current()
         return {"user_id": user_id, **self._fused(st, self._inputs(user_id, st))}
 
-    def explain(self, user_id: str, mode: str = "per_dimension", top_k: int | None = None) -> dict[str, Any]:
+    def explain(self, user_id: str, mode: str = "per_dimension", top_k: int | None = None) -> ExplanationResult:
         """SHAP contributions to the score; cached per (user, model versions, rules version, inputs)."""
         if mode not in EXPLAIN_MODES:
             raise BadRequest(f"mode must be one of {', '.join(EXPLAIN_MODES)}, not {mode!r}")
@@ -272,9 +282,10 @@ class ScoringService:
         return self._explain_response(entry, k, cached=False)
 
     @staticmethod
-    def _explain_response(entry: dict[str, Any], k: int, cached: bool) -> dict[str, Any]:
+    def _explain_response(entry: dict[str, Any], k: int, cached: bool) -> ExplanationResult:
         pos, neg = top_contributions([(c["feature"], c["value"]) for c in entry["contributions"]], k)
-        return {**entry, "top_positive": pos, "top_negative": neg, "cached": cached}
+        out: Any = {**entry, "top_positive": pos, "top_negative": neg, "cached": cached}
+        return out
 
     def _background(self, st: _State) -> Background:
         with self._lock:
@@ -301,7 +312,7 @@ class ScoringService:
             st.background = bg
         return bg
 
-    def recommendations(self, user_id: str) -> list[dict[str, Any]]:
+    def recommendations(self, user_id: str) -> list[Recommendation]:
         """Strategies whose condition holds for the user, highest priority first."""
         st = self._current()
         inp = self._inputs(user_id, st)
@@ -319,10 +330,10 @@ class ScoringService:
         with self._lock:
             return self.rule_store.version()
 
-    def list_rules(self) -> list[dict[str, Any]]:
+    def list_rules(self) -> list[RuleView]:
         with self._lock:
             rows = self.rule_store.list()
-        out = []
+        out: list[RuleView] = []
         for r in rows:
             try:
                 compile_condition(r.condition)
@@ -334,15 +345,15 @@ class ScoringService:
                         "error": error})
         return out
 
-    def create_rule(self, spec: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+    def create_rule(self, spec: Mapping[str, Any] | BaseModel) -> RuleChanged:
         """Raises RuleCompileError (bad field or expression) or RuleExists."""
         rule = validate_rule(_as_dict(spec))
         with self._lock:
             version = self.rule_store.create(rule)
             self._cache.clear()
-        return {**rule.to_dict(), "rules_version": version}
+        return _changed(rule, version)
 
-    def update_rule(self, name: str, spec: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+    def update_rule(self, name: str, spec: Mapping[str, Any] | BaseModel) -> RuleChanged:
         """Change some or all of description, weight, condition, enabled. Raises RuleNotFound, RuleCompileError."""
         spec = _as_dict(spec)
         if not isinstance(spec, Mapping):
@@ -360,15 +371,15 @@ class ScoringService:
         with self._lock:
             version = self.rule_store.update(rule)
             self._cache.clear()
-        return {**rule.to_dict(), "rules_version": version}
+        return _changed(rule, version)
 
-    def delete_rule(self, name: str) -> dict[str, Any]:
+    def delete_rule(self, name: str) -> RuleDeleted:
         with self._lock:
             version = self.rule_store.delete(name)
             self._cache.clear()
         return {"deleted": name, "rules_version": version}
 
-    def preview_rule(self, condition: str, sample: int = 200) -> dict[str, Any]:
+    def preview_rule(self, condition: str, sample: int = 200) -> RulePreview:
         """How many of a reproducible sample of stored users the condition fires for (nothing is stored)."""
         if not isinstance(sample, int) or not 1 <= sample <= 100_000:
             raise BadRequest(f"sample must be within 1..100000, not {sample!r}")
@@ -376,7 +387,7 @@ class ScoringService:
         with self._lock:
             profiles = self.store.profiles.get_many(self.store.profiles.sample_ids(sample, seed=self.settings.seed))
         fired = 0
-        errors: list[dict[str, str]] = []
+        errors: list[PreviewError] = []
         # each evaluation is bounded by the sandbox; the whole preview by a deadline, so a costly condition
         # over a large sample is refused with the reason instead of holding a worker thread for minutes
         deadline = time.monotonic() + self.settings.rule_preview_timeout
@@ -392,7 +403,7 @@ class ScoringService:
                 errors.append({"user_id": uid, "error": f"{type(err).__name__}: {err}"})
         return {"fired": fired, "sample": len(profiles), "errors": len(errors), "error_examples": errors[:3]}
 
-    def refresh_rules(self) -> dict[str, Any]:
+    def refresh_rules(self) -> RulesRefreshed:
         """Re-read the rules from the log, rebuild the fusion's rule side if the structure changed, clear the cache."""
         with self._lock:
             before = self._state.engine.structure if self._state else None

@@ -37,9 +37,9 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="seq",
         not_null={"event_id", "type", "ts", "payload", "version", "recorded_at"},
     )
-    db["events"].create_index(["event_id"], unique=True, index_name="events_event_id")
-    db["events"].create_index(["user_id", "seq"], index_name="events_user_seq")
-    db["events"].create_index(["type", "seq"], index_name="events_type_seq")
+    db.table("events").create_index(["event_id"], unique=True, index_name="events_event_id")
+    db.table("events").create_index(["user_id", "seq"], index_name="events_user_seq")
+    db.table("events").create_index(["type", "seq"], index_name="events_type_seq")
 
     db.create_table(
         "dead_letters",
@@ -95,7 +95,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="version",
         not_null={"kind", "created_at", "config", "metrics"},
     )
-    db["models"].create_index(["kind", "version"], index_name="models_kind_version")
+    db.table("models").create_index(["kind", "version"], index_name="models_kind_version")
     db.create_table(
         "checkpoints",
         {"projection": str, "seq": int, "updated_at": float},
@@ -120,7 +120,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"kind", "state", "params", "created_at"},
     )
-    db["jobs"].create_index(["kind", "state"], index_name="jobs_kind_state")
+    db.table("jobs").create_index(["kind", "state"], index_name="jobs_kind_state")
     db.create_table(
         "ops_history",
         {
@@ -136,7 +136,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"ts", "command", "state"},
     )
-    db["ops_history"].create_index(["state", "id"], index_name="ops_history_state")
+    db.table("ops_history").create_index(["state", "id"], index_name="ops_history_state")
     db.create_table(
         "status",
         {"component": str, "data": str, "updated_at": float},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 import json
 import sqlite3
 import time
@@ -92,7 +94,7 @@ class Profiles:
     def count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM profiles").fetchone()[0])
 
-    def ids(self, limit: int = -1, offset: int = 0) -> list[str]:
+    def ids(self, limit: int = -1, offset: int = 0) -> builtins.list[str]:
         return [
             r[0]
             for r in self.conn.execute(
@@ -100,7 +102,7 @@ class Profiles:
             )
         ]
 
-    def sample_ids(self, n: int, seed: int = 0) -> list[str]:
+    def sample_ids(self, n: int, seed: int = 0) -> builtins.list[str]:
         """A reproducible sample of user ids (by rank, not by random()), for backgrounds and previews."""
         total = self.count()
         if total == 0 or n <= 0:
@@ -221,7 +223,7 @@ class Rules:
     def clear(self) -> None:
         self.conn.execute("DELETE FROM rules")
 
-    def list(self) -> list[RuleRow]:
+    def list(self) -> builtins.list[RuleRow]:
         rows = self.conn.execute(
             "SELECT name, description, weight, condition, enabled, seq, updated_at FROM rules ORDER BY name"
         ).fetchall()
@@ -289,7 +291,7 @@ class Models:
         r = self.conn.execute("SELECT max(version) FROM models WHERE kind = ?", (kind,)).fetchone()
         return r[0]
 
-    def list(self, kind: str | None = None) -> list[dict[str, Any]]:
+    def list(self, kind: str | None = None) -> builtins.list[dict[str, Any]]:
         q = "SELECT version, kind, created_at, metrics FROM models"
         args: tuple[Any, ...] = ()
         if kind:
@@ -337,7 +339,7 @@ class Jobs:
         r = self.conn.execute(f"SELECT {self._COLS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return self._row(r) if r else None
 
-    def list(self, limit: int = 50, kind: str | None = None) -> list[dict[str, Any]]:
+    def list(self, limit: int = 50, kind: str | None = None) -> builtins.list[dict[str, Any]]:
         q = f"SELECT {self._COLS} FROM jobs"
         args: tuple[Any, ...] = ()
         if kind:
@@ -351,7 +353,7 @@ class Jobs:
         ).fetchone()
         return self._row(r) if r else None
 
-    def all_active(self) -> list[dict[str, Any]]:
+    def all_active(self) -> builtins.list[dict[str, Any]]:
         """Queued and running jobs, oldest first."""
         return [
             self._row(r)
@@ -412,7 +414,7 @@ class OpsHistory:
         )
         return int(cur.lastrowid or 0)
 
-    def pending(self, after_id: int = 0) -> list[dict[str, Any]]:
+    def pending(self, after_id: int = 0) -> builtins.list[dict[str, Any]]:
         return [
             self._row(r)
             for r in self.conn.execute(
@@ -442,7 +444,7 @@ class OpsHistory:
     def max_id(self) -> int:
         return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM ops_history").fetchone()[0])
 
-    def after(self, op_id: int) -> list[dict[str, Any]]:
+    def after(self, op_id: int) -> builtins.list[dict[str, Any]]:
         """Every command recorded after ``op_id``, oldest first; ``params`` as stored (JSON text), since
         whoever reads them may have to refuse what another writer put there."""
         cols = [c.strip() for c in self._COLS.split(",")]
@@ -459,7 +461,7 @@ class OpsHistory:
         ).fetchone()
         return self._row(r) if r else None
 
-    def list(self, limit: int = 100) -> list[dict[str, Any]]:
+    def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
         return [
             self._row(r)
             for r in self.conn.execute(f"SELECT {self._COLS} FROM ops_history ORDER BY id DESC LIMIT ?", (limit,))
