@@ -160,7 +160,7 @@ class JobRunner:
 # ------------------------------------------------------------------------------------ worker side
 
 
-class _Progress:
+class _ProgressWriter:
     """Progress reports from the job, written at most every 0.25 s (each is a small transaction)."""
 
     def __init__(self, jobs: JobRepo, job_id: str) -> None:
@@ -195,7 +195,7 @@ def run_job(settings_doc: dict[str, Any], job_id: str, parent_pid: int) -> None:
     if row is None:
         return
     jobs.update(job_id, state="running", started_at=time.time(), message="starting")
-    progress = _Progress(jobs, job_id)
+    progress = _ProgressWriter(jobs, job_id)
     try:
         result = TASKS[row["kind"]](settings, row["params"], progress)
     except Exception as err:  # noqa: BLE001 - every failure is recorded on the job

@@ -23,15 +23,15 @@ from .projection import ProfileFlush
 
 
 #: shard key -> highest seq the shard has flushed
-Progress = dict[str, int]
+ShardProgress = dict[str, int]
 
 
-class _ProfilePartition(StatefulSinkPartition[tuple[str, ProfileFlush], Progress]):
+class _ProfilePartition(StatefulSinkPartition[tuple[str, ProfileFlush], ShardProgress]):
     def __init__(
         self,
         db: Path,
         shard_count: int,
-        progress: Progress,
+        progress: ShardProgress,
         final_seq: int | None,
         on_write: Callable[[int], None] | None,
         cache_mb: int,
@@ -57,7 +57,7 @@ class _ProfilePartition(StatefulSinkPartition[tuple[str, ProfileFlush], Progress
         if self.on_write is not None:
             self.on_write(len(rows))
 
-    def snapshot(self) -> Progress:
+    def snapshot(self) -> ShardProgress:
         return dict(self.progress)
 
     def close(self) -> None:
@@ -67,7 +67,7 @@ class _ProfilePartition(StatefulSinkPartition[tuple[str, ProfileFlush], Progress
         self.store.close()
 
 
-class ProfileSink(FixedPartitionedSink[tuple[str, ProfileFlush], Progress]):
+class ProfileSink(FixedPartitionedSink[tuple[str, ProfileFlush], ShardProgress]):
     """Upserts profile documents, batched, with the ``profiles`` checkpoint in the same transaction.
 
     One partition, so the checkpoint can be the minimum over all shards' progress. ``final_seq`` (replay)
@@ -96,7 +96,7 @@ class ProfileSink(FixedPartitionedSink[tuple[str, ProfileFlush], Progress]):
     def part_fn(self, item_key: str) -> int:
         return 0
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[Progress]) -> _ProfilePartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[ShardProgress]) -> _ProfilePartition:
         return _ProfilePartition(
             self.db, self.shard_count, dict(resume_state or {}), self.final_seq, self.on_write, self.cache_mb
         )

@@ -2,9 +2,9 @@
 
 TypedDicts rather than models: the service builds these documents on the request path, and the API hands
 them on as they are; the types are for readers, checkers and the OpenAPI schema, at no cost per call.
+No ``from __future__ import annotations`` here: ``NotRequired`` must be evaluated when a class is made,
+or the key counts as required.
 """
-
-from __future__ import annotations
 
 from typing import Any, Literal
 

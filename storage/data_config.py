@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from config.settings import EDGE_RANGE_FIELDS
+from config.generator import GENERATOR_FIELDS
 
 from .events import Event
 
@@ -24,11 +24,7 @@ if TYPE_CHECKING:
 CONFIG_EVENT = "ops.data_config"
 
 #: Settings fields that make up the generator's configuration (dataset and live stream)
-FIELDS = (
-    "users", "products", "apps", "events_per_user", "history_days", "community_size", "label_share",
-    "new_user_share", "seed", "locale", "live_rate", "live_delay",
-    *EDGE_RANGE_FIELDS,  # {"min", "max"} each
-)
+FIELDS = GENERATOR_FIELDS
 
 #: Fields the running flow applies at once; every other field shapes a dataset and waits for a regenerate
 LIVE_FIELDS = ("live_rate", "live_delay")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli import UsageError, settings_from
-from config.settings import EDGE_RANGE_FIELDS
+from config.generator import EDGE_RANGE_FIELDS
 from .argtypes import non_negative_float as _non_negative_float
 from .argtypes import positive_int as _positive_int
 from .argtypes import share as _share
