@@ -7,10 +7,6 @@ from typing import Callable
 Progress = Callable[[float, str], None]
 
 
-def no_progress(fraction: float, message: str = "") -> None:
-    """A :data:`Progress` that reports nowhere."""
-
-
 def part(progress: Progress, lo: float, hi: float) -> Progress:
     """The sub-range ``[lo, hi]`` of ``progress`` for one step of a longer operation (a NaN fraction
     reports ``lo``; fractions outside [0, 1] are clamped)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from itertools import starmap
 from operator import itemgetter
 from typing import Annotated, Any, Mapping, Union
@@ -93,15 +92,6 @@ def check_event(raw: Any) -> Event:
     return validate_event(raw)  # the other types, and the reason of every refusal
 
 
-@dataclass(slots=True)
-class Checked:
-    """One validated input batch: good events in input order, and (raw, reason) for the rest."""
-
-    origin: str
-    events: list[Event] = field(default_factory=list)
-    rejected: list[tuple[Any, str]] = field(default_factory=list)
-
-
 def validate_items(items: list[Any], lines: list[int] | None = None, unit: str = "line") -> list[Event | str]:
     """Each item's outcome, in input order: its Event, or the reason it is refused (with its position,
     e.g. "line 7: " or "offset 7: ", when ``lines`` are given)."""
@@ -124,15 +114,3 @@ def unpack(batch: IngestBatch | list[Any]) -> tuple[str, list[Any], list[int] | 
     if isinstance(batch, IngestBatch):
         return batch.origin, batch.items, batch.lines, batch.unit
     return "input", list(batch), None, "line"  # a plain list, e.g. from bytewax.testing.TestingSource
-
-
-def validate_batch(batch: IngestBatch | list[Any]) -> Checked:
-    """Validate every item; a bad one is kept with a reason naming the field (and file line)."""
-    origin, items, lines, unit = unpack(batch)
-    out = Checked(origin)
-    for raw, outcome in zip(items, validate_items(items, lines, unit)):
-        if type(outcome) is str:
-            out.rejected.append((raw, outcome))
-        else:
-            out.events.append(outcome)  # type: ignore[arg-type]
-    return out
