@@ -31,7 +31,8 @@ from storage.projections import OpsHistory, Profiles
 from config.settings import Settings
 
 from . import metrics, routes_data, routes_graph, routes_jobs, routes_ops, routes_rules, routes_users, sse
-from .auth import admin_guard
+from .auth import admin_guard, check_token
+from .cross_site import CrossSiteGuard, SitePolicy
 from .context import AppContext
 from .errors import exception_handlers
 from .jobs import JobRunner
@@ -47,6 +48,7 @@ ROUTERS: tuple[ControllerRouterHandler, ...] = (
     routes_data.router,
     sse.router,
     metrics.metrics,
+    check_token,
 )
 
 
@@ -164,7 +166,7 @@ def create_app(
         dependencies={"ctx": Provide(_provide_ctx, sync_to_thread=False)},
         guards=[admin_guard],
         exception_handlers=exception_handlers(),
-        middleware=[metrics.MetricsMiddleware(http)],
+        middleware=[CrossSiteGuard(SitePolicy.of(settings)), metrics.MetricsMiddleware(http)],
         openapi_config=openapi,
         # strict: "5" is not a number and 0 is not a boolean (a body of the wrong shape is refused)
         plugins=[PydanticPlugin(validate_strict=True)],

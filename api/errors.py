@@ -178,11 +178,13 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
 
 
 _DESCRIPTIONS = {
-    400: "malformed request (e.g. a body that is not JSON)",
+    400: "malformed request (e.g. a body that is not JSON), or a Host name the server does not answer for",
     401: "UPS_ADMIN_TOKEN is set and the request lacks 'Authorization: Bearer <token>'",
+    403: "a change sent by a web page of another origin (not the server's own nor UPS_ALLOWED_ORIGINS)",
     404: "unknown id",
     409: "conflict: duplicate name, or a job of the same group is running",
     413: "request body larger than UPS_MAX_BODY_BYTES",
+    415: "a change whose body is not sent as application/json",
     422: "invalid parameter or body; details name each field and its problem",
     503: "not ready (no trained model yet) or shutting down; the message says why",
 }
@@ -198,4 +200,4 @@ def responses(*codes: int) -> dict[int, ResponseSpec]:
 #: what every handler that takes parameters or a body can answer
 INVALID = (400, 422)
 #: what every mutating handler can answer besides
-MUTATION = (400, 401, 413, 422)
+MUTATION = (400, 401, 403, 413, 415, 422)
