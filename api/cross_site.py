@@ -22,7 +22,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from config.settings import Settings
 
-from .errors import ErrorBody
+from .errors import send_error
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON = "application/json"
@@ -79,11 +79,7 @@ class CrossSiteGuard(ASGIMiddleware):
         if refusal is None:
             await next_app(scope, receive, send)
             return
-        status, error, message = refusal
-        body = ErrorBody(status=status, error=error, message=message).model_dump_json().encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, *refusal)
 
     def refusal(self, scope: Scope) -> tuple[int, str, str] | None:
         headers = _headers(scope)

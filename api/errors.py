@@ -80,6 +80,21 @@ def _json(status: int, error: str, message: str, details: list[ErrorDetail] | No
     return Response(body.model_dump(), status_code=status, headers=headers, media_type="application/json")
 
 
+async def send_error(send: Any, status: int, error: str, message: str) -> None:
+    """Answer with an error body straight from an ASGI middleware (before any route or handler runs)."""
+    body = ErrorBody(status=status, error=error, message=message).model_dump_json().encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def on_recursion(request: Request[Any, Any, Any], exc: RecursionError) -> Response[dict[str, Any]]:
+    """msgspec gives up on a deeply nested body with a RecursionError: the client's fault, not ours."""
+    if "deserializ" in str(exc):
+        return _json(400, "bad_request", "the JSON body is nested too deeply to read")
+    return on_unexpected(request, exc)
+
+
 def pydantic_details(err: ValidationError, prefix: str = "") -> list[ErrorDetail]:
     out = []
     for e in err.errors(include_url=False):
@@ -173,6 +188,7 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
         ValidationException: on_validation,
         HTTPException: on_http,
         ScoringError: on_scoring,
+        RecursionError: on_recursion,
         Exception: on_unexpected,
     }
 
