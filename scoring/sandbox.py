@@ -211,19 +211,59 @@ class Expression:
         return eval(self.code, env, namespace)  # noqa: S307 - checked whitelist, empty builtins
 
 
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """Positions in the user's text of positions in the stripped text the parser saw, as every error
+    message gives them: 1-based columns counted in characters (the line too when the text has several)."""
+
+    lines: tuple[str, ...]  # of the stripped text
+    line_shift: int  # lines of leading whitespace
+    col_shift: int  # leading whitespace on the first parsed line
+    multiline: bool
+
+    @classmethod
+    def of(cls, source: str) -> "_Where":
+        lead = source[: len(source) - len(source.lstrip())]
+        return cls(tuple(source.strip().split("\n")), lead.count("\n"), len(lead) - (lead.rfind("\n") + 1),
+                   "\n" in source.strip())
+
+    def at(self, lineno: int | None, col: int | None) -> str:
+        """`` (at column C)`` for 0-based character column ``col`` of parsed line ``lineno`` (1-based)."""
+        if not lineno or col is None or col < 0:
+            return ""
+        col += self.col_shift if lineno == 1 else 0
+        line = f"line {lineno + self.line_shift}, " if self.multiline else ""
+        return f" (at {line}column {col + 1})"
+
+    def node(self, node: ast.AST) -> str:
+        lineno, offset = getattr(node, "lineno", None), getattr(node, "col_offset", None)
+        if not lineno or offset is None or lineno > len(self.lines):
+            return ""
+        # the parser counts columns in UTF-8 bytes; people count characters
+        col = len(self.lines[lineno - 1].encode()[:offset].decode(errors="ignore"))
+        return self.at(lineno, col)
+
+    def syntax(self, err: SyntaxError) -> str:
+        """Python's own offset is 1-based, in characters, and 0 or None when it does not know (then the end)."""
+        lineno = err.lineno or len(self.lines)
+        if lineno > len(self.lines):
+            return ""
+        col = err.offset - 1 if err.offset else len(self.lines[lineno - 1])
+        return self.at(lineno, col)
+
+
 class _Checker(ast.NodeVisitor):
-    def __init__(self, fields: Collection[str] | None, limits: Limits) -> None:
+    def __init__(self, fields: Collection[str] | None, limits: Limits, where: _Where) -> None:
         self.fields = fields
         self.limits = limits
+        self.where = where
         self.nodes = 0
         self.depth = 0
         self.max_depth = 0
         self.names: set[str] = set()
 
     def fail(self, node: ast.AST, reason: str) -> None:
-        col = getattr(node, "col_offset", None)
-        where = f" (at column {col + 1})" if col is not None else ""
-        raise RuleCompileError(reason + where)
+        raise RuleCompileError(reason + self.where.node(node))
 
     def visit(self, node: ast.AST) -> None:
         self.nodes += 1
@@ -364,13 +404,13 @@ def _constant_subtrees(tree: ast.AST) -> list[ast.expr]:
     return out
 
 
-def _syntax_reason(source: str, err: SyntaxError) -> str:
+def _syntax_reason(source: str, err: SyntaxError, where: _Where) -> str:
     try:
         stmt = ast.parse(source.strip(), mode="exec").body[0]
     except (SyntaxError, RecursionError, MemoryError, ValueError, IndexError):
         if "nested" in (err.msg or ""):
             return f"expression nested too deeply: {err.msg}"
-        return f"syntax error: {err.msg} (at column {err.offset or 0})"
+        return f"syntax error: {err.msg}{where.syntax(err)}"
     kind = {"Import": "import", "ImportFrom": "import", "FunctionDef": "def", "ClassDef": "class",
             "Assign": "assignment", "AugAssign": "assignment"}.get(type(stmt).__name__, type(stmt).__name__)
     return f"{kind} statements are not allowed: a rule is a single expression"
@@ -390,15 +430,16 @@ def compile_expression(
         raise RuleCompileError("the expression is empty")
     if len(source) > limits.max_chars:
         raise RuleCompileError(f"expression too long: {len(source)} characters (limit {limits.max_chars})")
+    where = _Where.of(source)
     try:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as err:
-        raise RuleCompileError(_syntax_reason(source, err)) from None
+        raise RuleCompileError(_syntax_reason(source, err, where)) from None
     except (RecursionError, MemoryError):
         raise RuleCompileError(f"expression nested too deeply (limit {limits.max_depth} levels)") from None
     except ValueError as err:  # e.g. NUL characters
         raise RuleCompileError(f"invalid expression: {err}") from None
-    checker = _Checker(fields, limits)
+    checker = _Checker(fields, limits, where)
     checker.visit(tree)
     guard = _Guard()
     guarded = ast.fix_missing_locations(guard.visit(copy.deepcopy(tree)))

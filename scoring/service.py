@@ -175,7 +175,7 @@ class ScoringService:
     def _load_fusion(self, version: int | None) -> FusionCore | None:
         if version is None:
             return None
-        row = Models(self.conn).get(version)
+        row = Models(self.conn).get("fusion", version)
         if row is None or row.weights is None:
             raise ScoringError(f"fusion model version {version} has no weights")
         return FusionCore.from_bytes(row.config, row.weights)
@@ -505,6 +505,6 @@ class ScoringService:
                 "payload": {"kind": "fusion", "version": version, "metrics": summary},
             })
             seq = self.store.append([event]).new[0][0]
-            Models(conn).set_seq(version, seq)
+            Models(conn).set_seq("fusion", version, seq)
         return version
 

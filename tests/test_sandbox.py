@@ -193,6 +193,30 @@ def test_valid_expressions_evaluate_exactly_like_python(source: str, tenure: int
     assert ours == theirs, source
 
 
+@pytest.mark.parametrize(
+    ("source", "column"),
+    [
+        ("monthly_fee >", 14),  # the end of the text: where the missing operand goes
+        ("  monthly_fee > ", 16),  # leading blanks count: the column is the user's, not the parser's
+        ("monthly_fee > (1", 15),
+        ("monthly_fee monthly_fee", 13),
+        ("x.y", 1),
+        ("   x.y", 4),
+        ("plan_type == '畅享套餐' and x.y", 25),  # characters, not UTF-8 bytes
+    ],
+)
+def test_error_positions_are_1_based_columns_of_the_users_text(source: str, column: int) -> None:
+    with pytest.raises(RuleCompileError) as info:
+        compile_expression(source)
+    assert info.value.reason.endswith(f"(at column {column})"), info.value.reason
+
+
+def test_error_positions_of_a_multi_line_rule_name_the_line() -> None:
+    with pytest.raises(RuleCompileError) as info:
+        compile_expression("(monthly_fee > 1\n and x.y)")
+    assert info.value.reason.endswith("(at line 2, column 6)"), info.value.reason
+
+
 # ------------------------------------------------------------------ hostile cost: bounded, never frozen
 
 BIG_PROFILE: dict[str, Any] = {**PROFILE, "call_partner_ids": [f"u{i}" for i in range(3000)]}
