@@ -236,6 +236,9 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(
         None, description="when set, every mutating endpoint needs 'Authorization: Bearer <token>'"
     )
+    rule_preview_timeout: float = Field(
+        10.0, gt=0, le=600, description="longest a rule preview may evaluate its sample (s); past it: 422"
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, le=100_000_000, description="largest request body accepted")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; none by default")
     explain_workers: int = Field(

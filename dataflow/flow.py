@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import operator
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -216,18 +217,35 @@ def get_flow(
     Starts the supervisor thread (commands, status) for this process as a side effect."""
     from .control import Supervisor
     from .refresh_step import refresh_branch
-    from .runner import make_ingest, refuse_second_flow
+    from .flow_lock import FlowLock
+    from .runner import make_ingest
 
     settings = Settings()
-    refuse_second_flow(settings.db)
+    process_id, addresses = _bytewax_run_cluster()
+    lock = FlowLock(settings.state_dir, settings.db, process_id=process_id, addresses=addresses)
+    lock.acquire()  # held until the process ends (released after the final status below)
+    atexit.register(lock.release)
     control = FlowControl(rate=settings.live_rate, delay=settings.live_delay)
     ingest = make_ingest(
         settings, control, source, path=Path(path) if path else None, follow=follow, max_events=max_events
     )
     flow = build_live_flow(settings, ingest, control, attach_refresh=refresh_branch(settings))
     supervisor = Supervisor(
-        settings.db, control, status_interval=settings.status_interval, poll_interval=settings.command_poll_interval
+        settings.db, control, status_interval=settings.status_interval, poll_interval=settings.command_poll_interval,
+        resolve=not process_id,
     )
     supervisor.start()
     atexit.register(supervisor.finish)  # the status row says "stopped" when the process ends
     return flow
+
+
+def _bytewax_run_cluster() -> tuple[int | None, list[str] | None]:
+    """This process's ``-i`` and ``-a`` when ``python -m bytewax.run`` runs it (its own parser reads its
+    flags, env vars and host file; Bytewax 0.21 is the last release, so the private helper stays)."""
+    import bytewax.run as bytewax_run
+
+    if not sys.argv or Path(sys.argv[0]).resolve() != Path(bytewax_run.__file__).resolve():
+        return None, None
+    args = bytewax_run._parse_args()
+    addresses = [a for a in args.addresses.split(";") if a] if args.addresses else None
+    return args.process_id, addresses

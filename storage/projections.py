@@ -209,7 +209,7 @@ class ModelRow:
 
 
 class Models:
-    """Versioned trained models (weights blob + config + metrics)."""
+    """Versioned trained models (weights blob + config + metrics), numbered per kind (hgt 1, 2, …; fusion 1, …)."""
 
     _COLS = "version, kind, created_at, config, metrics, weights, seq"
 
@@ -219,22 +219,26 @@ class Models:
     def add(
         self, kind: str, config: dict[str, Any], metrics: dict[str, Any], weights: bytes | None, seq: int | None = None
     ) -> int:
-        cur = self.conn.execute(
-            "INSERT INTO models(kind, created_at, config, metrics, weights, seq) VALUES (?, ?, ?, ?, ?, ?)",
-            (kind, time.time(), _dumps(config), _dumps(metrics), weights, seq),
+        """The kind's next version; call inside the caller's write transaction (the number is read, then taken)."""
+        version = (self.latest_version(kind) or 0) + 1
+        self.conn.execute(
+            "INSERT INTO models(kind, version, created_at, config, metrics, weights, seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (kind, version, time.time(), _dumps(config), _dumps(metrics), weights, seq),
         )
-        return int(cur.lastrowid or 0)
+        return version
 
-    def set_seq(self, version: int, seq: int) -> None:
-        self.conn.execute("UPDATE models SET seq = ? WHERE version = ?", (seq, version))
+    def set_seq(self, kind: str, version: int, seq: int) -> None:
+        self.conn.execute("UPDATE models SET seq = ? WHERE kind = ? AND version = ?", (seq, kind, version))
 
     def _row(self, r: tuple[Any, ...] | None) -> ModelRow | None:
         if r is None:
             return None
         return ModelRow(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), r[5], r[6])
 
-    def get(self, version: int) -> ModelRow | None:
-        return self._row(self.conn.execute(f"SELECT {self._COLS} FROM models WHERE version = ?", (version,)).fetchone())
+    def get(self, kind: str, version: int) -> ModelRow | None:
+        return self._row(self.conn.execute(
+            f"SELECT {self._COLS} FROM models WHERE kind = ? AND version = ?", (kind, version)
+        ).fetchone())
 
     def latest(self, kind: str) -> ModelRow | None:
         return self._row(
@@ -255,7 +259,7 @@ class Models:
             args = (kind,)
         return [
             {"version": v, "kind": k, "created_at": c, "metrics": json.loads(m)}
-            for v, k, c, m in self.conn.execute(q + " ORDER BY version", args)
+            for v, k, c, m in self.conn.execute(q + " ORDER BY id", args)
         ]
 
 

@@ -124,7 +124,7 @@ def test_cli_train_fusion_json(tmp_path_factory: pytest.TempPathFactory, tmp_pat
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"auc", "loss", "model_version"} and set(out["auc"]) == {"rule", "gnn", "fused"}
     with EventStore(db) as store:
-        row = Models(store.conn).get(out["model_version"])
+        row = Models(store.conn).get("fusion", out["model_version"])
         assert row is not None and row.kind == "fusion"
         assert row.config["epochs"] == 60 and row.config["samples"] == 400 and row.config["lr"] == 0.02
         assert row.metrics["n_train"] + row.metrics["n_test"] == 400

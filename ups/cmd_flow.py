@@ -6,10 +6,20 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .cli import UsageError, settings_from
+from config.settings import Settings
+
 from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
+from .cli import UsageError, settings_from
+
+if TYPE_CHECKING:
+    from bytewax.dataflow import Stream
+
+    from dataflow.affected import GraphDelta
+    from dataflow.control import FlowControl
+    from dataflow.flow import AttachRefresh
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -65,8 +75,23 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=cmd_produce)
 
 
+def _lazy_refresh_branch(s: Settings) -> AttachRefresh | None:
+    """The flow's refresh branch, its model stack imported only when the flow is built: after the
+    store's lock is taken, so a refused start (another flow runs) answers at once."""
+    if not s.refresh_in_flow:
+        return None
+
+    def attach(affected: Stream[GraphDelta], control: FlowControl) -> None:
+        from dataflow.refresh_step import refresh_branch
+
+        branch = refresh_branch(s)
+        assert branch is not None
+        branch(affected, control)
+
+    return attach
+
+
 def cmd_dataflow(args: argparse.Namespace) -> int:
-    from dataflow.refresh_step import refresh_branch
     from dataflow.runner import FlowConfigError, run_dataflow
 
     if args.source == "jsonl" and not args.path:
@@ -111,7 +136,7 @@ def cmd_dataflow(args: argparse.Namespace) -> int:
             max_events=args.max_events,
             process_id=args.process_id,
             addresses=addresses,
-            attach_refresh=refresh_branch(s),
+            attach_refresh=_lazy_refresh_branch(s),
             on_status=show,
         )
     except FlowConfigError as err:
