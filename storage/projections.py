@@ -371,6 +371,15 @@ class OpsHistory:
             )
         ]
 
+    def last_of(self, commands: Sequence[str], states: Sequence[str] = ("applied", "pending")) -> str | None:
+        """The newest of ``commands`` in one of ``states`` (e.g. whether ingestion was last paused or resumed)."""
+        r = self.conn.execute(
+            f"SELECT command FROM ops_history WHERE command IN ({','.join('?' * len(commands))}) "
+            f"AND state IN ({','.join('?' * len(states))}) ORDER BY id DESC LIMIT 1",
+            (*commands, *states),
+        ).fetchone()
+        return str(r[0]) if r else None
+
     def resolve(self, op_id: int, state: str, effect: str) -> None:
         self.conn.execute(
             "UPDATE ops_history SET state = ?, effect = ?, applied_at = ? WHERE id = ?",
