@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from itertools import repeat
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -30,7 +32,8 @@ class Growable:
         need = self.n + extra
         if need > self.data.shape[0]:
             cap = max(need, 2 * self.data.shape[0])
-            new = torch.full((cap, *self.tail), self.fill, dtype=self.dtype, device=self.data.device)
+            # empty, not filled: every row past n is written by append or extend_fill before it is read
+            new = torch.empty((cap, *self.tail), dtype=self.dtype, device=self.data.device)
             new[: self.n] = self.data[: self.n]
             self.data = new
 
@@ -69,8 +72,7 @@ class NodeTable:
     def add(self, new_ids: Sequence[str]) -> None:
         """Register nodes (attributes missing until an attribute event sets them)."""
         base = len(self.ids)
-        for i, nid in enumerate(new_ids):
-            self.index[nid] = base + i
+        self.index.update(zip(new_ids, range(base, base + len(new_ids))))
         self.ids.extend(new_ids)
         for buf in (self.numeric, self.categorical, self.sequence, self.degree, self.last_seq, self.last_ts):
             buf.extend_fill(len(new_ids))
@@ -78,6 +80,19 @@ class NodeTable:
     def lookup(self, ids: Sequence[str]) -> np.ndarray:
         return np.fromiter(map(self.index.__getitem__, ids), dtype=np.int64, count=len(ids))
 
+    def register(self, ids: np.ndarray) -> tuple[np.ndarray, int]:
+        """Index of each of ``ids`` (an object array), adding the unknown ones in order of first
+        appearance; and how many were added. Hashes each event's id once (pandas), the dict sees
+        each distinct id once."""
+        codes, uniq = pd.factorize(ids)
+        found = np.fromiter(map(self.index.get, uniq, repeat(-1)), dtype=np.int64, count=len(uniq))
+        new = found < 0
+        added = int(new.sum())
+        if added:
+            base = len(self.ids)
+            self.add(uniq[new].tolist())
+            found[new] = np.arange(base, base + added)
+        return found[codes], added
 
 
 class EdgeTable:

@@ -10,14 +10,16 @@ from storage.columns import EventBatch
 from storage.event_store import EventStore
 
 from .graph import HeteroGraph
-from .results import GraphStatistics
 from .graph_schema import ATTRIBUTE_EVENTS, EDGE_TYPES, GRAPH_EVENT_TYPES, NODE_TYPES, RELATIONS, edge_key
+from .results import GraphStatistics
+from .threads import read_ahead
 
 
 def read_batches(
-    store: EventStore, from_seq: int = 1, to_seq: int | None = None, chunk: int = 200_000
+    store: EventStore, from_seq: int = 1, to_seq: int | None = None, chunk: int = 500_000
 ) -> Iterable[EventBatch]:
-    """Graph events from the log as columnar batches; payloads are fetched for attribute events only."""
+    """Graph events from the log as columnar batches (``chunk`` seqs each); payloads are read for
+    attribute events only."""
     return store.read_columns(from_seq, to_seq, GRAPH_EVENT_TYPES, tuple(ATTRIBUTE_EVENTS), chunk)
 
 
@@ -30,6 +32,7 @@ def build_graph(
     upto_seq: int | None = None,
     compact_min: int = 50_000,
     progress: Callable[[float, str], None] | None = None,
+    chunk: int = 500_000,
 ) -> HeteroGraph:
     """The graph of the log up to ``upto_seq`` (default: all).
 
@@ -38,10 +41,10 @@ def build_graph(
     """
     graph = HeteroGraph(device, sample_ratio=sample_ratio, sample_seed=sample_seed, compact_min=compact_min)
     end = store.last_seq() if upto_seq is None else min(upto_seq, store.last_seq())
-    for batch in read_batches(store, 1, end):
+    for batch in read_ahead(read_batches(store, 1, end, chunk)):
         graph.apply(batch)
         if progress and end:
-            progress(min(1.0, int(batch.seq[-1]) / end), f"graph: read up to seq {int(batch.seq[-1]):,}")
+            progress(min(1.0, batch.upto / end), f"graph: read up to seq {batch.upto:,}")
     graph.last_seq = max(graph.last_seq, end)
     return graph
 
