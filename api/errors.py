@@ -8,12 +8,14 @@ logged with its traceback and answered with a JSON 500 that reveals nothing of t
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
 from litestar import Request, Response
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.utils.scope.state import ScopeState
 from pydantic import BaseModel, Field, ValidationError
 
 log = logging.getLogger("ups.api")
@@ -101,6 +103,21 @@ def on_api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[dict[str,
     return _json(exc.status, exc.error, exc.message, exc.details, exc.headers)
 
 
+#: msgspec's position in a malformed body: a 0-based byte offset
+_BYTE_OFFSET = re.compile(r"\(byte (\d+)\)$")
+
+
+def _with_position(message: str, body: Any) -> str:
+    """"... (byte 12)" as every other error message gives positions: line and 1-based column, in characters."""
+    m = _BYTE_OFFSET.search(message)
+    if m is None or not isinstance(body, bytes):
+        return message
+    before = body[: int(m.group(1))].decode(errors="replace")
+    line = before.count("\n") + 1
+    column = len(before) - (before.rfind("\n") + 1) + 1
+    return f"{message[: m.start()]}(at line {line}, column {column})"
+
+
 def on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
     """Litestar's request validation: name each field and its problem; a body that isn't JSON is a 400."""
     details: list[ErrorDetail] = []
@@ -118,10 +135,13 @@ def on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Respon
     return _json(422, "invalid", _summary(details), details)
 
 
-def on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else "error"
     error = phrase.lower().replace(" ", "_").replace("-", "_")
-    return _json(exc.status_code, error, str(exc.detail or phrase), headers=exc.headers)
+    message = str(exc.detail or phrase)
+    if exc.status_code == 400:  # e.g. a body that is not JSON: where, as the body was read for decoding
+        message = _with_position(message, ScopeState.from_scope(request.scope).body)
+    return _json(exc.status_code, error, message, headers=exc.headers)
 
 
 #: scoring/errors.py class name -> (status, error kind), checked along the MRO; by name, because an

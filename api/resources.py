@@ -4,7 +4,8 @@ memory when CUDA is in use, and the ingestion/refresh/training figures beside th
 
 psutil measures a process's CPU share between two calls on the *same* ``Process`` object (a fresh one
 always says 0 %), so the :class:`ProcessMeter` (one per app, in ``AppContext``) keeps one object per
-pid. It reads a pid at most every ``min_interval`` seconds and hands the last reading to callers in
+pid, and primes a pid it sees for the first time with one short window, so even the first reading is a
+real figure. It reads a pid at most every ``min_interval`` seconds and hands the last reading to callers in
 between, so several readers (the endpoint, each stream client) share one measuring window instead of
 shrinking each other's. A process that is gone, a zombie or not readable is left out, never an error.
 """
@@ -16,7 +17,7 @@ import os
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import psutil
 
@@ -29,16 +30,41 @@ if TYPE_CHECKING:
 GONE = (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied)
 
 
+#: the measuring window of a pid's first reading (paid once per process, by the reader that first asks)
+FIRST_WINDOW_S = 0.1
+
+
 class ProcessMeter:
     def __init__(self, min_interval: float) -> None:
         self.min_interval = min_interval
         self._procs: dict[int, psutil.Process] = {}
         self._last: dict[int, tuple[float, dict[str, Any]]] = {}  # pid -> (monotonic time, figures)
         self._lock = threading.Lock()  # handlers run in worker threads; the stream on the event loop
+        psutil.cpu_percent(interval=None)  # the machine's share likewise starts its window here
+
+    def prime(self, pids: Iterable[int]) -> None:
+        """Start the measuring window of each pid not measured yet, then wait one short window (once for
+        all of them): the readings that follow are real figures, not a blank."""
+        fresh = False
+        with self._lock:
+            for pid in pids:
+                known = self._procs.get(pid)
+                if known is not None and known.is_running():  # is_running also notices a reused pid
+                    continue
+                try:
+                    proc = psutil.Process(pid)
+                    proc.cpu_percent(interval=None)
+                except GONE:
+                    continue
+                self._procs[pid] = proc
+                fresh = True
+        if fresh:
+            time.sleep(FIRST_WINDOW_S)
 
     def figures(self, pid: int) -> dict[str, Any] | None:
-        """pid, name, cpu_percent (None on the first reading: nothing to compare with yet), rss_bytes,
+        """pid, name, cpu_percent (since the last reading; a first one over a short window), rss_bytes,
         threads; None when the process is gone or unreadable."""
+        self.prime([pid])
         with self._lock:
             now = time.monotonic()
             last = self._last.get(pid)
@@ -55,18 +81,15 @@ class ProcessMeter:
 
     def _read(self, pid: int) -> dict[str, Any]:
         proc = self._procs.get(pid)
-        first = proc is None or not proc.is_running()  # is_running also notices a reused pid
-        if first:
-            proc = self._procs[pid] = psutil.Process(pid)
-        assert proc is not None
+        if proc is None:  # forgotten by another reader since it was primed
+            raise psutil.NoSuchProcess(pid)
         with proc.oneshot():
             if proc.status() == psutil.STATUS_ZOMBIE:
                 raise psutil.ZombieProcess(pid)
-            cpu = proc.cpu_percent(interval=None)  # on a new object: starts the measuring window
             return {
                 "pid": pid,
                 "name": proc.name(),
-                "cpu_percent": None if first else cpu,
+                "cpu_percent": proc.cpu_percent(interval=None),
                 "rss_bytes": proc.memory_info().rss,
                 "threads": proc.num_threads(),
             }
@@ -77,6 +100,7 @@ class ProcessMeter:
             kids = psutil.Process(pid).children(recursive=True)
         except GONE:
             return []
+        self.prime(c.pid for c in kids)
         return [f for f in (self.figures(c.pid) for c in kids) if f is not None]
 
     def forget_others(self, keep: set[int]) -> None:
@@ -115,6 +139,7 @@ def operations_metrics(ctx: "AppContext") -> dict[str, Any]:
     flow = dataflow_state(conn, ctx.settings.dataflow_stale_after)
     meter = ctx.meter
     me = os.getpid()
+    meter.prime([me, *([flow.pid] if flow.alive and flow.pid else [])])  # one first window for both
     processes: dict[str, Any] = {}
     if (api := meter.figures(me)) is not None:
         processes["api"] = api

@@ -16,7 +16,7 @@ from .schemas import GraphRefreshIn, JobOut
 @post("/api/v1/graph/refresh", responses=responses(*MUTATION, 409, 503), status_code=202,
       summary="Refresh embeddings (embedding_only) or retrain HGT + fusion (full_retrain), full or sampled graph")
 async def graph_refresh(ctx: Ctx, data: JSONBody[GraphRefreshIn], wait: Wait = False) -> Response[JobOut]:
-    return await submit(ctx, "graph.refresh", data.model_dump(), wait)
+    return await submit(ctx, "graph.refresh", data.resolved(), wait)
 
 
 @get("/api/v1/graph/statistics", responses=responses(503), sync_to_thread=True, summary="Node and edge counts per type")

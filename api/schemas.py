@@ -84,6 +84,15 @@ class GraphRefreshIn(Request):
     epochs: int = Field(5, ge=1, le=500, description="HGT epochs when mode=full_retrain")
     fusion_epochs: int = Field(300, ge=1, le=10_000, description="fusion epochs after a full retrain")
 
+    def resolved(self) -> dict[str, Any]:
+        """The parameters the job runs with: a full graph is all of it (sample ratio 1), and the epochs
+        only where something is trained."""
+        out: dict[str, Any] = {"mode": self.mode, "graph_scope": self.graph_scope,
+                               "sample_ratio": self.sample_ratio if self.graph_scope == "sampled" else 1.0}
+        if self.mode == "full_retrain":
+            out.update(epochs=self.epochs, fusion_epochs=self.fusion_epochs)
+        return out
+
 
 class FusionTrainIn(Request):
     """A field left out (or null) takes the server's setting (``UPS_FUSION_*``), as ``ups train-fusion`` does."""

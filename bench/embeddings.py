@@ -75,6 +75,12 @@ class PeakRSS:
         return (self.peak - self.start) / 2**20
 
 
+def _obj(values: list) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
 def _batches(gen: MockGenerator, chunk: int = 2_000_000) -> Iterator[EventBatch]:
     """The generator's dataset (catalogue, registrations, history) as columnar batches."""
     cfg, pop, cat = gen.cfg, gen.pop, gen.cat
@@ -95,7 +101,7 @@ def _batches(gen: MockGenerator, chunk: int = 2_000_000) -> Iterator[EventBatch]
         payloads.append({"plan_type": PLANS[plan[i]][0], "level": LEVELS[level[i]], "device_brand": BRANDS[brand[i]],
                          "monthly_fee": fee[i], "tenure_months": tenure[i]})
     n = len(types)
-    yield EventBatch(np.arange(1, n + 1), types, users, targets, np.full(n, gen.history_start), payloads)
+    yield EventBatch(np.arange(1, n + 1), _obj(types), _obj(users), _obj(targets), np.full(n, gen.history_start), _obj(payloads))
     seq = n
     h = gen._history_arrays()
     for a in range(0, len(h["user"]), chunk):
@@ -106,7 +112,7 @@ def _batches(gen: MockGenerator, chunk: int = 2_000_000) -> Iterator[EventBatch]
         tnames = [_TYPES[k] for k in t.tolist()]
         uids = [user_id(k) for k in u.tolist()]
         tids = [user_id(x) if k == 0 else (product_id(x) if k in (1, 2) else app_id(x)) for k, x in zip(t.tolist(), tg.tolist())]
-        yield EventBatch(np.arange(seq + 1, seq + m + 1), tnames, uids, tids, h["ts"][a : a + chunk], [None] * m)
+        yield EventBatch(np.arange(seq + 1, seq + m + 1), _obj(tnames), _obj(uids), _obj(tids), h["ts"][a : a + chunk], _obj([None] * m))
         seq += m
     del rows_t
 

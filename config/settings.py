@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     live_rate: float = Field(200.0, gt=0, le=1_000_000, description="live events per second")
     live_delay: float = Field(0.0, ge=0, le=60, description="extra delay (s) before each live batch")
     new_user_share: float = Field(0.002, ge=0, le=1, description="share of live events that register a new user")
+    kafka_brokers: str = Field("", description="Kafka bootstrap brokers (host:port,host:port) of --source kafka")
+    kafka_topic: str = Field("ups-events", min_length=1, description="Kafka topic of subscriber events")
 
     # dataflow
     snapshot_interval: float = Field(5.0, gt=0, description="Bytewax recovery epoch length (s)")
@@ -234,6 +236,9 @@ class Settings(BaseSettings):
     port: int = Field(5000, ge=1, le=65535)
     admin_token: str | None = Field(
         None, description="when set, every mutating endpoint needs 'Authorization: Bearer <token>'"
+    )
+    rule_preview_timeout: float = Field(
+        10.0, gt=0, le=600, description="longest a rule preview may evaluate its sample (s); past it: 422"
     )
     max_body_bytes: int = Field(1_000_000, ge=1024, le=100_000_000, description="largest request body accepted")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; none by default")

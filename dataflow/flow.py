@@ -3,7 +3,7 @@ same steps (:func:`add_profile_projection`).
 
 Live flow::
 
-    ingest (mock | jsonl | any source of batches) -> event_log (validate + append in the log writer
+    ingest (mock | jsonl | kafka | any source of batches) -> event_log (validate + append in the log writer
         process, refused items to dead_letters in the same transaction; emits the log in seq order)
         event_log -+-> shard by user -> fold_profiles (stateful) -> profiles (sink, with checkpoint)
                    +-> rule_changes -> rules (sink)
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import operator
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,6 +37,7 @@ from .affected import GraphDelta
 from .control import FlowControl
 from .event_log import LOG_KEY, LogAppendLogic
 from .generator import GeneratorConfig, MockGenerator
+from .kafka_source import KafkaIngest
 from .profile import ProfileState
 from .projection import ProfileShardLogic, ShardSplitter
 from .sinks import RULE_TYPES, ProfileSink, RuleChange, RulesSink
@@ -57,11 +59,13 @@ def add_profile_projection(
     on_events: Callable[[int], None] | None = None,
     on_write: Callable[[int], None] | None = None,
     loader: Callable[[list[str]], dict[str, ProfileState]] | None = None,
+    resume_from: int = 0,
     cache_mb: int = 128,
     snapshots: bool = True,
 ) -> None:
     """log batches -> shard by user -> fold -> profiles sink (+ checkpoint); ``snapshots=False`` when
-    the flow runs without recovery, so the fold's state is not pickled for nothing."""
+    the flow runs without recovery, so the fold's state is not pickled for nothing. ``loader`` gives the
+    stored profiles of users met first when continuing a projection from seq ``resume_from``."""
     splitter = ShardSplitter(shards)
     if on_events is not None:
         count = on_events
@@ -76,7 +80,9 @@ def add_profile_projection(
     folded = op.stateful_batch(
         "fold_profiles",
         sharded,
-        lambda resume: ProfileShardLogic(resume, flush_interval, loader=loader, shards=shards, snapshots=snapshots),
+        lambda resume: ProfileShardLogic(
+            resume, flush_interval, loader=loader, resume_from=resume_from, shards=shards, snapshots=snapshots
+        ),
     )
     # one sink partition sees every shard's progress (the checkpoint is their minimum)
     to_sink = op.map("to_profiles_sink", folded, lambda kv: (ProfileSink.PART, kv))
@@ -146,6 +152,11 @@ def jsonl_source(settings: Settings, control: FlowControl, path: Path, follow: b
     return JsonlSource(path, control, batch_size=settings.batch_size, follow=follow)
 
 
+def kafka_source(settings: Settings, control: FlowControl) -> KafkaIngest:
+    brokers = [b.strip() for b in settings.kafka_brokers.split(",") if b.strip()]
+    return KafkaIngest(brokers, [settings.kafka_topic], control, batch_size=settings.batch_size)
+
+
 class ProfileLoader:
     """Loads stored profiles of users a replay meets first (replay continuing from a seq)."""
 
@@ -188,6 +199,7 @@ def build_replay_flow(
         on_events=on_events,
         # continuing from a seq: users met first start from their stored profile
         loader=ProfileLoader(into) if first > 1 else None,
+        resume_from=first,
         cache_mb=settings.sqlite_cache_mb,
         snapshots=False,  # replay runs without recovery (runner.replay)
     )
@@ -205,18 +217,35 @@ def get_flow(
     Starts the supervisor thread (commands, status) for this process as a side effect."""
     from .control import Supervisor
     from .refresh_step import refresh_branch
-    from .runner import make_ingest, refuse_second_flow
+    from .flow_lock import FlowLock
+    from .runner import make_ingest
 
     settings = Settings()
-    refuse_second_flow(settings.db)
+    process_id, addresses = _bytewax_run_cluster()
+    lock = FlowLock(settings.state_dir, settings.db, process_id=process_id, addresses=addresses)
+    lock.acquire()  # held until the process ends (released after the final status below)
+    atexit.register(lock.release)
     control = FlowControl(rate=settings.live_rate, delay=settings.live_delay)
     ingest = make_ingest(
         settings, control, source, path=Path(path) if path else None, follow=follow, max_events=max_events
     )
     flow = build_live_flow(settings, ingest, control, attach_refresh=refresh_branch(settings))
     supervisor = Supervisor(
-        settings.db, control, status_interval=settings.status_interval, poll_interval=settings.command_poll_interval
+        settings.db, control, status_interval=settings.status_interval, poll_interval=settings.command_poll_interval,
+        resolve=not process_id,
     )
     supervisor.start()
     atexit.register(supervisor.finish)  # the status row says "stopped" when the process ends
     return flow
+
+
+def _bytewax_run_cluster() -> tuple[int | None, list[str] | None]:
+    """This process's ``-i`` and ``-a`` when ``python -m bytewax.run`` runs it (its own parser reads its
+    flags, env vars and host file; Bytewax 0.21 is the last release, so the private helper stays)."""
+    import bytewax.run as bytewax_run
+
+    if not sys.argv or Path(sys.argv[0]).resolve() != Path(bytewax_run.__file__).resolve():
+        return None, None
+    args = bytewax_run._parse_args()
+    addresses = [a for a in args.addresses.split(";") if a] if args.addresses else None
+    return args.process_id, addresses

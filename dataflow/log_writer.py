@@ -111,14 +111,14 @@ class LogWriter:
         return len(self._sent)
 
     def send(self, batch: IngestBatch | list[Any]) -> None:
-        origin, items, lines = unpack(batch)
+        origin, items, lines, unit = unpack(batch)
         if all(type(x) is Event for x in items):  # the mock stream, the usual case
             kind, wire = EVENTS, marshal.dumps(list(map(_fields, items)), _WIRE)
         else:
-            prefixes = [f"line {n}: " for n in lines] if lines is not None else [""] * len(items)
+            prefixes = [f"{unit} {n}: " for n in lines] if lines is not None else [""] * len(items)
             kind, wire = MIXED, marshal.dumps(list(map(_portable, items, prefixes)), _WIRE)
         try:
-            self._to.send_bytes(marshal.dumps((origin, lines, kind, wire)))
+            self._to.send_bytes(marshal.dumps((origin, lines, unit, kind, wire)))
         except OSError as err:
             raise self._gone(err) from None
         self._sent.append((items, origin))
@@ -161,7 +161,9 @@ class LogWriter:
 # ------------------------------------------------------------------------------------ the child
 
 
-def _append(store: EventStore, origin: str, lines: list[int] | None, kind: int, wire: bytes) -> tuple[Any, ...]:
+def _append(
+    store: EventStore, origin: str, lines: list[int] | None, unit: str, kind: int, wire: bytes
+) -> tuple[Any, ...]:
     rows = marshal.loads(wire)
     raws: list[Any]
     theirs: list[Any]  # the parent's version of each item: Event fields, or None (not an Event there)
@@ -177,7 +179,7 @@ def _append(store: EventStore, origin: str, lines: list[int] | None, kind: int, 
             theirs.append(value if tag == "e" else None)
             if tag == "x":
                 refused[k] = value
-    outcomes = validate_items(raws, lines)
+    outcomes = validate_items(raws, lines, unit)
     for k, (text, reason) in refused.items():
         raws[k], outcomes[k] = text, reason
     good = [o for o in outcomes if type(o) is Event]
@@ -218,11 +220,11 @@ def _serve(db: str, cache_mb: int) -> None:
     try:
         while True:
             try:
-                origin, lines, kind, wire = marshal.loads(inp.recv_bytes())
+                origin, lines, unit, kind, wire = marshal.loads(inp.recv_bytes())
             except EOFError:
                 return
             try:
-                reply: tuple[str, Any] = ("ok", _append(store, origin, lines, kind, wire))
+                reply: tuple[str, Any] = ("ok", _append(store, origin, lines, unit, kind, wire))
             except Exception as err:  # sent back: the flow raises it
                 reply = ("error", f"{type(err).__name__}: {err}")
             out.send_bytes(marshal.dumps(reply))

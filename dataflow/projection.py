@@ -96,6 +96,7 @@ class ProfileShardLogic(StatefulBatchLogic[ShardBatch, ProfileFlush, bytes]):
         flush_interval: float,
         *,
         loader: Callable[[list[str]], dict[str, ProfileState]] | None = None,
+        resume_from: int = 0,
         shards: int = 1,
         clock: Callable[[], float] = time.time,
         snapshots: bool = True,
@@ -113,6 +114,10 @@ class ProfileShardLogic(StatefulBatchLogic[ShardBatch, ProfileFlush, bytes]):
         self.snapshots = snapshots
         self.flush_interval = flush_interval
         self.loader = loader
+        self.resume_from = resume_from
+        #: user -> last seq already folded into the stored profile loaded, where that is at or past
+        #: ``resume_from`` (a crashed run wrote it ahead of the checkpoint): its events up to there are skipped
+        self.folded_upto: dict[str, int] = {}
         self.shards = shards
         self.clock = clock
         self.next_flush = clock() + flush_interval
@@ -121,9 +126,7 @@ class ProfileShardLogic(StatefulBatchLogic[ShardBatch, ProfileFlush, bytes]):
         profiles, dirty = self.profiles, self.dirty
         upto = self.upto
         if self.loader is not None:
-            missing = {e.user_id for events, _, _ in values for e in events if e.user_id not in profiles}
-            if missing:
-                profiles.update(self.loader(sorted(missing)))  # type: ignore[arg-type]
+            values = self._continue_stored(values)
         for events, seqs, batch_upto in values:
             fold_many(profiles, events, seqs)
             dirty.update(map(_user_of, events))  # type: ignore[arg-type]
@@ -133,6 +136,27 @@ class ProfileShardLogic(StatefulBatchLogic[ShardBatch, ProfileFlush, bytes]):
         if self.clock() >= self.next_flush:
             return self._flush(), StatefulBatchLogic.RETAIN
         return (), StatefulBatchLogic.RETAIN
+
+    def _continue_stored(self, values: list[ShardBatch]) -> list[ShardBatch]:
+        """Load the stored profiles of users met first, and drop the events already folded into them.
+
+        A run killed after writing some profiles but before moving the checkpoint leaves those profiles
+        ahead of it: continuing from the checkpoint must not fold their events again. A stored profile
+        with ``last_seq`` L holds exactly its user's events up to L (profiles are written at flushes that
+        cover every event up to them), so the events at or below L are the ones to skip."""
+        profiles, upto = self.profiles, self.folded_upto
+        missing = {e.user_id for events, _, _ in values for e in events if e.user_id not in profiles}
+        if missing:
+            loaded = self.loader(sorted(missing))  # type: ignore[arg-type, misc]
+            profiles.update(loaded)
+            upto.update((uid, p.last_seq) for uid, p in loaded.items() if p.last_seq >= self.resume_from)
+        if not upto:
+            return values
+        out: list[ShardBatch] = []
+        for events, seqs, batch_upto in values:
+            keep = [i for i, (e, seq) in enumerate(zip(events, seqs)) if seq > upto.get(e.user_id, 0)]  # type: ignore[arg-type]
+            out.append(([events[i] for i in keep], [seqs[i] for i in keep], batch_upto))
+        return out
 
     def _flush(self) -> list[ProfileFlush]:
         start = self.clock()

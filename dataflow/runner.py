@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import signal
 import threading
 import time
@@ -19,13 +18,15 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 from bytewax.testing import run_main
 
+from config.settings import Settings
 from scoring.rule_store import CHECKPOINT as RULES_CHECKPOINT
 from storage.event_store import EventStore
-from storage.projections import Checkpoints, Status
-from config.settings import Settings
+from storage.projections import Checkpoints
 
 from .control import PROFILES_CHECKPOINT, FlowControl, Supervisor
-from .flow import AttachRefresh, build_live_flow, build_replay_flow, jsonl_source, mock_source
+from .flow import AttachRefresh, build_live_flow, build_replay_flow, jsonl_source, kafka_source, mock_source
+from .flow_lock import FlowLock, FlowLocked
+from .kafka_source import KafkaUnavailable
 
 _META = "ups-flow.json"
 
@@ -111,14 +112,30 @@ class RunSummary:
         return self.events_in / self.seconds if self.seconds > 0 else 0.0
 
 
-def refuse_second_flow(db: Path) -> None:
-    """Raise when a live flow is already running on ``db`` (two would fold the log twice)."""
-    running = _flow_running(db) if db.exists() else None
-    if running is not None:
-        raise FlowConfigError(
-            f"a dataflow (pid {running.get('pid')}) is already running on {db}; stop it first "
-            "(SIGINT/SIGTERM or a shutdown command)"
-        )
+@contextmanager
+def holding_store(
+    settings: Settings,
+    db: Path | None = None,
+    *,
+    role: str = "dataflow",
+    process_id: int | None = None,
+    addresses: list[str] | None = None,
+) -> Iterator[FlowLock]:
+    """Hold ``db``'s writer lock (default: the settings' database) for the block; refused with a
+    :class:`FlowConfigError` naming the holder while another flow or replay runs there (two would fold
+    the log twice)."""
+    db = Path(db) if db is not None else settings.db
+    lock = FlowLock(
+        settings.model_copy(update={"db": db}).state_dir, db, role=role, process_id=process_id, addresses=addresses
+    )
+    try:
+        lock.acquire()
+    except FlowLocked as err:
+        raise FlowConfigError(str(err)) from None
+    try:
+        yield lock
+    finally:
+        lock.release()
 
 
 def make_ingest(
@@ -130,7 +147,9 @@ def make_ingest(
     follow: bool = False,
     max_events: int | None = None,
 ) -> FixedPartitionedSource[Any, Any]:
-    """The live flow's input: the mock stream (``max_events`` makes it finite) or a JSON-lines file."""
+    """The live flow's input: the mock stream (``max_events`` makes it finite), a JSON-lines file or a
+    Kafka topic (``settings.kafka_brokers``/``kafka_topic``; checked here so a missing broker or topic
+    is a clear error, not a flow that waits)."""
     if source == "mock":
         return mock_source(settings, control, max_events)
     if source == "jsonl":
@@ -139,7 +158,16 @@ def make_ingest(
         if not Path(path).is_file():
             raise FlowConfigError(f"--path {path}: no such file")
         return jsonl_source(settings, control, Path(path), follow)
-    raise FlowConfigError(f"unknown source {source!r}; use mock or jsonl")
+    if source == "kafka":
+        if not settings.kafka_brokers:
+            raise FlowConfigError("--source kafka needs --brokers HOST:PORT (or UPS_KAFKA_BROKERS)")
+        ingest = kafka_source(settings, control)
+        try:
+            ingest.check()
+        except KafkaUnavailable as err:
+            raise FlowConfigError(str(err)) from None
+        return ingest
+    raise FlowConfigError(f"unknown source {source!r}; use mock, jsonl or kafka")
 
 
 def run_dataflow(
@@ -157,49 +185,49 @@ def run_dataflow(
     control: FlowControl | None = None,
     on_status: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunSummary:
-    """Run the live flow until its input ends, a ``shutdown`` command, or SIGINT/SIGTERM."""
-    if process_id is None:
-        refuse_second_flow(settings.db)
-    control = control or FlowControl(rate=settings.live_rate, delay=settings.live_delay)
-    control.workers = workers * (len(addresses) if addresses else 1)
-    if ingest is None:
-        ingest = make_ingest(settings, control, source, path=path, follow=follow, max_events=max_events)
-    flow = build_live_flow(settings, ingest, control, attach_refresh=attach_refresh)
-    recovery = ensure_recovery(settings, create=not process_id) if settings.recovery else None
-    with EventStore(settings.db) as store:
-        seq0 = store.last_seq()
-    supervisor = Supervisor(
-        settings.db,
-        control,
-        status_interval=settings.status_interval,
-        poll_interval=settings.command_poll_interval,
-        resolve=not process_id,
-        on_status=on_status,
-    )
-    t0 = time.perf_counter()
-    supervisor.start()
-    try:
-        with _signals_stop(control), _gc_for_throughput():
-            cli_main(
-                flow,
-                workers_per_process=workers,
-                process_id=process_id,
-                addresses=addresses,
-                epoch_interval=timedelta(seconds=settings.snapshot_interval),
-                recovery_config=recovery,
-            )
-    finally:
-        status = supervisor.finish() or {}
-    seconds = time.perf_counter() - t0
-    with EventStore(settings.db) as store:
-        return RunSummary(
-            events_in=store.last_seq() - seq0,
-            seconds=seconds,
-            last_seq=store.last_seq(),
-            profiles_seq=Checkpoints(store.conn).get(PROFILES_CHECKPOINT),
-            dead_letters=store.dead_letter_count(),
-            status=status,
+    """Run the live flow until its input ends, a ``shutdown`` command, or SIGINT/SIGTERM; the whole
+    run holds the store's writer lock (:mod:`dataflow.flow_lock`)."""
+    with holding_store(settings, process_id=process_id, addresses=addresses):
+        control = control or FlowControl(rate=settings.live_rate, delay=settings.live_delay)
+        control.workers = workers * (len(addresses) if addresses else 1)
+        if ingest is None:
+            ingest = make_ingest(settings, control, source, path=path, follow=follow, max_events=max_events)
+        flow = build_live_flow(settings, ingest, control, attach_refresh=attach_refresh)
+        recovery = ensure_recovery(settings, create=not process_id) if settings.recovery else None
+        with EventStore(settings.db) as store:
+            seq0 = store.last_seq()
+        supervisor = Supervisor(
+            settings.db,
+            control,
+            status_interval=settings.status_interval,
+            poll_interval=settings.command_poll_interval,
+            resolve=not process_id,
+            on_status=on_status,
         )
+        t0 = time.perf_counter()
+        supervisor.start()
+        try:
+            with _signals_stop(control), _gc_for_throughput():
+                cli_main(
+                    flow,
+                    workers_per_process=workers,
+                    process_id=process_id,
+                    addresses=addresses,
+                    epoch_interval=timedelta(seconds=settings.snapshot_interval),
+                    recovery_config=recovery,
+                )
+        finally:
+            status = supervisor.finish() or {}
+        seconds = time.perf_counter() - t0
+        with EventStore(settings.db) as store:
+            return RunSummary(
+                events_in=store.last_seq() - seq0,
+                seconds=seconds,
+                last_seq=store.last_seq(),
+                profiles_seq=Checkpoints(store.conn).get(PROFILES_CHECKPOINT),
+                dead_letters=store.dead_letter_count(),
+                status=status,
+            )
 
 
 # ------------------------------------------------------------------------------------------ replay
@@ -217,19 +245,6 @@ class ReplaySummary:
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
-
-
-def _flow_running(db: Path) -> dict[str, Any] | None:
-    """The live flow's status if one is running on this database (its pid is alive)."""
-    with EventStore(db) as store:
-        st = Status(store.conn).get("dataflow")
-    if not st or st.get("state") != "running":
-        return None
-    try:
-        os.kill(int(st.get("pid", 0)), 0)
-    except (OSError, ValueError):
-        return None
-    return st if int(st.get("pid", 0)) != os.getpid() else None
 
 
 def replay(
@@ -255,12 +270,19 @@ def replay(
         raise FlowConfigError(f"--from-seq must be at least 1, got {from_seq}")
     if to_seq is not None and to_seq < from_seq:
         raise FlowConfigError(f"--to-seq {to_seq} is before --from-seq {from_seq}")
-    running = _flow_running(target)
-    if running is not None:
-        raise FlowConfigError(
-            f"a dataflow (pid {running.get('pid')}) is writing {target}'s projections; stop it first "
-            "(`ups dataflow` stops on SIGINT/SIGTERM or a shutdown command) or replay --into another file"
-        )
+    with holding_store(settings, target, role="replay"):
+        return _replay_locked(settings, source_db, target, from_seq, last, workers, progress)
+
+
+def _replay_locked(
+    settings: Settings,
+    source_db: Path,
+    target: Path,
+    from_seq: int,
+    last: int,
+    workers: int,
+    progress: Callable[[int], None] | None,
+) -> ReplaySummary:
     with EventStore(target) as store, store.transaction() as conn:
         cp = Checkpoints(conn).get(PROFILES_CHECKPOINT)
         if from_seq == 1:

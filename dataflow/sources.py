@@ -35,11 +35,13 @@ def _utc_in(seconds: float) -> datetime:
 @dataclass(slots=True)
 class IngestBatch:
     """Raw, not yet validated input: ``items`` are dicts, JSON text or Events; ``origin`` names the
-    source (``mock``, ``jsonl:<path>``) and ``lines`` the file line of each item, if from a file."""
+    source (``mock``, ``jsonl:<path>``, ``kafka:<topic>/<partition>``) and ``lines`` the position of
+    each item in it, if it has one: ``unit`` says what the numbers are (file lines, Kafka offsets)."""
 
     origin: str
     items: list[Any]
     lines: list[int] | None = None
+    unit: str = "line"
 
 
 @dataclass(slots=True)

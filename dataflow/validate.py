@@ -101,9 +101,9 @@ class Checked:
     rejected: list[tuple[Any, str]] = field(default_factory=list)
 
 
-def validate_items(items: list[Any], lines: list[int] | None = None) -> list[Event | str]:
-    """Each item's outcome, in input order: its Event, or the reason it is refused (with its file
-    line when ``lines`` are given)."""
+def validate_items(items: list[Any], lines: list[int] | None = None, unit: str = "line") -> list[Event | str]:
+    """Each item's outcome, in input order: its Event, or the reason it is refused (with its position,
+    e.g. "line 7: " or "offset 7: ", when ``lines`` are given)."""
     try:
         # the usual batch: only high-volume types, all valid, checked in one call
         return _events(_MANY.validate_python([x if type(x) is dict else _as_dict(x) for x in items]))
@@ -114,22 +114,22 @@ def validate_items(items: list[Any], lines: list[int] | None = None) -> list[Eve
         try:
             out.append(check_event(raw))
         except InvalidEvent as err:
-            out.append((f"line {lines[k]}: " if lines is not None else "") + err.reason)
+            out.append((f"{unit} {lines[k]}: " if lines is not None else "") + err.reason)
     return out
 
 
-def unpack(batch: IngestBatch | list[Any]) -> tuple[str, list[Any], list[int] | None]:
-    """(origin, items, file lines or None) of an input batch."""
+def unpack(batch: IngestBatch | list[Any]) -> tuple[str, list[Any], list[int] | None, str]:
+    """(origin, items, positions or None, what the positions count) of an input batch."""
     if isinstance(batch, IngestBatch):
-        return batch.origin, batch.items, batch.lines
-    return "input", list(batch), None  # a plain list, e.g. from bytewax.testing.TestingSource
+        return batch.origin, batch.items, batch.lines, batch.unit
+    return "input", list(batch), None, "line"  # a plain list, e.g. from bytewax.testing.TestingSource
 
 
 def validate_batch(batch: IngestBatch | list[Any]) -> Checked:
     """Validate every item; a bad one is kept with a reason naming the field (and file line)."""
-    origin, items, lines = unpack(batch)
+    origin, items, lines, unit = unpack(batch)
     out = Checked(origin)
-    for raw, outcome in zip(items, validate_items(items, lines)):
+    for raw, outcome in zip(items, validate_items(items, lines, unit)):
         if type(outcome) is str:
             out.rejected.append((raw, outcome))
         else:

@@ -57,15 +57,15 @@ def register_model(
         )
         res = store.append([event])
         if res.new:
-            models.set_seq(version, res.new[0][0])
+            models.set_seq(KIND, version, res.new[0][0])
     return version
 
 
 def load_model(conn: sqlite3.Connection, version: int | None = None, device: torch.device | str = "cpu") -> LoadedModel | None:
     """The given version (default: the newest) with its weights on ``device``; None when there is none."""
     models = Models(conn)
-    row = models.get(version) if version is not None else models.latest(KIND)
-    if row is None or row.kind != KIND:
+    row = models.get(KIND, version) if version is not None else models.latest(KIND)
+    if row is None:
         if version is not None:
             raise ValueError(f"no {KIND} model version {version}")
         return None

@@ -29,7 +29,9 @@ from storage.events import validate_event
 from storage.projections import Embeddings, Models, Profiles
 from config.settings import Settings
 
-from .errors import BadRequest, NotEnoughData, RuleCompileError, RuleNotFound, ScoringError, UserNotFound
+from .errors import (
+    BadRequest, EvaluationLimit, NotEnoughData, RuleCompileError, RuleNotFound, ScoringError, UserNotFound,
+)
 from .explainer import MODES, Background, Explainer, feature_names, top_contributions
 from .explanation_text import contribution_entries
 from .fusion import FusionCore, ServingFusion
@@ -179,7 +181,7 @@ class ScoringService:
     def _load_fusion(self, version: int | None) -> FusionCore | None:
         if version is None:
             return None
-        row = Models(self.conn).get(version)
+        row = Models(self.conn).get("fusion", version)
         if row is None or row.weights is None:
             raise ScoringError(f"fusion model version {version} has no weights")
         try:
@@ -393,7 +395,15 @@ class ScoringService:
             profiles = Profiles(self.conn).get_many(Profiles(self.conn).sample_ids(sample, seed=self.settings.seed))
         fired = 0
         errors: list[dict[str, str]] = []
-        for uid, p in profiles.items():
+        # each evaluation is bounded by the sandbox; the whole preview by a deadline, so a costly condition
+        # over a large sample is refused with the reason instead of holding a worker thread for minutes
+        deadline = time.monotonic() + self.settings.rule_preview_timeout
+        for done, (uid, p) in enumerate(profiles.items()):
+            if time.monotonic() > deadline:
+                raise EvaluationLimit(
+                    f"the condition took more than {self.settings.rule_preview_timeout:g} s over {done} of "
+                    f"{len(profiles)} users (limit UPS_RULE_PREVIEW_TIMEOUT); simplify it or preview a smaller sample"
+                )
             try:
                 fired += bool(expr.evaluate(p))
             except Exception as err:  # noqa: BLE001 - reported, as it would be per user
@@ -511,6 +521,6 @@ class ScoringService:
                 "payload": {"kind": "fusion", "version": version, "metrics": summary},
             })
             seq = self.store.append([event]).new[0][0]
-            Models(conn).set_seq(version, seq)
+            Models(conn).set_seq("fusion", version, seq)
         return version
 

@@ -150,8 +150,25 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.execute("DROP INDEX IF EXISTS events_user_seq")
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    # Model versions are numbered per kind (hgt 1, 2, …; fusion 1, 2, …); one shared counter made an
+    # operator read "hgt 1, fusion 2, hgt 3" as three HGT models. Rows keep their numbers: embeddings
+    # and events name them, and each stays unique within its kind.
+    db.execute(
+        "CREATE TABLE models_v3 (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, version INTEGER NOT NULL, "
+        "created_at FLOAT NOT NULL, config TEXT NOT NULL, metrics TEXT NOT NULL, weights BLOB, seq INTEGER, "
+        "UNIQUE (kind, version))"
+    )
+    db.execute(
+        "INSERT INTO models_v3 (id, kind, version, created_at, config, metrics, weights, seq) "
+        "SELECT version, kind, version, created_at, config, metrics, weights, seq FROM models"
+    )
+    db.execute("DROP TABLE models")
+    db.execute("ALTER TABLE models_v3 RENAME TO models")
+
+
 #: Migration i brings the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -303,7 +303,9 @@ def validate_event(raw: Mapping[str, Any] | Event | str | bytes) -> Event:
     elif isinstance(raw, (str, bytes)):
         try:
             data = json.loads(raw)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:  # its own text gives the column 1-based and the char 0-based
+            raise InvalidEvent(f"not JSON: {exc.msg} (at line {exc.lineno}, column {exc.colno})", raw) from None
+        except ValueError as exc:  # bytes that are not UTF-8
             raise InvalidEvent(f"not JSON: {exc}", raw) from None
     else:
         data = raw

@@ -47,6 +47,11 @@ def http(method: str, url: str, body: Any = None, token: str | None = None, time
         req.add_header("Content-Type", "application/json")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
+    return send(req, timeout)
+
+
+def send(req: urllib.request.Request, timeout: float = 60) -> tuple[int, Any]:
+    """(status, parsed JSON body or text) of a request, error statuses included."""
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             raw = r.read()

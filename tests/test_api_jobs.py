@@ -143,6 +143,15 @@ def test_job_results_carry_no_nan() -> None:
     assert out == {"loss": [1.0, None], "auc": 0.75, "inf": None, "n": 3}
 
 
+def test_job_params_echo_what_the_job_runs_with(client: TestClient) -> None:
+    # a full graph is the whole graph whatever sample ratio the form still holds; no epochs without training
+    r = client.post("/api/v1/graph/refresh", json={"graph_scope": "full", "sample_ratio": 0.3, "epochs": 7})
+    assert r.status_code == 202, r.text
+    assert r.json()["params"] == {"mode": "embedding_only", "graph_scope": "full", "sample_ratio": 1.0}
+    job = client.get(f"/api/v1/jobs/{r.json()['id']}").json()
+    assert job["params"]["sample_ratio"] == 1.0
+
+
 # ------------------------------------------------------------------ real jobs in worker processes
 
 
@@ -179,7 +188,7 @@ def test_hgt_training_job_runs_to_completion_in_a_worker(job_client: TestClient,
     assert len(hgt["loss_history"]) == 2 and set(hgt["val_auc"]) == set(hgt["test_auc"])
     # left out of the request: the model was trained with the settings' negatives, temperature and lr
     conn = connect(trained_db)
-    model = Models(conn).get(hgt["version"])
+    model = Models(conn).get("hgt", hgt["version"])
     conn.close()
     assert model is not None
     defaults, used = Settings(), model.config["training"]

@@ -213,6 +213,10 @@ def test_invalid_bodies_name_the_field_and_the_problem(client: TestClient) -> No
     assert r.status_code == 422 and r.json()["details"][0]["field"] == "body"
     r = client.post("/api/v1/operations/fusion/train", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"] == "bad_request"
+    # where, as every error message says it: line and 1-based column of the body
+    r = client.post("/api/v1/operations/fusion/train", content='{"samples": 5,\n "lr": ½}'.encode(),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["message"].endswith("(at line 2, column 8)"), r.json()
     r = client.get("/api/v1/jobs/bad id!")
     assert r.status_code == 422 and r.json()["details"][0]["field"] == "path.job_id"
     r = client.get("/api/v1/jobs", params={"limit": 0})

@@ -129,6 +129,11 @@ def test_bad_rules_are_refused_with_the_reason(client: TestClient, rule: dict, f
     assert "x" not in {x["name"] for x in client.get("/api/v1/rules").json()["rules"]}
 
 
+def test_a_rule_error_gives_the_column_in_the_users_text(client: TestClient) -> None:
+    r = client.post("/api/v1/rules/preview", json={"condition": "  monthly_fee > 1 and x.y"})
+    assert r.status_code == 422 and r.json()["details"][0]["problem"].endswith("(at column 23)"), r.json()
+
+
 def test_rule_update_needs_something_to_change(client: TestClient) -> None:
     r = client.put("/api/v1/rules/high_value_user", json={})
     assert r.status_code == 422

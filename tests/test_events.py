@@ -63,3 +63,10 @@ def test_invalid_events_name_the_problem(raw: object, reason: str) -> None:
         validate_event(raw)  # type: ignore[arg-type]
     assert reason in info.value.reason
     assert info.value.raw is raw
+
+
+def test_a_json_error_gives_its_position_as_a_1_based_line_and_column() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        validate_event('{"type": "call",\n "ts": }')
+    assert info.value.reason.endswith("(at line 2, column 8)"), info.value.reason
+    assert "char" not in info.value.reason  # Python's own text adds a 0-based offset beside the column

@@ -158,7 +158,7 @@ def test_cli_train_fusion_json(tmp_path_factory: pytest.TempPathFactory, tmp_pat
     assert set(out) == {"auc", "loss", "model_version"}
     assert set(out["auc"]) == {"rule", "rule_head", "gnn", "fused", "oracle"} and out["auc"]["oracle"] > 0.5
     with EventStore(db) as store:
-        row = Models(store.conn).get(out["model_version"])
+        row = Models(store.conn).get("fusion", out["model_version"])
         assert row is not None and row.kind == "fusion"
         assert row.config["epochs"] == 60 and row.config["samples"] == 400 and row.config["lr"] == 0.02
         assert row.metrics["n_train"] + row.metrics["n_val"] + row.metrics["n_test"] == 400

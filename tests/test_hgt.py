@@ -47,7 +47,7 @@ def test_short_training_lowers_the_loss_and_beats_the_untrained_model_and_the_de
     assert m["nodes"] == {"user": 300, "product": 20, "app": 12}
     assert sum(v["train"] for v in m["split"].values()) > 4 * sum(v["test"] for v in m["split"].values())
     with EventStore(trained_db) as store:
-        row = Models(store.conn).get(m["version"])
+        row = Models(store.conn).get("hgt", m["version"])
         assert row is not None and row.kind == "hgt" and row.metrics["final_loss"] == m["final_loss"]
         ev = next(store.read(row.seq, row.seq))
         assert ev.type == "model.registered" and ev.payload["version"] == m["version"] and ev.payload["kind"] == "hgt"

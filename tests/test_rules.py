@@ -179,6 +179,14 @@ def test_preview_counts_sampled_users(svc_db: Path) -> None:
             svc.preview_rule("open('x')")
 
 
+def test_preview_past_its_deadline_is_refused_with_the_reason(svc_db: Path) -> None:
+    from scoring.errors import EvaluationLimit
+
+    with ScoringService(Settings(db=svc_db, rule_preview_timeout=1e-9)) as svc:
+        with pytest.raises(EvaluationLimit, match="UPS_RULE_PREVIEW_TIMEOUT"):
+            svc.preview_rule("str([tenure_months] * 9000) != ''", sample=150)
+
+
 def test_rule_specs_may_be_pydantic_models(svc_db: Path) -> None:
     from pydantic import BaseModel
 

@@ -191,3 +191,90 @@ def test_valid_expressions_evaluate_exactly_like_python(source: str, tenure: int
     ours = _outcome(lambda: expr.evaluate(profile))
     theirs = _outcome(lambda: eval(source, dict(reference), dict(profile)))  # noqa: S307 - the reference
     assert ours == theirs, source
+
+
+@pytest.mark.parametrize(
+    ("source", "column"),
+    [
+        ("monthly_fee >", 14),  # the end of the text: where the missing operand goes
+        ("  monthly_fee > ", 16),  # leading blanks count: the column is the user's, not the parser's
+        ("monthly_fee > (1", 15),
+        ("monthly_fee monthly_fee", 13),
+        ("x.y", 1),
+        ("   x.y", 4),
+        ("plan_type == '畅享套餐' and x.y", 25),  # characters, not UTF-8 bytes
+    ],
+)
+def test_error_positions_are_1_based_columns_of_the_users_text(source: str, column: int) -> None:
+    with pytest.raises(RuleCompileError) as info:
+        compile_expression(source)
+    assert info.value.reason.endswith(f"(at column {column})"), info.value.reason
+
+
+def test_error_positions_of_a_multi_line_rule_name_the_line() -> None:
+    with pytest.raises(RuleCompileError) as info:
+        compile_expression("(monthly_fee > 1\n and x.y)")
+    assert info.value.reason.endswith("(at line 2, column 6)"), info.value.reason
+
+
+# ------------------------------------------------------------------ hostile cost: bounded, never frozen
+
+BIG_PROFILE: dict[str, Any] = {**PROFILE, "call_partner_ids": [f"u{i}" for i in range(3000)]}
+
+#: short expressions that, evaluated by plain Python, run for seconds to hours in one C call (nested
+#: repetition compared, printed, searched or measured) or take gigabytes
+HOSTILE = [
+    "[[0] * 9999] * 9999 == [[0] * 9999] * 9999",
+    "len(str([[0] * 9999] * 9999)) > 0",
+    "[[tenure_months] * 9999] * 9999 == [[tenure_months] * 9999] * 9999",
+    "len(str([[[tenure_months] * 99] * 99] * 99)) > 0",
+    "tenure_months in [[tenure_months] * 5000] * 5000",
+    "max([[monthly_fee] * 9999] * 9999) == 0",
+    "str([plan_type] * 9999) == ''",
+    "[plan_type * 1000] * 1000 == [plan_type]",
+    "[call_partner_ids] * 10 == [call_partner_ids] * 10",
+    "len(str((call_partner_ids, call_partner_ids, call_partner_ids, call_partner_ids))) > 0",
+    "[str([tenure_months] * 9000)] * 1000 == 0",
+    "str([tenure_months] * 9000) + str([tenure_months] * 9000) == ''",
+    "(plan_type, city) * 5000 * 5000 == ()",
+    "[[event_counts] * 100] * 100 == 0",
+    " and ".join(["str([tenure_months] * 9999) != str([tenure_months] * 9998)"] * 8),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("source", HOSTILE)
+def test_hostile_expressions_are_refused_or_stopped_within_bounds(source: str) -> None:
+    """Each is refused at compile time (constants) or stopped by the size bound when it runs, with a
+    reason naming the bound, and never takes much memory on the way."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises((RuleCompileError, EvaluationLimit)) as info:
+            compile_expression(source, BIG_PROFILE.keys()).evaluate(BIG_PROFILE)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "limit" in str(info.value)
+    assert peak < 20_000_000, f"{source}: {peak} bytes"
+
+
+def test_constant_hostile_expressions_are_refused_when_compiled() -> None:
+    for source in HOSTILE[:2]:
+        with pytest.raises(RuleCompileError, match="units"):
+            compile_expression(source, PROFILE.keys())
+
+
+def test_values_under_the_bound_still_evaluate_like_python() -> None:
+    """The bound counts shared references, yet leaves room for ordinary use of repetition and str()."""
+    profile = {**BIG_PROFILE, "tenure_months": 7}
+    for source, expected in [
+        ("len([[tenure_months] * 99] * 99)", 99),
+        ("[[tenure_months] * 99] * 99 == [[7] * 99] * 99", True),
+        ("len(str([tenure_months] * 3000))", len(str([7] * 3000))),
+        ("'u1' in call_partner_ids", True),
+        ("len(call_partner_ids[:500] + ['x'])", 501),
+        ("str(plan_type) * 2 == plan_type + plan_type", True),
+    ]:
+        assert compile_expression(source, profile.keys()).evaluate(profile) == expected, source

@@ -101,6 +101,38 @@ def test_a_version_1_database_is_migrated_in_place(db_path: Path) -> None:
         assert [e.event_id for e in s.events_of_user("A")] == ["e1", "e2"]
 
 
+def test_model_versions_are_numbered_per_kind(db_path: Path) -> None:
+    with EventStore(db_path) as s:
+        versions = [(kind, Models(s.conn).add(kind, {}, {}, b"w")) for kind in ("hgt", "fusion", "hgt", "fusion", "hgt")]
+        assert versions == [("hgt", 1), ("fusion", 1), ("hgt", 2), ("fusion", 2), ("hgt", 3)]
+        assert Models(s.conn).latest_version("hgt") == 3 and Models(s.conn).latest_version("fusion") == 2
+        assert Models(s.conn).get("fusion", 2).kind == "fusion" and Models(s.conn).get("fusion", 3) is None
+        assert [m["version"] for m in Models(s.conn).list("hgt")] == [1, 2, 3]
+
+
+def test_a_store_with_one_shared_model_counter_keeps_its_versions(db_path: Path) -> None:
+    import sqlite_utils
+
+    from storage.db import MIGRATIONS
+
+    raw = sqlite3.connect(db_path)
+    for step in MIGRATIONS[:2]:  # the schema before versions were numbered per kind
+        step(sqlite_utils.Database(raw))
+    raw.execute("PRAGMA user_version=2")
+    for version, kind in ((1, "hgt"), (2, "fusion"), (3, "hgt")):
+        raw.execute("INSERT INTO models(version, kind, created_at, config, metrics, weights, seq) "
+                    "VALUES (?, ?, 1.0, '{}', '{\"auc\": 0.5}', x'00', ?)", (version, kind, version))
+    raw.commit()
+    raw.close()
+    with EventStore(db_path) as s:
+        m = Models(s.conn)
+        assert m.get("hgt", 3).metrics == {"auc": 0.5} and m.get("fusion", 2).seq == 2 and m.get("hgt", 2) is None
+        assert m.latest_version("hgt") == 3 and m.latest_version("fusion") == 2
+        assert m.add("fusion", {}, {}, None) == 3 and m.add("hgt", {}, {}, None) == 4
+        assert [(x["kind"], x["version"]) for x in m.list()] == [
+            ("hgt", 1), ("fusion", 2), ("hgt", 3), ("fusion", 3), ("hgt", 4)]
+
+
 def test_newer_schema_is_refused_and_left_alone(db_path: Path) -> None:
     with EventStore(db_path) as s:
         s.append([ev(1)])

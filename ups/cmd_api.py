@@ -12,8 +12,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .cli import UsageError, settings_from
+from config.settings import Settings
+
 from .argtypes import positive_int as _positive_int
+from .cli import UsageError, settings_from
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -156,11 +158,23 @@ def dataflow_argv(db: Path) -> list[str]:
     return python_module("ups", "dataflow", "--db", str(db), "--quiet")
 
 
+def _refuse_a_running_flow(s: Settings) -> None:
+    from dataflow.flow_lock import flow_holder
+
+    holder = flow_holder(s.state_dir)
+    if holder is not None:
+        raise UsageError(
+            f"{holder.describe()} is already running on {s.db}; stop it first (SIGINT/SIGTERM or a shutdown "
+            "command), or give ups up another --db"
+        )
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from .supervisor import Supervisor, install_signal_handlers, python_module
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     s = _settings(args)
+    _refuse_a_running_flow(s)
     summary = _prepare(args, s)
     print(f"database {s.db}: " + ("; ".join(summary.steps) or "ready"), flush=True)
 
@@ -171,7 +185,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         """The dataset's recorded generator settings: the live stream continues that population."""
         from storage.db import connect
 
-        from . import data_config
+        from storage import data_config
 
         conn = connect(db)
         try:

