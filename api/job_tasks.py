@@ -37,7 +37,7 @@ def train_fusion(settings: Settings, progress: Progress, *, samples: int, epochs
 
     with ScoringService(settings) as svc:
         return svc.train_fusion(samples=samples, epochs=epochs, lr=lr, progress=progress,
-                                oracle=retention_oracle(settings.db))
+                                oracle=retention_oracle(settings.db, settings))
 
 
 def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion_epochs: int,

@@ -9,7 +9,7 @@ version), so a dataset of another config or generator version gets no oracle rat
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -21,23 +21,27 @@ from .generator import GeneratorConfig, Population, user_id
 Oracle = Callable[[Sequence[str]], np.ndarray]
 
 
-def generator_config(store: EventStore) -> GeneratorConfig | None:
-    """The config the store's dataset was generated with, if recorded and matching the log."""
+def generator_config(store: EventStore, settings: Any = None) -> GeneratorConfig | None:
+    """The config the store's dataset was generated with, if it matches the log: the recorded one
+    (``ups up``, the API), else the settings' (``ups generate`` records none)."""
     recorded = data_config.in_effect(store.conn)
-    if recorded is None:
-        return None
+    candidates = []
     try:
-        cfg = GeneratorConfig(**{k: v for k, v in recorded.items() if k in GeneratorConfig.__dataclass_fields__})
+        if recorded is not None:
+            candidates.append(GeneratorConfig(**{k: v for k, v in recorded.items()
+                                                 if k in GeneratorConfig.__dataclass_fields__}))
+        if settings is not None:
+            candidates.append(GeneratorConfig.from_settings(settings))
     except (TypeError, ValueError):
-        return None
-    return cfg if store.get(f"{cfg.tag}-r{user_id(0)}") is not None else None
+        pass  # a record this version cannot read: no oracle rather than a wrong one
+    return next((c for c in candidates if store.get(f"{c.tag}-r{user_id(0)}") is not None), None)
 
 
-def retention_oracle(db: str | Path) -> Oracle | None:
+def retention_oracle(db: str | Path, settings: Any = None) -> Oracle | None:
     """P(retained) per user id, NaN for users the generator did not draw (live sign-ups, other data);
-    None when the store's dataset cannot be regenerated (no record, or another generator version)."""
+    None when the store's dataset cannot be regenerated (another config or generator version)."""
     with EventStore(db, readonly=True) as store:
-        cfg = generator_config(store)
+        cfg = generator_config(store, settings)
     if cfg is None:
         return None
     retained = 1.0 - Population(cfg).churn_p

@@ -67,7 +67,8 @@ class Background:
 
 
 class FusionPredictor:
-    """The fused score as a function of feature rows (what Kernel SHAP calls)."""
+    """The fused score as a function of feature rows ``[h_rule, profile, h_nn]`` (raw values; with
+    ``standardised`` the profile and embedding columns are already in the model's standardised units)."""
 
     def __init__(self, model: FusionCore, rule_weights: np.ndarray) -> None:
         self.fusion = model.serving()
@@ -80,10 +81,21 @@ class FusionPredictor:
     def width(self) -> int:
         return self.n_rules + self.n_profile + self.emb_dim
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, standardised: bool = False) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64).reshape(-1, self.width)
         r, p = self.n_rules, self.n_rules + self.n_profile
-        return self.fusion.predict(x[:, r:p], x[:, p:], x[:, :r] @ self.rule_weights)["score"].astype(np.float64)
+        f_rule = x[:, :r] @ self.rule_weights
+        if standardised:
+            return self.fusion.predict_standardised(x[:, r:p], x[:, p:], f_rule)["score"].astype(np.float64)
+        return self.fusion.predict(x[:, r:p], x[:, p:], f_rule)["score"].astype(np.float64)
+
+    def standardise(self, rows: np.ndarray) -> np.ndarray:
+        """Raw feature rows in the model's units: Kernel SHAP then evaluates no log or scaling per coalition.
+        Shapley values do not change (each feature is mapped one to one, the same map in every row)."""
+        rows = np.asarray(rows, dtype=np.float64).reshape(-1, self.width)
+        r, p = self.n_rules, self.n_rules + self.n_profile
+        x, z = self.fusion.standardise(rows[:, r:p], rows[:, p:])
+        return np.hstack([rows[:, :r], x, z]).astype(np.float64)
 
 
 @dataclass(slots=True)
@@ -131,15 +143,17 @@ class Explainer:
         """The score as a function of the players' columns only, the others held at the user's values
         (they cannot move it, so no value changes), with the background and the row restricted to them."""
         cols = np.array(self.players)
+        xs = self.predict.standardise(x)[0]
+        bg = self.predict.standardise(self.background.matrix)
         if len(cols) == len(self.names):
-            return self.predict, self.background.matrix, x
+            return lambda rows: self.predict(rows, standardised=True), bg, xs
 
         def predict(rows: np.ndarray) -> np.ndarray:
-            full = np.tile(x, (len(rows), 1))
+            full = np.tile(xs, (len(rows), 1))
             full[:, cols] = rows
-            return self.predict(full)
+            return self.predict(full, standardised=True)
 
-        return predict, self.background.matrix[:, cols], x[cols]
+        return predict, bg[:, cols], xs[cols]
 
     def _per_dimension(self, x: np.ndarray) -> Explanation:
         names = [self.names[i] for i in self.players]

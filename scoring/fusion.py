@@ -186,11 +186,19 @@ class ServingFusion:
             t = np.where(self.log_mask, np.log1p(np.maximum(x, 0.0)), x)
         return np.nan_to_num((t - self.x_mean) / self.x_std, nan=0.0)
 
+    def standardise(self, x_raw: np.ndarray, h_nn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model's own view of the inputs: standardised profile features and embedding."""
+        return self.profile_part(x_raw), (np.asarray(h_nn, dtype=np.float32) - self.emb_mean) / self.emb_std
+
     def predict(self, x_raw: np.ndarray, h_nn: np.ndarray, f_rule: np.ndarray) -> dict[str, np.ndarray]:
         """Rows are users (raw profile features, embedding, rule score): score, gate, calibrated rule score,
         GNN score."""
-        x = self.profile_part(x_raw)
-        z = (np.asarray(h_nn, dtype=np.float32) - self.emb_mean) / self.emb_std
+        return self.predict_standardised(*self.standardise(x_raw, h_nn), f_rule)
+
+    def predict_standardised(self, x: np.ndarray, z: np.ndarray, f_rule: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`predict` on already standardised inputs (what SHAP evaluates thousands of rows of)."""
+        x = np.asarray(x, dtype=np.float32)
+        z = np.asarray(z, dtype=np.float32)
         gate = expit(x @ self.gate_x + z @ self.gate_z + self.gate_b)
         rule_logit = self.rule_scale * np.asarray(f_rule, dtype=np.float32) + x @ self.rule_x + self.rule_b
         nn_logit = np.maximum(z @ self.w1 + self.b1, 0.0) @ self.w2 + self.b2

@@ -10,6 +10,8 @@ import pytest
 import torch
 from scoring_support import SMALL, scoring_db, trained_db
 
+from dataflow.generator import Population
+from dataflow.oracle import generator_config, retention_oracle
 from scoring.errors import BadRequest, NotEnoughData
 from scoring.fusion import FusionCore
 from scoring.profile_features import LOG_MASK
@@ -200,3 +202,19 @@ def test_untrained_service_follows_the_stored_embedding_size(
         after = svc.score(uid)
         assert after["embedding_missing"] is False and after["model_version"] == 3
         assert after["score"] == pytest.approx(before["score"])  # untrained: the embedding cannot move it
+
+
+def test_oracle_is_the_generators_propensity_and_only_for_its_own_dataset(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    db = scoring_db(tmp_path_factory.getbasetemp(), tmp_path / "o.db", SMALL)
+    oracle = retention_oracle(db)
+    assert oracle is not None
+    got = oracle(["U0000000", "U0000005", "NOBODY"])
+    np.testing.assert_allclose(got[:2], 1 - Population(SMALL).churn_p[[0, 5]])
+    assert np.isnan(got[2])
+    other = Settings(db=tmp_path / "x.db", users=SMALL.users, seed=SMALL.seed + 1)
+    with EventStore(db) as store:  # without the record, the settings' config is tried against the log's tag
+        store.conn.execute("DELETE FROM events WHERE type = 'ops.data_config'")
+        assert generator_config(store, other) is None  # another seed: not this log's dataset
+    assert retention_oracle(db, other) is None

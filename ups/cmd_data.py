@@ -60,7 +60,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from dataflow.bootstrap import append_dataset, dataset_tags
     from dataflow.generator import GeneratorConfig, MockGenerator
-    from storage import data_config
     from storage.event_store import EventStore
 
     s = settings_from(
@@ -88,8 +87,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 f"this one {gen.tag}); a second one would give the same users two histories. Generate into "
                 "another --db, or pass --force to append it anyway"
             )
-        if data_config.latest(store.conn) is None:  # what the dataset was generated with (the flow, the oracle)
-            store.append([data_config.event(data_config.of_settings(s))])
         with tqdm(
             total=gen.dataset_size(), unit="ev", unit_scale=True, desc="generate", disable=args.quiet, file=sys.stderr
         ) as bar:

@@ -93,7 +93,7 @@ def cmd_train_fusion(args: argparse.Namespace) -> int:
                 bar.refresh()
 
             res = svc.train_fusion(args.samples, args.epochs, args.lr, progress=progress,
-                                   oracle=retention_oracle(svc.settings.db))
+                                   oracle=retention_oracle(svc.settings.db, svc.settings))
         if args.json:
             print(json.dumps({"auc": res["auc"], "loss": res["loss"], "model_version": res["model_version"]}))
             return 0
