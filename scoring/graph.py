@@ -592,8 +592,12 @@ class HeteroGraph:
         for node_type, parts in ends.items():
             if parts:
                 deg = self.nodes[node_type].degree.view
-                counts = np.bincount(np.concatenate(parts), minlength=deg.shape[0])
-                deg += torch.as_tensor(counts, dtype=deg.dtype, device=self.device)
+                idx = np.concatenate(parts)
+                if 8 * len(idx) >= deg.shape[0]:  # a bulk build: counting beats scattering
+                    deg += torch.as_tensor(np.bincount(idx, minlength=deg.shape[0]), dtype=deg.dtype, device=self.device)
+                else:  # a live batch: touch only its nodes (no graph-sized copy to the device)
+                    ti = torch.as_tensor(idx, device=self.device)
+                    deg.index_add_(0, ti, torch.ones(len(idx), dtype=deg.dtype, device=self.device))
 
 
 def _payload(p: Any) -> Mapping[str, Any]:

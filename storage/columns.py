@@ -109,7 +109,7 @@ def _scan_range(conn: sqlite3.Connection, lo: int, hi: int, types: Sequence[str]
     if n == 0:
         return EventBatch.empty(hi)
     codes = np.frombuffer(codes_s.encode("ascii"), dtype=np.uint8).astype(np.int16) - 65
-    seq = np.arange(first, last + 1, dtype=np.int64) if dense else np.fromstring(seq_s, dtype=np.int64, sep=",")
+    seq = np.arange(first, last + 1, dtype=np.int64) if dense else _ints(seq_s)
     users = user_s.split(_SEP)
     targets = target_s.split(_SEP)
     if len(users) != n or len(targets) != n or len(seq) != n or np.any(np.diff(seq) <= 0):
@@ -119,13 +119,21 @@ def _scan_range(conn: sqlite3.Connection, lo: int, hi: int, types: Sequence[str]
         ts = np.asarray(conn.execute("SELECT ts FROM events WHERE seq >= ? AND seq <= ? ORDER BY seq", (lo, hi)).fetchall(),
                         dtype=np.float64).reshape(-1)
     else:
-        ts = np.fromstring(ts_s, dtype=np.int64, sep=",").astype(np.float64) / _TS_SCALE  # noqa: NPY201
+        ts = _ints(ts_s).astype(np.float64) / _TS_SCALE
     user = np.asarray(users, dtype=object)[keep]
     target = np.asarray(targets, dtype=object)[keep]
     user[user == ""] = None
     target[target == ""] = None
     etype = pd.Categorical.from_codes(codes[keep], categories=type_names)
     return EventBatch(seq[keep], etype, user, target, ts[keep], np.full(len(keep), None, dtype=object), hi)
+
+
+def _ints(text: str) -> np.ndarray:
+    """Comma-separated integers -> int64 array (numpy's text parser; str.split where a numpy lacks it)."""
+    try:
+        return np.fromstring(text, dtype=np.int64, sep=",")
+    except (AttributeError, TypeError, ValueError):
+        return np.asarray(text.split(","), dtype=np.int64)
 
 
 def _fetch_range(conn: sqlite3.Connection, lo: int, hi: int, types: Sequence[str]) -> EventBatch:
