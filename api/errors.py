@@ -82,6 +82,21 @@ def _json(status: int, error: str, message: str, details: list[ErrorDetail] | No
     return Response(body.model_dump(), status_code=status, headers=headers, media_type="application/json")
 
 
+async def send_error(send: Any, status: int, error: str, message: str) -> None:
+    """Answer with an error body straight from an ASGI middleware (before any route or handler runs)."""
+    body = ErrorBody(status=status, error=error, message=message).model_dump_json().encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def on_recursion(request: Request[Any, Any, Any], exc: RecursionError) -> Response[dict[str, Any]]:
+    """msgspec gives up on a deeply nested body with a RecursionError: the client's fault, not ours."""
+    if "deserializ" in str(exc):
+        return _json(400, "bad_request", "the JSON body is nested too deeply to read")
+    return on_unexpected(request, exc)
+
+
 def pydantic_details(err: ValidationError, prefix: str = "") -> list[ErrorDetail]:
     out = []
     for e in err.errors(include_url=False):
@@ -193,16 +208,19 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
         ValidationException: on_validation,
         HTTPException: on_http,
         ScoringError: on_scoring,
+        RecursionError: on_recursion,
         Exception: on_unexpected,
     }
 
 
 _DESCRIPTIONS = {
-    400: "malformed request (e.g. a body that is not JSON)",
+    400: "malformed request (e.g. a body that is not JSON), or a Host name the server does not answer for",
     401: "UPS_ADMIN_TOKEN is set and the request lacks 'Authorization: Bearer <token>'",
+    403: "a change sent by a web page of another origin (not the server's own nor UPS_ALLOWED_ORIGINS)",
     404: "unknown id",
     409: "conflict: duplicate name, or a job of the same group is running",
     413: "request body larger than UPS_MAX_BODY_BYTES",
+    415: "a change whose body is not sent as application/json",
     422: "invalid parameter or body; details name each field and its problem",
     503: "not ready (no trained model yet) or shutting down; the message says why",
 }
@@ -218,4 +236,4 @@ def responses(*codes: int) -> dict[int, ResponseSpec]:
 #: what every handler that takes parameters or a body can answer
 INVALID = (400, 422)
 #: what every mutating handler can answer besides
-MUTATION = (400, 401, 413, 422)
+MUTATION = (400, 401, 403, 413, 415, 422)

@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 _FANOUTS = re.compile(r"^([1-9][0-9]*|all)(\s*,\s*([1-9][0-9]*|all))*$")
 _RANGE_TEXT = re.compile(r"^\s*(\d+)\s*:\s*(\d*)\s*$")
 
+#: shortest admin token accepted: a short one is guessed by trying
+MIN_TOKEN_CHARS = 16
 #: most edges of one relation a per-user range may ask for (the bound of events_per_user)
 MAX_EDGES_PER_USER = 10_000
 #: the per-user edge ranges of the mock history, one per relation (dataflow.generator.EDGE_RANGES)
@@ -236,11 +238,27 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(
         None, description="when set, every mutating endpoint needs 'Authorization: Bearer <token>'"
     )
+    http_head_timeout: float = Field(
+        5.0, gt=0, le=300, description="a connection that sends no complete request head within this (s) is closed"
+    )
+    http_keep_alive_timeout: int = Field(5, ge=1, le=300, description="an idle keep-alive connection is closed after (s)")
+    http_max_connections: int = Field(
+        1000, ge=10, le=100_000, description="open connections at most; requests beyond are answered 503"
+    )
     rule_preview_timeout: float = Field(
         10.0, gt=0, le=600, description="longest a rule preview may evaluate its sample (s); past it: 422"
     )
     max_body_bytes: int = Field(1_000_000, ge=1024, le=100_000_000, description="largest request body accepted")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; none by default")
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
+        description="Host names the API answers for (JSON list; '*' any); the listen address is added. Guards "
+        "against DNS rebinding: list the names clients really use when serving beyond loopback",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="origins (scheme://host:port) besides the server's own whose pages may send changes",
+    )
     explain_workers: int = Field(
         2, ge=0, le=32, description="processes computing explanations (0: threads of the API process)"
     )
@@ -274,6 +292,20 @@ class Settings(BaseSettings):
     )
     restart_backoff: float = Field(2.0, ge=0, le=600, description="wait before restarting a crashed dataflow (s)")
     max_restarts: int = Field(5, ge=0, le=1000, description="dataflow restarts within 10 minutes before giving up")
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None  # unset (an empty variable is unset too)
+        if not v.strip():
+            raise ValueError("UPS_ADMIN_TOKEN is only whitespace; set a real token (16+ characters) or unset it")
+        if len(v) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"UPS_ADMIN_TOKEN has {len(v)} characters; use at least {MIN_TOKEN_CHARS} "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )
+        return v
 
     @field_validator("train_fanouts", "refresh_fanouts")
     @classmethod

@@ -167,8 +167,16 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE models_v3 RENAME TO models")
 
 
+def _v4(db: sqlite_utils.Database) -> None:
+    # A dead letter is kept once: reading the same file again (a restart, a replayed batch) stored every
+    # bad line again. The fingerprint hashes the source, the reason (which names the line) and the whole
+    # raw text, since only a bounded prefix of the raw text is kept; rows of before have none.
+    db.execute("ALTER TABLE dead_letters ADD COLUMN fingerprint TEXT")
+    db.execute("CREATE UNIQUE INDEX dead_letters_fingerprint ON dead_letters(fingerprint)")
+
+
 #: Migration i brings the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

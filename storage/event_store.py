@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -12,6 +13,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from pydantic_core import to_json
 
+from .columns import EventBatch, scan_columns
 from .db import connect
 from .events import Event, StoredEvent
 
@@ -22,12 +24,19 @@ _INSERT = (
 _COLUMNS = "seq, event_id, type, user_id, target_id, ts, payload, version, recorded_at"
 
 
+#: characters of a refused item's raw text a dead letter keeps (a 5 MB line is not kept whole)
+DEAD_LETTER_CHARS = 4096
+
+
 @dataclass(slots=True)
 class AppendResult:
-    """What an append did: the (seq, event_id) of each new event, and how many were already there."""
+    """What an append did: the (seq, event_id) of each new event, how many were already there, and
+    those among them whose id is in the log with other content (each with the reason): not appended,
+    and never to be dropped silently."""
 
     new: list[tuple[int, str]] = field(default_factory=list)
     duplicates: int = 0
+    conflicts: list[tuple[Event, str]] = field(default_factory=list)
 
     @property
     def new_ids(self) -> set[str]:
@@ -108,7 +117,8 @@ class EventStore:
     def append(self, events: Iterable[Event]) -> AppendResult:
         """Append a batch in one transaction. Idempotent on ``event_id``: re-appending is a no-op."""
         now = time.time()
-        rows = [_row(e, now) for e in events]
+        events_list = events if isinstance(events, list) else list(events)
+        rows = [_row(e, now) for e in events_list]
         if not rows:
             return AppendResult()
         with self.transaction() as conn:
@@ -124,19 +134,43 @@ class EventStore:
                 new = conn.execute(
                     "SELECT seq, event_id FROM events WHERE seq > ? ORDER BY seq", (before,)
                 ).fetchall()
+                conflicts = self._conflicts(events_list, rows, {eid for _, eid in new})
+                return AppendResult(new=new, duplicates=len(rows) - len(new), conflicts=conflicts)
         return AppendResult(new=new, duplicates=len(rows) - len(new))
+
+    def _conflicts(self, events: list[Event], rows: list[tuple[Any, ...]], new_ids: set[str]) -> list[tuple[Event, str]]:
+        """The duplicates (rows not appended) whose stored event differs from them (recorded_at aside)."""
+        out: list[tuple[Event, str]] = []
+        first_new = dict.fromkeys(new_ids, True)
+        for event, row in zip(events, rows):
+            eid = row[0]
+            if first_new.pop(eid, False):
+                continue  # this row is the one appended
+            stored = self.conn.execute(
+                "SELECT type, user_id, target_id, ts, payload, version FROM events WHERE event_id = ?", (eid,)
+            ).fetchone()
+            if stored is not None and tuple(stored) != row[1:7]:
+                out.append((event, f"event_id: {eid!r} is already in the log with other content"))
+        return out
 
     def add_dead_letter(self, raw: Any, reason: str, source: str = "") -> None:
         """Keep an event that failed validation, verbatim, with the reason."""
         self.add_dead_letters([(raw, reason)], source)
 
     def add_dead_letters(self, items: Sequence[tuple[Any, str]], source: str = "") -> None:
+        """Keep refused items with their reasons: each once (the same item refused again for the same
+        reason from the same source is not added again), its raw text cut to DEAD_LETTER_CHARS."""
         now = time.time()
-        rows = [(_raw_text(raw), reason, source, now) for raw, reason in items]
+        rows = []
+        for raw, reason in items:
+            text = _raw_text(raw)
+            rows.append((_bounded(text), reason, source, now, _fingerprint(source, reason, text)))
         if rows:
             with self.transaction() as conn:
                 conn.executemany(
-                    "INSERT INTO dead_letters(raw, reason, source, received_at) VALUES (?, ?, ?, ?)", rows
+                    "INSERT INTO dead_letters(raw, reason, source, received_at, fingerprint) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT(fingerprint) DO NOTHING",
+                    rows,
                 )
 
     # ------------------------------------------------------------------ reading
@@ -174,6 +208,19 @@ class EventStore:
                 remaining -= len(rows)
             if len(rows) < n:
                 return
+
+    def read_columns(
+        self,
+        from_seq: int,
+        to_seq: int | None,
+        types: Sequence[str],
+        payload_types: Sequence[str] = (),
+        chunk: int = 500_000,
+    ) -> Iterator[EventBatch]:
+        """Events of ``types`` with ``from_seq <= seq <= to_seq`` as numpy columns, one batch per
+        ``chunk`` seqs of the log; payloads (JSON text) for ``payload_types`` only, None for the others."""
+        upper = self.last_seq() if to_seq is None else min(to_seq, self.last_seq())
+        return scan_columns(self.conn, from_seq, upper, types, payload_types, chunk)
 
     def events_of_user(self, user_id: str, limit: int | None = None) -> list[StoredEvent]:
         """A user's events in seq order. A scan of the log (no per-user index: see ``storage.db._v2``);
@@ -222,6 +269,20 @@ class EventStore:
             "SELECT id, raw, reason, source, received_at FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,)
         ).fetchall()
         return [dict(zip(("id", "raw", "reason", "source", "received_at"), r)) for r in rows]
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= DEAD_LETTER_CHARS:
+        return text
+    return f"{text[:DEAD_LETTER_CHARS]}… [cut: {len(text)} characters in all]"
+
+
+def _fingerprint(source: str, reason: str, text: str) -> str:
+    h = hashlib.sha256()
+    for part in (source, reason, text):
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return h.hexdigest()
 
 
 def _raw_text(raw: Any) -> str:

@@ -19,7 +19,7 @@ from storage.db import connect
 from storage.event_store import EventStore
 from storage.projections import Checkpoints, Jobs, OpsHistory
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-0123456"
 
 
 @pytest.fixture
