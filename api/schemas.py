@@ -82,7 +82,7 @@ class GraphRefreshIn(Request):
     graph_scope: Literal["full", "sampled"] = "full"
     sample_ratio: float = finite(0.01, 1.0, default=0.3, description="share of nodes when graph_scope=sampled")
     epochs: int = Field(5, ge=1, le=500, description="HGT epochs when mode=full_retrain")
-    fusion_epochs: int = Field(30, ge=1, le=10_000, description="fusion epochs after a full retrain")
+    fusion_epochs: int = Field(300, ge=1, le=10_000, description="fusion epochs after a full retrain")
 
     def resolved(self) -> dict[str, Any]:
         """The parameters the job runs with: a full graph is all of it (sample ratio 1), and the epochs
