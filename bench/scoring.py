@@ -96,8 +96,8 @@ def bench(users: int, dim: int, n: int) -> dict[str, Any]:
                                               timed(lambda u: svc.explain(u, "grouped"), ids[m:2 * m]))
             # model floor: one batch as large as Kernel SHAP's (nsamples x background rows), same thread cap
             st = svc._current()
-            predict = FusionPredictor(st.model)
-            width = len(st.engine.names) + st.model.emb_dim + 1
+            predict = FusionPredictor(st.model, st.engine.weights)
+            width = predict.width
             rows = np.random.default_rng(0).normal(size=((s20.explain_nsamples or 2 * width + 2048) * 20, width))
             with ThreadLimit(s20.scoring_threads):
                 res["baseline_model_batch_bg20"] = row(f"baseline: one model batch of {len(rows):,} rows",

@@ -80,6 +80,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.http_limits import server_options
 
     s = _settings(args)
     holder: dict[str, uvicorn.Server] = {}
@@ -89,7 +90,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     app = create_app(s, stop_server=stop_server)
     config = uvicorn.Config(app, host=s.host, port=s.port, log_level=args.log_level, access_log=False,
-                            lifespan="on", timeout_graceful_shutdown=10)
+                            lifespan="on", timeout_graceful_shutdown=10, **server_options(s))
     server = holder["server"] = uvicorn.Server(config)
     try:
         server.run()
