@@ -115,3 +115,17 @@ def test_half_open_and_slow_clients_are_closed_within_seconds(api: Server) -> No
         for s in socks:
             s.close()
     assert http("GET", f"{api.url}/health")[0] == 200
+
+
+def test_a_request_head_that_keeps_growing_is_refused(api: Server) -> None:
+    """Headers sent without end pile up until the head deadline unless bounded: past 64 KiB the server
+    answers 400 and closes, while an ordinary head of a few KiB is served."""
+    big = b"GET /health HTTP/1.1\r\nHost: localhost\r\n" + b"".join(
+        b"X-Filler-%d: %s\r\n" % (i, b"a" * 1000) for i in range(200)) + b"Connection: close\r\n\r\n"
+    try:
+        answer = _raw(api.port, big)
+    except (ConnectionResetError, BrokenPipeError):
+        answer = b"reset"  # the server answered 400 and closed while the rest was still being sent
+    assert answer == b"reset" or (answer.startswith(b"HTTP/1.1 400") and b"request head larger" in answer), answer[:200]
+    small = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Filler: " + b"a" * 4000 + b"\r\nConnection: close\r\n\r\n"
+    assert _raw(api.port, small).startswith(b"HTTP/1.1 200")
