@@ -7,7 +7,6 @@ import contextlib
 import select
 import socket
 import time
-from pathlib import Path
 from typing import Iterator
 
 import pytest
