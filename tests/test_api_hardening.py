@@ -16,6 +16,9 @@ from console_harness import Server, http
 from hardening_support import HealthProbe, ups_api
 from test_sandbox import HOSTILE
 
+#: a real server and real sockets, a minute or two in all (the in-process tests cover the same classes quickly)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, small_gen) -> Iterator[Server]:
