@@ -359,10 +359,25 @@ class ScoringService:
     def create_rule(self, spec: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
         """Raises RuleCompileError (bad field or expression) or RuleExists."""
         rule = validate_rule(_as_dict(spec))
+        self._refuse_if_over_bounds(rule.condition)
         with self._lock:
             version = self.rule_store.create(rule)
             self._cache.clear()
         return {**rule.to_dict(), "rules_version": version}
+
+    def _refuse_if_over_bounds(self, condition: str, trial: int = 20) -> None:
+        """Refuse (422) a condition that exceeds the sandbox's cost bounds on a sample of stored users:
+        saved, it would only report the bound on every score."""
+        expr = compile_condition(condition)
+        with self._lock:
+            profiles = Profiles(self.conn).get_many(Profiles(self.conn).sample_ids(trial, seed=self.settings.seed))
+        for uid, p in profiles.items():
+            try:
+                expr.evaluate(p)
+            except EvaluationLimit as err:
+                raise RuleCompileError(f"condition: {err} (for user {uid}); simplify it") from None
+            except Exception:  # noqa: BLE001 - other failures are reported per user, as before
+                pass
 
     def update_rule(self, name: str, spec: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
         """Change some or all of description, weight, condition, enabled. Raises RuleNotFound, RuleCompileError."""
@@ -379,6 +394,7 @@ class ScoringService:
         current = {"name": row.name, "description": row.description, "weight": row.weight,
                    "condition": row.condition, "enabled": row.enabled}
         rule = validate_rule({**current, **spec})
+        self._refuse_if_over_bounds(rule.condition)
         with self._lock:
             version = self.rule_store.update(rule)
             self._cache.clear()

@@ -54,6 +54,9 @@ def test_hostile_rule_conditions_never_freeze_the_api(api: Server) -> None:
             name = f"hostile_{i}"
             status, body = http("POST", f"{url}/api/v1/rules",
                                 {"name": name, "description": "", "weight": 1.0, "condition": condition})
+            if status == 422:  # over the bounds on the users it was tried on when saved
+                assert "limit" in body["message"], body
+                continue
             assert status == 201, body
             if user_id:
                 status, body = http("GET", f"{url}/api/v1/user/{user_id}")
