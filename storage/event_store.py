@@ -87,7 +87,22 @@ class EventStore:
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.conn: sqlite3.Connection = connect(self.path, readonly=readonly)
+        self._readonly = readonly
+        self._conn: sqlite3.Connection = connect(self.path, readonly=readonly)
+        self._stale = False
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._stale and not self._conn.in_transaction:
+            self._stale = False
+            # the old connection is closed when the last thread using it lets it go
+            self._conn = connect(self.path, readonly=self._readonly)
+        return self._conn
+
+    def reopen(self) -> None:
+        """Use a new connection from the next operation on: one opened while the file was read-only
+        stays read-only after the file becomes writable."""
+        self._stale = True
 
     def close(self) -> None:
         self.conn.close()
