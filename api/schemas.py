@@ -252,12 +252,15 @@ class OpRecord(BaseModel):
 
 class DataflowState(Open):
     alive: bool
-    state: str = Field(description="running | stopped | unknown")
+    state: str = Field(description="running | stopped | failed | unknown")
+    error: str | None = Field(None, description="why the flow failed (state failed): what is wrong and the way out")
     ingestion: str = "unknown"
     refresh: str = "unknown"
     events_per_s: float | None = None
     events_in: int | None = None
-    backlog: int | None = Field(None, description="events in the log the flow has not folded yet")
+    backlog: int | None = Field(
+        None, description="events in the log the profiles projection has not folded yet (running or not)"
+    )
     lag_s: float | None = None
     last_event_at: float | None = None
     refresh_queue: int | None = Field(None, description="nodes waiting for a refresh, the backfill included")

@@ -126,6 +126,10 @@ class ScoringService:
             self.rule_store.catch_up()
             self.rule_store.ensure_defaults(DEFAULT_RULES)
 
+    def reopen_store(self) -> None:
+        """A new connection to the store from the next operation on (models and caches kept)."""
+        self.store.reopen()
+
     def close(self) -> None:
         with self._lock:
             self.store.close()

@@ -87,7 +87,22 @@ class EventStore:
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.conn: sqlite3.Connection = connect(self.path, readonly=readonly)
+        self._readonly = readonly
+        self._conn: sqlite3.Connection = connect(self.path, readonly=readonly)
+        self._stale = False
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._stale and not self._conn.in_transaction:
+            self._stale = False
+            # the old connection is closed when the last thread using it lets it go
+            self._conn = connect(self.path, readonly=self._readonly)
+        return self._conn
+
+    def reopen(self) -> None:
+        """Use a new connection from the next operation on: one opened while the file was read-only
+        stays read-only after the file becomes writable."""
+        self._stale = True
 
     def close(self) -> None:
         self.conn.close()
@@ -234,6 +249,23 @@ class EventStore:
     def get(self, event_id: str) -> StoredEvent | None:
         r = self.conn.execute(f"SELECT {_COLUMNS} FROM events WHERE event_id = ?", (event_id,)).fetchone()
         return _stored(r) if r else None
+
+    def newest_with_id_prefix(self, prefix: str) -> tuple[str, float] | None:
+        """(event id, event time) of the newest event (by seq) whose id starts with ``prefix``, if any."""
+        if not prefix:
+            raise ValueError("an id prefix is needed")
+        hi = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # ids starting with prefix are in [prefix, hi)
+        if self.conn.execute(
+            "SELECT 1 FROM events WHERE event_id >= ? AND event_id < ? LIMIT 1", (prefix, hi)
+        ).fetchone() is None:
+            return None
+        # newest first from the end of the log (the unary + keeps SQLite off the id index, whose range
+        # would have to be read whole and sorted): a stream's newest events are near the end
+        r = self.conn.execute(
+            "SELECT event_id, ts FROM events WHERE +event_id >= ? AND +event_id < ? ORDER BY seq DESC LIMIT 1",
+            (prefix, hi),
+        ).fetchone()
+        return (str(r[0]), float(r[1])) if r else None
 
     def last_seq(self) -> int:
         return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
