@@ -12,19 +12,17 @@ found here first and reported as one clear error.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from pathlib import Path
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from config.settings import Settings
+from storage.recovery_partitions import PartitionUnreadable, partition_meta
 
 from .errors import FlowConfigError
 
 META = "ups-flow.json"
-#: the tables of a Bytewax 0.21 recovery partition (its SQLite schema)
-_PARTITION_TABLES = frozenset({"parts", "exs", "fronts", "commits", "snaps"})
 RESET_HINT = (
     "`ups dataflow --reset-recovery` sets it aside and runs the flow, rebuilding its state from the event log"
 )
@@ -40,30 +38,14 @@ def _damaged(path: Path, problem: str) -> RecoveryDamaged:
     )
 
 
-def _partition_meta(path: Path) -> tuple[int, int]:
-    """(index, count) a partition file says it is; raises :class:`RecoveryDamaged` when it cannot be read."""
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            check = conn.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise _damaged(path, f"SQLite finds it corrupt ({check})")
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if not _PARTITION_TABLES <= tables:
-                raise _damaged(path, "not a Bytewax recovery partition (its tables are missing)")
-            rows = conn.execute("SELECT part_index, part_count FROM parts").fetchall()
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as err:
-        raise _damaged(path, f"SQLite cannot read it ({err})") from None
-    if len(rows) != 1:
-        raise _damaged(path, f"it describes {len(rows)} partitions, not one")
-    return int(rows[0][0]), int(rows[0][1])
-
-
 def check_partitions(parts: list[Path]) -> None:
     """Every partition readable, and together a complete set (as Bytewax needs to resume)."""
-    metas = {path: _partition_meta(path) for path in parts}
+    metas: dict[Path, tuple[int, int]] = {}
+    for path in parts:
+        try:
+            metas[path] = partition_meta(path)
+        except PartitionUnreadable as err:
+            raise _damaged(path, str(err)) from None
     counts = {count for _, count in metas.values()}
     if len(counts) > 1:
         raise _damaged(parts[0].parent, f"its partitions disagree on how many there are ({sorted(counts)})")
