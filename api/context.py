@@ -35,14 +35,22 @@ class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        self._generation = 0  # bumped by reopen(): every thread's connection is then opened anew
         open_store(path).close()  # create and migrate once, up front
 
     def store(self) -> EventStore:
         s: EventStore | None = getattr(self._local, "store", None)
-        if s is None:
+        if s is None or (self._local.generation != self._generation and not s.in_transaction):
+            if s is not None:
+                s.close()
             s = open_store(self.path)
-            self._local.store = s
+            self._local.store, self._local.generation = s, self._generation
         return s
+
+    def reopen(self) -> None:
+        """Each thread opens a new connection at its next use outside a transaction (one opened while the
+        file was read-only stays read-only after the file becomes writable)."""
+        self._generation += 1
 
 
 class AppContext:
@@ -79,6 +87,12 @@ class AppContext:
 
                 self._scoring = ScoringService(self.settings)
             return self._scoring
+
+    def reopen_database(self) -> None:
+        """After the store could not be written: the next request works on fresh connections."""
+        self.db.reopen()
+        if self._scoring is not None:
+            self._scoring.reopen_store()
 
     def has_scoring(self) -> bool:
         return self._scoring is not None

@@ -8,6 +8,7 @@ logged with its traceback and answered with a JSON 500 that reveals nothing of t
 from __future__ import annotations
 
 import logging
+import sqlite3
 import re
 from http import HTTPStatus
 from typing import Any
@@ -17,6 +18,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.utils.scope.state import ScopeState
 from pydantic import BaseModel, Field, ValidationError
+
+from storage.db import unwritable_reason
 
 log = logging.getLogger("ups.api")
 
@@ -95,6 +98,19 @@ def on_recursion(request: Request[Any, Any, Any], exc: RecursionError) -> Respon
     if "deserializ" in str(exc):
         return _json(400, "bad_request", "the JSON body is nested too deeply to read")
     return on_unexpected(request, exc)
+
+
+def on_database(request: Request[Any, Any, Any], exc: sqlite3.Error) -> Response[dict[str, Any]]:
+    """A store that cannot be written (read-only file, full disk) is a 503 that names the cause, and the
+    next request tries again on fresh connections; any other database error is unexpected."""
+    reason = unwritable_reason(exc)
+    if reason is None:
+        return on_unexpected(request, exc)
+    ctx = request.app.state.ctx
+    ctx.reopen_database()
+    log.warning("the database %s cannot be written: %s", ctx.settings.db, reason)
+    return _json(503, "unavailable", f"the database {ctx.settings.db} cannot be written: {reason}; make the file "
+                 "and its folder writable or free disk space, then try again (nothing was changed)")
 
 
 def pydantic_details(err: ValidationError, prefix: str = "") -> list[ErrorDetail]:
@@ -209,6 +225,7 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
         HTTPException: on_http,
         ScoringError: on_scoring,
         RecursionError: on_recursion,
+        sqlite3.Error: on_database,
         Exception: on_unexpected,
     }
 
@@ -222,7 +239,7 @@ _DESCRIPTIONS = {
     413: "request body larger than UPS_MAX_BODY_BYTES",
     415: "a change whose body is not sent as application/json",
     422: "invalid parameter or body; details name each field and its problem",
-    503: "not ready (no trained model yet) or shutting down; the message says why",
+    503: "not ready (no trained model yet), shutting down, or the database cannot be written (read-only, full); the message says why",
 }
 
 

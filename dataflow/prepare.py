@@ -86,6 +86,8 @@ def has_model(settings: Settings) -> bool:
 def prepare(settings: Settings, progress: Progress) -> PrepareSummary:
     from scoring.orchestration import initial_model
 
+    from .oracle import retention_oracle
+
     t0 = time.time()
     out = PrepareSummary()
     out.generated_events = generate_if_empty(settings, part(progress, 0.0, 0.25))
@@ -98,6 +100,7 @@ def prepare(settings: Settings, progress: Progress) -> PrepareSummary:
         out.model = initial_model(
             settings, part(progress, 0.4, 1.0),
             epochs=settings.bootstrap_epochs, fusion_epochs=settings.bootstrap_fusion_epochs, train_ratio=ratio,
+            oracle=retention_oracle(settings.db, settings),
         )
         out.steps.append(f"trained the initial model (HGT on {ratio:.0%} of {users:,} users, embeddings for all)")
     progress(1.0, "ready")

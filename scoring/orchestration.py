@@ -8,33 +8,46 @@ job workers, the CLI and ``ups init`` all run them from here.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from config.progress import Progress, part
 from config.settings import Settings
 
+#: P(retained) per user id as the data was generated (NaN where unknown): the oracle AUC fusion training
+#: reports; the mock generator's package provides it (``dataflow.oracle``), a real feed has none
+Oracle = Callable[[Sequence[str]], np.ndarray]
+
+
+def train_fusion(settings: Settings, progress: Progress, *, samples: int, epochs: int, lr: float,
+                 oracle: Oracle | None = None) -> dict[str, Any]:
+    """Fusion training (with the oracle AUC when an oracle is given)."""
+    from .service import ScoringService
+
+    with ScoringService(settings) as svc:
+        return svc.train_fusion(samples=samples, epochs=epochs, lr=lr, progress=progress, oracle=oracle)
+
 
 def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion_epochs: int,
-                  train_ratio: float = 1.0) -> dict[str, Any]:
+                  train_ratio: float = 1.0, oracle: Oracle | None = None) -> dict[str, Any]:
     """HGT training (on a share of the users), embeddings of every node, then the fusion layer: a usable
     model from scratch."""
     from .embed import embed_all
-    from .service import ScoringService
     from .training import train_hgt
 
     hgt = train_hgt(settings, epochs=epochs, sample_ratio=train_ratio, progress=part(progress, 0.0, 0.6))
     emb = embed_all(settings, sample_ratio=1.0, progress=part(progress, 0.6, 0.8))
-    fusion = ScoringService(settings).train_fusion(
-        samples=0, epochs=fusion_epochs, lr=0.01, progress=part(progress, 0.8, 1.0)
-    )
+    fusion = train_fusion(settings, part(progress, 0.8, 1.0), samples=0, epochs=fusion_epochs,
+                          lr=settings.fusion_lr, oracle=oracle)
     return {"hgt": hgt, "embeddings": emb, "fusion": fusion}
 
 
-def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress,
+                  oracle: Oracle | None = None) -> dict[str, Any]:
     """Re-embed the sampled or full graph with the current model, or (``full_retrain``) retrain the HGT,
     re-embed and retrain the fusion layer."""
     from .embed import embed_all
-    from .service import ScoringService
     from .training import train_hgt
 
     t0 = time.time()
@@ -44,9 +57,8 @@ def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress
         out["hgt"] = train_hgt(settings, epochs=int(params["epochs"]), sample_ratio=ratio,
                                progress=part(progress, 0.0, 0.55))
         out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=part(progress, 0.55, 0.8))
-        out["fusion"] = ScoringService(settings).train_fusion(
-            samples=0, epochs=int(params["fusion_epochs"]), lr=0.01, progress=part(progress, 0.8, 1.0)
-        )
+        out["fusion"] = train_fusion(settings, part(progress, 0.8, 1.0), samples=0,
+                                     epochs=int(params["fusion_epochs"]), lr=settings.fusion_lr, oracle=oracle)
     else:
         out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=progress)
     out["node_counts"] = out["embeddings"].get("nodes")
@@ -56,13 +68,11 @@ def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress
     return out
 
 
-def fusion_train(settings: Settings, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    from .service import ScoringService
-
+def fusion_train(settings: Settings, params: dict[str, Any], progress: Progress,
+                 oracle: Oracle | None = None) -> dict[str, Any]:
     t0 = time.time()
-    metrics = ScoringService(settings).train_fusion(
-        samples=int(params["samples"]), epochs=int(params["epochs"]), lr=float(params["lr"]), progress=progress
-    )
+    metrics = train_fusion(settings, progress, samples=int(params["samples"]), epochs=int(params["epochs"]),
+                           lr=float(params["lr"]), oracle=oracle)
     return {"fusion": metrics, "duration_s": round(time.time() - t0, 3)}
 
 

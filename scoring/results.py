@@ -45,8 +45,15 @@ class ScoreResult(Fused):
 
 
 class Contribution(TypedDict):
+    """One feature's contribution to the score, with what it was for this user and on the background."""
+
     feature: str
+    label: str
+    kind: str
     value: float
+    feature_value: float | None
+    background_value: float | None
+    text: str
 
 
 class BackgroundInfo(TypedDict):

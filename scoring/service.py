@@ -1,5 +1,5 @@
 """``ScoringService``: profiles, fused scores, SHAP explanations, recommendations, rule management and
-fusion training over one store.
+fusion training over one store (the seed's ``HybridProfilingService`` + ``ExplainerService``).
 
 It reads projections only (``profiles``, ``embeddings``, ``rules``, ``models``); it never folds the log.
 Every call checks the rules version and the newest fusion version (two indexed queries), so a rule or a
@@ -13,34 +13,40 @@ import logging
 import math
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel
 
+from storage.event_store import EventStore
+from storage.events import validate_event
 from config.progress import Progress
 from config.settings import Settings
-from storage.event_store import EventStore
 
-from .errors import (
-    BadRequest, EvaluationLimit, RuleCompileError, RuleNotFound, ScoringError, UserNotFound,
-)
+from .errors import BadRequest, NotEnoughData, RuleCompileError, RuleNotFound, ScoringError, UserNotFound
 from .explainer import EXPLAIN_MODES, Background, Explainer, feature_names, top_contributions
-from .fusion import FitSettings, FusionCore, ServingFusion, train_fusion_core
-from .fusion_data import register_fusion, training_data
+from .explanation_text import contribution_entries
+from .fusion import FusionCore, ServingFusion
+from .fusion_training import FitSettings, TrainingData, hash01, split_of, train_fusion_core
+from .profile_features import profile_matrix, profile_vector
 from .recommend import Recommender
 from .results import (
-    ExplanationResult, Fused, PreviewError, ProfileDocument, Recommendation, RuleChanged, RuleDeleted, RulePreview, RulesRefreshed,
+    ExplanationResult, Fused, ProfileDocument, Recommendation, RuleChanged, RuleDeleted, RulePreview, RulesRefreshed,
     RuleView, ScoreResult,
 )
+from . import rule_trial
 from .rule_store import RuleStore
 from .rules import DEFAULT_RULES, Rule, RuleEngine, RuleOutput, compile_condition, validate_rule
 from .threads import ThreadLimit
 
 log = logging.getLogger(__name__)
+
+#: P(retained) per user id as the data was generated (NaN where unknown): what the oracle AUC reads
+Oracle = Callable[[Sequence[str]], np.ndarray]
 
 
 def _changed(rule: Rule, version: int) -> RuleChanged:
@@ -102,6 +108,7 @@ class _Inputs:
     profile: dict[str, Any]
     profile_seq: int
     rules: RuleOutput
+    x: np.ndarray  # raw profile features
     h_nn: np.ndarray
     embedding_missing: bool
     model_version: int | None
@@ -110,7 +117,7 @@ class _Inputs:
 
 
 class ScoringService:
-    """The API's (and the CLI's) entry to scoring."""
+    """The API's (and the CLI's) entry to scoring; see the brief's contract for the names and keys."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -124,6 +131,10 @@ class ScoringService:
         with self._lock:
             self.rule_store.catch_up()
             self.rule_store.ensure_defaults(DEFAULT_RULES)
+
+    def reopen_store(self) -> None:
+        """A new connection to the store from the next operation on (models and caches kept)."""
+        self.store.reopen()
 
     def close(self) -> None:
         with self._lock:
@@ -179,7 +190,11 @@ class ScoringService:
         row = self.store.models.get("fusion", version)
         if row is None or row.weights is None:
             raise ScoringError(f"fusion model version {version} has no weights")
-        return FusionCore.from_bytes(row.config, row.weights)
+        try:
+            return FusionCore.from_bytes(row.config, row.weights)
+        except ValueError as err:  # trained by an older UPS: score as untrained until the fusion is trained again
+            log.warning("fusion model version %s not used (%s); run `ups train-fusion`", version, err)
+            return None
 
     def _default_emb_dim(self) -> int:
         dim = self.store.embeddings.dim("user")
@@ -194,7 +209,7 @@ class ScoringService:
         profile, last_seq = found
         h_nn, missing, note = self._vector(emb.vector if emb else None, st.model.emb_dim)
         return _Inputs(
-            profile, last_seq, st.engine.evaluate(profile), h_nn, missing,
+            profile, last_seq, st.engine.evaluate(profile), profile_vector(profile), h_nn, missing,
             emb.model_version if emb else None, emb.seq if emb else None, note,
         )
 
@@ -218,7 +233,7 @@ class ScoringService:
         return doc
 
     def _fused(self, st: _State, inp: _Inputs) -> Fused:
-        out = st.serving.predict(inp.rules.h_rule[None, :], inp.h_nn[None, :], np.array([inp.rules.f_rule]))
+        out = st.serving.predict(inp.x[None, :], inp.h_nn[None, :], np.array([inp.rules.f_rule]))
         d: Fused = {
             "score": float(out["score"][0]),
             "gate": float(out["gate"][0]),
@@ -259,9 +274,9 @@ class ScoringService:
         if hit is not None:
             return self._explain_response(hit, k, cached=True)
         background = self._background(st)
-        explainer = Explainer(st.model, background, self.settings.explain_nsamples,
+        explainer = Explainer(st.model, st.engine.weights, background, self.settings.explain_nsamples,
                               self.settings.explain_exact_max_groups)
-        x = explainer.row(inp.rules.h_rule, inp.h_nn, inp.rules.f_rule)
+        x = explainer.row(inp.rules.h_rule, inp.x, inp.h_nn)
         with self._threads:
             res = explainer.explain(x, mode)  # type: ignore[arg-type]
         entry = {
@@ -270,7 +285,8 @@ class ScoringService:
             **self._fused(st, inp),
             "base_value": res.base_value,
             "prediction": res.prediction,
-            "contributions": [{"feature": f, "value": v} for f, v in res.contributions],
+            "contributions": contribution_entries(res.contributions, x, background.matrix, explainer.names,
+                                                  explainer.rule_names),
             "background": background.describe(),
             "exact": res.exact,
             "nsamples": res.nsamples,
@@ -282,7 +298,7 @@ class ScoringService:
 
     @staticmethod
     def _explain_response(entry: dict[str, Any], k: int, cached: bool) -> ExplanationResult:
-        pos, neg = top_contributions([(c["feature"], c["value"]) for c in entry["contributions"]], k)
+        pos, neg = top_contributions(entry["contributions"], k)
         out: Any = {**entry, "top_positive": pos, "top_negative": neg, "cached": cached}
         return out
 
@@ -300,7 +316,7 @@ class ScoringService:
         for uid in present:
             out = st.engine.evaluate(profiles[uid])
             h_nn = self._vector(vectors.get(uid), st.model.emb_dim)[0]
-            rows.append(np.concatenate([out.h_rule, h_nn, [out.f_rule]]))
+            rows.append(np.concatenate([out.h_rule, profile_vector(profiles[uid]), h_nn]))
         missing = [i for i in ids if i not in profiles]
         if rows:
             bg = Background(np.array(rows, dtype=np.float64), source, present, missing)  # type: ignore[arg-type]
@@ -347,6 +363,7 @@ class ScoringService:
     def create_rule(self, spec: Mapping[str, Any] | BaseModel) -> RuleChanged:
         """Raises RuleCompileError (bad field or expression) or RuleExists."""
         rule = validate_rule(_as_dict(spec))
+        rule_trial.refuse_if_over_bounds(compile_condition(rule.condition), self._sample_profiles(20))
         with self._lock:
             version = self.rule_store.create(rule)
             self._cache.clear()
@@ -367,6 +384,7 @@ class ScoringService:
         current = {"name": row.name, "description": row.description, "weight": row.weight,
                    "condition": row.condition, "enabled": row.enabled}
         rule = validate_rule({**current, **spec})
+        rule_trial.refuse_if_over_bounds(compile_condition(rule.condition), self._sample_profiles(20))
         with self._lock:
             version = self.rule_store.update(rule)
             self._cache.clear()
@@ -383,24 +401,12 @@ class ScoringService:
         if not isinstance(sample, int) or not 1 <= sample <= 100_000:
             raise BadRequest(f"sample must be within 1..100000, not {sample!r}")
         expr = compile_condition(condition)
+        out: Any = rule_trial.preview(expr, self._sample_profiles(sample), self.settings.rule_preview_timeout)
+        return out
+
+    def _sample_profiles(self, n: int) -> dict[str, dict[str, Any]]:
         with self._lock:
-            profiles = self.store.profiles.get_many(self.store.profiles.sample_ids(sample, seed=self.settings.seed))
-        fired = 0
-        errors: list[PreviewError] = []
-        # each evaluation is bounded by the sandbox; the whole preview by a deadline, so a costly condition
-        # over a large sample is refused with the reason instead of holding a worker thread for minutes
-        deadline = time.monotonic() + self.settings.rule_preview_timeout
-        for done, (uid, p) in enumerate(profiles.items()):
-            if time.monotonic() > deadline:
-                raise EvaluationLimit(
-                    f"the condition took more than {self.settings.rule_preview_timeout:g} s over {done} of "
-                    f"{len(profiles)} users (limit UPS_RULE_PREVIEW_TIMEOUT); simplify it or preview a smaller sample"
-                )
-            try:
-                fired += bool(expr.evaluate(p))
-            except Exception as err:  # noqa: BLE001 - reported, as it would be per user
-                errors.append({"user_id": uid, "error": f"{type(err).__name__}: {err}"})
-        return {"fired": fired, "sample": len(profiles), "errors": len(errors), "error_examples": errors[:3]}
+            return self.store.profiles.get_many(self.store.profiles.sample_ids(n, seed=self.settings.seed))
 
     def refresh_rules(self) -> RulesRefreshed:
         """Re-read the rules from the log, rebuild the fusion's rule side if the structure changed, clear the cache."""
@@ -429,9 +435,11 @@ class ScoringService:
         epochs: int | None = None,
         lr: float | None = None,
         progress: Progress | None = None,
+        oracle: Oracle | None = None,
     ) -> dict[str, Any]:
-        """Train the fusion on the planted labels (held-out AUCs of rule-only, GNN-only, fused) and register
-        it as a new ``fusion`` model version. Raises NotEnoughData, BadRequest."""
+        """Train the fusion on the planted labels and register it as a new ``fusion`` model version.
+        Held-out AUCs of the rule score, the rule head, the GNN head, the fused score and (with ``oracle``,
+        the generator's own propensities) the oracle. Raises NotEnoughData, BadRequest."""
         s = self.settings
         samples = s.fusion_samples if samples is None else samples
         epochs = s.fusion_epochs if epochs is None else epochs
@@ -446,9 +454,9 @@ class ScoringService:
         if progress:
             progress(0.0, "reading labels, profiles and embeddings")
         st = self._current()
-        data, emb_version = training_data(
-            self.store, s, st.engine, samples, self._lock, self._default_emb_dim
-        )
+        data, emb_version = self._training_data(st, samples)
+        if oracle is not None:
+            data.oracle = np.asarray(oracle(data.user_ids), dtype=np.float64)
         fs = FitSettings(hidden=s.fusion_hidden, epochs=epochs, lr=float(lr), weight_decay=s.fusion_weight_decay,
                          patience=max(20, epochs // 5), seed=s.seed)
         with self._threads:
@@ -458,8 +466,59 @@ class ScoringService:
                   "label": s.fusion_label, "epochs": epochs, "lr": lr, "samples": samples,
                   "weight_decay": s.fusion_weight_decay, "test_share": s.fusion_test_share,
                   "val_share": s.fusion_val_share, "seed": s.seed}
-        version = register_fusion(self.store, model, config, metrics, self._lock)
+        version = self._register(model, config, metrics)
         with self._lock:
             self._state = None
             self._cache.clear()
         return {**metrics, "model_version": version, "fusion_version": version}
+
+    def _training_data(self, st: _State, samples: int) -> tuple[TrainingData, int | None]:
+        s = self.settings
+        with self._lock:
+            labels: dict[str, int] = {}
+            for ev in self.store.read(types=["label.observed"]):
+                if ev.user_id and ev.payload.get("label") == s.fusion_label:
+                    labels[ev.user_id] = int(ev.payload["value"])
+            n_profiles = self.store.profiles.count()
+        if not labels:
+            raise NotEnoughData(f"no label.observed events with label {s.fusion_label!r} in {s.db}")
+        if n_profiles == 0:
+            raise NotEnoughData(f"no profiles in {s.db}: fold the log first (run the dataflow or its replay)")
+        ids = sorted(labels)
+        if 0 < samples < len(ids):  # a reproducible subset
+            ids = sorted(sorted(ids, key=lambda u: hash01(u, s.seed + 1))[:samples])
+        with self._lock:
+            profiles = self.store.profiles.get_many(ids)
+            ids = [u for u in ids if u in profiles]
+            vectors = self.store.embeddings.get_many("user", ids)
+            emb_version = self.store.models.latest_version("hgt")
+        if not ids:
+            raise NotEnoughData("none of the labelled users has a profile yet")
+        _, f = st.engine.evaluate_many([profiles[u] for u in ids])
+        dims = [v.shape[0] for v in vectors.values()]
+        dim = max(set(dims), key=dims.count) if dims else self._default_emb_dim()
+        e = np.zeros((len(ids), dim), dtype=np.float32)
+        missing = np.ones(len(ids), dtype=bool)
+        for i, u in enumerate(ids):
+            v = vectors.get(u)
+            if v is not None and v.shape[0] == dim:
+                e[i] = v
+                missing[i] = False
+        y = np.array([1 - labels[u] for u in ids], dtype=np.float32)
+        split = np.array([split_of(u, s.seed, s.fusion_test_share, s.fusion_val_share) for u in ids])
+        x = profile_matrix([profiles[u] for u in ids])
+        return TrainingData(ids, x, e, f, y, split, missing), emb_version
+
+    def _register(self, model: FusionCore, config: dict[str, Any], metrics: dict[str, Any]) -> int:
+        summary = {k: metrics[k] for k in ("auc", "loss", "test_loss", "n_train", "n_test") if k in metrics}
+        with self._lock, self.store.transaction():
+            version = self.store.models.add("fusion", config, metrics, model.to_bytes())
+            event = validate_event({
+                "event_id": f"model-{uuid.uuid4().hex}", "type": "model.registered", "ts": time.time(),
+                "user_id": None, "target_id": None,
+                "payload": {"kind": "fusion", "version": version, "metrics": summary},
+            })
+            seq = self.store.append([event]).new[0][0]
+            self.store.models.set_seq("fusion", version, seq)
+        return version
+

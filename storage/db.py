@@ -20,6 +20,27 @@ class SchemaTooNew(RuntimeError):
     """The file was written by a newer UPS; we refuse rather than corrupt it."""
 
 
+#: SQLite result codes (and their messages, for errors raised without a code) that mean the store cannot
+#: be written at the moment: a read-only file or directory, a full disk, an unreachable file
+_UNWRITABLE_CODES = ("SQLITE_READONLY", "SQLITE_FULL", "SQLITE_CANTOPEN", "SQLITE_IOERR")
+_UNWRITABLE_MESSAGES = ("readonly database", "database or disk is full", "unable to open database", "disk i/o error")
+
+
+def unwritable_reason(err: BaseException) -> str | None:
+    """What keeps the store from being written, when ``err`` says so; None for any other error.
+
+    Such a failure is the machine's state, not a bug: it passes when the file is made writable or space
+    is freed. A connection opened while the file was read-only stays read-only, so callers reopen theirs.
+    """
+    if not isinstance(err, sqlite3.Error):
+        return None
+    name = str(getattr(err, "sqlite_errorname", "") or "")
+    text = str(err)
+    if name.startswith(_UNWRITABLE_CODES) or any(m in text.lower() for m in _UNWRITABLE_MESSAGES):
+        return f"{text} ({name})" if name else text
+    return None
+
+
 def _v1(db: sqlite_utils.Database) -> None:
     db.create_table(
         "events",

@@ -93,15 +93,59 @@ class EventStore:
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.conn: sqlite3.Connection = connect(self.path, readonly=readonly)
-        self.checkpoints = Checkpoints(self.conn)
-        self.profiles = Profiles(self.conn)
-        self.embeddings = Embeddings(self.conn)
-        self.rules = Rules(self.conn)
-        self.models = Models(self.conn)
-        self.jobs = Jobs(self.conn)
-        self.ops = OpsHistory(self.conn)
-        self.status = Status(self.conn)
+        self._readonly = readonly
+        self._conn: sqlite3.Connection = connect(self.path, readonly=readonly)
+        self._stale = False
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._stale and not self._conn.in_transaction:
+            self._stale = False
+            # the old connection is closed when the last thread using it lets it go
+            self._conn = connect(self.path, readonly=self._readonly)
+        return self._conn
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    def reopen(self) -> None:
+        """Use a new connection from the next operation on: one opened while the file was read-only
+        stays read-only after the file becomes writable."""
+        self._stale = True
+
+    # the repositories of the projections, on the current connection (reopen() may replace it)
+    @property
+    def checkpoints(self) -> Checkpoints:
+        return Checkpoints(self.conn)
+
+    @property
+    def profiles(self) -> Profiles:
+        return Profiles(self.conn)
+
+    @property
+    def embeddings(self) -> Embeddings:
+        return Embeddings(self.conn)
+
+    @property
+    def rules(self) -> Rules:
+        return Rules(self.conn)
+
+    @property
+    def models(self) -> Models:
+        return Models(self.conn)
+
+    @property
+    def jobs(self) -> Jobs:
+        return Jobs(self.conn)
+
+    @property
+    def ops(self) -> OpsHistory:
+        return OpsHistory(self.conn)
+
+    @property
+    def status(self) -> Status:
+        return Status(self.conn)
 
     def close(self) -> None:
         self.conn.close()
@@ -316,6 +360,22 @@ class EventStore:
         """(seq, event time) of the newest event; (0, None) for an empty log."""
         r = self.conn.execute("SELECT seq, ts FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         return (int(r[0]), float(r[1])) if r else (0, None)
+    def newest_with_id_prefix(self, prefix: str) -> tuple[str, float] | None:
+        """(event id, event time) of the newest event (by seq) whose id starts with ``prefix``, if any."""
+        if not prefix:
+            raise ValueError("an id prefix is needed")
+        hi = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # ids starting with prefix are in [prefix, hi)
+        if self.conn.execute(
+            "SELECT 1 FROM events WHERE event_id >= ? AND event_id < ? LIMIT 1", (prefix, hi)
+        ).fetchone() is None:
+            return None
+        # newest first from the end of the log (the unary + keeps SQLite off the id index, whose range
+        # would have to be read whole and sorted): a stream's newest events are near the end
+        r = self.conn.execute(
+            "SELECT event_id, ts FROM events WHERE +event_id >= ? AND +event_id < ? ORDER BY seq DESC LIMIT 1",
+            (prefix, hi),
+        ).fetchone()
+        return (str(r[0]), float(r[1])) if r else None
 
     def last_seq(self) -> int:
         return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])

@@ -260,6 +260,15 @@ def _check_shap(page: Any, ex: dict[str, Any]) -> None:
     assert values == sorted(values, reverse=True), "raising contributions first, then lowering ones"
     for i, (_, v) in enumerate(shown):
         assert rows.nth(i).get_attribute("class").endswith("pos" if v >= 0 else "neg")
+        # one rounding rule: every bar three decimals, as in the sentences
+        expect(rows.nth(i).locator(".bar-value")).to_have_text(f"{'−' if v < 0 else '+'}{abs(v):.3f}")
+    # a sentence per top contribution, in the bars' order, as the API words it
+    by_feature = {c["feature"]: c for c in wanted}
+    sentences = page.locator("#shap-sentences li")
+    expect(sentences).to_have_count(len(wanted))
+    for i, (feature, _) in enumerate(shown):
+        expect(sentences.nth(i)).to_have_text(by_feature[feature]["text"])
+        assert re.search(r"(raises?|lowers?) the score by \d\.\d{3}$", by_feature[feature]["text"])
 
 
 # --------------------------------------------------------------------------- rules

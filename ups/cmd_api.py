@@ -53,6 +53,12 @@ def _port(text: str) -> int:
     return v
 
 
+def _note_hosts(s: Any) -> None:
+    if s.host in ("0.0.0.0", "::") and "*" not in s.allowed_hosts:
+        print(f"listening on {s.host}: only Host names in UPS_ALLOWED_HOSTS are answered ({', '.join(s.allowed_hosts)}); "
+              "list the names clients use", file=sys.stderr)
+
+
 def _settings(args: argparse.Namespace) -> Any:
     from api.auth import check_bind
     from ups.supervisor import active_db
@@ -69,6 +75,7 @@ def _settings(args: argparse.Namespace) -> Any:
         check_bind(s.host, s)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    _note_hosts(s)
     db = active_db(s.db)
     if db != s.db:
         print(f"{s.db} was switched to {db} (data/regenerate); using {db}", file=sys.stderr)
@@ -200,7 +207,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                      say=lambda m: print(m, flush=True))
     install_signal_handlers(sup)
     sup.start()
-    host = f"[{s.host}]" if ":" in s.host else s.host
+    # a wildcard address is no name to ask for: the API answers only allowed Host names (loopback ones)
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(s.host, s.host)
+    host = f"[{local}]" if ":" in local else local
     url = f"http://{host}:{s.port}"
     if wait_for_health(url, 60, sup.api.alive):
         print(f"API      {url}\nOpenAPI  {url}/schema/swagger  ({url}/schema/openapi.json)\nconsole  {url}/console\n"
