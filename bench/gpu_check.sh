@@ -74,7 +74,7 @@ step "embedding write" 90 "$PY" -m bench.embedding_write --rows 300000 --json "$
 step "forward vs bare aggregation ($DEVICE)" 300 "$PY" -m bench.embeddings --sizes "$SIZES" --skip train,refresh \
     --json "$OUT/forward.json"
 step "refresh ($DEVICE)" 150 "$PY" -m bench.embeddings --skip forward,train --refresh-users "$REFRESH_USERS" \
-    --stream-seconds 0 --json "$OUT/refresh_cuda.json"
+    --stream-seconds 0 --json "$OUT/refresh_cuda.json" --profile-refresh "$OUT/refresh_profile.txt"
 UPS_DEVICE=cpu step "refresh (cpu)" 150 "$PY" -m bench.embeddings --skip forward,train --refresh-users "$REFRESH_USERS" \
     --stream-seconds 0 --json "$OUT/refresh_cpu.json"
 
