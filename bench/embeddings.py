@@ -335,7 +335,8 @@ def bench_refresh(users: int, s: Settings, device: torch.device, rate: float, se
     store = EventStore(settings.db)
     # nothing is stored yet: every node pending; one full forward (as a pass of small steps) embeds them
     with torch.no_grad():
-        models[0].embedder.embed_all(g, s.embed_chunk_edges)  # warm-up (CUDA's first kernels)
+        if device.type == "cuda":
+            models[0].embedder.embed_all(g, s.embed_chunk_edges)  # warm-up (CUDA's first kernels)
         sync(device)
         t = time.perf_counter()
         models[0].embedder.embed_all(g, s.embed_chunk_edges)
@@ -442,7 +443,11 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     results: dict[str, Any] = {"device": device.type, "torch_threads": torch.get_num_threads()}
     if "forward" not in skip:
-        results["forward"] = [bench_forward(int(n), s, device) for n in args.sizes.split(",")]
+        results["forward"] = []
+        for n in args.sizes.split(","):
+            results["forward"].append(bench_forward(int(n), s, device))
+            if args.json:  # after each size: a run cut short keeps what it measured
+                Path(args.json).write_text(json.dumps(results, indent=2))
     if "train" not in skip:
         results["training"] = bench_training(args.train_users, s, device, args.train_steps)
         if args.train_sample_users:
