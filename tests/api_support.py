@@ -15,8 +15,9 @@ from config.settings import Settings
 
 
 def settings_for(db: Path, **kw: Any) -> Settings:
-    """Test settings: explanations in threads unless a test asks for worker processes (each imports torch)."""
-    return Settings(db=db, **{"explain_workers": 0, **kw})
+    """Test settings: explanations in threads unless a test asks for worker processes (each imports torch),
+    job workers started by the first job rather than by every app."""
+    return Settings(db=db, **{"explain_workers": 0, "warm_job_workers": False, **kw})
 
 
 def put_flow_status(db: Path, **fields: Any) -> None:
