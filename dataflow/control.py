@@ -49,6 +49,9 @@ STATUS_KEYS = (
     "pid",
     "workers",
 )
+#: operator switches that outlast the flow process: the newest applied command of each pair sets the
+#: switch when a flow starts
+SWITCHES = (("ingestion.stop", "ingestion.start"), ("incremental.stop", "incremental.start"))
 #: checkpoint name of the profiles projection (written with the profile upserts)
 PROFILES_CHECKPOINT = "profiles"
 
@@ -171,14 +174,25 @@ class Supervisor(threading.Thread):
         self._cursor = 0
         self._seq0 = 0
 
-    def run(self) -> None:
-        store = EventStore(self.db)
-        try:
+    def start(self) -> None:
+        """Restore the operator's switches and apply the commands asked while no flow ran, before the
+        flow emits anything; then poll on a thread."""
+        with EventStore(self.db) as store:
             ops = OpsHistory(store.conn)
+            for pair in SWITCHES:
+                last = ops.last_of(pair, states=("applied",))
+                if last is not None:
+                    self.control.apply(last, {})
             # commands already pending when we start are for us; older applied ones are history
             pending = ops.pending()
             self._cursor = pending[0]["id"] - 1 if pending else self._max_op_id(store)
             self._seq0 = store.last_seq()
+            self._poll(store)
+        super().start()
+
+    def run(self) -> None:
+        store = EventStore(self.db)
+        try:
             next_status = next_checkpoint = 0.0
             while not self._done.is_set():
                 try:

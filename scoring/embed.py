@@ -47,12 +47,19 @@ def write_rows(store: EventStore, rows: Iterable[EmbeddingRowT], batch: int = 20
     return n
 
 
-def all_rows(graph: HeteroGraph, emb: Mapping[str, Tensor], version: int) -> Iterable[EmbeddingRowT]:
+def write_all(store: EventStore, graph: HeteroGraph, emb: Mapping[str, Tensor], version: int, chunk: int = 50_000) -> int:
+    """Upsert every node's embedding, one transaction per ``chunk`` nodes of a type, in blocks
+    (``Embeddings.put_block``: no Python step per row)."""
+    n = 0
     for t in NODE_TYPES:
-        n = graph.num_nodes(t)
-        for a in range(0, n, 50_000):
-            idx = torch.arange(a, min(n, a + 50_000), device=graph.device)
-            yield from embedding_rows(graph, t, idx, emb[t][idx], version)
+        table = graph.nodes[t]
+        for a in range(0, len(table), chunk):
+            b = min(len(table), a + chunk)
+            vectors = emb[t][a:b].detach().to("cpu", torch.float32).numpy()
+            seqs = table.last_seq.view[a:b].cpu().numpy()
+            with store.transaction() as conn:
+                n += Embeddings(conn).put_block(t, table.ids[a:b], vectors, version, seqs)
+    return n
 
 
 def embed_all(
@@ -86,7 +93,7 @@ def embed_all(
         report(0.3, "forward pass")
         emb = loaded.embedder.eval().embed_all(graph, settings.embed_chunk_edges, lambda f, m: report(0.3 + 0.5 * f, m))
         report(0.8, "writing embeddings")
-        written = write_rows(store, all_rows(graph, emb, loaded.version))
+        written = write_all(store, graph, emb, loaded.version)
     report(1.0, "done")
     return {
         "model_version": loaded.version,
@@ -99,4 +106,4 @@ def embed_all(
     }
 
 
-__all__ = ["embed_all", "embedding_rows", "write_rows", "all_rows", "EmbeddingRowT"]
+__all__ = ["embed_all", "embedding_rows", "write_rows", "write_all", "EmbeddingRowT"]

@@ -9,20 +9,23 @@ to seq N and then updated with the events after N equals one built up to the end
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic_core import from_json
 from torch import Tensor
 
+from storage.columns import EventBatch
 from storage.event_store import EventStore
 from storage.events import Event
 
 from .features import FeatureSpace, RawFeatures
+from .threads import read_ahead
 
 NODE_TYPES: tuple[str, ...] = ("user", "product", "app")
 EdgeType = tuple[str, str, str]
@@ -86,7 +89,8 @@ class Growable:
         need = self.n + extra
         if need > self.data.shape[0]:
             cap = max(need, 2 * self.data.shape[0])
-            new = torch.full((cap, *self.tail), self.fill, dtype=self.dtype, device=self.data.device)
+            # empty, not filled: every row past n is written by append or extend_fill before it is read
+            new = torch.empty((cap, *self.tail), dtype=self.dtype, device=self.data.device)
             new[: self.n] = self.data[: self.n]
             self.data = new
 
@@ -125,8 +129,7 @@ class NodeTable:
     def add(self, new_ids: Sequence[str]) -> None:
         """Register nodes (attributes missing until an attribute event sets them)."""
         base = len(self.ids)
-        for i, nid in enumerate(new_ids):
-            self.index[nid] = base + i
+        self.index.update(zip(new_ids, range(base, base + len(new_ids))))
         self.ids.extend(new_ids)
         for buf in (self.numeric, self.categorical, self.sequence, self.degree, self.last_seq, self.last_ts):
             buf.extend_fill(len(new_ids))
@@ -134,6 +137,19 @@ class NodeTable:
     def lookup(self, ids: Sequence[str]) -> np.ndarray:
         return np.fromiter(map(self.index.__getitem__, ids), dtype=np.int64, count=len(ids))
 
+    def register(self, ids: np.ndarray) -> tuple[np.ndarray, int]:
+        """Index of each of ``ids`` (an object array), adding the unknown ones in order of first
+        appearance; and how many were added. Hashes each event's id once (pandas), the dict sees
+        each distinct id once."""
+        codes, uniq = pd.factorize(ids)
+        found = np.fromiter(map(self.index.get, uniq, repeat(-1)), dtype=np.int64, count=len(uniq))
+        new = found < 0
+        added = int(new.sum())
+        if added:
+            base = len(self.ids)
+            self.add(uniq[new].tolist())
+            found[new] = np.arange(base, base + added)
+        return found[codes], added
 
 
 class EdgeTable:
@@ -265,34 +281,15 @@ class Adjacency:
 # ------------------------------------------------------------------------------------------ the graph
 
 
-@dataclass(slots=True)
-class EventBatch:
-    """Graph-relevant events as columns (seq order)."""
-
-    seq: np.ndarray
-    type: list[str]
-    user: list[str | None]
-    target: list[str | None]
-    ts: np.ndarray
-    payload: list[Any]  # dict, JSON text, or None for interactions
-    #: the last seq the batch covers, counting events that are not part of the graph (labels, rules ...)
-    upto: int = 0
-
-    def __len__(self) -> int:
-        return len(self.type)
-
-    @classmethod
-    def from_events(cls, events: Iterable[tuple[int, Event]]) -> "EventBatch":
-        upto = 0
-        rows = []
-        for s, e in events:
-            upto = max(upto, s)
-            if e.type in _GRAPH_TYPES:
-                rows.append((s, e.type, e.user_id, e.target_id, e.ts, e.payload))
-        if not rows:
-            return cls(np.zeros(0, np.int64), [], [], [], np.zeros(0), [], upto)
-        seq, types, users, targets, ts, payloads = zip(*rows)
-        return cls(np.asarray(seq, np.int64), list(types), list(users), list(targets), np.asarray(ts, np.float64), list(payloads), upto)
+def events_batch(events: Iterable[tuple[int, Event]]) -> EventBatch:
+    """The graph-relevant ``(seq, event)`` pairs as columns; ``upto`` counts the others too."""
+    upto = 0
+    rows = []
+    for s, e in events:
+        upto = max(upto, s)
+        if e.type in _GRAPH_TYPES:
+            rows.append((s, e.type, e.user_id, e.target_id, e.ts, e.payload))
+    return EventBatch.from_rows(rows, upto)
 
 
 _GRAPH_TYPES = frozenset(GRAPH_EVENT_TYPES)
@@ -315,9 +312,10 @@ def keep_mask(ids: Sequence[str], ratio: float, seed: int) -> np.ndarray:
     """Deterministic node sample: an id is kept iff its seeded hash falls below ``ratio``."""
     if ratio >= 1.0:
         return np.ones(len(ids), dtype=bool)
-    salted = np.asarray([f"{seed}:{x}" for x in ids], dtype=object)
+    codes, uniq = pd.factorize(np.asarray(ids, dtype=object))
+    salted = np.asarray([f"{seed}:{x}" for x in uniq], dtype=object)  # once per distinct id
     h = pd.util.hash_array(salted)
-    return (h / 2.0**64) < ratio
+    return ((h / 2.0**64) < ratio)[codes]
 
 
 def _positions(idx: Tensor, nodes: Tensor) -> tuple[Tensor, Tensor]:
@@ -442,58 +440,30 @@ class HeteroGraph:
 
     def apply_events(self, events: Iterable[tuple[int, Event]]) -> GraphDelta:
         """Apply ``(seq, event)`` pairs in seq order; events at or before ``last_seq`` are skipped."""
-        return self.apply(EventBatch.from_events(events))
+        return self.apply(events_batch(events))
 
     def apply(self, batch: EventBatch) -> GraphDelta:
+        """Apply a batch of graph events (seq order): no Python step per event, only per distinct
+        event type, node type and attribute event."""
         delta = GraphDelta()
+        end = max(batch.upto, int(batch.seq[-1]) if len(batch) else 0)
+        if len(batch):
+            fresh = batch.seq > self.last_seq
+            if not fresh.all():
+                batch = batch.take(np.flatnonzero(fresh))
+        if len(batch):
+            keep = self._sample_filter(batch)
+            if not keep.all():
+                batch = batch.take(np.flatnonzero(keep))
         if len(batch) == 0:
-            self.last_seq = max(self.last_seq, batch.upto)
+            self.last_seq = max(self.last_seq, end)
             return delta
-        fresh = batch.seq > self.last_seq
-        if not fresh.all():
-            batch = _take(batch, np.flatnonzero(fresh))
-            if len(batch) == 0:
-                self.last_seq = max(self.last_seq, batch.upto)
-                return delta
-        types = np.asarray(batch.type, dtype=object)
-        users = np.asarray(batch.user, dtype=object)
-        targets = np.asarray(batch.target, dtype=object)
-        keep = self._sample_filter(types, users, targets)
-        if not keep.all():
-            idx = np.flatnonzero(keep)
-            last = int(batch.seq[-1])
-            batch = _take(batch, idx)
-            types, users, targets = types[idx], users[idx], targets[idx]
-            if len(batch) == 0:
-                self.last_seq = max(self.last_seq, last, batch.upto)
-                return delta
-        else:
-            last = int(batch.seq[-1])
-        n = len(batch)
-        delta.events = n
-
-        # subject and target node of every event, in appearance order (subject first)
-        subj_type = np.array([ATTRIBUTE_EVENTS.get(t) or "user" for t in batch.type], dtype=object)
-        subj_id = np.where(np.isin(types, ["product.listed", "app.listed"]), targets, users)
-        tgt_type = np.array([RELATIONS[t][2] if t in RELATIONS else None for t in batch.type], dtype=object)
-        app_type = np.empty(2 * n, dtype=object)
-        app_id = np.empty(2 * n, dtype=object)
-        app_type[0::2], app_type[1::2] = subj_type, tgt_type
-        app_id[0::2], app_id[1::2] = subj_id, targets
-        present = app_type != None  # noqa: E711 - elementwise on an object array
-        for t in NODE_TYPES:
-            ids = app_id[present & (app_type == t)]
-            if len(ids) == 0:
-                continue
-            table = self.nodes[t]
-            new = [x for x in pd.unique(ids) if x not in table.index]
-            if new:
-                table.add(new)
-                delta.new_nodes[t] = len(new)
-
+        delta.events = len(batch)
+        codes, names = pd.factorize(batch.type)
+        subj, tgt = self._register_nodes(batch, codes, names, delta)
         touched: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {t: [] for t in NODE_TYPES}
-        self._apply_attributes(batch, types, subj_type, subj_id, touched)
-        self._apply_interactions(batch, types, users, targets, touched, delta)
+        self._apply_attributes(batch, codes, names, subj, touched)
+        self._apply_interactions(batch, codes, names, subj, tgt, touched, delta)
         for t, parts in touched.items():
             if parts:
                 idx = np.concatenate([p[0] for p in parts])
@@ -506,109 +476,135 @@ class HeteroGraph:
                 ti = torch.as_tensor(idx, device=self.device)
                 table.last_seq.view.scatter_reduce_(0, ti, torch.as_tensor(seq, device=self.device), "amax")
                 table.last_ts.view.scatter_reduce_(0, ti, torch.as_tensor(ts, device=self.device), "amax")
-        self.last_seq = max(self.last_seq, last, batch.upto)
+        self.last_seq = max(self.last_seq, end)
         return delta
 
-    def _sample_filter(self, types: np.ndarray, users: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    def _register_nodes(
+        self, batch: EventBatch, codes: np.ndarray, names: np.ndarray, delta: GraphDelta
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Node index of every event's subject and target (-1: none), registering new nodes in order
+        of first appearance (an event's subject before its target)."""
+        n = len(batch)
+        kinds = {t: k for k, t in enumerate(NODE_TYPES)}
+        subj_kind = np.array([kinds[ATTRIBUTE_EVENTS.get(t) or "user"] for t in names], dtype=np.int8)[codes]
+        tgt_kind = np.array([kinds[RELATIONS[t][2]] if t in RELATIONS else -1 for t in names], dtype=np.int8)[codes]
+        listed = np.array([t in ("product.listed", "app.listed") for t in names], dtype=bool)[codes]
+        kind = np.empty(2 * n, dtype=np.int8)
+        ids = np.empty(2 * n, dtype=object)
+        kind[0::2], kind[1::2] = subj_kind, tgt_kind
+        ids[0::2] = np.where(listed, batch.target, batch.user)
+        ids[1::2] = batch.target
+        index = np.full(2 * n, -1, dtype=np.int64)
+        for k, t in enumerate(NODE_TYPES):
+            at = np.flatnonzero(kind == k)
+            if len(at):
+                index[at], added = self.nodes[t].register(ids[at])
+                if added:
+                    delta.new_nodes[t] = added
+        return index[0::2], index[1::2]
+
+    def _sample_filter(self, batch: EventBatch) -> np.ndarray:
         if self.sample_ratio >= 1.0:
-            return np.ones(len(types), dtype=bool)
-        keep = np.ones(len(types), dtype=bool)
-        has_user = users != None  # noqa: E711
-        keep[has_user] = keep_mask(list(users[has_user]), self.sample_ratio, self.sample_seed)
-        calls = types == "call"
+            return np.ones(len(batch), dtype=bool)
+        keep = np.ones(len(batch), dtype=bool)
+        has_user = batch.user != None  # noqa: E711 - elementwise on an object array
+        keep[has_user] = keep_mask(batch.user[has_user], self.sample_ratio, self.sample_seed)
+        calls = batch.type == "call"
         if calls.any():
-            keep[calls] &= keep_mask(list(targets[calls]), self.sample_ratio, self.sample_seed)
+            keep[calls] &= keep_mask(batch.target[calls], self.sample_ratio, self.sample_seed)
         return keep
 
     def _apply_attributes(
         self,
         batch: EventBatch,
-        types: np.ndarray,
-        subj_type: np.ndarray,
-        subj_id: np.ndarray,
+        codes: np.ndarray,
+        names: np.ndarray,
+        subj: np.ndarray,
         touched: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]],
     ) -> None:
-        is_attr = np.isin(types, list(ATTRIBUTE_EVENTS))
-        if not is_attr.any():
-            return
         for t in NODE_TYPES:
-            sel = np.flatnonzero(is_attr & (subj_type == t))
+            full_codes = [c for c, name in enumerate(names) if ATTRIBUTE_EVENTS.get(name) == t and name != "user.updated"]
+            part_codes = [c for c, name in enumerate(names) if ATTRIBUTE_EVENTS.get(name) == t and name == "user.updated"]
+            sel = np.flatnonzero(np.isin(codes, full_codes + part_codes))
             if len(sel) == 0:
                 continue
             table = self.nodes[t]
-            idx = table.lookup(list(subj_id[sel]))
-            full = types[sel] != "user.updated"
+            idx = subj[sel]
+            full = np.isin(codes[sel], full_codes)
             # full definitions: the last one of each node in this batch wins
             f = sel[full]
             if len(f):
                 fidx = idx[full]
                 last = ~pd.Series(fidx).duplicated(keep="last").to_numpy()
-                rows = [_payload(batch.payload[i]) for i in f[last]]
+                rows = [_payload(p) for p in batch.payload[f[last]]]
                 num, cat, seq = self.space.encode(t, rows)
                 ti = torch.as_tensor(fidx[last], device=self.device)
                 table.numeric.view[ti] = torch.as_tensor(num, device=self.device)
                 table.categorical.view[ti] = torch.as_tensor(cat, device=self.device)
                 table.sequence.view[ti] = torch.as_tensor(seq, device=self.device)
-            # partial updates after the node's last full definition in this batch, in order
-            last_full_seq: dict[int, int] = {}
-            for i, node in zip(f.tolist(), idx[full].tolist()):
-                last_full_seq[node] = int(batch.seq[i])
-            for i, node in zip(sel[~full].tolist(), idx[~full].tolist()):
-                if int(batch.seq[i]) < last_full_seq.get(node, -1):
-                    continue
-                cur = (
-                    table.numeric.view[node].cpu().numpy(),
-                    table.categorical.view[node].cpu().numpy(),
-                    table.sequence.view[node].cpu().numpy(),
-                )
-                num, cat, seq = self.space.merge(t, cur, _payload(batch.payload[i]))
-                table.numeric.view[node] = torch.as_tensor(num, device=self.device)
-                table.categorical.view[node] = torch.as_tensor(cat, device=self.device)
-                table.sequence.view[node] = torch.as_tensor(seq, device=self.device)
+            if not full.all():
+                self._apply_updates(table, batch, sel, idx, full)
             touched[t].append((idx, batch.seq[sel], batch.ts[sel]))
+
+    def _apply_updates(self, table: NodeTable, batch: EventBatch, sel: np.ndarray, idx: np.ndarray, full: np.ndarray) -> None:
+        """Partial updates after the node's last full definition in this batch, in order (rare events:
+        one step each)."""
+        last_full_seq: dict[int, int] = {}
+        for i, node in zip(sel[full].tolist(), idx[full].tolist()):
+            last_full_seq[node] = int(batch.seq[i])
+        t = table.node_type
+        for i, node in zip(sel[~full].tolist(), idx[~full].tolist()):
+            if int(batch.seq[i]) < last_full_seq.get(node, -1):
+                continue
+            cur = (
+                table.numeric.view[node].cpu().numpy(),
+                table.categorical.view[node].cpu().numpy(),
+                table.sequence.view[node].cpu().numpy(),
+            )
+            num, cat, seq = self.space.merge(t, cur, _payload(batch.payload[i]))
+            table.numeric.view[node] = torch.as_tensor(num, device=self.device)
+            table.categorical.view[node] = torch.as_tensor(cat, device=self.device)
+            table.sequence.view[node] = torch.as_tensor(seq, device=self.device)
 
     def _apply_interactions(
         self,
         batch: EventBatch,
-        types: np.ndarray,
-        users: np.ndarray,
-        targets: np.ndarray,
+        codes: np.ndarray,
+        names: np.ndarray,
+        subj: np.ndarray,
+        tgt: np.ndarray,
         touched: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]],
         delta: GraphDelta,
     ) -> None:
-        for etype, et in RELATIONS.items():
-            sel = np.flatnonzero(types == etype)
-            if len(sel) == 0:
+        ends: dict[str, list[np.ndarray]] = {t: [] for t in NODE_TYPES}
+        for c, name in enumerate(names):
+            et = RELATIONS.get(name)
+            if et is None:
                 continue
-            src = self.nodes[et[0]].lookup(list(users[sel]))
-            dst = self.nodes[et[2]].lookup(list(targets[sel]))
+            sel = np.flatnonzero(codes == c)
+            src, dst = subj[sel], tgt[sel]
             seq, ts = batch.seq[sel], batch.ts[sel]
             self.edges[et].append(src, dst, ts, seq)
             delta.new_edges[et] = len(sel)
             for node_type, idx in ((et[0], src), (et[2], dst)):
-                deg = self.nodes[node_type].degree.view
-                deg.index_add_(0, torch.as_tensor(idx, device=self.device), torch.ones(len(idx), device=self.device))
+                ends[node_type].append(idx)
                 touched[node_type].append((idx, seq, ts))
-
-
-def _take(batch: EventBatch, idx: np.ndarray) -> EventBatch:
-    il = idx.tolist()
-    return EventBatch(
-        batch.seq[idx],
-        [batch.type[i] for i in il],
-        [batch.user[i] for i in il],
-        [batch.target[i] for i in il],
-        batch.ts[idx],
-        [batch.payload[i] for i in il],
-        batch.upto,
-    )
+        for node_type, parts in ends.items():
+            if parts:
+                deg = self.nodes[node_type].degree.view
+                idx = np.concatenate(parts)
+                if 8 * len(idx) >= deg.shape[0]:  # a bulk build: counting beats scattering
+                    deg += torch.as_tensor(np.bincount(idx, minlength=deg.shape[0]), dtype=deg.dtype, device=self.device)
+                else:  # a live batch: touch only its nodes (no graph-sized copy to the device)
+                    ti = torch.as_tensor(idx, device=self.device)
+                    deg.index_add_(0, ti, torch.ones(len(idx), dtype=deg.dtype, device=self.device))
 
 
 def _payload(p: Any) -> Mapping[str, Any]:
     if p is None:
         return {}
     if isinstance(p, (str, bytes)):
-        return json.loads(p)
+        return from_json(p)
     return p
 
 
@@ -616,26 +612,11 @@ def _payload(p: Any) -> Mapping[str, Any]:
 
 
 def read_batches(
-    store: EventStore, from_seq: int = 1, to_seq: int | None = None, chunk: int = 200_000
+    store: EventStore, from_seq: int = 1, to_seq: int | None = None, chunk: int = 500_000
 ) -> Iterable[EventBatch]:
-    """Graph events from the log as columnar batches; payloads are fetched for attribute events only."""
-    types_sql = ",".join(f"'{t}'" for t in GRAPH_EVENT_TYPES)
-    attr_sql = ",".join(f"'{t}'" for t in ATTRIBUTE_EVENTS)
-    upper = to_seq if to_seq is not None else 2**62
-    cursor = from_seq
-    while True:
-        rows = store.conn.execute(
-            f"SELECT seq, type, user_id, target_id, ts, CASE WHEN type IN ({attr_sql}) THEN payload END "
-            f"FROM events WHERE seq >= ? AND seq <= ? AND type IN ({types_sql}) ORDER BY seq LIMIT ?",
-            (cursor, upper, chunk),
-        ).fetchall()
-        if not rows:
-            return
-        seq, types, users, targets, ts, payloads = zip(*rows)
-        yield EventBatch(np.asarray(seq, np.int64), list(types), list(users), list(targets), np.asarray(ts, np.float64), list(payloads))
-        cursor = rows[-1][0] + 1
-        if len(rows) < chunk:
-            return
+    """Graph events from the log as columnar batches (``chunk`` seqs each); payloads are read for
+    attribute events only."""
+    return store.read_columns(from_seq, to_seq, GRAPH_EVENT_TYPES, tuple(ATTRIBUTE_EVENTS), chunk)
 
 
 def build_graph(
@@ -647,6 +628,7 @@ def build_graph(
     upto_seq: int | None = None,
     compact_min: int = 50_000,
     progress: Callable[[float, str], None] | None = None,
+    chunk: int = 500_000,
 ) -> HeteroGraph:
     """The seed's ``build_graph_from_snapshot``: the graph of the log up to ``upto_seq`` (default: all).
 
@@ -655,10 +637,10 @@ def build_graph(
     """
     graph = HeteroGraph(device, sample_ratio=sample_ratio, sample_seed=sample_seed, compact_min=compact_min)
     end = store.last_seq() if upto_seq is None else min(upto_seq, store.last_seq())
-    for batch in read_batches(store, 1, end):
+    for batch in read_ahead(read_batches(store, 1, end, chunk)):
         graph.apply(batch)
         if progress and end:
-            progress(min(1.0, int(batch.seq[-1]) / end), f"graph: read up to seq {int(batch.seq[-1]):,}")
+            progress(min(1.0, batch.upto / end), f"graph: read up to seq {batch.upto:,}")
     graph.last_seq = max(graph.last_seq, end)
     return graph
 
@@ -710,6 +692,7 @@ __all__ = [
     "EdgeTable",
     "Adjacency",
     "EventBatch",
+    "events_batch",
     "GraphDelta",
     "HeteroGraph",
     "keep_mask",

@@ -1,4 +1,4 @@
-"""Thread caps for scoring's small numeric work (torch intra-op and BLAS/OpenMP pools).
+"""Thread caps for scoring's small numeric work (torch intra-op and BLAS/OpenMP pools), and reading ahead.
 
 The fusion model, Kernel SHAP's regressions and fusion training are small: on a busy 2-core machine one
 thread runs them several times faster than two threads waiting for each other (measured in
@@ -9,10 +9,13 @@ nested and concurrent blocks share one cap (the first in sets it, the last out r
 from __future__ import annotations
 
 import threading
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterable, Iterator, TypeVar
 
 import torch
 from threadpoolctl import ThreadpoolController
+
+T = TypeVar("T")
 
 
 class ThreadLimit:
@@ -48,3 +51,18 @@ class ThreadLimit:
                 torch.set_num_threads(self._torch_before)
                 self._blas.restore_original_limits()
                 self._blas = None
+
+
+def read_ahead(items: Iterable[T]) -> Iterator[T]:
+    """``items`` with the next one produced on a worker thread while the caller works on the current
+    one: SQLite releases the GIL while it scans, so reading the log overlaps with building from it."""
+    it = iter(items)
+    done = object()
+    with ThreadPoolExecutor(1, thread_name_prefix="ups-read-ahead") as pool:
+        ahead = pool.submit(next, it, done)
+        while True:
+            item = ahead.result()
+            if item is done:
+                return
+            ahead = pool.submit(next, it, done)
+            yield item  # type: ignore[misc]

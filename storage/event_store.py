@@ -12,6 +12,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from pydantic_core import to_json
 
+from .columns import EventBatch, scan_columns
 from .db import connect
 from .events import Event, StoredEvent
 
@@ -174,6 +175,19 @@ class EventStore:
                 remaining -= len(rows)
             if len(rows) < n:
                 return
+
+    def read_columns(
+        self,
+        from_seq: int,
+        to_seq: int | None,
+        types: Sequence[str],
+        payload_types: Sequence[str] = (),
+        chunk: int = 500_000,
+    ) -> Iterator[EventBatch]:
+        """Events of ``types`` with ``from_seq <= seq <= to_seq`` as numpy columns, one batch per
+        ``chunk`` seqs of the log; payloads (JSON text) for ``payload_types`` only, None for the others."""
+        upper = self.last_seq() if to_seq is None else min(to_seq, self.last_seq())
+        return scan_columns(self.conn, from_seq, upper, types, payload_types, chunk)
 
     def events_of_user(self, user_id: str, limit: int | None = None) -> list[StoredEvent]:
         """A user's events in seq order. A scan of the log (no per-user index: see ``storage.db._v2``);

@@ -2,12 +2,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
 from dataflow.generator import GeneratorConfig, MockGenerator
 from pg_server import PG_ROOT, PostgresServer, find_bin_dir
+
+if TYPE_CHECKING:
+    import torch
+
+
+@pytest.fixture(params=[pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.gpu)])
+def device(request: pytest.FixtureRequest) -> "torch.device":
+    """Each torch device present: the CPU always, CUDA where torch sees a GPU (skipped elsewhere)."""
+    import torch  # here, not at collection: most test modules never touch torch
+
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    return torch.device(request.param)
 
 
 @pytest.fixture

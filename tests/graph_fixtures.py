@@ -56,8 +56,8 @@ def random_events(n_users: int = 120, n_products: int = 8, n_apps: int = 6, n_in
     return out
 
 
-def random_graph(seed: int = 0, **kw: Any) -> HeteroGraph:
-    g = HeteroGraph("cpu")
+def random_graph(seed: int = 0, device: torch.device | str = "cpu", **kw: Any) -> HeteroGraph:
+    g = HeteroGraph(device)
     g.apply_events(random_events(seed=seed, **kw))
     return g
 
@@ -65,7 +65,7 @@ def random_graph(seed: int = 0, **kw: Any) -> HeteroGraph:
 def random_model(graph: HeteroGraph, seed: int = 0, layers: int = 2) -> GraphEmbedder:
     torch.manual_seed(seed)
     enc = EncoderConfig.fit(graph.space, {t: graph.raw_features(t) for t in NODE_TYPES}, {t: graph.nodes[t].ids for t in NODE_TYPES})
-    return GraphEmbedder.create(enc, hidden=16, out_dim=8, layers=layers, heads=2, dropout=0.0).eval()
+    return GraphEmbedder.create(enc, hidden=16, out_dim=8, layers=layers, heads=2, dropout=0.0).to(graph.device).eval()
 
 
 def small_store(path: Path, cfg: GeneratorConfig = SMALL) -> MockGenerator:
@@ -73,6 +73,11 @@ def small_store(path: Path, cfg: GeneratorConfig = SMALL) -> MockGenerator:
     with EventStore(path) as store:
         append_dataset(store, gen, 5000)
     return gen
+
+
+def device_setting(device: torch.device) -> str:
+    """The ``UPS_DEVICE`` value that selects ``device``."""
+    return "gpu" if device.type == "cuda" else "cpu"
 
 
 def settings_for(db: Path, **kw: Any) -> Settings:

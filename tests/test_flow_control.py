@@ -20,7 +20,7 @@ from storage.projections import Checkpoints, OpsHistory, Status
 def test_supervisor_applies_and_resolves_commands(db_path: Path) -> None:
     with EventStore(db_path) as store:
         ops = OpsHistory(store.conn)
-        done_before = ops.record("ingestion.stop", "applied earlier", source="api")  # history: not re-applied
+        done_before = ops.record("ingestion.start", "applied earlier", source="api")  # history: not resolved again
         ids = {
             "stop": ops.request("ingestion.stop", source="test"),
             "bad_rate": ops.request("generator.config", {"rate": -3}, source="test"),

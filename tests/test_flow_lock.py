@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from flow_processes import reaped, start_flow
 
 # tests/ is on sys.path (pytest rootdir import)
 from test_flow_control import _env, _last_seq, _request, _wait
@@ -69,11 +70,6 @@ def _dataflow(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=180, check=False)
 
 
-def _start(db: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "ups", "dataflow", "--quiet", *args], env=_env(db),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
 def _generate(db: Path) -> None:
     subprocess.run([sys.executable, "-m", "ups", "generate", "--quiet"], env=_env(db), check=True, capture_output=True)
 
@@ -88,8 +84,8 @@ def _running_status(db: Path) -> dict | None:
 def test_one_flow_per_store_with_real_processes(tmp_path: Path) -> None:
     db = tmp_path / "ups.db"
     _generate(db)
-    first = _start(db)
-    try:
+    with reaped([start_flow(db)]) as procs:
+        first = procs[0]
         status = _wait(lambda: _running_status(db), 120, "the first flow to run")
         assert status["pid"] == first.pid
         refusal = f"a dataflow (pid {first.pid} on "
@@ -123,20 +119,10 @@ def test_one_flow_per_store_with_real_processes(tmp_path: Path) -> None:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
         assert flow_holder(tmp_path / "ups.state") is None
-        nxt = _start(db)
-        try:
-            _wait(lambda: _last_seq(db) > seq + 100, 120, "the next flow to append")
-            _request(db, "shutdown")
-            assert nxt.wait(timeout=60) == 0, nxt.stderr.read() if nxt.stderr else ""
-        finally:
-            if nxt.poll() is None:
-                nxt.kill()
-                nxt.wait()
-    finally:
-        if first.poll() is None:
-            first.send_signal(signal.SIGCONT)
-            first.kill()
-            first.wait()
+        procs.append(nxt := start_flow(db))
+        _wait(lambda: _last_seq(db) > seq + 100, 120, "the next flow to append")
+        _request(db, "shutdown")
+        assert nxt.wait(timeout=60) == 0, nxt.stderr.read() if nxt.stderr else ""
 
 
 @pytest.mark.slow
@@ -144,8 +130,8 @@ def test_a_running_cluster_holds_the_store_as_a_whole(tmp_path: Path) -> None:
     db = tmp_path / "ups.db"
     _generate(db)
     addresses = ";".join(f"127.0.0.1:{p}" for p in _free_ports(2))
-    cluster = [_start(db, "-i", str(i), "-a", addresses) for i in (1, 0)]  # process 1 first: it waits for 0
-    try:
+    # process 1 first: it waits for its process 0
+    with reaped([start_flow(db, "-i", str(i), "-a", addresses) for i in (1, 0)]) as cluster:
         start = _last_seq(db)
         _wait(lambda: _last_seq(db) > start + 200, 120, "the cluster to append")
         holder = flow_holder(tmp_path / "ups.state")
@@ -157,10 +143,5 @@ def test_a_running_cluster_holds_the_store_as_a_whole(tmp_path: Path) -> None:
         _request(db, "shutdown")
         for p in cluster:
             assert p.wait(timeout=120) == 0, p.stderr.read() if p.stderr else ""
-    finally:
-        for p in cluster:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
     assert flow_holder(tmp_path / "ups.state") is None
     assert _dataflow(db, "--max-events", "10").returncode == 0

@@ -73,7 +73,7 @@ def _same_graph(a: HeteroGraph, b: HeteroGraph) -> None:
             assert torch.equal(ea, eb)
 
 
-def test_incremental_update_equals_a_rebuild(tmp_path: Path) -> None:
+def test_incremental_update_equals_a_rebuild(tmp_path: Path, device: torch.device) -> None:
     history = random_events(seed=11, n_inter=600)
     later = random_events(seed=12, n_users=140, n_inter=400, start_seq=history[-1][0] + 1)  # new users too
     # a partial update, a re-registration and an unknown plan type among the later events
@@ -82,13 +82,13 @@ def test_incremental_update_equals_a_rebuild(tmp_path: Path) -> None:
         (s + 1, Event("u1", "user.updated", 2e9, "U3", None, {"plan_type": "新套餐", "monthly_fee": 99.0})),
         (s + 2, Event("u2", "call", 2e9, "U999", "U3", {"duration": 3.0})),
     ]
-    full = HeteroGraph(compact_min=100)
+    full = HeteroGraph(device, compact_min=100)
     full.apply_events(history + later)
 
-    inc = HeteroGraph(compact_min=100)  # small threshold: the CSR is both extended and compacted
+    inc = HeteroGraph(device, compact_min=100)  # small threshold: the CSR is both extended and compacted
     inc.apply_events(history)
     for e in inc.edges:  # build the CSRs before the update so the update has to extend them
-        inc.adjacency(e).in_degree(torch.arange(3))
+        inc.adjacency(e).in_degree(torch.arange(3, device=device))
     for i in range(0, len(later), 37):
         delta = inc.apply_events(later[i : i + 37])
         assert delta.events == len(later[i : i + 37])
@@ -155,24 +155,24 @@ def test_vocabulary_grows_and_unknown_values_fall_into_the_unknown_bucket() -> N
     assert np.isfinite(x.numpy()).all()
 
 
-def test_hidden_edges_leave_the_degree_features_as_if_they_were_removed() -> None:
+def test_hidden_edges_leave_the_degree_features_as_if_they_were_removed(device: torch.device) -> None:
     """A training step hides its supervision edges from the message passing; the degree features must
     then equal those of the graph without them, for every node and for any node subset (or the
     degree gives the hidden edge away)."""
     from graph_fixtures import random_graph
     from scoring.evaluate import with_edges
 
-    g = random_graph(seed=3)
+    g = random_graph(seed=3, device=device)
     gen = torch.Generator().manual_seed(0)
     hidden, keep = {}, {}
     for et in FORWARD_EDGE_TYPES:
         e = g.edges[et]
-        pick = torch.rand(len(e), generator=gen) < 0.3
+        pick = (torch.rand(len(e), generator=gen) < 0.3).to(device)
         hidden[et] = (e.src.view[pick], e.dst.view[pick])
         keep[et] = torch.nonzero(~pick).flatten()
     without = with_edges(g, keep)
     for t in NODE_TYPES:
         assert torch.equal(g.raw_features(t, hidden=hidden).degrees, without.raw_features(t).degrees)
-        idx = torch.randperm(g.num_nodes(t), generator=gen)[: g.num_nodes(t) // 2]  # unsorted subset
+        idx = torch.randperm(g.num_nodes(t), generator=gen)[: g.num_nodes(t) // 2].to(device)  # unsorted subset
         assert torch.equal(g.raw_features(t, idx, hidden).degrees, without.raw_features(t, idx).degrees)
     assert not torch.equal(g.raw_features("user").degrees, without.raw_features("user").degrees)

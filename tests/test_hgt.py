@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dataflow.generator import GeneratorConfig
-from graph_fixtures import settings_for, small_store
+from graph_fixtures import device_setting, settings_for, small_store
 from scoring.embed import embed_all
 from scoring.evaluate import evaluate, split_edges
 from scoring.graph import NODE_TYPES, build_graph
@@ -81,8 +81,8 @@ def test_short_training_lowers_the_loss_and_beats_the_untrained_model_and_the_de
 
 
 @pytest.mark.parametrize("mode", ["minibatch", "metis"])
-def test_minibatch_and_metis_modes_train(trained_db: Path, mode: str) -> None:
-    s = settings_for(trained_db, train_epochs=4, train_metis_part_users=80, train_max_steps=6, train_fanouts="5,3", train_batch_edges=256)
+def test_minibatch_and_metis_modes_train(trained_db: Path, mode: str, device: torch.device) -> None:
+    s = settings_for(trained_db, device=device_setting(device), train_epochs=4, train_metis_part_users=80, train_max_steps=6, train_fanouts="5,3", train_batch_edges=256)
     m = train_hgt(s, mode=mode, lr=0.02)
     assert m["mode"] == mode and len(m["loss_history"]) == 4
     assert m["loss_history"][-1] < m["loss_history"][0]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dataflow.generator import GeneratorConfig, MockGenerator
-from graph_fixtures import SMALL, random_model, settings_for, small_store
+from graph_fixtures import SMALL, device_setting, random_model, settings_for, small_store
 from scoring.embed import embed_all
 from scoring.graph import ATTRIBUTE_EVENTS, NODE_TYPES, RELATIONS, build_graph
 from scoring.model_io import register_model
@@ -88,8 +88,8 @@ def _drain(r: IncrementalRefresher, **kw: object) -> list[tuple]:
 
 
 @pytest.mark.parametrize("mode", ["layerwise", "sampled"])
-def test_events_refresh_exactly_the_affected_nodes_highest_priority_first(live_db: Path, mode: str) -> None:
-    s = settings_for(live_db)
+def test_events_refresh_exactly_the_affected_nodes_highest_priority_first(live_db: Path, mode: str, device: torch.device) -> None:
+    s = settings_for(live_db, device=device_setting(device))
     r = _running(s, mode=mode)
     assert len(r.queue) == 0 and r.model_version == 1  # stored embeddings of version 1 were loaded
     events = _append_live(live_db, 40)
@@ -118,7 +118,7 @@ def test_events_refresh_exactly_the_affected_nodes_highest_priority_first(live_d
     with torch.no_grad():
         full = r.model.embedder.embed_all(r.graph)
     for t, nid, vec, _, _ in rows:
-        np.testing.assert_allclose(vec, full[t][r.graph.nodes[t].index[nid]].numpy(), atol=1e-5 if mode == "sampled" else 1e-2)
+        np.testing.assert_allclose(vec, full[t][r.graph.nodes[t].index[nid]].cpu().numpy(), atol=1e-5 if mode == "sampled" else 1e-2)
     # the rows are what Embeddings.put_many takes; untouched nodes keep their stored embedding
     with EventStore(live_db) as store:
         with store.transaction() as conn:
@@ -127,12 +127,12 @@ def test_events_refresh_exactly_the_affected_nodes_highest_priority_first(live_d
         got = Embeddings(store.conn).get(t, nid)
         assert got is not None and got.seq == seq and np.allclose(got.vector, vec)
     st = r.status()
-    assert st["refresh_queue"] == 0 and st["refreshes_per_s"] > 0 and st["model_version"] == 1 and st["device"] == "cpu"
+    assert st["refresh_queue"] == 0 and st["refreshes_per_s"] > 0 and st["model_version"] == 1 and st["device"] == device.type
     r.close()
 
 
-def test_layerwise_refresh_with_a_current_cache_equals_the_full_forward(live_db: Path) -> None:
-    r = _running(settings_for(live_db), mode="layerwise", fanouts="all")
+def test_layerwise_refresh_with_a_current_cache_equals_the_full_forward(live_db: Path, device: torch.device) -> None:
+    r = _running(settings_for(live_db, device=device_setting(device)), mode="layerwise", fanouts="all")
     events = _append_live(live_db, 20)
     r.observe(events)
     r.run_full_pass()  # the cache is current for the updated graph (no rows: the nodes stay pending)
@@ -144,9 +144,9 @@ def test_layerwise_refresh_with_a_current_cache_equals_the_full_forward(live_db:
         full = r.model.embedder.embed_all(r.graph)
     assert {(t, nid) for t, nid, *_ in rows} == set(_affected(events))
     for t, nid, vec, _, _ in rows:
-        np.testing.assert_allclose(vec, full[t][r.graph.nodes[t].index[nid]].numpy(), atol=1e-5)
+        np.testing.assert_allclose(vec, full[t][r.graph.nodes[t].index[nid]].cpu().numpy(), atol=1e-5)
     # the cost is one hop: with a 2-layer model the sampled L-hop subgraph is larger
-    seeds = {"user": torch.arange(5)}
+    seeds = {"user": torch.arange(5, device=device)}
     from scoring.sampler import NeighborSampler
 
     assert r.sampler1.sample(seeds).num_nodes() < NeighborSampler(r.graph, [None, None]).sample(seeds).num_nodes()
@@ -185,9 +185,9 @@ def test_fresh_events_outrank_old_ones(live_db: Path) -> None:
 def _forward_at(db: Path, r: IncrementalRefresher, upto_seq: int) -> dict[tuple[str, str], np.ndarray]:
     """(type, id) -> the serving model's embedding from one forward of the graph rebuilt up to ``upto_seq``."""
     with EventStore(db) as store:
-        g = build_graph(store, upto_seq=upto_seq)
+        g = build_graph(store, upto_seq=upto_seq, device=r.device)
     with torch.no_grad():
-        out = r.model.embedder.embed_all(g)
+        out = {t: v.cpu() for t, v in r.model.embedder.embed_all(g).items()}
     return {(t, nid): out[t][i].numpy() for t in NODE_TYPES for i, nid in enumerate(g.nodes[t].ids)}
 
 
@@ -196,8 +196,8 @@ def _last_rows(rows: list[tuple]) -> dict[tuple[str, str], tuple]:
 
 
 @pytest.mark.parametrize("background", [False, True], ids=["steps_in_ticks", "background_thread"])
-def test_new_model_version_takes_over_after_a_full_pass(live_db: Path, background: bool) -> None:
-    r = _running(settings_for(live_db), model_poll_s=0.0, pass_chunk_edges=1000, budget=1000, pass_background=background)
+def test_new_model_version_takes_over_after_a_full_pass(live_db: Path, background: bool, device: torch.device) -> None:
+    r = _running(settings_for(live_db, device=device_setting(device)), model_poll_s=0.0, pass_chunk_edges=1000, budget=1000, pass_background=background)
     passes = r.full_refreshes
     assert r.maybe_reload_model() is False
     v2 = _register_random(live_db, seed=2)

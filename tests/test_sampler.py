@@ -11,12 +11,12 @@ from scoring.sampler import NeighborSampler, merge_subgraphs, parse_fanouts
 
 
 def _seeds(graph, k: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    return {t: torch.randperm(graph.num_nodes(t), generator=gen)[: min(k, graph.num_nodes(t))] for t in NODE_TYPES}
+    return {t: torch.randperm(graph.num_nodes(t), generator=gen)[: min(k, graph.num_nodes(t))].to(graph.device) for t in NODE_TYPES}
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3])
-def test_fanout_all_gives_the_full_graph_forward(layers: int) -> None:
-    g = random_graph(seed=1)
+def test_fanout_all_gives_the_full_graph_forward(layers: int, device: torch.device) -> None:
+    g = random_graph(seed=1, device=device)
     model = random_model(g, seed=2, layers=layers)
     with torch.no_grad():
         full = model(g)
@@ -32,8 +32,8 @@ def test_fanout_all_gives_the_full_graph_forward(layers: int) -> None:
         assert not torch.allclose(short["user"], full["user"][seeds["user"]], atol=1e-5)
 
 
-def test_layerwise_chunked_forward_equals_full_forward() -> None:
-    g = random_graph(seed=4)
+def test_layerwise_chunked_forward_equals_full_forward(device: torch.device) -> None:
+    g = random_graph(seed=4, device=device)
     model = random_model(g, seed=5)
     with torch.no_grad():
         full = model(g)
@@ -43,11 +43,11 @@ def test_layerwise_chunked_forward_equals_full_forward() -> None:
         torch.testing.assert_close(chunked[t], full[t], atol=1e-5, rtol=0)
 
 
-def test_sampled_subgraph_is_bounded_by_the_fanouts_and_puts_seeds_first() -> None:
-    g = random_graph(seed=6, n_inter=3000)
+def test_sampled_subgraph_is_bounded_by_the_fanouts_and_puts_seeds_first(device: torch.device) -> None:
+    g = random_graph(seed=6, device=device, n_inter=3000)
     fan = [3, 2]
     sampler = NeighborSampler(g, fan, seed=0)
-    seeds = {"user": torch.tensor([5, 0, 9, 5]), "app": torch.tensor([1])}
+    seeds = {"user": torch.tensor([5, 0, 9, 5], device=device), "app": torch.tensor([1], device=device)}
     sub = sampler.sample(seeds)
     assert sub.node_idx["user"][:3].tolist() == [5, 0, 9]  # de-duplicated, order kept
     assert sub.num_seeds == {"user": 3, "product": 0, "app": 1}
@@ -83,9 +83,9 @@ def test_sampled_subgraph_is_bounded_by_the_fanouts_and_puts_seeds_first() -> No
             assert torch.equal(sub.node_idx[et[2]][ei[1]], dst)
     # a high-degree node contributes at most `fanout` edges even though it has many more
     busiest = int(torch.argmax(g.nodes["app"].degree.view))
-    one = sampler.sample({"app": torch.tensor([busiest])})
+    one = sampler.sample({"app": torch.tensor([busiest], device=device)})
     uses = ("user", "uses", "app")
-    assert g.adjacency(uses).in_degree(torch.tensor([busiest])).item() > 5 * fan[0]
+    assert g.adjacency(uses).in_degree(torch.tensor([busiest], device=device)).item() > 5 * fan[0]
     assert 0 < int((one.edge_index[uses][1] == 0).sum()) <= fan[0]
 
 
@@ -131,10 +131,10 @@ def test_parse_fanouts() -> None:
 
 @pytest.mark.parametrize("fanout", [None, 3])
 @pytest.mark.parametrize("seed_types", [("user", "product", "app"), ("user",), ("app",)])
-def test_seed_only_layer_equals_the_conv_on_the_seeds(fanout: int | None, seed_types: tuple[str, ...]) -> None:
+def test_seed_only_layer_equals_the_conv_on_the_seeds(fanout: int | None, seed_types: tuple[str, ...], device: torch.device) -> None:
     """The layer-wise refresh computes HGT layers for the seeds only (``HGTModel.seed_layer``); over a
     1-hop sample it must give exactly what ``HGTConv`` gives those seeds."""
-    g = random_graph(seed=11, n_inter=2000)
+    g = random_graph(seed=11, device=device, n_inter=2000)
     model = random_model(g, seed=12, layers=2)
     gen = torch.Generator().manual_seed(13)
     seeds = {t: v for t, v in _seeds(g, 9, gen).items() if t in seed_types}

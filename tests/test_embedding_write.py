@@ -1,0 +1,39 @@
+"""Embeddings written in blocks: what is read back is what was written, in whatever order the ids come."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from storage.event_store import EventStore
+from storage.projections import Embeddings
+
+
+def test_a_block_reads_back_row_by_row_and_a_new_version_replaces_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    ids = [f"U{i:05d}" for i in rng.permutation(500)]
+    with EventStore(tmp_path / "e.db") as store:
+        for version in (1, 2):
+            vectors = rng.standard_normal((500, 16)).astype(np.float32)
+            seqs = rng.integers(1, 10_000, 500)
+            with store.transaction() as conn:
+                assert Embeddings(conn).put_block("user", ids, vectors, version, seqs) == 500
+            emb = Embeddings(store.conn)
+            assert emb.count("user") == 500
+            for i in (0, 17, 499):
+                row = emb.get("user", ids[i])
+                assert row is not None
+                assert np.array_equal(row.vector, vectors[i]) and row.model_version == version and row.seq == seqs[i]
+            got = emb.get_many("user", ids[:50])
+            assert all(np.array_equal(got[nid], vectors[i]) for i, nid in enumerate(ids[:50]))
+
+
+def test_a_block_whose_parts_disagree_is_refused(tmp_path: Path) -> None:
+    with EventStore(tmp_path / "e.db") as store:
+        with pytest.raises(ValueError, match="3 ids, 2 seqs"):
+            Embeddings(store.conn).put_block("user", ["a", "b", "c"], np.zeros((3, 4), np.float32), 1, np.zeros(2))
+        with pytest.raises(ValueError, match="shape"):
+            Embeddings(store.conn).put_block("user", ["a", "b"], np.zeros((3, 4), np.float32), 1, np.zeros(2))
+        assert Embeddings(store.conn).count() == 0
