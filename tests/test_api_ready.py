@@ -40,7 +40,7 @@ def test_requests_while_the_api_loads_get_503_with_retry_after(tmp_path: Path, s
     user = Profiles(conn).ids(limit=1)[0]
     conn.close()
     # two explanation workers (each imports torch and loads the models) make the loading last seconds here
-    srv = ups_api(db, UPS_EXPLAIN_WORKERS="2").start(timeout=180)
+    srv = ups_api(db, UPS_EXPLAIN_WORKERS="2").start(timeout=180, until_ready=False)
     try:
         base = srv.url
         refused: list[tuple[str, int, dict[str, str], Any]] = []

@@ -312,10 +312,20 @@ export async function api(path, { method = "GET", body, query, signal } = {}) {
       const got = await askToken(reason);
       if (got) continue;
     }
+    // the server is starting (scoring and explainer loading): it says when to ask again, and we do
+    const retryAfter = Number(resp.headers.get("Retry-After"));
+    if (resp.status === 503 && retryAfter > 0 && attempt < STARTUP_RETRIES) {
+      if (attempt === 0) toast(`${errorMessage(resp.status, data, path)} Retrying…`, "info", retryAfter * 1000);
+      await new Promise((resolve) => setTimeout(resolve, retryAfter * 1000));
+      continue;
+    }
     if (!resp.ok) throw new ApiError(resp.status, data, path);
     return data;
   }
 }
+
+/** How often a call refused while the server starts is retried (at its Retry-After, ~2 s: several minutes). */
+const STARTUP_RETRIES = 150;
 
 // ---------------------------------------------------------------- forms
 
