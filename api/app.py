@@ -31,13 +31,16 @@ from storage.projections import OpsHistory, Profiles
 from config.settings import Settings
 
 from . import metrics, routes_data, routes_graph, routes_jobs, routes_ops, routes_rules, routes_users, sse
-from .auth import admin_guard
+from .auth import admin_guard, check_token
+from .control_chars import EscapingFormatter, RefuseControlCharacters
+from .cross_site import CrossSiteGuard, SitePolicy
 from .context import AppContext
 from .errors import exception_handlers
 from .jobs import JobRunner
 from .openapi_ui import assets_router, swagger_plugin
 
 log = logging.getLogger("ups.api")
+LOG_FORMAT = "%(levelname)s - %(asctime)s - %(name)s - %(module)s - %(message)s"
 
 ROUTERS: tuple[ControllerRouterHandler, ...] = (
     routes_ops.router,
@@ -48,6 +51,7 @@ ROUTERS: tuple[ControllerRouterHandler, ...] = (
     routes_data.router,
     sse.router,
     metrics.metrics,
+    check_token,
 )
 
 
@@ -168,14 +172,14 @@ def create_app(
         dependencies={"ctx": Provide(_provide_ctx, sync_to_thread=False)},
         guards=[admin_guard],
         exception_handlers=exception_handlers(),
-        middleware=[metrics.MetricsMiddleware(http)],
+        middleware=[RefuseControlCharacters(), CrossSiteGuard(SitePolicy.of(settings)), metrics.MetricsMiddleware(http)],
         openapi_config=openapi,
         # strict: "5" is not a number and 0 is not a boolean (a body of the wrong shape is refused)
         plugins=[PydanticPlugin(validate_strict=True)],
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=settings.cors_origins) if settings.cors_origins else None,
         lifespan=[_lifespan(ctx)],
-        logging_config=LoggingConfig(loggers={
+        logging_config=LoggingConfig(formatters={"standard": {"()": EscapingFormatter, "format": LOG_FORMAT}}, loggers={
             "litestar": {"level": "INFO", "handlers": ["queue_listener"], "propagate": False},
             "shap": {"level": "WARNING"},  # Kernel SHAP logs every explanation's internals at INFO
         }),

@@ -1,4 +1,5 @@
-"""Admin token on mutating endpoints, and the refusal to listen beyond loopback without one."""
+"""Admin token on mutating endpoints (and a check of a token without changing anything), and the refusal
+to listen beyond loopback without one."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import hmac
 import ipaddress
 from typing import Any
 
+from litestar import Request, get
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
@@ -30,13 +32,24 @@ async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
     token: str | None = connection.app.state.ctx.settings.admin_token
     if not token or connection.scope.get("method") not in MUTATING:
         return
-    header = connection.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    if not _bearer_matches(connection, token):
         raise Unauthorized(
             "this endpoint changes the system: send 'Authorization: Bearer <UPS_ADMIN_TOKEN>'",
             headers={"WWW-Authenticate": 'Bearer realm="ups"'},
         )
+
+
+def _bearer_matches(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> bool:
+    scheme, _, given = connection.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+@get("/api/v1/auth/check", summary="Whether changes need the admin token, and whether the one sent is it")
+async def check_token(request: Request[Any, Any, Any]) -> dict[str, bool | None]:
+    """Lets a client (the console) tell a wrong token at once, without trying a change."""
+    token: str | None = request.app.state.ctx.settings.admin_token
+    sent = "authorization" in request.headers
+    return {"token_required": bool(token), "token_accepted": (_bearer_matches(request, token) if token and sent else None)}
 
 
 def is_loopback(host: str) -> bool:

@@ -40,14 +40,22 @@ class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        self._generation = 0  # bumped by reopen(): every thread's connection is then opened anew
         connect(path).close()  # create and migrate once, up front
 
     def conn(self) -> sqlite3.Connection:
         c: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if c is None:
+        if c is None or (self._local.generation != self._generation and not c.in_transaction):
+            if c is not None:
+                c.close()
             c = connect(self.path)
-            self._local.conn = c
+            self._local.conn, self._local.generation = c, self._generation
         return c
+
+    def reopen(self) -> None:
+        """Each thread opens a new connection at its next use outside a transaction (one opened while the
+        file was read-only stays read-only after the file becomes writable)."""
+        self._generation += 1
 
 
 class AppContext:
@@ -98,6 +106,12 @@ class AppContext:
 
                 self._scoring = ScoringService(self.settings)
             return self._scoring
+
+    def reopen_database(self) -> None:
+        """After the store could not be written: the next request works on fresh connections."""
+        self.db.reopen()
+        if self._scoring is not None:
+            self._scoring.reopen_store()
 
     def has_scoring(self) -> bool:
         return self._scoring is not None

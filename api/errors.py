@@ -8,6 +8,7 @@ logged with its traceback and answered with a JSON 500 that reveals nothing of t
 from __future__ import annotations
 
 import logging
+import sqlite3
 import re
 from http import HTTPStatus
 from typing import Any
@@ -17,6 +18,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.utils.scope.state import ScopeState
 from pydantic import BaseModel, Field, ValidationError
+
+from storage.db import unwritable_reason
 
 log = logging.getLogger("ups.api")
 
@@ -80,6 +83,34 @@ def _json(status: int, error: str, message: str, details: list[ErrorDetail] | No
           headers: dict[str, str] | None = None) -> Response[dict[str, Any]]:
     body = ErrorBody(status=status, error=error, message=message, details=details or [])
     return Response(body.model_dump(), status_code=status, headers=headers, media_type="application/json")
+
+
+async def send_error(send: Any, status: int, error: str, message: str) -> None:
+    """Answer with an error body straight from an ASGI middleware (before any route or handler runs)."""
+    body = ErrorBody(status=status, error=error, message=message).model_dump_json().encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def on_recursion(request: Request[Any, Any, Any], exc: RecursionError) -> Response[dict[str, Any]]:
+    """msgspec gives up on a deeply nested body with a RecursionError: the client's fault, not ours."""
+    if "deserializ" in str(exc):
+        return _json(400, "bad_request", "the JSON body is nested too deeply to read")
+    return on_unexpected(request, exc)
+
+
+def on_database(request: Request[Any, Any, Any], exc: sqlite3.Error) -> Response[dict[str, Any]]:
+    """A store that cannot be written (read-only file, full disk) is a 503 that names the cause, and the
+    next request tries again on fresh connections; any other database error is unexpected."""
+    reason = unwritable_reason(exc)
+    if reason is None:
+        return on_unexpected(request, exc)
+    ctx = request.app.state.ctx
+    ctx.reopen_database()
+    log.warning("the database %s cannot be written: %s", ctx.settings.db, reason)
+    return _json(503, "unavailable", f"the database {ctx.settings.db} cannot be written: {reason}; make the file "
+                 "and its folder writable or free disk space, then try again (nothing was changed)")
 
 
 def pydantic_details(err: ValidationError, prefix: str = "") -> list[ErrorDetail]:
@@ -193,18 +224,22 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
         ValidationException: on_validation,
         HTTPException: on_http,
         ScoringError: on_scoring,
+        RecursionError: on_recursion,
+        sqlite3.Error: on_database,
         Exception: on_unexpected,
     }
 
 
 _DESCRIPTIONS = {
-    400: "malformed request (e.g. a body that is not JSON)",
+    400: "malformed request (e.g. a body that is not JSON), or a Host name the server does not answer for",
     401: "UPS_ADMIN_TOKEN is set and the request lacks 'Authorization: Bearer <token>'",
+    403: "a change sent by a web page of another origin (not the server's own nor UPS_ALLOWED_ORIGINS)",
     404: "unknown id",
     409: "conflict: duplicate name, or a job of the same group is running",
     413: "request body larger than UPS_MAX_BODY_BYTES",
+    415: "a change whose body is not sent as application/json",
     422: "invalid parameter or body; details name each field and its problem",
-    503: "not ready (no trained model yet) or shutting down; the message says why",
+    503: "not ready (no trained model yet), shutting down, or the database cannot be written (read-only, full); the message says why",
 }
 
 
@@ -218,4 +253,4 @@ def responses(*codes: int) -> dict[int, ResponseSpec]:
 #: what every handler that takes parameters or a body can answer
 INVALID = (400, 422)
 #: what every mutating handler can answer besides
-MUTATION = (400, 401, 413, 422)
+MUTATION = (400, 401, 403, 413, 415, 422)

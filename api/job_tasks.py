@@ -33,19 +33,27 @@ def _part(progress: Progress, lo: float, hi: float) -> Progress:
     return report
 
 
+def train_fusion(settings: Settings, progress: Progress, *, samples: int, epochs: int, lr: float) -> dict[str, Any]:
+    """Fusion training with the oracle AUC when the store's dataset is the mock generator's."""
+    from dataflow.oracle import retention_oracle
+    from scoring.service import ScoringService
+
+    with ScoringService(settings) as svc:
+        return svc.train_fusion(samples=samples, epochs=epochs, lr=lr, progress=progress,
+                                oracle=retention_oracle(settings.db, settings))
+
+
 def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion_epochs: int,
                   train_ratio: float = 1.0) -> dict[str, Any]:
     """HGT training (on a share of the users), embeddings of every node, then the fusion layer: a usable
     model from scratch."""
     from scoring.embed import embed_all
-    from scoring.service import ScoringService
     from scoring.training import train_hgt
 
     hgt = train_hgt(settings, epochs=epochs, sample_ratio=train_ratio, progress=_part(progress, 0.0, 0.6))
     emb = embed_all(settings, sample_ratio=1.0, progress=_part(progress, 0.6, 0.8))
-    fusion = ScoringService(settings).train_fusion(
-        samples=0, epochs=fusion_epochs, lr=0.01, progress=_part(progress, 0.8, 1.0)
-    )
+    fusion = train_fusion(settings, _part(progress, 0.8, 1.0), samples=0, epochs=fusion_epochs,
+                          lr=settings.fusion_lr)
     return {"hgt": hgt, "embeddings": emb, "fusion": fusion}
 
 
@@ -53,7 +61,6 @@ def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress
                   graphs: GraphCache | None = None) -> dict[str, Any]:
     """The seed's RefreshOrchestrator: sampled or full graph; embeddings only, or retrain everything."""
     from scoring.embed import embed_all
-    from scoring.service import ScoringService
     from scoring.training import train_hgt
 
     t0 = time.time()
@@ -64,9 +71,8 @@ def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress
                                progress=_part(progress, 0.0, 0.55))
         out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=_part(progress, 0.55, 0.8),
                                       graphs=graphs)
-        out["fusion"] = ScoringService(settings).train_fusion(
-            samples=0, epochs=int(params["fusion_epochs"]), lr=0.01, progress=_part(progress, 0.8, 1.0)
-        )
+        out["fusion"] = train_fusion(settings, _part(progress, 0.8, 1.0), samples=0,
+                                     epochs=int(params["fusion_epochs"]), lr=settings.fusion_lr)
     else:
         out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=progress, graphs=graphs)
     out["node_counts"] = out["embeddings"].get("nodes")
@@ -78,12 +84,9 @@ def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress
 
 def fusion_train(settings: Settings, params: dict[str, Any], progress: Progress,
                  graphs: GraphCache | None = None) -> dict[str, Any]:
-    from scoring.service import ScoringService
-
     t0 = time.time()
-    metrics = ScoringService(settings).train_fusion(
-        samples=int(params["samples"]), epochs=int(params["epochs"]), lr=float(params["lr"]), progress=progress
-    )
+    metrics = train_fusion(settings, progress, samples=int(params["samples"]), epochs=int(params["epochs"]),
+                           lr=float(params["lr"]))
     return {"fusion": metrics, "duration_s": round(time.time() - t0, 3)}
 
 

@@ -52,7 +52,7 @@ def _command_handler(target: str, action: str, command: str) -> HTTPRouteHandler
     return post(
         f"/api/v1/operations/{target}/{action}",
         status_code=200,
-        responses=responses(401),
+        responses=responses(401, 403),
         summary=f"{action.capitalize()} {target} in the running dataflow; answers with the resulting state",
         description="state is 'applied' once the flow took it, or 'pending' when no flow runs yet.",
     )(handler)
@@ -70,7 +70,7 @@ def _record(ctx: AppContext, command: str, effect: str) -> None:
     OpsHistory(ctx.conn()).record(command, effect, source="api")
 
 
-@post("/api/v1/operations/rules/refresh", responses=responses(401, 503), status_code=200, sync_to_thread=True,
+@post("/api/v1/operations/rules/refresh", responses=responses(401, 403, 503), status_code=200, sync_to_thread=True,
       summary="Rebuild the rule structure from the rules projection and clear the explainer cache")
 def rules_refresh(ctx: Ctx) -> OpRecord:
     out = ctx.scoring().refresh_rules()  # also clears the explainer cache
@@ -83,7 +83,7 @@ def rules_refresh(ctx: Ctx) -> OpRecord:
     return OpRecord(command="rules.refresh", effect=effect)
 
 
-@post("/api/v1/operations/explainer/clear", responses=responses(401, 503), status_code=200, sync_to_thread=True,
+@post("/api/v1/operations/explainer/clear", responses=responses(401, 403, 503), status_code=200, sync_to_thread=True,
       summary="Clear the SHAP explainer cache (background and explanations)")
 def explainer_clear(ctx: Ctx) -> OpRecord:
     n = ctx.scoring().clear_cache()
@@ -113,7 +113,7 @@ async def _shutdown(ctx: AppContext, flow_was_alive: bool) -> None:
     ctx.stop_server()
 
 
-@post("/api/v1/operations/shutdown", responses=responses(401), status_code=202,
+@post("/api/v1/operations/shutdown", responses=responses(401, 403), status_code=202,
       summary="Stop jobs, stop the dataflow cleanly, then the API itself")
 async def shutdown(ctx: Ctx) -> Response[ShutdownOut]:
     ctx.shutting_down = True

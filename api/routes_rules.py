@@ -36,7 +36,7 @@ def update_rule(ctx: Ctx, name: RuleName, data: JSONBody[RuleUpdate]) -> dict[st
     return ctx.scoring().update_rule(name, data.model_dump(exclude_unset=True))
 
 
-@delete("/api/v1/rules/{name:str}", responses=responses(*INVALID, 401, 404, 503), status_code=200, sync_to_thread=True, summary="Delete a rule")
+@delete("/api/v1/rules/{name:str}", responses=responses(*INVALID, 401, 403, 404, 503), status_code=200, sync_to_thread=True, summary="Delete a rule")
 def delete_rule(ctx: Ctx, name: RuleName) -> dict[str, Any]:
     return ctx.scoring().delete_rule(name)
 

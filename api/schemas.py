@@ -82,7 +82,7 @@ class GraphRefreshIn(Request):
     graph_scope: Literal["full", "sampled"] = "full"
     sample_ratio: float = finite(0.01, 1.0, default=0.3, description="share of nodes when graph_scope=sampled")
     epochs: int = Field(5, ge=1, le=500, description="HGT epochs when mode=full_retrain")
-    fusion_epochs: int = Field(30, ge=1, le=10_000, description="fusion epochs after a full retrain")
+    fusion_epochs: int = Field(300, ge=1, le=10_000, description="fusion epochs after a full retrain")
 
     def resolved(self) -> dict[str, Any]:
         """The parameters the job runs with: a full graph is all of it (sample ratio 1), and the epochs
@@ -252,12 +252,15 @@ class OpRecord(BaseModel):
 
 class DataflowState(Open):
     alive: bool
-    state: str = Field(description="running | stopped | unknown")
+    state: str = Field(description="running | stopped | failed | unknown")
+    error: str | None = Field(None, description="why the flow failed (state failed): what is wrong and the way out")
     ingestion: str = "unknown"
     refresh: str = "unknown"
     events_per_s: float | None = None
     events_in: int | None = None
-    backlog: int | None = Field(None, description="events in the log the flow has not folded yet")
+    backlog: int | None = Field(
+        None, description="events in the log the profiles projection has not folded yet (running or not)"
+    )
     lag_s: float | None = None
     last_event_at: float | None = None
     refresh_queue: int | None = Field(None, description="nodes waiting for a refresh, the backfill included")

@@ -8,7 +8,8 @@ import sqlite3
 import time
 from typing import Any
 
-from storage.projections import Jobs, Models, OpsHistory, Status
+from dataflow.control import PROFILES_CHECKPOINT
+from storage.projections import Checkpoints, Jobs, Models, OpsHistory, Status
 
 from .schemas import DataflowState
 
@@ -46,19 +47,21 @@ def dataflow_state(conn: sqlite3.Connection, stale_after: float) -> DataflowStat
     """The flow is alive when it says it runs, its row is fresh, and (on this machine) its pid exists."""
     doc = Status(conn).get("dataflow")
     last_seq, last_ts = last_event(conn)
+    backlog = max(0, last_seq - Checkpoints(conn).get(PROFILES_CHECKPOINT))  # whether a flow runs or not
     if doc is None:
-        return DataflowState(alive=False, state="unknown", last_event_at=last_ts, backlog=None)
+        return DataflowState(alive=False, state="unknown", last_event_at=last_ts, backlog=backlog)
     age = max(0.0, time.time() - float(doc.get("updated_at") or 0))
     alive = doc.get("state") == "running" and age <= stale_after and _pid_alive(doc.get("pid"))
-    flow_seq = _int(doc.get("last_seq"))
+    state = str(doc.get("state", "unknown")) if alive or doc.get("state") != "running" else "stopped"
     return DataflowState(
         alive=alive,
-        state=str(doc.get("state", "unknown")) if alive or doc.get("state") != "running" else "stopped",
+        state=state,
+        error=str(doc["error"]) if state == "failed" and doc.get("error") else None,
         ingestion=str(doc.get("ingestion", "unknown")),
         refresh=str(doc.get("refresh", "unknown")),
         events_per_s=_num(doc.get("events_per_s")),
         events_in=_int(doc.get("events_in")),
-        backlog=max(0, last_seq - flow_seq) if flow_seq is not None else None,
+        backlog=backlog,
         lag_s=_num(doc.get("lag_s")),
         last_event_at=last_ts,
         refresh_queue=_int(doc.get("refresh_queue")),

@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--dim", type=int, default=32)
     ap.add_argument("--chunk", type=int, default=50_000)
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", metavar="PATH", type=Path, help="also write the figures as JSON")
     args = ap.parse_args()
     res = bench(args.rows, args.dim, args.chunk)
     print(f"{res['rows']:,} rows of dim {res['dim']}, one transaction per {args.chunk:,}; rows/s (rows per CPU-second)")
@@ -84,7 +84,7 @@ def main() -> None:
         print(f"{label:>6}: Embeddings.put_block {ups:>10,.0f} ({ups_c:>10,.0f})   raw executemany {raw:>10,.0f} "
               f"({raw_c:>10,.0f})   ratio {ups / raw:.2f}   (target >= {TARGET_ROWS_PER_S:,} rows/s: {verdict})")
     if args.json:
-        print(json.dumps(res))
+        args.json.write_text(json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":

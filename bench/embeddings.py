@@ -417,7 +417,7 @@ def main() -> None:
     device = resolve_device(s.device)
     print(f"device: {device} (UPS_DEVICE={s.device})", flush=True)
     skip = set(filter(None, args.skip.split(",")))
-    results: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
+    results: dict[str, Any] = {"device": device.type, "torch_threads": torch.get_num_threads()}
     if "forward" not in skip:
         results["forward"] = [bench_forward(int(n), s, device) for n in args.sizes.split(",")]
     if "train" not in skip:

@@ -14,6 +14,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,13 +35,13 @@ def _timed(fn: object) -> tuple[float, float]:
     return time.perf_counter() - t, time.process_time() - cpu
 
 
-def bench(db: Path, device: torch.device) -> dict[str, float]:
+def bench(db: Path, device: torch.device) -> dict[str, Any]:
     with EventStore(db) as store:  # (read-write: an older store is migrated on open)
         interactions = sum(n for t, n in store.counts_by_type().items() if t in RELATIONS)
         raw_wall, raw_cpu = _timed(lambda: store.conn.execute("SELECT seq, type, user_id, target_id, ts FROM events").fetchall())
         build_graph(store, device=device)  # warm-up: page cache, CUDA context
         wall, cpu = _timed(lambda: build_graph(store, device=device))
-    return {"interactions": interactions, "build_s": wall, "build_cpu_s": cpu, "raw_read_s": raw_wall,
+    return {"device": device.type, "interactions": interactions, "build_s": wall, "build_cpu_s": cpu, "raw_read_s": raw_wall,
             "raw_read_cpu_s": raw_cpu, "interactions_per_s": interactions / wall, "interactions_per_cpu_s": interactions / cpu}
 
 
@@ -48,7 +49,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=50_000)
     ap.add_argument("--db", type=Path, help="an existing store (default: generate one)")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", metavar="PATH", type=Path, help="also write the figures as JSON")
     args = ap.parse_args()
     device = resolve_device(Settings().device)
     with tempfile.TemporaryDirectory(prefix="bench-graph-") as tmp:
@@ -64,7 +65,7 @@ def main() -> None:
           f"bare row read of the same columns {r['raw_read_s']:.2f} s ({r['raw_read_cpu_s']:.2f} CPU-s)   "
           f"(target >= {TARGET_INTERACTIONS_PER_S / 1e6:.0f}M/s: {'OK' if rate >= TARGET_INTERACTIONS_PER_S else 'BELOW TARGET'})")
     if args.json:
-        print(json.dumps(r))
+        args.json.write_text(json.dumps(r, indent=2))
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@ per-dimension Kernel SHAP at 20 and 100 background rows, grouped exact), p50/p99
 
 Baselines measured in the same run: reading the user's profile and embedding (the floor under score), and
 one batched model evaluation of as many rows as Kernel SHAP evaluates (the floor under explain).
-Targets: score p99 <= 2 ms; uncached explain p99 <= 150 ms at 20 background rows.
+Targets: score p99 <= 2 ms; per-dimension explain at 20 background rows, uncached ("cold") p99 <= 150 ms,
+cached ("warm") p99 <= 5 ms. The machine's load (``uptime``) is printed with the figures.
 
-    python -m bench.scoring [--users 2000] [--dim 64] [--n 300] [--json]
+    python -m bench.scoring [--users 2000] [--dim 32] [--n 300] [--nsamples N] [--json]
 
 The embeddings are random vectors (latency does not depend on their values); the fusion is trained on
 the planted labels first so the model has its real shape.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -65,13 +67,21 @@ def row(name: str, ms: np.ndarray) -> dict[str, float]:
     return {"n": len(ms), "p50_ms": p50, "p90_ms": p90, "p99_ms": p99}
 
 
-def bench(users: int, dim: int, n: int) -> dict[str, Any]:
-    res: dict[str, Any] = {"load_avg_start": os.getloadavg()[0], "cpus": os.cpu_count()}
-    print(f"load average {res['load_avg_start']:.2f} on {res['cpus']} cpus (other work inflates p99)")
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def bench(users: int, dim: int, n: int, nsamples: int | None = None) -> dict[str, Any]:
+    res: dict[str, Any] = {"load_avg_start": os.getloadavg()[0], "cpus": os.cpu_count(), "uptime_start": uptime()}
+    print(f"{res['uptime_start']} on {res['cpus']} cpus (other work inflates p99)")
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.db"
+        t_build = time.perf_counter()
         build(db, users, dim)
-        s20 = Settings(db=db, explain_background=20)
+        extra = {} if nsamples is None else {"explain_nsamples": nsamples}
+        s20 = Settings(db=db, explain_background=20, **extra)
+        print(f"built {users:,} users in {time.perf_counter() - t_build:.0f} s; Kernel SHAP nsamples {s20.explain_nsamples}")
+        res["nsamples"] = s20.explain_nsamples
         with ScoringService(s20) as svc:
             trained = svc.train_fusion()
             print(f"fusion trained in {trained['seconds']:.1f} s on {trained['n_train']} users "
@@ -96,8 +106,8 @@ def bench(users: int, dim: int, n: int) -> dict[str, Any]:
                                               timed(lambda u: svc.explain(u, "grouped"), ids[m:2 * m]))
             # model floor: one batch as large as Kernel SHAP's (nsamples x background rows), same thread cap
             st = svc._current()
-            predict = FusionPredictor(st.model)
-            width = len(st.engine.names) + st.model.emb_dim + 1
+            predict = FusionPredictor(st.model, st.engine.weights)
+            width = predict.width
             rows = np.random.default_rng(0).normal(size=((s20.explain_nsamples or 2 * width + 2048) * 20, width))
             with ThreadLimit(s20.scoring_threads):
                 res["baseline_model_batch_bg20"] = row(f"baseline: one model batch of {len(rows):,} rows",
@@ -111,7 +121,7 @@ def bench(users: int, dim: int, n: int) -> dict[str, Any]:
             cold.append((time.perf_counter() - t) * 1000.0)
         res["explain_cold"] = row("explain cold (new service, first call)", np.array(cold))
 
-        with ScoringService(Settings(db=db, explain_background=100)) as svc:
+        with ScoringService(Settings(db=db, explain_background=100, **extra)) as svc:
             svc.explain(ids[0], "grouped")  # background built once
             k = min(n, 20)
             res["explain_per_dim_bg100"] = row("explain per-dimension, 100 bg rows, uncached",
@@ -119,23 +129,26 @@ def bench(users: int, dim: int, n: int) -> dict[str, Any]:
             res["explain_grouped_bg100"] = row("explain grouped exact, 100 bg rows, uncached",
                                                timed(lambda u: svc.explain(u, "grouped"), ids[k + 1:2 * k + 1]))
     res["load_avg_end"] = os.getloadavg()[0]
-    print(f"load average at the end {res['load_avg_end']:.2f}")
-    ok_score = res["score"]["p99_ms"] <= 2.0
-    ok_explain = res["explain_per_dim_bg20"]["p99_ms"] <= 150.0
-    print(f"target score p99 <= 2 ms: {res['score']['p99_ms']:.3f} ms {'OK' if ok_score else 'BELOW TARGET'}")
-    print(f"target uncached explain p99 <= 150 ms at 20 bg rows: {res['explain_per_dim_bg20']['p99_ms']:.1f} ms "
-          f"{'OK' if ok_explain else 'BELOW TARGET'}")
+    res["uptime_end"] = uptime()
+    print(f"at the end: {res['uptime_end']}")
+    base = res["baseline_read"]["p99_ms"]
+    for key, name, target in (("score", "score", 2.0), ("explain_per_dim_bg20", "explain cold (uncached)", 150.0),
+                              ("explain_warm", "explain warm (cached)", 5.0)):
+        p99 = res[key]["p99_ms"]
+        print(f"target {name} p99 <= {target:g} ms: {p99:.1f} ms ({p99 / base:.1f}x the profile+embedding read) "
+              f"{'OK' if p99 <= target else 'BELOW TARGET'}")
     return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=2000)
-    ap.add_argument("--dim", type=int, default=64, help="embedding dimension")
+    ap.add_argument("--dim", type=int, default=32, help="embedding dimension (the HGT writes 32 by default)")
     ap.add_argument("--n", type=int, default=300, help="users timed for score")
+    ap.add_argument("--nsamples", type=int, help="Kernel SHAP coalitions (default: UPS_EXPLAIN_NSAMPLES)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    res = bench(args.users, args.dim, args.n)
+    res = bench(args.users, args.dim, args.n, args.nsamples)
     if args.json:
         print(json.dumps(res))
 

@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 _FANOUTS = re.compile(r"^([1-9][0-9]*|all)(\s*,\s*([1-9][0-9]*|all))*$")
 _RANGE_TEXT = re.compile(r"^\s*(\d+)\s*:\s*(\d*)\s*$")
 
+#: shortest admin token accepted: a short one is guessed by trying
+MIN_TOKEN_CHARS = 16
 #: most edges of one relation a per-user range may ask for (the bound of events_per_user)
 MAX_EDGES_PER_USER = 10_000
 #: the per-user edge ranges of the mock history, one per relation (dataflow.generator.EDGE_RANGES)
@@ -103,12 +105,13 @@ class Settings(BaseSettings):
     # scoring: fusion training (issue 5)
     fusion_hidden: int = Field(32, ge=1, le=1024, description="hidden units of the fusion's embedding MLP")
     fusion_epochs: int = Field(300, ge=1, le=100_000, description="full-batch epochs of fusion training")
-    fusion_lr: float = Field(0.01, gt=0, le=10, description="Adam learning rate of fusion training")
+    fusion_lr: float = Field(0.03, gt=0, le=10, description="Adam learning rate of fusion training")
     fusion_weight_decay: float = Field(0.1, ge=0, le=100, description="L2 on the embedding-side weights")
     fusion_samples: int = Field(0, ge=0, description="labelled users to train on at most (0 = all)")
     fusion_test_share: float = Field(0.3, gt=0, lt=1, description="share of labelled users held out for AUC")
     fusion_val_share: float = Field(
-        0.0, ge=0, lt=1, description="share used for early stopping (0 = train to the regularised optimum)"
+        0.0, ge=0, lt=1,
+        description="share each training stage stops on (best log-loss), then refits with it; 0 = no early stop",
     )
     fusion_label: str = Field("churn", description="label.observed label trained on; score = P(label is 0)")
     fusion_embedding_dim: int = Field(
@@ -119,7 +122,9 @@ class Settings(BaseSettings):
     )
     # scoring: explanations and recommendations
     explain_nsamples: int = Field(
-        1024, ge=0, le=1_000_000, description="Kernel SHAP coalitions per explanation (0 = shap's 2·features + 2048)"
+        2048, ge=0, le=1_000_000,
+        description="Kernel SHAP coalitions per explanation (0 = shap's 2·features + 2048); 2048 keeps the "
+        "per-dimension top-5 the same on two sampling seeds for 95 % of users",
     )
     explain_background: int = Field(20, ge=1, le=1000, description="background users sampled for SHAP")
     explain_background_ids: list[str] = Field(
@@ -236,6 +241,13 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(
         None, description="when set, every mutating endpoint needs 'Authorization: Bearer <token>'"
     )
+    http_head_timeout: float = Field(
+        5.0, gt=0, le=300, description="a connection that sends no complete request head within this (s) is closed"
+    )
+    http_keep_alive_timeout: int = Field(5, ge=1, le=300, description="an idle keep-alive connection is closed after (s)")
+    http_max_connections: int = Field(
+        1000, ge=10, le=100_000, description="open connections at most; requests beyond are answered 503"
+    )
     rule_preview_timeout: float = Field(
         10.0, gt=0, le=600, description="longest a rule preview may evaluate its sample (s); past it: 422"
     )
@@ -244,6 +256,15 @@ class Settings(BaseSettings):
     warm_job_workers: bool = Field(
         True, description="start the graph and fusion job workers at API start (imports, the graph) rather than "
         "at their first job; they stay between jobs either way"
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
+        description="Host names the API answers for (JSON list; '*' any); the listen address is added. Guards "
+        "against DNS rebinding: list the names clients really use when serving beyond loopback",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="origins (scheme://host:port) besides the server's own whose pages may send changes",
     )
     explain_workers: int = Field(
         2, ge=0, le=32, description="processes computing explanations (0: threads of the API process)"
@@ -272,7 +293,7 @@ class Settings(BaseSettings):
 
     # ups up: initial model on an empty database, supervision
     bootstrap_epochs: int = Field(3, ge=1, le=1000, description="HGT epochs of the initial model `ups up` trains")
-    bootstrap_fusion_epochs: int = Field(30, ge=1, le=10_000, description="fusion epochs of the initial model")
+    bootstrap_fusion_epochs: int = Field(300, ge=1, le=10_000, description="fusion epochs of the initial model")
     bootstrap_train_users: int = Field(
         20_000, ge=100, le=5_000_000, description="the initial HGT trains on a sample of about this many users"
     )
@@ -281,6 +302,20 @@ class Settings(BaseSettings):
                                  "its URLs anyway (s)")
     restart_backoff: float = Field(2.0, ge=0, le=600, description="wait before restarting a crashed dataflow (s)")
     max_restarts: int = Field(5, ge=0, le=1000, description="dataflow restarts within 10 minutes before giving up")
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None  # unset (an empty variable is unset too)
+        if not v.strip():
+            raise ValueError("UPS_ADMIN_TOKEN is only whitespace; set a real token (16+ characters) or unset it")
+        if len(v) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"UPS_ADMIN_TOKEN has {len(v)} characters; use at least {MIN_TOKEN_CHARS} "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )
+        return v
 
     @field_validator("train_fanouts", "refresh_fanouts")
     @classmethod

@@ -146,6 +146,18 @@ class FlowControl:
         return "rejected", f"unknown command {command!r}; known: {', '.join(COMMANDS)}"
 
 
+def record_failure(db: Path, error: str, *, pid: int | None = None) -> None:
+    """The ``dataflow`` status row says the flow failed, and why (read by the API's /health); ``pid``:
+    the failed flow's process, when the caller is that process."""
+    with EventStore(db) as store, store.transaction() as conn:
+        status = Status(conn)
+        doc = {k: v for k, v in (status.get("dataflow") or {}).items() if k != "updated_at"}
+        doc.update(state="failed", error=error, failed_at=time.time())
+        if pid is not None:
+            doc["pid"] = pid
+        status.put("dataflow", doc)
+
+
 class Supervisor(threading.Thread):
     """Polls commands, writes the status row and checkpoints the WAL while the flow runs (one per process)."""
 

@@ -144,7 +144,8 @@ def build_live_flow(
 def mock_source(settings: Settings, control: FlowControl, max_events: int | None = None) -> MockSource:
     gen = MockGenerator(GeneratorConfig.from_settings(settings))
     return MockSource(
-        gen, control, max_events=max_events, batch_size=settings.batch_size, base_ts=settings.live_base_ts
+        gen, control, max_events=max_events, batch_size=settings.batch_size, base_ts=settings.live_base_ts,
+        db=settings.db,
     )
 
 

@@ -352,6 +352,8 @@ class MockGenerator:
         self.pop = Population(cfg)
         self.cat = Catalogue(cfg)
         self.tag = cfg.tag
+        #: live event ids are this prefix and the stream index
+        self.live_prefix = f"{cfg.tag}-l"
 
     # ------------------------------------------------------------------ base tables
 
@@ -533,7 +535,7 @@ class MockGenerator:
         inter = self._interactions(rng, users)
         new_user = rng.random(LIVE_CHUNK) < cfg.new_user_share
         out: list[Event] = []
-        append, make, tag = out.append, self._make_event, self.tag
+        append, make, prefix = out.append, self._make_event, self.live_prefix
         # plain Python lists: indexing numpy arrays per event costs more than the event itself
         types, target, value = inter["type"].tolist(), inter["target"].tolist(), inter["value"].tolist()
         user_list, fresh = users.tolist(), new_user.tolist()
@@ -541,7 +543,7 @@ class MockGenerator:
         for k in range(LIVE_CHUNK):
             index = first + k
             ts = round(base_ts + index / nominal_rate, 3)
-            eid = f"{tag}-l{index}"
+            eid = f"{prefix}{index}"
             if fresh[k]:
                 # a brand-new subscriber; id derived from the index so it is pure too
                 uid = user_id(cfg.users + index)

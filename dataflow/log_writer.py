@@ -188,6 +188,12 @@ def _append(
     rejected = [(Event(*rows[k]) if kind == EVENTS else raws[k], outcomes[k]) for k in dropped]
     with store.transaction():
         res = store.append(good)
+        # an event whose id is in the log with other content is not appended: kept as a dead letter
+        if res.conflicts:
+            at = {id(o): k for k, o in enumerate(outcomes) if type(o) is Event}
+            rejected.extend(
+                (e, f"{unit} {lines[at[id(e)]]}: {why}" if lines is not None else why) for e, why in res.conflicts
+            )
         if rejected:
             store.add_dead_letters(rejected, origin)
     changed: dict[int, Any] = {}

@@ -1,9 +1,10 @@
-"""Running the flows as a process: recovery directory, signals, supervisor, worker count; and replay."""
+"""Running the flows as a process: the store's lock, recovery state, signals, supervisor, worker count; and replay."""
 
 from __future__ import annotations
 
 import gc
-import json
+import logging
+import os
 import signal
 import threading
 import time
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from bytewax.inputs import FixedPartitionedSource
-from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 from bytewax.testing import run_main
 
@@ -23,45 +23,22 @@ from scoring.rule_store import CHECKPOINT as RULES_CHECKPOINT
 from storage.event_store import EventStore
 from storage.projections import Checkpoints
 
-from .control import PROFILES_CHECKPOINT, FlowControl, Supervisor
-from .flow import AttachRefresh, build_live_flow, build_replay_flow, jsonl_source, kafka_source, mock_source
+from .control import PROFILES_CHECKPOINT, FlowControl, Supervisor, record_failure
+from .errors import FlowConfigError
+from .flow import (
+    AttachRefresh,
+    build_live_flow,
+    build_replay_flow,
+    jsonl_source,
+    kafka_source,
+    mock_source,
+)
 from .flow_lock import FlowLock, FlowLocked
 from .kafka_source import KafkaUnavailable
+from .recovery_dir import ensure_recovery
+from .recovery_dir import reset_recovery as reset_recovery_dir
 
-_META = "ups-flow.json"
-
-
-class FlowConfigError(ValueError):
-    """The run cannot start as asked (e.g. recovery state made with other settings)."""
-
-
-def ensure_recovery(settings: Settings, *, create: bool = True) -> RecoveryConfig:
-    """Bytewax recovery partitions under ``state_dir/recovery`` (made when missing), checked against
-    the settings that shape the flow's state. In a cluster only process 0 creates them (``create``);
-    the others wait for them."""
-    rdir = settings.recovery_dir
-    meta_path = rdir / _META
-    meta = {"profile_shards": settings.profile_shards}
-    parts = sorted(rdir.glob("part-*.sqlite3")) if rdir.is_dir() else []
-    deadline = time.monotonic() + 60
-    while not create and not meta_path.exists():
-        if time.monotonic() > deadline:
-            raise FlowConfigError(f"no recovery partitions appeared in {rdir}; is process 0 running?")
-        time.sleep(0.1)
-    if not parts and create:
-        rdir.mkdir(parents=True, exist_ok=True)
-        init_db_dir(rdir, settings.recovery_partitions)  # what `python -m bytewax.recovery DIR N` does
-        tmp = meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta))
-        tmp.replace(meta_path)  # written last: its presence says the partitions are ready
-    elif meta_path.exists():
-        saved = json.loads(meta_path.read_text())
-        if saved.get("profile_shards") != settings.profile_shards:
-            raise FlowConfigError(
-                f"the recovery state in {rdir} was made with UPS_PROFILE_SHARDS={saved.get('profile_shards')}, "
-                f"not {settings.profile_shards}; use that value, or delete {rdir} to start the flow afresh"
-            )
-    return RecoveryConfig(rdir)
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -138,6 +115,17 @@ def holding_store(
         lock.release()
 
 
+@contextmanager
+def _failure_recorded(db: Path, speaks: bool) -> Iterator[None]:
+    """A run that fails leaves the status row saying so, and why (``speaks``: process 0 of a cluster)."""
+    try:
+        yield
+    except Exception as err:
+        if speaks:
+            record_failure(db, str(err) or type(err).__name__, pid=os.getpid())
+        raise
+
+
 def make_ingest(
     settings: Settings,
     control: FlowControl,
@@ -184,16 +172,23 @@ def run_dataflow(
     ingest: FixedPartitionedSource[Any, Any] | None = None,
     control: FlowControl | None = None,
     on_status: Callable[[dict[str, Any]], None] | None = None,
+    reset_recovery: bool = False,
 ) -> RunSummary:
     """Run the live flow until its input ends, a ``shutdown`` command, or SIGINT/SIGTERM; the whole
-    run holds the store's writer lock (:mod:`dataflow.flow_lock`)."""
-    with holding_store(settings, process_id=process_id, addresses=addresses):
+    run holds the store's writer lock (:mod:`dataflow.flow_lock`). ``reset_recovery`` sets the recovery
+    state aside first (:func:`dataflow.recovery_dir.reset_recovery`)."""
+    with (
+        holding_store(settings, process_id=process_id, addresses=addresses),
+        _failure_recorded(settings.db, not process_id),
+    ):
         control = control or FlowControl(rate=settings.live_rate, delay=settings.live_delay)
         control.workers = workers * (len(addresses) if addresses else 1)
         if ingest is None:
             ingest = make_ingest(settings, control, source, path=path, follow=follow, max_events=max_events)
-        flow = build_live_flow(settings, ingest, control, attach_refresh=attach_refresh)
+        if reset_recovery and (aside := reset_recovery_dir(settings)) is not None:
+            log.warning("recovery state set aside in %s; the flow's state is rebuilt from the event log", aside)
         recovery = ensure_recovery(settings, create=not process_id) if settings.recovery else None
+        flow = build_live_flow(settings, ingest, control, attach_refresh=attach_refresh)
         with EventStore(settings.db) as store:
             seq0 = store.last_seq()
         supervisor = Supervisor(

@@ -150,7 +150,11 @@ class MockSource(FixedPartitionedSource[IngestBatch, MockCursor]):
     """The mock live stream (one partition), paced at ``control.rate`` events/s.
 
     ``max_events`` makes it finite (tests, benchmarks); ``base_ts`` fixes the event-time base of a fresh
-    stream (default: now), so two runs can produce identical events."""
+    stream (default: now), so two runs can produce identical events.
+
+    Without a recovery snapshot (a first start, a deleted or reset recovery state, recovery off) the
+    stream continues after its newest event in the log ``db``, if any: started again from index 0 it
+    would emit only events the log already holds, every one a duplicate, and append nothing."""
 
     PART = "mock"
 
@@ -162,8 +166,10 @@ class MockSource(FixedPartitionedSource[IngestBatch, MockCursor]):
         max_events: int | None = None,
         batch_size: int = 2000,
         base_ts: float | None = None,
+        db: Path | None = None,
     ) -> None:
         self.gen = gen
+        self.db = db
         self.control = control
         self.max_events = max_events
         self.batch_size = batch_size
@@ -173,10 +179,23 @@ class MockSource(FixedPartitionedSource[IngestBatch, MockCursor]):
         return [self.PART]
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[MockCursor]) -> _MockPartition:
-        cursor = resume_state or MockCursor(
+        cursor = resume_state or self._cursor_from_log() or MockCursor(
             0, self.base_ts if self.base_ts is not None else time.time(), self.control.rate
         )
         return _MockPartition(self.gen, self.control, cursor, self.max_events, self.batch_size)
+
+
+    def _cursor_from_log(self) -> MockCursor | None:
+        """The cursor just after the stream's newest event in the log, on the same timeline."""
+        if self.db is None or not self.db.exists():
+            return None
+        prefix = self.gen.live_prefix
+        with EventStore(self.db, readonly=True) as store:
+            newest = store.newest_with_id_prefix(prefix)
+        if newest is None or not newest[0][len(prefix):].isdigit():
+            return None
+        index, rate = int(newest[0][len(prefix):]), self.control.rate
+        return MockCursor(index + 1, newest[1] - index / rate, rate)
 
 
 # ---------------------------------------------------------------------------------- JSON lines file

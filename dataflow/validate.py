@@ -12,7 +12,7 @@ from pydantic_core import SchemaValidator, from_json
 from typing_extensions import TypedDict
 
 from storage import events as ev
-from storage.events import Event, InvalidEvent, validate_event
+from storage.events import SOURCE_TYPES, Event, InvalidEvent, validate_event
 
 from .sources import IngestBatch
 
@@ -103,7 +103,8 @@ class Checked:
 
 def validate_items(items: list[Any], lines: list[int] | None = None, unit: str = "line") -> list[Event | str]:
     """Each item's outcome, in input order: its Event, or the reason it is refused (with its position,
-    e.g. "line 7: " or "offset 7: ", when ``lines`` are given)."""
+    e.g. "line 7: " or "offset 7: ", when ``lines`` are given). Only :data:`storage.events.SOURCE_TYPES`
+    are accepted: this is the check of everything an ingestion source brings."""
     try:
         # the usual batch: only high-volume types, all valid, checked in one call
         return _events(_MANY.validate_python([x if type(x) is dict else _as_dict(x) for x in items]))
@@ -112,7 +113,13 @@ def validate_items(items: list[Any], lines: list[int] | None = None, unit: str =
     out: list[Event | str] = []
     for k, raw in enumerate(items):
         try:
-            out.append(check_event(raw))
+            event = check_event(raw)
+            if event.type not in SOURCE_TYPES:
+                raise InvalidEvent(
+                    f"type: {event.type} events may not come from an ingestion source (only subscriber and "
+                    "catalogue events); rules, operations and models are changed through the API or the CLI", raw,
+                )
+            out.append(event)
         except InvalidEvent as err:
             out.append((f"{unit} {lines[k]}: " if lines is not None else "") + err.reason)
     return out

@@ -1,10 +1,15 @@
-"""SHAP explanations of the fused score (the seed's ``ExplainerService``), with ``shap.KernelExplainer``.
+"""SHAP explanations of the fused score, with ``shap.KernelExplainer``.
 
-The explained function is the fused model's prediction over ``[h_rule, h_nn, f_rule]``: features are the
-rule names, ``emb_0 … emb_{d-1}`` and ``rule_score``. Two modes:
+The explained function is the fused score over one row of features: the rule indicators (1 = fired),
+the profile's numbers (raw values: a fee in CNY, months, counts) and the embedding's dimensions. The
+rule score is not a feature of its own: the predictor sums the weights of the indicators it is given,
+so a rule's contribution holds its share of the rule score as well as its indicator, and since the
+score is monotone in every rule (see ``fusion``), a fired rule with a positive weight never lowers it.
+Rules with weight 0 cannot change the score and are left out of the game (contribution exactly 0).
 
 * ``per_dimension`` — Kernel SHAP over every feature, ``nsamples`` coalitions (sampled when there are many);
-* ``grouped`` — the whole embedding is one feature, "graph embedding"; with few features Kernel SHAP
+* ``grouped`` — each rule alone, the profile's numbers as one feature ("profile numbers") and the whole
+  embedding as one ("graph embedding"): where the score comes from. With few features Kernel SHAP
   enumerates every coalition, and the weighted regression over all coalitions *is* the exact Shapley value.
 
 Both satisfy additivity: ``base_value + Σ contributions = prediction`` (Kernel SHAP constrains it).
@@ -20,20 +25,29 @@ import shap
 from shap.utils._legacy import DenseData
 
 from .fusion import FusionCore
+from .profile_features import LABELS as PROFILE_LABELS
+from .profile_features import NAMES as PROFILE_NAMES
 
-RULE_SCORE = "rule_score"
 EMBEDDING_GROUP = "graph embedding"
+PROFILE_GROUP = "profile numbers"
 Mode = Literal["per_dimension", "grouped"]
 MODES: tuple[str, ...] = ("per_dimension", "grouped")
+Kind = Literal["rule", "profile", "embedding"]
 
 
 def feature_names(rule_names: tuple[str, ...], emb_dim: int) -> list[str]:
-    return [*rule_names, *(f"emb_{i}" for i in range(emb_dim)), RULE_SCORE]
+    return [*rule_names, *PROFILE_NAMES, *(f"emb_{i}" for i in range(emb_dim))]
+
+
+def feature_kind(name: str, rule_names: tuple[str, ...]) -> Kind:
+    if name in rule_names:
+        return "rule"
+    return "profile" if name in PROFILE_LABELS else "embedding"
 
 
 @dataclass(slots=True)
 class Background:
-    """Rows of ``[h_rule, h_nn, f_rule]`` the contributions are measured against."""
+    """Rows of ``[h_rule, profile, h_nn]`` the contributions are measured against."""
 
     matrix: np.ndarray
     source: Literal["configured", "sample", "zeros"]
@@ -53,17 +67,35 @@ class Background:
 
 
 class FusionPredictor:
-    """The fused score as a function of feature rows (what Kernel SHAP calls)."""
+    """The fused score as a function of feature rows ``[h_rule, profile, h_nn]`` (raw values; with
+    ``standardised`` the profile and embedding columns are already in the model's standardised units)."""
 
-    def __init__(self, model: FusionCore) -> None:
+    def __init__(self, model: FusionCore, rule_weights: np.ndarray) -> None:
         self.fusion = model.serving()
         self.n_rules = len(model.rule_structure)
+        self.n_profile = len(PROFILE_NAMES)
         self.emb_dim = model.emb_dim
+        self.rule_weights = np.asarray(rule_weights, dtype=np.float64).reshape(self.n_rules)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32).reshape(-1, self.n_rules + self.emb_dim + 1)
-        r, e = self.n_rules, self.n_rules + self.emb_dim
-        return self.fusion.predict(x[:, :r], x[:, r:e], x[:, e])["score"].astype(np.float64)
+    @property
+    def width(self) -> int:
+        return self.n_rules + self.n_profile + self.emb_dim
+
+    def __call__(self, x: np.ndarray, standardised: bool = False) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64).reshape(-1, self.width)
+        r, p = self.n_rules, self.n_rules + self.n_profile
+        f_rule = x[:, :r] @ self.rule_weights
+        if standardised:
+            return self.fusion.predict_standardised(x[:, r:p], x[:, p:], f_rule)["score"].astype(np.float64)
+        return self.fusion.predict(x[:, r:p], x[:, p:], f_rule)["score"].astype(np.float64)
+
+    def standardise(self, rows: np.ndarray) -> np.ndarray:
+        """Raw feature rows in the model's units: Kernel SHAP then evaluates no log or scaling per coalition.
+        Shapley values do not change (each feature is mapped one to one, the same map in every row)."""
+        rows = np.asarray(rows, dtype=np.float64).reshape(-1, self.width)
+        r, p = self.n_rules, self.n_rules + self.n_profile
+        x, z = self.fusion.standardise(rows[:, r:p], rows[:, p:])
+        return np.hstack([rows[:, :r], x, z]).astype(np.float64)
 
 
 @dataclass(slots=True)
@@ -78,56 +110,83 @@ class Explanation:
 class Explainer:
     """Explains one feature row at a time against a fixed background."""
 
-    def __init__(self, model: FusionCore, background: Background, nsamples: int = 0, max_exact_groups: int = 12):
-        self.predict = FusionPredictor(model)
+    def __init__(self, model: FusionCore, rule_weights: np.ndarray, background: Background, nsamples: int = 0,
+                 max_exact_groups: int = 12):
+        self.predict = FusionPredictor(model, rule_weights)
         self.rule_names = tuple(model.rule_names)
         self.names = feature_names(self.rule_names, model.emb_dim)
         self.background = background
         self.nsamples = nsamples
         self.max_exact_groups = max_exact_groups
-        r = len(self.rule_names)
-        self.groups: list[tuple[str, np.ndarray]] = [
-            *((name, np.array([i])) for i, name in enumerate(self.rule_names)),
-            (EMBEDDING_GROUP, np.arange(r, r + model.emb_dim)),
-            (RULE_SCORE, np.array([r + model.emb_dim])),
-        ]
+        r, p = len(self.rule_names), len(self.rule_names) + len(PROFILE_NAMES)
+        # a rule of weight 0 moves nothing: not a player (its contribution is 0 by the dummy axiom)
+        self.players = [i for i in range(len(self.names)) if i >= r or self.predict.rule_weights[i] != 0]
+        self.r, self.p = r, p
 
-    def row(self, h_rule: np.ndarray, h_nn: np.ndarray, f_rule: float) -> np.ndarray:
-        return np.concatenate([h_rule, h_nn, [f_rule]]).astype(np.float64)
+    @property
+    def groups(self) -> list[tuple[str, np.ndarray]]:
+        """Grouped mode's features: columns of the players' matrix (see :meth:`_game`)."""
+        at = {col: j for j, col in enumerate(self.players)}
+        rules = [(self.names[i], np.array([at[i]])) for i in self.players if i < self.r]
+        return [*rules, (PROFILE_GROUP, np.array([at[i] for i in range(self.r, self.p)])),
+                (EMBEDDING_GROUP, np.array([at[i] for i in range(self.p, len(self.names))]))]
+
+    def row(self, h_rule: np.ndarray, profile: np.ndarray, h_nn: np.ndarray) -> np.ndarray:
+        return np.concatenate([h_rule, profile, h_nn]).astype(np.float64)
 
     def explain(self, x: np.ndarray, mode: Mode) -> Explanation:
         if mode == "grouped":
             return self._grouped(x)
         return self._per_dimension(x)
 
+    def _game(self, x: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+        """The score as a function of the players' columns only, the others held at the user's values
+        (they cannot move it, so no value changes), with the background and the row restricted to them."""
+        cols = np.array(self.players)
+        xs = self.predict.standardise(x)[0]
+        bg = self.predict.standardise(self.background.matrix)
+        if len(cols) == len(self.names):
+            return lambda rows: self.predict(rows, standardised=True), bg, xs
+
+        def predict(rows: np.ndarray) -> np.ndarray:
+            full = np.tile(xs, (len(rows), 1))
+            full[:, cols] = rows
+            return self.predict(full, standardised=True)
+
+        return predict, bg[:, cols], xs[cols]
+
     def _per_dimension(self, x: np.ndarray) -> Explanation:
+        names = [self.names[i] for i in self.players]
+        f, bg, xp = self._game(x)
         # a fresh KernelExplainer per call: explain() keeps per-call state on the object (not thread-safe)
-        kx = shap.KernelExplainer(self.predict, self.background.matrix, feature_names=self.names)
-        m = len(self.names)
+        kx = shap.KernelExplainer(f, bg, feature_names=names)
+        m = len(names)
         ns = self.nsamples or 2 * m + 2048
-        phi = np.asarray(kx.shap_values(x[None, :], nsamples=ns, l1_reg=False, silent=True)).reshape(-1)
+        phi = np.asarray(kx.shap_values(xp[None, :], nsamples=ns, l1_reg=False, silent=True)).reshape(-1)
         exact = m <= 30 and ns >= 2**m - 2
-        return self._result(kx, x, list(zip(self.names, phi.tolist())), exact, ns)
+        return self._result(kx, x, dict(zip(names, phi.tolist())), exact, ns)
 
     def _grouped(self, x: np.ndarray) -> Explanation:
-        names = [g for g, _ in self.groups]
-        data = DenseData(self.background.matrix, names, [cols for _, cols in self.groups])
-        kx = shap.KernelExplainer(self.predict, data)
+        groups = self.groups
+        names = [g for g, _ in groups]
+        f, bg, xp = self._game(x)
+        kx = shap.KernelExplainer(f, DenseData(bg, names, [cols for _, cols in groups]))
         k = len(names)
         exact = k <= self.max_exact_groups
         # with every coalition enumerated (2^k - 2 besides the empty and full ones) the answer is exact
         ns = 2**k if exact else (self.nsamples or 2 * k + 2048)
-        phi = np.asarray(kx.shap_values(x[None, :], nsamples=ns, l1_reg=False, silent=True)).reshape(-1)
-        return self._result(kx, x, list(zip(names, phi.tolist())), exact, min(ns, 2**k - 2))
+        phi = np.asarray(kx.shap_values(xp[None, :], nsamples=ns, l1_reg=False, silent=True)).reshape(-1)
+        return self._result(kx, x, dict(zip(names, phi.tolist())), exact, min(ns, 2**k - 2))
 
-    def _result(
-        self, kx: shap.KernelExplainer, x: np.ndarray, contrib: list[tuple[str, float]], exact: bool, ns: int
-    ) -> Explanation:
+    def _result(self, kx: shap.KernelExplainer, x: np.ndarray, phi: dict[str, float], exact: bool,
+                ns: int) -> Explanation:
+        names = [*self.rule_names, PROFILE_GROUP, EMBEDDING_GROUP] if EMBEDDING_GROUP in phi else self.names
+        contrib = [(n, float(phi.get(n, 0.0))) for n in names]
         return Explanation(float(kx.expected_value), float(self.predict(x)[0]), contrib, exact, ns)
 
 
-def top_contributions(contrib: list[tuple[str, float]], k: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def top_contributions(contrib: list[dict[str, Any]], k: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The k largest positive and the k most negative contributions."""
-    pos = sorted((c for c in contrib if c[1] > 0), key=lambda c: -c[1])[:k]
-    neg = sorted((c for c in contrib if c[1] < 0), key=lambda c: c[1])[:k]
-    return [{"feature": f, "value": v} for f, v in pos], [{"feature": f, "value": v} for f, v in neg]
+    pos = sorted((c for c in contrib if c["value"] > 0), key=lambda c: -c["value"])[:k]
+    neg = sorted((c for c in contrib if c["value"] < 0), key=lambda c: c["value"])[:k]
+    return pos, neg

@@ -314,7 +314,10 @@ class GraphEmbedder(nn.Module):
         h_local = self.hgt.inputs(x)
         h0_seed = {t: h_local[t][: n_seed[t]] for t in NODE_TYPES}
         new_states: list[dict[str, Tensor]] = []
-        one_hop = all(bool((ei[1] < n_seed[et[2]]).all()) for et, ei in sub.edge_index.items() if ei.numel())
+        # a 1-hop sampler only samples edges into the seeds: no need to check (each check is a CUDA sync)
+        one_hop = len(sampler.fanouts) == 1 or all(
+            bool((ei[1] < n_seed[et[2]]).all()) for et, ei in sub.edge_index.items() if ei.numel()
+        )
         sources = (
             {et: torch.unique(ei[0], return_inverse=True) for et, ei in sub.edge_index.items() if ei.shape[1]}
             if one_hop else None
@@ -349,6 +352,23 @@ class GraphEmbedder(nn.Module):
         "all" subgraph of the chunk), so memory is bounded by the chunk, not the graph. ``keep``
         receives the hidden states after each layer but the last."""
         self.encoder.bind(graph)
+        wide = device_chunk_edges(graph.device, self.hgt.config.hidden, chunk_edges)
+        if wide > chunk_edges:
+            try:
+                return self._embed_all(graph, wide, progress, keep)
+            except torch.OutOfMemoryError:  # the estimate was short: the configured size is known to fit
+                torch.cuda.empty_cache()
+                if keep is not None:
+                    keep.clear()
+        return self._embed_all(graph, chunk_edges, progress, keep)
+
+    def _embed_all(
+        self,
+        graph: HeteroGraph,
+        chunk_edges: int,
+        progress: Callable[[float, str], None] | None,
+        keep: list[dict[str, Tensor]] | None,
+    ) -> dict[str, Tensor]:
         if graph.num_edges() <= chunk_edges and keep is None:
             return self.forward(graph)
         node_chunk = max(1, chunk_edges // 4)
@@ -380,6 +400,23 @@ class GraphEmbedder(nn.Module):
             if keep is not None and i < len(self.hgt.convs) - 1:
                 keep.append(h)
         return self.hgt.outputs(h, h0)
+
+
+#: bytes of CUDA memory one edge of a layer takes, per hidden unit, with room to spare: HGTConv gathers
+#: a key, query and value row per edge, weighs and sums the messages (a few hidden-sized rows each)
+_BYTES_PER_EDGE_PER_HIDDEN = 64
+
+
+def device_chunk_edges(device: torch.device, hidden: int, configured: int, share: float = 0.5, cap: int | None = None) -> int:
+    """Edges per chunk of a layer-wise forward on ``device``: the configured size on the CPU (it bounds
+    memory), on CUDA as many as ``share`` of the free memory holds (at most ``cap``), since each chunk
+    costs a sampling pass of small kernels and host synchronisations, which dominate a GPU forward in
+    small chunks, and the whole graph of a million users fits an H200 many times over."""
+    if device.type != "cuda":
+        return configured
+    free, _ = torch.cuda.mem_get_info(device)
+    fits = int(free * share) // (_BYTES_PER_EDGE_PER_HIDDEN * hidden)
+    return max(configured, fits if cap is None else min(cap, fits))
 
 
 def _edge_bounded_chunks(graph: HeteroGraph, node_type: str, budget: int) -> list[Tensor]:

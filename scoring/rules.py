@@ -111,6 +111,11 @@ class RuleEngine:
         self._weights = np.array([r.weight for r in self.rules], dtype=np.float64)
 
     @property
+    def weights(self) -> np.ndarray:
+        """The rules' weights in structure order: ``f_rule = h_rule · weights``."""
+        return self._weights.copy()
+
+    @property
     def names(self) -> tuple[str, ...]:
         return tuple(r.name for r in self.rules)
 

@@ -108,7 +108,7 @@ class NeighborSampler:
                 s = torch.as_tensor(seeds.get(t, []), dtype=torch.long, device=dev).reshape(-1)
                 if s.numel():
                     n = self.graph.num_nodes(t)
-                    if int(s.min()) < 0 or int(s.max()) >= n:
+                    if bool(((s < 0) | (s >= n)).any()):  # (one device sync, not two)
                         raise IndexError(f"seed index out of range for node type {t!r} ({n} nodes)")
                     s = _unique_keep_order(s)
                     maps[t][s] = torch.arange(s.numel(), device=dev)

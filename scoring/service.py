@@ -19,7 +19,7 @@ import uuid
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel
@@ -33,7 +33,10 @@ from .errors import (
     BadRequest, EvaluationLimit, NotEnoughData, RuleCompileError, RuleNotFound, ScoringError, UserNotFound,
 )
 from .explainer import MODES, Background, Explainer, feature_names, top_contributions
-from .fusion import FitSettings, FusionCore, ServingFusion, TrainingData, hash01, split_of, train_fusion_core
+from .explanation_text import contribution_entries
+from .fusion import FusionCore, ServingFusion
+from .fusion_training import FitSettings, TrainingData, hash01, split_of, train_fusion_core
+from .profile_features import profile_matrix, profile_vector
 from .recommend import Recommender
 from .rule_store import RuleStore
 from .rules import DEFAULT_RULES, RuleEngine, RuleOutput, compile_condition, validate_rule
@@ -41,6 +44,8 @@ from .threads import ThreadLimit
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
+#: P(retained) per user id as the data was generated (NaN where unknown): what the oracle AUC reads
+Oracle = Callable[[Sequence[str]], np.ndarray]
 
 
 def _as_dict(spec: Any) -> Any:
@@ -97,6 +102,7 @@ class _Inputs:
     profile: dict[str, Any]
     profile_seq: int
     rules: RuleOutput
+    x: np.ndarray  # raw profile features
     h_nn: np.ndarray
     embedding_missing: bool
     model_version: int | None
@@ -119,6 +125,10 @@ class ScoringService:
         with self._lock:
             self.rule_store.catch_up()
             self.rule_store.ensure_defaults(DEFAULT_RULES)
+
+    def reopen_store(self) -> None:
+        """A new connection to the store from the next operation on (models and caches kept)."""
+        self.store.reopen()
 
     def close(self) -> None:
         with self._lock:
@@ -178,7 +188,11 @@ class ScoringService:
         row = Models(self.conn).get("fusion", version)
         if row is None or row.weights is None:
             raise ScoringError(f"fusion model version {version} has no weights")
-        return FusionCore.from_bytes(row.config, row.weights)
+        try:
+            return FusionCore.from_bytes(row.config, row.weights)
+        except ValueError as err:  # trained by an older UPS: score as untrained until the fusion is trained again
+            log.warning("fusion model version %s not used (%s); run `ups train-fusion`", version, err)
+            return None
 
     def _default_emb_dim(self) -> int:
         r = self.conn.execute("SELECT dim FROM embeddings WHERE node_type = 'user' LIMIT 1").fetchone()
@@ -193,7 +207,7 @@ class ScoringService:
         profile = json.loads(r[0])
         h_nn, missing, note = self._vector(emb.vector if emb else None, st.model.emb_dim)
         return _Inputs(
-            profile, int(r[1]), st.engine.evaluate(profile), h_nn, missing,
+            profile, int(r[1]), st.engine.evaluate(profile), profile_vector(profile), h_nn, missing,
             emb.model_version if emb else None, emb.seq if emb else None, note,
         )
 
@@ -217,7 +231,7 @@ class ScoringService:
         return doc
 
     def _fused(self, st: _State, inp: _Inputs) -> dict[str, Any]:
-        out = st.serving.predict(inp.rules.h_rule[None, :], inp.h_nn[None, :], np.array([inp.rules.f_rule]))
+        out = st.serving.predict(inp.x[None, :], inp.h_nn[None, :], np.array([inp.rules.f_rule]))
         d: dict[str, Any] = {
             "score": float(out["score"][0]),
             "gate": float(out["gate"][0]),
@@ -257,9 +271,9 @@ class ScoringService:
         if hit is not None:
             return self._explain_response(hit, k, cached=True)
         background = self._background(st)
-        explainer = Explainer(st.model, background, self.settings.explain_nsamples,
+        explainer = Explainer(st.model, st.engine.weights, background, self.settings.explain_nsamples,
                               self.settings.explain_exact_max_groups)
-        x = explainer.row(inp.rules.h_rule, inp.h_nn, inp.rules.f_rule)
+        x = explainer.row(inp.rules.h_rule, inp.x, inp.h_nn)
         with self._threads:
             res = explainer.explain(x, mode)  # type: ignore[arg-type]
         entry = {
@@ -268,7 +282,8 @@ class ScoringService:
             **self._fused(st, inp),
             "base_value": res.base_value,
             "prediction": res.prediction,
-            "contributions": [{"feature": f, "value": v} for f, v in res.contributions],
+            "contributions": contribution_entries(res.contributions, x, background.matrix, explainer.names,
+                                                  explainer.rule_names),
             "background": background.describe(),
             "exact": res.exact,
             "nsamples": res.nsamples,
@@ -280,7 +295,7 @@ class ScoringService:
 
     @staticmethod
     def _explain_response(entry: dict[str, Any], k: int, cached: bool) -> dict[str, Any]:
-        pos, neg = top_contributions([(c["feature"], c["value"]) for c in entry["contributions"]], k)
+        pos, neg = top_contributions(entry["contributions"], k)
         return {**entry, "top_positive": pos, "top_negative": neg, "cached": cached}
 
     def _background(self, st: _State) -> Background:
@@ -297,7 +312,7 @@ class ScoringService:
         for uid in present:
             out = st.engine.evaluate(profiles[uid])
             h_nn = self._vector(vectors.get(uid), st.model.emb_dim)[0]
-            rows.append(np.concatenate([out.h_rule, h_nn, [out.f_rule]]))
+            rows.append(np.concatenate([out.h_rule, profile_vector(profiles[uid]), h_nn]))
         missing = [i for i in ids if i not in profiles]
         if rows:
             bg = Background(np.array(rows, dtype=np.float64), source, present, missing)  # type: ignore[arg-type]
@@ -426,9 +441,11 @@ class ScoringService:
         epochs: int | None = None,
         lr: float | None = None,
         progress: Progress | None = None,
+        oracle: Oracle | None = None,
     ) -> dict[str, Any]:
-        """Train the fusion on the planted labels (held-out AUCs of rule-only, GNN-only, fused) and register
-        it as a new ``fusion`` model version. Raises NotEnoughData, BadRequest."""
+        """Train the fusion on the planted labels and register it as a new ``fusion`` model version.
+        Held-out AUCs of the rule score, the rule head, the GNN head, the fused score and (with ``oracle``,
+        the generator's own propensities) the oracle. Raises NotEnoughData, BadRequest."""
         s = self.settings
         samples = s.fusion_samples if samples is None else samples
         epochs = s.fusion_epochs if epochs is None else epochs
@@ -444,6 +461,8 @@ class ScoringService:
             progress(0.0, "reading labels, profiles and embeddings")
         st = self._current()
         data, emb_version = self._training_data(st, samples)
+        if oracle is not None:
+            data.oracle = np.asarray(oracle(data.user_ids), dtype=np.float64)
         fs = FitSettings(hidden=s.fusion_hidden, epochs=epochs, lr=float(lr), weight_decay=s.fusion_weight_decay,
                          patience=max(20, epochs // 5), seed=s.seed)
         with self._threads:
@@ -481,7 +500,7 @@ class ScoringService:
             emb_version = Models(self.conn).latest_version("hgt")
         if not ids:
             raise NotEnoughData("none of the labelled users has a profile yet")
-        h, f = st.engine.evaluate_many([profiles[u] for u in ids])
+        _, f = st.engine.evaluate_many([profiles[u] for u in ids])
         dims = [v.shape[0] for v in vectors.values()]
         dim = max(set(dims), key=dims.count) if dims else self._default_emb_dim()
         e = np.zeros((len(ids), dim), dtype=np.float32)
@@ -493,7 +512,8 @@ class ScoringService:
                 missing[i] = False
         y = np.array([1 - labels[u] for u in ids], dtype=np.float32)
         split = np.array([split_of(u, s.seed, s.fusion_test_share, s.fusion_val_share) for u in ids])
-        return TrainingData(ids, h, e, f, y, split, missing), emb_version
+        x = profile_matrix([profiles[u] for u in ids])
+        return TrainingData(ids, x, e, f, y, split, missing), emb_version
 
     def _register(self, model: FusionCore, config: dict[str, Any], metrics: dict[str, Any]) -> int:
         summary = {k: metrics[k] for k in ("auc", "loss", "test_loss", "n_train", "n_test") if k in metrics}

@@ -17,6 +17,8 @@ import pandas as pd
 #: separates string values in a concatenated column (ASCII unit separator: not in any id we write;
 #: a value holding it is detected by the count and the chunk is read row by row instead)
 _SEP = "\x1f"
+#: separates payloads (record separator: JSON text holds control characters only escaped)
+_PAYLOAD_SEP = "\x1e"
 #: times travel as the integer ts * 2**22, exact (and cheap to print) for every float64 from 2**30
 #: seconds (2004) on, whose last bit is 2**-22 or coarser; SQL checks it per chunk, and a chunk with a
 #: time it does not hold exactly is read as floats row by row
@@ -82,38 +84,39 @@ def scan_columns(
     type_names = pd.Index(list(types), dtype=object)
     for lo in range(from_seq, to_seq + 1, chunk):
         hi = min(to_seq, lo + chunk - 1)
-        batch = _scan_range(conn, lo, hi, types, type_names)
-        if payload_types and len(batch):
-            _fill_payloads(conn, batch, lo, hi, payload_types)
-        batch.upto = hi
-        yield batch
+        yield _scan_range(conn, lo, hi, types, payload_types, type_names)
 
 
-def _scan_range(conn: sqlite3.Connection, lo: int, hi: int, types: Sequence[str], type_names: pd.Index) -> EventBatch:
+def _scan_range(
+    conn: sqlite3.Connection, lo: int, hi: int, types: Sequence[str], payload_types: Sequence[str], type_names: pd.Index
+) -> EventBatch:
     # type -> one letter ('A' + its position in `types`, '@' for the others): one byte per event
     case = "CASE type " + " ".join(f"WHEN ? THEN '{chr(65 + i)}'" for i in range(len(types))) + " ELSE '@' END"
-    count, first, last = conn.execute("SELECT count(*), min(seq), max(seq) FROM events WHERE seq >= ? AND seq <= ?", (lo, hi)).fetchone()
-    if count == 0:
-        return EventBatch.empty(hi)
-    dense = last - first + 1 == count  # no seq missing: the seqs need not travel
+    # payloads of payload_types, "" for the others (valid JSON holds no raw control character)
+    payload = (f"group_concat(CASE WHEN type IN ({','.join('?' * len(payload_types))}) THEN payload ELSE '' END, char(30))"
+               if payload_types else "NULL")
+    # a search of the rowid (seq) range: SQLite visits the rows, so concatenates them, in seq order
     row = conn.execute(
-        f"SELECT count(*), group_concat({case}, ''), {'NULL' if dense else 'group_concat(seq)'}, "
+        f"SELECT count(*), min(seq), max(seq), group_concat({case}, ''), "
         f"group_concat(coalesce(user_id, ''), char(31)), group_concat(coalesce(target_id, ''), char(31)), "
         f"group_concat(CAST(ts * {_TS_SCALE} AS INTEGER)), "
-        f"coalesce(max(ts * {_TS_SCALE} <> CAST(ts * {_TS_SCALE} AS INTEGER)), 0) "
-        # a search of the rowid (seq) range: SQLite visits the rows, so concatenates them, in seq order
+        f"coalesce(max(ts * {_TS_SCALE} <> CAST(ts * {_TS_SCALE} AS INTEGER)), 0), {payload} "
         "FROM events WHERE seq >= ? AND seq <= ?",
-        (*types, lo, hi),
+        (*types, *payload_types, lo, hi),
     ).fetchone()
-    n, codes_s, seq_s, user_s, target_s, ts_s, inexact = row
+    n, first, last, codes_s, user_s, target_s, ts_s, inexact, payload_s = row
     if n == 0:
         return EventBatch.empty(hi)
     codes = np.frombuffer(codes_s.encode("ascii"), dtype=np.uint8).astype(np.int16) - 65
-    seq = np.arange(first, last + 1, dtype=np.int64) if dense else _ints(seq_s)
+    if last - first + 1 == n:  # no seq missing: the seqs need not travel
+        seq = np.arange(first, last + 1, dtype=np.int64)
+    else:
+        seq = _ints(conn.execute("SELECT group_concat(seq) FROM events WHERE seq >= ? AND seq <= ?", (lo, hi)).fetchone()[0])
     users = user_s.split(_SEP)
     targets = target_s.split(_SEP)
-    if len(users) != n or len(targets) != n or len(seq) != n or np.any(np.diff(seq) <= 0):
-        return _fetch_range(conn, lo, hi, types)
+    payloads = payload_s.split(_PAYLOAD_SEP) if payload_types else [None] * n
+    if len(users) != n or len(targets) != n or len(payloads) != n or len(seq) != n or np.any(np.diff(seq) <= 0):
+        return _fetch_range(conn, lo, hi, types, payload_types)
     keep = np.flatnonzero(codes >= 0)
     if inexact:
         ts = np.asarray(conn.execute("SELECT ts FROM events WHERE seq >= ? AND seq <= ? ORDER BY seq", (lo, hi)).fetchall(),
@@ -124,8 +127,10 @@ def _scan_range(conn: sqlite3.Connection, lo: int, hi: int, types: Sequence[str]
     target = np.asarray(targets, dtype=object)[keep]
     user[user == ""] = None
     target[target == ""] = None
+    text = _objects(payloads)[keep]
+    text[text == ""] = None
     etype = pd.Categorical.from_codes(codes[keep], categories=type_names)
-    return EventBatch(seq[keep], etype, user, target, ts[keep], np.full(len(keep), None, dtype=object), hi)
+    return EventBatch(seq[keep], etype, user, target, ts[keep], text, hi)
 
 
 def _ints(text: str) -> np.ndarray:
@@ -136,28 +141,15 @@ def _ints(text: str) -> np.ndarray:
         return np.asarray(text.split(","), dtype=np.int64)
 
 
-def _fetch_range(conn: sqlite3.Connection, lo: int, hi: int, types: Sequence[str]) -> EventBatch:
+def _fetch_range(conn: sqlite3.Connection, lo: int, hi: int, types: Sequence[str], payload_types: Sequence[str]) -> EventBatch:
     """The plain row-by-row read of a range (values the concatenation cannot carry)."""
+    attr = ",".join("?" * len(payload_types)) or "NULL"
     rows = conn.execute(
-        f"SELECT seq, type, user_id, target_id, ts, NULL FROM events WHERE seq >= ? AND seq <= ? "
-        f"AND type IN ({','.join('?' * len(types))}) ORDER BY seq",
-        (lo, hi, *types),
+        f"SELECT seq, type, user_id, target_id, ts, CASE WHEN type IN ({attr}) THEN payload END FROM events "
+        f"WHERE seq >= ? AND seq <= ? AND type IN ({','.join('?' * len(types))}) ORDER BY seq",
+        (*payload_types, lo, hi, *types),
     ).fetchall()
     return EventBatch.from_rows(rows, hi)
-
-
-def _fill_payloads(conn: sqlite3.Connection, batch: EventBatch, lo: int, hi: int, payload_types: Sequence[str]) -> None:
-    rows = conn.execute(
-        f"SELECT seq, payload FROM events WHERE type IN ({','.join('?' * len(payload_types))}) "
-        "AND seq >= ? AND seq <= ? ORDER BY seq",
-        (*payload_types, lo, hi),
-    ).fetchall()
-    if not rows:
-        return
-    seqs, texts = zip(*rows)
-    pos = np.searchsorted(batch.seq, np.asarray(seqs, np.int64))
-    ok = (pos < len(batch.seq)) & (batch.seq[np.minimum(pos, len(batch.seq) - 1)] == np.asarray(seqs))
-    batch.payload[pos[ok]] = _objects(texts)[ok]
 
 
 __all__ = ["EventBatch", "scan_columns"]

@@ -16,6 +16,27 @@ class SchemaTooNew(RuntimeError):
     """The file was written by a newer UPS; we refuse rather than corrupt it."""
 
 
+#: SQLite result codes (and their messages, for errors raised without a code) that mean the store cannot
+#: be written at the moment: a read-only file or directory, a full disk, an unreachable file
+_UNWRITABLE_CODES = ("SQLITE_READONLY", "SQLITE_FULL", "SQLITE_CANTOPEN", "SQLITE_IOERR")
+_UNWRITABLE_MESSAGES = ("readonly database", "database or disk is full", "unable to open database", "disk i/o error")
+
+
+def unwritable_reason(err: BaseException) -> str | None:
+    """What keeps the store from being written, when ``err`` says so; None for any other error.
+
+    Such a failure is the machine's state, not a bug: it passes when the file is made writable or space
+    is freed. A connection opened while the file was read-only stays read-only, so callers reopen theirs.
+    """
+    if not isinstance(err, sqlite3.Error):
+        return None
+    name = str(getattr(err, "sqlite_errorname", "") or "")
+    text = str(err)
+    if name.startswith(_UNWRITABLE_CODES) or any(m in text.lower() for m in _UNWRITABLE_MESSAGES):
+        return f"{text} ({name})" if name else text
+    return None
+
+
 def _v1(db: sqlite_utils.Database) -> None:
     db.create_table(
         "events",
@@ -167,8 +188,16 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE models_v3 RENAME TO models")
 
 
+def _v4(db: sqlite_utils.Database) -> None:
+    # A dead letter is kept once: reading the same file again (a restart, a replayed batch) stored every
+    # bad line again. The fingerprint hashes the source, the reason (which names the line) and the whole
+    # raw text, since only a bounded prefix of the raw text is kept; rows of before have none.
+    db.execute("ALTER TABLE dead_letters ADD COLUMN fingerprint TEXT")
+    db.execute("CREATE UNIQUE INDEX dead_letters_fingerprint ON dead_letters(fingerprint)")
+
+
 #: Migration i brings the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -23,12 +24,19 @@ _INSERT = (
 _COLUMNS = "seq, event_id, type, user_id, target_id, ts, payload, version, recorded_at"
 
 
+#: characters of a refused item's raw text a dead letter keeps (a 5 MB line is not kept whole)
+DEAD_LETTER_CHARS = 4096
+
+
 @dataclass(slots=True)
 class AppendResult:
-    """What an append did: the (seq, event_id) of each new event, and how many were already there."""
+    """What an append did: the (seq, event_id) of each new event, how many were already there, and
+    those among them whose id is in the log with other content (each with the reason): not appended,
+    and never to be dropped silently."""
 
     new: list[tuple[int, str]] = field(default_factory=list)
     duplicates: int = 0
+    conflicts: list[tuple[Event, str]] = field(default_factory=list)
 
     @property
     def new_ids(self) -> set[str]:
@@ -79,7 +87,22 @@ class EventStore:
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.conn: sqlite3.Connection = connect(self.path, readonly=readonly)
+        self._readonly = readonly
+        self._conn: sqlite3.Connection = connect(self.path, readonly=readonly)
+        self._stale = False
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._stale and not self._conn.in_transaction:
+            self._stale = False
+            # the old connection is closed when the last thread using it lets it go
+            self._conn = connect(self.path, readonly=self._readonly)
+        return self._conn
+
+    def reopen(self) -> None:
+        """Use a new connection from the next operation on: one opened while the file was read-only
+        stays read-only after the file becomes writable."""
+        self._stale = True
 
     def close(self) -> None:
         self.conn.close()
@@ -109,7 +132,8 @@ class EventStore:
     def append(self, events: Iterable[Event]) -> AppendResult:
         """Append a batch in one transaction. Idempotent on ``event_id``: re-appending is a no-op."""
         now = time.time()
-        rows = [_row(e, now) for e in events]
+        events_list = events if isinstance(events, list) else list(events)
+        rows = [_row(e, now) for e in events_list]
         if not rows:
             return AppendResult()
         with self.transaction() as conn:
@@ -125,19 +149,43 @@ class EventStore:
                 new = conn.execute(
                     "SELECT seq, event_id FROM events WHERE seq > ? ORDER BY seq", (before,)
                 ).fetchall()
+                conflicts = self._conflicts(events_list, rows, {eid for _, eid in new})
+                return AppendResult(new=new, duplicates=len(rows) - len(new), conflicts=conflicts)
         return AppendResult(new=new, duplicates=len(rows) - len(new))
+
+    def _conflicts(self, events: list[Event], rows: list[tuple[Any, ...]], new_ids: set[str]) -> list[tuple[Event, str]]:
+        """The duplicates (rows not appended) whose stored event differs from them (recorded_at aside)."""
+        out: list[tuple[Event, str]] = []
+        first_new = dict.fromkeys(new_ids, True)
+        for event, row in zip(events, rows):
+            eid = row[0]
+            if first_new.pop(eid, False):
+                continue  # this row is the one appended
+            stored = self.conn.execute(
+                "SELECT type, user_id, target_id, ts, payload, version FROM events WHERE event_id = ?", (eid,)
+            ).fetchone()
+            if stored is not None and tuple(stored) != row[1:7]:
+                out.append((event, f"event_id: {eid!r} is already in the log with other content"))
+        return out
 
     def add_dead_letter(self, raw: Any, reason: str, source: str = "") -> None:
         """Keep an event that failed validation, verbatim, with the reason."""
         self.add_dead_letters([(raw, reason)], source)
 
     def add_dead_letters(self, items: Sequence[tuple[Any, str]], source: str = "") -> None:
+        """Keep refused items with their reasons: each once (the same item refused again for the same
+        reason from the same source is not added again), its raw text cut to DEAD_LETTER_CHARS."""
         now = time.time()
-        rows = [(_raw_text(raw), reason, source, now) for raw, reason in items]
+        rows = []
+        for raw, reason in items:
+            text = _raw_text(raw)
+            rows.append((_bounded(text), reason, source, now, _fingerprint(source, reason, text)))
         if rows:
             with self.transaction() as conn:
                 conn.executemany(
-                    "INSERT INTO dead_letters(raw, reason, source, received_at) VALUES (?, ?, ?, ?)", rows
+                    "INSERT INTO dead_letters(raw, reason, source, received_at, fingerprint) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT(fingerprint) DO NOTHING",
+                    rows,
                 )
 
     # ------------------------------------------------------------------ reading
@@ -202,6 +250,23 @@ class EventStore:
         r = self.conn.execute(f"SELECT {_COLUMNS} FROM events WHERE event_id = ?", (event_id,)).fetchone()
         return _stored(r) if r else None
 
+    def newest_with_id_prefix(self, prefix: str) -> tuple[str, float] | None:
+        """(event id, event time) of the newest event (by seq) whose id starts with ``prefix``, if any."""
+        if not prefix:
+            raise ValueError("an id prefix is needed")
+        hi = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # ids starting with prefix are in [prefix, hi)
+        if self.conn.execute(
+            "SELECT 1 FROM events WHERE event_id >= ? AND event_id < ? LIMIT 1", (prefix, hi)
+        ).fetchone() is None:
+            return None
+        # newest first from the end of the log (the unary + keeps SQLite off the id index, whose range
+        # would have to be read whole and sorted): a stream's newest events are near the end
+        r = self.conn.execute(
+            "SELECT event_id, ts FROM events WHERE +event_id >= ? AND +event_id < ? ORDER BY seq DESC LIMIT 1",
+            (prefix, hi),
+        ).fetchone()
+        return (str(r[0]), float(r[1])) if r else None
+
     def last_seq(self) -> int:
         return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
@@ -219,6 +284,20 @@ class EventStore:
             "SELECT id, raw, reason, source, received_at FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,)
         ).fetchall()
         return [dict(zip(("id", "raw", "reason", "source", "received_at"), r)) for r in rows]
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= DEAD_LETTER_CHARS:
+        return text
+    return f"{text[:DEAD_LETTER_CHARS]}… [cut: {len(text)} characters in all]"
+
+
+def _fingerprint(source: str, reason: str, text: str) -> str:
+    h = hashlib.sha256()
+    for part in (source, reason, text):
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return h.hexdigest()
 
 
 def _raw_text(raw: Any) -> str:

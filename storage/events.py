@@ -270,6 +270,23 @@ INTERACTION_TYPES: frozenset[str] = frozenset(
     {"call", "product.order", "product.click", "app.usage", "app.click"}
 )
 
+#: What an ingestion source (the mock stream, a JSON-lines file, Kafka) may carry: subscriber and
+#: catalogue events. Rules, operations and models enter the log only through the API (behind the admin
+#: token when one is set) or the CLI on the same machine; from a source they go to the dead letters.
+SOURCE_TYPES: frozenset[str] = frozenset(
+    {"user.registered", "user.updated", "product.listed", "app.listed", "label.observed"}
+) | INTERACTION_TYPES
+
+#: Largest payload of each event type, as compact JSON bytes; ``ops.*`` share OPS_PAYLOAD_BYTES. The
+#: subscriber types' field limits keep them far below theirs; the bound matters for the free-form ones
+#: (ops notes, model metrics).
+PAYLOAD_BYTES: dict[str, int] = {
+    **dict.fromkeys(SOURCE_TYPES, 2048),
+    "rule.created": 8192, "rule.updated": 8192, "rule.deleted": 1024,
+    "model.registered": 262_144,
+}
+OPS_PAYLOAD_BYTES = 65_536
+
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     m.model_fields["type"].annotation.__args__[0]: TypeAdapter(m) for m in _TYPED  # type: ignore[union-attr]
 }
@@ -328,6 +345,10 @@ def validate_event(raw: Mapping[str, Any] | Event | str | bytes) -> Event:
         raise InvalidEvent("user.updated: payload: at least one attribute is required", raw)
     if not math.isfinite(model.ts):  # belt and braces: allow_inf_nan is set on the field
         raise InvalidEvent("ts: must be finite", raw)
+    limit = PAYLOAD_BYTES.get(etype, OPS_PAYLOAD_BYTES)
+    size = len(json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode())
+    if size > limit:
+        raise InvalidEvent(f"payload: {size} bytes of JSON, more than {etype} allows ({limit})", raw)
     return Event(
         event_id=model.event_id,
         type=etype,

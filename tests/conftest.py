@@ -13,7 +13,12 @@ if TYPE_CHECKING:
     import torch
 
 
-@pytest.fixture(params=[pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.gpu)])
+#: without an NVIDIA device node CUDA cannot be there: skip its cases at collection (the fixture
+#: checks torch itself otherwise), before module fixtures are built for them
+_NO_GPU = pytest.mark.skipif(not any(Path("/dev").glob("nvidia[0-9]*")), reason="no CUDA device")
+
+
+@pytest.fixture(params=[pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=[pytest.mark.gpu, _NO_GPU])])
 def device(request: pytest.FixtureRequest) -> "torch.device":
     """Each torch device present: the CPU always, CUDA where torch sees a GPU (skipped elsewhere)."""
     import torch  # here, not at collection: most test modules never touch torch

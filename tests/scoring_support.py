@@ -14,6 +14,7 @@ import json
 import shutil
 import sqlite3
 import sys
+from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,6 +23,8 @@ import scipy.sparse as sp
 from sklearn.utils.extmath import randomized_svd
 
 from dataflow.bootstrap import append_dataset
+from dataflow.oracle import retention_oracle
+from storage import data_config
 from dataflow.generator import GeneratorConfig, MockGenerator
 from dataflow.profile import PROFILE_TYPES, ProfileState, fold
 from storage.event_store import EventStore
@@ -87,6 +90,7 @@ def write_embeddings(store: EventStore, vectors: dict[str, np.ndarray]) -> int:
 def build_db(path: Path, cfg: GeneratorConfig, dim: int = 32, embeddings: bool = True) -> Path:
     """A store with the mock dataset, folded profiles and (optionally) stand-in user embeddings."""
     with EventStore(path) as store:
+        store.append([data_config.event(json.loads(json.dumps(asdict(cfg))))])  # what the oracle regenerates
         append_dataset(store, MockGenerator(cfg))
         fold_profiles(store)
         if embeddings:
@@ -119,7 +123,7 @@ def _trained_template(root: str, cfg: GeneratorConfig, dim: int) -> tuple[Path, 
 
     path = copy_db(_template(root, cfg, dim, True), Path(root) / f"trained-{cfg.tag}-{dim}.db")
     with ScoringService(Settings(db=path)) as svc:
-        result = svc.train_fusion()
+        result = svc.train_fusion(oracle=retention_oracle(path))
     return path, result
 
 
@@ -149,7 +153,8 @@ def main() -> None:
     db = args.keep or tmp / "ups.db"
     build_db(db, GeneratorConfig(users=args.users, seed=args.seed), args.dim)
     with ScoringService(Settings(db=db)) as svc:
-        res = svc.train_fusion(progress=lambda f, m: print(f"{f:5.0%} {m}", file=sys.stderr))
+        res = svc.train_fusion(progress=lambda f, m: print(f"{f:5.0%} {m}", file=sys.stderr),
+                               oracle=retention_oracle(db))
     print(json.dumps({k: res[k] for k in ("auc", "loss", "model_version", "n_train", "n_test")}, indent=1))
     if not args.keep:
         shutil.rmtree(tmp)

@@ -4,6 +4,8 @@ requests, slow clients, an unwritable store. Each test tries several members of 
 from __future__ import annotations
 
 import contextlib
+import select
+import socket
 import time
 from pathlib import Path
 from typing import Iterator
@@ -61,3 +63,55 @@ def test_hostile_rule_conditions_never_freeze_the_api(api: Server) -> None:
     print(f"/health idle: p50 {idle.quantile(0.5) * 1000:.1f} ms, p99 {idle.quantile(0.99) * 1000:.1f} ms; "
           f"during hostile rule requests ({len(probe.latencies)} probes): "
           f"p50 {probe.quantile(0.5) * 1000:.1f} ms, p99 {probe.quantile(0.99) * 1000:.1f} ms")
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(request)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
+def test_rebound_host_names_get_nothing_from_the_real_server(api: Server) -> None:
+    for host in (b"attacker.example", b"attacker.example:%d" % api.port, b"localhost.attacker.example"):
+        answer = _raw(api.port, b"GET /api/v1/rules HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 400") and b"bad_host" in answer and b"high_value_user" not in answer
+    answer = _raw(api.port, b"GET /api/v1/rules HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200") and b"high_value_user" in answer
+
+
+@pytest.mark.timeout(180)
+def test_half_open_and_slow_clients_are_closed_within_seconds(api: Server) -> None:
+    """Hundreds of connections that send nothing, half a request head, or a header byte now and then are all
+    closed by the server (UPS_HTTP_HEAD_TIMEOUT, 5 s by default), and /health answers meanwhile."""
+    socks: list[socket.socket] = []
+    try:
+        for i in range(300):
+            s = socket.create_connection(("127.0.0.1", api.port), timeout=30)
+            if i % 3 == 1:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")  # never ends its head
+            elif i % 3 == 2:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n")
+            socks.append(s)
+        assert http("GET", f"{api.url}/health", timeout=30)[0] == 200
+        dribbler = socks[1]
+        deadline = time.monotonic() + 60
+        open_ = list(socks)
+        while open_ and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                dribbler.send(b"X")  # a header byte now and then does not keep a head open for ever
+            readable, _, _ = select.select(open_, [], [], 0.5)
+            for s in readable:
+                try:
+                    data = s.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    open_.remove(s)  # closed by the server
+        assert not open_, f"{len(open_)} of {len(socks)} connections still open after 60 s"
+    finally:
+        for s in socks:
+            s.close()
+    assert http("GET", f"{api.url}/health")[0] == 200

@@ -278,7 +278,7 @@ def test_fusion_training_job_in_a_worker_process(trained_db: Path) -> None:
         job = r.json()
         assert r.status_code == 200 and job["state"] == "succeeded", job["error"]
         fusion = job["result"]["fusion"]
-        assert set(fusion["auc"]) == {"rule", "gnn", "fused"} and fusion["n_train"] > 0
+        assert set(fusion["auc"]) == {"rule", "rule_head", "gnn", "fused", "oracle"} and fusion["n_train"] > 0
         assert fusion["fusion_version"] != before
         assert c.get("/health").json()["models"]["fusion"] == fusion["fusion_version"]
         assert job["duration_s"] > 0 and job["params"] == {"samples": 0, "epochs": 30, "lr": 0.05}

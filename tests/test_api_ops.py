@@ -18,9 +18,9 @@ from api.auth import check_bind, is_loopback
 from api_support import CommandResolver, put_flow_status, settings_for, sse_events, started
 from storage.db import connect
 from storage.event_store import EventStore
-from storage.projections import Jobs, OpsHistory
+from storage.projections import Checkpoints, Jobs, OpsHistory
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-0123456"
 
 
 @pytest.fixture
@@ -42,7 +42,8 @@ def test_health_reports_a_running_dataflow(client: TestClient, db_path: Path, sm
     with EventStore(db_path) as store:
         store.append(list(small_gen.dataset())[:50])
         last = store.last_seq()  # the scoring service may have logged its default rules too
-    put_flow_status(db_path, last_seq=last - 10, events_per_s=123.0, refresh_queue=7, refresh_backfill=4, device="cpu",
+        Checkpoints(store.conn).set("profiles", last - 10)
+    put_flow_status(db_path, last_seq=last, events_per_s=123.0, refresh_queue=7, refresh_backfill=4, device="cpu",
                     model_version=2)
     body = client.get("/health").json()
     assert body["status"] == "ok"

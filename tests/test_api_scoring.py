@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import psutil
+import numpy as np
 import pytest
 from litestar.testing import TestClient
 
@@ -175,7 +176,11 @@ def test_explanations_in_worker_processes(db: Path, user: str) -> None:
         assert c.get(f"/api/v1/explain/{user}", params={"top_k": 2}).json()["cached"] is False
     with TestClient(create_app(settings_for(db))) as c:  # threads: the same numbers
         in_process = started(c).get(f"/api/v1/explain/{user}", params={"top_k": 2}).json()
-    assert in_process["score"] == first["score"] and in_process["contributions"] == first["contributions"]
+    assert in_process["score"] == first["score"]
+    # per-dimension Kernel SHAP samples its coalitions: the same features, values equal up to sampling
+    assert [c["feature"] for c in in_process["contributions"]] == [c["feature"] for c in first["contributions"]]
+    np.testing.assert_allclose([c["value"] for c in in_process["contributions"]],
+                               [c["value"] for c in first["contributions"]], atol=0.01)
 
 
 def test_a_model_that_is_not_ready_answers_503_with_the_reason(client: TestClient, db: Path, user: str) -> None:

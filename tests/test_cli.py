@@ -51,7 +51,7 @@ def test_generate_stats_export(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_config_prints_effective_settings(tmp_path: Path) -> None:
-    env = {**__import__("os").environ, "UPS_DEVICE": "cpu", "UPS_USERS": "123", "UPS_ADMIN_TOKEN": "s3cret"}
+    env = {**__import__("os").environ, "UPS_DEVICE": "cpu", "UPS_USERS": "123", "UPS_ADMIN_TOKEN": "s3cret-token-0123456"}
     r = run("config", "--db", str(tmp_path / "x.db"), env=env)
     assert r.returncode == 0, r.stderr
     cfg = json.loads(r.stdout)

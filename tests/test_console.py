@@ -337,6 +337,15 @@ def _check_shap(page: Any, ex: dict[str, Any]) -> None:
     assert values == sorted(values, reverse=True), "raising contributions first, then lowering ones"
     for i, (_, v) in enumerate(shown):
         assert rows.nth(i).get_attribute("class").endswith("pos" if v >= 0 else "neg")
+        # one rounding rule: every bar three decimals, as in the sentences
+        expect(rows.nth(i).locator(".bar-value")).to_have_text(f"{'−' if v < 0 else '+'}{abs(v):.3f}")
+    # a sentence per top contribution, in the bars' order, as the API words it
+    by_feature = {c["feature"]: c for c in wanted}
+    sentences = page.locator("#shap-sentences li")
+    expect(sentences).to_have_count(len(wanted))
+    for i, (feature, _) in enumerate(shown):
+        expect(sentences.nth(i)).to_have_text(by_feature[feature]["text"])
+        assert re.search(r"(raises?|lowers?) the score by \d\.\d{3}$", by_feature[feature]["text"])
 
 
 # --------------------------------------------------------------------------- rules
@@ -535,7 +544,7 @@ def test_data_configuration_live_rate_validation_and_guarded_regenerate(system: 
 
 def test_admin_token_is_asked_once_and_kept_for_the_session(system: Server, context: Any) -> None:
     db = Path(api_get(system, "/operations/status")["api"]["db"])
-    guarded = ups_api(db, UPS_ADMIN_TOKEN="s3cret-token").start(timeout=180)
+    guarded = ups_api(db, UPS_ADMIN_TOKEN="s3cret-token-0123456").start(timeout=180)
     try:
         page, log = open_page(context, f"{guarded.url}/console/operations")
         expect(page.locator("#status-table")).to_contain_text("running")  # reading needs no token
@@ -543,14 +552,26 @@ def test_admin_token_is_asked_once_and_kept_for_the_session(system: Server, cont
 
         page.click('[data-op="ingestion/start"]')
         expect(page.locator("#token-dialog")).to_be_visible()
-        page.fill("#token-input", "wrong")
+        page.fill("#token-input", "wrong-token-0123456789")
         page.click("#token-ok")
+        # a wrong token: said at once, and not kept
+        expect(page.locator("#toasts")).to_contain_text("refused this admin token")
         expect(page.locator("#op-result")).to_contain_text("Bearer")  # the API's 401 message
+        expect(page.locator("#token-button")).to_have_text("Admin token")
+        assert page.evaluate("sessionStorage.getItem('ups.adminToken')") is None
+
+        # entered from the button, not asked by a refused change: checked at once too
+        page.click("#token-button")
+        page.fill("#token-input", "another-wrong-token")
+        page.click("#token-ok")
+        expect(page.locator("#toasts")).to_contain_text("refused this admin token")
+        expect(page.locator("#token-button")).to_have_text("Admin token")
+        assert page.evaluate("sessionStorage.getItem('ups.adminToken')") is None
 
         page.click('[data-op="ingestion/start"]')
         expect(page.locator("#token-dialog")).to_be_visible()
-        expect(page.locator("#token-dialog-reason")).to_contain_text("refused")
-        page.fill("#token-input", "s3cret-token")
+        expect(page.locator("#token-dialog-reason")).to_contain_text("admin token")
+        page.fill("#token-input", "s3cret-token-0123456")
         page.click("#token-ok")
         expect(page.locator("#op-result")).to_contain_text(ACCEPTED, timeout=90_000)
         expect(page.locator("#token-button")).to_have_text("Admin token ✓")
@@ -560,7 +581,7 @@ def test_admin_token_is_asked_once_and_kept_for_the_session(system: Server, cont
         page.click('[data-op="ingestion/start"]')
         expect(page.locator("#op-result")).to_contain_text(ACCEPTED, timeout=90_000)
         expect(page.locator("#token-dialog")).to_be_hidden()
-        assert page.evaluate("sessionStorage.getItem('ups.adminToken')") == "s3cret-token"
+        assert page.evaluate("sessionStorage.getItem('ups.adminToken')") == "s3cret-token-0123456"
         assert log.unexpected_errors(allowed_statuses=(401,)) == []
     finally:
         guarded.stop()

@@ -11,10 +11,10 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
+from api_support import settings_for
 from api.console import PAGES, STATIC, TEMPLATES
 from storage.db import connect
 from storage.projections import Profiles
-from config.settings import Settings
 
 SRC = re.compile(r'(?:src|href)="([^"]+)"')
 IMPORT = re.compile(r'(?:from|import\()\s*"(\./[^"]+)"')
@@ -29,7 +29,7 @@ def db(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def client(db: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(db=db))) as c:
+    with TestClient(create_app(settings_for(db, explain_workers=2))) as c:
         yield c
 
 

@@ -165,6 +165,13 @@ def test_ups_up_end_to_end(tmp_path: Path) -> None:
         assert "dataflow crashed" in (db.parent / "e2e.state" / "logs" / "supervisor.log").read_text()
         wait_for("a live dataflow again", lambda: api.get("/health")["dataflow"]["alive"], 30)
 
+        # a crashed API is restarted too, the dataflow going on
+        os.kill(api_pid, signal.SIGKILL)
+        api_pid = wait_for("the API to be restarted",
+                           lambda: (pid := api.get("/health")["api"]["pid"]) != api_pid and pid, 120)
+        assert "api crashed" in (db.parent / "e2e.state" / "logs" / "supervisor.log").read_text()
+        assert api.get("/health")["dataflow"]["pid"] == restarted
+
         # a sampled refresh job to completion
         hgt_before = api.get("/health")["models"]["hgt"]
         status, job = api.call("POST", "/api/v1/graph/refresh?wait=true",

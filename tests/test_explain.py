@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import math
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import torch
 from scoring_support import SMALL, trained_db
 
 from scoring.errors import BadRequest, UserNotFound
-from scoring.explainer import EMBEDDING_GROUP, RULE_SCORE, Background, Explainer, FusionPredictor
+from scoring.explainer import EMBEDDING_GROUP, PROFILE_GROUP, Background, Explainer, FusionPredictor
+from scoring.explanation_text import fmt_value
+from scoring.profile_features import NAMES as PROFILE_NAMES
 from scoring.fusion import FusionCore
 from scoring.service import ScoringService
 from storage.projections import Embeddings, Models, Profiles
@@ -34,23 +37,75 @@ def total(res: dict) -> float:
 
 def test_additivity_and_features_in_both_modes(trained: Path) -> None:
     with ScoringService(Settings(db=trained)) as svc:
-        rule_names = [r["name"] for r in svc.list_rules()]
+        rule_names = sorted(r["name"] for r in svc.list_rules())
         for uid in some_users(svc, 4):
             score = svc.score(uid)["score"]
             per = svc.explain(uid, "per_dimension")
             assert per["score"] == pytest.approx(score, abs=1e-6) and per["prediction"] == pytest.approx(score, abs=1e-6)
             assert abs(total(per) - per["score"]) < 1e-3
             names = [c["feature"] for c in per["contributions"]]
-            assert names == [*rule_names, *(f"emb_{i}" for i in range(32)), RULE_SCORE]
+            assert names == [*rule_names, *PROFILE_NAMES, *(f"emb_{i}" for i in range(32))]
             grouped = svc.explain(uid, "grouped", top_k=2)
             assert abs(total(grouped) - grouped["score"]) < 1e-3 and grouped["exact"] is True
-            assert [c["feature"] for c in grouped["contributions"]] == [*rule_names, EMBEDDING_GROUP, RULE_SCORE]
+            assert [c["feature"] for c in grouped["contributions"]] == [*rule_names, PROFILE_GROUP, EMBEDDING_GROUP]
             assert per["base_value"] == pytest.approx(grouped["base_value"])  # same background, same model
             assert len(grouped["top_positive"]) <= 2 and len(grouped["top_negative"]) <= 2
             assert all(c["value"] > 0 for c in grouped["top_positive"])
             assert all(c["value"] < 0 for c in grouped["top_negative"])
             assert per["background"]["source"] == "sample" and per["background"]["size"] == 20
             assert {"gate", "f_rule", "f_nn", "rules", "embedding_missing"} <= set(per)
+
+
+def test_contributions_come_with_values_and_read_as_sentences(trained: Path) -> None:
+    with ScoringService(Settings(db=trained)) as svc:
+        # a rule that fires for about half the users, one that cannot change anything (weight 0)
+        svc.create_rule({"name": "talker", "weight": 0.3, "condition": "call_partners >= 5"})
+        svc.create_rule({"name": "neutral", "weight": 0.0, "condition": "age > 30"})
+        background = svc._background(svc._current())
+        fired_somewhere = False
+        for uid in some_users(svc, 12):
+            profile = svc.profile(uid)
+            rules = {r["name"]: r for r in svc.score(uid)["rules"]}
+            for mode in ("grouped", "per_dimension"):
+                res = svc.explain(uid, mode)
+                by = {c["feature"]: c for c in res["contributions"]}
+                assert by["neutral"]["value"] == 0.0 and by["neutral"]["text"].endswith("does not change the score")
+                talker = by["talker"]
+                assert talker["feature_value"] == float(rules["talker"]["fired"])
+                if rules["talker"]["fired"] and mode == "grouped":  # exact: a fired positive rule never lowers
+                    fired_somewhere = True
+                    assert talker["value"] >= 0 and "lowers" not in talker["text"]
+                share = np.mean([svc.profile(u)["call_partners"] >= 5 for u in background.user_ids])
+                assert talker["background_value"] == pytest.approx(share)
+                assert talker["text"].startswith(f"rule talker {'fired' if rules['talker']['fired'] else 'did not fire'}"
+                                                 f" (fires for {share:.0%} on average) ")
+                for c in res["top_positive"] + res["top_negative"]:
+                    verb = "raise" if c["value"] > 0 else "lower"
+                    assert re.search(f"{verb}s? the score by {abs(c['value']):.3f}$", c["text"]), c
+            fee = by["monthly_fee"]  # per-dimension: each profile number with the background's average
+            assert fee["feature_value"] == profile["monthly_fee"] and fee["label"] == "monthly fee"
+            mean_fee = np.mean([svc.profile(u)["monthly_fee"] for u in background.user_ids])
+            assert fee["background_value"] == pytest.approx(mean_fee)
+            assert fee["text"].startswith(f"monthly fee {fmt_value(profile['monthly_fee'])} (average {fmt_value(mean_fee)}) ")
+        assert fired_somewhere
+
+
+def test_top_five_is_stable_across_sampling_seeds(trained: Path) -> None:
+    """The sample size keeps the five largest per-dimension contributions the same on two runs with
+    different sampling seeds for at least 95 % of users."""
+    with ScoringService(Settings(db=trained, explain_cache_size=0)) as svc:
+        users = some_users(svc, 40)
+        same = 0
+        for uid in users:
+            tops = []
+            for seed in (1, 2):
+                np.random.seed(seed)  # Kernel SHAP samples coalitions with numpy's global generator
+                res = svc.explain(uid, "per_dimension")
+                assert abs(total(res) - res["score"]) < 1e-3
+                ranked = sorted(res["contributions"], key=lambda c: -abs(c["value"]))
+                tops.append({c["feature"] for c in ranked[:5]})
+            same += tops[0] == tops[1]
+        assert same >= 0.95 * len(users), f"{same} of {len(users)}"
 
 
 def exact_shapley(predict: FusionPredictor, background: np.ndarray, x: np.ndarray,
@@ -74,33 +129,43 @@ def exact_shapley(predict: FusionPredictor, background: np.ndarray, x: np.ndarra
     return value(()), phi
 
 
-def test_grouped_mode_gives_exact_shapley_values() -> None:
-    struct = tuple((f"r{i}", f"tenure_months > {i}") for i in range(4))
-    model = FusionCore(struct, emb_dim=5, hidden=4)
-    g = torch.Generator().manual_seed(3)
+def random_core(struct: tuple[tuple[str, str], ...], emb_dim: int, g: torch.Generator) -> FusionCore:
+    model = FusionCore(struct, emb_dim=emb_dim, hidden=4)
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g))
-    model.eval()
+    return model.eval()
+
+
+def test_grouped_mode_gives_exact_shapley_values() -> None:
+    struct = tuple((f"r{i}", f"tenure_months > {i}") for i in range(4))
+    g = torch.Generator().manual_seed(3)
+    model = random_core(struct, 5, g)
+    weights = np.array([0.4, -0.5, 0.0, 0.2])  # r2 has weight 0: not a player, contribution 0
     rng = np.random.default_rng(0)
-    bg = np.hstack([rng.integers(0, 2, (7, 4)), rng.normal(size=(7, 5)), rng.normal(size=(7, 1))])
-    ex = Explainer(model, Background(bg, "sample"))
-    x = np.concatenate([[1, 0, 1, 1], rng.normal(size=5), [0.7]])
+    n_x = len(PROFILE_NAMES)
+    bg = np.hstack([rng.integers(0, 2, (7, 4)), rng.gamma(2, 10, (7, n_x)), rng.normal(size=(7, 5))])
+    ex = Explainer(model, weights, Background(bg, "sample"))
+    x = np.concatenate([[1, 0, 1, 1], rng.gamma(2, 10, n_x), rng.normal(size=5)])
     res = ex.explain(x, "grouped")
-    base, phi = exact_shapley(ex.predict, bg, x, [cols for _, cols in ex.groups])
-    assert res.exact and res.base_value == pytest.approx(base, abs=1e-9)
-    np.testing.assert_allclose([v for _, v in res.contributions], phi, atol=1e-7)  # float32 model arithmetic
+    assert [n for n, _ in ex.groups] == ["r0", "r1", "r3", PROFILE_GROUP, EMBEDDING_GROUP]
+    game, players_bg, players_x = ex._game(x)  # r2, not a player, stays at the user's value
+    assert players_bg.shape[1] == bg.shape[1] - 1
+    base, phi = exact_shapley(game, players_bg, players_x, [cols for _, cols in ex.groups])
+    got = dict(res.contributions)
+    assert res.exact and res.base_value == pytest.approx(base, abs=1e-9) and got["r2"] == 0.0
+    np.testing.assert_allclose([got[n] for n, _ in ex.groups], phi, atol=1e-6)  # float32 model arithmetic
     # per-dimension Kernel SHAP on few features enumerates every coalition too, hence exact as well
-    small = FusionCore(struct[:2], emb_dim=2, hidden=3)
-    with torch.no_grad():
-        for p in small.parameters():
-            p.copy_(torch.randn(p.shape, generator=g))
-    ex2 = Explainer(small.eval(), Background(bg[:, [0, 1, 4, 5, 9]], "sample"))
-    x2 = x[[0, 1, 4, 5, 9]]
+    small = random_core(struct[:2], 1, g)
+    ex2 = Explainer(small, weights[:2], Background(bg[:, [0, 1, *range(4, 4 + n_x), 4 + n_x]], "sample"))
+    ex2.players = [0, 1, 2, 3, len(ex2.names) - 1]  # hold most profile numbers: few enough to enumerate
+    x2 = x[[0, 1, *range(4, 4 + n_x), 4 + n_x]]
     res2 = ex2.explain(x2, "per_dimension")
-    base2, phi2 = exact_shapley(ex2.predict, ex2.background.matrix, x2, [np.array([i]) for i in range(5)])
-    assert res2.exact
-    np.testing.assert_allclose([v for _, v in res2.contributions], phi2, atol=1e-7)  # float32 model arithmetic
+    game2, bg2, px2 = ex2._game(x2)
+    base2, phi2 = exact_shapley(game2, bg2, px2, [np.array([i]) for i in range(len(ex2.players))])
+    got2 = dict(res2.contributions)
+    assert res2.exact and res2.base_value == pytest.approx(base2, abs=1e-9)
+    np.testing.assert_allclose([got2[ex2.names[i]] for i in ex2.players], phi2, atol=1e-6)
 
 
 def test_cache_is_invalidated_by_rule_and_model_changes(trained: Path) -> None:

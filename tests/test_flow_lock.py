@@ -23,6 +23,7 @@ from dataflow.flow_lock import FlowLock, FlowLocked, flow_holder
 from dataflow.runner import FlowConfigError, replay
 from storage.event_store import EventStore
 from storage.projections import Status
+from ups.cli import main
 
 
 def test_a_second_holder_is_refused_with_the_first_named_until_it_lets_go(tmp_path: Path) -> None:
@@ -145,3 +146,12 @@ def test_a_running_cluster_holds_the_store_as_a_whole(tmp_path: Path) -> None:
             assert p.wait(timeout=120) == 0, p.stderr.read() if p.stderr else ""
     assert flow_holder(tmp_path / "ups.state") is None
     assert _dataflow(db, "--max-events", "10").returncode == 0
+
+
+def test_ups_up_refuses_a_database_a_flow_runs_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "ups.db"
+    with FlowLock(tmp_path / "ups.state", db):
+        assert main(["up", "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert f"a dataflow (pid {os.getpid()} on " in err and "already running" in err
+    assert not db.exists()  # refused before preparing anything

@@ -54,8 +54,8 @@ def test_two_processes_give_the_same_projections_as_one(tmp_path: Path, small_ge
     two = _db_with_history(tmp_path / "cluster.db", small_gen)
     s = settings_for(two)
     env = dict(os.environ)
-    env.update({  # nested settings (the per-user edge ranges) go as JSON, as a user would write them
-        f"UPS_{k.upper()}": json.dumps(v) if isinstance(v, dict) else str(v)
+    env.update({  # nested and list settings (edge ranges, allowed hosts) go as JSON, as a user would write them
+        f"UPS_{k.upper()}": json.dumps(v) if isinstance(v, (dict, list)) else str(v)
         for k, v in s.model_dump(mode="json").items()
         if v is not None
     })

@@ -3,6 +3,7 @@ the log, and as the live path's incremental update."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,9 @@ def test_columns_read_what_was_written_whatever_the_values(tmp_path: Path) -> No
             assert np.concatenate([b.ts for b in got]).tolist() == [e.ts for e in want]
             payloads = np.concatenate([b.payload for b in got]).tolist()
             assert [p is not None for p in payloads] == [e.type in ("user.registered", "product.listed") for e in want]
+            assert [json.loads(p) for p in payloads if p is not None] == [
+                e.payload for e in want if e.type in ("user.registered", "product.listed")
+            ]
         window = list(store.read_columns(4, 10, ["app.usage"], (), 100))
         assert [int(s) for b in window for s in b.seq] == list(range(6, 11))
 

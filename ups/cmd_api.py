@@ -51,6 +51,12 @@ def _port(text: str) -> int:
     return v
 
 
+def _note_hosts(s: Any) -> None:
+    if s.host in ("0.0.0.0", "::") and "*" not in s.allowed_hosts:
+        print(f"listening on {s.host}: only Host names in UPS_ALLOWED_HOSTS are answered ({', '.join(s.allowed_hosts)}); "
+              "list the names clients use", file=sys.stderr)
+
+
 def _settings(args: argparse.Namespace) -> Any:
     from api.auth import check_bind
     from ups.supervisor import active_db
@@ -67,6 +73,7 @@ def _settings(args: argparse.Namespace) -> Any:
         check_bind(s.host, s)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    _note_hosts(s)
     db = active_db(s.db)
     if db != s.db:
         print(f"{s.db} was switched to {db} (data/regenerate); using {db}", file=sys.stderr)
@@ -78,6 +85,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.http_limits import server_options
 
     s = _settings(args)
     holder: dict[str, uvicorn.Server] = {}
@@ -87,7 +95,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     app = create_app(s, stop_server=stop_server)
     config = uvicorn.Config(app, host=s.host, port=s.port, log_level=args.log_level, access_log=False,
-                            lifespan="on", timeout_graceful_shutdown=10)
+                            lifespan="on", timeout_graceful_shutdown=10, **server_options(s))
     server = holder["server"] = uvicorn.Server(config)
     try:
         server.run()
@@ -189,7 +197,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                      say=lambda m: print(m, flush=True))
     install_signal_handlers(sup)
     sup.start()
-    host = f"[{s.host}]" if ":" in s.host else s.host
+    # a wildcard address is no name to ask for: the API answers only allowed Host names (loopback ones)
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(s.host, s.host)
+    host = f"[{local}]" if ":" in local else local
     # the supervisor runs (restarts a crashing dataflow) while the announcement waits for every part
     threading.Thread(target=_announce, args=(f"http://{host}:{s.port}", s, sup), daemon=True).start()
     return sup.run()

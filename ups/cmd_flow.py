@@ -41,6 +41,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--topic", help="Kafka topic of subscriber events (--source kafka; default UPS_KAFKA_TOPIC)")
     p.add_argument("--rate", type=_positive_float, help="mock events per second (default: UPS_LIVE_RATE)")
     p.add_argument("--no-recovery", action="store_true", help="run without Bytewax recovery snapshots")
+    p.add_argument(
+        "--reset-recovery",
+        action="store_true",
+        help="set the recovery state aside (kept, renamed) and run, rebuilding the flow's state from the event "
+        "log: the way out of a damaged recovery state; nothing stored is lost",
+    )
     p.add_argument("-i", "--process-id", type=int, help="this process's index in a multi-process cluster")
     p.add_argument("-a", "--addresses", help='cluster addresses "host:port;host:port" (with -i)')
     p.add_argument("--quiet", action="store_true", help="no status lines on stderr")
@@ -104,6 +110,8 @@ def cmd_dataflow(args: argparse.Namespace) -> int:
         raise UsageError("--brokers and --topic are for --source kafka")
     if (args.process_id is None) != (args.addresses is None):
         raise UsageError("-i/--process-id and -a/--addresses go together")
+    if args.reset_recovery and (args.process_id or args.no_recovery):
+        raise UsageError("--reset-recovery is for process 0 of a flow with recovery on")
     addresses = [a for a in args.addresses.split(";") if a] if args.addresses else None
     if addresses is not None and not 0 <= args.process_id < len(addresses):
         raise UsageError(f"--process-id must be within 0..{len(addresses) - 1} for {len(addresses)} addresses")
@@ -138,6 +146,7 @@ def cmd_dataflow(args: argparse.Namespace) -> int:
             addresses=addresses,
             attach_refresh=_lazy_refresh_branch(s),
             on_status=show,
+            reset_recovery=args.reset_recovery,
         )
     except FlowConfigError as err:
         raise UsageError(str(err)) from None

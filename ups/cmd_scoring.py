@@ -83,6 +83,8 @@ def _with_service(args: argparse.Namespace, work: Callable[[Any], int]) -> int:
 def cmd_train_fusion(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from dataflow.oracle import retention_oracle
+
     def work(svc: Any) -> int:
         with tqdm(total=100, desc="train-fusion", unit="%", disable=args.quiet, file=sys.stderr) as bar:
             def progress(fraction: float, message: str) -> None:
@@ -90,15 +92,19 @@ def cmd_train_fusion(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(message[:60], refresh=False)
                 bar.refresh()
 
-            res = svc.train_fusion(args.samples, args.epochs, args.lr, progress=progress)
+            res = svc.train_fusion(args.samples, args.epochs, args.lr, progress=progress,
+                                   oracle=retention_oracle(svc.settings.db, svc.settings))
         if args.json:
             print(json.dumps({"auc": res["auc"], "loss": res["loss"], "model_version": res["model_version"]}))
             return 0
         auc = res["auc"]
         print(f"fusion model version {res['model_version']}: trained on {res['n_train']:,} labelled users, "
-              f"held out {res['n_test']:,}; {res['epochs_run']} epochs, loss {res['loss']:.4f}, "
+              f"stopped on {res['n_val']:,}, held out {res['n_test']:,}; loss {res['loss']:.4f}, "
               f"test loss {res['test_loss']:.4f}; {res['seconds']:.1f} s")
-        print(f"held-out AUC  rule-only {_num(auc['rule'])}  GNN-only {_num(auc['gnn'])}  fused {_num(auc['fused'])}")
+        print(f"held-out AUC  rule score {_num(auc['rule'])}  rule head {_num(auc['rule_head'])}  "
+              f"GNN {_num(auc['gnn'])}  fused {_num(auc['fused'])}  oracle {_num(auc['oracle'])}")
+        if auc["oracle"] is None:
+            print("oracle: n/a (the store's dataset is not one this generator version can regenerate)")
         if res.get("embedding_missing_share"):
             print(f"note: {res['embedding_missing_share']:.0%} of the users had no embedding (zero vector used)")
         return 0
@@ -140,13 +146,13 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     def show(res: dict[str, Any]) -> None:
         bg = res["background"]
-        print(f"user {res['user_id']}: score {res['score']:.4f} = base {res['base_value']:.4f} "
+        print(f"user {res['user_id']}: score {res['score']:.3f} = base {res['base_value']:.3f} "
               f"+ {len(res['contributions'])} contributions ({args.mode}, background {bg['source']} "
               f"x{bg['size']}{', exact' if res['exact'] else ''})")
         for title, items in (("raising", res["top_positive"]), ("lowering", res["top_negative"])):
             print(f"  {title}:")
             for c in items:
-                print(f"    {c['feature']:24s} {c['value']:+.4f}")
+                print(f"    {c['text']}")
 
     return _run(args, lambda svc: svc.explain(args.user_id, mode=args.mode, top_k=args.top_k), show)
 

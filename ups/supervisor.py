@@ -1,8 +1,11 @@
 """``ups up``'s process supervisor: the dataflow and the API as child processes.
 
-A dataflow that exits with an error is restarted (bounded, with back-off) and the crash logged; a
-dataflow that stops cleanly (shutdown command) is not. When the API exits (``POST
-/api/v1/operations/shutdown``), the dataflow is stopped and the supervisor exits. On Ctrl-C or SIGTERM
+A child that exits with an error (the dataflow or the API) is restarted after a back-off and the crash
+logged; after more than ``max_restarts`` crashes of one child within ten minutes the supervisor gives up
+on it, loudly: on the dataflow (the API goes on serving and reports it failed), or on the API (the
+dataflow is stopped and ``ups up`` exits 1). A dataflow that stops cleanly (shutdown command) is not
+restarted. When the API exits cleanly (``POST /api/v1/operations/shutdown``), the dataflow is stopped and
+the supervisor exits. On Ctrl-C or SIGTERM
 both are stopped cleanly: the dataflow through a ``shutdown`` command (it finishes its epoch), the API
 with SIGINT (uvicorn drains requests); whatever is still alive after the timeout is killed.
 When the API switched to a new database file (``data/regenerate``), the dataflow follows.
@@ -22,13 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable
 
+from config.settings import Settings
+from dataflow.control import record_failure
 from storage.db import connect
 from storage.projections import OpsHistory, Status
-from config.settings import Settings
 
 log = logging.getLogger("ups.supervisor")
 
 RESTART_WINDOW_S = 600.0
+#: exit codes of a child that stopped as asked (not a crash)
+CLEAN_EXITS = (0, -signal.SIGINT, -signal.SIGTERM)
+#: exit code of a dataflow that refused to start (a damaged recovery state, another flow on the store):
+#: starting it again would refuse again
+REFUSED = 2
 
 
 def latest_switch(db: Path, after_id: int = 0) -> tuple[int, Path] | None:
@@ -43,6 +52,16 @@ def latest_switch(db: Path, after_id: int = 0) -> tuple[int, Path] | None:
     finally:
         conn.close()
     return (int(row[0]), Path(row[1])) if row and row[1] else None
+
+
+def flow_error(db: Path) -> str | None:
+    """Why the dataflow failed, as it recorded it in its status row (None when it did not)."""
+    conn = connect(db)
+    try:
+        doc = Status(conn).get("dataflow")
+    finally:
+        conn.close()
+    return str(doc["error"]) if doc and doc.get("state") == "failed" and doc.get("error") else None
 
 
 def active_db(db: Path) -> Path:
@@ -112,14 +131,15 @@ class Supervisor:
     db: Path = field(init=False)
     flow: Child = field(init=False)
     api: Child = field(init=False)
-    crashes: deque[float] = field(default_factory=deque)
+    #: child name -> times of its recent crashes
+    crashes: dict[str, deque[float]] = field(default_factory=dict)
     stopping: threading.Event = field(default_factory=threading.Event)
     _switch_seen: int = 0
 
     def __post_init__(self) -> None:
         self.db = self.settings.db
         self.flow = self._flow_child()
-        self.api = Child("api", self.api_argv(self.db), self._logs() / "api.log", self.env_for(self.db))
+        self.api = self._api_child()
         sw = latest_switch(self.db)
         self._switch_seen = sw[0] if sw else 0
 
@@ -128,6 +148,9 @@ class Supervisor:
 
     def _flow_child(self) -> Child:
         return Child("dataflow", self.dataflow_argv(self.db), self._logs() / "dataflow.log", self.env_for(self.db))
+
+    def _api_child(self) -> Child:
+        return Child("api", self.api_argv(self.db), self._logs() / "api.log", self.env_for(self.db))
 
     def _log_event(self, message: str) -> None:
         # the file first: whoever hears the message may read the log at once (a test did, and missed it)
@@ -162,27 +185,33 @@ class Supervisor:
                 self.flow.signal(signal.SIGKILL)
                 self.flow.wait(5)
 
-    def _restart_flow(self, code: int) -> bool:
+    def _restart(self, child: Child, code: int) -> Child | None:
+        """The restarted ``child`` after a crash and the back-off, or None when it crashed too often
+        (or the supervisor is stopping)."""
         now = time.time()
-        while self.crashes and now - self.crashes[0] > RESTART_WINDOW_S:
-            self.crashes.popleft()
-        self.crashes.append(now)
-        if len(self.crashes) > self.settings.max_restarts:
-            self._log_event(
-                f"dataflow crashed (exit code {code}) {len(self.crashes)} times in {RESTART_WINDOW_S:.0f} s; "
-                f"not restarting it again (see {self.flow.log_path})"
+        crashes = self.crashes.setdefault(child.name, deque())
+        while crashes and now - crashes[0] > RESTART_WINDOW_S:
+            crashes.popleft()
+        crashes.append(now)
+        if len(crashes) > self.settings.max_restarts:
+            message = (
+                f"{child.name} crashed (exit code {code}) {len(crashes)} times in {RESTART_WINDOW_S:.0f} s; "
+                f"not restarting it again (see {child.log_path})"
             )
-            return False
+            if child is self.flow:  # /health tells it too
+                record_failure(self.db, f"ups up gave up on the dataflow: {message}")
+            self._log_event(message)
+            return None
         self._log_event(
-            f"dataflow crashed (exit code {code}); restarting in {self.settings.restart_backoff:.1f} s "
-            f"(see {self.flow.log_path})"
+            f"{child.name} crashed (exit code {code}); restarting in {self.settings.restart_backoff:.1f} s "
+            f"(see {child.log_path})"
         )
         if self.stopping.wait(self.settings.restart_backoff):
-            return False
-        self.flow.close()
-        self.flow = self._flow_child()
-        self.flow.start()
-        return True
+            return None
+        child.close()
+        fresh = self._flow_child() if child is self.flow else self._api_child()
+        fresh.start()
+        return fresh
 
     def _follow_switch(self) -> None:
         sw = latest_switch(self.db, self._switch_seen)
@@ -200,25 +229,47 @@ class Supervisor:
         self._switch_seen = 0
 
     def run(self) -> int:
-        """Supervise until the API exits or :meth:`stop` is called; returns the exit status."""
+        """Supervise until the API exits cleanly, gives up, or :meth:`stop` is called; returns the exit status."""
         flow_given_up = False
         while not self.stopping.is_set():
             code = self.api.exit_code()
             if code is not None:
-                self.say(f"the API exited (code {code}); stopping the dataflow")
-                self._stop_flow(self.db, self.settings.shutdown_timeout)
-                self._close()
-                return 0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else 1
+                if code in CLEAN_EXITS:
+                    self.say(f"the API exited (code {code}); stopping the dataflow")
+                    return self._end(0)
+                api = self._restart(self.api, code)
+                if api is None:
+                    if self.stopping.is_set():
+                        break
+                    self._log_event("giving up on the API: stopping the dataflow; ups up exits with status 1")
+                    return self._end(1)
+                self.api = api
             fcode = self.flow.exit_code()
             if fcode is not None and not flow_given_up:
-                if fcode == 0:
-                    self.say("the dataflow stopped (shutdown); waiting for the API")
-                    flow_given_up = True
-                elif not self._restart_flow(fcode):
-                    flow_given_up = True
+                flow_given_up = self._after_flow_exit(fcode)
             self._follow_switch()
             self.stopping.wait(0.5)
         return self._stop_all()
+
+    def _after_flow_exit(self, code: int) -> bool:
+        """Restart a crashed dataflow; True when it stays down (stopped cleanly, refused, or given up)."""
+        if code == 0:
+            self.say("the dataflow stopped (shutdown); waiting for the API")
+            return True
+        if code == REFUSED:
+            why = flow_error(self.db) or f"see {self.flow.log_path}"
+            self._log_event(f"the dataflow refused to start (exit code {code}): {why}; not restarting it")
+            return True
+        flow = self._restart(self.flow, code)
+        if flow is None:
+            return True
+        self.flow = flow
+        return False
+
+    def _end(self, status: int) -> int:
+        self._stop_flow(self.db, self.settings.shutdown_timeout)
+        self._close()
+        return status
 
     def stop(self) -> None:
         self.stopping.set()

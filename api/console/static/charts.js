@@ -173,16 +173,15 @@ export function barChart(container, items, { format = fmtShort, row = 22 } = {})
   container.dataset.bars = String(items.length);
 }
 
-/** Contributions are small numbers: two significant digits, signed, no exponent down to 1e-4. */
+/** Contributions, signed, with the one rounding rule the API's sentences use: three decimals. */
 function signed(v) {
-  const a = Math.abs(v);
-  const text = a >= 0.01 || a === 0 ? fmtShort(a) : a >= 1e-4 ? a.toPrecision(2) : a.toExponential(1);
-  return `${v < 0 ? "−" : "+"}${text}`;
+  return `${v < 0 ? "−" : "+"}${Math.abs(v).toFixed(3)}`;
 }
 
 /**
  * Diverging horizontal bars around zero (SHAP contributions): positive to the right (raise the
- * score), negative to the left (lower it). items: [{label, value}], drawn in the given order.
+ * score), negative to the left (lower it). items: [{label, value, feature?}], drawn in the given order
+ * (``feature``, the API's name, goes to data-feature; the label is what a person reads).
  */
 export function divergingChart(container, items, { format = signed, row = 24 } = {}) {
   const W = widthOf(container, 560);
@@ -202,7 +201,7 @@ export function divergingChart(container, items, { format = signed, row = 24 } =
     const y = 18 + i * row;
     const w = Math.max(1, (Math.abs(d.value) / max) * half);
     const pos = d.value >= 0;
-    const g = s("g", { class: `shap-row ${pos ? "pos" : "neg"}`, "data-feature": d.label, "data-value": d.value });
+    const g = s("g", { class: `shap-row ${pos ? "pos" : "neg"}`, "data-feature": d.feature ?? d.label, "data-value": d.value });
     g.append(s("text", { x: lw - 6, y: y + row / 2 + 4, class: "bar-label", "text-anchor": "end" }, clip(d.label, 44)));
     g.append(s("rect", { x: (pos ? mid : mid - w).toFixed(1), y: y + 3, width: w.toFixed(1), height: row - 6, rx: 2, class: pos ? "bar bar-pos" : "bar bar-neg" }));
     g.append(s("text", { x: pos ? mid + w + 4 : mid - w - 4, y: y + row / 2 + 4, class: "bar-value", "text-anchor": pos ? "start" : "end" }, format(d.value)));

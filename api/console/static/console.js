@@ -201,11 +201,18 @@ export function askToken(reason) {
   pendingAsk = new Promise((resolve) => {
     dlg.addEventListener(
       "close",
-      () => {
+      async () => {
         pendingAsk = null;
         if (dlg.returnValue === "ok" && input.value.trim()) {
-          sessionStorage.setItem(TOKEN_KEY, input.value.trim());
-          resolve(input.value.trim());
+          const token = input.value.trim();
+          // checked at once: a wrong token is said so now and not kept (not at the next change)
+          const accepted = await tokenAccepted(token);
+          if (accepted) sessionStorage.setItem(TOKEN_KEY, token);
+          else {
+            sessionStorage.removeItem(TOKEN_KEY);
+            toast("The server refused this admin token; it is not kept. Enter UPS_ADMIN_TOKEN of the server.", "error", 10000);
+          }
+          resolve(accepted ? token : "");
         } else {
           if (dlg.returnValue === "forget") sessionStorage.removeItem(TOKEN_KEY);
           resolve("");
@@ -219,6 +226,17 @@ export function askToken(reason) {
     input.focus();
   });
   return pendingAsk;
+}
+
+/** Whether the server takes ``token`` (true when it needs none, or cannot be asked). */
+async function tokenAccepted(token) {
+  try {
+    const resp = await fetch(`${API}/auth/check`, { headers: { Accept: "application/json", Authorization: `Bearer ${token}` } });
+    if (!resp.ok) return true; // an older server: the next change will tell
+    return (await resp.json()).token_accepted !== false;
+  } catch {
+    return true;
+  }
 }
 
 function renderTokenButton() {
@@ -311,6 +329,10 @@ export async function api(path, { method = "GET", body, query, signal } = {}) {
       if (token) sessionStorage.removeItem(TOKEN_KEY);
       const got = await askToken(reason);
       if (got) continue;
+    }
+    if (resp.status === 401 && token) {
+      sessionStorage.removeItem(TOKEN_KEY); // refused again: never keep a token the server does not take
+      renderTokenButton();
     }
     // the server is starting (scoring and explainer loading): it says when to ask again, and we do
     const retryAfter = Number(resp.headers.get("Retry-After"));

@@ -125,7 +125,14 @@ function shapItems(ex) {
     const n = all.filter((c) => c.value < 0).sort((a, b) => a.value - b.value).slice(0, view.topK).reverse();
     items = [...p, ...n];
   }
-  return items.map((c) => ({ label: c.feature, value: c.value }));
+  return items.map((c) => ({ label: c.label || c.feature, feature: c.feature, value: c.value, text: c.text }));
+}
+
+/** One sentence per top contribution, in the chart's order ("monthly fee 58 (average 142) lowers …"). */
+function renderSentences(items) {
+  $("#shap-sentences").replaceChildren(
+    ...items.filter((c) => c.text).map((c) => h("li", { class: c.value >= 0 ? "pos" : "neg", "data-feature": c.feature }, c.text)),
+  );
 }
 
 async function loadExplanation(seq) {
@@ -139,6 +146,7 @@ async function loadExplanation(seq) {
     const items = shapItems(ex);
     if (items.length) divergingChart($("#shap-chart"), items);
     else $("#shap-chart").replaceChildren(h("p", { class: "hint" }, "every contribution is zero for this user"));
+    renderSentences(items);
     $("#shap-chart").dataset.mode = view.mode;
     const sum = (ex.contributions || []).reduce((a, c) => a + (isNum(c.value) ? c.value : 0), 0);
     setText(
@@ -146,13 +154,14 @@ async function loadExplanation(seq) {
       `base value ${fmtScore(ex.base_value)} + contributions ${sum >= 0 ? "+" : ""}${fmtNum(sum, 3)} ≈ score ${fmtScore(ex.score)}` +
         `${isNum(ex.background?.size) ? ` · background ${ex.background.size} users (${ex.background.source})` : ""}` +
         `${ex.exact ? " · exact" : isNum(ex.nsamples) ? ` · ${ex.nsamples} samples` : ""}${ex.cached ? " · from cache" : ""}` +
-        ` · ${view.mode === "grouped" ? "grouped (rules, embedding, rule score)" : "per dimension"}, top ${view.topK} each way`,
+        ` · ${view.mode === "grouped" ? "grouped (each rule, profile numbers, graph embedding)" : "per dimension"}, top ${view.topK} each way`,
     );
     status.textContent = "";
   } catch (err) {
     if (seq !== view.seq) return;
     status.textContent = `explanation unavailable: ${err.message}`;
     $("#shap-chart").replaceChildren();
+    $("#shap-sentences").replaceChildren();
   } finally {
     $("#shap-chart").removeAttribute("aria-busy");
   }
