@@ -15,7 +15,6 @@ with its port (every port would have to be listed) and answers in its own error 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
 
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send

@@ -29,15 +29,14 @@ from storage.events import validate_event
 from storage.projections import Embeddings, Models, Profiles
 from config.settings import Settings
 
-from .errors import (
-    BadRequest, EvaluationLimit, NotEnoughData, RuleCompileError, RuleNotFound, ScoringError, UserNotFound,
-)
+from .errors import BadRequest, NotEnoughData, RuleCompileError, RuleNotFound, ScoringError, UserNotFound
 from .explainer import MODES, Background, Explainer, feature_names, top_contributions
 from .explanation_text import contribution_entries
 from .fusion import FusionCore, ServingFusion
 from .fusion_training import FitSettings, TrainingData, hash01, split_of, train_fusion_core
 from .profile_features import profile_matrix, profile_vector
 from .recommend import Recommender
+from . import rule_trial
 from .rule_store import RuleStore
 from .rules import DEFAULT_RULES, RuleEngine, RuleOutput, compile_condition, validate_rule
 from .threads import ThreadLimit
@@ -359,6 +358,7 @@ class ScoringService:
     def create_rule(self, spec: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
         """Raises RuleCompileError (bad field or expression) or RuleExists."""
         rule = validate_rule(_as_dict(spec))
+        rule_trial.refuse_if_over_bounds(compile_condition(rule.condition), self._sample_profiles(20))
         with self._lock:
             version = self.rule_store.create(rule)
             self._cache.clear()
@@ -379,6 +379,7 @@ class ScoringService:
         current = {"name": row.name, "description": row.description, "weight": row.weight,
                    "condition": row.condition, "enabled": row.enabled}
         rule = validate_rule({**current, **spec})
+        rule_trial.refuse_if_over_bounds(compile_condition(rule.condition), self._sample_profiles(20))
         with self._lock:
             version = self.rule_store.update(rule)
             self._cache.clear()
@@ -395,24 +396,11 @@ class ScoringService:
         if not isinstance(sample, int) or not 1 <= sample <= 100_000:
             raise BadRequest(f"sample must be within 1..100000, not {sample!r}")
         expr = compile_condition(condition)
+        return rule_trial.preview(expr, self._sample_profiles(sample), self.settings.rule_preview_timeout)
+
+    def _sample_profiles(self, n: int) -> dict[str, dict[str, Any]]:
         with self._lock:
-            profiles = Profiles(self.conn).get_many(Profiles(self.conn).sample_ids(sample, seed=self.settings.seed))
-        fired = 0
-        errors: list[dict[str, str]] = []
-        # each evaluation is bounded by the sandbox; the whole preview by a deadline, so a costly condition
-        # over a large sample is refused with the reason instead of holding a worker thread for minutes
-        deadline = time.monotonic() + self.settings.rule_preview_timeout
-        for done, (uid, p) in enumerate(profiles.items()):
-            if time.monotonic() > deadline:
-                raise EvaluationLimit(
-                    f"the condition took more than {self.settings.rule_preview_timeout:g} s over {done} of "
-                    f"{len(profiles)} users (limit UPS_RULE_PREVIEW_TIMEOUT); simplify it or preview a smaller sample"
-                )
-            try:
-                fired += bool(expr.evaluate(p))
-            except Exception as err:  # noqa: BLE001 - reported, as it would be per user
-                errors.append({"user_id": uid, "error": f"{type(err).__name__}: {err}"})
-        return {"fired": fired, "sample": len(profiles), "errors": len(errors), "error_examples": errors[:3]}
+            return Profiles(self.conn).get_many(Profiles(self.conn).sample_ids(n, seed=self.settings.seed))
 
     def refresh_rules(self) -> dict[str, Any]:
         """Re-read the rules from the log, rebuild the fusion's rule side if the structure changed, clear the cache."""

@@ -38,6 +38,7 @@ def immutable(tmp_path: Path, small_gen: Any) -> Iterator[Path]:
         _chattr("-i", db)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_an_api_started_on_a_read_only_store_answers_503_then_recovers(immutable: Path) -> None:
     server = ups_api(immutable).start()

@@ -187,6 +187,18 @@ def test_preview_past_its_deadline_is_refused_with_the_reason(svc_db: Path) -> N
             svc.preview_rule("str([tenure_months] * 9000) != ''", sample=150)
 
 
+def test_a_rule_over_the_cost_bounds_for_stored_users_is_refused_when_saved(svc_db: Path) -> None:
+    with ScoringService(Settings(db=svc_db)) as svc:
+        for condition in ["[[tenure_months] * 9999] * 9999 == 0", "str([plan_type] * 9999) != ''"]:
+            spec = {"name": "costly", "description": "", "weight": 1.0, "condition": condition}
+            with pytest.raises(RuleCompileError, match="limit"):
+                svc.create_rule(spec)
+            with pytest.raises(RuleCompileError, match="limit"):
+                svc.update_rule("high_value_user", {"condition": condition})
+        assert "costly" not in [r["name"] for r in svc.list_rules()]
+        svc.create_rule({"name": "cheap", "description": "", "weight": 1.0, "condition": "[tenure_months] * 3 != []"})
+
+
 def test_rule_specs_may_be_pydantic_models(svc_db: Path) -> None:
     from pydantic import BaseModel
 
