@@ -12,10 +12,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from storage import data_config
 from config.settings import Settings
+
+if TYPE_CHECKING:
+    from scoring.graph_cache import GraphCache
 
 Progress = Callable[[float, str], None]
 
@@ -54,7 +57,8 @@ def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion
     return {"hgt": hgt, "embeddings": emb, "fusion": fusion}
 
 
-def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress,
+                  graphs: GraphCache | None = None) -> dict[str, Any]:
     """The seed's RefreshOrchestrator: sampled or full graph; embeddings only, or retrain everything."""
     from scoring.embed import embed_all
     from scoring.training import train_hgt
@@ -65,11 +69,12 @@ def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress
     if params["mode"] == "full_retrain":
         out["hgt"] = train_hgt(settings, epochs=int(params["epochs"]), sample_ratio=ratio,
                                progress=_part(progress, 0.0, 0.55))
-        out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=_part(progress, 0.55, 0.8))
+        out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=_part(progress, 0.55, 0.8),
+                                      graphs=graphs)
         out["fusion"] = train_fusion(settings, _part(progress, 0.8, 1.0), samples=0,
                                      epochs=int(params["fusion_epochs"]), lr=settings.fusion_lr)
     else:
-        out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=progress)
+        out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=progress, graphs=graphs)
     out["node_counts"] = out["embeddings"].get("nodes")
     if "hgt" in out:
         out["hgt_loss"] = out["hgt"].get("final_loss")
@@ -77,14 +82,16 @@ def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress
     return out
 
 
-def fusion_train(settings: Settings, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def fusion_train(settings: Settings, params: dict[str, Any], progress: Progress,
+                 graphs: GraphCache | None = None) -> dict[str, Any]:
     t0 = time.time()
     metrics = train_fusion(settings, progress, samples=int(params["samples"]), epochs=int(params["epochs"]),
                            lr=float(params["lr"]))
     return {"fusion": metrics, "duration_s": round(time.time() - t0, 3)}
 
 
-def hgt_train(settings: Settings, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def hgt_train(settings: Settings, params: dict[str, Any], progress: Progress,
+              graphs: GraphCache | None = None) -> dict[str, Any]:
     from scoring.embed import embed_all
     from scoring.training import train_hgt
 
@@ -104,7 +111,7 @@ def hgt_train(settings: Settings, params: dict[str, Any], progress: Progress) ->
     )
     out: dict[str, Any] = {"hgt": metrics}
     if params["embed"]:
-        out["embeddings"] = embed_all(settings, progress=_part(progress, hi, 1.0))
+        out["embeddings"] = embed_all(settings, progress=_part(progress, hi, 1.0), graphs=graphs)
     out["duration_s"] = round(time.time() - t0, 3)
     return out
 
@@ -120,7 +127,8 @@ def next_db_path(current: Path) -> Path:
     return p
 
 
-def data_regenerate(settings: Settings, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def data_regenerate(settings: Settings, params: dict[str, Any], progress: Progress,
+                    graphs: GraphCache | None = None) -> dict[str, Any]:
     """A fresh dataset and initial model in a new database file (the API switches to it afterwards).
 
     The dataset is written by ``ups init`` in a child process: the API side never imports the
@@ -150,7 +158,8 @@ def data_regenerate(settings: Settings, params: dict[str, Any], progress: Progre
             "duration_s": round(time.time() - t0, 3)}
 
 
-TASKS: dict[str, Callable[[Settings, dict[str, Any], Progress], dict[str, Any]]] = {
+#: kind -> task; each takes the worker's graph cache (``graphs``), which those that embed use
+TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "graph.refresh": graph_refresh,
     "fusion.train": fusion_train,
     "training.hgt": hgt_train,
