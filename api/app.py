@@ -22,7 +22,7 @@ from litestar.di import Provide
 from litestar.logging import LoggingConfig
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.pydantic import PydanticPlugin
 from litestar.types import ControllerRouterHandler
@@ -36,6 +36,7 @@ from .cross_site import CrossSiteGuard, SitePolicy
 from .context import AppContext
 from .errors import exception_handlers
 from .jobs import JobRunner
+from .openapi_ui import assets_router, swagger_plugin
 
 log = logging.getLogger("ups.api")
 LOG_FORMAT = "%(levelname)s - %(asctime)s - %(name)s - %(module)s - %(message)s"
@@ -112,7 +113,7 @@ def _lifespan(ctx: AppContext) -> Callable[[Litestar], Any]:
 async def _warm_up(ctx: AppContext) -> None:
     """Load the scoring service (models, rules) before the first request needs it; /health answers meanwhile."""
     def warm() -> None:
-        svc = ctx.scoring()
+        svc = ctx.build_scoring()
         some = ctx.store().profiles.ids(limit=1)
         if some:
             svc.score(some[0])  # loads the fusion model and the rules
@@ -128,6 +129,9 @@ async def _warm_up(ctx: AppContext) -> None:
     except Exception as err:  # noqa: BLE001 - the requests that need it will report the problem themselves
         ctx.scoring_state = f"unavailable: {type(err).__name__}: {err}"
         log.warning("scoring service not ready at start-up", exc_info=True)
+    if ctx.jobs is not None and ctx.settings.warm_job_workers:
+        # after what requests need (they share the cores): torch, the scoring modules and the graph
+        await anyio.to_thread.run_sync(ctx.jobs.warm, "graph", "fusion")
 
 
 def _console() -> list[ControllerRouterHandler]:
@@ -157,13 +161,13 @@ def create_app(
             "UPS_ADMIN_TOKEN set, POST/PUT/DELETE need 'Authorization: Bearer <token>'."
         ),
         path="/schema",
-        render_plugins=[SwaggerRenderPlugin(path="/swagger"), JsonRenderPlugin()],
+        render_plugins=[swagger_plugin(), JsonRenderPlugin()],
         components=Components(
             security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", description="UPS_ADMIN_TOKEN")}
         ),
     )
     return Litestar(
-        route_handlers=[*ROUTERS, *_console(), *extra],
+        route_handlers=[*ROUTERS, assets_router(), *_console(), *extra],
         dependencies={"ctx": Provide(_provide_ctx, sync_to_thread=False)},
         guards=[admin_guard],
         exception_handlers=exception_handlers(),

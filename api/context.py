@@ -16,6 +16,7 @@ from litestar.di import NamedDependency
 
 from storage import EventStore, open_store
 
+from .errors import Unavailable
 from .resources import ProcessMeter
 from config.settings import Settings
 
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from .jobs import JobRunner
 
 T = TypeVar("T")
+
+#: what a request refused while the API starts up is told to wait (seconds)
+RETRY_AFTER_S = 2
 
 
 class Database:
@@ -79,7 +83,22 @@ class AppContext:
         """This thread's connection to the current database."""
         return self.db.store()
 
+    def require_ready(self) -> None:
+        """503 with Retry-After at once while the start-up warm-up loads scoring and the explainer: a
+        request must not wait seconds behind it (clients retry; ``/health`` says when it is ready)."""
+        if self.scoring_state == "loading":
+            raise Unavailable(
+                "starting up: the scoring service and the explainer are loading (models, rules); "
+                f"retry in {RETRY_AFTER_S} s or watch /health until api.scoring is 'ready'",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+
     def scoring(self) -> "ScoringService":
+        """The scoring service for a request: 503 while it loads at start-up (see :meth:`require_ready`)."""
+        self.require_ready()
+        return self.build_scoring()
+
+    def build_scoring(self) -> "ScoringService":
         """The scoring service of the current database, built on first use (it loads models)."""
         with self._scoring_lock:
             if self._scoring is None:
@@ -103,6 +122,7 @@ class AppContext:
         thread otherwise. The thread round trip costs more than such a read: two thread wake-ups, which on
         a busy machine showed as milliseconds in the latency tail. The loop itself never waits: not for
         the service's lock (held by a rule change or a refresh in a thread), not for building it."""
+        self.require_ready()
         svc = self._scoring  # the reference alone: building it takes a lock and loads models
         if svc is not None:
             with svc.immediate() as free:

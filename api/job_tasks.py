@@ -1,10 +1,10 @@
 """What each job kind runs inside its worker process (see jobs.py): the operations themselves live
 below the API (``scoring.orchestration``, ``dataflow.prepare``), shared with the CLI and ``ups init``;
-here they get the mock generator's oracle for the fusion's oracle AUC."""
+here they get the mock generator's oracle (the fusion's oracle AUC) and the worker's graph cache."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from config.progress import Progress
 from config.settings import Settings
@@ -12,18 +12,35 @@ from dataflow.oracle import retention_oracle
 from dataflow.prepare import regenerate
 from scoring import orchestration
 
+if TYPE_CHECKING:
+    from scoring.graph_cache import GraphCache
 
-def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    return orchestration.graph_refresh(settings, params, progress, oracle=retention_oracle(settings.db, settings))
+
+def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress,
+                  graphs: GraphCache | None = None) -> dict[str, Any]:
+    return orchestration.graph_refresh(settings, params, progress, oracle=retention_oracle(settings.db, settings),
+                                       graphs=graphs)
 
 
-def fusion_train(settings: Settings, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def fusion_train(settings: Settings, params: dict[str, Any], progress: Progress,
+                 graphs: GraphCache | None = None) -> dict[str, Any]:
     return orchestration.fusion_train(settings, params, progress, oracle=retention_oracle(settings.db, settings))
 
 
-TASKS: dict[str, Callable[[Settings, dict[str, Any], Progress], dict[str, Any]]] = {
+def hgt_train(settings: Settings, params: dict[str, Any], progress: Progress,
+              graphs: GraphCache | None = None) -> dict[str, Any]:
+    return orchestration.hgt_train(settings, params, progress, graphs=graphs)
+
+
+def data_regenerate(settings: Settings, params: dict[str, Any], progress: Progress,
+                    graphs: GraphCache | None = None) -> dict[str, Any]:
+    return regenerate(settings, params, progress)  # a new file: the cached graphs are of the old one
+
+
+#: kind -> task; each takes the worker's graph cache (``graphs``), which those that embed use
+TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "graph.refresh": graph_refresh,
     "fusion.train": fusion_train,
-    "training.hgt": orchestration.hgt_train,
-    "data.regenerate": regenerate,
+    "training.hgt": hgt_train,
+    "data.regenerate": data_regenerate,
 }

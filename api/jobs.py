@@ -1,10 +1,13 @@
-"""Background jobs: a row in ``jobs`` and a worker process per job, never the API's event loop.
+"""Background jobs: a row in ``jobs`` and a warm worker process per job group, never the API's event loop.
 
-The API process submits (one job of a group at a time: 409 while busy), starts a spawned worker
-process, and watches it; the worker marks the row running, reports progress, and stores the result
-or the error. A worker that dies without saying so is marked failed with its exit code; a job left
-running by a previous API (killed) is marked failed at start-up. Worker processes exit by themselves
-when the API process that started them is gone.
+The API process submits (one job of a group at a time: 409 while busy) and hands the job to its group's
+worker over a pipe; the worker marks the row running, reports progress, stores the result or the error,
+and says it is done. Workers stay between jobs with torch imported and (the graph group's) graphs built
+and kept current with the log, so a job's wall time is mostly its work: a fresh process per job spent
+more time importing and reading the log than embedding. Each result carries ``work_s`` (the task) and
+``wall_s`` (submitted to finished). A worker that dies mid-job is marked failed with its exit code and
+replaced at the next job; a job left running by a previous API (killed) is marked failed at start-up.
+Worker processes exit by themselves when the API process that started them is gone.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.process
 import os
 import threading
@@ -50,12 +54,25 @@ def job_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
+class _Worker:
+    """A group's worker process, the API's end of its pipe, and the job it runs now (if any)."""
+
+    proc: multiprocessing.process.BaseProcess
+    conn: multiprocessing.connection.Connection
+    job: str | None = None
+    #: the database file of that job (the API may switch files meanwhile)
+    db: Path | None = None
+
+
+@dataclass
 class JobRunner:
     settings: Settings
     #: called in the API process when a job ended (any state), with its final row
     on_finished: Callable[[dict[str, Any]], None] = lambda row: None
-    #: job id -> (worker, database file it runs against; the API may switch files meanwhile)
-    _procs: dict[str, tuple[multiprocessing.process.BaseProcess, Path]] = field(default_factory=dict)
+    #: group -> its worker
+    _workers: dict[str, _Worker] = field(default_factory=dict)
+    #: jobs handed to a worker whose after-effects are not done yet
+    _active: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _store(self, db: Path | None = None) -> EventStore:
@@ -71,7 +88,7 @@ class JobRunner:
             return ids
 
     def submit(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Create the row and start its worker; Conflict when a job of the same group is active."""
+        """Create the row and hand it to its group's worker; Conflict when a job of the same group is active."""
         group = GROUPS[kind]
         kinds = [k for k, g in GROUPS.items() if g == group]
         with self._store() as store:
@@ -80,7 +97,7 @@ class JobRunner:
                 assert busy is not None
                 raise Conflict(f"job {busy['id']} ({busy['kind']}) is {busy['state']}; one {group} job at a time")
             try:
-                self._start(job_id)
+                self._start(job_id, group)
             except Exception as err:  # the row must not stay queued and block its group for ever
                 store.jobs.update(job_id, state="failed", error=f"could not start the worker: {err}",
                                   finished_at=time.time())
@@ -89,29 +106,63 @@ class JobRunner:
             assert row is not None
             return job_view(row)
 
-    def _start(self, job_id: str) -> None:
+    def warm(self, *groups: str) -> None:
+        """Start these groups' workers now, so that they are warm (imports, graphs) before the first job."""
+        with self._lock:
+            for group in groups:
+                self._worker(group)
+
+    def _worker(self, group: str) -> _Worker:
+        """The group's live worker, started when it has none (call with the lock held)."""
+        w = self._workers.get(group)
+        if w is not None and w.proc.is_alive():
+            return w
         ctx = multiprocessing.get_context("spawn")  # no fork of a threaded server; torch starts clean
+        ours, theirs = ctx.Pipe()
         proc = ctx.Process(
-            target=run_job, args=(self.settings.model_dump(mode="json"), job_id, os.getpid()),
-            name=f"ups-job-{job_id}",
+            target=serve, args=(theirs, group, self.settings.model_dump(mode="json"), os.getpid()),
+            name=f"ups-jobs-{group}", daemon=True,
         )
         proc.start()
+        theirs.close()
+        w = self._workers[group] = _Worker(proc, ours)
+        return w
+
+    def _start(self, job_id: str, group: str) -> None:
         with self._lock:
-            self._procs[job_id] = (proc, self.settings.db)
+            w = self._worker(group)
+            w.conn.send((job_id, self.settings.model_dump(mode="json")))
+            w.job, w.db = job_id, self.settings.db
+            self._active.add(job_id)
 
     def poll(self) -> list[dict[str, Any]]:
-        """Reap finished workers; returns their final rows (and calls ``on_finished``)."""
+        """Collect jobs whose worker said done or died; returns their final rows (and calls ``on_finished``)."""
+        ended: list[tuple[str, Path, int | None]] = []  # job, its file, exit code of a worker that died
         with self._lock:
-            done = [(j, p, db) for j, (p, db) in self._procs.items() if not p.is_alive()]
+            for group, w in list(self._workers.items()):
+                if w.job is not None and w.conn.poll():
+                    try:
+                        w.conn.recv()
+                        ended.append((w.job, w.db or self.settings.db, None))
+                    except (EOFError, OSError):  # died as it answered: handled as a death below
+                        pass
+                    else:
+                        w.job = None
+                        continue
+                if not w.proc.is_alive():
+                    w.proc.join(timeout=1)
+                    if w.job is not None:
+                        ended.append((w.job, w.db or self.settings.db, w.proc.exitcode))
+                    w.conn.close()
+                    del self._workers[group]
         finished = []
-        for job_id, proc, db in done:
-            proc.join(timeout=1)
+        for job_id, db, exitcode in ended:
             with self._store(db) as store:
                 jobs = store.jobs
                 row = jobs.get(job_id)
                 if row is not None and row["state"] not in FINAL:
                     jobs.update(job_id, state="failed", finished_at=time.time(),
-                                error=f"the worker process exited with code {proc.exitcode} before finishing")
+                                error=f"the worker process exited with code {exitcode} before finishing")
                     row = jobs.get(job_id)
                 if row is not None:
                     finished.append(row)
@@ -121,40 +172,41 @@ class JobRunner:
             except Exception:  # noqa: BLE001 - a hook failure must not stop the watcher
                 log.exception("after job %s", row["id"])
         with self._lock:  # only now: a job counts as handled once its after-effects are done
-            for j, _, _ in done:
-                self._procs.pop(j, None)
+            self._active.difference_update(j for j, _, _ in ended)
         return finished
 
     def handled(self, job_id: str) -> bool:
-        """The job's worker has ended and its after-effects (e.g. the switch to a new file) are done."""
+        """The job has ended and its after-effects (e.g. the switch to a new file) are done."""
         with self._lock:
-            return job_id not in self._procs
+            return job_id not in self._active
 
     def running(self) -> list[str]:
         with self._lock:
-            return [j for j, (p, _) in self._procs.items() if p.is_alive()]
+            return [w.job for w in self._workers.values() if w.job is not None and w.proc.is_alive()]
 
     def cancel_all(self, reason: str, timeout: float = 5.0) -> list[str]:
-        """Stop every worker (SIGTERM, then SIGKILL) and mark its job cancelled."""
+        """Stop every worker (SIGTERM, then SIGKILL) and mark the jobs they ran cancelled."""
         with self._lock:
-            procs = dict(self._procs)
-        for job_id, (_, db) in procs.items():  # marked first: the watcher must not call it a failure
+            workers = list(self._workers.values())
+            self._workers.clear()
+        busy = [(w.job, w.db or self.settings.db) for w in workers if w.job is not None]
+        for job_id, db in busy:  # marked first: the watcher must not call it a failure
             with self._store(db) as store:
                 row = store.jobs.get(job_id)
                 if row is not None and row["state"] not in FINAL:
                     store.jobs.update(job_id, state="cancelled", error=reason, finished_at=time.time())
-        for p, _ in procs.values():
-            p.terminate()
+        for w in workers:
+            w.proc.terminate()
         deadline = time.monotonic() + timeout
-        for p, _ in procs.values():
-            p.join(timeout=max(0.1, deadline - time.monotonic()))
-            if p.is_alive():
-                p.kill()
-                p.join(timeout=2)
+        for w in workers:
+            w.proc.join(timeout=max(0.1, deadline - time.monotonic()))
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join(timeout=2)
+            w.conn.close()
         with self._lock:
-            for j in procs:
-                self._procs.pop(j, None)
-        return list(procs)
+            self._active.difference_update(j for j, _ in busy)
+        return [j for j, _ in busy]
 
 
 # ------------------------------------------------------------------------------------ worker side
@@ -183,29 +235,73 @@ def exit_with_parent(parent_pid: int) -> None:
             os._exit(3)
 
 
-def run_job(settings_doc: dict[str, Any], job_id: str, parent_pid: int) -> None:
-    """Worker process entry: run one job to its end and record the outcome."""
+def serve(conn: multiprocessing.connection.Connection, group: str, settings_doc: dict[str, Any],
+          parent_pid: int) -> None:
+    """A group's worker process: warm up, then run the jobs the API sends, one at a time, until it goes."""
+    threading.Thread(target=exit_with_parent, args=(parent_pid,), daemon=True).start()
+    graphs = _warm_up(group, Settings.model_validate(settings_doc))
+    while True:
+        try:
+            job_id, doc = conn.recv()
+        except (EOFError, OSError):  # the API closed its end
+            return
+        run_job(doc, job_id, graphs)
+        conn.send(job_id)
+
+
+def _warm_up(group: str, settings: Settings) -> Any:
+    """What the group's jobs need loaded: torch and the scoring modules, and for the graph group its graph
+    cache with the full graph of the log (None for groups that embed nothing)."""
+    if group == "data":  # regenerate runs ``ups init`` in a child process: nothing to keep warm
+        return None
+    from scoring.service import ScoringService  # noqa: F401 - the import is the warm-up (torch, models)
+
+    if group != "graph":
+        return None
+    from config.device import resolve_device
+    from scoring.graph_cache import GraphCache
+    from storage.event_store import EventStore
+
+    graphs = GraphCache()
+    try:
+        with EventStore(settings.db) as store:
+            graphs.graph(store, settings.db, device=resolve_device(settings.device), sample_ratio=1.0,
+                         sample_seed=settings.train_seed, compact_min=settings.graph_compact_min)
+    except Exception:  # noqa: BLE001 - the first job builds it and reports what is wrong
+        log.warning("job worker: no graph built ahead of the first job", exc_info=True)
+    return graphs
+
+
+def run_job(settings_doc: dict[str, Any], job_id: str, graphs: Any = None) -> None:
+    """Run one job to its end in this worker and record the outcome, its work and wall seconds with it."""
     from .job_tasks import TASKS
 
-    threading.Thread(target=exit_with_parent, args=(parent_pid,), daemon=True).start()
     settings = Settings.model_validate(settings_doc)
     store = open_store(settings.db)
-    jobs = store.jobs
-    row = jobs.get(job_id)
-    if row is None:
-        return
-    jobs.update(job_id, state="running", started_at=time.time(), message="starting")
-    progress = _ProgressWriter(jobs, job_id)
     try:
-        result = TASKS[row["kind"]](settings, row["params"], progress)
-    except Exception as err:  # noqa: BLE001 - every failure is recorded on the job
-        settings.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(settings.log_dir / "jobs.log", "a", encoding="utf-8") as f:
-            f.write(f"--- job {job_id} ({row['kind']}) failed at {time.ctime()}\n{traceback.format_exc()}\n")
-        jobs.update(job_id, state="failed", error=f"{type(err).__name__}: {err}"[:2000], finished_at=time.time())
-        return
-    jobs.update(job_id, state="succeeded", progress=1.0, message="done", result=finite_only(result),
-                finished_at=time.time())
+        jobs = store.jobs
+        row = jobs.get(job_id)
+        if row is None:
+            return
+        jobs.update(job_id, state="running", started_at=time.time(), message="starting")
+        progress = _ProgressWriter(jobs, job_id)
+        t0 = time.perf_counter()
+        try:
+            result = TASKS[row["kind"]](settings, row["params"], progress, graphs=graphs)
+        except Exception as err:  # noqa: BLE001 - every failure is recorded on the job
+            settings.log_dir.mkdir(parents=True, exist_ok=True)
+            with open(settings.log_dir / "jobs.log", "a", encoding="utf-8") as f:
+                f.write(f"--- job {job_id} ({row['kind']}) failed at {time.ctime()}\n{traceback.format_exc()}\n")
+            jobs.update(job_id, state="failed", error=f"{type(err).__name__}: {err}"[:2000], finished_at=time.time())
+            return
+        work = time.perf_counter() - t0
+        finished = time.time()
+        timing = {"work_s": round(work, 3), "wall_s": round(finished - float(row["created_at"]), 3),
+                  "worker_pid": os.getpid()}
+        jobs.update(job_id, state="succeeded", progress=1.0, message="done",
+                    result=finite_only({**result, **timing}), finished_at=finished)
+    finally:
+        store.close()
 
 
 def finite_only(obj: Any) -> Any:

@@ -66,6 +66,7 @@ async def explain(
     mode: Annotated[Literal["per_dimension", "grouped"], QueryParameter(name="mode")] = "per_dimension",
     top_k: Annotated[int, QueryParameter(name="top_k", ge=1, le=50)] = 5,
 ) -> ExplanationResult:
+    ctx.require_ready()
     if ctx.explain_pool is not None:
         out = await ctx.explain_pool.explain(user_id, mode, top_k)
     else:

@@ -206,6 +206,10 @@ class Settings(BaseSettings, GeneratorSettings):
     )
     max_body_bytes: int = Field(1_000_000, ge=1024, le=100_000_000, description="largest request body accepted")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; none by default")
+    warm_job_workers: bool = Field(
+        True, description="start the graph and fusion job workers at API start (imports, the graph) rather than "
+        "at their first job; they stay between jobs either way"
+    )
     allowed_hosts: list[str] = Field(
         default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
         description="Host names the API answers for (JSON list; '*' any); the listen address is added. Guards "
@@ -246,6 +250,9 @@ class Settings(BaseSettings, GeneratorSettings):
     bootstrap_train_users: int = Field(
         20_000, ge=100, le=5_000_000, description="the initial HGT trains on a sample of about this many users"
     )
+    ready_timeout: float = Field(900.0, gt=0, le=86_400,
+                                 description="how long `ups up` waits for every part to be ready before printing "
+                                 "its URLs anyway (s)")
     restart_backoff: float = Field(2.0, ge=0, le=600, description="wait before restarting a crashed dataflow (s)")
     max_restarts: int = Field(5, ge=0, le=1000, description="dataflow restarts within 10 minutes before giving up")
 

@@ -4,7 +4,7 @@ incremental refresh shares: ``(node type, node id, float32 vector, model version
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ from .graph import HeteroGraph
 from .graph_loader import build_graph
 from .graph_schema import NODE_TYPES
 from .model_io import load_model
+
+if TYPE_CHECKING:
+    from .graph_cache import GraphCache
 
 EmbeddingRowT = tuple[str, str, np.ndarray, int, int]
 
@@ -61,8 +64,11 @@ def write_all(store: EventStore, graph: HeteroGraph, emb: Mapping[str, Tensor], 
     return n
 
 
-def embed_all(settings: Any, sample_ratio: float = 1.0, progress: Progress | None = None) -> dict[str, Any]:
-    """Embeddings for every node of the (sampled) graph with the newest HGT model, written to the store."""
+def embed_all(
+    settings: Any, sample_ratio: float = 1.0, progress: Progress | None = None, graphs: "GraphCache | None" = None
+) -> dict[str, Any]:
+    """Embeddings for every node of the (sampled) graph with the newest HGT model, written to the store.
+    With ``graphs`` (a warm job worker's), the graph is taken from it and caught up with the log."""
     from config.device import resolve_device
 
     t0 = time.perf_counter()
@@ -76,10 +82,16 @@ def embed_all(settings: Any, sample_ratio: float = 1.0, progress: Progress | Non
         loaded = load_model(store, device=device)
         if loaded is None:
             raise ValueError("no HGT model registered yet; run `ups train` first")
-        graph = build_graph(
-            store, device=device, sample_ratio=sample_ratio, sample_seed=settings.train_seed,
-            compact_min=settings.graph_compact_min, progress=lambda f, m: report(0.3 * f, m),
-        )
+        graph_progress: Progress = lambda f, m: report(0.3 * f, m)  # noqa: E731
+        if graphs is not None:
+            graph = graphs.graph(store, settings.db, device=device, sample_ratio=sample_ratio,
+                                 sample_seed=settings.train_seed, compact_min=settings.graph_compact_min,
+                                 progress=graph_progress)
+        else:
+            graph = build_graph(
+                store, device=device, sample_ratio=sample_ratio, sample_seed=settings.train_seed,
+                compact_min=settings.graph_compact_min, progress=graph_progress,
+            )
         report(0.3, "forward pass")
         emb = loaded.embedder.eval().embed_all(graph, settings.embed_chunk_edges, lambda f, m: report(0.3 + 0.5 * f, m))
         report(0.8, "writing embeddings")

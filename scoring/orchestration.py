@@ -8,12 +8,15 @@ job workers, the CLI and ``ups init`` all run them from here.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from config.progress import Progress, part
 from config.settings import Settings
+
+if TYPE_CHECKING:
+    from .graph_cache import GraphCache
 
 #: P(retained) per user id as the data was generated (NaN where unknown): the oracle AUC fusion training
 #: reports; the mock generator's package provides it (``dataflow.oracle``), a real feed has none
@@ -44,7 +47,7 @@ def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion
 
 
 def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress,
-                  oracle: Oracle | None = None) -> dict[str, Any]:
+                  oracle: Oracle | None = None, graphs: GraphCache | None = None) -> dict[str, Any]:
     """Re-embed the sampled or full graph with the current model, or (``full_retrain``) retrain the HGT,
     re-embed and retrain the fusion layer."""
     from .embed import embed_all
@@ -56,11 +59,12 @@ def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress
     if params["mode"] == "full_retrain":
         out["hgt"] = train_hgt(settings, epochs=int(params["epochs"]), sample_ratio=ratio,
                                progress=part(progress, 0.0, 0.55))
-        out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=part(progress, 0.55, 0.8))
+        out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=part(progress, 0.55, 0.8),
+                                      graphs=graphs)
         out["fusion"] = train_fusion(settings, part(progress, 0.8, 1.0), samples=0,
                                      epochs=int(params["fusion_epochs"]), lr=settings.fusion_lr, oracle=oracle)
     else:
-        out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=progress)
+        out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=progress, graphs=graphs)
     out["node_counts"] = out["embeddings"].get("nodes")
     if "hgt" in out:
         out["hgt_loss"] = out["hgt"].get("final_loss")
@@ -76,7 +80,8 @@ def fusion_train(settings: Settings, params: dict[str, Any], progress: Progress,
     return {"fusion": metrics, "duration_s": round(time.time() - t0, 3)}
 
 
-def hgt_train(settings: Settings, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def hgt_train(settings: Settings, params: dict[str, Any], progress: Progress,
+              graphs: GraphCache | None = None) -> dict[str, Any]:
     from .embed import embed_all
     from .training import train_hgt
 
@@ -96,6 +101,6 @@ def hgt_train(settings: Settings, params: dict[str, Any], progress: Progress) ->
     )
     out: dict[str, Any] = {"hgt": metrics}
     if params["embed"]:
-        out["embeddings"] = embed_all(settings, progress=part(progress, hi, 1.0))
+        out["embeddings"] = embed_all(settings, progress=part(progress, hi, 1.0), graphs=graphs)
     out["duration_s"] = round(time.time() - t0, 3)
     return out

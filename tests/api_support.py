@@ -16,8 +16,10 @@ from config.settings import Settings
 
 def settings_for(db: Path, **kw: Any) -> Settings:
     """Test settings: explanations in threads unless a test asks for worker processes (each imports torch);
-    Litestar's TestClient's host name allowed besides the loopback names."""
-    return Settings(db=db, **{"explain_workers": 0, "allowed_hosts": [*LOOPBACK_NAMES, TEST_CLIENT_HOST], **kw})
+    job workers started by the first job rather than by every app; Litestar's TestClient's host name
+    allowed besides the loopback names."""
+    return Settings(db=db, **{"explain_workers": 0, "warm_job_workers": False,
+                              "allowed_hosts": [*LOOPBACK_NAMES, TEST_CLIENT_HOST], **kw})
 
 
 #: the Host Litestar's TestClient sends

@@ -78,7 +78,8 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 240) -> "Server":
+    def start(self, timeout: float = 240, until_ready: bool = True) -> "Server":
+        """Start and wait until /health answers and (``until_ready``) the scoring service has loaded."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = self.log.open("wb")
         self.proc = subprocess.Popen(
@@ -89,8 +90,9 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{' '.join(self.argv)} exited with {self.proc.returncode}:\n{self.tail()}")
             try:
-                status, _ = http("GET", f"{self.url}/health", timeout=2)
-                if status == 200:
+                # ready as ``ups up`` announces it: the API answers and its scoring service has loaded
+                status, body = http("GET", f"{self.url}/health", timeout=2)
+                if status == 200 and (not until_ready or body["api"]["scoring"] != "loading"):
                     return self
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass

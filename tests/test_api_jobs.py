@@ -208,6 +208,15 @@ def test_sampled_refresh_and_fusion_jobs_with_wait(job_client: TestClient) -> No
     assert job["state"] == "succeeded", job["error"]
     res = job["result"]
     assert res["sample_ratio"] == 0.5 and res["node_counts"]["user"] < 300 and res["duration_s"] > 0
+    # the job's metrics say how long its work took and how long it took from submission to its end
+    assert 0 < res["work_s"] <= job["duration_s"] + 0.01 and job["duration_s"] <= res["wall_s"] + 0.01
+    assert res["wall_s"] == pytest.approx(job["finished_at"] - job["created_at"], abs=0.01)
+    # a second refresh runs in the same (warm) worker process
+    again = job_client.post("/api/v1/graph/refresh?wait=true",
+                            json={"mode": "embedding_only", "graph_scope": "sampled", "sample_ratio": 0.5}).json()
+    assert again["state"] == "succeeded", again["error"]
+    assert again["result"]["worker_pid"] == res["worker_pid"] and again["result"]["work_s"] <= again["result"]["wall_s"]
+    assert again["result"]["node_counts"] == res["node_counts"]  # the kept graph is the same graph
     r = job_client.post("/api/v1/operations/fusion/train?wait=true", json={"samples": 0, "epochs": 20, "lr": 0.02})
     job = r.json()
     assert r.status_code == 200 and job["state"] == "succeeded", job["error"]

@@ -4,6 +4,7 @@ shutdown, errors, the admin token, body limits."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -335,3 +336,8 @@ def test_openapi_schema_and_ui_are_served(client: TestClient) -> None:
     assert {"202", "401", "409", "422"} <= set(refresh["responses"])
     ui = client.get("/schema/swagger")
     assert ui.status_code == 200 and "swagger" in ui.text.lower()
+    # every file the page loads comes from this server (no CDN): relative URLs that answer
+    loaded = re.findall(r'(?:src|href)=["\']([^"\']+)["\']', ui.text)
+    assert loaded and all(u.startswith("/") and not u.startswith("//") for u in loaded), loaded
+    for url in loaded:
+        assert client.get(url).status_code == 200, url

@@ -8,6 +8,7 @@ import re
 import time
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from playwright import sync_api as playwright_sync
@@ -176,6 +177,82 @@ def test_every_page_loads_without_console_errors(system: Server, context: Any, n
     assert not [u for u in log.requests if "/operations/metrics" in u], "metrics come from the stream, not polls"
     assert log.unexpected_errors() == []
     assert log.foreign_hosts() == set(), "the console must not load anything from outside the server"
+
+
+def test_ten_tabs_all_load_and_keep_updating(system: Server, context: Any) -> None:
+    """Browsers allow six HTTP/1.1 connections per host: the tabs share one event stream, so ten of them
+    (two of every page) all load, show "live" and keep receiving events."""
+    tabs: list[tuple[str, Any, PageLog]] = []
+    for name in PAGES * 2:
+        page = context.new_page()
+        log = PageLog()
+        log.attach(page)
+        page.goto(f"{system.url}/console/{name}")
+        tabs.append((name, page, log))
+    for name, page, _ in tabs:
+        wait_ready(page)
+        expect(page.locator("#live-indicator")).to_have_text("live")
+        if name == "data":  # the page the seventh tab never finished: its current database filled in
+            expect(page.locator("#cfg-users")).to_have_value(str(api_get(system, "/data/config")["config"]["users"]))
+    # and they all keep updating: each tab counts the stream's metrics events (one every second here)
+    marks = [int(page.locator("body").get_attribute("data-live-metrics") or 0) for _, page, _ in tabs]
+    for (name, page, log), mark in zip(tabs, marks):
+        wait_for(lambda: int(page.locator("body").get_attribute("data-live-metrics") or 0) >= mark + 2, 60,
+                 f"two more metrics events on the {name} tab")
+        assert log.unexpected_errors() == [], name
+    screenshot(tabs[-1][1], "ten-tabs-data")
+
+
+def test_openapi_ui_renders_without_internet(system: Server, browser: Any) -> None:
+    """Every request to anywhere but this server is refused: Swagger UI still renders the API."""
+    ctx = browser.new_context(viewport=VIEWPORT)
+    blocked: list[str] = []
+
+    def only_loopback(route: Any) -> None:
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    try:
+        ctx.route("**/*", only_loopback)
+        page = ctx.new_page()
+        page.goto(f"{system.url}/schema/swagger")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("UPS API")
+        expect(page.locator(".opblock-summary-path", has_text="/api/v1/graph/statistics")).to_be_visible()
+        assert page.locator(".opblock").count() >= 20
+        screenshot(page, "openapi-offline")
+        assert blocked == [], "the OpenAPI UI reached outside the server"
+    finally:
+        ctx.close()
+
+
+#: families that draw Chinese (what the console's font stack names, on Linux, macOS and Windows)
+CJK_FAMILIES = re.compile(r"CJK|WenQuanYi|Source Han|PingFang|Hiragino|YaHei", re.I)
+
+
+def test_chinese_text_renders_with_a_cjk_font(system: Server, context: Any) -> None:
+    """The glyphs of a Chinese value come from a CJK font (no empty boxes), as Chromium reports the fonts it
+    drew a node with."""
+    scored_user(system, USER)
+    page, log = open_page(context, f"{system.url}/console/profile?user={USER}")
+    cell = page.locator("#base-table tr", has_text="city").locator("td")
+    expect(cell).to_have_text(CJK)
+    text = cell.inner_text()
+    family = cell.evaluate("el => getComputedStyle(el).fontFamily")
+    assert "Noto Sans CJK SC" in family and "WenQuanYi" in family and "Microsoft YaHei" in family, family
+    cell.evaluate("el => el.setAttribute('data-font-probe', '1')")
+    cdp = context.new_cdp_session(page)
+    cdp.send("DOM.enable")
+    cdp.send("CSS.enable")
+    root = cdp.send("DOM.getDocument")["root"]["nodeId"]
+    node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": "[data-font-probe]"})["nodeId"]
+    fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+    cjk_glyphs = sum(f["glyphCount"] for f in fonts if CJK_FAMILIES.search(f["familyName"]))
+    assert cjk_glyphs >= len(CJK.findall(text)) > 0, (text, fonts)
+    screenshot(page, "profile-chinese")
+    assert log.unexpected_errors() == []
 
 
 # --------------------------------------------------------------------------- user profile

@@ -103,15 +103,20 @@ def test_ups_up_end_to_end(tmp_path: Path) -> None:
                           env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     api = Api(f"http://127.0.0.1:{port}")
     try:
-        health = wait_for("a running system", lambda: (h := api.get("/health"))["dataflow"]["alive"] and h, 420)
-        assert health["models"]["hgt"] is not None and health["models"]["fusion"] is not None
-        api_pid = health["api"]["pid"]
         def printed() -> str | None:
             t = (tmp_path / "up.out").read_text(errors="replace")
             return t if "Ctrl-C stops everything" in t else None
 
-        text = wait_for("the URLs printed", printed, 30)
+        # "ready" means ready: when the URLs appear, every part is (scoring and explainer loaded, flow running)
+        text = wait_for("the URLs printed", printed, 420)
+        health = api.get("/health")
+        assert health["api"]["scoring"] == "ready" and health["dataflow"]["alive"], health
+        assert health["models"]["hgt"] is not None and health["models"]["fusion"] is not None
+        api_pid = health["api"]["pid"]
         assert f"http://127.0.0.1:{port}/schema/swagger" in text and f"http://127.0.0.1:{port}/console" in text
+        # what it waited for was shown before, and the URLs come once
+        assert "starting: waiting for" in text.split("Ctrl-C stops everything")[0], text
+        assert text.count(f"console  http://127.0.0.1:{port}/console") == 1, text
 
         # a user, their score and explanation
         conn = connect(db)

@@ -6,9 +6,7 @@ import argparse
 import json
 import logging
 import sys
-import time
-import urllib.error
-import urllib.request
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -147,19 +145,6 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def wait_for_health(url: str, timeout: float, alive: Any) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and alive():
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                if r.status == 200:
-                    return True
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.3)
-    return False
-
-
 def dataflow_argv(db: Path) -> list[str]:
     from .supervisor import python_module
 
@@ -210,10 +195,25 @@ def cmd_up(args: argparse.Namespace) -> int:
     # a wildcard address is no name to ask for: the API answers only allowed Host names (loopback ones)
     local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(s.host, s.host)
     host = f"[{local}]" if ":" in local else local
-    url = f"http://{host}:{s.port}"
-    if wait_for_health(url, 60, sup.api.alive):
-        print(f"API      {url}\nOpenAPI  {url}/schema/swagger  ({url}/schema/openapi.json)\nconsole  {url}/console\n"
-              f"logs     {s.log_dir}\nCtrl-C stops everything.", flush=True)
-    else:
-        print(f"the API did not come up; see {s.log_dir / 'api.log'}", file=sys.stderr, flush=True)
+    # the supervisor runs (restarts a crashing dataflow) while the announcement waits for every part
+    threading.Thread(target=_announce, args=(f"http://{host}:{s.port}", s, sup), daemon=True).start()
     return sup.run()
+
+
+def _announce(url: str, s: Any, sup: Any) -> None:
+    """The URLs, once, when every part is ready; what it still waits for until then (on stderr)."""
+    from .ready import wait_until_ready
+
+    state = wait_until_ready(url, lambda m: print(m, file=sys.stderr, flush=True), sup.stopping, s.ready_timeout)
+    if sup.stopping.is_set():
+        return
+    if state.problem:
+        print(f"scoring is {state.problem}; see {s.log_dir / 'api.log'}", file=sys.stderr, flush=True)
+    if "API" in state.waiting:
+        print(f"the API did not come up; see {s.log_dir / 'api.log'}", file=sys.stderr, flush=True)
+        return
+    if not state.ready:
+        print(f"still waiting for {', '.join(state.waiting)} after {s.ready_timeout:.0f} s; the URLs anyway:",
+              file=sys.stderr, flush=True)
+    print(f"API      {url}\nOpenAPI  {url}/schema/swagger  ({url}/schema/openapi.json)\nconsole  {url}/console\n"
+          f"logs     {s.log_dir}\nCtrl-C stops everything.", flush=True)

@@ -334,10 +334,20 @@ export async function api(path, { method = "GET", body, query, signal } = {}) {
       sessionStorage.removeItem(TOKEN_KEY); // refused again: never keep a token the server does not take
       renderTokenButton();
     }
+    // the server is starting (scoring and explainer loading): it says when to ask again, and we do
+    const retryAfter = Number(resp.headers.get("Retry-After"));
+    if (resp.status === 503 && retryAfter > 0 && attempt < STARTUP_RETRIES) {
+      if (attempt === 0) toast(`${errorMessage(resp.status, data, path)} Retrying…`, "info", retryAfter * 1000);
+      await new Promise((resolve) => setTimeout(resolve, retryAfter * 1000));
+      continue;
+    }
     if (!resp.ok) throw new ApiError(resp.status, data, path);
     return data;
   }
 }
+
+/** How often a call refused while the server starts is retried (at its Retry-After, ~2 s: several minutes). */
+const STARTUP_RETRIES = 150;
 
 // ---------------------------------------------------------------- forms
 
@@ -426,48 +436,65 @@ class Live {
     }
   }
 
+  /** One stream per browser: a SharedWorker holds it for every console tab (a stream per tab would use
+   * up the browser's six connections per host); a tab of a browser without SharedWorker opens its own. */
   start() {
-    if (this.source || !("EventSource" in window)) return;
-    const src = new EventSource(`${API}/operations/stream`);
+    if (this.source) return;
+    const url = `${API}/operations/stream`;
+    if ("SharedWorker" in window) {
+      const worker = new SharedWorker(`${document.body.dataset.prefix || "/console"}/static/live-worker.js`, { name: "ups-live" });
+      this.source = worker.port;
+      worker.port.addEventListener("message", (ev) => {
+        const m = ev.data || {};
+        if (m.type === "event") this.deliver(m.name, m.data);
+        else if (m.type === "state") this.showState(m.state);
+      });
+      worker.port.start();
+      worker.port.postMessage({ type: "hello", url, names: STREAM_EVENTS });
+      window.addEventListener("pagehide", () => worker.port.postMessage({ type: "bye" }));
+      // back from the page cache: the worker forgot this tab at pagehide
+      window.addEventListener("pageshow", (ev) => ev.persisted && worker.port.postMessage({ type: "hello", url, names: STREAM_EVENTS }));
+      return;
+    }
+    if (!("EventSource" in window)) return;
+    const src = new EventSource(url);
     this.source = src;
-    const ind = $("#live-indicator");
-    const deliver = (name) => (ev) => {
-      let data = ev.data;
-      try {
-        data = JSON.parse(ev.data);
-      } catch {
-        /* plain text event */
-      }
-      // unnamed events may carry their kind inside: {"type": "status", ...}
-      const kind = name === "message" && data && typeof data === "object" ? data.type || data.event || "message" : name;
-      const payload = name === "message" && data && typeof data === "object" && "data" in data ? data.data : data;
-      this.emit(kind, payload);
-      // events received per kind (data-live-status, data-live-metrics, …): observable progress for tests
-      if (STREAM_EVENTS.includes(kind)) {
-        const key = `live${kind.charAt(0).toUpperCase()}${kind.slice(1)}`;
-        document.body.dataset[key] = String(Number(document.body.dataset[key] || 0) + 1);
-      }
-      if (ind) {
-        ind.className = "pill pill-ok";
-        ind.textContent = "live";
-        ind.title = `last update ${new Date().toLocaleTimeString()}`;
-      }
-    };
-    src.addEventListener("message", deliver("message"));
-    for (const name of STREAM_EVENTS) src.addEventListener(name, deliver(name));
-    src.addEventListener("open", () => {
-      if (ind) {
-        ind.className = "pill pill-ok";
-        ind.textContent = "live";
-      }
-    });
-    src.addEventListener("error", () => {
-      if (ind) {
-        ind.className = "pill pill-warn";
-        ind.textContent = src.readyState === EventSource.CLOSED ? "live: disconnected" : "live: reconnecting…";
-      }
-    });
+    src.addEventListener("message", (ev) => this.deliver("message", ev.data));
+    for (const name of STREAM_EVENTS) src.addEventListener(name, (ev) => this.deliver(name, ev.data));
+    src.addEventListener("open", () => this.showState("open"));
+    src.addEventListener("error", () => this.showState(src.readyState === EventSource.CLOSED ? "closed" : "reconnecting"));
     window.addEventListener("pagehide", () => src.close());
+  }
+
+  /** One event of the stream (its name and raw data) to this page's handlers. */
+  deliver(name, raw) {
+    let data = raw;
+    try {
+      data = JSON.parse(raw);
+    } catch {
+      /* plain text event */
+    }
+    // unnamed events may carry their kind inside: {"type": "status", ...}
+    const kind = name === "message" && data && typeof data === "object" ? data.type || data.event || "message" : name;
+    const payload = name === "message" && data && typeof data === "object" && "data" in data ? data.data : data;
+    this.emit(kind, payload);
+    // events received per kind (data-live-status, data-live-metrics, …): observable progress for tests
+    if (STREAM_EVENTS.includes(kind)) {
+      const key = `live${kind.charAt(0).toUpperCase()}${kind.slice(1)}`;
+      document.body.dataset[key] = String(Number(document.body.dataset[key] || 0) + 1);
+    }
+    this.showState("open");
+  }
+
+  /** The stream's state in the top bar: live, reconnecting, disconnected. */
+  showState(state) {
+    const ind = $("#live-indicator");
+    if (!ind) return;
+    if (state === "connecting") return;
+    const ok = state === "open";
+    ind.className = ok ? "pill pill-ok" : "pill pill-warn";
+    ind.textContent = ok ? "live" : state === "closed" ? "live: disconnected" : "live: reconnecting…";
+    if (ok) ind.title = `last update ${new Date().toLocaleTimeString()}`;
   }
 }
 
