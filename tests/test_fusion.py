@@ -19,7 +19,7 @@ from scoring.profile_features import NAMES as PROFILE_NAMES
 from scoring.service import ScoringService
 from storage.event_store import EventStore
 from storage.projections import Embeddings, Models, Profiles
-from ups.bootstrap import prepare
+from dataflow.prepare import prepare
 from ups.cli import main
 from config.settings import Settings
 
