@@ -27,7 +27,6 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.pydantic import PydanticPlugin
 from litestar.types import ControllerRouterHandler
 
-from storage.projections import OpsHistory, Profiles
 from config.settings import Settings
 
 from . import metrics, routes_data, routes_graph, routes_jobs, routes_ops, routes_rules, routes_users, sse
@@ -67,7 +66,7 @@ def _after_job(ctx: AppContext) -> Callable[[dict[str, Any]], None]:
             new = (row.get("result") or {}).get("db")
             if new:
                 old = ctx.settings.db
-                OpsHistory(ctx.conn()).record(
+                ctx.store().ops.record(
                     "db.switch", f"switched to {new}; {old} kept", {"db": str(new), "job": row["id"]}, source="api"
                 )
                 ctx.switch_db(Path(new))
@@ -115,7 +114,7 @@ async def _warm_up(ctx: AppContext) -> None:
     """Load the scoring service (models, rules) before the first request needs it; /health answers meanwhile."""
     def warm() -> None:
         svc = ctx.build_scoring()
-        some = Profiles(ctx.conn()).ids(limit=1)
+        some = ctx.store().profiles.ids(limit=1)
         if some:
             svc.score(some[0])  # loads the fusion model and the rules
         if ctx.explain_pool is not None:
@@ -136,7 +135,7 @@ async def _warm_up(ctx: AppContext) -> None:
 
 
 def _console() -> list[ControllerRouterHandler]:
-    """The web console's router (issue 7) when ``api/console`` exists."""
+    """The web console's router when ``api/console`` exists."""
     if importlib.util.find_spec("api.console") is None:
         return []
     module = importlib.import_module("api.console")

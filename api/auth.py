@@ -7,6 +7,7 @@ import hmac
 import ipaddress
 from typing import Any
 
+from typing_extensions import TypedDict
 from litestar import Request, get
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
@@ -44,8 +45,14 @@ def _bearer_matches(connection: ASGIConnection[Any, Any, Any, Any], token: str) 
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
+class TokenCheck(TypedDict):
+    token_required: bool
+    #: None when no token is required or none was sent
+    token_accepted: bool | None
+
+
 @get("/api/v1/auth/check", summary="Whether changes need the admin token, and whether the one sent is it")
-async def check_token(request: Request[Any, Any, Any]) -> dict[str, bool | None]:
+async def check_token(request: Request[Any, Any, Any]) -> TokenCheck:
     """Lets a client (the console) tell a wrong token at once, without trying a change."""
     token: str | None = request.app.state.ctx.settings.admin_token
     sent = "authorization" in request.headers

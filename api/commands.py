@@ -7,11 +7,10 @@ the command stays pending and the next flow start applies it (except ``shutdown`
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
-from storage.projections import OpsHistory
 
 from .context import AppContext
 from .schemas import CommandOut
@@ -31,27 +30,27 @@ async def send(ctx: AppContext, command: str, params: dict[str, Any] | None = No
                wait: float | None = None) -> CommandOut:
     # writes wait for SQLite's write lock: never on the event loop
     op_id = await anyio.to_thread.run_sync(
-        lambda: OpsHistory(ctx.conn()).request(command, params or {}, source="api")
+        lambda: ctx.store().ops.request(command, params or {}, source="api")
     )
-    conn = ctx.conn()
-    ops = OpsHistory(conn)
+    store = ctx.store()
+    ops = store.ops
     deadline = time.monotonic() + (ctx.settings.command_ack_timeout if wait is None else wait)
     row = ops.get(op_id)
     while row is not None and row["state"] == "pending" and time.monotonic() < deadline:
-        if not dataflow_state(conn, ctx.settings.dataflow_stale_after).alive:
+        if not dataflow_state(store, ctx.settings.dataflow_stale_after).alive:
             break  # nobody will resolve it now: don't keep the caller waiting
         await anyio.sleep(0.05)
         row = ops.get(op_id)
     assert row is not None
     if row["state"] == "pending":
-        alive = dataflow_state(conn, ctx.settings.dataflow_stale_after).alive
+        alive = dataflow_state(store, ctx.settings.dataflow_stale_after).alive
         msg = (
             "the dataflow has not applied it yet"
             if alive
             else "no dataflow is running; the command applies when it starts"
         )
         return CommandOut(command=command, id=op_id, state="pending", message=msg)
-    state = row["state"] if row["state"] in ("applied", "rejected", "expired") else "applied"
+    state: Literal["applied", "rejected", "expired"] = row["state"] if row["state"] in ("rejected", "expired") else "applied"
     return CommandOut(
         command=command,
         id=op_id,

@@ -6,7 +6,6 @@ so two apps in one process (tests) never share anything.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 import anyio
 from litestar.di import NamedDependency
 
-from storage.db import connect
+from storage import EventStore, open_store
 
 from .errors import Unavailable
 from .resources import ProcessMeter
@@ -35,22 +34,22 @@ RETRY_AFTER_S = 2
 
 
 class Database:
-    """One SQLite connection per thread: handlers run on the event loop and in worker threads."""
+    """One store connection per thread: handlers run on the event loop and in worker threads."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
         self._generation = 0  # bumped by reopen(): every thread's connection is then opened anew
-        connect(path).close()  # create and migrate once, up front
+        open_store(path).close()  # create and migrate once, up front
 
-    def conn(self) -> sqlite3.Connection:
-        c: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if c is None or (self._local.generation != self._generation and not c.in_transaction):
-            if c is not None:
-                c.close()
-            c = connect(self.path)
-            self._local.conn, self._local.generation = c, self._generation
-        return c
+    def store(self) -> EventStore:
+        s: EventStore | None = getattr(self._local, "store", None)
+        if s is None or (self._local.generation != self._generation and not s.in_transaction):
+            if s is not None:
+                s.close()
+            s = open_store(self.path)
+            self._local.store, self._local.generation = s, self._generation
+        return s
 
     def reopen(self) -> None:
         """Each thread opens a new connection at its next use outside a transaction (one opened while the
@@ -80,8 +79,9 @@ class AppContext:
         #: CPU and memory of the API, its workers and the dataflow (cached psutil objects per pid)
         self.meter = ProcessMeter(settings.process_sample_interval)
 
-    def conn(self) -> sqlite3.Connection:
-        return self.db.conn()
+    def store(self) -> EventStore:
+        """This thread's connection to the current database."""
+        return self.db.store()
 
     def require_ready(self) -> None:
         """503 with Retry-After at once while the start-up warm-up loads scoring and the explainer: a

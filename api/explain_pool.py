@@ -19,6 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from config.settings import Settings
+from scoring.results import ExplanationResult
 
 from .errors import ApiError, Unavailable
 from .jobs import exit_with_parent
@@ -74,7 +75,7 @@ class ExplainPool:
         for f in [ex.submit(_clear) for ex in self._executors]:
             f.result()
 
-    async def explain(self, user_id: str, mode: str, top_k: int) -> dict[str, Any]:
+    async def explain(self, user_id: str, mode: str, top_k: int) -> ExplanationResult:
         i = zlib.crc32(user_id.encode()) % len(self._executors)
         with self._lock:
             ex = self._executors[i]
@@ -86,7 +87,8 @@ class ExplainPool:
                     self._executors[i] = self._executor()
             raise Unavailable("the explanation worker stopped unexpectedly; try again") from None
         if status == "ok":
-            return value  # type: ignore[no-any-return]
+            out: ExplanationResult = value
+            return out
         raise scoring_error(*value)
 
     def clear(self) -> int:

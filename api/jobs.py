@@ -18,7 +18,6 @@ import multiprocessing
 import multiprocessing.connection
 import multiprocessing.process
 import os
-import sqlite3
 import threading
 import time
 import traceback
@@ -26,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from storage.db import connect
-from storage.projections import Jobs
+from storage import EventStore, open_store
+from storage.interface import JobRepo
 from config.settings import Settings
 
 from .errors import Conflict, Unavailable
@@ -76,53 +75,36 @@ class JobRunner:
     _active: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _conn(self, db: Path | None = None) -> sqlite3.Connection:
-        return connect(db or self.settings.db)
+    def _store(self, db: Path | None = None) -> EventStore:
+        return open_store(db or self.settings.db)
 
     def recover(self) -> list[str]:
         """Jobs a previous API left queued or running can't finish any more: mark them failed."""
-        conn = self._conn()
-        try:
-            ids = [r[0] for r in conn.execute("SELECT id FROM jobs WHERE state IN ('queued', 'running')")]
+        with self._store() as store:
+            ids = [r["id"] for r in store.jobs.all_active()]
             for job_id in ids:
-                Jobs(conn).update(job_id, state="failed", error="interrupted: the API stopped before it finished",
+                store.jobs.update(job_id, state="failed", error="interrupted: the API stopped before it finished",
                                   finished_at=time.time())
             return ids
-        finally:
-            conn.close()
 
     def submit(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         """Create the row and hand it to its group's worker; Conflict when a job of the same group is active."""
         group = GROUPS[kind]
         kinds = [k for k, g in GROUPS.items() if g == group]
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                busy = conn.execute(
-                    f"SELECT id, kind, state FROM jobs WHERE state IN ('queued', 'running') "
-                    f"AND kind IN ({','.join('?' * len(kinds))}) LIMIT 1",
-                    kinds,
-                ).fetchone()
-                if busy is None:
-                    job_id = Jobs(conn).create(kind, params)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            if busy is not None:
-                raise Conflict(f"job {busy[0]} ({busy[1]}) is {busy[2]}; one {group} job at a time")
+        with self._store() as store:
+            job_id, busy = store.jobs.create_unless_busy(kind, params, kinds)
+            if job_id is None:
+                assert busy is not None
+                raise Conflict(f"job {busy['id']} ({busy['kind']}) is {busy['state']}; one {group} job at a time")
             try:
                 self._start(job_id, group)
             except Exception as err:  # the row must not stay queued and block its group for ever
-                Jobs(conn).update(job_id, state="failed", error=f"could not start the worker: {err}",
+                store.jobs.update(job_id, state="failed", error=f"could not start the worker: {err}",
                                   finished_at=time.time())
                 raise Unavailable(f"could not start a worker process for the job: {err}") from err
-            row = Jobs(conn).get(job_id)
+            row = store.jobs.get(job_id)
             assert row is not None
             return job_view(row)
-        finally:
-            conn.close()
 
     def warm(self, *groups: str) -> None:
         """Start these groups' workers now, so that they are warm (imports, graphs) before the first job."""
@@ -175,9 +157,8 @@ class JobRunner:
                     del self._workers[group]
         finished = []
         for job_id, db, exitcode in ended:
-            conn = self._conn(db)
-            try:
-                jobs = Jobs(conn)
+            with self._store(db) as store:
+                jobs = store.jobs
                 row = jobs.get(job_id)
                 if row is not None and row["state"] not in FINAL:
                     jobs.update(job_id, state="failed", finished_at=time.time(),
@@ -185,8 +166,6 @@ class JobRunner:
                     row = jobs.get(job_id)
                 if row is not None:
                     finished.append(row)
-            finally:
-                conn.close()
         for row in finished:
             try:
                 self.on_finished(row)
@@ -212,14 +191,10 @@ class JobRunner:
             self._workers.clear()
         busy = [(w.job, w.db or self.settings.db) for w in workers if w.job is not None]
         for job_id, db in busy:  # marked first: the watcher must not call it a failure
-            conn = self._conn(db)
-            try:
-                jobs = Jobs(conn)
-                row = jobs.get(job_id)
+            with self._store(db) as store:
+                row = store.jobs.get(job_id)
                 if row is not None and row["state"] not in FINAL:
-                    jobs.update(job_id, state="cancelled", error=reason, finished_at=time.time())
-            finally:
-                conn.close()
+                    store.jobs.update(job_id, state="cancelled", error=reason, finished_at=time.time())
         for w in workers:
             w.proc.terminate()
         deadline = time.monotonic() + timeout
@@ -237,10 +212,10 @@ class JobRunner:
 # ------------------------------------------------------------------------------------ worker side
 
 
-class _Progress:
+class _ProgressWriter:
     """Progress reports from the job, written at most every 0.25 s (each is a small transaction)."""
 
-    def __init__(self, jobs: Jobs, job_id: str) -> None:
+    def __init__(self, jobs: JobRepo, job_id: str) -> None:
         self.jobs, self.job_id, self._last = jobs, job_id, 0.0
 
     def __call__(self, fraction: float, message: str = "") -> None:
@@ -302,14 +277,14 @@ def run_job(settings_doc: dict[str, Any], job_id: str, graphs: Any = None) -> No
     from .job_tasks import TASKS
 
     settings = Settings.model_validate(settings_doc)
-    conn = connect(settings.db)
+    store = open_store(settings.db)
     try:
-        jobs = Jobs(conn)
+        jobs = store.jobs
         row = jobs.get(job_id)
         if row is None:
             return
         jobs.update(job_id, state="running", started_at=time.time(), message="starting")
-        progress = _Progress(jobs, job_id)
+        progress = _ProgressWriter(jobs, job_id)
         t0 = time.perf_counter()
         try:
             result = TASKS[row["kind"]](settings, row["params"], progress, graphs=graphs)
@@ -326,7 +301,7 @@ def run_job(settings_doc: dict[str, Any], job_id: str, graphs: Any = None) -> No
         jobs.update(job_id, state="succeeded", progress=1.0, message="done",
                     result=finite_only({**result, **timing}), finished_at=finished)
     finally:
-        conn.close()
+        store.close()
 
 
 def finite_only(obj: Any) -> Any:

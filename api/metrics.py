@@ -65,10 +65,10 @@ class SystemCollector(Collector):
         self.ctx = ctx
 
     def collect(self) -> Iterator[Any]:
-        conn = self.ctx.conn()
-        flow = dataflow_state(conn, self.ctx.settings.dataflow_stale_after)
-        last_seq = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-        dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        store = self.ctx.store()
+        flow = dataflow_state(store, self.ctx.settings.dataflow_stale_after)
+        last_seq = store.last_seq()
+        dead = store.dead_letter_count()
         yield CounterMetricFamily("ups_events_logged", "events in the log (last seq)", value=last_seq)
         yield CounterMetricFamily("ups_dead_letters", "events refused by validation", value=dead)
         yield CounterMetricFamily(
@@ -87,12 +87,12 @@ class SystemCollector(Collector):
             if value is not None:
                 yield GaugeMetricFamily(name, doc, value=value)
         versions = GaugeMetricFamily("ups_model_version", "newest model version by kind", labels=["kind"])
-        for kind, v in model_versions(conn).items():
+        for kind, v in model_versions(store).items():
             if v is not None:
                 versions.add_metric([kind], v)
         yield versions
         jobs = GaugeMetricFamily("ups_jobs", "jobs by state", labels=["state"])
-        for state, n in conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"):
+        for state, n in store.jobs.count_by_state().items():
             jobs.add_metric([state], n)
         yield jobs
 

@@ -12,12 +12,13 @@ shrinking each other's. A process that is gone, a zombie or not readable is left
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterable
+
+from typing_extensions import TypedDict
 
 import psutil
 
@@ -133,10 +134,26 @@ def gpu(flow_doc: dict[str, Any] | None) -> dict[str, Any] | None:
     return out or None
 
 
-def operations_metrics(ctx: "AppContext") -> dict[str, Any]:
+class OperationsMetrics(TypedDict):
+    """Process resources and the ingestion, refresh and training figures (the operations page's charts)."""
+
+    ts: float
+    #: pid-keyed figures of the API and the dataflow: cpu_percent, rss_bytes ...
+    processes: dict[str, dict[str, Any]]
+    #: explanation and job worker processes
+    workers: list[dict[str, Any]]
+    gpu: dict[str, Any] | None
+    system: dict[str, Any]
+    ingestion: dict[str, Any]
+    refresh: dict[str, Any]
+    #: the result of the newest succeeded job of each training kind
+    training: dict[str, Any]
+
+
+def operations_metrics(ctx: "AppContext") -> OperationsMetrics:
     """The document of ``GET /api/v1/operations/metrics`` and of the stream's ``metrics`` events."""
-    conn = ctx.conn()
-    flow = dataflow_state(conn, ctx.settings.dataflow_stale_after)
+    store = ctx.store()
+    flow = dataflow_state(store, ctx.settings.dataflow_stale_after)
     meter = ctx.meter
     me = os.getpid()
     meter.prime([me, *([flow.pid] if flow.alive and flow.pid else [])])  # one first window for both
@@ -144,18 +161,11 @@ def operations_metrics(ctx: "AppContext") -> dict[str, Any]:
     if (api := meter.figures(me)) is not None:
         processes["api"] = api
     workers = meter.children(me)
-    row = conn.execute("SELECT data FROM status WHERE component = 'dataflow'").fetchone()
-    flow_doc = json.loads(row[0]) if row and row[0] else None
+    flow_doc = store.status.get("dataflow")
     if flow.alive and flow.pid and (df := meter.figures(flow.pid)) is not None:
         processes["dataflow"] = df
     meter.forget_others({me, *(w["pid"] for w in workers), *([flow.pid] if flow.pid else [])})
-    last_jobs = {
-        kind: conn.execute(
-            "SELECT result FROM jobs WHERE kind = ? AND state = 'succeeded' ORDER BY finished_at DESC LIMIT 1",
-            (kind,),
-        ).fetchone()
-        for kind in ("graph.refresh", "training.hgt", "fusion.train")
-    }
+    last_jobs = {kind: store.jobs.last_result(kind) for kind in ("graph.refresh", "training.hgt", "fusion.train")}
     return {
         "ts": round(time.time(), 3),
         "processes": processes,
@@ -167,5 +177,5 @@ def operations_metrics(ctx: "AppContext") -> dict[str, Any]:
                       "lag_s": flow.lag_s, "backlog": flow.backlog},
         "refresh": {"state": flow.refresh, "queue": flow.refresh_queue, "model_version": flow.model_version,
                     "device": flow.device},
-        "training": {k: json.loads(r[0]) if r and r[0] else None for k, r in last_jobs.items()},
+        "training": last_jobs,
     }

@@ -27,7 +27,7 @@ class DataConfigOut(BaseModel):
 
 def current_config(ctx: AppContext) -> tuple[DataConfig, str]:
     """The newest ``ops.data_config`` event, else the settings (UPS_USERS, UPS_LIVE_RATE, …)."""
-    found = data_config.latest(ctx.conn())
+    found = data_config.latest(ctx.store())
     if found is not None:
         try:
             return DataConfig.model_validate(found[0]), f"event seq {found[1]}"

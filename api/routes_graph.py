@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from litestar.params import JSONBody
 from litestar import Response, Router, get, post
+
+from scoring.results import GraphStatistics
 
 from .errors import MUTATION, responses
 from .context import Ctx
@@ -20,8 +21,8 @@ async def graph_refresh(ctx: Ctx, data: JSONBody[GraphRefreshIn], wait: Wait = F
 
 
 @get("/api/v1/graph/statistics", responses=responses(503), sync_to_thread=True, summary="Node and edge counts per type")
-def graph_statistics(ctx: Ctx) -> dict[str, Any]:
-    from scoring.graph import graph_statistics as stats
+def graph_statistics(ctx: Ctx) -> GraphStatistics:
+    from scoring.graph_loader import graph_statistics as stats
 
     return stats(ctx.settings)
 

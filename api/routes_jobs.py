@@ -11,8 +11,7 @@ import anyio
 from litestar import Response, Router, get, post
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
-from storage.db import connect
-from storage.projections import Jobs
+from storage import open_store
 
 from .context import AppContext, Ctx
 from .errors import INVALID, MUTATION, Invalid, NotFound, Unavailable, responses
@@ -40,11 +39,8 @@ async def submit(ctx: AppContext, kind: str, params: dict[str, Any], wait: bool)
 
 def _reread(db: Path, row: dict[str, Any]) -> dict[str, Any]:
     """The job's row in the file it was submitted to (a regenerate switches files meanwhile)."""
-    conn = connect(db)
-    try:
-        found = Jobs(conn).get(row["id"])
-    finally:
-        conn.close()
+    with open_store(db) as store:
+        found = store.jobs.get(row["id"])
     return job_view(found) if found is not None else row
 
 
@@ -71,12 +67,12 @@ def list_jobs(
 ) -> JobList:
     if kind is not None and kind not in GROUPS:
         raise NotFound(f"no job kind {kind!r}; kinds: {', '.join(sorted(GROUPS))}")
-    return JobList(jobs=[JobOut(**job_view(r)) for r in Jobs(ctx.conn()).list(limit=limit, kind=kind)])
+    return JobList(jobs=[JobOut(**job_view(r)) for r in ctx.store().jobs.list(limit=limit, kind=kind)])
 
 
 @get("/api/v1/jobs/{job_id:str}", responses=responses(*INVALID, 404), sync_to_thread=True, summary="One job: state, progress, result or error")
 def get_job(ctx: Ctx, job_id: Annotated[str, PathParameter(pattern=NAME_PATTERN, max_length=64)]) -> JobOut:
-    row = Jobs(ctx.conn()).get(job_id)
+    row = ctx.store().jobs.get(job_id)
     if row is None:
         raise NotFound(f"no job {job_id!r}")
     return JobOut(**job_view(row))

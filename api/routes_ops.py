@@ -6,42 +6,43 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from typing import Literal
 
 import anyio
 from litestar import Response, Router, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.handlers import HTTPRouteHandler
 
-from storage.projections import OpsHistory
 
 from . import commands, resources
 from .errors import responses
 from .context import AppContext, Ctx
 from .schemas import CommandOut, Health, OpRecord, ShutdownOut
-from .status import dataflow_state, full_status, jobs_summary, model_versions
+from .status import OperationsStatus, dataflow_state, full_status, jobs_summary, model_versions
 
 log = logging.getLogger("ups.api")
 
 
 @get("/health", summary="Liveness and a summary of the system (fast: no scoring, no locks)")
 async def health(ctx: Ctx) -> Health:
-    conn = ctx.conn()
-    flow = dataflow_state(conn, ctx.settings.dataflow_stale_after)
-    status = "shutting_down" if ctx.shutting_down else ("ok" if flow.alive else "degraded")
+    store = ctx.store()
+    flow = dataflow_state(store, ctx.settings.dataflow_stale_after)
+    status: Literal["ok", "degraded", "shutting_down"] = (
+        "shutting_down" if ctx.shutting_down else ("ok" if flow.alive else "degraded")
+    )
     return Health(
         status=status,
         api={**ctx.info(), "pid": os.getpid()},
         dataflow=flow,
-        jobs=jobs_summary(conn),
-        models=model_versions(conn),
+        jobs=jobs_summary(store),
+        models=model_versions(store),
     )
 
 
 @get("/api/v1/operations/status", sync_to_thread=True, summary="Dataflow state, components, jobs, history")
-def operations_status(ctx: Ctx) -> dict[str, Any]:
+def operations_status(ctx: Ctx) -> OperationsStatus:
     return {"api": ctx.info(), "shutting_down": ctx.shutting_down,
-            **full_status(ctx.conn(), ctx.settings.dataflow_stale_after)}
+            **full_status(ctx.store(), ctx.settings.dataflow_stale_after)}
 
 
 def _command_handler(target: str, action: str, command: str) -> HTTPRouteHandler:
@@ -67,7 +68,7 @@ COMMAND_HANDLERS = [
 
 
 def _record(ctx: AppContext, command: str, effect: str) -> None:
-    OpsHistory(ctx.conn()).record(command, effect, source="api")
+    ctx.store().ops.record(command, effect, source="api")
 
 
 @post("/api/v1/operations/rules/refresh", responses=responses(401, 403, 503), status_code=200, sync_to_thread=True,
@@ -96,7 +97,7 @@ def explainer_clear(ctx: Ctx) -> OpRecord:
 
 @get("/api/v1/operations/metrics", sync_to_thread=True,
      summary="Process resources (CPU, RSS, GPU memory) and ingestion/refresh/training figures")
-def operations_metrics(ctx: Ctx) -> dict[str, Any]:
+def operations_metrics(ctx: Ctx) -> resources.OperationsMetrics:
     return resources.operations_metrics(ctx)
 
 
@@ -105,7 +106,7 @@ async def _shutdown(ctx: AppContext, flow_was_alive: bool) -> None:
     if flow_was_alive:
         deadline = time.monotonic() + ctx.settings.shutdown_timeout
         while time.monotonic() < deadline:
-            if not dataflow_state(ctx.conn(), ctx.settings.dataflow_stale_after).alive:
+            if not dataflow_state(ctx.store(), ctx.settings.dataflow_stale_after).alive:
                 break
             await anyio.sleep(0.2)
         else:
@@ -120,7 +121,7 @@ async def shutdown(ctx: Ctx) -> Response[ShutdownOut]:
     cancelled = (
         await anyio.to_thread.run_sync(ctx.jobs.cancel_all, "cancelled by shutdown") if ctx.jobs else []
     )
-    alive = dataflow_state(ctx.conn(), ctx.settings.dataflow_stale_after).alive
+    alive = dataflow_state(ctx.store(), ctx.settings.dataflow_stale_after).alive
     if alive:
         ack = await commands.send(ctx, "shutdown", wait=0)
         flow = f"shutdown requested (command {ack.id})"

@@ -8,12 +8,16 @@ or the cheap reads.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from typing_extensions import TypedDict
 
 import anyio
 from litestar import Router, get
 from litestar.openapi.spec import Example
 from litestar.params import PathParameter, QueryParameter
+
+from scoring.results import ExplanationResult, ProfileDocument, Recommendation, ScoreResult
 
 from .errors import INVALID, responses
 from .context import Ctx
@@ -29,18 +33,29 @@ UserId = Annotated[
 ]
 
 
-def _user(svc: ScoringService, user_id: str) -> dict[str, Any]:
+class UserOut(TypedDict):
+    user_id: str
+    profile: ProfileDocument
+    score: ScoreResult
+
+
+class RecommendationsOut(TypedDict):
+    user_id: str
+    recommendations: list[Recommendation]
+
+
+def _user(svc: ScoringService, user_id: str) -> UserOut:
     profile = svc.profile(user_id)  # UserNotFound -> 404
     return {"user_id": user_id, "profile": profile, "score": svc.score(user_id)}
 
 
 @get("/api/v1/user/{user_id:str}", responses=responses(*INVALID, 404, 503), summary="Profile (attributes, counters) and fused score")
-async def user(ctx: Ctx, user_id: UserId) -> dict[str, Any]:
+async def user(ctx: Ctx, user_id: UserId) -> UserOut:
     return await ctx.read(lambda svc: _user(svc, user_id))
 
 
 @get("/api/v1/recommendation/{user_id:str}", responses=responses(*INVALID, 404, 503), summary="Rule-based strategy recommendations")
-async def recommendation(ctx: Ctx, user_id: UserId) -> dict[str, Any]:
+async def recommendation(ctx: Ctx, user_id: UserId) -> RecommendationsOut:
     return {"user_id": user_id, "recommendations": await ctx.read(lambda svc: svc.recommendations(user_id))}
 
 
@@ -50,7 +65,7 @@ async def explain(
     user_id: UserId,
     mode: Annotated[Literal["per_dimension", "grouped"], QueryParameter(name="mode")] = "per_dimension",
     top_k: Annotated[int, QueryParameter(name="top_k", ge=1, le=50)] = 5,
-) -> dict[str, Any]:
+) -> ExplanationResult:
     ctx.require_ready()
     if ctx.explain_pool is not None:
         out = await ctx.explain_pool.explain(user_id, mode, top_k)
@@ -59,7 +74,8 @@ async def explain(
         out = await anyio.to_thread.run_sync(
             lambda: svc.explain(user_id, mode=mode, top_k=top_k), limiter=ctx.explain_limiter
         )
-    return {"user_id": user_id, **out}
+    out["user_id"] = user_id
+    return out
 
 
 router = Router(path="/", route_handlers=[user, recommendation, explain], tags=["users"])

@@ -5,20 +5,18 @@ Request models forbid unknown fields, so a body of the wrong shape is refused wi
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from config.settings import EdgeRange, Settings
+from config.generator import GeneratorSettings, finite
+from config.settings import Settings
 
 #: user ids, rule names, job ids: short printable tokens (they end up in URLs, SQL parameters and logs)
 NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
-
-
-def finite(lo: float, hi: float, **kw: Any) -> Any:
-    return Field(ge=lo, le=hi, allow_inf_nan=False, **kw)
 
 
 class Request(BaseModel):
@@ -179,28 +177,8 @@ class JobList(BaseModel):
 # --------------------------------------------------------------------------- data
 
 
-class DataConfig(Request):
+class DataConfig(Request, GeneratorSettings):
     """The mock generator's settings: the dataset (used by the next regenerate) and the live stream."""
-
-    users: int = Field(2000, ge=2, le=5_000_000)
-    products: int = Field(60, ge=1, le=1_000_000)
-    # the generator keeps 4 competitor-carrier apps besides the ordinary ones
-    apps: int = Field(40, ge=5, le=1_000_000)
-    events_per_user: float = finite(0, 10_000, default=20.0)
-    history_days: float = finite(0.01, 3650, default=30.0)
-    community_size: int = Field(40, ge=2, le=100_000)
-    label_share: float = finite(0, 1, default=0.6)
-    new_user_share: float = finite(0, 1, default=0.002)
-    seed: int = Field(42, ge=0, le=2**31 - 1)
-    locale: str = Field("zh_CN", pattern=r"^[a-z]{2}_[A-Z]{2}$")
-    live_rate: float = finite(0.01, 1_000_000, default=200.0, description="live events per second")
-    live_delay: float = finite(0, 60, default=0.0, description="extra delay before each live batch (s)")
-    # per-user edge ranges of the generated history (a range is replaced whole)
-    calls_per_user: EdgeRange = Field(default_factory=EdgeRange, description="user-calls-user edges per user")
-    orders_per_user: EdgeRange = Field(default_factory=EdgeRange, description="product orders per user")
-    product_clicks_per_user: EdgeRange = Field(default_factory=EdgeRange, description="product clicks per user")
-    app_uses_per_user: EdgeRange = Field(default_factory=EdgeRange, description="app usage events per user")
-    app_clicks_per_user: EdgeRange = Field(default_factory=EdgeRange, description="app clicks per user")
 
     @model_validator(mode="after")
     def _consistent(self) -> "DataConfig":
@@ -209,31 +187,21 @@ class DataConfig(Request):
         return self
 
 
-class DataConfigPatch(Request):
-    """The fields to change; a field left out or null keeps its value."""
-
-    users: int | None = Field(None, ge=2, le=5_000_000)
-    products: int | None = Field(None, ge=1, le=1_000_000)
-    apps: int | None = Field(None, ge=5, le=1_000_000)
-    events_per_user: float | None = finite(0, 10_000, default=None)
-    history_days: float | None = finite(0.01, 3650, default=None)
-    community_size: int | None = Field(None, ge=2, le=100_000)
-    label_share: float | None = finite(0, 1, default=None)
-    new_user_share: float | None = finite(0, 1, default=None)
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    locale: str | None = Field(None, pattern=r"^[a-z]{2}_[A-Z]{2}$")
-    live_rate: float | None = finite(0.01, 1_000_000, default=None)
-    live_delay: float | None = finite(0, 60, default=None)
-    calls_per_user: EdgeRange | None = None
-    orders_per_user: EdgeRange | None = None
-    product_clicks_per_user: EdgeRange | None = None
-    app_uses_per_user: EdgeRange | None = None
-    app_clicks_per_user: EdgeRange | None = None
+def _all_optional(model: type[BaseModel]) -> dict[str, Any]:
+    """The fields of ``model``, each optional (None: left out) with the same bounds."""
+    out: dict[str, Any] = {}
+    for name, f in model.model_fields.items():
+        info = copy.copy(f)
+        info.default, info.default_factory = None, None
+        out[name] = (Optional[f.annotation], info)
+    return out
 
 
-
-
-# --------------------------------------------------------------------------- operations
+#: the fields to change; a field left out or null keeps its value
+DataConfigPatch = create_model(
+    "DataConfigPatch", __base__=Request, __doc__="The fields to change; a field left out or null keeps its value.",
+    **_all_optional(GeneratorSettings),
+)
 
 
 class CommandOut(BaseModel):

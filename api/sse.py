@@ -17,10 +17,9 @@ from typing import Annotated, Any, AsyncIterator
 
 import anyio
 from litestar import Router, get
-from litestar.params import PathParameter, QueryParameter
+from litestar.params import QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from storage.projections import Jobs, OpsHistory
 
 from .errors import INVALID, responses
 from .context import AppContext, Ctx
@@ -34,12 +33,12 @@ KEEPALIVE_S = 15.0
 
 
 def _snapshot(ctx: AppContext, since: float) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    conn = ctx.conn()
-    flow = dataflow_state(conn, ctx.settings.dataflow_stale_after).model_dump()
+    store = ctx.store()
+    flow = dataflow_state(store, ctx.settings.dataflow_stale_after).model_dump()
     flow.pop("status_age_s", None)  # changes every poll; not a change of state
-    jobs = [job_view(r) for r in Jobs(conn).list(limit=20) if r["state"] in ("queued", "running")
+    jobs = [job_view(r) for r in store.jobs.list(limit=20) if r["state"] in ("queued", "running")
             or (r["finished_at"] or 0) >= since]
-    ops = [o for o in OpsHistory(conn).list(limit=20) if max(o["ts"] or 0, o["applied_at"] or 0) >= since]
+    ops = [o for o in store.ops.list(limit=20) if max(o["ts"] or 0, o["applied_at"] or 0) >= since]
     return flow, jobs, ops
 
 
@@ -47,7 +46,8 @@ async def _events(
     ctx: AppContext, limit: int | None, timeout: float | None, metrics: bool
 ) -> AsyncIterator[ServerSentEventMessage]:
     start = time.time()
-    sent, n = {}, 0  # key -> last sent fingerprint
+    sent: dict[tuple[str, str], str] = {}  # (kind, key) -> last sent fingerprint
+    n = 0
     last_sent = time.monotonic()
     next_metrics = time.monotonic() if metrics else float("inf")
     while True:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-import sqlite3
 import time
 from typing import Any
 
+from typing_extensions import TypedDict
+
 from dataflow.control import PROFILES_CHECKPOINT
-from storage.projections import Checkpoints, Jobs, Models, OpsHistory, Status
+from storage.interface import Store
 
 from .schemas import DataflowState
 
@@ -38,16 +39,11 @@ def _int(v: Any) -> int | None:
     return int(f) if f is not None else None
 
 
-def last_event(conn: sqlite3.Connection) -> tuple[int, float | None]:
-    r = conn.execute("SELECT seq, ts FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-    return (int(r[0]), float(r[1])) if r else (0, None)
-
-
-def dataflow_state(conn: sqlite3.Connection, stale_after: float) -> DataflowState:
+def dataflow_state(store: Store, stale_after: float) -> DataflowState:
     """The flow is alive when it says it runs, its row is fresh, and (on this machine) its pid exists."""
-    doc = Status(conn).get("dataflow")
-    last_seq, last_ts = last_event(conn)
-    backlog = max(0, last_seq - Checkpoints(conn).get(PROFILES_CHECKPOINT))  # whether a flow runs or not
+    doc = store.status.get("dataflow")
+    last_seq, last_ts = store.last_event()
+    backlog = max(0, last_seq - store.checkpoints.get(PROFILES_CHECKPOINT))  # whether a flow runs or not
     if doc is None:
         return DataflowState(alive=False, state="unknown", last_event_at=last_ts, backlog=backlog)
     age = max(0.0, time.time() - float(doc.get("updated_at") or 0))
@@ -78,30 +74,47 @@ def dataflow_state(conn: sqlite3.Connection, stale_after: float) -> DataflowStat
     )
 
 
-def model_versions(conn: sqlite3.Connection) -> dict[str, int | None]:
-    m = Models(conn)
-    return {"hgt": m.latest_version("hgt"), "fusion": m.latest_version("fusion")}
+def model_versions(store: Store) -> dict[str, int | None]:
+    return {"hgt": store.models.latest_version("hgt"), "fusion": store.models.latest_version("fusion")}
 
 
-def jobs_summary(conn: sqlite3.Connection) -> dict[str, Any]:
-    rows = conn.execute(
-        "SELECT id, kind, state, progress FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at"
-    ).fetchall()
-    return {"active": [{"id": r[0], "kind": r[1], "state": r[2], "progress": r[3]} for r in rows]}
+def jobs_summary(store: Store) -> dict[str, Any]:
+    keys = ("id", "kind", "state", "progress")
+    return {"active": [{k: r[k] for k in keys} for r in store.jobs.all_active()]}
 
 
-def full_status(conn: sqlite3.Connection, stale_after: float) -> dict[str, Any]:
+class LogSummary(TypedDict):
+    last_seq: int
+    last_event_at: float | None
+    dead_letters: int
+
+
+class SystemStatus(TypedDict):
     """Everything the operations page shows: components, jobs, command history, models."""
-    last_seq, last_ts = last_event(conn)
+
+    dataflow: DataflowState
+    #: each component's latest status document, with its ``updated_at``
+    components: dict[str, dict[str, Any]]
+    log: LogSummary
+    models: dict[str, int | None]
+    #: the newest jobs and operator commands, as ``/api/v1/jobs`` and the history show them
+    jobs: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+
+
+class OperationsStatus(SystemStatus):
+    api: dict[str, Any]
+    shutting_down: bool
+
+
+def full_status(store: Store, stale_after: float) -> SystemStatus:
+    """Everything the operations page shows: components, jobs, command history, models."""
+    last_seq, last_ts = store.last_event()
     return {
-        "dataflow": dataflow_state(conn, stale_after).model_dump(),
-        "components": Status(conn).all(),
-        "log": {
-            "last_seq": last_seq,
-            "last_event_at": last_ts,
-            "dead_letters": int(conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]),
-        },
-        "models": model_versions(conn),
-        "jobs": Jobs(conn).list(limit=20),
-        "history": OpsHistory(conn).list(limit=50),
+        "dataflow": dataflow_state(store, stale_after),
+        "components": store.status.all(),
+        "log": {"last_seq": last_seq, "last_event_at": last_ts, "dead_letters": store.dead_letter_count()},
+        "models": model_versions(store),
+        "jobs": store.jobs.list(limit=20),
+        "history": store.ops.list(limit=50),
     }

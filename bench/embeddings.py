@@ -38,7 +38,9 @@ import torch
 
 from dataflow.generator import BRANDS, LEVELS, PLANS, GeneratorConfig, MockGenerator, app_id, product_id, user_id
 from scoring.features import EncoderConfig
-from scoring.graph import NODE_TYPES, EventBatch, HeteroGraph
+from scoring.graph_schema import NODE_TYPES
+from storage.columns import EventBatch
+from scoring.graph import HeteroGraph
 from scoring.model import GraphEmbedder
 from scoring.model_io import LoadedModel
 from config.device import resolve_device
@@ -180,7 +182,7 @@ def bench_training(users: int, s: Settings, device: torch.device, steps_measured
     """Time per training step of each mode on ``users`` users (``steps_measured`` steps, one for full),
     the epoch extrapolated from it, and peak extra memory; METIS partitioning timed on its own."""
     from scoring.evaluate import split_edges, with_edges
-    from scoring.graph import FORWARD_EDGE_TYPES
+    from scoring.graph_schema import FORWARD_EDGE_TYPES
     from scoring.training import TrainParams, Trainer
 
     _, g, t_build = build(users, device)
@@ -230,7 +232,7 @@ def bench_training(users: int, s: Settings, device: torch.device, steps_measured
 
 def _nodes_of(ev: Any) -> list[tuple[str, str]]:
     """The graph nodes an event touches (what the refresh must re-embed for it)."""
-    from scoring.graph import ATTRIBUTE_EVENTS, RELATIONS
+    from scoring.graph_schema import ATTRIBUTE_EVENTS, RELATIONS
 
     if ev.type in RELATIONS:
         et = RELATIONS[ev.type]
@@ -313,7 +315,8 @@ def _stream(r: Any, store: Any, live: Iterator[Any], seq: int, rate: float, seco
     return out, seq
 
 
-def bench_refresh(users: int, s: Settings, device: torch.device, rate: float, seconds: float) -> dict[str, Any]:
+def bench_refresh(users: int, s: Settings, device: torch.device, rate: float, seconds: float,
+                  profile_path: Path | None = None) -> dict[str, Any]:
     from scoring.refresh import IncrementalRefresher, RefreshConfig
     from storage.event_store import EventStore
     from storage.projections import Embeddings
@@ -334,7 +337,8 @@ def bench_refresh(users: int, s: Settings, device: torch.device, rate: float, se
     store = EventStore(settings.db)
     # nothing is stored yet: every node pending; one full forward (as a pass of small steps) embeds them
     with torch.no_grad():
-        models[0].embedder.embed_all(g, s.embed_chunk_edges)  # warm-up (CUDA's first kernels)
+        if device.type == "cuda":
+            models[0].embedder.embed_all(g, s.embed_chunk_edges)  # warm-up (CUDA's first kernels)
         sync(device)
         t = time.perf_counter()
         models[0].embedder.embed_all(g, s.embed_chunk_edges)
@@ -363,6 +367,8 @@ def bench_refresh(users: int, s: Settings, device: torch.device, rate: float, se
         r.tick()
         costs.append(time.perf_counter() - t)
     one_event_s = float(np.median(costs))
+    if profile_path is not None:
+        seq = _profile_events(r, live, seq, device, profile_path)
     print(f"[{device.type}] refresh at {users:,} users: full forward {full_s:.2f} s (a pass of {cfg.pass_chunk_edges:,}-edge steps, rows "
           f"built; direct embed_all {direct_s:.2f} s, pass/direct x{full_s / direct_s:.1f} (target <= 2); writing its "
           f"{g.num_nodes():,} rows {write_all_s:.2f} s); nodes of one event {1000 * one_event_s:.1f} ms "
@@ -399,6 +405,24 @@ def bench_refresh(users: int, s: Settings, device: torch.device, rate: float, se
     return out
 
 
+def _profile_events(r: Any, live: Iterator[Any], seq: int, device: torch.device, path: Path, events: int = 10) -> int:
+    """torch.profiler over ``events`` one-event refreshes: where their time goes (kernels, copies and
+    synchronisations on CUDA), as a table in ``path``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(events):
+            seq += 1
+            r.observe([(seq, next(live))])
+            r.tick()
+    tables = [f"{events} one-event refreshes on {device}, sorted by {key}\n"
+              + prof.key_averages().table(sort_by=key, row_limit=40)
+              for key in ("cpu_time_total", "self_cpu_time_total")]
+    path.write_text("\n\n".join(tables))
+    return seq
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,100000,1000000", help="user counts for the full-forward benchmark")
@@ -412,6 +436,8 @@ def main() -> None:
     ap.add_argument("--stream-seconds", type=float, default=20.0, help="0: skip the live stream")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: forward,train,refresh")
     ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    ap.add_argument("--profile-refresh", metavar="PATH", type=Path,
+                    help="also profile ten one-event refreshes (torch.profiler) into this file")
     args = ap.parse_args()
     s = Settings()  # UPS_DEVICE and the rest from the environment, as the commands read them
     device = resolve_device(s.device)
@@ -419,7 +445,11 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     results: dict[str, Any] = {"device": device.type, "torch_threads": torch.get_num_threads()}
     if "forward" not in skip:
-        results["forward"] = [bench_forward(int(n), s, device) for n in args.sizes.split(",")]
+        results["forward"] = []
+        for n in args.sizes.split(","):
+            results["forward"].append(bench_forward(int(n), s, device))
+            if args.json:  # after each size: a run cut short keeps what it measured
+                Path(args.json).write_text(json.dumps(results, indent=2))
     if "train" not in skip:
         results["training"] = bench_training(args.train_users, s, device, args.train_steps)
         if args.train_sample_users:
@@ -427,7 +457,8 @@ def main() -> None:
                 args.train_sample_users, s, device, args.train_sample_steps, modes=("minibatch", "metis")
             )
     if "refresh" not in skip:
-        results["refresh"] = bench_refresh(args.refresh_users, s, device, args.rate, args.stream_seconds)
+        results["refresh"] = bench_refresh(args.refresh_users, s, device, args.rate, args.stream_seconds,
+                                           args.profile_refresh)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -22,7 +22,8 @@ from config.device import resolve_device
 from config.settings import Settings
 from dataflow.bootstrap import append_dataset
 from dataflow.generator import GeneratorConfig, MockGenerator
-from scoring.graph import RELATIONS, build_graph
+from scoring.graph_schema import RELATIONS
+from scoring.graph_loader import build_graph
 from storage.event_store import EventStore
 
 TARGET_INTERACTIONS_PER_S = 2_000_000

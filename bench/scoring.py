@@ -86,12 +86,12 @@ def bench(users: int, dim: int, n: int, nsamples: int | None = None) -> dict[str
             trained = svc.train_fusion()
             print(f"fusion trained in {trained['seconds']:.1f} s on {trained['n_train']} users "
                   f"(embedding dim {dim}, {len(svc.list_rules())} rules)")
-            ids = Profiles(svc.conn).sample_ids(n, seed=1)
-            conn = svc.conn
+            ids = svc.store.profiles.sample_ids(n, seed=1)
+            store = svc.store
 
             def floor(uid: str) -> None:
-                Profiles(conn).get(uid)
-                Embeddings(conn).get("user", uid)
+                store.profiles.get(uid)
+                store.embeddings.get("user", uid)
 
             timed(svc.score, ids[:20])  # warm up
             res["baseline_read"] = row("baseline: read profile + embedding", timed(floor, ids))

@@ -6,8 +6,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .generator import EDGE_RANGE_FIELDS, EdgeRange, GeneratorSettings
 
 
 _FANOUTS = re.compile(r"^([1-9][0-9]*|all)(\s*,\s*([1-9][0-9]*|all))*$")
@@ -15,40 +17,11 @@ _RANGE_TEXT = re.compile(r"^\s*(\d+)\s*:\s*(\d*)\s*$")
 
 #: shortest admin token accepted: a short one is guessed by trying
 MIN_TOKEN_CHARS = 16
-#: most edges of one relation a per-user range may ask for (the bound of events_per_user)
-MAX_EDGES_PER_USER = 10_000
-#: the per-user edge ranges of the mock history, one per relation (dataflow.generator.EDGE_RANGES)
-EDGE_RANGE_FIELDS = (
-    "calls_per_user", "orders_per_user", "product_clicks_per_user", "app_uses_per_user", "app_clicks_per_user",
-)
 
 
-class EdgeRange(BaseModel):
-    """Edges of one relation each user has in the generated history: at least ``min``, at most ``max``
-    (null: no upper limit). The default bounds nothing: the history as drawn."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    min: int = Field(0, ge=0, le=MAX_EDGES_PER_USER, description="fewest edges per user")
-    max: int | None = Field(None, ge=0, le=MAX_EDGES_PER_USER, description="most edges per user (null: no limit)")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "EdgeRange":
-        if self.max is not None and self.min > self.max:
-            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
-        return self
-
-
-def _edge_range(relation: str) -> Any:
-    return Field(
-        default_factory=EdgeRange,
-        description=f"{relation} per user in the generated history, as MIN:MAX (MAX empty: no limit) or "
-        '{"min": .., "max": ..}; live events are not bounded',
-    )
-
-
-class Settings(BaseSettings):
-    """Effective configuration; ``ups config`` prints it."""
+class Settings(BaseSettings, GeneratorSettings):
+    """Effective configuration; ``ups config`` prints it. The mock generator's fields (users, seed, the live
+    rate ...) are those of :class:`~config.generator.GeneratorSettings`, with the same bounds."""
 
     model_config = SettingsConfigDict(env_prefix="UPS_", extra="ignore", validate_assignment=True)
 
@@ -56,28 +29,8 @@ class Settings(BaseSettings):
     db: Path = Field(Path("var/ups.db"), description="SQLite event store file")
     device: Literal["auto", "gpu", "cpu"] = Field("auto", description="auto takes CUDA when present")
 
-    # mock data
-    seed: int = 42
-    locale: str = "zh_CN"
-    users: int = Field(2000, ge=1, le=5_000_000)
-    products: int = Field(60, ge=1, le=1_000_000)
-    apps: int = Field(40, ge=2, le=1_000_000)
-    events_per_user: float = Field(20.0, ge=0, le=10_000)
-    history_days: float = Field(30.0, gt=0, le=3650)
-    community_size: int = Field(40, ge=2, le=100_000, description="mean size of call-graph communities")
-    label_share: float = Field(0.6, ge=0, le=1, description="share of users with a label.observed event")
+    # mock data: the fields of GeneratorSettings, and when the generated history ends
     history_end: float = Field(1_767_225_600.0, description="event time (epoch s) the history ends at")
-    # per-user edge ranges (dataflow.generator.EDGE_RANGES); NoDecode: _range_text parses the env value
-    calls_per_user: Annotated[EdgeRange, NoDecode] = _edge_range("calls (user-calls-user edges)")
-    orders_per_user: Annotated[EdgeRange, NoDecode] = _edge_range("product orders")
-    product_clicks_per_user: Annotated[EdgeRange, NoDecode] = _edge_range("product clicks")
-    app_uses_per_user: Annotated[EdgeRange, NoDecode] = _edge_range("app usage events")
-    app_clicks_per_user: Annotated[EdgeRange, NoDecode] = _edge_range("app clicks")
-
-    # live stream
-    live_rate: float = Field(200.0, gt=0, le=1_000_000, description="live events per second")
-    live_delay: float = Field(0.0, ge=0, le=60, description="extra delay (s) before each live batch")
-    new_user_share: float = Field(0.002, ge=0, le=1, description="share of live events that register a new user")
     kafka_brokers: str = Field("", description="Kafka bootstrap brokers (host:port,host:port) of --source kafka")
     kafka_topic: str = Field("ups-events", min_length=1, description="Kafka topic of subscriber events")
 
@@ -102,7 +55,7 @@ class Settings(BaseSettings):
         None, description="event time of live index 0 for a fresh stream (default: the start time)"
     )
 
-    # scoring: fusion training (issue 5)
+    # scoring: fusion training
     fusion_hidden: int = Field(32, ge=1, le=1024, description="hidden units of the fusion's embedding MLP")
     fusion_epochs: int = Field(300, ge=1, le=100_000, description="full-batch epochs of fusion training")
     fusion_lr: float = Field(0.03, gt=0, le=10, description="Adam learning rate of fusion training")

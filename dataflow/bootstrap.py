@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from itertools import islice
@@ -9,6 +10,7 @@ from typing import Callable, Iterable, Iterator
 
 from storage.event_store import EventStore
 from storage.events import Event
+from storage.interface import Store
 
 from .generator import MockGenerator
 
@@ -33,16 +35,13 @@ def batched(it: Iterable[Event], size: int) -> Iterator[list[Event]]:
 
 
 #: event ids of generated product listings: ``{tag}-pP00000`` (MockGenerator.catalogue_events)
-_LISTING_IDS = "[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]-pP*"
+_LISTING_ID = re.compile(r"[0-9a-f]{8}-pP")
 
 
-def dataset_tags(store: EventStore) -> list[str]:
+def dataset_tags(store: Store) -> list[str]:
     """Tags of the generated datasets in the store (each config and generator version has its own)."""
-    rows = store.conn.execute(
-        "SELECT DISTINCT substr(event_id, 1, 8) FROM events WHERE type = 'product.listed' AND event_id GLOB ?",
-        (_LISTING_IDS,),
-    ).fetchall()
-    return sorted(t for (t,) in rows)
+    prefixes = store.event_id_prefixes("product.listed", 11)
+    return sorted({p[:8] for p in prefixes if _LISTING_ID.fullmatch(p)})
 
 
 def append_dataset(

@@ -1,12 +1,12 @@
-"""Run-time control of a running flow: pause/resume flags, pacing, stop, and the supervisor thread
+"""Run-time control of a running flow: pause/resume flags, pacing, stop, and the control thread
 that polls operator commands from ``ops_history`` and writes the ``dataflow`` status row.
 
 One :class:`FlowControl` exists per flow process and is handed explicitly to the sources, sinks and
 (optionally) the refresh step; Bytewax workers of one process are threads, so they all see it.
 
-Contract (see the brief): commands are rows ``OpsHistory(conn).request(command, params, source)`` with
-``command`` in :data:`COMMANDS`; the flow resolves each with ``resolve(id, "applied"|"rejected", effect)``.
-The status document ``Status(conn).put("dataflow", {...})`` carries :data:`STATUS_KEYS` plus whatever the
+Commands are rows ``store.ops.request(command, params, source)`` with ``command`` in :data:`COMMANDS`;
+the flow resolves each with ``resolve(id, "applied"|"rejected", effect)``. The status document
+``store.status.put("dataflow", {...})`` carries :data:`STATUS_KEYS` plus whatever the
 refresh step reports through :meth:`FlowControl.set_refresh_status`.
 """
 
@@ -16,15 +16,14 @@ import json
 import logging
 import math
 import os
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from storage import DatabaseError
 from storage.event_store import EventStore
-from storage.projections import Checkpoints, OpsHistory, Status
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +55,15 @@ SWITCHES = (("ingestion.stop", "ingestion.start"), ("incremental.stop", "increme
 PROFILES_CHECKPOINT = "profiles"
 
 
-#: WAL pages after which a writer checkpoints by itself; normally the supervisor has done it long before
+#: WAL pages after which a writer checkpoints by itself; normally the control thread has done it long before
 WRITER_AUTOCHECKPOINT_PAGES = 100_000
 
 
 def tune_writer(store: EventStore, cache_mb: int) -> None:
     """Settings of the flow's writer connections: a page cache that holds the log's indexes (every
-    append touches them), and WAL checkpoints left to the supervisor thread (:meth:`Supervisor.run`)
+    append touches them), and WAL checkpoints left to the control thread (:meth:`ControlLoop.run`)
     so the writers do not stop for the copy and sync of each one."""
-    store.conn.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
-    store.conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
+    store.tune_writer(cache_mb, WRITER_AUTOCHECKPOINT_PAGES)
 
 
 @dataclass
@@ -76,7 +74,7 @@ class FlowControl:
     delay: float = 0.0
     ingestion_paused: bool = False
     refresh_paused: bool = False
-    #: True once a refresh step is attached (issue 4); status shows "off" otherwise
+    #: True once a refresh step is attached; status shows "off" otherwise
     refresh_attached: bool = False
     workers: int = 1
     started_at: float = field(default_factory=time.time)
@@ -94,9 +92,6 @@ class FlowControl:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
-
-    def wait_stop(self, timeout: float) -> bool:
-        return self._stop.wait(timeout)
 
     # -------------------------------------------------------------- refresh step hook
 
@@ -149,8 +144,8 @@ class FlowControl:
 def record_failure(db: Path, error: str, *, pid: int | None = None) -> None:
     """The ``dataflow`` status row says the flow failed, and why (read by the API's /health); ``pid``:
     the failed flow's process, when the caller is that process."""
-    with EventStore(db) as store, store.transaction() as conn:
-        status = Status(conn)
+    with EventStore(db) as store, store.transaction():
+        status = store.status
         doc = {k: v for k, v in (status.get("dataflow") or {}).items() if k != "updated_at"}
         doc.update(state="failed", error=error, failed_at=time.time())
         if pid is not None:
@@ -158,7 +153,7 @@ def record_failure(db: Path, error: str, *, pid: int | None = None) -> None:
         status.put("dataflow", doc)
 
 
-class Supervisor(threading.Thread):
+class ControlLoop(threading.Thread):
     """Polls commands, writes the status row and checkpoints the WAL while the flow runs (one per process)."""
 
     def __init__(
@@ -172,7 +167,7 @@ class Supervisor(threading.Thread):
         on_status: Callable[[dict[str, Any]], None] | None = None,
         checkpoint_interval: float = 1.0,
     ) -> None:
-        super().__init__(name="ups-supervisor", daemon=True)
+        super().__init__(name="ups-flow-control", daemon=True)
         self.db = db
         self.control = control
         self.status_interval = status_interval
@@ -190,14 +185,13 @@ class Supervisor(threading.Thread):
         """Restore the operator's switches and apply the commands asked while no flow ran, before the
         flow emits anything; then poll on a thread."""
         with EventStore(self.db) as store:
-            ops = OpsHistory(store.conn)
             for pair in SWITCHES:
-                last = ops.last_of(pair, states=("applied",))
+                last = store.ops.last_of(pair, states=("applied",))
                 if last is not None:
                     self.control.apply(last, {})
             # commands already pending when we start are for us; older applied ones are history
-            pending = ops.pending()
-            self._cursor = pending[0]["id"] - 1 if pending else self._max_op_id(store)
+            pending = store.ops.pending()
+            self._cursor = pending[0]["id"] - 1 if pending else store.ops.max_id()
             self._seq0 = store.last_seq()
             self._poll(store)
         super().start()
@@ -215,25 +209,19 @@ class Supervisor(threading.Thread):
                         next_status = now + self.status_interval
                     if now >= next_checkpoint:
                         # PASSIVE: copies what no reader needs, never blocks the writers
-                        store.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                        store.checkpoint_wal()
                         next_checkpoint = now + self.checkpoint_interval
-                except sqlite3.Error:  # e.g. locked past the busy timeout: try again next round
-                    log.exception("supervisor: polling commands or writing status failed")
+                except DatabaseError:  # e.g. locked past the busy timeout: try again next round
+                    log.exception("control loop: polling commands or writing status failed")
                 self._done.wait(self.poll_interval)
             self._poll(store)
         finally:
             store.close()
 
-    @staticmethod
-    def _max_op_id(store: EventStore) -> int:
-        return int(store.conn.execute("SELECT coalesce(max(id), 0) FROM ops_history").fetchone()[0])
-
     def _poll(self, store: EventStore) -> None:
-        rows = store.conn.execute(
-            "SELECT id, command, params, state FROM ops_history WHERE id > ? ORDER BY id", (self._cursor,)
-        ).fetchall()
-        ops = OpsHistory(store.conn)
-        for op_id, command, params, state in rows:
+        ops = store.ops
+        for row in ops.after(self._cursor):
+            op_id, command, params, state = row["id"], row["command"], row["params"], row["state"]
             self._cursor = op_id
             if command not in COMMANDS:
                 continue  # an operation for someone else (jobs, rules, ...)
@@ -259,11 +247,11 @@ class Supervisor(threading.Thread):
             window.pop(0)
         t0, s0 = window[0]
         rate = (last_seq - s0) / (now - t0) if now > t0 else 0.0
-        cp = Checkpoints(store.conn).get(PROFILES_CHECKPOINT)
+        cp = store.checkpoints.get(PROFILES_CHECKPOINT)
         lag = 0.0
         if cp < last_seq:
-            r = store.conn.execute("SELECT recorded_at FROM events WHERE seq > ? ORDER BY seq LIMIT 1", (cp,)).fetchone()
-            lag = max(0.0, now - r[0]) if r else 0.0
+            recorded = store.first_recorded_after(cp)
+            lag = max(0.0, now - recorded) if recorded is not None else 0.0
         doc: dict[str, Any] = {
             "state": state,
             "ingestion": "paused" if c.ingestion_paused else "running",
@@ -285,8 +273,8 @@ class Supervisor(threading.Thread):
 
     def write_status(self, store: EventStore, state: str) -> dict[str, Any]:
         doc = self.status_doc(store, state)
-        with store.transaction() as conn:
-            Status(conn).put("dataflow", doc)
+        with store.transaction():
+            store.status.put("dataflow", doc)
         if self.on_status:
             self.on_status(doc)
         return doc

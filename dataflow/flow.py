@@ -7,7 +7,7 @@ Live flow::
         process, refused items to dead_letters in the same transaction; emits the log in seq order)
         event_log -+-> shard by user -> fold_profiles (stateful) -> profiles (sink, with checkpoint)
                    +-> rule_changes -> rules (sink)
-                   +-> affected_nodes (Stream[GraphDelta], for the refresh step)
+                   +-> the refresh step, when attached (the same Stream[LogBatch])
 
 The projection consumes the log as the append step hands it on (see :mod:`dataflow.event_log`):
 every seq once, in order, whoever appended it; replay is the same projection over a read of the log.
@@ -30,10 +30,8 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import FixedPartitionedSource
 
 from storage.event_store import EventStore
-from storage.projections import Profiles
 from config.settings import Settings
 
-from .affected import GraphDelta
 from .control import FlowControl
 from .event_log import LOG_KEY, LogAppendLogic
 from .generator import GeneratorConfig, MockGenerator
@@ -45,8 +43,8 @@ from .sources import JsonlSource, LogBatch, LogSource, MockSource
 
 _type_of = operator.attrgetter("type")
 
-#: signature of the hook that attaches the embedding-refresh branch (issue 4)
-AttachRefresh = Callable[[Stream[GraphDelta], FlowControl], None]
+#: signature of the hook that attaches the embedding-refresh branch (``dataflow.refresh_step``)
+AttachRefresh = Callable[[Stream[LogBatch], FlowControl], None]
 
 
 def add_profile_projection(
@@ -113,8 +111,8 @@ def build_live_flow(
 ) -> Dataflow:
     """The live flow over ``ingest`` (items: :class:`~dataflow.sources.IngestBatch` or lists of raw events).
 
-    ``attach_refresh(affected, control)`` plugs the embedding-refresh branch onto the
-    ``affected_nodes`` stream (one :class:`~dataflow.affected.GraphDelta` per log batch)."""
+    ``attach_refresh(log_batches, control)`` plugs the embedding-refresh branch onto the log's stream
+    (one :class:`~dataflow.sources.LogBatch` per batch appended, in seq order)."""
     db = settings.db
     flow = Dataflow(flow_id)
     raw = op.input("ingest", flow, ingest)
@@ -134,10 +132,9 @@ def build_live_flow(
         cache_mb=settings.sqlite_cache_mb,
     )
     add_rules_projection(log_batches, db, in_order=True)
-    affected = op.map("affected_nodes", log_batches, lambda b: GraphDelta(b.events, b.seqs, b.upto))
     if attach_refresh is not None:
         control.refresh_attached = True
-        attach_refresh(affected, control)
+        attach_refresh(log_batches, control)
     return flow
 
 
@@ -166,15 +163,11 @@ class ProfileLoader:
 
     def __call__(self, user_ids: list[str]) -> dict[str, ProfileState]:
         with EventStore(self.db, readonly=True) as store:
-            rows = store.conn.execute
-            out: dict[str, ProfileState] = {}
-            for i in range(0, len(user_ids), 500):
-                chunk = user_ids[i : i + 500]
-                q = f"SELECT user_id, last_seq FROM profiles WHERE user_id IN ({','.join('?' * len(chunk))})"
-                seqs = dict(rows(q, chunk).fetchall())
-                for uid, doc in Profiles(store.conn).get_many(chunk).items():
-                    out[uid] = ProfileState.from_document(doc, int(seqs.get(uid, 0)))
-            return out
+            seqs = store.profiles.last_seqs(user_ids)
+            return {
+                uid: ProfileState.from_document(doc, seqs.get(uid, 0))
+                for uid, doc in store.profiles.get_many(user_ids).items()
+            }
 
 
 def build_replay_flow(
@@ -215,8 +208,8 @@ def get_flow(
     runs, configured from ``UPS_*`` (the refresh branch too, when ``UPS_REFRESH_IN_FLOW``). Recovery is
     bytewax.run's ``-r``/``-s``; ``ups dataflow`` sets it up for you.
 
-    Starts the supervisor thread (commands, status) for this process as a side effect."""
-    from .control import Supervisor
+    Starts the control thread (commands, status) for this process as a side effect."""
+    from .control import ControlLoop
     from .refresh_step import refresh_branch
     from .flow_lock import FlowLock
     from .runner import make_ingest
@@ -231,12 +224,12 @@ def get_flow(
         settings, control, source, path=Path(path) if path else None, follow=follow, max_events=max_events
     )
     flow = build_live_flow(settings, ingest, control, attach_refresh=refresh_branch(settings))
-    supervisor = Supervisor(
+    control_loop = ControlLoop(
         settings.db, control, status_interval=settings.status_interval, poll_interval=settings.command_poll_interval,
         resolve=not process_id,
     )
-    supervisor.start()
-    atexit.register(supervisor.finish)  # the status row says "stopped" when the process ends
+    control_loop.start()
+    atexit.register(control_loop.finish)  # the status row says "stopped" when the process ends
     return flow
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from faker import Faker
 
 from storage.events import Event
-from config.settings import MAX_EDGES_PER_USER
+from config.generator import MAX_EDGES_PER_USER
 
 # --------------------------------------------------------------------------- catalogue vocabularies
 

@@ -185,7 +185,7 @@ def _append(
     good = [o for o in outcomes if type(o) is Event]
     dropped = [k for k, o in enumerate(outcomes) if type(o) is not Event] if len(good) < len(raws) else []
     # a refused Event is kept as the Event (its dead letter text is Event.to_json)
-    rejected = [(Event(*rows[k]) if kind == EVENTS else raws[k], outcomes[k]) for k in dropped]
+    rejected = [(Event(*rows[k]) if kind == EVENTS else raws[k], str(outcomes[k])) for k in dropped]
     with store.transaction():
         res = store.append(good)
         # an event whose id is in the log with other content is not appended: kept as a dead letter

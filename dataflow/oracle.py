@@ -24,7 +24,7 @@ Oracle = Callable[[Sequence[str]], np.ndarray]
 def generator_config(store: EventStore, settings: Any = None) -> GeneratorConfig | None:
     """The config the store's dataset was generated with, if it matches the log: the recorded one
     (``ups up``, the API), else the settings' (``ups generate`` records none)."""
-    recorded = data_config.in_effect(store.conn)
+    recorded = data_config.in_effect(store)
     candidates = []
     try:
         if recorded is not None:

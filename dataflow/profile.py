@@ -1,4 +1,4 @@
-"""The per-user profile fold (the seed's ingestion cache), as a pure function of the events.
+"""The per-user profile fold, as a pure function of the events.
 
 The live flow, the replay and the tests all fold with :func:`fold`; that is what makes
 "replay equals live" a property of the code rather than of luck.

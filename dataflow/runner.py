@@ -1,4 +1,4 @@
-"""Running the flows as a process: the store's lock, recovery state, signals, supervisor, worker count; and replay."""
+"""Running the flows as a process: the store's lock, recovery state, signals, control thread, worker count; and replay."""
 
 from __future__ import annotations
 
@@ -21,9 +21,8 @@ from bytewax.testing import run_main
 from config.settings import Settings
 from scoring.rule_store import CHECKPOINT as RULES_CHECKPOINT
 from storage.event_store import EventStore
-from storage.projections import Checkpoints
 
-from .control import PROFILES_CHECKPOINT, FlowControl, Supervisor, record_failure
+from .control import PROFILES_CHECKPOINT, ControlLoop, FlowControl, record_failure
 from .errors import FlowConfigError
 from .flow import (
     AttachRefresh,
@@ -191,7 +190,7 @@ def run_dataflow(
         flow = build_live_flow(settings, ingest, control, attach_refresh=attach_refresh)
         with EventStore(settings.db) as store:
             seq0 = store.last_seq()
-        supervisor = Supervisor(
+        control_loop = ControlLoop(
             settings.db,
             control,
             status_interval=settings.status_interval,
@@ -200,7 +199,7 @@ def run_dataflow(
             on_status=on_status,
         )
         t0 = time.perf_counter()
-        supervisor.start()
+        control_loop.start()
         try:
             with _signals_stop(control), _gc_for_throughput():
                 cli_main(
@@ -212,14 +211,14 @@ def run_dataflow(
                     recovery_config=recovery,
                 )
         finally:
-            status = supervisor.finish() or {}
+            status = control_loop.finish() or {}
         seconds = time.perf_counter() - t0
         with EventStore(settings.db) as store:
             return RunSummary(
                 events_in=store.last_seq() - seq0,
                 seconds=seconds,
                 last_seq=store.last_seq(),
-                profiles_seq=Checkpoints(store.conn).get(PROFILES_CHECKPOINT),
+                profiles_seq=store.checkpoints.get(PROFILES_CHECKPOINT),
                 dead_letters=store.dead_letter_count(),
                 status=status,
             )
@@ -278,13 +277,13 @@ def _replay_locked(
     workers: int,
     progress: Callable[[int], None] | None,
 ) -> ReplaySummary:
-    with EventStore(target) as store, store.transaction() as conn:
-        cp = Checkpoints(conn).get(PROFILES_CHECKPOINT)
+    with EventStore(target) as store, store.transaction():
+        cp = store.checkpoints.get(PROFILES_CHECKPOINT)
         if from_seq == 1:
-            conn.execute("DELETE FROM profiles")
-            conn.execute("DELETE FROM rules")
-            Checkpoints(conn).set(PROFILES_CHECKPOINT, 0)
-            conn.execute("DELETE FROM checkpoints WHERE projection = ?", (RULES_CHECKPOINT,))
+            store.profiles.clear()
+            store.rules.clear()
+            store.checkpoints.set(PROFILES_CHECKPOINT, 0)
+            store.checkpoints.delete(RULES_CHECKPOINT)
         elif cp != from_seq - 1:
             raise FlowConfigError(
                 f"the profiles in {target} are at seq {cp:,}; replay --from-seq {cp + 1} continues them, "
@@ -301,5 +300,5 @@ def _replay_locked(
             cli_main(flow, workers_per_process=workers)
     seconds = time.perf_counter() - t0
     with EventStore(target) as store:
-        n = store.conn.execute("SELECT count(*) FROM profiles").fetchone()[0]
+        n = store.profiles.count()
     return ReplaySummary(from_seq, last, max(0, last - from_seq + 1), int(n), seconds, target)

@@ -16,7 +16,6 @@ from scoring.rule_store import CHECKPOINT as RULES_CHECKPOINT
 from scoring.rule_store import RULE_EVENT_TYPES, apply_rule_event
 from storage.event_store import EventStore
 from storage.events import Event
-from storage.projections import Checkpoints, Profiles
 
 from .control import PROFILES_CHECKPOINT, tune_writer
 from .projection import ProfileFlush
@@ -24,15 +23,15 @@ from .projection import ProfileFlush
 
 
 #: shard key -> highest seq the shard has flushed
-Progress = dict[str, int]
+ShardProgress = dict[str, int]
 
 
-class _ProfilePartition(StatefulSinkPartition[tuple[str, ProfileFlush], Progress]):
+class _ProfilePartition(StatefulSinkPartition[tuple[str, ProfileFlush], ShardProgress]):
     def __init__(
         self,
         db: Path,
         shard_count: int,
-        progress: Progress,
+        progress: ShardProgress,
         final_seq: int | None,
         on_write: Callable[[int], None] | None,
         cache_mb: int,
@@ -46,29 +45,29 @@ class _ProfilePartition(StatefulSinkPartition[tuple[str, ProfileFlush], Progress
 
     def write_batch(self, values: list[tuple[str, ProfileFlush]]) -> None:
         rows = [doc for _, flush in values for doc in flush.docs]
-        with self.store.transaction() as conn:
+        with self.store.transaction():
             if rows:
-                Profiles(conn).upsert_many(rows)
+                self.store.profiles.upsert_many(rows)
             for shard, flush in values:
                 if flush.upto > self.progress.get(shard, 0):
                     self.progress[shard] = flush.upto
             if self.final_seq is None and len(self.progress) >= self.shard_count:
                 # every shard has written all it folded up to this seq: the projection is complete there
-                Checkpoints(conn).set(PROFILES_CHECKPOINT, min(self.progress.values()))
+                self.store.checkpoints.set(PROFILES_CHECKPOINT, min(self.progress.values()))
         if self.on_write is not None:
             self.on_write(len(rows))
 
-    def snapshot(self) -> Progress:
+    def snapshot(self) -> ShardProgress:
         return dict(self.progress)
 
     def close(self) -> None:
         if self.final_seq is not None:
-            with self.store.transaction() as conn:
-                Checkpoints(conn).set(PROFILES_CHECKPOINT, self.final_seq)
+            with self.store.transaction():
+                self.store.checkpoints.set(PROFILES_CHECKPOINT, self.final_seq)
         self.store.close()
 
 
-class ProfileSink(FixedPartitionedSink[tuple[str, ProfileFlush], Progress]):
+class ProfileSink(FixedPartitionedSink[tuple[str, ProfileFlush], ShardProgress]):
     """Upserts profile documents, batched, with the ``profiles`` checkpoint in the same transaction.
 
     One partition, so the checkpoint can be the minimum over all shards' progress. ``final_seq`` (replay)
@@ -97,7 +96,7 @@ class ProfileSink(FixedPartitionedSink[tuple[str, ProfileFlush], Progress]):
     def part_fn(self, item_key: str) -> int:
         return 0
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[Progress]) -> _ProfilePartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[ShardProgress]) -> _ProfilePartition:
         return _ProfilePartition(
             self.db, self.shard_count, dict(resume_state or {}), self.final_seq, self.on_write, self.cache_mb
         )
@@ -121,13 +120,13 @@ class _RulesPartition(StatefulSinkPartition[RuleChange, None]):
             self.pending.extend(values)
 
     def _apply(self, changes: list[RuleChange]) -> None:
-        with self.store.transaction() as conn:
+        with self.store.transaction():
             # The rule store applies its own changes as it appends them; only what the projection has
             # not applied yet (events appended by others, a replay) goes in, so it never steps back.
-            applied = Checkpoints(conn).get(RULES_CHECKPOINT)
+            applied = self.store.checkpoints.get(RULES_CHECKPOINT)
             for seq, e in changes:
                 if seq > applied:
-                    apply_rule_event(conn, e, seq)
+                    apply_rule_event(self.store, e, seq)
                     applied = seq
 
     def snapshot(self) -> None:

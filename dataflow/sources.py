@@ -7,7 +7,6 @@ Bytewax's per-item overhead off the per-event path.
 
 from __future__ import annotations
 
-import operator
 import os
 import time
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from pydantic_core import from_json
 
 from storage.event_store import EventStore
 from storage.events import Event
@@ -25,7 +23,6 @@ from .control import FlowControl
 from .generator import LIVE_CHUNK, MockGenerator
 
 _IDLE = timedelta(milliseconds=50)
-_seq_of = operator.itemgetter(0)
 
 
 def _utc_in(seconds: float) -> datetime:
@@ -282,23 +279,11 @@ class JsonlSource(FixedPartitionedSource[IngestBatch, FileCursor]):
 
 
 def read_log(store: EventStore, first: int, last: int, limit: int) -> LogBatch | None:
-    """Events ``first..last`` (at most ``limit``) with their seqs, or None past the end.
-
-    Leaner than ``EventStore.read`` for the fold, which is what makes replay fast: only the columns an
-    :class:`Event` has, and payloads parsed by pydantic-core's JSON parser (several times faster than
-    ``json.loads`` on these small objects; same values)."""
-    rows = store.conn.execute(
-        "SELECT seq, event_id, type, user_id, target_id, ts, payload, version FROM events "
-        "WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
-        (first, last, limit),
-    ).fetchall()
-    if not rows:
+    """Events ``first..last`` (at most ``limit``) with their seqs, or None past the end."""
+    events, seqs = store.read_batch(first, last, limit)
+    if not events:
         return None
-    events = [
-        Event(eid, etype, ts, uid, target, from_json(payload) if payload != "{}" else {}, version)
-        for _, eid, etype, uid, target, ts, payload, version in rows
-    ]
-    return LogBatch(events, list(map(_seq_of, rows)), rows[-1][0])
+    return LogBatch(events, seqs, seqs[-1])
 
 
 class _LogPartition(StatefulSourcePartition[LogBatch, int]):

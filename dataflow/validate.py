@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from itertools import starmap
 from operator import itemgetter
 from typing import Annotated, Any, Mapping, Union
@@ -42,7 +41,8 @@ def _typed_dict(model: type[BaseModel]) -> Any:
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             ann = _typed_dict(ann)
         fields[name] = Annotated[(ann, *f.metadata)] if f.metadata else ann
-    td: Any = TypedDict(f"{model.__name__}Dict", fields)  # type: ignore[operator]
+    make_typed_dict: Any = TypedDict  # built from a model at run time, which static checkers cannot follow
+    td = make_typed_dict(f"{model.__name__}Dict", fields)
     td.__pydantic_config__ = ConfigDict(extra=model.model_config.get("extra"))
     return td
 
@@ -51,7 +51,7 @@ _DICTS = {m.model_fields["type"].annotation.__args__[0]: _typed_dict(m) for m in
 _ONE: dict[str, SchemaValidator] = {t: TypeAdapter(td).validator for t, td in _DICTS.items()}  # type: ignore[misc]
 #: a whole batch in one call: a list of the fast types, told apart by ``type``
 _MANY: SchemaValidator = TypeAdapter(  # type: ignore[assignment]
-    list[Annotated[Union[tuple(_DICTS.values())], Field(discriminator="type")]]  # type: ignore[misc]
+    list[Annotated[Union[tuple(_DICTS.values())], Field(discriminator="type")]]  # type: ignore[misc, arg-type]
 ).validator
 
 
@@ -92,22 +92,13 @@ def check_event(raw: Any) -> Event:
     return validate_event(raw)  # the other types, and the reason of every refusal
 
 
-@dataclass(slots=True)
-class Checked:
-    """One validated input batch: good events in input order, and (raw, reason) for the rest."""
-
-    origin: str
-    events: list[Event] = field(default_factory=list)
-    rejected: list[tuple[Any, str]] = field(default_factory=list)
-
-
 def validate_items(items: list[Any], lines: list[int] | None = None, unit: str = "line") -> list[Event | str]:
     """Each item's outcome, in input order: its Event, or the reason it is refused (with its position,
     e.g. "line 7: " or "offset 7: ", when ``lines`` are given). Only :data:`storage.events.SOURCE_TYPES`
     are accepted: this is the check of everything an ingestion source brings."""
     try:
         # the usual batch: only high-volume types, all valid, checked in one call
-        return _events(_MANY.validate_python([x if type(x) is dict else _as_dict(x) for x in items]))
+        return [*_events(_MANY.validate_python([x if type(x) is dict else _as_dict(x) for x in items]))]
     except ValidationError:
         pass
     out: list[Event | str] = []
@@ -130,15 +121,3 @@ def unpack(batch: IngestBatch | list[Any]) -> tuple[str, list[Any], list[int] | 
     if isinstance(batch, IngestBatch):
         return batch.origin, batch.items, batch.lines, batch.unit
     return "input", list(batch), None, "line"  # a plain list, e.g. from bytewax.testing.TestingSource
-
-
-def validate_batch(batch: IngestBatch | list[Any]) -> Checked:
-    """Validate every item; a bad one is kept with a reason naming the field (and file line)."""
-    origin, items, lines, unit = unpack(batch)
-    out = Checked(origin)
-    for raw, outcome in zip(items, validate_items(items, lines, unit)):
-        if type(outcome) is str:
-            out.rejected.append((raw, outcome))
-        else:
-            out.events.append(outcome)  # type: ignore[arg-type]
-    return out

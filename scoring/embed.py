@@ -4,22 +4,24 @@ incremental refresh shares: ``(node type, node id, float32 vector, model version
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from config.progress import Progress
 from storage.event_store import EventStore
-from storage.projections import Embeddings
+from storage.interface import Store
 
-from .graph import NODE_TYPES, HeteroGraph, build_graph
+from .graph import HeteroGraph
+from .graph_loader import build_graph
+from .graph_schema import NODE_TYPES
 from .model_io import load_model
 
 if TYPE_CHECKING:
     from .graph_cache import GraphCache
 
-Progress = Callable[[float, str], None]
 EmbeddingRowT = tuple[str, str, np.ndarray, int, int]
 
 
@@ -31,19 +33,19 @@ def embedding_rows(graph: HeteroGraph, node_type: str, idx: Tensor, vectors: Ten
     return [(node_type, nid, vec[i], version, int(seqs[i])) for i, nid in enumerate(ids)]
 
 
-def write_rows(store: EventStore, rows: Iterable[EmbeddingRowT], batch: int = 20_000) -> int:
+def write_rows(store: Store, rows: Iterable[EmbeddingRowT], batch: int = 20_000) -> int:
     """Upsert rows, ``batch`` per transaction."""
     n = 0
     buf: list[EmbeddingRowT] = []
     for r in rows:
         buf.append(r)
         if len(buf) >= batch:
-            with store.transaction() as conn:
-                n += Embeddings(conn).put_many(buf)
+            with store.transaction():
+                n += store.embeddings.put_many(buf)
             buf = []
     if buf:
-        with store.transaction() as conn:
-            n += Embeddings(conn).put_many(buf)
+        with store.transaction():
+            n += store.embeddings.put_many(buf)
     return n
 
 
@@ -57,8 +59,8 @@ def write_all(store: EventStore, graph: HeteroGraph, emb: Mapping[str, Tensor], 
             b = min(len(table), a + chunk)
             vectors = emb[t][a:b].detach().to("cpu", torch.float32).numpy()
             seqs = table.last_seq.view[a:b].cpu().numpy()
-            with store.transaction() as conn:
-                n += Embeddings(conn).put_block(t, table.ids[a:b], vectors, version, seqs)
+            with store.transaction():
+                n += store.embeddings.put_block(t, table.ids[a:b], vectors, version, seqs)
     return n
 
 
@@ -77,7 +79,7 @@ def embed_all(
         raise ValueError(f"sample_ratio must be within (0, 1], not {sample_ratio}")
     device = resolve_device(settings.device)
     with EventStore(settings.db) as store:
-        loaded = load_model(store.conn, device=device)
+        loaded = load_model(store, device=device)
         if loaded is None:
             raise ValueError("no HGT model registered yet; run `ups train` first")
         graph_progress: Progress = lambda f, m: report(0.3 * f, m)  # noqa: E731

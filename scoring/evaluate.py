@@ -9,21 +9,20 @@ endpoints' degrees in the training graph (preferential attachment).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor
 
+from config.progress import Progress
 from storage.event_store import EventStore
 
-from .graph import FORWARD_EDGE_TYPES, NODE_TYPES, EdgeTable, EdgeType, HeteroGraph, edge_key
+from .graph import HeteroGraph
+from .graph_buffers import EdgeTable
+from .graph_schema import FORWARD_EDGE_TYPES, NODE_TYPES, EdgeType, edge_key
 from .model import link_score
-
-Progress = Callable[[float, str], None]
 
 #: edge types whose held-out AUC `ups evaluate` reports (user–app and user–user, plus user–product)
 REPORTED_EDGE_TYPES: tuple[EdgeType, ...] = FORWARD_EDGE_TYPES
@@ -181,12 +180,10 @@ def link_aucs(
 def observed_labels(store: EventStore, label: str = "churn") -> dict[str, int]:
     """user id -> last observed value of ``label``."""
     out: dict[str, int] = {}
-    for uid, payload in store.conn.execute(
-        "SELECT user_id, payload FROM events WHERE type = 'label.observed' ORDER BY seq"
-    ):
-        p = json.loads(payload)
-        if p.get("label") == label:
-            out[uid] = int(p["value"])
+    for ev in store.read(types=["label.observed"]):
+        p = ev.payload
+        if p.get("label") == label and ev.user_id is not None:
+            out[ev.user_id] = int(p["value"])
     return out
 
 
@@ -218,7 +215,7 @@ def evaluate(settings: Any, progress: Progress | None = None) -> dict[str, Any]:
     """Quality of the newest HGT model on the held-out edges it was trained without."""
     from config.device import resolve_device
 
-    from .graph import build_graph
+    from .graph_loader import build_graph
     from .model_io import load_model, untrained_copy
 
     if not settings.db.exists():
@@ -226,7 +223,7 @@ def evaluate(settings: Any, progress: Progress | None = None) -> dict[str, Any]:
     device = resolve_device(settings.device)
     report = progress or (lambda f, m: None)
     with EventStore(settings.db) as store:
-        loaded = load_model(store.conn, device=device)
+        loaded = load_model(store, device=device)
         if loaded is None:
             raise ValueError("no HGT model registered yet; run `ups train` first")
         tcfg = loaded.config.get("training", {})

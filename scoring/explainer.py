@@ -31,7 +31,7 @@ from .profile_features import NAMES as PROFILE_NAMES
 EMBEDDING_GROUP = "graph embedding"
 PROFILE_GROUP = "profile numbers"
 Mode = Literal["per_dimension", "grouped"]
-MODES: tuple[str, ...] = ("per_dimension", "grouped")
+EXPLAIN_MODES: tuple[str, ...] = ("per_dimension", "grouped")
 Kind = Literal["rule", "profile", "embedding"]
 
 

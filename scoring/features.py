@@ -9,7 +9,7 @@ growth, so a value the model never saw falls into the unknown bucket instead of 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -62,9 +62,6 @@ class CategoricalVocabulary:
     def to_list(self) -> list[str]:
         return list(self._values[1:])
 
-    @classmethod
-    def from_list(cls, values: Iterable[str]) -> "CategoricalVocabulary":
-        return cls(values)
 
 
 @dataclass(frozen=True)
@@ -85,7 +82,7 @@ class NodeFeatureSpec:
     degrees: bool = True
 
 
-#: The seed's feature plan: user (fee, tenure; plan, level, brand), product (price; name), app (name; category).
+#: The feature plan: user (fee, tenure; plan, level, brand), product (price; name), app (name; category).
 #: Names are also read as character sequences, so a new "流量包3号" shares characters with "流量包2号".
 FEATURE_SPECS: dict[str, NodeFeatureSpec] = {
     "user": NodeFeatureSpec(

@@ -28,7 +28,9 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from .graph import _CSR, EDGE_TYPES, FORWARD_OF, NODE_TYPES, EdgeType, HeteroGraph
+from .adjacency import CSR
+from .graph import HeteroGraph
+from .graph_schema import FORWARD_OF, NODE_TYPES, EdgeType
 from .model import GraphEmbedder, _edge_bounded_chunks, device_chunk_edges
 from .sampler import NeighborSampler
 
@@ -48,7 +50,7 @@ class _FrozenAdjacency:
 
     def __init__(self, src: Tensor, dst: Tensor, num_dst: int) -> None:
         self.src, self.dst = src, dst
-        self.csr = _CSR(dst, 0, num_dst)
+        self.csr = CSR(dst, 0, num_dst)
 
     def in_degree(self, nodes: Tensor) -> Tensor:
         return self.csr.degree(nodes)

@@ -13,7 +13,8 @@ import torch
 
 from storage.event_store import EventStore
 
-from .graph import HeteroGraph, build_graph, read_batches
+from .graph import HeteroGraph
+from .graph_loader import build_graph, read_batches
 
 
 @dataclass(frozen=True, slots=True)

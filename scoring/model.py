@@ -1,4 +1,4 @@
-"""The HGT model (the seed's ``HGTModel``), the feature encoder + HGT pair, and the InfoNCE loss.
+"""The HGT model, the feature encoder + HGT pair, and the InfoNCE loss.
 
 ``GraphEmbedder`` runs the whole model three ways: on the whole graph (training on small graphs),
 on a sampled subgraph (mini-batches, incremental refresh), and layer by layer over edge-bounded
@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from torch_geometric.nn import HGTConv
 
 from .features import EncoderConfig, HeteroFeatureEncoder
-from .graph import EDGE_TYPES, NODE_TYPES, EdgeType, HeteroGraph
+from .graph_schema import EDGE_TYPES, NODE_TYPES, EdgeType
+from .graph import HeteroGraph
 from .sampler import NeighborSampler, Subgraph
 
 #: edges a training step hides from the message passing: forward edge type -> (src, dst) node indices
@@ -277,26 +278,6 @@ class GraphEmbedder(nn.Module):
         sub = sampler.sample(seeds)
         out = self.forward_subgraph(graph, sub)
         return {t: out[t][: sub.num_seeds[t]] for t in NODE_TYPES if sub.num_seeds.get(t)}
-
-    @torch.no_grad()
-    def embed_all_layers(
-        self, graph: HeteroGraph, chunk_edges: int = 1_000_000
-    ) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
-        """Embeddings of every node and the hidden states after each layer but the last (the cache a
-        layer-wise incremental refresh reuses)."""
-        self.encoder.bind(graph)
-        h0 = self.hgt.inputs(self.encoder({t: graph.raw_features(t) for t in NODE_TYPES}))
-        if graph.num_edges() > chunk_edges:
-            layers: list[dict[str, Tensor]] = []
-            out = self.embed_all(graph, chunk_edges, keep=layers)
-            return out, layers
-        h, layers = h0, []
-        ei = graph.edge_index_dict()
-        for i in range(len(self.hgt.convs)):
-            h = self.hgt.layer(i, h, ei)
-            if i < len(self.hgt.convs) - 1:
-                layers.append(h)
-        return self.hgt.outputs(h, h0), layers
 
     @torch.no_grad()
     def refresh_layerwise(

@@ -9,12 +9,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import sqlite3
 import torch
 
-from storage.event_store import EventStore
 from storage.events import Event, validate_event
-from storage.projections import Models
+from storage.interface import Store
 
 from .model import GraphEmbedder
 
@@ -37,13 +35,13 @@ def to_bytes(embedder: GraphEmbedder) -> bytes:
 
 
 def register_model(
-    store: EventStore, embedder: GraphEmbedder, metrics: Mapping[str, Any], training: Mapping[str, Any], summary: Mapping[str, Any]
+    store: Store, embedder: GraphEmbedder, metrics: Mapping[str, Any], training: Mapping[str, Any], summary: Mapping[str, Any]
 ) -> int:
     """Store a version and announce it with a ``model.registered`` event, in one transaction."""
     config = {"format": FORMAT, **embedder.config(), "training": dict(training)}
     blob = to_bytes(embedder)
-    with store.transaction() as conn:
-        models = Models(conn)
+    with store.transaction():
+        models = store.models
         version = models.add(KIND, config, dict(metrics), blob)
         event = validate_event(
             Event(
@@ -61,9 +59,9 @@ def register_model(
     return version
 
 
-def load_model(conn: sqlite3.Connection, version: int | None = None, device: torch.device | str = "cpu") -> LoadedModel | None:
+def load_model(store: Store, version: int | None = None, device: torch.device | str = "cpu") -> LoadedModel | None:
     """The given version (default: the newest) with its weights on ``device``; None when there is none."""
-    models = Models(conn)
+    models = store.models
     row = models.get(KIND, version) if version is not None else models.latest(KIND)
     if row is None:
         if version is not None:
@@ -90,8 +88,8 @@ def untrained_copy(loaded: LoadedModel, seed: int) -> GraphEmbedder:
     return initialised(loaded.config, seed).to(loaded.embedder.device)
 
 
-def latest_version(conn: sqlite3.Connection) -> int | None:
-    return Models(conn).latest_version(KIND)
+def latest_version(store: Store) -> int | None:
+    return store.models.latest_version(KIND)
 
 
 __all__ = ["KIND", "LoadedModel", "to_bytes", "register_model", "load_model", "untrained_copy", "initialised", "latest_version"]

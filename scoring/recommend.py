@@ -1,4 +1,4 @@
-"""Strategy recommendations (the seed's ``get_recommendations``) as configurable strategy rules.
+"""Strategy recommendations as configurable strategy rules.
 
 A strategy is a sandboxed condition over the profile (plus the fused ``score``, ``gate``, ``f_rule``,
 ``f_nn``), a title, a reason template whose ``{...}`` parts are sandboxed expressions too, and a priority.
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from storage.events import Id
 
+from .results import Recommendation
 from .errors import RuleCompileError
 from .rules import PROFILE_FIELDS
 from .sandbox import Expression, compile_expression
@@ -94,17 +95,17 @@ class Recommender:
                 raise RuleCompileError(f"strategy {spec.name}: {err.reason}") from None
             self.strategies.append(_Compiled(spec, cond, parts))
 
-    def recommend(self, profile: Mapping[str, Any], scores: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    def recommend(self, profile: Mapping[str, Any], scores: Mapping[str, Any] | None = None) -> list[Recommendation]:
         """``[{strategy, title, reason, priority}]``, highest priority first (failing strategies left out:
         :meth:`evaluate` says which and why)."""
         return self.evaluate(profile, scores)[0]
 
     def evaluate(
         self, profile: Mapping[str, Any], scores: Mapping[str, Any] | None = None
-    ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    ) -> tuple[list[Recommendation], list[dict[str, str]]]:
         """(recommendations, failures): failures name the strategy and the error."""
         ns = {**profile, **(scores or {})}
-        out: list[dict[str, Any]] = []
+        out: list[Recommendation] = []
         failed: list[dict[str, str]] = []
         for c in self.strategies:
             try:

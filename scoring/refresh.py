@@ -1,9 +1,9 @@
-"""Priority-scheduled incremental embedding refresh (the seed's ``IncrementalLearner``).
+"""Priority-scheduled incremental embedding refresh.
 
 ``IncrementalRefresher`` holds the live graph and the current model. ``observe(events)`` appends the
-events to the graph (growable buffers, no rebuild) and marks the affected nodes (the seed's
-``ChangeDetector``: both endpoints of a new edge, new nodes, nodes whose attributes changed) in a
-de-duplicating max-heap ranked by freshness, log-degree and the size of the node's last embedding
+events to the graph (growable buffers, no rebuild) and marks the affected nodes (both endpoints of a
+new edge, new nodes, nodes whose attributes changed) in a de-duplicating max-heap
+(``scoring.refresh_queue``) ranked by freshness, log-degree and the size of the node's last embedding
 change, with a waiting credit so nothing starves. ``tick()`` works for a time budget: it refreshes
 the top of the heap in batches, one sampled-subgraph forward per batch under ``no_grad`` on the
 device, then advances a full forward split into steps (``scoring.full_pass``) if one is running —
@@ -11,43 +11,35 @@ when the backlog covers a large share of the graph, when the layer cache is cold
 registered model version is picked up (without a restart; the old model serves until every node has
 been embedded with the new one). It returns the embedding rows to write.
 
-``RefreshLogic`` wraps it as a Bytewax ``StatefulLogic`` (``op.stateful``): events in, a
-``RefreshOutput`` (rows + status) out on every tick; its snapshot is small (pending nodes, last seq)
-and the graph is rebuilt from the store on resume.
+The Bytewax step that drives it in the live flow is ``dataflow.refresh_step``; its snapshot
+(:class:`RefresherSnapshot`) is small (pending nodes, last seq) and the graph is rebuilt from the
+store on resume.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-from bytewax.operators import StatefulLogic
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from storage.event_store import EventStore
 from storage.events import Event
 
-from .embed import EmbeddingRowT, embedding_rows, write_rows
+from .embed import EmbeddingRowT, embedding_rows
 from .full_pass import FullPass, PassChunk
-from .graph import NODE_TYPES, Growable, HeteroGraph, build_graph
+from .graph import HeteroGraph
+from .graph_buffers import Growable
+from .graph_loader import build_graph
+from .graph_schema import NODE_TYPES
 from .model_io import LoadedModel, latest_version, load_model
+from .refresh_queue import NodeKey, Pending, PriorityQueue
 from .sampler import NeighborSampler, parse_fanouts
 from .threads import ThreadLimit
-
-NodeKey = tuple[str, int]  # (node type, node index)
-#: the status keys the dataflow's status document takes from the refresh step (see the brief's contract)
-STATUS_KEYS: tuple[str, ...] = (
-    "refresh_queue", "oldest_pending_s", "refreshes_per_s", "model_version", "device",
-    "gpu_allocated_bytes", "gpu_reserved_bytes",  # only on CUDA
-)
 
 
 @dataclass
@@ -95,104 +87,6 @@ class RefreshConfig:
         )
 
 
-@dataclass
-class Pending:
-    priority: float
-    seq: int  # the newest event that touched the node
-    ts: float  # its event time
-    marked_at: float  # wall time the node first became pending (latency is measured from here)
-    key: float = 0.0  # its heap key: the priority less the waiting credit of later marks (see PriorityQueue)
-
-
-class PriorityQueue:
-    """Max-heap of nodes with de-duplication: a node is pending once, at its highest priority, with the
-    newest seq that touched it and the time it first became pending. Stale heap entries are skipped.
-
-    Waiting raises a node's standing by ``wait_weight`` per second, so nothing starves behind a stream
-    of better-ranked marks. Every pending node gains at the same rate, so ranking by
-    ``priority + w * (now - marked_at)`` is ranking by the static ``priority - w * marked_at``: a
-    plain heap stays valid as time passes."""
-
-    def __init__(self, wait_weight: float = 0.0) -> None:
-        self.wait_weight = wait_weight
-        self._heap: list[tuple[float, int, NodeKey]] = []
-        self._by_age: list[tuple[float, int, NodeKey]] = []  # min-heap on marked_at, for the oldest age
-        self._pending: dict[NodeKey, Pending] = {}
-        self._counter = itertools.count()
-        self._origin: float | None = None  # keeps the keys' magnitude small (marked_at is epoch seconds)
-
-    def __len__(self) -> int:
-        return len(self._pending)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._pending
-
-    def get(self, key: NodeKey) -> Pending | None:
-        return self._pending.get(key)
-
-    def _key(self, priority: float, marked_at: float) -> float:
-        if self._origin is None:
-            self._origin = marked_at
-        return priority - self.wait_weight * (marked_at - self._origin)
-
-    def push(self, key: NodeKey, priority: float, seq: int, ts: float, now: float) -> None:
-        cur = self._pending.get(key)
-        if cur is None:
-            p = Pending(priority, seq, ts, now)
-            p.key = self._key(priority, now)
-            self._pending[key] = p
-            c = next(self._counter)
-            heapq.heappush(self._heap, (-p.key, c, key))
-            heapq.heappush(self._by_age, (now, c, key))
-            return
-        cur.seq = max(cur.seq, seq)
-        cur.ts = max(cur.ts, ts)
-        if priority > cur.priority:
-            cur.priority = priority
-            cur.key = self._key(priority, cur.marked_at)
-            heapq.heappush(self._heap, (-cur.key, next(self._counter), key))
-
-    def pop(self, n: int) -> list[tuple[NodeKey, Pending]]:
-        out: list[tuple[NodeKey, Pending]] = []
-        while self._heap and len(out) < n:
-            neg, _, key = heapq.heappop(self._heap)
-            p = self._pending.get(key)
-            if p is None or -neg != p.key:
-                continue  # refreshed already, or superseded by a higher-priority entry
-            del self._pending[key]
-            out.append((key, p))
-        return out
-
-    def discard(self, keys: Iterable[NodeKey]) -> list[tuple[NodeKey, Pending]]:
-        """Remove these nodes (refreshed another way); their heap entries go stale."""
-        out = [(k, p) for k in keys if (p := self._pending.pop(k, None)) is not None]
-        if len(self._heap) > 4 * len(self._pending) + 4096:  # drop the stale entries now and then
-            self._heap = [(-p.key, next(self._counter), k) for k, p in self._pending.items()]
-            heapq.heapify(self._heap)
-            self._by_age = [(p.marked_at, next(self._counter), k) for k, p in self._pending.items()]
-            heapq.heapify(self._by_age)
-        return out
-
-    def clear(self) -> list[tuple[NodeKey, Pending]]:
-        items = list(self._pending.items())
-        self._pending.clear()
-        self._heap.clear()
-        self._by_age.clear()
-        return items
-
-    def oldest_marked_at(self) -> float | None:
-        while self._by_age:
-            m, _, key = self._by_age[0]
-            p = self._pending.get(key)
-            if p is not None and p.marked_at == m:
-                return m
-            heapq.heappop(self._by_age)
-        return None
-
-    def items(self) -> list[tuple[NodeKey, Pending]]:
-        return list(self._pending.items())
-
-
 @dataclass(frozen=True)
 class RefresherSnapshot:
     """What a resume needs; the graph itself is rebuilt from the store up to ``last_seq``."""
@@ -203,14 +97,6 @@ class RefresherSnapshot:
     pending: tuple[tuple[str, str, int, float, float, float], ...]  # (type, id, seq, ts, marked_at, priority)
     #: the same for the backfill (a default: snapshots taken before it existed restore)
     backfill: tuple[tuple[str, str, int, float, float, float], ...] = ()
-
-
-@dataclass
-class RefreshOutput:
-    """What one tick of the Bytewax step emits: rows for ``Embeddings.put_many`` and the status."""
-
-    rows: list[EmbeddingRowT] = field(default_factory=list)
-    status: dict[str, Any] = field(default_factory=dict)
 
 
 class IncrementalRefresher:
@@ -286,7 +172,7 @@ class IncrementalRefresher:
         self.last_latencies: list[float] = []
         self.last_tick_s = 0.0
         if model is None:
-            model = load_model(self.store.conn, device=self.device)
+            model = load_model(self.store, device=self.device)
         if model is not None:
             self._use_model(model, load_stored=load_stored)
 
@@ -338,14 +224,11 @@ class IncrementalRefresher:
         for t in NODE_TYPES:
             index = self.graph.nodes[t].index
             idx, vecs, seqs = [], [], []
-            for nid, blob, seq in self.store.conn.execute(
-                "SELECT node_id, vector, seq FROM embeddings WHERE node_type = ? AND model_version = ?",
-                (t, self.model.version),
-            ):
+            for nid, vec, seq in self.store.embeddings.of_version(t, self.model.version):
                 i = index.get(nid)
                 if i is not None:
                     idx.append(i)
-                    vecs.append(np.frombuffer(blob, dtype=np.float32))
+                    vecs.append(vec)
                     seqs.append(seq)
             ok = torch.zeros(self.graph.num_nodes(t), dtype=torch.bool, device=self.device)
             if idx:
@@ -364,11 +247,11 @@ class IncrementalRefresher:
         if not force and now - self._last_poll < self.config.model_poll_s:
             return False
         self._last_poll = now
-        newest = latest_version(self.store.conn)
+        newest = latest_version(self.store)
         target = self._pass_model if self._pass is not None and self._pass_model is not self.model else self.model
         if newest is None or newest == (target.version if target else None):
             return False
-        model = load_model(self.store.conn, newest, device=self.device)
+        model = load_model(self.store, newest, device=self.device)
         if model is None:
             return False
         if self.model is None:
@@ -590,9 +473,9 @@ class IncrementalRefresher:
             return rows
         while True:
             t = time.perf_counter()
-            chunk = p.step()
-            if chunk is not None:
-                rows += self._pass_chunk(p, chunk)
+            step = p.step()
+            if step is not None:
+                rows += self._pass_chunk(p, step)
             self._pass_spent += time.perf_counter() - t
             if p.done:
                 self._pass_cost = self._pass_spent / max(1, sum(p.num_nodes.values()))
@@ -688,13 +571,6 @@ class IncrementalRefresher:
         self._emb[t].view[idx] = new
         self._has[t].view[idx] = True
 
-    def embedding(self, node_type: str, node_id: str) -> np.ndarray | None:
-        """The latest embedding this refresher computed for a node (None if never)."""
-        i = self.graph.nodes[node_type].index.get(node_id)
-        if i is None or not self._has or not bool(self._has[node_type].view[i]):
-            return None
-        return self._emb[node_type].view[i].cpu().numpy()
-
     # ---------------------------------------------------------------- status and recovery
 
     def status(self, now: float | None = None) -> dict[str, Any]:
@@ -745,153 +621,3 @@ class IncrementalRefresher:
                 if i is not None:
                     queue.push((t, i), prio, seq, ts, marked_at)
         return r
-
-
-# ------------------------------------------------------------------------------------------ Bytewax step
-
-
-@dataclass(frozen=True)
-class RefreshControl:
-    """A control item for the step: ``pause``, ``resume`` or ``reload`` (look for a new model now)."""
-
-    command: str
-
-
-class RefreshLogic(StatefulLogic):
-    """``op.stateful`` logic: events (``StoredEvent``, ``(seq, Event)``, or a batch with ``events``,
-    ``seqs`` and ``upto`` such as the flow's ``GraphDelta``) and ``RefreshControl`` items in; a
-    ``RefreshOutput`` out on every tick (``on_notify``) and at EOF, after draining the queue.
-
-    ``paused`` (polled every tick, e.g. ``lambda: control.refresh_paused``) and ``on_status`` (called
-    with the status every tick, e.g. ``lambda st: control.set_refresh_status(**st)``) connect it to
-    the flow's controls without importing the flow.
-
-    Events are buffered and applied to the graph in one batch per tick (one ``apply`` per event would
-    cost more than the refresh at thousands of events per second); a snapshot applies the buffer first,
-    so what it records as seen has marked its nodes."""
-
-    MAX_BUFFER = 20_000
-
-    def __init__(
-        self,
-        refresher: IncrementalRefresher,
-        paused: Callable[[], bool] | None = None,
-        on_status: Callable[[dict[str, Any]], None] | None = None,
-    ) -> None:
-        self.refresher = refresher
-        self.paused = paused
-        self.on_status = on_status
-        self._buffer: list[Any] = []
-        self._next = datetime.now(timezone.utc)
-
-    def _flush(self) -> None:
-        if self._buffer:
-            self.refresher.observe(self._buffer)
-            self._buffer = []
-
-    def on_item(self, value: Any) -> tuple[Iterable[RefreshOutput], bool]:
-        r = self.refresher
-        if isinstance(value, RefreshControl):
-            self._flush()
-            if value.command == "pause":
-                r.pause()
-            elif value.command == "resume":
-                r.resume()
-            elif value.command == "reload":
-                r.maybe_reload_model(force=True)
-            else:
-                raise ValueError(f"unknown refresh command {value.command!r} (pause, resume, reload)")
-            return [RefreshOutput([], r.status())], StatefulLogic.RETAIN
-        if hasattr(value, "events") and hasattr(value, "seqs"):
-            self._buffer.extend(zip(value.seqs, value.events))
-        else:
-            self._buffer.append(value)
-        if len(self._buffer) >= self.MAX_BUFFER:
-            self._flush()
-        return [], StatefulLogic.RETAIN
-
-    def on_notify(self) -> tuple[Iterable[RefreshOutput], bool]:
-        r = self.refresher
-        self._flush()
-        if self.paused is not None:
-            r.pause() if self.paused() else r.resume()
-        r.maybe_reload_model()
-        rows = r.tick()
-        self._next = datetime.now(timezone.utc) + timedelta(seconds=r.config.tick_s)
-        status = r.status()
-        if self.on_status is not None:
-            self.on_status(status)
-        return [RefreshOutput(rows, status)], StatefulLogic.RETAIN
-
-    def on_eof(self) -> tuple[Iterable[RefreshOutput], bool]:
-        r = self.refresher
-        self._flush()
-        r.maybe_reload_model(force=True)
-        out: list[RefreshOutput] = []
-        while r.busy:
-            out.append(RefreshOutput(r.tick(budget_s=math.inf), {}))
-        out.append(RefreshOutput([], r.status()))
-        return out, StatefulLogic.RETAIN
-
-    def notify_at(self) -> Optional[datetime]:
-        return self._next
-
-    def snapshot(self) -> RefresherSnapshot:
-        self._flush()
-        return self.refresher.snapshot()
-
-
-def refresh_builder(
-    settings: Any,
-    *,
-    paused: Callable[[], bool] | None = None,
-    on_status: Callable[[dict[str, Any]], None] | None = None,
-    **kw: Any,
-) -> Callable[[Optional[RefresherSnapshot]], RefreshLogic]:
-    """The ``builder`` for ``op.stateful``: a fresh refresher, or one restored from its snapshot."""
-
-    def build(resume: Optional[RefresherSnapshot]) -> RefreshLogic:
-        return RefreshLogic(IncrementalRefresher.restore(settings, resume, **kw), paused, on_status)
-
-    return build
-
-
-class _RowsPartition(StatelessSinkPartition):
-    def __init__(self, db: Any) -> None:
-        self.store = EventStore(db)
-
-    def write_batch(self, items: list[Any]) -> None:
-        rows: list[EmbeddingRowT] = []
-        for item in items:
-            value = item[1] if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], RefreshOutput) else item
-            rows.extend(value.rows if isinstance(value, RefreshOutput) else [value])
-        write_rows(self.store, rows, batch=max(1, len(rows)))  # one transaction per batch (a tick's rows)
-
-    def close(self) -> None:
-        self.store.close()
-
-
-class EmbeddingSink(DynamicSink):
-    """Writes the step's rows (``RefreshOutput``s, keyed or not, or single rows) with
-    ``Embeddings.put_many``; upserts, so a replay after a resume writes the same rows again harmlessly."""
-
-    def __init__(self, db: Any) -> None:
-        self.db = db
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RowsPartition:
-        return _RowsPartition(self.db)
-
-
-__all__ = [
-    "RefreshConfig",
-    "PriorityQueue",
-    "Pending",
-    "IncrementalRefresher",
-    "RefresherSnapshot",
-    "RefreshOutput",
-    "RefreshControl",
-    "RefreshLogic",
-    "refresh_builder",
-    "EmbeddingSink",
-    "STATUS_KEYS",
-]

@@ -1,5 +1,5 @@
-"""Rules as events (the seed's ``RuleStore``): ``rule.created|updated|deleted`` in the log, folded into the
-``rules`` projection in the same transaction.
+"""Rules as events: ``rule.created|updated|deleted`` in the log, folded into the ``rules`` projection in
+the same transaction.
 
 The rules version is the seq of the last rule event in the log: it changes with every change, is the same
 after a restart or a replay, and any process can tell from one indexed query whether its copy is stale.
@@ -9,14 +9,15 @@ rule events it has not seen (e.g. after the log was copied or replayed into a ne
 
 from __future__ import annotations
 
-import sqlite3
+import builtins
+
 import time
 import uuid
 from typing import Any, Iterable
 
-from storage.event_store import EventStore
 from storage.events import Event, validate_event
-from storage.projections import Checkpoints, RuleRow, Rules
+from storage.interface import Store
+from storage.projections import RuleRow
 
 from .errors import RuleExists, RuleNotFound
 from .rules import Rule
@@ -25,9 +26,9 @@ RULE_EVENT_TYPES: tuple[str, ...] = ("rule.created", "rule.updated", "rule.delet
 CHECKPOINT = "rules"
 
 
-def apply_rule_event(conn: sqlite3.Connection, event: Event, seq: int) -> None:
+def apply_rule_event(store: Store, event: Event, seq: int) -> None:
     """Fold one rule event into the projection (live writes and replay use the same function)."""
-    rules = Rules(conn)
+    rules = store.rules
     p = event.payload
     if event.type in ("rule.created", "rule.updated"):
         rules.upsert(p["name"], p.get("description", ""), float(p["weight"]), p["condition"],
@@ -36,7 +37,7 @@ def apply_rule_event(conn: sqlite3.Connection, event: Event, seq: int) -> None:
         rules.delete(p["name"])
     else:
         raise ValueError(f"not a rule event: {event.type}")
-    Checkpoints(conn).set(CHECKPOINT, seq)
+    store.checkpoints.set(CHECKPOINT, seq)
 
 
 def row_to_rule(row: RuleRow) -> Rule:
@@ -46,20 +47,15 @@ def row_to_rule(row: RuleRow) -> Rule:
 class RuleStore:
     """Create, update, delete and list rules; every change is an event first."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        return self.store.conn
 
     def version(self) -> int:
         """Seq of the last rule event in the log (0: none yet)."""
-        q = f"SELECT coalesce(max(seq), 0) FROM events WHERE type IN ({','.join('?' * len(RULE_EVENT_TYPES))})"
-        return int(self.conn.execute(q, RULE_EVENT_TYPES).fetchone()[0])
+        return self.store.last_seq_of_types(RULE_EVENT_TYPES)
 
     def applied(self) -> int:
-        return Checkpoints(self.conn).get(CHECKPOINT)
+        return self.store.checkpoints.get(CHECKPOINT)
 
     def catch_up(self) -> int:
         """Apply rule events past the checkpoint; returns the rules version."""
@@ -71,30 +67,30 @@ class RuleStore:
 
     def rebuild(self) -> int:
         """Drop the projection and replay every rule event from the log."""
-        with self.store.transaction() as conn:
-            conn.execute("DELETE FROM rules")
-            Checkpoints(conn).set(CHECKPOINT, 0)
+        with self.store.transaction():
+            self.store.rules.clear()
+            self.store.checkpoints.set(CHECKPOINT, 0)
             self._apply_from(1)
         return self.version()
 
     def _apply_from(self, seq: int) -> None:
         for ev in self.store.read(seq, types=RULE_EVENT_TYPES):
-            apply_rule_event(self.conn, ev, ev.seq)
+            apply_rule_event(self.store, ev, ev.seq)
 
-    def list(self) -> list[RuleRow]:
-        return Rules(self.conn).list()
+    def list(self) -> builtins.list[RuleRow]:
+        return self.store.rules.list()
 
-    def rules(self) -> list[Rule]:
+    def rules(self) -> builtins.list[Rule]:
         return [row_to_rule(r) for r in self.list()]
 
     def get(self, name: str) -> RuleRow | None:
-        return Rules(self.conn).get(name)
+        return self.store.rules.get(name)
 
     def create(self, rule: Rule) -> int:
         """Append ``rule.created``; raises RuleExists. Returns the new rules version."""
         with self.store.transaction():
             self._apply_from(self.applied() + 1)
-            if Rules(self.conn).get(rule.name) is not None:
+            if self.store.rules.get(rule.name) is not None:
                 raise RuleExists(rule.name)
             return self._append("rule.created", rule.name, rule.to_dict())
 
@@ -102,7 +98,7 @@ class RuleStore:
         """Append ``rule.updated``; raises RuleNotFound."""
         with self.store.transaction():
             self._apply_from(self.applied() + 1)
-            if Rules(self.conn).get(rule.name) is None:
+            if self.store.rules.get(rule.name) is None:
                 raise RuleNotFound(rule.name)
             return self._append("rule.updated", rule.name, rule.to_dict())
 
@@ -110,7 +106,7 @@ class RuleStore:
         """Append ``rule.deleted``; raises RuleNotFound."""
         with self.store.transaction():
             self._apply_from(self.applied() + 1)
-            if Rules(self.conn).get(name) is None:
+            if self.store.rules.get(name) is None:
                 raise RuleNotFound(name)
             return self._append("rule.deleted", name, {"name": name})
 
@@ -129,5 +125,5 @@ class RuleStore:
             "user_id": None, "target_id": name, "payload": payload,
         })
         seq = self.store.append([event]).new[0][0]
-        apply_rule_event(self.conn, event, seq)
+        apply_rule_event(self.store, event, seq)
         return seq

@@ -1,4 +1,4 @@
-"""The rule engine (the seed's ``RuleEngine``): rules over profile fields → ``h_rule``, ``f_rule``, details.
+"""The rule engine: rules over profile fields → ``h_rule``, ``f_rule``, details.
 
 A rule is (name, description, weight, condition, enabled). Enabled rules, in name order, make the rule
 structure: ``h_rule[i]`` is 1 when rule i fired, ``f_rule`` the sum of the weights of the rules that fired.
@@ -40,7 +40,7 @@ class Rule:
                 "condition": self.condition, "enabled": self.enabled}
 
 
-#: the seed's four rules; loyal_user reads plan_type through str() so it compiles (the seed's did not)
+#: the four default rules; loyal_user reads plan_type through str() so the condition compiles for any type
 DEFAULT_RULES: tuple[Rule, ...] = (
     Rule("high_value_user", "high monthly fee and at least two years of tenure", 0.4,
          "monthly_fee > 300 and tenure_months >= 24"),

@@ -17,7 +17,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .graph import EDGE_TYPES, NODE_TYPES, EdgeType, HeteroGraph
+from .graph_schema import EDGE_TYPES, NODE_TYPES, EdgeType
+from .graph import HeteroGraph
 
 Fanout = int | None  # None: all neighbours
 

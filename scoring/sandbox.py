@@ -19,9 +19,10 @@ from __future__ import annotations
 import ast
 import copy
 import math
+import operator
 from dataclasses import dataclass, field
 from types import CodeType
-from typing import Any, Callable, Collection, Mapping
+from typing import Any, Callable, Collection, Mapping, cast
 
 from .errors import EvaluationLimit, RuleCompileError
 
@@ -106,7 +107,7 @@ class _Meter:
         known = self._sizes.get(id(v))
         if known is not None and known[0] is v:
             return known[1]
-        items = v.items() if t is dict else v
+        items: Any = cast("dict[Any, Any]", v).items() if t is dict else v
         total = 1
         for item in items:
             if t is dict:
@@ -138,8 +139,8 @@ class _Meter:
         if isinstance(a, _SEQ) and isinstance(b, _SEQ) and type(a) is type(b):
             units = self.size(a) + self.size(b)
             self._check(units, "'+'")
-            return self._remember(a + b, units)
-        return a + b
+            return self._remember(operator.add(a, b), units)
+        return operator.add(a, b)
 
     def mul(self, a: Any, b: Any) -> Any:
         lim = self.limits

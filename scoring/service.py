@@ -9,10 +9,8 @@ access and state swaps hold one lock; SHAP and model arithmetic run outside it.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import sqlite3
 import threading
 import time
 import uuid
@@ -26,25 +24,34 @@ from pydantic import BaseModel
 
 from storage.event_store import EventStore
 from storage.events import validate_event
-from storage.projections import Embeddings, Models, Profiles
+from config.progress import Progress
 from config.settings import Settings
 
 from .errors import BadRequest, NotEnoughData, RuleCompileError, RuleNotFound, ScoringError, UserNotFound
-from .explainer import MODES, Background, Explainer, feature_names, top_contributions
+from .explainer import EXPLAIN_MODES, Background, Explainer, feature_names, top_contributions
 from .explanation_text import contribution_entries
 from .fusion import FusionCore, ServingFusion
 from .fusion_training import FitSettings, TrainingData, hash01, split_of, train_fusion_core
 from .profile_features import profile_matrix, profile_vector
 from .recommend import Recommender
+from .results import (
+    ExplanationResult, Fused, ProfileDocument, Recommendation, RuleChanged, RuleDeleted, RulePreview, RulesRefreshed,
+    RuleView, ScoreResult,
+)
 from . import rule_trial
 from .rule_store import RuleStore
-from .rules import DEFAULT_RULES, RuleEngine, RuleOutput, compile_condition, validate_rule
+from .rules import DEFAULT_RULES, Rule, RuleEngine, RuleOutput, compile_condition, validate_rule
 from .threads import ThreadLimit
 
 log = logging.getLogger(__name__)
-Progress = Callable[[float, str], None]
+
 #: P(retained) per user id as the data was generated (NaN where unknown): what the oracle AUC reads
 Oracle = Callable[[Sequence[str]], np.ndarray]
+
+
+def _changed(rule: Rule, version: int) -> RuleChanged:
+    return {"name": rule.name, "description": rule.description, "weight": rule.weight,
+            "condition": rule.condition, "enabled": rule.enabled, "rules_version": version}
 
 
 def _as_dict(spec: Any) -> Any:
@@ -139,10 +146,6 @@ class ScoringService:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @property
-    def conn(self) -> sqlite3.Connection:
-        return self.store.conn
-
     # ------------------------------------------------------------------ state
 
     @contextmanager
@@ -161,7 +164,7 @@ class ScoringService:
     def _current(self) -> _State:
         with self._lock:
             rv = self.rule_store.version()
-            fv = Models(self.conn).latest_version("fusion")
+            fv = self.store.models.latest_version("fusion")
             st = self._state
             if st is not None and st.rules_version == rv and st.fusion_version == fv and (
                 st.trained is not None or st.model.emb_dim == self._default_emb_dim()  # untrained: follow the store
@@ -184,7 +187,7 @@ class ScoringService:
     def _load_fusion(self, version: int | None) -> FusionCore | None:
         if version is None:
             return None
-        row = Models(self.conn).get("fusion", version)
+        row = self.store.models.get("fusion", version)
         if row is None or row.weights is None:
             raise ScoringError(f"fusion model version {version} has no weights")
         try:
@@ -194,19 +197,19 @@ class ScoringService:
             return None
 
     def _default_emb_dim(self) -> int:
-        r = self.conn.execute("SELECT dim FROM embeddings WHERE node_type = 'user' LIMIT 1").fetchone()
-        return int(r[0]) if r else self.settings.fusion_embedding_dim
+        dim = self.store.embeddings.dim("user")
+        return dim if dim is not None else self.settings.fusion_embedding_dim
 
     def _inputs(self, user_id: str, st: _State) -> _Inputs:
         with self._lock:
-            r = self.conn.execute("SELECT profile, last_seq FROM profiles WHERE user_id = ?", (user_id,)).fetchone()
-            if r is None:
+            found = self.store.profiles.get_with_seq(user_id)
+            if found is None:
                 raise UserNotFound(user_id)
-            emb = Embeddings(self.conn).get("user", user_id)
-        profile = json.loads(r[0])
+            emb = self.store.embeddings.get("user", user_id)
+        profile, last_seq = found
         h_nn, missing, note = self._vector(emb.vector if emb else None, st.model.emb_dim)
         return _Inputs(
-            profile, int(r[1]), st.engine.evaluate(profile), profile_vector(profile), h_nn, missing,
+            profile, last_seq, st.engine.evaluate(profile), profile_vector(profile), h_nn, missing,
             emb.model_version if emb else None, emb.seq if emb else None, note,
         )
 
@@ -222,23 +225,24 @@ class ScoringService:
 
     # ------------------------------------------------------------------ reading
 
-    def profile(self, user_id: str) -> dict[str, Any]:
+    def profile(self, user_id: str) -> ProfileDocument:
         with self._lock:
-            doc = Profiles(self.conn).get(user_id)
+            doc = self.store.profiles.get(user_id)
         if doc is None:
             raise UserNotFound(user_id)
         return doc
 
-    def _fused(self, st: _State, inp: _Inputs) -> dict[str, Any]:
+    def _fused(self, st: _State, inp: _Inputs) -> Fused:
         out = st.serving.predict(inp.x[None, :], inp.h_nn[None, :], np.array([inp.rules.f_rule]))
-        d: dict[str, Any] = {
+        d: Fused = {
             "score": float(out["score"][0]),
             "gate": float(out["gate"][0]),
             "f_rule": inp.rules.f_rule,
             "f_rule_calibrated": float(out["f_rule_calibrated"][0]),
             "f_nn": float(out["f_nn"][0]),
             "h_rule": inp.rules.h_rule.tolist(),
-            "rules": [x.to_dict() for x in inp.rules.details],
+            "rules": [{"name": x.name, "fired": x.fired, "weight": x.weight, "error": x.error}
+                      for x in inp.rules.details],
             "embedding_missing": inp.embedding_missing,
             "model_version": inp.model_version,
             "fusion_version": st.fusion_version,
@@ -249,15 +253,15 @@ class ScoringService:
             d["embedding_note"] = inp.embedding_note
         return d
 
-    def score(self, user_id: str) -> dict[str, Any]:
+    def score(self, user_id: str) -> ScoreResult:
         """The fused score: P(stays) mixed from the calibrated rule score and the GNN score by the gate."""
         st = self._current()
         return {"user_id": user_id, **self._fused(st, self._inputs(user_id, st))}
 
-    def explain(self, user_id: str, mode: str = "per_dimension", top_k: int | None = None) -> dict[str, Any]:
+    def explain(self, user_id: str, mode: str = "per_dimension", top_k: int | None = None) -> ExplanationResult:
         """SHAP contributions to the score; cached per (user, model versions, rules version, inputs)."""
-        if mode not in MODES:
-            raise BadRequest(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if mode not in EXPLAIN_MODES:
+            raise BadRequest(f"mode must be one of {', '.join(EXPLAIN_MODES)}, not {mode!r}")
         k = self.settings.explain_top_k if top_k is None else top_k
         if not isinstance(k, int) or k < 1:
             raise BadRequest(f"top_k must be a whole number >= 1, not {top_k!r}")
@@ -293,9 +297,10 @@ class ScoringService:
         return self._explain_response(entry, k, cached=False)
 
     @staticmethod
-    def _explain_response(entry: dict[str, Any], k: int, cached: bool) -> dict[str, Any]:
+    def _explain_response(entry: dict[str, Any], k: int, cached: bool) -> ExplanationResult:
         pos, neg = top_contributions(entry["contributions"], k)
-        return {**entry, "top_positive": pos, "top_negative": neg, "cached": cached}
+        out: Any = {**entry, "top_positive": pos, "top_negative": neg, "cached": cached}
+        return out
 
     def _background(self, st: _State) -> Background:
         with self._lock:
@@ -303,10 +308,10 @@ class ScoringService:
                 return st.background
             s = self.settings
             ids, source = (list(s.explain_background_ids), "configured") if s.explain_background_ids else (
-                Profiles(self.conn).sample_ids(s.explain_background, seed=s.seed), "sample")
-            profiles = Profiles(self.conn).get_many(ids)
+                self.store.profiles.sample_ids(s.explain_background, seed=s.seed), "sample")
+            profiles = self.store.profiles.get_many(ids)
             present = [i for i in ids if i in profiles]
-            vectors = Embeddings(self.conn).get_many("user", present)
+            vectors = self.store.embeddings.get_many("user", present)
         rows = []
         for uid in present:
             out = st.engine.evaluate(profiles[uid])
@@ -322,7 +327,7 @@ class ScoringService:
             st.background = bg
         return bg
 
-    def recommendations(self, user_id: str) -> list[dict[str, Any]]:
+    def recommendations(self, user_id: str) -> list[Recommendation]:
         """Strategies whose condition holds for the user, highest priority first."""
         st = self._current()
         inp = self._inputs(user_id, st)
@@ -340,10 +345,10 @@ class ScoringService:
         with self._lock:
             return self.rule_store.version()
 
-    def list_rules(self) -> list[dict[str, Any]]:
+    def list_rules(self) -> list[RuleView]:
         with self._lock:
             rows = self.rule_store.list()
-        out = []
+        out: list[RuleView] = []
         for r in rows:
             try:
                 compile_condition(r.condition)
@@ -355,16 +360,16 @@ class ScoringService:
                         "error": error})
         return out
 
-    def create_rule(self, spec: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+    def create_rule(self, spec: Mapping[str, Any] | BaseModel) -> RuleChanged:
         """Raises RuleCompileError (bad field or expression) or RuleExists."""
         rule = validate_rule(_as_dict(spec))
         rule_trial.refuse_if_over_bounds(compile_condition(rule.condition), self._sample_profiles(20))
         with self._lock:
             version = self.rule_store.create(rule)
             self._cache.clear()
-        return {**rule.to_dict(), "rules_version": version}
+        return _changed(rule, version)
 
-    def update_rule(self, name: str, spec: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+    def update_rule(self, name: str, spec: Mapping[str, Any] | BaseModel) -> RuleChanged:
         """Change some or all of description, weight, condition, enabled. Raises RuleNotFound, RuleCompileError."""
         spec = _as_dict(spec)
         if not isinstance(spec, Mapping):
@@ -383,26 +388,27 @@ class ScoringService:
         with self._lock:
             version = self.rule_store.update(rule)
             self._cache.clear()
-        return {**rule.to_dict(), "rules_version": version}
+        return _changed(rule, version)
 
-    def delete_rule(self, name: str) -> dict[str, Any]:
+    def delete_rule(self, name: str) -> RuleDeleted:
         with self._lock:
             version = self.rule_store.delete(name)
             self._cache.clear()
         return {"deleted": name, "rules_version": version}
 
-    def preview_rule(self, condition: str, sample: int = 200) -> dict[str, Any]:
+    def preview_rule(self, condition: str, sample: int = 200) -> RulePreview:
         """How many of a reproducible sample of stored users the condition fires for (nothing is stored)."""
         if not isinstance(sample, int) or not 1 <= sample <= 100_000:
             raise BadRequest(f"sample must be within 1..100000, not {sample!r}")
         expr = compile_condition(condition)
-        return rule_trial.preview(expr, self._sample_profiles(sample), self.settings.rule_preview_timeout)
+        out: Any = rule_trial.preview(expr, self._sample_profiles(sample), self.settings.rule_preview_timeout)
+        return out
 
     def _sample_profiles(self, n: int) -> dict[str, dict[str, Any]]:
         with self._lock:
-            return Profiles(self.conn).get_many(Profiles(self.conn).sample_ids(n, seed=self.settings.seed))
+            return self.store.profiles.get_many(self.store.profiles.sample_ids(n, seed=self.settings.seed))
 
-    def refresh_rules(self) -> dict[str, Any]:
+    def refresh_rules(self) -> RulesRefreshed:
         """Re-read the rules from the log, rebuild the fusion's rule side if the structure changed, clear the cache."""
         with self._lock:
             before = self._state.engine.structure if self._state else None
@@ -473,7 +479,7 @@ class ScoringService:
             for ev in self.store.read(types=["label.observed"]):
                 if ev.user_id and ev.payload.get("label") == s.fusion_label:
                     labels[ev.user_id] = int(ev.payload["value"])
-            n_profiles = Profiles(self.conn).count()
+            n_profiles = self.store.profiles.count()
         if not labels:
             raise NotEnoughData(f"no label.observed events with label {s.fusion_label!r} in {s.db}")
         if n_profiles == 0:
@@ -482,10 +488,10 @@ class ScoringService:
         if 0 < samples < len(ids):  # a reproducible subset
             ids = sorted(sorted(ids, key=lambda u: hash01(u, s.seed + 1))[:samples])
         with self._lock:
-            profiles = Profiles(self.conn).get_many(ids)
+            profiles = self.store.profiles.get_many(ids)
             ids = [u for u in ids if u in profiles]
-            vectors = Embeddings(self.conn).get_many("user", ids)
-            emb_version = Models(self.conn).latest_version("hgt")
+            vectors = self.store.embeddings.get_many("user", ids)
+            emb_version = self.store.models.latest_version("hgt")
         if not ids:
             raise NotEnoughData("none of the labelled users has a profile yet")
         _, f = st.engine.evaluate_many([profiles[u] for u in ids])
@@ -505,14 +511,14 @@ class ScoringService:
 
     def _register(self, model: FusionCore, config: dict[str, Any], metrics: dict[str, Any]) -> int:
         summary = {k: metrics[k] for k in ("auc", "loss", "test_loss", "n_train", "n_test") if k in metrics}
-        with self._lock, self.store.transaction() as conn:
-            version = Models(conn).add("fusion", config, metrics, model.to_bytes())
+        with self._lock, self.store.transaction():
+            version = self.store.models.add("fusion", config, metrics, model.to_bytes())
             event = validate_event({
                 "event_id": f"model-{uuid.uuid4().hex}", "type": "model.registered", "ts": time.time(),
                 "user_id": None, "target_id": None,
                 "payload": {"kind": "fusion", "version": version, "metrics": summary},
             })
             seq = self.store.append([event]).new[0][0]
-            Models(conn).set_seq("fusion", version, seq)
+            self.store.models.set_seq("fusion", version, seq)
         return version
 

@@ -1,4 +1,4 @@
-"""Training the feature encoders and the HGT jointly (the seed's ``HGTTrainer.train_on_graph``).
+"""Training the feature encoders and the HGT jointly.
 
 InfoNCE per forward edge type (user→user calls, user→product orders/clicks, user→app uses/clicks),
 averaged over edge types, on the training edges; validation and test edges are held out of the
@@ -18,23 +18,25 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from config.progress import Progress
 from storage.event_store import EventStore
 
 from .evaluate import EdgeSplit, link_aucs, split_edges, with_edges
 from .features import EncoderConfig
-from .graph import FORWARD_EDGE_TYPES, FORWARD_OF, NODE_TYPES, EdgeType, HeteroGraph, build_graph, edge_key
-from .model import GraphEmbedder, Hidden, info_nce_shared
+from .graph import HeteroGraph
+from .graph_loader import build_graph
+from .graph_schema import FORWARD_EDGE_TYPES, FORWARD_OF, NODE_TYPES, EdgeType, edge_key
+from .model import GraphEmbedder, info_nce_shared
 from .model_io import initialised, register_model
 from .sampler import Subgraph, make_sampler, parse_fanouts
 
-Progress = Callable[[float, str], None]
-MODES = ("full", "minibatch", "metis")
+TRAINING_MODES = ("full", "minibatch", "metis")
 #: share of a step's training edges used as its supervision targets (and hidden from its message passing)
 SUPERVISION_SHARE = 0.3
 
@@ -95,8 +97,8 @@ def _choose_mode(mode: str | None, settings: Any, graph: HeteroGraph) -> str:
         # past the full-batch size, METIS partitions: at 1M users a partition step costs a quarter of a
         # sampled mini-batch step and an epoch covers every training edge (bench/embeddings.py)
         return "full" if graph.num_edges() <= settings.train_full_max_edges else "metis"
-    if m not in MODES:
-        raise ValueError(f"training mode must be one of {', '.join(MODES)} (or auto), not {m!r}")
+    if m not in TRAINING_MODES:
+        raise ValueError(f"training mode must be one of {', '.join(TRAINING_MODES)} (or auto), not {m!r}")
     return m
 
 
@@ -328,7 +330,7 @@ def metis_partitions(graph: HeteroGraph, part_users: int, seed: int) -> list[dic
 def induced_subgraph(graph: HeteroGraph, nodes: Mapping[str, Tensor]) -> tuple[Subgraph, dict[EdgeType, tuple[Tensor, Tensor]]]:
     """The subgraph on ``nodes`` with every edge among them (both directions), and per forward type the
     local (src, dst) of those edges (the positives of a partition step)."""
-    from .graph import EDGE_TYPES, FORWARD_OF
+    from .graph_schema import EDGE_TYPES, FORWARD_OF
 
     dev = graph.device
     local_of: dict[str, Tensor] = {}
@@ -352,6 +354,94 @@ def induced_subgraph(graph: HeteroGraph, nodes: Mapping[str, Tensor]) -> tuple[S
             sub.edge_index[t_et] = torch.stack([ld[ok], ls[ok]]) if rev else torch.stack([ls[ok], ld[ok]])
             sub.edge_id[t_et] = ids
     return sub, fwd_local
+
+
+def _checked(
+    settings: Any, sample_ratio: float | None, seed: int | None, split: Sequence[float] | None, epochs: int | None
+) -> tuple[float, int, tuple[float, ...], int]:
+    """(sample ratio, seed, split shares, epochs): the arguments or the settings, refused when out of range."""
+    ratio = settings.train_sample_ratio if sample_ratio is None else float(sample_ratio)
+    if not 0 < ratio <= 1:
+        raise ValueError(f"sample_ratio must be within (0, 1], not {ratio}")
+    shares = tuple(settings.train_split if split is None else split)
+    if len(shares) != 3 or min(shares) < 0 or shares[0] <= 0 or shares[2] <= 0 or abs(sum(shares) - 1) > 1e-6:
+        raise ValueError(f"split must be three shares (train, val, test), train and test > 0, adding up to 1; got {list(shares)}")
+    n_epochs = settings.train_epochs if epochs is None else int(epochs)
+    if n_epochs < 1:
+        raise ValueError(f"epochs must be at least 1, not {n_epochs}")
+    return ratio, settings.train_seed if seed is None else int(seed), shares, n_epochs
+
+
+def _run_epochs(
+    trainer: Trainer, embedder: GraphEmbedder, train_graph: HeteroGraph, graph: HeteroGraph, es: EdgeSplit,
+    settings: Any, n_epochs: int, seed: int, on_epoch: Callable[[int, float], None],
+) -> tuple[list[float], int]:
+    """Train ``n_epochs``; every ``train_eval_every`` epochs the validation edges (never the test edges)
+    pick the best weights, which the embedder keeps. Returns the loss history and the epoch kept."""
+    history: list[float] = []
+    every = settings.train_eval_every
+    best: tuple[float, int, dict[str, Tensor]] | None = None
+    for ep in range(n_epochs):
+        history.append(trainer.epoch())
+        if every and ((ep + 1) % every == 0 or ep + 1 == n_epochs):
+            embedder.eval()
+            v = link_aucs(
+                train_graph, graph, es.val, {"trained": (embedder.embed_all(train_graph, settings.embed_chunk_edges), embedder.hgt)},
+                seed, settings.eval_negatives,
+            )
+            picked = [t for r in v.values() if (t := r.get("trained")) is not None]
+            score = float(np.mean(picked or [0.0]))
+            if best is None or score > best[0]:
+                best = (score, ep + 1, {k: t.detach().clone() for k, t in embedder.state_dict().items()})
+        on_epoch(ep + 1, history[-1])
+    if best is None:
+        return history, n_epochs
+    embedder.load_state_dict(best[2])
+    return history, best[1]
+
+
+def _records(
+    graph: HeteroGraph, es: EdgeSplit, params: TrainParams, settings: Any, history: list[float], best_epoch: int,
+    val: dict[str, dict[str, float | None]], test: dict[str, dict[str, float | None]], ratio: float,
+    duration: float, device: torch.device,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """What a trained version records: its metrics, how it was trained, and the summary its event carries."""
+    metrics: dict[str, Any] = {
+        "mode": params.mode,
+        "epochs": params.epochs,
+        "loss_history": [round(x, 6) for x in history],
+        "final_loss": history[-1],
+        "best_epoch": best_epoch,
+        "val_auc": val,
+        "test_auc": test,
+        "nodes": {t: graph.num_nodes(t) for t in NODE_TYPES},
+        "edges": {edge_key(et): len(graph.edges[et]) for et in FORWARD_EDGE_TYPES},
+        "split": es.sizes(),
+        "duration_s": round(duration, 3),
+        "device": str(device),
+        "last_seq": graph.last_seq,
+    }
+    training = {
+        "sample_ratio": ratio,
+        "seed": params.seed,
+        "split": list(params.split),
+        "mode": params.mode,
+        "epochs": params.epochs,
+        "lr": params.lr,
+        "temperature": params.temperature,
+        "neg_ratio": params.neg_ratio,
+        "loss_weights": dict(params.loss_weights),
+        "id_weight_decay": params.id_weight_decay,
+        "eval_negatives": settings.eval_negatives,
+        "fanouts": settings.train_fanouts,
+        "last_seq": graph.last_seq,
+    }
+    summary = {
+        "final_loss": round(history[-1], 6),
+        "test_auc": {k: round(t, 4) for k, v in test.items() if (t := v.get("trained")) is not None},
+        "mode": params.mode,
+    }
+    return metrics, training, summary
 
 
 def train_hgt(
@@ -378,16 +468,7 @@ def train_hgt(
     if not settings.db.exists():
         raise FileNotFoundError(f"no database at {settings.db}; run `ups generate` first")
     device = resolve_device(settings.device)
-    ratio = settings.train_sample_ratio if sample_ratio is None else float(sample_ratio)
-    if not 0 < ratio <= 1:
-        raise ValueError(f"sample_ratio must be within (0, 1], not {ratio}")
-    seed_v = settings.train_seed if seed is None else int(seed)
-    shares = tuple(settings.train_split if split is None else split)
-    if len(shares) != 3 or min(shares) < 0 or shares[0] <= 0 or shares[2] <= 0 or abs(sum(shares) - 1) > 1e-6:
-        raise ValueError(f"split must be three shares (train, val, test), train and test > 0, adding up to 1; got {list(shares)}")
-    n_epochs = settings.train_epochs if epochs is None else int(epochs)
-    if n_epochs < 1:
-        raise ValueError(f"epochs must be at least 1, not {n_epochs}")
+    ratio, seed_v, shares, n_epochs = _checked(settings, sample_ratio, seed, split, epochs)
 
     with EventStore(settings.db) as store:
         graph = build_graph(
@@ -419,27 +500,10 @@ def train_hgt(
 
     train_ids = {et: torch.arange(len(train_graph.edges[et]), device=device) for et in FORWARD_EDGE_TYPES}
     trainer = Trainer(embedder, train_graph, train_ids, params)
-    history: list[float] = []
-    every = settings.train_eval_every
-    best: tuple[float, int, dict[str, Tensor]] | None = None
-    for ep in range(n_epochs):
-        history.append(trainer.epoch())
-        if every and ((ep + 1) % every == 0 or ep + 1 == n_epochs):
-            # model selection on the validation edges (never the test edges)
-            embedder.eval()
-            v = link_aucs(
-                train_graph, graph, es.val, {"trained": (embedder.embed_all(train_graph, settings.embed_chunk_edges), embedder.hgt)},
-                seed_v, settings.eval_negatives,
-            )
-            picked = [r["trained"] for r in v.values() if r.get("trained") is not None]
-            score = float(np.mean(picked or [0.0]))
-            if best is None or score > best[0]:
-                best = (score, ep + 1, {k: t.detach().clone() for k, t in embedder.state_dict().items()})
-        report(0.15 + 0.7 * (ep + 1) / n_epochs, f"epoch {ep + 1}/{n_epochs} ({chosen}): loss {history[-1]:.4f}")
-    best_epoch = n_epochs
-    if best is not None:
-        embedder.load_state_dict(best[2])
-        best_epoch = best[1]
+    history, best_epoch = _run_epochs(
+        trainer, embedder, train_graph, graph, es, settings, n_epochs, seed_v,
+        lambda ep, loss: report(0.15 + 0.7 * ep / n_epochs, f"epoch {ep}/{n_epochs} ({chosen}): loss {loss:.4f}"),
+    )
 
     report(0.87, "evaluating on held-out edges")
     embedder.eval()
@@ -448,42 +512,9 @@ def train_hgt(
     both = {"trained": (emb, embedder.hgt), "untrained": (emb0, untrained.hgt)}
     val = link_aucs(train_graph, graph, es.val, both, seed_v, settings.eval_negatives)
     test = link_aucs(train_graph, graph, es.test, both, seed_v + 1, settings.eval_negatives)
-    duration = time.perf_counter() - t0
-    metrics: dict[str, Any] = {
-        "mode": chosen,
-        "epochs": n_epochs,
-        "loss_history": [round(x, 6) for x in history],
-        "final_loss": history[-1],
-        "best_epoch": best_epoch,
-        "val_auc": val,
-        "test_auc": test,
-        "nodes": {t: graph.num_nodes(t) for t in NODE_TYPES},
-        "edges": {edge_key(et): len(graph.edges[et]) for et in FORWARD_EDGE_TYPES},
-        "split": es.sizes(),
-        "duration_s": round(duration, 3),
-        "device": str(device),
-        "last_seq": graph.last_seq,
-    }
-    training = {
-        "sample_ratio": ratio,
-        "seed": seed_v,
-        "split": list(shares),
-        "mode": chosen,
-        "epochs": n_epochs,
-        "lr": params.lr,
-        "temperature": params.temperature,
-        "neg_ratio": params.neg_ratio,
-        "loss_weights": dict(params.loss_weights),
-        "id_weight_decay": params.id_weight_decay,
-        "eval_negatives": settings.eval_negatives,
-        "fanouts": settings.train_fanouts,
-        "last_seq": graph.last_seq,
-    }
-    summary = {
-        "final_loss": round(history[-1], 6),
-        "test_auc": {k: round(v["trained"], 4) for k, v in test.items() if v.get("trained") is not None},
-        "mode": chosen,
-    }
+    metrics, training, summary = _records(
+        graph, es, params, settings, history, best_epoch, val, test, ratio, time.perf_counter() - t0, device
+    )
     report(0.95, "registering the model")
     with EventStore(settings.db) as store:
         version = register_model(store, embedder, metrics, training, summary)
@@ -492,4 +523,4 @@ def train_hgt(
     return metrics
 
 
-__all__ = ["train_hgt", "Trainer", "TrainParams", "metis_partitions", "induced_subgraph", "MODES"]
+__all__ = ["train_hgt", "Trainer", "TrainParams", "metis_partitions", "induced_subgraph", "TRAINING_MODES"]

@@ -10,47 +10,43 @@ population the log holds even when the environment says otherwise.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from storage.events import Event
-from config.settings import EDGE_RANGE_FIELDS
+from config.generator import GENERATOR_FIELDS
+
+from .events import Event
+
+if TYPE_CHECKING:
+    from .interface import EventLog
 
 CONFIG_EVENT = "ops.data_config"
 
 #: Settings fields that make up the generator's configuration (dataset and live stream)
-FIELDS = (
-    "users", "products", "apps", "events_per_user", "history_days", "community_size", "label_share",
-    "new_user_share", "seed", "locale", "live_rate", "live_delay",
-    *EDGE_RANGE_FIELDS,  # {"min", "max"} each
-)
+FIELDS = GENERATOR_FIELDS
 
 #: Fields the running flow applies at once; every other field shapes a dataset and waits for a regenerate
 LIVE_FIELDS = ("live_rate", "live_delay")
 
 
-def _record(conn: sqlite3.Connection, newest: bool) -> tuple[dict[str, Any], int] | None:
-    order = "DESC" if newest else "ASC"
-    row = conn.execute(
-        f"SELECT payload, seq FROM events WHERE type = ? ORDER BY seq {order} LIMIT 1", (CONFIG_EVENT,)
-    ).fetchone()
-    if row is None:
+def _record(store: EventLog, newest: bool) -> tuple[dict[str, Any], int] | None:
+    ev = store.last_of_type(CONFIG_EVENT) if newest else store.first_of_type(CONFIG_EVENT)
+    if ev is None:
         return None
-    config = json.loads(row[0]).get("config")
-    return (config, int(row[1])) if isinstance(config, dict) else None
+    config = ev.payload.get("config")
+    return (config, ev.seq) if isinstance(config, dict) else None
 
 
-def latest(conn: sqlite3.Connection) -> tuple[dict[str, Any], int] | None:
+def latest(store: EventLog) -> tuple[dict[str, Any], int] | None:
     """The newest recorded configuration (what the next regenerate uses) and its seq, or None."""
-    return _record(conn, newest=True)
+    return _record(store, newest=True)
 
 
-def in_effect(conn: sqlite3.Connection) -> dict[str, Any] | None:
+def in_effect(store: EventLog) -> dict[str, Any] | None:
     """The configuration the log's dataset was generated with (its first record), with the live fields
     of the newest record; None when nothing is recorded."""
-    first, newest = _record(conn, newest=False), _record(conn, newest=True)
+    first, newest = _record(store, newest=False), _record(store, newest=True)
     if first is None or newest is None:
         return None
     return {**first[0], **{k: newest[0][k] for k in LIVE_FIELDS if k in newest[0]}}

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 if TYPE_CHECKING:
     import sqlite_utils
 
 BUSY_TIMEOUT_MS = 30_000
+
+#: what a failed statement raises (locked past the busy timeout, disk full ...): callers that retry catch this
+DatabaseError = sqlite3.Error
 
 
 class SchemaTooNew(RuntimeError):
@@ -54,9 +58,9 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="seq",
         not_null={"event_id", "type", "ts", "payload", "version", "recorded_at"},
     )
-    db["events"].create_index(["event_id"], unique=True, index_name="events_event_id")
-    db["events"].create_index(["user_id", "seq"], index_name="events_user_seq")
-    db["events"].create_index(["type", "seq"], index_name="events_type_seq")
+    db.table("events").create_index(["event_id"], unique=True, index_name="events_event_id")
+    db.table("events").create_index(["user_id", "seq"], index_name="events_user_seq")
+    db.table("events").create_index(["type", "seq"], index_name="events_type_seq")
 
     db.create_table(
         "dead_letters",
@@ -112,7 +116,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="version",
         not_null={"kind", "created_at", "config", "metrics"},
     )
-    db["models"].create_index(["kind", "version"], index_name="models_kind_version")
+    db.table("models").create_index(["kind", "version"], index_name="models_kind_version")
     db.create_table(
         "checkpoints",
         {"projection": str, "seq": int, "updated_at": float},
@@ -137,7 +141,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"kind", "state", "params", "created_at"},
     )
-    db["jobs"].create_index(["kind", "state"], index_name="jobs_kind_state")
+    db.table("jobs").create_index(["kind", "state"], index_name="jobs_kind_state")
     db.create_table(
         "ops_history",
         {
@@ -153,7 +157,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"ts", "command", "state"},
     )
-    db["ops_history"].create_index(["state", "id"], index_name="ops_history_state")
+    db.table("ops_history").create_index(["state", "id"], index_name="ops_history_state")
     db.create_table(
         "status",
         {"component": str, "data": str, "updated_at": float},
@@ -257,3 +261,18 @@ def _migrate(conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction (``BEGIN IMMEDIATE``) on an autocommit connection; nested calls join the outer one."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

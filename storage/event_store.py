@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 
 from .columns import EventBatch, scan_columns
-from .db import connect
+from .db import connect, transaction
 from .events import Event, StoredEvent
+from .projections import Checkpoints, Embeddings, Jobs, Models, OpsHistory, Profiles, Rules, Status
 
 _INSERT = (
     "INSERT INTO events(event_id, type, user_id, target_id, ts, payload, version, recorded_at) "
@@ -83,7 +84,12 @@ def _stored(r: tuple[Any, ...]) -> StoredEvent:
 
 
 class EventStore:
-    """One SQLite connection to the log and its projections (WAL: many readers, one writer)."""
+    """One SQLite connection to the log and its projections (WAL: many readers, one writer).
+
+    The SQLite implementation of :class:`storage.interface.Store`: the log's methods here, each
+    projection's behind its repository attribute (``store.profiles``, ``store.jobs`` ...), all on the
+    same connection, so they join the store's :meth:`transaction`.
+    """
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
@@ -99,10 +105,47 @@ class EventStore:
             self._conn = connect(self.path, readonly=self._readonly)
         return self._conn
 
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
     def reopen(self) -> None:
         """Use a new connection from the next operation on: one opened while the file was read-only
         stays read-only after the file becomes writable."""
         self._stale = True
+
+    # the repositories of the projections, on the current connection (reopen() may replace it)
+    @property
+    def checkpoints(self) -> Checkpoints:
+        return Checkpoints(self.conn)
+
+    @property
+    def profiles(self) -> Profiles:
+        return Profiles(self.conn)
+
+    @property
+    def embeddings(self) -> Embeddings:
+        return Embeddings(self.conn)
+
+    @property
+    def rules(self) -> Rules:
+        return Rules(self.conn)
+
+    @property
+    def models(self) -> Models:
+        return Models(self.conn)
+
+    @property
+    def jobs(self) -> Jobs:
+        return Jobs(self.conn)
+
+    @property
+    def ops(self) -> OpsHistory:
+        return OpsHistory(self.conn)
+
+    @property
+    def status(self) -> Status:
+        return Status(self.conn)
 
     def close(self) -> None:
         self.conn.close()
@@ -116,16 +159,18 @@ class EventStore:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction (``BEGIN IMMEDIATE``); nested calls join the outer one."""
-        if self.conn.in_transaction:
-            yield self.conn
-            return
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        with transaction(self.conn) as conn:
+            yield conn
+
+    def tune_writer(self, cache_mb: int, autocheckpoint_pages: int) -> None:
+        """A writer's connection: a page cache of ``cache_mb`` and WAL checkpoints by itself only after
+        ``autocheckpoint_pages`` (a supervisor thread checkpoints long before, see :meth:`checkpoint_wal`)."""
+        self.conn.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
+        self.conn.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint_pages)}")
+
+    def checkpoint_wal(self) -> None:
+        """Copy what no reader needs from the WAL into the database (PASSIVE: never blocks writers)."""
+        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     # ------------------------------------------------------------------ writing
 
@@ -250,6 +295,71 @@ class EventStore:
         r = self.conn.execute(f"SELECT {_COLUMNS} FROM events WHERE event_id = ?", (event_id,)).fetchone()
         return _stored(r) if r else None
 
+    def read_batch(self, first: int, last: int, limit: int) -> tuple[list[Event], list[int]]:
+        """Events ``first..last`` (at most ``limit``) and their seqs, for folding.
+
+        Leaner than :meth:`read`: only the columns an :class:`Event` has, and payloads parsed by
+        pydantic-core's JSON parser (several times faster than ``json.loads`` on these small objects;
+        same values)."""
+        rows = self.conn.execute(
+            "SELECT seq, event_id, type, user_id, target_id, ts, payload, version FROM events "
+            "WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
+            (first, last, limit),
+        ).fetchall()
+        events = [
+            Event(eid, etype, ts, uid, target, from_json(payload) if payload != "{}" else {}, version)
+            for _, eid, etype, uid, target, ts, payload, version in rows
+        ]
+        return events, [r[0] for r in rows]
+
+    def first_of_type(self, event_type: str) -> StoredEvent | None:
+        r = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE type = ? ORDER BY seq LIMIT 1", (event_type,)
+        ).fetchone()
+        return _stored(r) if r else None
+
+    def last_of_type(self, event_type: str) -> StoredEvent | None:
+        r = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE type = ? ORDER BY seq DESC LIMIT 1", (event_type,)
+        ).fetchone()
+        return _stored(r) if r else None
+
+    def last_seq_of_types(self, types: Sequence[str]) -> int:
+        """Seq of the newest event of one of ``types`` (0: none)."""
+        q = f"SELECT coalesce(max(seq), 0) FROM events WHERE type IN ({','.join('?' * len(types))})"
+        return int(self.conn.execute(q, tuple(types)).fetchone()[0])
+
+    def event_id_prefixes(self, event_type: str, length: int) -> list[str]:
+        """The distinct first ``length`` characters of the ids of ``event_type`` events, sorted."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT substr(event_id, 1, ?) FROM events WHERE type = ? ORDER BY 1", (length, event_type)
+        ).fetchall()
+        return [p for (p,) in rows]
+
+    def distinct_targets(self, types: Sequence[str]) -> int:
+        """How many distinct ``target_id`` the events of ``types`` name."""
+        q = f"SELECT count(DISTINCT target_id) FROM events WHERE type IN ({','.join('?' * len(types))})"
+        return int(self.conn.execute(q, tuple(types)).fetchone()[0])
+
+    def distinct_users(self, user_types: Sequence[str], target_types: Sequence[str]) -> int:
+        """How many distinct users appear as ``user_id`` of ``user_types`` or as ``target_id`` of
+        ``target_types`` (calls name a user as their target)."""
+        q = (
+            "SELECT count(*) FROM (SELECT user_id FROM events WHERE user_id IS NOT NULL AND type IN "
+            f"({','.join('?' * len(user_types))}) UNION SELECT target_id FROM events WHERE type IN "
+            f"({','.join('?' * len(target_types))}))"
+        )
+        return int(self.conn.execute(q, (*user_types, *target_types)).fetchone()[0])
+
+    def first_recorded_after(self, seq: int) -> float | None:
+        """When the first event after ``seq`` was recorded (None: there is none)."""
+        r = self.conn.execute("SELECT recorded_at FROM events WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)).fetchone()
+        return float(r[0]) if r else None
+
+    def last_event(self) -> tuple[int, float | None]:
+        """(seq, event time) of the newest event; (0, None) for an empty log."""
+        r = self.conn.execute("SELECT seq, ts FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        return (int(r[0]), float(r[1])) if r else (0, None)
     def newest_with_id_prefix(self, prefix: str) -> tuple[str, float] | None:
         """(event id, event time) of the newest event (by seq) whose id starts with ``prefix``, if any."""
         if not prefix:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 import json
 import sqlite3
 import time
@@ -11,6 +13,8 @@ from itertools import repeat
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
+
+from .db import transaction
 
 
 def _dumps(obj: Any) -> str:
@@ -36,6 +40,9 @@ class Checkpoints:
 
     def all(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT projection, seq FROM checkpoints ORDER BY projection"))
+
+    def delete(self, projection: str) -> None:
+        self.conn.execute("DELETE FROM checkpoints WHERE projection = ?", (projection,))
 
 
 class Profiles:
@@ -68,10 +75,27 @@ class Profiles:
             out.update((uid, json.loads(p)) for uid, p in self.conn.execute(q, chunk))
         return out
 
+    def get_with_seq(self, user_id: str) -> tuple[dict[str, Any], int] | None:
+        """The document and the seq of the last event folded into it."""
+        r = self.conn.execute("SELECT profile, last_seq FROM profiles WHERE user_id = ?", (user_id,)).fetchone()
+        return (json.loads(r[0]), int(r[1])) if r else None
+
+    def last_seqs(self, user_ids: Sequence[str]) -> dict[str, int]:
+        """user id -> seq of the last event folded into its profile (users without one are left out)."""
+        out: dict[str, int] = {}
+        for i in range(0, len(user_ids), 500):
+            chunk = list(user_ids[i : i + 500])
+            q = f"SELECT user_id, last_seq FROM profiles WHERE user_id IN ({','.join('?' * len(chunk))})"
+            out.update((uid, int(seq)) for uid, seq in self.conn.execute(q, chunk))
+        return out
+
+    def clear(self) -> None:
+        self.conn.execute("DELETE FROM profiles")
+
     def count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM profiles").fetchone()[0])
 
-    def ids(self, limit: int = -1, offset: int = 0) -> list[str]:
+    def ids(self, limit: int = -1, offset: int = 0) -> builtins.list[str]:
         return [
             r[0]
             for r in self.conn.execute(
@@ -79,7 +103,7 @@ class Profiles:
             )
         ]
 
-    def sample_ids(self, n: int, seed: int = 0) -> list[str]:
+    def sample_ids(self, n: int, seed: int = 0) -> builtins.list[str]:
         """A reproducible sample of user ids (by rank, not by random()), for backgrounds and previews."""
         total = self.count()
         if total == 0 or n <= 0:
@@ -172,6 +196,19 @@ class Embeddings:
             )
         return out
 
+    def of_version(self, node_type: str, model_version: int) -> Iterator[tuple[str, np.ndarray, int]]:
+        """(node id, vector, seq) of every stored ``node_type`` embedding made by ``model_version``."""
+        for nid, blob, seq in self.conn.execute(
+            "SELECT node_id, vector, seq FROM embeddings WHERE node_type = ? AND model_version = ?",
+            (node_type, model_version),
+        ):
+            yield nid, np.frombuffer(blob, dtype=np.float32), int(seq)
+
+    def dim(self, node_type: str) -> int | None:
+        """The dimension of the stored ``node_type`` embeddings (None: none stored)."""
+        r = self.conn.execute("SELECT dim FROM embeddings WHERE node_type = ? LIMIT 1", (node_type,)).fetchone()
+        return int(r[0]) if r else None
+
     def count(self, node_type: str | None = None) -> int:
         if node_type is None:
             return int(self.conn.execute("SELECT count(*) FROM embeddings").fetchone()[0])
@@ -207,7 +244,10 @@ class Rules:
     def delete(self, name: str) -> bool:
         return self.conn.execute("DELETE FROM rules WHERE name = ?", (name,)).rowcount > 0
 
-    def list(self) -> list[RuleRow]:
+    def clear(self) -> None:
+        self.conn.execute("DELETE FROM rules")
+
+    def list(self) -> builtins.list[RuleRow]:
         rows = self.conn.execute(
             "SELECT name, description, weight, condition, enabled, seq, updated_at FROM rules ORDER BY name"
         ).fetchall()
@@ -275,7 +315,7 @@ class Models:
         r = self.conn.execute("SELECT max(version) FROM models WHERE kind = ?", (kind,)).fetchone()
         return r[0]
 
-    def list(self, kind: str | None = None) -> list[dict[str, Any]]:
+    def list(self, kind: str | None = None) -> builtins.list[dict[str, Any]]:
         q = "SELECT version, kind, created_at, metrics FROM models"
         args: tuple[Any, ...] = ()
         if kind:
@@ -323,7 +363,7 @@ class Jobs:
         r = self.conn.execute(f"SELECT {self._COLS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return self._row(r) if r else None
 
-    def list(self, limit: int = 50, kind: str | None = None) -> list[dict[str, Any]]:
+    def list(self, limit: int = 50, kind: str | None = None) -> builtins.list[dict[str, Any]]:
         q = f"SELECT {self._COLS} FROM jobs"
         args: tuple[Any, ...] = ()
         if kind:
@@ -336,6 +376,41 @@ class Jobs:
             f"SELECT {self._COLS} FROM jobs WHERE kind = ? AND state IN ('queued', 'running') LIMIT 1", (kind,)
         ).fetchone()
         return self._row(r) if r else None
+
+    def all_active(self) -> builtins.list[dict[str, Any]]:
+        """Queued and running jobs, oldest first."""
+        return [
+            self._row(r)
+            for r in self.conn.execute(
+                f"SELECT {self._COLS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at"
+            )
+        ]
+
+    def create_unless_busy(
+        self, kind: str, params: dict[str, Any], excluding: Sequence[str]
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        """Create a job unless one of the kinds ``excluding`` is queued or running, atomically:
+        (new id, None), or (None, the busy job's row)."""
+        with transaction(self.conn):
+            r = self.conn.execute(
+                f"SELECT {self._COLS} FROM jobs WHERE state IN ('queued', 'running') "
+                f"AND kind IN ({','.join('?' * len(excluding))}) LIMIT 1",
+                tuple(excluding),
+            ).fetchone()
+            if r is not None:
+                return None, self._row(r)
+            return self.create(kind, params), None
+
+    def count_by_state(self) -> dict[str, int]:
+        return {state: int(n) for state, n in self.conn.execute("SELECT state, count(*) FROM jobs GROUP BY state")}
+
+    def last_result(self, kind: str) -> Any:
+        """The result of the newest succeeded job of ``kind`` (None: none, or it had no result)."""
+        r = self.conn.execute(
+            "SELECT result FROM jobs WHERE kind = ? AND state = 'succeeded' ORDER BY finished_at DESC LIMIT 1",
+            (kind,),
+        ).fetchone()
+        return json.loads(r[0]) if r and r[0] else None
 
 
 class OpsHistory:
@@ -363,7 +438,7 @@ class OpsHistory:
         )
         return int(cur.lastrowid or 0)
 
-    def pending(self, after_id: int = 0) -> list[dict[str, Any]]:
+    def pending(self, after_id: int = 0) -> builtins.list[dict[str, Any]]:
         return [
             self._row(r)
             for r in self.conn.execute(
@@ -390,7 +465,27 @@ class OpsHistory:
         r = self.conn.execute(f"SELECT {self._COLS} FROM ops_history WHERE id = ?", (op_id,)).fetchone()
         return self._row(r) if r else None
 
-    def list(self, limit: int = 100) -> list[dict[str, Any]]:
+    def max_id(self) -> int:
+        return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM ops_history").fetchone()[0])
+
+    def after(self, op_id: int) -> builtins.list[dict[str, Any]]:
+        """Every command recorded after ``op_id``, oldest first; ``params`` as stored (JSON text), since
+        whoever reads them may have to refuse what another writer put there."""
+        cols = [c.strip() for c in self._COLS.split(",")]
+        return [
+            dict(zip(cols, r))
+            for r in self.conn.execute(f"SELECT {self._COLS} FROM ops_history WHERE id > ? ORDER BY id", (op_id,))
+        ]
+
+    def latest(self, command: str, after_id: int = 0) -> dict[str, Any] | None:
+        """The newest ``command`` recorded after ``after_id``."""
+        r = self.conn.execute(
+            f"SELECT {self._COLS} FROM ops_history WHERE command = ? AND id > ? ORDER BY id DESC LIMIT 1",
+            (command, after_id),
+        ).fetchone()
+        return self._row(r) if r else None
+
+    def list(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
         return [
             self._row(r)
             for r in self.conn.execute(f"SELECT {self._COLS} FROM ops_history ORDER BY id DESC LIMIT ?", (limit,))

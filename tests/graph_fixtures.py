@@ -11,7 +11,8 @@ import torch
 from dataflow.bootstrap import append_dataset
 from dataflow.generator import GeneratorConfig, MockGenerator
 from scoring.features import EncoderConfig
-from scoring.graph import NODE_TYPES, RELATIONS, HeteroGraph
+from scoring.graph_schema import NODE_TYPES, RELATIONS
+from scoring.graph import HeteroGraph
 from scoring.model import GraphEmbedder
 from storage.event_store import EventStore
 from storage.events import Event

@@ -11,7 +11,7 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api.job_tasks import next_db_path
+from dataflow.prepare import next_db_path
 from api.jobs import finite_only
 from api_support import TRAINING, folded_store, needs, settings_for, started
 from storage.db import connect

@@ -30,7 +30,7 @@ from storage.projections import Jobs
 needs("scoring.service")
 
 #: operations left out: shutdown stops the server under test (it has its own tests); graph statistics
-#: until the graph package (issue 4) is there
+#: while the graph package is absent
 EXCLUDED = ["/api/v1/operations/shutdown"] + (
     ["/api/v1/graph/statistics"] if importlib.util.find_spec("scoring.graph") is None else []
 )

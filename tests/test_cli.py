@@ -65,7 +65,7 @@ def test_config_prints_effective_settings(tmp_path: Path) -> None:
         (["generate", "--users", "abc"], "argument --users: expected a whole number, got 'abc'"),
         (["generate", "--users", "-3"], "must be at least 1"),
         (["generate", "--label-share", "1.5"], "must be within [0, 1]"),
-        (["generate", "--users", "1"], "users must be at least 2"),
+        (["generate", "--users", "1"], "users: Input should be greater than or equal to 2"),
         (["export", "--format", "xml", "--out", "x"], "invalid choice: 'xml'"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["stats"], "no database at"),

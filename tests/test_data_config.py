@@ -14,12 +14,12 @@ def test_in_effect_keeps_dataset_fields_of_generation_and_takes_newest_live_fiel
     generated = data_config.of_settings(Settings(db=db, users=300, live_rate=50.0))
     pending = {**generated, "users": 9_000, "calls_per_user": {"min": 2, "max": 4}, "live_rate": 125.0}
     with EventStore(db) as store:
-        assert data_config.in_effect(store.conn) is None
+        assert data_config.in_effect(store) is None
         store.append([data_config.event(generated)])
-        assert data_config.in_effect(store.conn) == generated
+        assert data_config.in_effect(store) == generated
         store.append([data_config.event(pending)])
-        effect = data_config.in_effect(store.conn)
-        newest = data_config.latest(store.conn)
+        effect = data_config.in_effect(store)
+        newest = data_config.latest(store)
     assert newest is not None and newest[0] == pending  # what the next regenerate would use
     assert effect is not None
     assert effect["users"] == 300 and effect["calls_per_user"] == generated["calls_per_user"]

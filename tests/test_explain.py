@@ -18,7 +18,7 @@ from scoring.explanation_text import fmt_value
 from scoring.profile_features import NAMES as PROFILE_NAMES
 from scoring.fusion import FusionCore
 from scoring.service import ScoringService
-from storage.projections import Embeddings, Models, Profiles
+from storage.projections import Embeddings, Models
 from config.settings import Settings
 
 
@@ -28,7 +28,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Path:
 
 
 def some_users(svc: ScoringService, n: int) -> list[str]:
-    return Profiles(svc.conn).sample_ids(n, seed=123)
+    return svc.store.profiles.sample_ids(n, seed=123)
 
 
 def total(res: dict) -> float:
@@ -230,7 +230,7 @@ def test_background_choices_and_bad_requests(trained: Path) -> None:
 def test_user_without_embedding_is_flagged(trained: Path) -> None:
     with ScoringService(Settings(db=trained)) as svc:
         uid = some_users(svc, 1)[0]
-        svc.conn.execute("DELETE FROM embeddings WHERE node_type = 'user' AND node_id = ?", (uid,))
+        svc.store.conn.execute("DELETE FROM embeddings WHERE node_type = 'user' AND node_id = ?", (uid,))
         s = svc.score(uid)
         assert s["embedding_missing"] is True and s["model_version"] is None and "zero vector" in s["embedding_note"]
         e = svc.explain(uid, "grouped")

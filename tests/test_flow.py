@@ -1,5 +1,5 @@
 """The live flow through bytewax.testing: folds, dead letters, unknown users, other writers,
-the affected-nodes output, resume after an abort, and the JSON-lines source."""
+the refresh branch's input, resume after an abort, and the JSON-lines source."""
 
 from __future__ import annotations
 
@@ -14,14 +14,13 @@ from bytewax.dataflow import Stream
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from dataflow.affected import AffectedNode, GraphDelta
+from dataflow.sources import LogBatch
 from dataflow.control import FlowControl
 from dataflow.flow import build_live_flow, jsonl_source
 from dataflow.generator import MockGenerator
 from dataflow.projection import ProfileShardLogic
 from dataflow.sinks import RulesSink
-from dataflow.sources import IngestBatch
-from dataflow.validate import check_event, validate_batch
+from dataflow.validate import check_event, validate_items
 from storage.event_store import EventStore
 from storage.events import SOURCE_TYPES, Event, InvalidEvent, validate_event
 from storage.projections import Checkpoints, Profiles
@@ -145,12 +144,12 @@ def test_a_resent_batch_is_not_counted_twice(db_path: Path) -> None:
     assert _profiles(db_path)["U1"]["total_events"] == 2
 
 
-def test_affected_nodes_stream(db_path: Path) -> None:
-    seen: list[GraphDelta] = []
+def test_refresh_branch_gets_every_logged_event_with_its_seq(db_path: Path) -> None:
+    seen: list[LogBatch] = []
 
-    def attach(affected: Stream[GraphDelta], control: FlowControl) -> None:
+    def attach(log_batches: Stream[LogBatch], control: FlowControl) -> None:
         assert control.refresh_attached
-        op.output("capture", affected, TestingSink(seen))
+        op.output("capture", log_batches, TestingSink(seen))
 
     control = _run(
         db_path,
@@ -166,17 +165,9 @@ def test_affected_nodes_stream(db_path: Path) -> None:
         attach_refresh=attach,
     )
     assert control.refresh_attached
-    nodes = [n for d in seen for n in d.nodes()]
-    assert nodes == [
-        AffectedNode("user", "U7", 1, 1.0, True),
-        AffectedNode("user", "U7", 2, 2.0, False),
-        AffectedNode("user", "U8", 2, 2.0, False),
-        AffectedNode("user", "U8", 3, 3.0, False),
-        AffectedNode("app", "A1", 3, 3.0, False),
-        AffectedNode("product", "P5", 4, 4.0, True),
-    ]
-    edges = [(e.src_id, e.relation, e.dst_type, e.dst_id, e.seq) for d in seen for e in d.edges()]
-    assert edges == [("U7", "call", "user", "U8", 2), ("U8", "app.usage", "app", "A1", 3)]
+    got = [(seq, e.event_id, e.type) for b in seen for seq, e in zip(b.seqs, b.events)]
+    assert got == [(1, "n1", "user.registered"), (2, "n2", "call"), (3, "n3", "app.usage"),
+                   (4, "n4", "product.listed"), (5, "n5", "label.observed")]
     assert max(d.upto for d in seen) == 5
 
 
@@ -266,16 +257,15 @@ def test_batch_validation_agrees_with_validate_event_item_by_item(small_gen: Moc
         b"\xff",
         42,
     ]
-    clean = validate_batch(IngestBatch("mock", live))
-    assert clean.events == [validate_event(e) for e in live] and not clean.rejected
+    assert validate_items(live) == [validate_event(e) for e in live]
     mixed = live[:20] + odd + live[20:]
-    got = validate_batch(IngestBatch("file", mixed, list(range(1, len(mixed) + 1))))
+    got = validate_items(mixed, list(range(1, len(mixed) + 1)))
     # what validate_event gives each item, less the types an ingestion source may not carry
     want = [_source_outcome(raw) for raw in mixed]
+    assert [isinstance(g, str) for g in got] == [isinstance(w, str) for w in want]  # outcomes in input order
     # repr: 5 and 5.0 are equal, but the log must get the same value of the same type
-    assert list(map(repr, got.events)) == [repr(w) for w in want if isinstance(w, Event)]
-    assert [r for _, r in got.rejected] == [f"line {k + 1}: {w}" for k, w in enumerate(want) if isinstance(w, str)]
-    assert [raw for raw, _ in got.rejected] == [raw for raw, w in zip(mixed, want) if isinstance(w, str)]
+    assert [repr(g) for g in got if isinstance(g, Event)] == [repr(w) for w in want if isinstance(w, Event)]
+    assert [g for g in got if isinstance(g, str)] == [f"line {k + 1}: {w}" for k, w in enumerate(want) if isinstance(w, str)]
     for raw in odd:
         assert repr(_outcome_of_check(raw)) == repr(_outcome(raw))
 

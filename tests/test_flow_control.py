@@ -12,12 +12,12 @@ from typing import Any, Callable
 
 import pytest
 
-from dataflow.control import COMMANDS, STATUS_KEYS, FlowControl, Supervisor
+from dataflow.control import COMMANDS, STATUS_KEYS, FlowControl, ControlLoop
 from storage.event_store import EventStore
 from storage.projections import Checkpoints, OpsHistory, Status
 
 
-def test_supervisor_applies_and_resolves_commands(db_path: Path) -> None:
+def test_control_loop_applies_and_resolves_commands(db_path: Path) -> None:
     with EventStore(db_path) as store:
         ops = OpsHistory(store.conn)
         done_before = ops.record("ingestion.start", "applied earlier", source="api")  # history: not resolved again
@@ -29,7 +29,7 @@ def test_supervisor_applies_and_resolves_commands(db_path: Path) -> None:
             "other": ops.request("explainer.clear", source="test"),  # not the flow's: left alone
         }
     control = FlowControl()
-    sup = Supervisor(db_path, control, status_interval=0.05, poll_interval=0.02)
+    sup = ControlLoop(db_path, control, status_interval=0.05, poll_interval=0.02)
     sup.start()
     deadline = time.time() + 10
     while time.time() < deadline:

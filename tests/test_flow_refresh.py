@@ -67,7 +67,7 @@ def test_a_model_registered_while_the_flow_runs_takes_over_every_embedding(tmp_p
     import time
 
     from graph_fixtures import random_model
-    from scoring.graph import build_graph
+    from scoring.graph_loader import build_graph
     from scoring.model_io import register_model
 
     db = tmp_path / "ups.db"

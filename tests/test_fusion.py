@@ -194,7 +194,7 @@ def test_untrained_service_follows_the_stored_embedding_size(
 ) -> None:
     db = scoring_db(tmp_path_factory.getbasetemp(), tmp_path / "u.db", SMALL, embeddings=False)
     with ScoringService(Settings(db=db, fusion_embedding_dim=8)) as svc:
-        uid = Profiles(svc.conn).ids(limit=1)[0]
+        uid = svc.store.profiles.ids(limit=1)[0]
         before = svc.score(uid)
         assert before["embedding_missing"] is True and before["fusion_version"] is None
         with svc.store.transaction() as conn:

@@ -208,7 +208,8 @@ def test_edge_ranges_bound_every_users_history() -> None:
 
 
 def test_edge_ranges_are_the_settings_ones() -> None:
-    from config.settings import EDGE_RANGE_FIELDS, Settings
+    from config.generator import EDGE_RANGE_FIELDS
+    from config.settings import Settings
 
     assert tuple(EDGE_RANGES) == EDGE_RANGE_FIELDS
     assert set(EDGE_RANGES.values()) == {t for t, _ in TYPE_MIX}  # one range per interaction type

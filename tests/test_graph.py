@@ -10,7 +10,9 @@ import torch
 
 from graph_fixtures import SMALL, random_events, settings_for, small_store
 from scoring.features import CategoricalVocabulary, EncoderConfig, HeteroFeatureEncoder
-from scoring.graph import EDGE_TYPES, FORWARD_EDGE_TYPES, NODE_TYPES, RELATIONS, HeteroGraph, build_graph, edge_key, graph_statistics
+from scoring.graph_schema import EDGE_TYPES, FORWARD_EDGE_TYPES, NODE_TYPES, RELATIONS, edge_key
+from scoring.graph import HeteroGraph
+from scoring.graph_loader import build_graph, graph_statistics
 from storage.event_store import EventStore
 from storage.events import Event
 

@@ -13,7 +13,9 @@ import torch
 
 from dataflow.bootstrap import append_dataset
 from dataflow.generator import GeneratorConfig, MockGenerator
-from scoring.graph import ATTRIBUTE_EVENTS, FORWARD_EDGE_TYPES, GRAPH_EVENT_TYPES, NODE_TYPES, RELATIONS, HeteroGraph, build_graph
+from scoring.graph_schema import ATTRIBUTE_EVENTS, FORWARD_EDGE_TYPES, GRAPH_EVENT_TYPES, NODE_TYPES, RELATIONS
+from scoring.graph import HeteroGraph
+from scoring.graph_loader import build_graph
 from storage.event_store import EventStore
 from storage.events import Event
 from test_graph import _same_graph

@@ -15,7 +15,8 @@ from dataflow.generator import GeneratorConfig
 from graph_fixtures import device_setting, settings_for, small_store
 from scoring.embed import embed_all
 from scoring.evaluate import evaluate, split_edges
-from scoring.graph import NODE_TYPES, build_graph
+from scoring.graph_schema import NODE_TYPES
+from scoring.graph_loader import build_graph
 from scoring.model import info_nce_shared
 from scoring.model_io import load_model
 from scoring.training import train_hgt
@@ -51,7 +52,7 @@ def test_short_training_lowers_the_loss_and_beats_the_untrained_model_and_the_de
         assert row is not None and row.kind == "hgt" and row.metrics["final_loss"] == m["final_loss"]
         ev = next(store.read(row.seq, row.seq))
         assert ev.type == "model.registered" and ev.payload["version"] == m["version"] and ev.payload["kind"] == "hgt"
-        loaded = load_model(store.conn, device="cpu")
+        loaded = load_model(store, device="cpu")
         graph = build_graph(store)
     assert loaded is not None and loaded.version == m["version"]
     assert loaded.config["encoder"]["vocabs"]["user.plan_type"]  # vocabularies travel with the model
@@ -135,7 +136,7 @@ def test_a_model_saved_before_the_total_degree_and_link_bias_still_loads(trained
     """Versions registered before the total-degree feature column and the link-score biases keep
     loading and embedding (their stored config lacks both)."""
     from scoring.features import EncoderConfig
-    from scoring.model import GraphEmbedder, HGTConfig
+    from scoring.model import GraphEmbedder
 
     with EventStore(trained_db) as store:
         g = build_graph(store)

@@ -15,7 +15,7 @@ import pytest
 from flow_processes import reaped, start_flow
 from test_flow_control import _env, _last_seq, _request, _resolved, _status_with, _wait
 
-from dataflow.control import FlowControl, Supervisor
+from dataflow.control import ControlLoop, FlowControl
 from storage.event_store import EventStore
 from storage.projections import OpsHistory
 
@@ -23,7 +23,7 @@ from storage.projections import OpsHistory
 def _started(db: Path) -> FlowControl:
     """The switches a flow starting now on ``db`` holds before it emits anything."""
     control = FlowControl()
-    sup = Supervisor(db, control, status_interval=60, poll_interval=60)
+    sup = ControlLoop(db, control, status_interval=60, poll_interval=60)
     sup.start()
     switches = FlowControl(ingestion_paused=control.ingestion_paused, refresh_paused=control.refresh_paused)
     sup.finish()

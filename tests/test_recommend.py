@@ -12,7 +12,6 @@ from dataflow.profile import ProfileState
 from scoring.errors import RuleCompileError
 from scoring.recommend import Recommender
 from scoring.service import ScoringService
-from storage.projections import Profiles
 from config.settings import Settings
 
 NEUTRAL = {"score": 0.7, "gate": 0.5, "f_rule": 0.0, "f_nn": 0.7}
@@ -96,7 +95,7 @@ def test_service_recommendations_use_the_stored_profile_and_settings(
 ) -> None:
     db = scoring_db(tmp_path_factory.getbasetemp(), tmp_path / "r.db", SMALL, embeddings=False)
     with ScoringService(Settings(db=db)) as svc:
-        docs = Profiles(svc.conn).get_many(Profiles(svc.conn).ids(limit=40))
+        docs = svc.store.profiles.get_many(svc.store.profiles.ids(limit=40))
         for uid, doc in docs.items():
             s = svc.score(uid)
             expected = Recommender().recommend(doc, {k: s[k] for k in ("score", "gate", "f_rule", "f_nn")})

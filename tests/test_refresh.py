@@ -15,9 +15,12 @@ import torch
 from dataflow.generator import GeneratorConfig, MockGenerator
 from graph_fixtures import SMALL, device_setting, random_model, settings_for, small_store
 from scoring.embed import embed_all
-from scoring.graph import ATTRIBUTE_EVENTS, NODE_TYPES, RELATIONS, build_graph
+from scoring.graph_schema import ATTRIBUTE_EVENTS, NODE_TYPES, RELATIONS
+from scoring.graph_loader import build_graph
 from scoring.model_io import register_model
-from scoring.refresh import IncrementalRefresher, PriorityQueue, RefreshConfig, RefreshControl, RefreshOutput, refresh_builder
+from dataflow.refresh_step import RefreshControl, RefreshOutput, refresh_builder
+from scoring.refresh import IncrementalRefresher, RefreshConfig
+from scoring.refresh_queue import PriorityQueue
 from storage.event_store import EventStore
 from storage.events import StoredEvent
 from storage.projections import Embeddings
@@ -455,19 +458,19 @@ def test_refresh_runs_as_a_bytewax_stateful_step(live_db: Path) -> None:
         refresh_builder(s)(None).on_item(RefreshControl("explode"))
 
 
-def test_refresh_step_plugs_onto_the_flows_affected_nodes_stream(live_db: Path) -> None:
-    """What the integrator wires: the flow's GraphDelta batches in, rows to EmbeddingSink, pause and
+def test_refresh_step_plugs_onto_the_flows_log_stream(live_db: Path) -> None:
+    """What the integrator wires: the flow's log batches in, rows to EmbeddingSink, pause and
     status through callables (here plain Python state standing in for the flow's FlowControl)."""
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow
     from bytewax.testing import TestingSource, run_main
 
-    from dataflow.affected import GraphDelta
-    from scoring.refresh import EmbeddingSink
+    from dataflow.refresh_step import EmbeddingSink
+    from dataflow.sources import LogBatch
 
     s = settings_for(live_db)
     events = _append_live(live_db, 30)
-    batches = [GraphDelta([e for e in events[i : i + 10]], [e.seq for e in events[i : i + 10]], events[min(i + 9, 29)].seq)
+    batches = [LogBatch([e for e in events[i : i + 10]], [e.seq for e in events[i : i + 10]], events[min(i + 9, 29)].seq)
                for i in range(0, 30, 10)]
     statuses: list[dict] = []
     flow = Dataflow("refresh_plug")

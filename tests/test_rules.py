@@ -14,7 +14,7 @@ from scoring.rule_store import RuleStore
 from scoring.rules import DEFAULT_RULES, PROFILE_FIELDS, Rule, RuleEngine
 from scoring.service import ScoringService
 from storage.event_store import EventStore
-from storage.projections import Profiles, Rules
+from storage.projections import Rules
 from config.settings import Settings
 
 
@@ -159,7 +159,7 @@ def test_deleting_every_rule_sticks_and_scores_still_work(svc_db: Path) -> None:
     with ScoringService(Settings(db=svc_db)) as svc:
         for r in svc.list_rules():
             svc.delete_rule(r["name"])
-        uid = Profiles(svc.conn).ids(limit=1)[0]
+        uid = svc.store.profiles.ids(limit=1)[0]
         res = svc.score(uid)
         assert res["rules"] == [] and res["f_rule"] == 0.0 and 0 < res["score"] < 1
     with ScoringService(Settings(db=svc_db)) as svc:
@@ -168,8 +168,8 @@ def test_deleting_every_rule_sticks_and_scores_still_work(svc_db: Path) -> None:
 
 def test_preview_counts_sampled_users(svc_db: Path) -> None:
     with ScoringService(Settings(db=svc_db)) as svc:
-        ids = Profiles(svc.conn).sample_ids(150, seed=svc.settings.seed)
-        docs = Profiles(svc.conn).get_many(ids)
+        ids = svc.store.profiles.sample_ids(150, seed=svc.settings.seed)
+        docs = svc.store.profiles.get_many(ids)
         expected = sum(1 for d in docs.values() if d["tenure_months"] >= 24)
         assert svc.preview_rule("tenure_months >= 24", sample=150) == {
             "fired": expected, "sample": 150, "errors": 0, "error_examples": []}

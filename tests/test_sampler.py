@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from graph_fixtures import random_events, random_graph, random_model
-from scoring.graph import EDGE_TYPES, NODE_TYPES
+from scoring.graph_schema import EDGE_TYPES, NODE_TYPES
 from scoring.sampler import NeighborSampler, merge_subgraphs, parse_fanouts
 
 

@@ -15,7 +15,7 @@ import torch_geometric.typing
 
 import scoring.sampler as sampler_mod
 from graph_fixtures import random_graph, random_model
-from scoring.graph import EDGE_TYPES, NODE_TYPES
+from scoring.graph_schema import EDGE_TYPES, NODE_TYPES
 from scoring.sampler import NeighborSampler, PygNeighborSampler, make_sampler, pyg_lib_available
 
 

@@ -211,3 +211,64 @@ def test_projection_accessors(db_path: Path) -> None:
         assert OpsHistory(c).pending() == [] and OpsHistory(c).get(op)["effect"] == "ingestion paused"
         Status(c).put("dataflow", {"state": "running"})
         assert Status(c).get("dataflow")["state"] == "running"
+
+
+def test_log_queries_behind_named_methods(db_path: Path) -> None:
+    with EventStore(db_path) as s:
+        assert s.last_event() == (0, None) and s.first_recorded_after(0) is None
+        s.append([
+            Event("aaaaaaaa-pP00001", "product.listed", 1.0, None, "P1", {"price": 3.0}),
+            Event("bbbbbbbb-pP00001", "product.listed", 2.0, None, "P2", {}),
+            Event("other", "product.listed", 3.0, None, "P3", {}),
+            ev(10, "A"), ev(11, "B", "product.order"), ev(12, "A", "app.click"),
+            Event("r1", "rule.created", 4.0, None, "x", {"name": "x"}),
+        ])
+        assert s.last_event() == (7, 4.0)
+        assert s.event_id_prefixes("product.listed", 11) == ["aaaaaaaa-pP", "bbbbbbbb-pP", "other"]
+        assert s.last_seq_of_types(["rule.created", "rule.deleted"]) == 7 and s.last_seq_of_types(["x"]) == 0
+        first, last = s.first_of_type("product.listed"), s.last_of_type("product.listed")
+        assert first is not None and last is not None
+        assert (first.target_id, first.payload, last.target_id) == ("P1", {"price": 3.0}, "P3")
+        assert s.distinct_targets(["product.listed", "product.order"]) == 4  # P1, P2, P3 and the order's U2
+        assert s.distinct_users(["call", "product.order"], ["call"]) == 3  # A, B, and U2 (a call's target)
+        assert s.first_recorded_after(6) == s.get("r1").recorded_at  # type: ignore[union-attr]
+        events, seqs = s.read_batch(4, 6, 10)
+        assert seqs == [4, 5, 6] and [e.event_id for e in events] == ["e10", "e11", "e12"]
+        assert events[0].payload == {"duration": 10.0}
+        cols = [c for c in s.read_columns(1, None, ["product.listed", "call"], ["product.listed"], chunk=2) if len(c)]
+        assert [c.seq.tolist() for c in cols] == [[1, 2], [3, 4]]
+        assert cols[1].payload[1] is None and list(cols[0].type) == ["product.listed"] * 2
+        assert cols[0].payload[0] is not None and list(cols[1].user) == [None, "A"]
+
+
+def test_projection_queries_behind_named_methods(db_path: Path) -> None:
+    import numpy as np
+
+    with EventStore(db_path) as s, s.transaction():
+        s.profiles.upsert_many([("A", {"n": 1}, 5), ("B", {"n": 2}, 9)])
+        assert s.profiles.last_seqs(["A", "B", "C"]) == {"A": 5, "B": 9}
+        assert s.profiles.get_with_seq("B") == ({"n": 2}, 9) and s.profiles.get_with_seq("C") is None
+        s.embeddings.put_many([("user", "A", np.ones(4, np.float32), 3, 5), ("user", "B", np.zeros(4, np.float32), 2, 9)])
+        assert s.embeddings.dim("user") == 4 and s.embeddings.dim("app") is None
+        assert [(nid, v.tolist(), seq) for nid, v, seq in s.embeddings.of_version("user", 3)] == [("A", [1.0] * 4, 5)]
+        s.checkpoints.set("rules", 4)
+        s.checkpoints.delete("rules")
+        assert s.checkpoints.get("rules") == 0
+        s.profiles.clear()
+        assert s.profiles.count() == 0
+    with EventStore(db_path) as s:
+        a = s.jobs.create("graph.refresh", {})
+        job_id, busy = s.jobs.create_unless_busy("training.hgt", {}, ["graph.refresh", "training.hgt"])
+        assert job_id is None and busy is not None and busy["id"] == a
+        s.jobs.update(a, state="succeeded", result={"auc": 0.7}, finished_at=time.time())
+        job_id, busy = s.jobs.create_unless_busy("training.hgt", {}, ["graph.refresh", "training.hgt"])
+        assert job_id is not None and busy is None
+        assert [r["id"] for r in s.jobs.all_active()] == [job_id]
+        assert s.jobs.count_by_state() == {"queued": 1, "succeeded": 1}
+        assert s.jobs.last_result("graph.refresh") == {"auc": 0.7} and s.jobs.last_result("fusion.train") is None
+        first = s.ops.request("ingestion.stop")
+        s.ops.record("db.switch", "switched", {"db": "/x.db"})
+        assert s.ops.max_id() == first + 1
+        assert [(r["command"], r["params"]) for r in s.ops.after(first - 1)] == [("ingestion.stop", "{}"), ("db.switch", '{"db":"/x.db"}')]
+        latest = s.ops.latest("db.switch")
+        assert latest is not None and latest["params"] == {"db": "/x.db"} and s.ops.latest("db.switch", first + 1) is None

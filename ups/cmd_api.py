@@ -123,7 +123,7 @@ def _progress_printer(args: argparse.Namespace) -> Any:
 
 
 def _prepare(args: argparse.Namespace, s: Any) -> Any:
-    from .bootstrap import prepare
+    from dataflow.prepare import prepare
 
     progress, close = _progress_printer(args)
     try:
@@ -176,15 +176,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     def env_for(db: Path) -> dict[str, str]:
         """The dataset's recorded generator settings: the live stream continues that population."""
-        from storage.db import connect
+        from storage import data_config, open_store
 
-        from storage import data_config
-
-        conn = connect(db)
-        try:
-            found = data_config.in_effect(conn)
-        finally:
-            conn.close()
+        with open_store(db) as store:
+            found = data_config.in_effect(store)
         config = found if found is not None else data_config.of_settings(s)
         if args.users is not None and config.get("users") != args.users:
             print(f"{db} holds a dataset of {config.get('users')} users; --users {args.users} is ignored",

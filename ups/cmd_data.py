@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli import UsageError, settings_from
-from config.settings import EDGE_RANGE_FIELDS
+from config.generator import EDGE_RANGE_FIELDS
 from .argtypes import non_negative_float as _non_negative_float
 from .argtypes import positive_int as _positive_int
 from .argtypes import share as _share
@@ -118,7 +118,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def stats_of(db: Path) -> dict[str, Any]:
     from storage.event_store import EventStore
-    from storage.projections import Checkpoints, Profiles
 
     with EventStore(db) as store:
         return {
@@ -127,8 +126,8 @@ def stats_of(db: Path) -> dict[str, Any]:
             "last_seq": store.last_seq(),
             "by_type": store.counts_by_type(),
             "dead_letters": store.dead_letter_count(),
-            "profiles": Profiles(store.conn).count(),
-            "checkpoints": Checkpoints(store.conn).all(),
+            "profiles": store.profiles.count(),
+            "checkpoints": store.checkpoints.all(),
         }
 
 

@@ -17,9 +17,9 @@ from .cli import UsageError, settings_from
 if TYPE_CHECKING:
     from bytewax.dataflow import Stream
 
-    from dataflow.affected import GraphDelta
     from dataflow.control import FlowControl
     from dataflow.flow import AttachRefresh
+    from dataflow.sources import LogBatch
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -87,12 +87,12 @@ def _lazy_refresh_branch(s: Settings) -> AttachRefresh | None:
     if not s.refresh_in_flow:
         return None
 
-    def attach(affected: Stream[GraphDelta], control: FlowControl) -> None:
+    def attach(log_batches: Stream[LogBatch], control: FlowControl) -> None:
         from dataflow.refresh_step import refresh_branch
 
         branch = refresh_branch(s)
         assert branch is not None
-        branch(affected, control)
+        branch(log_batches, control)
 
     return attach
 

@@ -10,7 +10,6 @@ from typing import Any, Callable
 from .cli import UsageError, settings_from
 from .argtypes import non_negative_int as _non_negative_int
 from .argtypes import positive_float as _positive_float
-from .argtypes import non_negative_float as _non_negative_float
 from .argtypes import positive_int as _positive_int
 
 

@@ -27,8 +27,7 @@ from typing import IO, Callable
 
 from config.settings import Settings
 from dataflow.control import record_failure
-from storage.db import connect
-from storage.projections import OpsHistory, Status
+from storage import open_store
 
 log = logging.getLogger("ups.supervisor")
 
@@ -42,25 +41,16 @@ REFUSED = 2
 
 def latest_switch(db: Path, after_id: int = 0) -> tuple[int, Path] | None:
     """The newest ``db.switch`` record in ``db`` (written by the API after a regenerate)."""
-    conn = connect(db)
-    try:
-        row = conn.execute(
-            "SELECT id, json_extract(params, '$.db') FROM ops_history WHERE command = 'db.switch' AND id > ? "
-            "ORDER BY id DESC LIMIT 1",
-            (after_id,),
-        ).fetchone()
-    finally:
-        conn.close()
-    return (int(row[0]), Path(row[1])) if row and row[1] else None
+    with open_store(db) as store:
+        row = store.ops.latest("db.switch", after_id)
+    target = row["params"].get("db") if row else None
+    return (int(row["id"]), Path(target)) if row and target else None
 
 
 def flow_error(db: Path) -> str | None:
     """Why the dataflow failed, as it recorded it in its status row (None when it did not)."""
-    conn = connect(db)
-    try:
-        doc = Status(conn).get("dataflow")
-    finally:
-        conn.close()
+    with open_store(db) as store:
+        doc = store.status.get("dataflow")
     return str(doc["error"]) if doc and doc.get("state") == "failed" and doc.get("error") else None
 
 
@@ -167,13 +157,10 @@ class Supervisor:
 
     def request_flow_stop(self, db: Path) -> None:
         """The clean way: a shutdown command the flow applies at its next poll."""
-        conn = connect(db)
-        try:
-            doc = Status(conn).get("dataflow")
+        with open_store(db) as store:
+            doc = store.status.get("dataflow")
             if doc is not None and doc.get("state") == "running":
-                OpsHistory(conn).request("shutdown", {}, source="supervisor")
-        finally:
-            conn.close()
+                store.ops.request("shutdown", {}, source="supervisor")
 
     def _stop_flow(self, db: Path, timeout: float) -> None:
         if not self.flow.alive():
@@ -224,8 +211,7 @@ class Supervisor:
         self.flow.close()
         self.flow = self._flow_child()
         self.flow.start()
-        conn = connect(self.db)  # switches recorded in the new file are followed from its start
-        conn.close()
+        open_store(self.db).close()  # switches recorded in the new file are followed from its start
         self._switch_seen = 0
 
     def run(self) -> int:

@@ -21,7 +21,6 @@ from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 
 from api.context import AppContext
-from storage.projections import Profiles
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
@@ -88,11 +87,11 @@ def console_router() -> Router:
             raise NotFoundException(f"no console page {key!r}; pages: {', '.join(by_key)}")
         return render(found)
 
-    # The profile page's "random user" helper; the API (issue 6) has no user listing, so the console
+    # The profile page's "random user" helper; the API has no user listing, so the console
     # asks the profiles projection itself for one id.
     @get("/random-user", include_in_schema=False, name="console-random-user", sync_to_thread=True)
     def random_user(ctx: NamedDependency[AppContext]) -> dict[str, str]:
-        profiles = Profiles(ctx.conn())
+        profiles = ctx.store().profiles
         total = profiles.count()
         if total == 0:
             raise NotFoundException("no users yet: the dataflow has not folded any profile")

@@ -1,20 +1,21 @@
 """Make a database ready to serve: the default dataset when it is empty, its projections, and a small
-initial model (HGT, embeddings, fusion) when none is registered. Used by ``ups up`` and ``ups init``
-(which ``data/regenerate`` runs for a new database file)."""
+initial model (HGT, embeddings, fusion) when none is registered. Used by ``ups up``, ``ups init`` and
+the ``data.regenerate`` job (:func:`regenerate`: a fresh dataset and model in a new database file)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
-from storage import data_config
+from config.progress import Progress, part
 from config.settings import Settings
+from storage import data_config
 
-Progress = Callable[[float, str], None]
 
 @dataclass
-class BootstrapSummary:
+class PrepareSummary:
     generated_events: int = 0
     projected_events: int = 0
     model: dict[str, Any] | None = None
@@ -22,14 +23,11 @@ class BootstrapSummary:
     seconds: float = 0.0
 
 
-def _span(progress: Progress, lo: float, hi: float) -> Progress:
-    return lambda f, msg="": progress(lo + (hi - lo) * min(1.0, max(0.0, f)), msg)
-
-
 def generate_if_empty(settings: Settings, progress: Progress) -> int:
-    from dataflow.bootstrap import append_dataset
-    from dataflow.generator import GeneratorConfig, MockGenerator
     from storage.event_store import EventStore
+
+    from .bootstrap import append_dataset
+    from .generator import GeneratorConfig, MockGenerator
 
     with EventStore(settings.db) as store:
         if store.count() > 0:
@@ -51,13 +49,13 @@ def generate_if_empty(settings: Settings, progress: Progress) -> int:
 def project(settings: Settings, progress: Progress) -> int:
     """Fold the log into the profiles the models train on (the live flow's fold, run as a replay);
     continues from the profiles checkpoint, so a database already folded costs nothing."""
-    from dataflow.control import PROFILES_CHECKPOINT
-    from dataflow.runner import replay
     from storage.event_store import EventStore
-    from storage.projections import Checkpoints
+
+    from .control import PROFILES_CHECKPOINT
+    from .runner import replay
 
     with EventStore(settings.db) as store:
-        last, done = store.last_seq(), Checkpoints(store.conn).get(PROFILES_CHECKPOINT)
+        last, done = store.last_seq(), store.checkpoints.get(PROFILES_CHECKPOINT)
     if done >= last:
         return 0
     total, seen = last - done, 0
@@ -71,45 +69,64 @@ def project(settings: Settings, progress: Progress) -> int:
 
 
 def profile_count(settings: Settings) -> int:
-    from storage.db import connect
-    from storage.projections import Profiles
+    from storage import open_store
 
-    conn = connect(settings.db)
-    try:
-        return Profiles(conn).count()
-    finally:
-        conn.close()
+    with open_store(settings.db) as store:
+        return store.profiles.count()
 
 
 def has_model(settings: Settings) -> bool:
-    from storage.db import connect
-    from storage.projections import Models
+    from storage import open_store
 
-    conn = connect(settings.db)
-    try:
-        m = Models(conn)
+    with open_store(settings.db) as store:
+        m = store.models
         return m.latest_version("hgt") is not None and m.latest_version("fusion") is not None
-    finally:
-        conn.close()
 
 
-def prepare(settings: Settings, progress: Progress) -> BootstrapSummary:
-    from api.job_tasks import initial_model
+def prepare(settings: Settings, progress: Progress) -> PrepareSummary:
+    from scoring.orchestration import initial_model
+
+    from .oracle import retention_oracle
 
     t0 = time.time()
-    out = BootstrapSummary()
-    out.generated_events = generate_if_empty(settings, _span(progress, 0.0, 0.25))
+    out = PrepareSummary()
+    out.generated_events = generate_if_empty(settings, part(progress, 0.0, 0.25))
     if out.generated_events:
         out.steps.append(f"generated {out.generated_events:,} events")
-    out.projected_events = project(settings, _span(progress, 0.25, 0.4))
+    out.projected_events = project(settings, part(progress, 0.25, 0.4))
     if not has_model(settings):
         users = profile_count(settings)
         ratio = min(1.0, settings.bootstrap_train_users / users) if users else 1.0
         out.model = initial_model(
-            settings, _span(progress, 0.4, 1.0),
+            settings, part(progress, 0.4, 1.0),
             epochs=settings.bootstrap_epochs, fusion_epochs=settings.bootstrap_fusion_epochs, train_ratio=ratio,
+            oracle=retention_oracle(settings.db, settings),
         )
         out.steps.append(f"trained the initial model (HGT on {ratio:.0%} of {users:,} users, embeddings for all)")
     progress(1.0, "ready")
     out.seconds = round(time.time() - t0, 3)
     return out
+
+
+def next_db_path(current: Path) -> Path:
+    """``ups.db`` → ``ups.gen2.db`` → ``ups.gen3.db`` …: a new file beside the current one."""
+    stem, n = current.stem, 2
+    base, _, num = stem.rpartition(".gen")
+    if base and num.isdigit():
+        stem, n = base, int(num) + 1
+    while (p := current.with_name(f"{stem}.gen{n}{current.suffix}")).exists():
+        n += 1
+    return p
+
+
+def regenerate(settings: Settings, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """A fresh dataset of the generator configuration ``params["config"]`` and an initial model, in a new
+    database file beside the current one (the API switches to it afterwards); the current file is kept."""
+    t0 = time.time()
+    target = next_db_path(settings.db)
+    config = {k: v for k, v in params["config"].items() if k in data_config.FIELDS}
+    fresh = Settings.model_validate({**settings.model_dump(), **config, "db": target})
+    summary = prepare(fresh, progress)
+    return {"db": str(target), "previous_db": str(settings.db), "config": params["config"],
+            "steps": summary.steps, "generated_events": summary.generated_events, "seconds": summary.seconds,
+            "duration_s": round(time.time() - t0, 3)}

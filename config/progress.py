@@ -1,0 +1,18 @@
+"""How long operations report progress: ``progress(fraction, message)`` with the fraction in [0, 1]."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+Progress = Callable[[float, str], None]
+
+
+def part(progress: Progress, lo: float, hi: float) -> Progress:
+    """The sub-range ``[lo, hi]`` of ``progress`` for one step of a longer operation (a NaN fraction
+    reports ``lo``; fractions outside [0, 1] are clamped)."""
+
+    def report(fraction: float, message: str = "") -> None:
+        f = min(1.0, max(0.0, float(fraction))) if fraction == fraction else 0.0
+        progress(lo + (hi - lo) * f, message)
+
+    return report

@@ -1,0 +1,106 @@
+"""The model's long operations end to end: the initial model, a graph refresh, HGT and fusion training.
+
+Each takes the settings, its parameters and a :data:`~config.progress.Progress` and returns a
+JSON-able report (durations, sample ratio, node counts, HGT loss history, fusion metrics). The API's
+job workers, the CLI and ``ups init`` all run them from here.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from config.progress import Progress, part
+from config.settings import Settings
+
+if TYPE_CHECKING:
+    from .graph_cache import GraphCache
+
+#: P(retained) per user id as the data was generated (NaN where unknown): the oracle AUC fusion training
+#: reports; the mock generator's package provides it (``dataflow.oracle``), a real feed has none
+Oracle = Callable[[Sequence[str]], np.ndarray]
+
+
+def train_fusion(settings: Settings, progress: Progress, *, samples: int, epochs: int, lr: float,
+                 oracle: Oracle | None = None) -> dict[str, Any]:
+    """Fusion training (with the oracle AUC when an oracle is given)."""
+    from .service import ScoringService
+
+    with ScoringService(settings) as svc:
+        return svc.train_fusion(samples=samples, epochs=epochs, lr=lr, progress=progress, oracle=oracle)
+
+
+def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion_epochs: int,
+                  train_ratio: float = 1.0, oracle: Oracle | None = None) -> dict[str, Any]:
+    """HGT training (on a share of the users), embeddings of every node, then the fusion layer: a usable
+    model from scratch."""
+    from .embed import embed_all
+    from .training import train_hgt
+
+    hgt = train_hgt(settings, epochs=epochs, sample_ratio=train_ratio, progress=part(progress, 0.0, 0.6))
+    emb = embed_all(settings, sample_ratio=1.0, progress=part(progress, 0.6, 0.8))
+    fusion = train_fusion(settings, part(progress, 0.8, 1.0), samples=0, epochs=fusion_epochs,
+                          lr=settings.fusion_lr, oracle=oracle)
+    return {"hgt": hgt, "embeddings": emb, "fusion": fusion}
+
+
+def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress,
+                  oracle: Oracle | None = None, graphs: GraphCache | None = None) -> dict[str, Any]:
+    """Re-embed the sampled or full graph with the current model, or (``full_retrain``) retrain the HGT,
+    re-embed and retrain the fusion layer."""
+    from .embed import embed_all
+    from .training import train_hgt
+
+    t0 = time.time()
+    ratio = float(params["sample_ratio"]) if params["graph_scope"] == "sampled" else 1.0
+    out: dict[str, Any] = {"mode": params["mode"], "graph_scope": params["graph_scope"], "sample_ratio": ratio}
+    if params["mode"] == "full_retrain":
+        out["hgt"] = train_hgt(settings, epochs=int(params["epochs"]), sample_ratio=ratio,
+                               progress=part(progress, 0.0, 0.55))
+        out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=part(progress, 0.55, 0.8),
+                                      graphs=graphs)
+        out["fusion"] = train_fusion(settings, part(progress, 0.8, 1.0), samples=0,
+                                     epochs=int(params["fusion_epochs"]), lr=settings.fusion_lr, oracle=oracle)
+    else:
+        out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=progress, graphs=graphs)
+    out["node_counts"] = out["embeddings"].get("nodes")
+    if "hgt" in out:
+        out["hgt_loss"] = out["hgt"].get("final_loss")
+    out["duration_s"] = round(time.time() - t0, 3)
+    return out
+
+
+def fusion_train(settings: Settings, params: dict[str, Any], progress: Progress,
+                 oracle: Oracle | None = None) -> dict[str, Any]:
+    t0 = time.time()
+    metrics = train_fusion(settings, progress, samples=int(params["samples"]), epochs=int(params["epochs"]),
+                           lr=float(params["lr"]), oracle=oracle)
+    return {"fusion": metrics, "duration_s": round(time.time() - t0, 3)}
+
+
+def hgt_train(settings: Settings, params: dict[str, Any], progress: Progress,
+              graphs: GraphCache | None = None) -> dict[str, Any]:
+    from .embed import embed_all
+    from .training import train_hgt
+
+    t0 = time.time()
+    hi = 0.8 if params["embed"] else 1.0
+    metrics = train_hgt(
+        settings,
+        epochs=int(params["epochs"]),
+        sample_ratio=float(params["sample_ratio"]),
+        mode=None if params["mode"] == "auto" else params["mode"],
+        lr=float(params["lr"]),
+        temperature=float(params["temperature"]),
+        neg_ratio=int(params["neg_ratio"]),
+        split=(float(params["train_ratio"]), float(params["val_ratio"]), float(params["test_ratio"])),
+        seed=int(params["seed"]),
+        progress=part(progress, 0.0, hi),
+    )
+    out: dict[str, Any] = {"hgt": metrics}
+    if params["embed"]:
+        out["embeddings"] = embed_all(settings, progress=part(progress, hi, 1.0), graphs=graphs)
+    out["duration_s"] = round(time.time() - t0, 3)
+    return out
