@@ -38,7 +38,8 @@ def main() -> None:
     ap.add_argument("--db", type=Path, default=Path("var/bench/jobs.db"))
     args = ap.parse_args()
     prepare(args.db, args.users)
-    settings = Settings(db=args.db, warm_job_workers=False, explain_workers=0)
+    # the in-process client sends Host: testserver.local
+    settings = Settings(db=args.db, warm_job_workers=False, explain_workers=0, allowed_hosts=["testserver.local"])
     print(f"{args.db}: embedding_only refresh, ?wait=true (load {os.getloadavg()[0]:.1f})")
     print(f"{'run':<6} {'client s':>9} {'wall_s':>8} {'work_s':>8} {'embed s':>8} {'wall/work':>10}")
     with TestClient(create_app(settings), timeout=3600) as client:
