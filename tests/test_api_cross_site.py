@@ -10,7 +10,7 @@ from litestar.testing import TestClient
 from pydantic import ValidationError
 
 from api.app import create_app
-from api_support import TEST_CLIENT_HOST, settings_for
+from api_support import TEST_CLIENT_HOST, settings_for, started
 from config.settings import Settings
 
 RULE = {"name": "cross_site", "description": "", "weight": 0.1, "condition": "monthly_fee > 1"}
@@ -21,6 +21,7 @@ OWN = f"http://{TEST_CLIENT_HOST}"
 def client(db_path: Path) -> Iterator[TestClient]:
     app = create_app(settings_for(db_path, allowed_origins=["https://dash.example.org"]))
     with TestClient(app) as c:
+        started(c)
         yield c
 
 
@@ -99,6 +100,7 @@ def test_weak_admin_tokens_are_refused_at_start(token: str) -> None:
 def test_token_check_says_whether_a_token_is_the_right_one(db_path: Path) -> None:
     token = "a-long-enough-token-42"
     with TestClient(create_app(settings_for(db_path, admin_token=token))) as c:
+        started(c)
         assert c.get("/api/v1/auth/check").json() == {"token_required": True, "token_accepted": None}
         wrong = c.get("/api/v1/auth/check", headers={"Authorization": "Bearer nope-nope-nope-nope"}).json()
         assert wrong["token_accepted"] is False

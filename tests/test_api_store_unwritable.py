@@ -12,7 +12,7 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api_support import folded_store, settings_for
+from api_support import folded_store, settings_for, started
 from console_harness import http
 from hardening_support import ups_api
 from scoring.rule_store import RuleStore
@@ -80,6 +80,7 @@ def test_a_store_that_fails_to_write_is_a_503_and_the_next_request_works(
 
     monkeypatch.setattr(RuleStore, "_append", append_once)
     with TestClient(create_app(settings_for(db_path))) as c:
+        started(c)
         c.get("/api/v1/rules")  # the service built, the default rules in place
         failures.append(1)
         r = c.post("/api/v1/rules", json=RULE)
@@ -94,6 +95,7 @@ def test_other_database_errors_stay_internal_errors(db_path: Path, monkeypatch: 
 
     monkeypatch.setattr(RuleStore, "_append", broken)
     with TestClient(create_app(settings_for(db_path))) as c:
+        started(c)
         c.get("/api/v1/rules")
         r = c.post("/api/v1/rules", json=RULE)
         assert r.status_code == 500 and "no such table" not in r.text
