@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from api.app import create_app
-from tests.api_support import settings_for
+from api_support import settings_for
 
 
 def _schema() -> dict[str, Any]:
