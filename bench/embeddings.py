@@ -317,7 +317,8 @@ def _stream(r: Any, store: Any, live: Iterator[Any], seq: int, rate: float, seco
 
 def bench_refresh(users: int, s: Settings, device: torch.device, rate: float, seconds: float,
                   profile_path: Path | None = None) -> dict[str, Any]:
-    from scoring.refresh import IncrementalRefresher, RefreshConfig
+    from scoring.refresh import IncrementalRefresher
+    from scoring.refresh_config import RefreshConfig
     from storage.event_store import EventStore
     from storage.projections import Embeddings
 

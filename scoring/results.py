@@ -146,3 +146,24 @@ class GraphStatistics(TypedDict):
 
 #: a profile document (attributes and counters; its fields follow the events folded into it)
 ProfileDocument = dict[str, Any]
+
+
+class RefresherStatus(TypedDict):
+    """The incremental refresher's state, as the flow's status row and the operations page show it."""
+
+    gpu_allocated_bytes: NotRequired[int]
+    gpu_reserved_bytes: NotRequired[int]
+    refresh: Literal["off", "paused", "running"]
+    refresh_queue: int
+    refresh_backfill: int
+    oldest_pending_s: float
+    refreshes_per_s: float
+    model_version: int | None
+    device: str
+    graph_nodes: int
+    graph_edges: int
+    graph_last_seq: int
+    full_refreshes: int
+    full_pass: float | None
+    switching_to: int | None
+    last_tick_ms: float

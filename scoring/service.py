@@ -1,5 +1,5 @@
 """``ScoringService``: profiles, fused scores, SHAP explanations, recommendations, rule management and
-fusion training over one store (the seed's ``HybridProfilingService`` + ``ExplainerService``).
+fusion training over one store.
 
 It reads projections only (``profiles``, ``embeddings``, ``rules``, ``models``); it never folds the log.
 Every call checks the rules version and the newest fusion version (two indexed queries), so a rule or a
@@ -117,7 +117,8 @@ class _Inputs:
 
 
 class ScoringService:
-    """The API's (and the CLI's) entry to scoring; see the brief's contract for the names and keys."""
+    """The API's (and the CLI's) entry to scoring: every method returns a typed document
+    (``scoring.results``) whose keys are the JSON fields the API serves."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

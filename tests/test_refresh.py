@@ -19,7 +19,8 @@ from scoring.graph_schema import ATTRIBUTE_EVENTS, NODE_TYPES, RELATIONS
 from scoring.graph_loader import build_graph
 from scoring.model_io import register_model
 from dataflow.refresh_step import RefreshControl, RefreshOutput, refresh_builder
-from scoring.refresh import IncrementalRefresher, RefreshConfig
+from scoring.refresh import IncrementalRefresher
+from scoring.refresh_config import RefreshConfig
 from scoring.refresh_queue import PriorityQueue
 from storage.event_store import EventStore
 from storage.events import StoredEvent
