@@ -371,12 +371,6 @@ class Jobs:
             args = (kind,)
         return [self._row(r) for r in self.conn.execute(q + " ORDER BY created_at DESC LIMIT ?", (*args, limit))]
 
-    def active(self, kind: str) -> dict[str, Any] | None:
-        r = self.conn.execute(
-            f"SELECT {self._COLS} FROM jobs WHERE kind = ? AND state IN ('queued', 'running') LIMIT 1", (kind,)
-        ).fetchone()
-        return self._row(r) if r else None
-
     def all_active(self) -> builtins.list[dict[str, Any]]:
         """Queued and running jobs, oldest first."""
         return [

@@ -204,7 +204,7 @@ def test_projection_accessors(db_path: Path) -> None:
         assert Models(c).latest("hgt").version == v and Models(c).latest("fusion") is None
         j = Jobs(c).create("refresh", {"epochs": 1})
         Jobs(c).update(j, state="done", progress=1.0, result={"ok": True})
-        assert Jobs(c).get(j)["result"] == {"ok": True} and Jobs(c).active("refresh") is None
+        assert Jobs(c).get(j)["result"] == {"ok": True} and Jobs(c).all_active() == []
         op = OpsHistory(c).request("ingestion.stop")
         assert [o["id"] for o in OpsHistory(c).pending()] == [op]
         OpsHistory(c).resolve(op, "applied", "ingestion paused")
