@@ -167,3 +167,43 @@ class RefresherStatus(TypedDict):
     full_pass: float | None
     switching_to: int | None
     last_tick_ms: float
+
+
+class FusionAUC(TypedDict):
+    """Held-out AUCs (None where the test split cannot give one)."""
+
+    rule: float | None
+    rule_head: float | None
+    gnn: float | None
+    fused: float | None
+    oracle: float | None
+
+
+class FusionStage(TypedDict):
+    """One training stage: the epoch chosen on the validation split, its loss there and the final loss."""
+
+    best_epoch: NotRequired[int]
+    val_loss: NotRequired[float]
+    loss: NotRequired[float]
+
+
+class FusionMetrics(TypedDict):
+    auc: FusionAUC
+    loss: float
+    test_loss: float
+    stages: dict[str, FusionStage]
+    gate_mean_test: float
+    n_train: int
+    n_val: int
+    n_test: int
+    retained_share: float
+    embedding_missing_share: float
+    target: str
+
+
+class FusionTrained(FusionMetrics):
+    """A fusion training run: its metrics and the model version it registered."""
+
+    seconds: float
+    model_version: int
+    fusion_version: int
