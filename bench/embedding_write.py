@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from storage.db import connect
-from storage.projections import EMBEDDING_UPSERT, Embeddings
+from storage.embeddings import EMBEDDING_UPSERT, Embeddings
 
 TARGET_ROWS_PER_S = 300_000
 

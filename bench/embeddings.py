@@ -248,7 +248,7 @@ def _stream(r: Any, store: Any, live: Iterator[Any], seq: int, rate: float, seco
     ``EmbeddingSink`` does), then the loop sleeps out the tick interval. An event is done once every
     node it touched has a stored row at least as new as the event. With ``switch_to``, a new model
     version arrives a third of the way in."""
-    from storage.projections import Embeddings
+    from storage.embeddings import Embeddings
 
     pending: dict[tuple[str, str], deque[tuple[int, int]]] = {}
     arrival: list[float] = []
@@ -320,7 +320,7 @@ def bench_refresh(users: int, s: Settings, device: torch.device, rate: float, se
     from scoring.refresh import IncrementalRefresher
     from scoring.refresh_config import RefreshConfig
     from storage.event_store import EventStore
-    from storage.projections import Embeddings
+    from storage.embeddings import Embeddings
 
     gen, g, _ = build(users, device)
     tmp = tempfile.mkdtemp(prefix="bench-emb-")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -276,3 +277,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def json_text(obj: Any) -> str:
+    """Canonical compact JSON (sorted keys, UTF-8 kept) for the store's JSON columns."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True)

@@ -19,7 +19,8 @@ import numpy as np
 from .columns import EventBatch
 from .event_store import AppendResult
 from .events import Event, StoredEvent
-from .projections import EmbeddingRow, ModelRow, RuleRow
+from .embeddings import EmbeddingRow
+from .projections import ModelRow, RuleRow
 
 
 class CheckpointRepo(Protocol):

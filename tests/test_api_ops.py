@@ -18,7 +18,8 @@ from api.auth import check_bind, is_loopback
 from api_support import CommandResolver, put_flow_status, settings_for, sse_events, started
 from storage.db import connect
 from storage.event_store import EventStore
-from storage.projections import Checkpoints, Jobs, OpsHistory
+from storage.operations import Jobs, OpsHistory
+from storage.projections import Checkpoints
 
 TOKEN = "s3cret-token-0123456"
 

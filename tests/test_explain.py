@@ -18,7 +18,8 @@ from scoring.explanation_text import fmt_value
 from scoring.profile_features import NAMES as PROFILE_NAMES
 from scoring.fusion import FusionCore
 from scoring.service import ScoringService
-from storage.projections import Embeddings, Models
+from storage.embeddings import Embeddings
+from storage.projections import Models
 from config.settings import Settings
 
 

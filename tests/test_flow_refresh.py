@@ -11,7 +11,7 @@ import pytest
 
 from scoring.training import train_hgt
 from storage.event_store import EventStore
-from storage.projections import Status
+from storage.operations import Status
 
 from graph_fixtures import settings_for, small_store
 

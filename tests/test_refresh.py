@@ -24,7 +24,7 @@ from scoring.refresh_config import RefreshConfig
 from scoring.refresh_queue import PriorityQueue
 from storage.event_store import EventStore
 from storage.events import StoredEvent
-from storage.projections import Embeddings
+from storage.embeddings import Embeddings
 from test_graph import _same_graph
 
 

@@ -11,7 +11,9 @@ import pytest
 
 from storage import Event, EventStore, SchemaTooNew
 from storage.db import SCHEMA_VERSION
-from storage.projections import Checkpoints, Embeddings, Jobs, Models, OpsHistory, Profiles, Rules, Status
+from storage.embeddings import Embeddings
+from storage.operations import Jobs, OpsHistory, Status
+from storage.projections import Checkpoints, Models, Profiles, Rules
 
 
 def ev(i: int, user: str = "U1", etype: str = "call") -> Event:
