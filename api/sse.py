@@ -13,23 +13,49 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Annotated, Any, AsyncIterator
+from typing import Annotated, Any, AsyncIterator, Literal
 
 import anyio
 from litestar import Router, get
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-
+from pydantic import BaseModel, Field
 
 from .errors import INVALID, responses
 from .context import AppContext, Ctx
 from .jobs import job_view
-from .resources import operations_metrics
+from .resources import OperationsMetrics, operations_metrics
+from .schemas import DataflowState, JobOut
 from .status import dataflow_state
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 15.0
+
+
+class OpEntry(BaseModel):
+    """An operator command as the stream sends it: its request and, once the flow acted, its effect."""
+
+    id: int
+    ts: float | None
+    source: str
+    command: str
+    params: dict[str, Any]
+    state: str = Field(description="pending | applied | rejected")
+    effect: str | None
+    applied_at: float | None
+
+
+class StreamEvent(BaseModel):
+    """One Server-Sent Event of the stream (``event:``, ``id:`` and one ``data:`` line of JSON); keep-alive
+    comments (``: keep-alive``) come between them when nothing changed."""
+
+    event: Literal["status", "job", "op", "metrics"]
+    id: int = Field(description="numbers the events of one connection from 1")
+    data: DataflowState | JobOut | OpEntry | OperationsMetrics = Field(
+        description="status: the dataflow summary; job: a job; op: an operator command; metrics: the document "
+        "of /api/v1/operations/metrics")
 
 
 def _snapshot(ctx: AppContext, since: float) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -87,7 +113,11 @@ async def _events(
         await anyio.sleep(ctx.settings.sse_interval)
 
 
-@get("/api/v1/operations/stream", responses=responses(*INVALID), media_type="text/event-stream", summary="Server-Sent Events: status changes, job progress, commands, process metrics")
+_STREAM_BODY = ResponseSpec(data_container=StreamEvent, media_type="text/event-stream", generate_examples=False,
+                            description="a stream of events, each one StreamEvent")
+
+
+@get("/api/v1/operations/stream", responses={200: _STREAM_BODY, **responses(*INVALID)}, media_type="text/event-stream", summary="Server-Sent Events: status changes, job progress, commands, process metrics")
 async def stream(
     ctx: Ctx,
     limit: Annotated[int | None, QueryParameter(name="limit", ge=1, le=100_000,
