@@ -6,7 +6,10 @@ No ``from __future__ import annotations`` here: ``NotRequired`` must be evaluate
 or the key counts as required.
 """
 
+from dataclasses import dataclass
 from typing import Any, Literal
+
+from storage.projections import RuleRow
 
 # typing_extensions: pydantic validates only its TypedDict before Python 3.12
 from typing_extensions import NotRequired, TypedDict
@@ -84,16 +87,10 @@ class Recommendation(TypedDict):
     priority: float
 
 
-class RuleView(TypedDict):
+@dataclass(slots=True)
+class RuleView(RuleRow):
     """A stored rule, with the reason its condition no longer compiles (None when it does)."""
 
-    name: str
-    description: str
-    weight: float
-    condition: str
-    enabled: bool
-    seq: int
-    updated_at: float
     error: str | None
 
 

@@ -355,9 +355,7 @@ class ScoringService:
                 error = None
             except RuleCompileError as err:
                 error = err.reason
-            out.append({"name": r.name, "description": r.description, "weight": r.weight,
-                        "condition": r.condition, "enabled": r.enabled, "seq": r.seq, "updated_at": r.updated_at,
-                        "error": error})
+            out.append(RuleView(r.name, r.description, r.weight, r.condition, r.enabled, r.seq, r.updated_at, error))
         return out
 
     def create_rule(self, spec: Mapping[str, Any] | BaseModel) -> RuleChanged:
