@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from config.settings import Settings
-from storage.event_store import EventStore
+from storage.interface import Store
 from storage.events import validate_event
 
 from .errors import NotEnoughData
@@ -22,7 +22,7 @@ from .profile_features import profile_matrix
 from .rules import RuleEngine
 
 
-def _labels(store: EventStore, label: str) -> dict[str, int]:
+def _labels(store: Store, label: str) -> dict[str, int]:
     """The last observed value of ``label`` per user."""
     labels: dict[str, int] = {}
     for ev in store.read(types=["label.observed"]):
@@ -31,7 +31,7 @@ def _labels(store: EventStore, label: str) -> dict[str, int]:
     return labels
 
 
-def training_data(store: EventStore, lock: threading.RLock, s: Settings, engine: RuleEngine, samples: int,
+def training_data(store: Store, lock: threading.RLock, s: Settings, engine: RuleEngine, samples: int,
                   default_dim: int) -> tuple[TrainingData, int | None]:
     """The labelled users with a profile (a reproducible subset of ``samples`` of them; 0: all), and the
     HGT version their embeddings come from. Raises NotEnoughData."""
@@ -68,7 +68,7 @@ def training_data(store: EventStore, lock: threading.RLock, s: Settings, engine:
     return TrainingData(ids, x, e, f, y, split, missing), emb_version
 
 
-def register_fusion(store: EventStore, lock: threading.RLock, model: FusionCore, config: dict[str, Any],
+def register_fusion(store: Store, lock: threading.RLock, model: FusionCore, config: dict[str, Any],
                     metrics: Any) -> int:
     """Store ``model`` as the next ``fusion`` version and log its registration; the version."""
     summary = {k: metrics[k] for k in ("auc", "loss", "test_loss", "n_train", "n_test") if k in metrics}

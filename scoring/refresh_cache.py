@@ -9,7 +9,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from storage.event_store import EventStore
+from storage.interface import Store
 
 from .full_pass import FullPass
 from .graph import HeteroGraph
@@ -68,7 +68,7 @@ class NodeCaches:
         self.emb[t].view[idx] = new
         self.has[t].view[idx] = True
 
-    def load_stored(self, store: EventStore, graph: HeteroGraph, version: int) -> dict[str, torch.Tensor]:
+    def load_stored(self, store: Store, graph: HeteroGraph, version: int) -> dict[str, torch.Tensor]:
         """Take in the stored embeddings of model ``version``; per type, True where one is at least as
         new as the node's last event."""
         current: dict[str, torch.Tensor] = {}
