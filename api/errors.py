@@ -19,7 +19,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.utils.scope.state import ScopeState
 from pydantic import BaseModel, Field, ValidationError
 
-from storage.db import unwritable_reason
+from storage import unwritable_reason
 
 log = logging.getLogger("ups.api")
 

@@ -27,7 +27,7 @@ _UNWRITABLE_CODES = ("SQLITE_READONLY", "SQLITE_FULL", "SQLITE_CANTOPEN", "SQLIT
 _UNWRITABLE_MESSAGES = ("readonly database", "database or disk is full", "unable to open database", "disk i/o error")
 
 
-def unwritable_reason(err: BaseException) -> str | None:
+def sqlite_unwritable_reason(err: BaseException) -> str | None:
     """What keeps the store from being written, when ``err`` says so; None for any other error.
 
     Such a failure is the machine's state, not a bug: it passes when the file is made writable or space
