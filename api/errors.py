@@ -8,7 +8,6 @@ logged with its traceback and answered with a JSON 500 that reveals nothing of t
 from __future__ import annotations
 
 import logging
-import sqlite3
 import re
 from http import HTTPStatus
 from typing import Any
@@ -19,7 +18,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.utils.scope.state import ScopeState
 from pydantic import BaseModel, Field, ValidationError
 
-from storage import unwritable_reason
+from storage import DatabaseError, unwritable_reason
 
 log = logging.getLogger("ups.api")
 
@@ -100,8 +99,8 @@ def on_recursion(request: Request[Any, Any, Any], exc: RecursionError) -> Respon
     return on_unexpected(request, exc)
 
 
-def on_database(request: Request[Any, Any, Any], exc: sqlite3.Error) -> Response[dict[str, Any]]:
-    """A store that cannot be written (read-only file, full disk) is a 503 that names the cause, and the
+def on_database(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """A store that cannot be written (read-only file, full disk, PostgreSQL down) is a 503 that names the cause, and the
     next request tries again on fresh connections; any other database error is unexpected."""
     reason = unwritable_reason(exc)
     if reason is None:
@@ -110,7 +109,8 @@ def on_database(request: Request[Any, Any, Any], exc: sqlite3.Error) -> Response
     ctx.reopen_database()
     log.warning("the database %s cannot be written: %s", ctx.settings.db, reason)
     return _json(503, "unavailable", f"the database {ctx.settings.db} cannot be written: {reason}; make the file "
-                 "and its folder writable or free disk space, then try again (nothing was changed)")
+                 "and its folder writable or free disk space (PostgreSQL: bring the server back or let it accept "
+                 "writes), then try again (nothing was changed)")
 
 
 def pydantic_details(err: ValidationError, prefix: str = "") -> list[ErrorDetail]:
@@ -225,7 +225,7 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
         HTTPException: on_http,
         ScoringError: on_scoring,
         RecursionError: on_recursion,
-        sqlite3.Error: on_database,
+        **{cls: on_database for cls in DatabaseError},  # SQLite's and PostgreSQL's
         Exception: on_unexpected,
     }
 

@@ -121,6 +121,7 @@ class Trainer:
             [{"params": ident, "lr": p.lr * p.id_lr_scale, "weight_decay": p.id_weight_decay}] if ident else []
         )
         self.opt = torch.optim.Adam(groups, lr=p.lr)
+        # drawn on the CPU, then moved: a seed gives the same negatives and batches on every device
         self.gen = torch.Generator(device="cpu").manual_seed(p.seed)
         self.device = graph.device
         # in the training graph, edge ids of the training edges are simply 0..n-1
