@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Annotated, Any, AsyncIterator, Literal
+from typing import Annotated, Any, AsyncIterator, Literal, Union
 
 import anyio
 from litestar import Router, get
@@ -21,6 +21,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from pydantic import BaseModel, Field
+from pydantic.json_schema import JsonDict
 
 from .errors import INVALID, responses
 from .context import AppContext, Ctx
@@ -47,15 +48,30 @@ class OpEntry(BaseModel):
     applied_at: float | None
 
 
+#: what the ``data:`` line of an event holds, by its kind: status, job, op, metrics
+StreamData = Union[DataflowState, JobOut, OpEntry, OperationsMetrics]
+
+
+def _ref(name: str) -> JsonDict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
 class StreamEvent(BaseModel):
     """One Server-Sent Event of the stream (``event:``, ``id:`` and one ``data:`` line of JSON); keep-alive
     comments (``: keep-alive``) come between them when nothing changed."""
 
     event: Literal["status", "job", "op", "metrics"]
-    id: int = Field(description="numbers the events of one connection from 1")
-    data: DataflowState | JobOut | OpEntry | OperationsMetrics = Field(
-        description="status: the dataflow summary; job: a job; op: an operator command; metrics: the document "
-        "of /api/v1/operations/metrics")
+    id: str = Field(pattern="^[1-9][0-9]*$", description="numbers the events of one connection from 1")
+    data: str = Field(
+        description="one JSON document: status, the dataflow summary; job, a job; op, an operator command; "
+        "metrics, the document of /api/v1/operations/metrics",
+        json_schema_extra={
+            "contentMediaType": "application/json",
+            # the other documents are components through their own endpoints; the command's is only here
+            "contentSchema": {"oneOf": [_ref("DataflowState"), _ref("JobOut"), OpEntry.model_json_schema(),
+                                        _ref("OperationsMetrics")]},
+        },
+    )
 
 
 def _snapshot(ctx: AppContext, since: float) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:

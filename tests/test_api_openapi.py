@@ -81,7 +81,9 @@ def test_the_stream_documents_its_events() -> None:
     event = doc["components"]["schemas"][body["schema"]["$ref"].rsplit("/", 1)[-1]]
     assert set(event["properties"]) == {"event", "id", "data"}
     assert set(event["properties"]["event"]["enum"]) == {"status", "job", "op", "metrics"}
-    assert len(event["properties"]["data"]["oneOf"]) == 4
+    data = event["properties"]["data"]
+    assert data["type"] == "string" and data["contentMediaType"] == "application/json"
+    assert len(data["contentSchema"]["oneOf"]) == 4
 
 
 def test_the_score_response_lists_its_fields() -> None:
