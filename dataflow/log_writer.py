@@ -18,8 +18,6 @@ in hand, which the append being idempotent makes harmless.
 
 from __future__ import annotations
 
-from config.db_location import location_arg
-from config.db_location import DbLocation
 import fcntl
 import marshal
 import os
@@ -32,6 +30,7 @@ from multiprocessing.connection import Connection
 from operator import attrgetter
 from typing import Any
 
+from config.db_location import DbLocation, location_arg
 from storage import Store, open_store
 from storage.event_store import AppendResult, _raw_text
 from storage.events import Event, InvalidEvent

@@ -7,8 +7,6 @@ Bytewax's per-item overhead off the per-event path.
 
 from __future__ import annotations
 
-from storage import store_exists
-from config.db_location import DbLocation
 import os
 import time
 from dataclasses import dataclass
@@ -18,6 +16,8 @@ from typing import Any, Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from config.db_location import DbLocation
+from storage import store_exists
 from storage import Store, open_store
 from storage.events import Event
 
