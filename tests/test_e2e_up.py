@@ -120,7 +120,7 @@ def _crashed_processes_are_restarted(api: Api, db: Path, api_pid: int) -> tuple[
         pid = doc.get("pid")
         return int(pid) if pid and pid != flow_pid and doc.get("state") == "running" and alive(pid) else None
 
-    restarted = wait_for("the dataflow to be restarted", new_flow_pid, 90)
+    restarted = wait_for("the dataflow to be restarted", new_flow_pid, 240)
     assert "dataflow crashed" in (db.parent / "e2e.state" / "logs" / "supervisor.log").read_text()
     wait_for("a live dataflow again", lambda: api.get("/health")["dataflow"]["alive"], 30)
 
