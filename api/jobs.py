@@ -22,10 +22,10 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
-from storage import EventStore, open_store
+from config.db_location import DbLocation
+from storage import Store, open_store
 from storage.interface import JobRepo
 from config.settings import Settings
 
@@ -61,7 +61,7 @@ class _Worker:
     conn: multiprocessing.connection.Connection
     job: str | None = None
     #: the database file of that job (the API may switch files meanwhile)
-    db: Path | None = None
+    db: DbLocation | None = None
 
 
 @dataclass
@@ -75,7 +75,7 @@ class JobRunner:
     _active: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _store(self, db: Path | None = None) -> EventStore:
+    def _store(self, db: DbLocation | None = None) -> Store:
         return open_store(db or self.settings.db)
 
     def recover(self) -> list[str]:
@@ -137,7 +137,7 @@ class JobRunner:
 
     def poll(self) -> list[dict[str, Any]]:
         """Collect jobs whose worker said done or died; returns their final rows (and calls ``on_finished``)."""
-        ended: list[tuple[str, Path, int | None]] = []  # job, its file, exit code of a worker that died
+        ended: list[tuple[str, DbLocation, int | None]] = []  # job, its file, exit code of a worker that died
         with self._lock:
             for group, w in list(self._workers.items()):
                 if w.job is not None and w.conn.poll():
@@ -260,11 +260,11 @@ def _warm_up(group: str, settings: Settings) -> Any:
         return None
     from config.device import resolve_device
     from scoring.graph_cache import GraphCache
-    from storage.event_store import EventStore
+    from storage import open_store
 
     graphs = GraphCache()
     try:
-        with EventStore(settings.db) as store:
+        with open_store(settings.db) as store:
             graphs.graph(store, settings.db, device=resolve_device(settings.device), sample_ratio=1.0,
                          sample_seed=settings.train_seed, compact_min=settings.graph_compact_min)
     except Exception:  # noqa: BLE001 - the first job builds it and reports what is wrong

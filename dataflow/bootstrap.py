@@ -7,8 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from storage.event_store import EventStore
-from storage.interface import Store
+from storage import Store
 
 from .generator import MockGenerator
 
@@ -37,7 +36,7 @@ def dataset_tags(store: Store) -> list[str]:
 
 
 def append_dataset(
-    store: EventStore,
+    store: Store,
     gen: MockGenerator,
     batch_size: int = 50_000,
     on_progress: Callable[[int], None] | None = None,

@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic_core import to_json
 
 from storage.columns import EventBatch
-from storage.event_store import EventStore
+from storage import Store
 from storage.events import INTERACTION_TYPES
 
 from .control import PROFILES_CHECKPOINT
@@ -142,7 +142,7 @@ def _documents(acc: _Users, lo: int, hi: int, partners: dict[int, list[str]]) ->
     return rows
 
 
-def bulk_fold(store: EventStore, progress: Callable[[int], None] | None = None,
+def bulk_fold(store: Store, progress: Callable[[int], None] | None = None,
               chunk: int = 500_000) -> BulkFoldSummary:
     """Fold the whole log into the (empty) profiles projection and set its checkpoint to the log's end."""
     last = store.last_seq()

@@ -13,6 +13,7 @@ read by whoever is refused, so the message can name it.
 
 from __future__ import annotations
 
+from config.db_location import DbLocation
 import fcntl
 import json
 import os
@@ -105,7 +106,7 @@ class FlowLock:
     def __init__(
         self,
         state_dir: Path,
-        db: Path,
+        db: DbLocation,
         *,
         role: str = "dataflow",
         process_id: int | None = None,

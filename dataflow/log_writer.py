@@ -18,6 +18,8 @@ in hand, which the append being idempotent makes harmless.
 
 from __future__ import annotations
 
+from config.db_location import location_arg
+from config.db_location import DbLocation
 import fcntl
 import marshal
 import os
@@ -28,10 +30,10 @@ from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from operator import attrgetter
-from pathlib import Path
 from typing import Any
 
-from storage.event_store import AppendResult, EventStore, _raw_text
+from storage import Store, open_store
+from storage.event_store import AppendResult, _raw_text
 from storage.events import Event, InvalidEvent
 
 from .sources import IngestBatch
@@ -90,10 +92,10 @@ class LogWriter:
     """The parent's end: :meth:`send` an input batch (returns once the child has taken it),
     :meth:`receive` what became of the oldest batch not received yet."""
 
-    def __init__(self, db: Path, cache_mb: int) -> None:
-        self.db = Path(db)
+    def __init__(self, db: DbLocation, cache_mb: int) -> None:
+        self.db = db
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", __name__, str(self.db), str(int(cache_mb))],
+            [sys.executable, "-m", __name__, location_arg(self.db), str(int(cache_mb))],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -162,7 +164,7 @@ class LogWriter:
 
 
 def _append(
-    store: EventStore, origin: str, lines: list[int] | None, unit: str, kind: int, wire: bytes
+    store: Store, origin: str, lines: list[int] | None, unit: str, kind: int, wire: bytes
 ) -> tuple[Any, ...]:
     rows = marshal.loads(wire)
     raws: list[Any]
@@ -221,7 +223,7 @@ def _serve(db: str, cache_mb: int) -> None:
     out = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)
     inp = Connection(os.dup(0), writable=False)
-    store = EventStore(db)
+    store = open_store(db)
     tune_writer(store, cache_mb)
     try:
         while True:

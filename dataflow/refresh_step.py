@@ -17,7 +17,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from config.settings import Settings
 from scoring.embed import EmbeddingRowT, write_rows
 from scoring.refresh import IncrementalRefresher, RefresherSnapshot
-from storage.event_store import EventStore
+from storage import open_store
 
 from .control import FlowControl
 from .flow import AttachRefresh
@@ -146,7 +146,7 @@ def refresh_builder(
 
 class _RowsPartition(StatelessSinkPartition):
     def __init__(self, db: Any) -> None:
-        self.store = EventStore(db)
+        self.store = open_store(db)
 
     def write_batch(self, items: list[Any]) -> None:
         rows: list[EmbeddingRowT] = []

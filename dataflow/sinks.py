@@ -7,14 +7,14 @@ resume changes nothing. (Dead letters are written by the append step, dataflow.l
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Optional
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from config.db_location import DbLocation
 from scoring.rule_store import CHECKPOINT as RULES_CHECKPOINT
 from scoring.rule_store import RULE_EVENT_TYPES, apply_rule_event
-from storage.event_store import EventStore
+from storage import open_store
 from storage.events import Event
 
 from .control import PROFILES_CHECKPOINT, tune_writer
@@ -29,14 +29,14 @@ ShardProgress = dict[str, int]
 class _ProfilePartition(StatefulSinkPartition[tuple[str, ProfileFlush], ShardProgress]):
     def __init__(
         self,
-        db: Path,
+        db: DbLocation,
         shard_count: int,
         progress: ShardProgress,
         final_seq: int | None,
         on_write: Callable[[int], None] | None,
         cache_mb: int,
     ) -> None:
-        self.store = EventStore(db)
+        self.store = open_store(db)
         tune_writer(self.store, cache_mb)
         self.shard_count = shard_count
         self.progress = progress
@@ -77,14 +77,14 @@ class ProfileSink(FixedPartitionedSink[tuple[str, ProfileFlush], ShardProgress])
 
     def __init__(
         self,
-        db: Path,
+        db: DbLocation,
         shard_count: int,
         *,
         final_seq: int | None = None,
         on_write: Callable[[int], None] | None = None,
         cache_mb: int = 128,
     ) -> None:
-        self.db = Path(db)
+        self.db = db
         self.shard_count = shard_count
         self.final_seq = final_seq
         self.on_write = on_write
@@ -108,8 +108,8 @@ RULE_TYPES = frozenset(RULE_EVENT_TYPES)
 
 
 class _RulesPartition(StatefulSinkPartition[RuleChange, None]):
-    def __init__(self, db: Path, in_order: bool) -> None:
-        self.store = EventStore(db)
+    def __init__(self, db: DbLocation, in_order: bool) -> None:
+        self.store = open_store(db)
         self.in_order = in_order
         self.pending: list[RuleChange] = []
 
@@ -147,8 +147,8 @@ class RulesSink(FixedPartitionedSink[RuleChange, None]):
 
     PART = "rules"
 
-    def __init__(self, db: Path, *, in_order: bool = True) -> None:
-        self.db = Path(db)
+    def __init__(self, db: DbLocation, *, in_order: bool = True) -> None:
+        self.db = db
         self.in_order = in_order
 
     def list_parts(self) -> list[str]:

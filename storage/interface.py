@@ -1,7 +1,7 @@
 """What the rest of UPS may ask of a store: the event log and one repository per projection.
 
 Every SQL statement lives behind these methods. :class:`storage.event_store.EventStore` is the SQLite
-implementation; another backend implements the same protocols (and passes the same contract tests), and
+implementation, :class:`storage.pg_store.PgStore` the PostgreSQL one; a backend implements the same protocols (and passes the same contract tests), and
 nothing above ``storage`` changes. Values in and out are plain Python, numpy arrays and the dataclasses
 of this package, never a driver's types.
 """
@@ -11,12 +11,15 @@ from __future__ import annotations
 import builtins
 
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol, Sequence
+
+from typing_extensions import Self
 
 import numpy as np
 
-from .columns import EventBatch
+
+from config.db_location import DbLocation
+from .columns import EventBatch, NewEvents
 from .event_store import AppendResult
 from .events import Event, StoredEvent
 from .projections import EmbeddingRow, ModelRow, RuleRow
@@ -115,6 +118,7 @@ class EventLog(Protocol):
     """The append-only log: idempotent appends, reads in seq order, a few aggregates."""
 
     def append(self, events: Iterable[Event]) -> AppendResult: ...
+    def append_columns(self, batch: NewEvents) -> tuple[int, int]: ...
     def add_dead_letter(self, raw: Any, reason: str, source: str = "") -> None: ...
     def add_dead_letters(self, items: Sequence[tuple[Any, str]], source: str = "") -> None: ...
     def read(
@@ -141,12 +145,17 @@ class EventLog(Protocol):
     def counts_by_type(self) -> dict[str, int]: ...
     def dead_letter_count(self) -> int: ...
     def dead_letters(self, limit: int = 100) -> builtins.list[dict[str, Any]]: ...
+    def newest_with_id_prefix(self, prefix: str) -> tuple[str, float] | None: ...
+    def export_rows(self, chunk: int = 200_000) -> Iterator[builtins.list[tuple[Any, ...]]]: ...
 
 
 class Store(EventLog, Protocol):
     """The log and its projections over one connection: a :meth:`transaction` spans all of them."""
 
-    path: Path
+    @property
+    def location(self) -> DbLocation:
+        """The file or the database it holds (a URL prints without its password)."""
+        ...
 
     @property
     def checkpoints(self) -> CheckpointRepo: ...
@@ -165,7 +174,13 @@ class Store(EventLog, Protocol):
     @property
     def status(self) -> StatusRepo: ...
 
+    @property
+    def in_transaction(self) -> bool: ...
+
     def transaction(self) -> AbstractContextManager[object]: ...
+    def reopen(self) -> None: ...
     def tune_writer(self, cache_mb: int, autocheckpoint_pages: int) -> None: ...
     def checkpoint_wal(self) -> None: ...
     def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> None: ...

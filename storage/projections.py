@@ -21,6 +21,18 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
+def sample_by_rank(profiles: Any, n: int, seed: int) -> builtins.list[str]:
+    """``n`` user ids picked by their rank in id order with a seeded generator: the same sample from
+    the same profiles on any backend (``profiles`` has ``count()`` and ``ids()``)."""
+    total = profiles.count()
+    if total == 0 or n <= 0:
+        return []
+    rng = np.random.default_rng(seed)
+    picks = sorted(rng.choice(total, size=min(n, total), replace=False).tolist())
+    ids = profiles.ids()
+    return [ids[i] for i in picks]
+
+
 class Checkpoints:
     """projection name -> last applied seq."""
 
@@ -105,13 +117,7 @@ class Profiles:
 
     def sample_ids(self, n: int, seed: int = 0) -> builtins.list[str]:
         """A reproducible sample of user ids (by rank, not by random()), for backgrounds and previews."""
-        total = self.count()
-        if total == 0 or n <= 0:
-            return []
-        rng = np.random.default_rng(seed)
-        picks = sorted(rng.choice(total, size=min(n, total), replace=False).tolist())
-        ids = self.ids()
-        return [ids[i] for i in picks]
+        return sample_by_rank(self, n, seed)
 
     def iter_all(self) -> Iterator[tuple[str, dict[str, Any], int]]:
         for uid, p, seq in self.conn.execute("SELECT user_id, profile, last_seq FROM profiles ORDER BY user_id"):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from storage import store_exists
 from config.settings import Settings
 
 from .argtypes import positive_float as _positive_float
@@ -162,15 +163,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from dataflow.runner import FlowConfigError, replay
-    from storage.event_store import EventStore
+    from storage import open_store
 
     s = settings_from(args)
-    if not s.db.exists():
+    if not store_exists(s.db):
         raise UsageError(f"no database at {s.db}; run `ups generate` first")
     into = Path(args.into) if args.into else None
     if into is not None and into.exists() and into.is_dir():
         raise UsageError(f"--into {into} is a folder; give a database file")
-    with EventStore(s.db, readonly=True) as store:
+    with open_store(s.db, readonly=True) as store:
         last = store.last_seq()
     total = max(0, min(args.to_seq or last, last) - args.from_seq + 1)
     with tqdm(total=total, unit="ev", unit_scale=True, desc="replay", disable=args.quiet, file=sys.stderr) as bar:
