@@ -4,6 +4,7 @@ statements executed over rows serialised beforehand, one transaction per call, n
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .db import transaction
@@ -30,3 +31,21 @@ def upsert_embeddings(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
     model version, seq, time), in one transaction."""
     with transaction(conn):
         conn.executemany(EMBEDDING_UPSERT, rows)
+
+
+def open_bare_log(path: Path) -> sqlite3.Connection:
+    """A bare ``events`` table of the log's columns (the seq key alone: no other index, no conflict
+    clause), WAL and synchronous=NORMAL as the store's: what appending costs SQLite at the least."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE events(seq INTEGER PRIMARY KEY, event_id, type, user_id, target_id, ts, payload, "
+                 "version, recorded_at)")
+    return conn
+
+
+def insert_bare_events(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
+    """One ``executemany`` of rows in the store's insert order of columns into :func:`open_bare_log`'s table."""
+    with transaction(conn):
+        conn.executemany("INSERT INTO events(event_id, type, user_id, target_id, ts, payload, version, recorded_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
