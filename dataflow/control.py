@@ -197,7 +197,7 @@ class ControlLoop(threading.Thread):
         super().start()
 
     def run(self) -> None:
-        store = open_store(self.db)
+        store = open_store(self.db, wait_out="the flow's control loop")
         try:
             next_status = next_checkpoint = 0.0
             while not self._done.is_set():

@@ -53,7 +53,7 @@ class LogAppendLogic(StatefulBatchLogic[IngestBatch | list[Any], LogBatch, int])
     ) -> None:
         self.db = db
         self.cache_mb = cache_mb
-        self.store = open_store(db)  # reads back gaps; validation and appends happen in the writer process
+        self.store = open_store(db, wait_out="the flow's log reader")  # reads back gaps; validation and appends happen in the writer process
         self.writer: LogWriter | None = None
         self.upto = resume or 0
         self.poll_interval = poll_interval

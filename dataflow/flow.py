@@ -163,7 +163,7 @@ class ProfileLoader:
         self.db = db
 
     def __call__(self, user_ids: list[str]) -> dict[str, ProfileState]:
-        with open_store(self.db, readonly=True) as store:
+        with open_store(self.db, readonly=True, wait_out="the profile loader") as store:
             seqs = store.profiles.last_seqs(user_ids)
             return {
                 uid: ProfileState.from_document(doc, seqs.get(uid, 0))

@@ -13,7 +13,6 @@ read by whoever is refused, so the message can name it.
 
 from __future__ import annotations
 
-from config.db_location import DbLocation
 import fcntl
 import json
 import os
@@ -23,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Self
+
+from config.db_location import DbLocation
 
 LOCK_NAME = "flow.lock"
 

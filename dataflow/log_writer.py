@@ -18,8 +18,6 @@ in hand, which the append being idempotent makes harmless.
 
 from __future__ import annotations
 
-from config.db_location import location_arg
-from config.db_location import DbLocation
 import fcntl
 import marshal
 import os
@@ -28,11 +26,13 @@ import subprocess
 import sys
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import Connection
 from operator import attrgetter
 from typing import Any
 
-from storage import Store, open_store
+from config.db_location import DbLocation, location_arg
+from storage import Store, open_store, retry_transient
 from storage.event_store import AppendResult, _raw_text
 from storage.events import Event, InvalidEvent
 
@@ -223,7 +223,7 @@ def _serve(db: str, cache_mb: int) -> None:
     out = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)
     inp = Connection(os.dup(0), writable=False)
-    store = open_store(db)
+    store = open_store(db, wait_out="the event log writer")
     tune_writer(store, cache_mb)
     try:
         while True:
@@ -232,7 +232,10 @@ def _serve(db: str, cache_mb: int) -> None:
             except EOFError:
                 return
             try:
-                reply: tuple[str, Any] = ("ok", _append(store, origin, lines, unit, kind, wire))
+                # a server outage is waited out: the batch is appended again once it is back (idempotent)
+                reply: tuple[str, Any] = (
+                    "ok", retry_transient(partial(_append, store, origin, lines, unit, kind, wire), "the event log writer")
+                )
             except Exception as err:  # sent back: the flow raises it
                 reply = ("error", f"{type(err).__name__}: {err}")
             out.send_bytes(marshal.dumps(reply))

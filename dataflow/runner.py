@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from storage import parse_db, store_exists
-from config.db_location import DbLocation
 import gc
 import logging
 import os
@@ -20,9 +18,10 @@ from bytewax.inputs import FixedPartitionedSource
 from bytewax.run import cli_main
 from bytewax.testing import run_main
 
+from config.db_location import DbLocation
 from config.settings import Settings
 from scoring.rule_store import CHECKPOINT as RULES_CHECKPOINT
-from storage import open_store
+from storage import open_store, parse_db, store_exists
 
 from .control import PROFILES_CHECKPOINT, ControlLoop, FlowControl, record_failure
 from .errors import FlowConfigError

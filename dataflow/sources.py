@@ -7,8 +7,6 @@ Bytewax's per-item overhead off the per-event path.
 
 from __future__ import annotations
 
-from storage import store_exists
-from config.db_location import DbLocation
 import os
 import time
 from dataclasses import dataclass
@@ -18,6 +16,8 @@ from typing import Any, Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from config.db_location import DbLocation
+from storage import store_exists
 from storage import Store, open_store
 from storage.events import Event
 
@@ -189,7 +189,7 @@ class MockSource(FixedPartitionedSource[IngestBatch, MockCursor]):
         if self.db is None or not store_exists(self.db):
             return None
         prefix = self.gen.live_prefix
-        with open_store(self.db, readonly=True) as store:
+        with open_store(self.db, readonly=True, wait_out="the mock source") as store:
             newest = store.newest_with_id_prefix(prefix)
         if newest is None or not newest[0][len(prefix):].isdigit():
             return None
@@ -290,7 +290,7 @@ def read_log(store: Store, first: int, last: int, limit: int) -> LogBatch | None
 
 class _LogPartition(StatefulSourcePartition[LogBatch, int]):
     def __init__(self, db: DbLocation, next_seq: int, last: int, batch_size: int) -> None:
-        self.store = open_store(db, readonly=True)
+        self.store = open_store(db, readonly=True, wait_out="the log source")
         self.next_seq = next_seq
         self.last = last
         self.batch_size = batch_size

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from config.progress import Progress
-from storage import Store, open_store
+from storage import Store, open_store, store_exists
 
 from .graph import HeteroGraph
 from .graph_loader import build_graph
@@ -75,7 +75,7 @@ def embed_all(
 
     t0 = time.perf_counter()
     report = progress or (lambda f, m: None)
-    if not settings.db.exists():
+    if not store_exists(settings.db):
         raise FileNotFoundError(f"no database at {settings.db}; run `ups generate` first")
     if not 0 < sample_ratio <= 1:
         raise ValueError(f"sample_ratio must be within (0, 1], not {sample_ratio}")

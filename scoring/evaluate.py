@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from config.progress import Progress
-from storage import Store, open_store
+from storage import Store, open_store, store_exists
 
 from .graph import HeteroGraph
 from .graph_buffers import EdgeTable
@@ -218,7 +218,7 @@ def evaluate(settings: Any, progress: Progress | None = None) -> dict[str, Any]:
     from .graph_loader import build_graph
     from .model_io import load_model, untrained_copy
 
-    if not settings.db.exists():
+    if not store_exists(settings.db):
         raise FileNotFoundError(f"no database at {settings.db}; run `ups generate` first")
     device = resolve_device(settings.device)
     report = progress or (lambda f, m: None)

@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from storage.columns import EventBatch
-from storage import Store, open_store
+from storage import Store, open_store, store_exists
 
 from .graph import HeteroGraph
 from .graph_schema import ATTRIBUTE_EVENTS, EDGE_TYPES, GRAPH_EVENT_TYPES, NODE_TYPES, RELATIONS, edge_key
@@ -54,7 +54,7 @@ def build_graph(
 
 def graph_statistics(settings: Any) -> GraphStatistics:
     """Node and edge counts per type, straight from the log (no graph is built)."""
-    if not settings.db.exists():
+    if not store_exists(settings.db):
         raise FileNotFoundError(f"no database at {settings.db}; run `ups generate` first")
     with open_store(settings.db, readonly=True) as store:
         user_events = [e for e, t in ATTRIBUTE_EVENTS.items() if t == "user"] + list(RELATIONS)

@@ -140,7 +140,7 @@ class IncrementalRefresher:
         self.clock = clock
         self.device = resolve_device(settings.device) if graph is None else graph.device
         self._fanouts = parse_fanouts(self.config.fanouts)
-        self.store = open_store(settings.db)
+        self.store = open_store(settings.db, wait_out="the embedding refresher")  # a flow waits out an outage
         if graph is None:
             graph = build_graph(self.store, device=self.device, upto_seq=upto_seq, compact_min=self.config.compact_min)
         self.graph = graph

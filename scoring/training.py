@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from config.progress import Progress
-from storage import open_store
+from storage import open_store, store_exists
 
 from .evaluate import EdgeSplit, link_aucs, split_edges, with_edges
 from .features import EncoderConfig
@@ -468,7 +468,7 @@ def train_hgt(
 
     t0 = time.perf_counter()
     report = progress or (lambda f, m: None)
-    if not settings.db.exists():
+    if not store_exists(settings.db):
         raise FileNotFoundError(f"no database at {settings.db}; run `ups generate` first")
     device = resolve_device(settings.device)
     ratio, seed_v, shares, n_epochs = _checked(settings, sample_ratio, seed, split, epochs)

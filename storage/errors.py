@@ -28,3 +28,9 @@ def unwritable_reason(err: BaseException) -> str | None:
             return PostgresUrl.redact_text(str(err).strip() or type(err).__name__)
         return None
     return sqlite_unwritable_reason(err)
+
+
+def is_transient(err: BaseException) -> bool:
+    """The PostgreSQL server could not be reached or dropped the connection (down, restarting, a network
+    cut): the same work succeeds once it is back. SQLite failures are never transient here."""
+    return isinstance(err, psycopg.OperationalError)

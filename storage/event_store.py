@@ -163,6 +163,12 @@ class EventStore:
         with transaction(self.conn) as conn:
             yield conn
 
+    def lock_appends(self) -> None:
+        """Inside :meth:`transaction`: nothing else appends until it ends. Already so in SQLite, whose
+        write transaction (``BEGIN IMMEDIATE``) holds the one write lock."""
+        if not self.conn.in_transaction:
+            raise RuntimeError("lock_appends() belongs inside store.transaction()")
+
     def tune_writer(self, cache_mb: int, autocheckpoint_pages: int) -> None:
         """A writer's connection: a page cache of ``cache_mb`` and WAL checkpoints by itself only after
         ``autocheckpoint_pages`` (a supervisor thread checkpoints long before, see :meth:`checkpoint_wal`)."""

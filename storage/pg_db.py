@@ -58,15 +58,22 @@ class PgConnections:
         if held is not None:
             yield held
             return
+        broken = False
         try:
             with self.pool.connection() as conn:
                 self._local.conn = conn
                 try:
                     yield conn
+                except psycopg.OperationalError:
+                    broken = True
+                    raise
                 finally:
                     self._local.conn = None
         except PoolTimeout:
             raise StoreUnreachable(f"PostgreSQL at {self.url} is unreachable: {_first_error(self.url)}") from None
+        finally:
+            if broken:  # the server went away: the idle connections are broken too, replace them now
+                self.pool.check()
 
     @property
     def in_transaction(self) -> bool:

@@ -10,18 +10,11 @@ from typing import Any, Sequence
 
 from .pg_db import PgConnections
 from .pg_schema import JOBS_LOCK
-from .projections import _dumps
+from .projections import JOB_COLUMNS, _dumps, job_row, this_process
 
-_JOB_COLS = "id, kind, state, params, progress, message, result, error, created_at, started_at, finished_at"
-_JOB_NAMES = [c.strip() for c in _JOB_COLS.split(",")]
+_JOB_COLS = JOB_COLUMNS
 _JOB_FIELDS = {"state", "progress", "message", "result", "error", "started_at", "finished_at"}
-
-
-def _job(r: tuple[Any, ...]) -> dict[str, Any]:
-    d = dict(zip(_JOB_NAMES, r))
-    d["params"] = json.loads(d["params"])
-    d["result"] = json.loads(d["result"]) if d["result"] else None
-    return d
+_job = job_row
 
 
 class PgJobs:
@@ -31,11 +24,33 @@ class PgJobs:
     def create(self, kind: str, params: dict[str, Any]) -> str:
         job_id = uuid.uuid4().hex[:12]
         self.db.run(
-            "INSERT INTO jobs (id, kind, state, params, progress, message, created_at) "
-            "VALUES (%s, %s, 'queued', %s, 0, '', %s)",
-            (job_id, kind, _dumps(params), time.time()),
+            "INSERT INTO jobs (id, kind, state, params, progress, message, created_at, created_by) "
+            "VALUES (%s, %s, 'queued', %s, 0, '', %s, %s)",
+            (job_id, kind, _dumps(params), time.time(), this_process()),
         )
         return job_id
+
+    def claim(self, job_id: str, worker: str) -> dict[str, Any] | None:
+        """Mark a queued job running for ``worker``: its row, or None when it is not queued (any more) or
+        another claimer holds it this instant (``SKIP LOCKED``: a claimer never waits for another)."""
+        r = self.db.one(
+            f"UPDATE jobs SET state = 'running', started_at = %s, claimed_by = %s WHERE id = "
+            "(SELECT id FROM jobs WHERE id = %s AND state = 'queued' FOR UPDATE SKIP LOCKED) "
+            f"RETURNING {_JOB_COLS}",
+            (time.time(), worker, job_id),
+        )
+        return _job(r) if r else None
+
+    def claim_next(self, kinds: Sequence[str], worker: str) -> dict[str, Any] | None:
+        """The oldest queued job of ``kinds``, marked running for ``worker`` (None: none queued): rows
+        another claimer has locked are skipped, so concurrent claimers each get a different job."""
+        r = self.db.one(
+            "UPDATE jobs SET state = 'running', started_at = %s, claimed_by = %s WHERE id = "
+            "(SELECT id FROM jobs WHERE state = 'queued' AND kind = ANY(%s) ORDER BY created_at, id "
+            f"LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {_JOB_COLS}",
+            (time.time(), worker, list(kinds)),
+        )
+        return _job(r) if r else None
 
     def create_unless_busy(
         self, kind: str, params: dict[str, Any], excluding: Sequence[str]

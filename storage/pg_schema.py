@@ -67,8 +67,11 @@ CREATE INDEX ops_history_state ON ops_history (state, id);
 CREATE TABLE status (component text COLLATE "C" PRIMARY KEY, data text NOT NULL, updated_at double precision NOT NULL);
 """
 
+# who created a job and who claimed it, as in the SQLite store's version 5
+_V2 = "ALTER TABLE jobs ADD COLUMN created_by text, ADD COLUMN claimed_by text"
+
 #: Migration i brings the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[str] = [_V1]
+MIGRATIONS: list[str] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS ups_schema (version integer NOT NULL)"

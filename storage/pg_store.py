@@ -97,6 +97,13 @@ class PgStore:
         with self._db.transaction() as conn:
             yield conn
 
+    def lock_appends(self) -> None:
+        """Inside :meth:`transaction`: take the log's append lock now, until the transaction ends, so that
+        what it reads before appending (is there a rule of this name?) holds when it appends."""
+        if not self._db.in_transaction:
+            raise RuntimeError("lock_appends() belongs inside store.transaction()")
+        self._db.run("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
+
     def reopen(self) -> None:
         """Nothing to do: a connection the server dropped is replaced by the pool at its next use."""
 

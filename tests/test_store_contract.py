@@ -267,3 +267,34 @@ def test_projection_queries_behind_named_methods(store_db: DbLocation) -> None:
         assert [(r["command"], r["params"]) for r in s.ops.after(first - 1)] == [("ingestion.stop", "{}"), ("db.switch", '{"db":"/x.db"}')]
         latest = s.ops.latest("db.switch")
         assert latest is not None and latest["params"] == {"db": "/x.db"} and s.ops.latest("db.switch", first + 1) is None
+
+
+def test_each_queued_job_is_claimed_by_one_claimer(store_db: DbLocation) -> None:
+    """Four claimers (threads, each with its own store) take queued jobs at once: every job is claimed
+    exactly once, by the claimer its row names, and a claimed job cannot be claimed again."""
+    with open_store(store_db) as s:
+        ids = [s.jobs.create("graph.refresh", {"i": i}) for i in range(40)]
+        other = s.jobs.create("fusion.train", {})
+    claims: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def claimer(name: str) -> None:
+        with open_store(db_arg(store_db)) as s:
+            while (row := s.jobs.claim_next(["graph.refresh", "training.hgt"], name)) is not None:
+                assert row["state"] == "running" and row["claimed_by"] == name and row["started_at"]
+                with lock:
+                    claims.append((row["id"], name))
+
+    threads = [threading.Thread(target=claimer, args=(f"worker-{k}",)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(j for j, _ in claims) == sorted(ids)
+    with open_store(store_db) as s:
+        assert {s.jobs.get(j)["claimed_by"] for j, _ in claims} <= {f"worker-{k}" for k in range(4)}
+        assert all(s.jobs.get(j)["claimed_by"] == who for j, who in claims)
+        assert s.jobs.claim(ids[0], "late") is None  # running already
+        assert s.jobs.get(other)["state"] == "queued"  # another kind: not taken
+        row = s.jobs.claim(other, "late")
+        assert row is not None and row["claimed_by"] == "late" and row["created_by"]

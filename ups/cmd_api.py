@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from config.db_location import location_arg
-from config.db_location import DbLocation
 import argparse
 import json
 import re
@@ -12,6 +10,8 @@ import sys
 import threading
 from typing import Any
 
+from config.db_location import DbLocation
+from config.db_location import location_arg
 from config.settings import Settings
 
 from .argtypes import positive_int as _positive_int

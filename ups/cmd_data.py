@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from storage import store_exists
-from config.db_location import DbLocation
 import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from config.db_location import DbLocation
+from storage import store_exists
 from .cli import UsageError, settings_from
 from config.generator import EDGE_RANGE_FIELDS
 from .argtypes import non_negative_float as _non_negative_float

@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     p.add_argument("--from-seq", type=_positive_int, default=1, help="first seq (1: rebuild from nothing)")
     p.add_argument("--to-seq", type=_positive_int, help="last seq (default: the end of the log)")
-    p.add_argument("--into", metavar="PATH", help="write the projections into this database instead")
+    p.add_argument("--into", metavar="PATH", help="write the projections into this database (file or URL) instead")
     p.add_argument("--workers", type=_positive_int, default=1, help="Bytewax workers (seq ranges as partitions)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_replay)
@@ -163,13 +163,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from dataflow.runner import FlowConfigError, replay
-    from storage import open_store
+    from storage import open_store, parse_db
 
     s = settings_from(args)
     if not store_exists(s.db):
         raise UsageError(f"no database at {s.db}; run `ups generate` first")
-    into = Path(args.into) if args.into else None
-    if into is not None and into.exists() and into.is_dir():
+    into = parse_db(args.into) if args.into else None
+    if isinstance(into, Path) and into.exists() and into.is_dir():
         raise UsageError(f"--into {into} is a folder; give a database file")
     with open_store(s.db, readonly=True) as store:
         last = store.last_seq()

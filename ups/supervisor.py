@@ -13,8 +13,6 @@ When the API switched to a new database file (``data/regenerate``), the dataflow
 
 from __future__ import annotations
 
-from storage import store_exists
-from config.db_location import DbLocation
 import logging
 import os
 import signal
@@ -27,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable
 
+from config.db_location import DbLocation
 from config.settings import Settings
 from dataflow.control import record_failure
-from storage import open_store
+from storage import open_store, store_exists
 
 log = logging.getLogger("ups.supervisor")
 
