@@ -31,6 +31,7 @@ from .evaluate import EdgeSplit, link_aucs, split_edges, with_edges
 from .features import EncoderConfig
 from .graph import HeteroGraph
 from .graph_loader import build_graph
+from .graph_sample import sample_users
 from .graph_schema import FORWARD_EDGE_TYPES, FORWARD_OF, NODE_TYPES, EdgeType, edge_key
 from .model import GraphEmbedder, info_nce_shared
 from .model_io import initialised, register_model
@@ -391,8 +392,10 @@ def train_hgt(
     split: Sequence[float] | None = None,
     seed: int | None = None,
     progress: Progress | None = None,
+    graph: HeteroGraph | None = None,
 ) -> dict[str, Any]:
-    """Train on the store's graph, register the model version, return its metrics.
+    """Train on the store's graph, register the model version, return its metrics. With ``graph`` (the
+    whole store's, already read), the users' sample is cut from it instead of read again.
 
     Metrics: loss history, validation and test AUC per edge type (trained, untrained, degree), node
     and edge counts, duration, mode and the version registered.
@@ -406,11 +409,14 @@ def train_hgt(
     device = resolve_device(settings.device)
     ratio, seed_v, shares, n_epochs = _checked(settings, sample_ratio, seed, split, epochs)
 
-    with open_store(settings.db) as store:
-        graph = build_graph(
-            store, device=device, sample_ratio=ratio, sample_seed=seed_v, compact_min=settings.graph_compact_min,
-            progress=lambda f, m: report(0.1 * f, m),
-        )
+    if graph is not None:
+        graph = sample_users(graph, ratio, seed_v)
+    else:
+        with open_store(settings.db) as store:
+            graph = build_graph(
+                store, device=device, sample_ratio=ratio, sample_seed=seed_v, compact_min=settings.graph_compact_min,
+                progress=lambda f, m: report(0.1 * f, m),
+            )
     if graph.num_nodes("user") < 2 or graph.num_edges() == 0:
         raise ValueError(
             f"not enough data to train: {graph.num_nodes('user')} users and {graph.num_edges() // 2} interactions "
