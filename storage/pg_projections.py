@@ -16,7 +16,9 @@ import numpy as np
 
 from .pg_db import PgConnections
 from .pg_schema import MODELS_LOCK
-from .projections import EmbeddingRow, ModelRow, RuleRow, _dumps, sample_by_rank
+from .db import json_text
+from .embeddings import EmbeddingRow
+from .projections import ModelRow, RuleRow, sample_by_rank
 
 #: rows per page when a reader walks a whole table
 _PAGE = 5000
@@ -69,7 +71,7 @@ class PgProfiles:
         self.db = db
 
     def upsert_many(self, rows: Iterable[tuple[str, dict[str, Any] | str, int]]) -> int:
-        data = _last_per_key((uid, doc if isinstance(doc, str) else _dumps(doc), int(seq)) for uid, doc, seq in rows)
+        data = _last_per_key((uid, doc if isinstance(doc, str) else json_text(doc), int(seq)) for uid, doc, seq in rows)
         if data:
             _copy_upsert(
                 self.db, "profiles_in", "user_id text, profile text, last_seq bigint", data,
@@ -265,7 +267,7 @@ class PgModels:
             conn.execute(
                 "INSERT INTO models (kind, version, created_at, config, metrics, weights, seq) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (kind, version, time.time(), _dumps(config), _dumps(metrics), weights, seq),
+                (kind, version, time.time(), json_text(config), json_text(metrics), weights, seq),
             )
         return version
 
