@@ -90,12 +90,9 @@ def run_replay(db: str, state: Path, users: int, batch: int) -> dict[str, float]
 
 
 def _pg_database(admin_url: str) -> str:
-    import psycopg
+    from storage.pg_db import create_database
 
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+    return create_database(admin_url, f"bench_{uuid.uuid4().hex[:8]}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Deterministic mock telecom data with a planted outcome (the seed's ``MockRealtimeAPI``).
+"""Deterministic mock telecom data with a planted outcome: base tables, a history, labels and a live stream.
 
 Same config → the same events, byte for byte. Base tables are events too
 (``user.registered``, ``product.listed``, ``app.listed``), followed by a history of interactions with
@@ -94,7 +94,7 @@ class MockGenerator:
     # ------------------------------------------------------------------ base tables
 
     def users_page(self, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
-        """The seed's ``get_user_batch``: a page of base user rows."""
+        """A page of base user rows (user id and attributes), as a paging client of a user API would get."""
         end = min(self.cfg.users, offset + limit)
         return [{"user_id": user_id(i), **self.pop.attributes(i)} for i in range(max(0, offset), end)]
 

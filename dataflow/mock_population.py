@@ -1,4 +1,4 @@
-"""The mock subscribers: latent churn propensity and base attributes, pure numpy from the seed.
+"""The mock subscribers: latent churn propensity and base attributes, pure numpy from the random seed.
 
 The planted truth: a latent churn propensity ``z = a·e_user + b·c_community`` drives behaviour.
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 import psycopg
-from psycopg import pq
+from psycopg import pq, sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from config.db_location import PostgresUrl
@@ -118,3 +118,10 @@ def _first_error(url: PostgresUrl) -> str:
     except psycopg.Error as err:
         return url.redact_text(str(err).strip())
     return "connections time out"
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """Create the empty database ``name`` on the server of ``admin_url``; the new database's URL."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"

@@ -82,12 +82,9 @@ class PostgresServer:
 
     def create_database(self) -> str:
         """A new, empty database; its URL."""
-        import psycopg
+        from storage.pg_db import create_database
 
-        name = f"ups_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
+        return create_database(self.url(), f"ups_{uuid.uuid4().hex[:12]}")
 
     def destroy(self) -> None:
         try:
