@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import tempfile
 import threading
 import time
@@ -29,7 +28,7 @@ import numpy as np
 
 from config.settings import Settings
 from storage.db import connect
-from storage.projections import EMBEDDING_UPSERT
+from storage.bare import insert_bare_events, open_bare_log, upsert_embeddings
 
 
 class Stages(list["Stage"]):
@@ -98,19 +97,12 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float, float]:
 def raw_insert_seconds(gen: Any, path: Path) -> float:
     """A bare table (no index, no conflict clause) and executemany of the generator's rows, only the
     inserts timed."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE events(seq INTEGER PRIMARY KEY, event_id, type, user_id, target_id, ts, payload, "
-                 "version, recorded_at)")
+    conn = open_bare_log(path)
     spent = 0.0
     for batch in gen.dataset_columns():
         rows = list(batch.rows(time.time()))
         t = time.perf_counter()
-        conn.execute("BEGIN")
-        conn.executemany("INSERT INTO events(event_id, type, user_id, target_id, ts, payload, version, recorded_at) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        conn.execute("COMMIT")
+        insert_bare_events(conn, rows)
         spent += time.perf_counter() - t
     conn.close()
     return spent
@@ -124,9 +116,7 @@ def raw_embedding_seconds(n: int, dim: int, path: Path, chunk: int = 50_000) -> 
     rows = [("user", f"U{i:07d}", vec[i].tobytes(), dim, 1, i, now) for i in range(n)]
     t = time.perf_counter()
     for a in range(0, n, chunk):
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(EMBEDDING_UPSERT, rows[a:a + chunk])
-        conn.execute("COMMIT")
+        upsert_embeddings(conn, rows[a:a + chunk])
     seconds = time.perf_counter() - t
     conn.close()
     return seconds

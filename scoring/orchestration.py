@@ -16,6 +16,7 @@ from config.progress import Progress, part, stage
 from config.settings import Settings
 
 if TYPE_CHECKING:
+    from .results import FusionTrained
     from .graph_cache import GraphCache
 
 #: P(retained) per user id as the data was generated (NaN where unknown): the oracle AUC fusion training
@@ -24,7 +25,7 @@ Oracle = Callable[[Sequence[str]], np.ndarray]
 
 
 def train_fusion(settings: Settings, progress: Progress, *, samples: int, epochs: int, lr: float,
-                 oracle: Oracle | None = None) -> dict[str, Any]:
+                 oracle: Oracle | None = None) -> FusionTrained:
     """Fusion training (with the oracle AUC when an oracle is given)."""
     from .service import ScoringService
 

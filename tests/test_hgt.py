@@ -21,7 +21,8 @@ from scoring.model import info_nce_shared
 from scoring.model_io import load_model
 from scoring.training import train_hgt
 from storage.event_store import EventStore
-from storage.projections import Embeddings, Models
+from storage.embeddings import Embeddings
+from storage.projections import Models
 from ups.cli import main
 
 
@@ -95,7 +96,7 @@ def test_minibatch_and_metis_modes_train(trained_db: Path, mode: str, device: to
 
 
 def test_metis_partitions_cover_users_once(trained_db: Path) -> None:
-    from scoring.training import metis_partitions
+    from scoring.partitions import metis_partitions
 
     with EventStore(trained_db) as store:
         g = build_graph(store)
