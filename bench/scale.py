@@ -31,6 +31,15 @@ from storage.db import connect
 from storage.bare import insert_bare_events, open_bare_log, upsert_embeddings
 
 
+class Stages(list["Stage"]):
+    """The stages measured so far; each is printed as it is added (a long run shows its figures as it
+    goes, and a run cut short keeps them)."""
+
+    def append(self, stage: "Stage") -> None:
+        super().append(stage)
+        print(stage.row(), flush=True)
+
+
 @dataclass
 class Stage:
     name: str
@@ -134,7 +143,7 @@ def run(users: int, folder: Path) -> list[Stage]:
 
     db = folder / "scale.db"
     settings = Settings(db=db, users=users)
-    stages: list[Stage] = []
+    stages = Stages()
     cfg = GeneratorConfig.from_settings(settings)
     drawn, s, peak, cpu = _timed(lambda: draw(MockGenerator(cfg)))
     stages.append(Stage("draw", s, drawn, "events", peak, cpu))
@@ -147,7 +156,8 @@ def run(users: int, folder: Path) -> list[Stage]:
         stages.append(Stage("fold", s, folded.events, "events", peak, cpu))
         graph, s, peak, cpu = _timed(lambda: build_graph(store, device=resolve_device(settings.device)))
         stages.append(Stage("graph", s, graph.num_edges() // 2, "edges", peak, cpu))
-    stages += _model_stages(settings, graph, users, folder)
+    for stage in _model_stages(settings, graph, users, folder):
+        stages.append(stage)
     del graph  # as ups init: the fusion runs without the graph in memory
     fusion, s, peak, cpu = _timed(lambda: train_fusion(settings, lambda f, m: None, samples=0,
                                                   epochs=settings.bootstrap_fusion_epochs, lr=settings.fusion_lr,
@@ -177,20 +187,20 @@ def main() -> None:
     p.add_argument("--users", type=int, default=100_000)
     p.add_argument("--keep", type=Path, help="folder to keep the database in (default: a temporary one)")
     args = p.parse_args()
+    from config.device import resolve_device
+
     load = os.getloadavg()
+    print(f"{args.users:,} users, device {resolve_device(Settings().device)}, {os.cpu_count()} CPUs, load "
+          f"{load[0]:.1f} before, {time.strftime('%Y-%m-%d')}")
+    print(f"{'stage':<9} {'time':>10} {'count':>20} {'rate':>14} {'per CPU-s':>18} {'peak RSS':>11}  {'bare rate':>14}  ratio",
+          flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         stages = run(args.users, folder)
-        total = sum(stage.seconds for stage in stages)
-    from config.device import resolve_device
-
-    print(f"{args.users:,} users, device {resolve_device(Settings().device)}, {os.cpu_count()} CPUs, load {load[0]:.1f} before / "
-          f"{os.getloadavg()[0]:.1f} after, {time.strftime('%Y-%m-%d')}")
-    print(f"{'stage':<9} {'time':>10} {'count':>20} {'rate':>14} {'per CPU-s':>18} {'peak RSS':>11}  {'bare rate':>14}  ratio")
-    for stage in stages:
-        print(stage.row())
-    print(f"total     {total:>8.1f} s (the bare baselines' runs not counted); ratio = bare time / stage time")
+    total = sum(stage.seconds for stage in stages)
+    print(f"total     {total:>8.1f} s (the bare baselines' runs not counted); ratio = bare time / stage time; "
+          f"load {os.getloadavg()[0]:.1f} after")
 
 
 if __name__ == "__main__":
