@@ -6,7 +6,10 @@ one batched model evaluation of as many rows as Kernel SHAP evaluates (the floor
 Targets: score p99 <= 2 ms; per-dimension explain at 20 background rows, uncached ("cold") p99 <= 150 ms,
 cached ("warm") p99 <= 5 ms. The machine's load (``uptime``) is printed with the figures.
 
-    python -m bench.scoring [--users 2000] [--dim 32] [--n 300] [--nsamples N] [--json]
+    python -m bench.scoring [--users 2000] [--dim 32] [--n 300] [--nsamples N] [--db PATH] [--json]
+
+With ``--db`` the store is built there once and reused by later runs of the same size (a 100k-user store
+takes minutes to build); without it, in a temporary directory.
 
 The embeddings are random vectors (latency does not depend on their values); the fusion is trained on
 the planted labels first so the model has its real shape.
@@ -52,6 +55,16 @@ def build(db: Path, users: int, dim: int) -> None:
             )
 
 
+def built(db: Path, users: int, dim: int) -> bool:
+    """A store of a previous run with this many users and this embedding size."""
+    if not db.exists():
+        return False
+    with EventStore(db, readonly=True) as store:
+        if store.profiles.count() == users and store.embeddings.dim("user") == dim:
+            return True
+    raise SystemExit(f"{db} holds another store than {users:,} users with {dim}-dim embeddings: remove it or pick another path")
+
+
 def timed(fn: Callable[[Any], Any], items: list[Any]) -> np.ndarray:
     out = np.empty(len(items))
     for i, item in enumerate(items):
@@ -71,13 +84,14 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def bench(users: int, dim: int, n: int, nsamples: int | None = None) -> dict[str, Any]:
+def bench(users: int, dim: int, n: int, nsamples: int | None = None, db_path: Path | None = None) -> dict[str, Any]:
     res: dict[str, Any] = {"load_avg_start": os.getloadavg()[0], "cpus": os.cpu_count(), "uptime_start": uptime()}
     print(f"{res['uptime_start']} on {res['cpus']} cpus (other work inflates p99)")
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "bench.db"
+        db = db_path or Path(tmp) / "bench.db"
         t_build = time.perf_counter()
-        build(db, users, dim)
+        if not built(db, users, dim):
+            build(db, users, dim)
         extra = {} if nsamples is None else {"explain_nsamples": nsamples}
         s20 = Settings(db=db, explain_background=20, **extra)
         print(f"built {users:,} users in {time.perf_counter() - t_build:.0f} s; Kernel SHAP nsamples {s20.explain_nsamples}")
@@ -146,9 +160,10 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=32, help="embedding dimension (the HGT writes 32 by default)")
     ap.add_argument("--n", type=int, default=300, help="users timed for score")
     ap.add_argument("--nsamples", type=int, help="Kernel SHAP coalitions (default: UPS_EXPLAIN_NSAMPLES)")
+    ap.add_argument("--db", type=Path, help="build the store here once and reuse it (default: a temporary one)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    res = bench(args.users, args.dim, args.n, args.nsamples)
+    res = bench(args.users, args.dim, args.n, args.nsamples, args.db)
     if args.json:
         print(json.dumps(res))
 
