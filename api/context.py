@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 import anyio
 from litestar.di import NamedDependency
 
-from storage import EventStore, open_store
+from config.db_location import DbLocation
+from storage import Store, open_store
 
 from .errors import Unavailable
 from .resources import ProcessMeter
@@ -36,14 +37,14 @@ RETRY_AFTER_S = 2
 class Database:
     """One store connection per thread: handlers run on the event loop and in worker threads."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: DbLocation) -> None:
         self.path = path
         self._local = threading.local()
         self._generation = 0  # bumped by reopen(): every thread's connection is then opened anew
         open_store(path).close()  # create and migrate once, up front
 
-    def store(self) -> EventStore:
-        s: EventStore | None = getattr(self._local, "store", None)
+    def store(self) -> Store:
+        s: Store | None = getattr(self._local, "store", None)
         if s is None or (self._local.generation != self._generation and not s.in_transaction):
             if s is not None:
                 s.close()
@@ -79,7 +80,7 @@ class AppContext:
         #: CPU and memory of the API, its workers and the dataflow (cached psutil objects per pid)
         self.meter = ProcessMeter(settings.process_sample_interval)
 
-    def store(self) -> EventStore:
+    def store(self) -> Store:
         """This thread's connection to the current database."""
         return self.db.store()
 

@@ -8,20 +8,24 @@ logged with its traceback and answered with a JSON 500 that reveals nothing of t
 from __future__ import annotations
 
 import logging
-import sqlite3
 import re
+import sqlite3
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from litestar import Request, Response
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.utils.scope.state import ScopeState
 from pydantic import BaseModel, Field, ValidationError
 
-from storage.db import unwritable_reason
+from storage import is_transient, unwritable_reason
 
 log = logging.getLogger("ups.api")
+
+#: what a client is told to wait while the store cannot be reached (seconds)
+_RETRY_S = 2
 
 
 class ErrorDetail(BaseModel):
@@ -100,14 +104,20 @@ def on_recursion(request: Request[Any, Any, Any], exc: RecursionError) -> Respon
     return on_unexpected(request, exc)
 
 
-def on_database(request: Request[Any, Any, Any], exc: sqlite3.Error) -> Response[dict[str, Any]]:
-    """A store that cannot be written (read-only file, full disk) is a 503 that names the cause, and the
-    next request tries again on fresh connections; any other database error is unexpected."""
+def on_database(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """A store that cannot be written (read-only file, full disk) or reached (PostgreSQL down or
+    restarting) is a 503 that names the cause, and the next request tries again on fresh connections; any
+    other database error is unexpected."""
     reason = unwritable_reason(exc)
     if reason is None:
         return on_unexpected(request, exc)
     ctx = request.app.state.ctx
     ctx.reopen_database()
+    if is_transient(exc):
+        log.warning("the store %s cannot be reached: %s", ctx.settings.db, reason)
+        return _json(503, "unavailable", f"the store {ctx.settings.db} cannot be reached: {reason}; retry in "
+                     f"{_RETRY_S} s: the API reconnects by itself once it is back (nothing was changed)",
+                     headers={"Retry-After": str(_RETRY_S)})
     log.warning("the database %s cannot be written: %s", ctx.settings.db, reason)
     return _json(503, "unavailable", f"the database {ctx.settings.db} cannot be written: {reason}; make the file "
                  "and its folder writable or free disk space, then try again (nothing was changed)")
@@ -226,6 +236,7 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
         ScoringError: on_scoring,
         RecursionError: on_recursion,
         sqlite3.Error: on_database,
+        psycopg.Error: on_database,
         Exception: on_unexpected,
     }
 

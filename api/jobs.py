@@ -18,16 +18,19 @@ import multiprocessing
 import multiprocessing.connection
 import multiprocessing.process
 import os
+import socket
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
-from storage import EventStore, open_store
-from storage.interface import JobRepo
+import psutil
+
+from config.db_location import DbLocation
 from config.settings import Settings
+from storage import Store, open_store, this_process
+from storage.interface import JobRepo
 
 from .errors import Conflict, Unavailable
 
@@ -61,7 +64,7 @@ class _Worker:
     conn: multiprocessing.connection.Connection
     job: str | None = None
     #: the database file of that job (the API may switch files meanwhile)
-    db: Path | None = None
+    db: DbLocation | None = None
 
 
 @dataclass
@@ -75,13 +78,15 @@ class JobRunner:
     _active: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _store(self, db: Path | None = None) -> EventStore:
+    def _store(self, db: DbLocation | None = None) -> Store:
         return open_store(db or self.settings.db)
 
     def recover(self) -> list[str]:
-        """Jobs a previous API left queued or running can't finish any more: mark them failed."""
+        """Jobs a previous API left queued or running can't finish any more: mark them failed. Only those of
+        an API process gone from this host (its workers died with it): on a store shared by several API
+        nodes, the others' jobs are theirs to finish."""
         with self._store() as store:
-            ids = [r["id"] for r in store.jobs.all_active()]
+            ids = [r["id"] for r in store.jobs.all_active() if _orphaned(r.get("created_by"))]
             for job_id in ids:
                 store.jobs.update(job_id, state="failed", error="interrupted: the API stopped before it finished",
                                   finished_at=time.time())
@@ -137,7 +142,7 @@ class JobRunner:
 
     def poll(self) -> list[dict[str, Any]]:
         """Collect jobs whose worker said done or died; returns their final rows (and calls ``on_finished``)."""
-        ended: list[tuple[str, Path, int | None]] = []  # job, its file, exit code of a worker that died
+        ended: list[tuple[str, DbLocation, int | None]] = []  # job, its file, exit code of a worker that died
         with self._lock:
             for group, w in list(self._workers.items()):
                 if w.job is not None and w.conn.poll():
@@ -227,6 +232,18 @@ class _ProgressWriter:
         self.jobs.update(self.job_id, progress=min(1.0, max(0.0, float(f))), message=str(message)[:500])
 
 
+def _orphaned(created_by: str | None) -> bool:
+    """Whether the API process that created a job is gone, seen from a starting API: one of this host that
+    no longer runs, or that had this process's pid (a previous process of the same number, or a previous
+    app in this process), or a row from before jobs named their creator."""
+    if not created_by:
+        return True
+    host, _, pid = created_by.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    return int(pid) == os.getpid() or not psutil.pid_exists(int(pid))
+
+
 def exit_with_parent(parent_pid: int) -> None:
     """A worker's watchdog thread: end the process when the API that started it is gone (killed, crashed)."""
     while True:
@@ -260,11 +277,11 @@ def _warm_up(group: str, settings: Settings) -> Any:
         return None
     from config.device import resolve_device
     from scoring.graph_cache import GraphCache
-    from storage.event_store import EventStore
+    from storage import open_store
 
     graphs = GraphCache()
     try:
-        with EventStore(settings.db) as store:
+        with open_store(settings.db) as store:
             graphs.graph(store, settings.db, device=resolve_device(settings.device), sample_ratio=1.0,
                          sample_seed=settings.train_seed, compact_min=settings.graph_compact_min)
     except Exception:  # noqa: BLE001 - the first job builds it and reports what is wrong
@@ -283,7 +300,10 @@ def run_job(settings_doc: dict[str, Any], job_id: str, graphs: Any = None) -> No
         row = jobs.get(job_id)
         if row is None:
             return
-        jobs.update(job_id, state="running", started_at=time.time(), message="starting")
+        # the claim (queued -> running) succeeds for one worker only, however often the job was handed out
+        if jobs.claim(job_id, this_process()) is None:
+            return
+        jobs.update(job_id, message="starting")
         progress = _ProgressWriter(jobs, job_id)
         t0 = time.perf_counter()
         try:

@@ -10,7 +10,7 @@ from litestar.params import JSONBody
 from litestar import Response, Router, get, post
 from pydantic import BaseModel, ValidationError
 
-from storage.event_store import EventStore
+from storage import open_store
 from storage import data_config
 
 from . import commands
@@ -61,7 +61,7 @@ async def set_config(ctx: Ctx, data: JSONBody[DataConfigPatch]) -> DataConfigOut
     event = data_config.event(cfg.model_dump())
 
     def append() -> int:
-        with EventStore(ctx.settings.db) as store:
+        with open_store(ctx.settings.db) as store:
             res = store.append([event])
         return res.new[0][0] if res.new else 0
 

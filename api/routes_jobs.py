@@ -4,13 +4,13 @@ list, and follow one. A job runs in its own worker process; ``?wait=true`` waits
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
 from litestar import Response, Router, get, post
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
+from config.db_location import DbLocation
 from storage import open_store
 
 from .context import AppContext, Ctx
@@ -37,7 +37,7 @@ async def submit(ctx: AppContext, kind: str, params: dict[str, Any], wait: bool)
     return Response(JobOut(**row), status_code=202, headers={"Location": f"/api/v1/jobs/{row['id']}"})
 
 
-def _reread(db: Path, row: dict[str, Any]) -> dict[str, Any]:
+def _reread(db: DbLocation, row: dict[str, Any]) -> dict[str, Any]:
     """The job's row in the file it was submitted to (a regenerate switches files meanwhile)."""
     with open_store(db) as store:
         found = store.jobs.get(row["id"])

@@ -168,6 +168,8 @@ class JobOut(Open):
     started_at: float | None = None
     finished_at: float | None = None
     duration_s: float | None = None
+    created_by: str | None = Field(None, description="the API process that created it (host:pid)")
+    claimed_by: str | None = Field(None, description="the worker process that runs it (host:pid)")
 
 
 class JobList(BaseModel):

@@ -6,9 +6,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, PlainSerializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .db_location import DbLocation, PostgresUrl, location_arg, parse_db
 from .generator import EDGE_RANGE_FIELDS, EdgeRange, GeneratorSettings
 
 
@@ -26,7 +27,14 @@ class Settings(BaseSettings, GeneratorSettings):
     model_config = SettingsConfigDict(env_prefix="UPS_", extra="ignore", validate_assignment=True)
 
     # storage
-    db: Path = Field(Path("var/ups.db"), description="SQLite event store file")
+    # serialised whole, password included: settings travel to child processes as JSON (``ups config`` redacts)
+    db: Annotated[DbLocation, BeforeValidator(parse_db), PlainSerializer(location_arg, when_used="json")] = Field(
+        Path("var/ups.db"), description="the store: a SQLite file, or a postgresql://user@host:port/db URL"
+    )
+    pg_state_dir: Path | None = Field(
+        None, description="folder for what a flow keeps on its machine (recovery, logs) when the store is PostgreSQL "
+        "(default var/<host>-<port>-<database>.state)"
+    )
     device: Literal["auto", "gpu", "cpu"] = Field("auto", description="auto takes CUDA when present")
 
     # mock data: the fields of GeneratorSettings, and when the generated history ends
@@ -316,13 +324,16 @@ class Settings(BaseSettings, GeneratorSettings):
 
     @model_validator(mode="after")
     def _db_is_file(self) -> "Settings":
-        if self.db.exists() and self.db.is_dir():
+        if isinstance(self.db, Path) and self.db.exists() and self.db.is_dir():
             raise ValueError(f"UPS_DB={self.db} is a directory; give a file path such as var/ups.db")
         return self
 
     @property
     def state_dir(self) -> Path:
-        """Everything kept beside the database (recovery, models, logs): one folder per database."""
+        """Everything kept beside the database (recovery, models, logs): one folder per database; for a
+        PostgreSQL store, a folder on this machine named after it (or ``pg_state_dir``)."""
+        if isinstance(self.db, PostgresUrl):
+            return self.pg_state_dir or Path("var") / f"{self.db.state_name}.state"
         return self.db.parent / f"{self.db.stem}.state"
 
     @property

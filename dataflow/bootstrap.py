@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Callable, Iterable, Iterator
 
-from storage.event_store import EventStore
+from storage import Store
 from storage.events import Event
-from storage.interface import Store
 
 from .generator import MockGenerator
 
@@ -45,7 +44,7 @@ def dataset_tags(store: Store) -> list[str]:
 
 
 def append_dataset(
-    store: EventStore,
+    store: Store,
     gen: MockGenerator,
     batch_size: int = 10_000,
     on_progress: Callable[[int], None] | None = None,

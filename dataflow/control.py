@@ -19,11 +19,11 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
+from config.db_location import DbLocation
 from storage import DatabaseError
-from storage.event_store import EventStore
+from storage import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ PROFILES_CHECKPOINT = "profiles"
 WRITER_AUTOCHECKPOINT_PAGES = 100_000
 
 
-def tune_writer(store: EventStore, cache_mb: int) -> None:
+def tune_writer(store: Store, cache_mb: int) -> None:
     """Settings of the flow's writer connections: a page cache that holds the log's indexes (every
     append touches them), and WAL checkpoints left to the control thread (:meth:`ControlLoop.run`)
     so the writers do not stop for the copy and sync of each one."""
@@ -141,10 +141,10 @@ class FlowControl:
         return "rejected", f"unknown command {command!r}; known: {', '.join(COMMANDS)}"
 
 
-def record_failure(db: Path, error: str, *, pid: int | None = None) -> None:
+def record_failure(db: DbLocation, error: str, *, pid: int | None = None) -> None:
     """The ``dataflow`` status row says the flow failed, and why (read by the API's /health); ``pid``:
     the failed flow's process, when the caller is that process."""
-    with EventStore(db) as store, store.transaction():
+    with open_store(db) as store, store.transaction():
         status = store.status
         doc = {k: v for k, v in (status.get("dataflow") or {}).items() if k != "updated_at"}
         doc.update(state="failed", error=error, failed_at=time.time())
@@ -158,7 +158,7 @@ class ControlLoop(threading.Thread):
 
     def __init__(
         self,
-        db: Path,
+        db: DbLocation,
         control: FlowControl,
         *,
         status_interval: float,
@@ -184,7 +184,7 @@ class ControlLoop(threading.Thread):
     def start(self) -> None:
         """Restore the operator's switches and apply the commands asked while no flow ran, before the
         flow emits anything; then poll on a thread."""
-        with EventStore(self.db) as store:
+        with open_store(self.db) as store:
             for pair in SWITCHES:
                 last = store.ops.last_of(pair, states=("applied",))
                 if last is not None:
@@ -197,7 +197,7 @@ class ControlLoop(threading.Thread):
         super().start()
 
     def run(self) -> None:
-        store = EventStore(self.db)
+        store = open_store(self.db, wait_out="the flow's control loop")
         try:
             next_status = next_checkpoint = 0.0
             while not self._done.is_set():
@@ -218,7 +218,7 @@ class ControlLoop(threading.Thread):
         finally:
             store.close()
 
-    def _poll(self, store: EventStore) -> None:
+    def _poll(self, store: Store) -> None:
         ops = store.ops
         for row in ops.after(self._cursor):
             op_id, command, params, state = row["id"], row["command"], row["params"], row["state"]
@@ -237,7 +237,7 @@ class ControlLoop(threading.Thread):
                 ops.resolve(op_id, result, effect)
             log.info("command %s #%d: %s (%s)", command, op_id, result, effect)
 
-    def status_doc(self, store: EventStore, state: str) -> dict[str, Any]:
+    def status_doc(self, store: Store, state: str) -> dict[str, Any]:
         c = self.control
         now = time.time()
         last_seq = store.last_seq()
@@ -271,7 +271,7 @@ class ControlLoop(threading.Thread):
         doc.update(c.refresh_status())
         return doc
 
-    def write_status(self, store: EventStore, state: str) -> dict[str, Any]:
+    def write_status(self, store: Store, state: str) -> dict[str, Any]:
         doc = self.status_doc(store, state)
         with store.transaction():
             store.status.put("dataflow", doc)
@@ -286,5 +286,5 @@ class ControlLoop(threading.Thread):
             self.join(timeout=30)
         if not self.resolve:
             return None
-        with EventStore(self.db) as store:
+        with open_store(self.db) as store:
             return self.write_status(store, "stopped")

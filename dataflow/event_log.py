@@ -19,12 +19,12 @@ import logging
 import time
 from collections import deque
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from bytewax.operators import StatefulBatchLogic
 
-from storage.event_store import EventStore
+from config.db_location import DbLocation
+from storage import open_store
 
 from .log_writer import Appended, LogWriter
 from .sources import IngestBatch, LogBatch, read_log
@@ -44,16 +44,16 @@ class LogAppendLogic(StatefulBatchLogic[IngestBatch | list[Any], LogBatch, int])
     def __init__(
         self,
         resume: int | None,
-        db: Path,
+        db: DbLocation,
         *,
         poll_interval: float = 0.5,
         page: int = 10_000,
         max_pages: int = 10,
         cache_mb: int = 128,
     ) -> None:
-        self.db = Path(db)
+        self.db = db
         self.cache_mb = cache_mb
-        self.store = EventStore(db)  # reads back gaps; validation and appends happen in the writer process
+        self.store = open_store(db, wait_out="the flow's log reader")  # reads back gaps; validation and appends happen in the writer process
         self.writer: LogWriter | None = None
         self.upto = resume or 0
         self.poll_interval = poll_interval

@@ -29,7 +29,8 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import FixedPartitionedSource
 
-from storage.event_store import EventStore
+from config.db_location import DbLocation
+from storage import open_store
 from config.settings import Settings
 
 from .control import FlowControl
@@ -49,7 +50,7 @@ AttachRefresh = Callable[[Stream[LogBatch], FlowControl], None]
 
 def add_profile_projection(
     log_batches: Stream[LogBatch],
-    db: Path,
+    db: DbLocation,
     *,
     shards: int,
     flush_interval: float,
@@ -87,7 +88,7 @@ def add_profile_projection(
     op.output("profiles", to_sink, ProfileSink(db, shards, final_seq=final_seq, on_write=on_write, cache_mb=cache_mb))
 
 
-def add_rules_projection(log_batches: Stream[LogBatch], db: Path, *, in_order: bool) -> None:
+def add_rules_projection(log_batches: Stream[LogBatch], db: DbLocation, *, in_order: bool) -> None:
     """rule.* events -> the rules projection."""
 
     def rule_changes(batch: LogBatch) -> list[tuple[str, RuleChange]]:
@@ -158,11 +159,11 @@ def kafka_source(settings: Settings, control: FlowControl) -> KafkaIngest:
 class ProfileLoader:
     """Loads stored profiles of users a replay meets first (replay continuing from a seq)."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: DbLocation) -> None:
         self.db = db
 
     def __call__(self, user_ids: list[str]) -> dict[str, ProfileState]:
-        with EventStore(self.db, readonly=True) as store:
+        with open_store(self.db, readonly=True, wait_out="the profile loader") as store:
             seqs = store.profiles.last_seqs(user_ids)
             return {
                 uid: ProfileState.from_document(doc, seqs.get(uid, 0))
@@ -173,8 +174,8 @@ class ProfileLoader:
 def build_replay_flow(
     settings: Settings,
     *,
-    source_db: Path,
-    into: Path,
+    source_db: DbLocation,
+    into: DbLocation,
     first: int,
     last: int,
     parts: int,

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Self
 
+from config.db_location import DbLocation
+
 LOCK_NAME = "flow.lock"
 
 #: how long an acquire keeps trying before it believes the lock is held: a probe (:func:`holder_of`)
@@ -105,7 +107,7 @@ class FlowLock:
     def __init__(
         self,
         state_dir: Path,
-        db: Path,
+        db: DbLocation,
         *,
         role: str = "dataflow",
         process_id: int | None = None,

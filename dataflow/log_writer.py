@@ -26,12 +26,14 @@ import subprocess
 import sys
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import Connection
 from operator import attrgetter
-from pathlib import Path
 from typing import Any
 
-from storage.event_store import AppendResult, EventStore, _raw_text
+from config.db_location import DbLocation, location_arg
+from storage import Store, open_store, retry_transient
+from storage.event_store import AppendResult, _raw_text
 from storage.events import Event, InvalidEvent
 
 from .sources import IngestBatch
@@ -90,10 +92,10 @@ class LogWriter:
     """The parent's end: :meth:`send` an input batch (returns once the child has taken it),
     :meth:`receive` what became of the oldest batch not received yet."""
 
-    def __init__(self, db: Path, cache_mb: int) -> None:
-        self.db = Path(db)
+    def __init__(self, db: DbLocation, cache_mb: int) -> None:
+        self.db = db
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", __name__, str(self.db), str(int(cache_mb))],
+            [sys.executable, "-m", __name__, location_arg(self.db), str(int(cache_mb))],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -162,7 +164,7 @@ class LogWriter:
 
 
 def _append(
-    store: EventStore, origin: str, lines: list[int] | None, unit: str, kind: int, wire: bytes
+    store: Store, origin: str, lines: list[int] | None, unit: str, kind: int, wire: bytes
 ) -> tuple[Any, ...]:
     rows = marshal.loads(wire)
     raws: list[Any]
@@ -221,7 +223,7 @@ def _serve(db: str, cache_mb: int) -> None:
     out = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)
     inp = Connection(os.dup(0), writable=False)
-    store = EventStore(db)
+    store = open_store(db, wait_out="the event log writer")
     tune_writer(store, cache_mb)
     try:
         while True:
@@ -230,7 +232,10 @@ def _serve(db: str, cache_mb: int) -> None:
             except EOFError:
                 return
             try:
-                reply: tuple[str, Any] = ("ok", _append(store, origin, lines, unit, kind, wire))
+                # a server outage is waited out: the batch is appended again once it is back (idempotent)
+                reply: tuple[str, Any] = (
+                    "ok", retry_transient(partial(_append, store, origin, lines, unit, kind, wire), "the event log writer")
+                )
             except Exception as err:  # sent back: the flow raises it
                 reply = ("error", f"{type(err).__name__}: {err}")
             out.send_bytes(marshal.dumps(reply))

@@ -8,20 +8,20 @@ version), so a dataset of another config or generator version gets no oracle rat
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from config.db_location import DbLocation
 from storage import data_config
-from storage.event_store import EventStore
+from storage import Store, open_store
 
 from .generator import GeneratorConfig, Population, user_id
 
 Oracle = Callable[[Sequence[str]], np.ndarray]
 
 
-def generator_config(store: EventStore, settings: Any = None) -> GeneratorConfig | None:
+def generator_config(store: Store, settings: Any = None) -> GeneratorConfig | None:
     """The config the store's dataset was generated with, if it matches the log: the recorded one
     (``ups up``, the API), else the settings' (``ups generate`` records none)."""
     recorded = data_config.in_effect(store)
@@ -37,10 +37,10 @@ def generator_config(store: EventStore, settings: Any = None) -> GeneratorConfig
     return next((c for c in candidates if store.get(f"{c.tag}-r{user_id(0)}") is not None), None)
 
 
-def retention_oracle(db: str | Path, settings: Any = None) -> Oracle | None:
+def retention_oracle(db: DbLocation | str, settings: Any = None) -> Oracle | None:
     """P(retained) per user id, NaN for users the generator did not draw (live sign-ups, other data);
     None when the store's dataset cannot be regenerated (another config or generator version)."""
-    with EventStore(db, readonly=True) as store:
+    with open_store(db, readonly=True) as store:
         cfg = generator_config(store, settings)
     if cfg is None:
         return None

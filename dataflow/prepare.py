@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from config.db_location import DbLocation
 from config.progress import Progress, part
 from config.settings import Settings
 from storage import data_config
@@ -24,12 +25,12 @@ class PrepareSummary:
 
 
 def generate_if_empty(settings: Settings, progress: Progress) -> int:
-    from storage.event_store import EventStore
+    from storage import open_store
 
     from .bootstrap import append_dataset
     from .generator import GeneratorConfig, MockGenerator
 
-    with EventStore(settings.db) as store:
+    with open_store(settings.db) as store:
         if store.count() > 0:
             return 0
         gen = MockGenerator(GeneratorConfig.from_settings(settings))
@@ -49,12 +50,12 @@ def generate_if_empty(settings: Settings, progress: Progress) -> int:
 def project(settings: Settings, progress: Progress) -> int:
     """Fold the log into the profiles the models train on (the live flow's fold, run as a replay);
     continues from the profiles checkpoint, so a database already folded costs nothing."""
-    from storage.event_store import EventStore
+    from storage import open_store
 
     from .control import PROFILES_CHECKPOINT
     from .runner import replay
 
-    with EventStore(settings.db) as store:
+    with open_store(settings.db) as store:
         last, done = store.last_seq(), store.checkpoints.get(PROFILES_CHECKPOINT)
     if done >= last:
         return 0
@@ -108,8 +109,13 @@ def prepare(settings: Settings, progress: Progress) -> PrepareSummary:
     return out
 
 
-def next_db_path(current: Path) -> Path:
+def next_db_path(current: DbLocation) -> Path:
     """``ups.db`` → ``ups.gen2.db`` → ``ups.gen3.db`` …: a new file beside the current one."""
+    if not isinstance(current, Path):
+        raise ValueError(
+            f"a regenerate writes a new SQLite file beside the current one; the store is {current}: create a "
+            "database, generate into it (ups generate --db URL) and point UPS_DB at it"
+        )
     stem, n = current.stem, 2
     base, _, num = stem.rpartition(".gen")
     if base and num.isdigit():

@@ -17,7 +17,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from config.settings import Settings
 from scoring.embed import EmbeddingRowT, write_rows
 from scoring.refresh import IncrementalRefresher, RefresherSnapshot
-from storage.event_store import EventStore
+from storage import open_store, retry_transient
 
 from .control import FlowControl
 from .flow import AttachRefresh
@@ -146,14 +146,15 @@ def refresh_builder(
 
 class _RowsPartition(StatelessSinkPartition):
     def __init__(self, db: Any) -> None:
-        self.store = EventStore(db)
+        self.store = open_store(db, wait_out="the embedding sink")
 
     def write_batch(self, items: list[Any]) -> None:
         rows: list[EmbeddingRowT] = []
         for item in items:
             value = item[1] if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], RefreshOutput) else item
             rows.extend(value.rows if isinstance(value, RefreshOutput) else [value])
-        write_rows(self.store, rows, batch=max(1, len(rows)))  # one transaction per batch (a tick's rows)
+        # one transaction per batch (a tick's rows); a server outage is waited out (upserts: harmless again)
+        retry_transient(lambda: write_rows(self.store, rows, batch=max(1, len(rows))), "the embedding sink")
 
     def close(self) -> None:
         self.store.close()

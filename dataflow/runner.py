@@ -18,9 +18,10 @@ from bytewax.inputs import FixedPartitionedSource
 from bytewax.run import cli_main
 from bytewax.testing import run_main
 
+from config.db_location import DbLocation
 from config.settings import Settings
 from scoring.rule_store import CHECKPOINT as RULES_CHECKPOINT
-from storage.event_store import EventStore
+from storage import open_store, parse_db, store_exists
 
 from .control import PROFILES_CHECKPOINT, ControlLoop, FlowControl, record_failure
 from .errors import FlowConfigError
@@ -91,7 +92,7 @@ class RunSummary:
 @contextmanager
 def holding_store(
     settings: Settings,
-    db: Path | None = None,
+    db: DbLocation | None = None,
     *,
     role: str = "dataflow",
     process_id: int | None = None,
@@ -100,7 +101,7 @@ def holding_store(
     """Hold ``db``'s writer lock (default: the settings' database) for the block; refused with a
     :class:`FlowConfigError` naming the holder while another flow or replay runs there (two would fold
     the log twice)."""
-    db = Path(db) if db is not None else settings.db
+    db = parse_db(db) if db is not None else settings.db
     lock = FlowLock(
         settings.model_copy(update={"db": db}).state_dir, db, role=role, process_id=process_id, addresses=addresses
     )
@@ -115,7 +116,7 @@ def holding_store(
 
 
 @contextmanager
-def _failure_recorded(db: Path, speaks: bool) -> Iterator[None]:
+def _failure_recorded(db: DbLocation, speaks: bool) -> Iterator[None]:
     """A run that fails leaves the status row saying so, and why (``speaks``: process 0 of a cluster)."""
     try:
         yield
@@ -188,7 +189,7 @@ def run_dataflow(
             log.warning("recovery state set aside in %s; the flow's state is rebuilt from the event log", aside)
         recovery = ensure_recovery(settings, create=not process_id) if settings.recovery else None
         flow = build_live_flow(settings, ingest, control, attach_refresh=attach_refresh)
-        with EventStore(settings.db) as store:
+        with open_store(settings.db) as store:
             seq0 = store.last_seq()
         control_loop = ControlLoop(
             settings.db,
@@ -213,7 +214,7 @@ def run_dataflow(
         finally:
             status = control_loop.finish() or {}
         seconds = time.perf_counter() - t0
-        with EventStore(settings.db) as store:
+        with open_store(settings.db) as store:
             return RunSummary(
                 events_in=store.last_seq() - seq0,
                 seconds=seconds,
@@ -234,7 +235,7 @@ class ReplaySummary:
     events: int
     profiles: int
     seconds: float
-    into: Path
+    into: DbLocation
 
     @property
     def rate(self) -> float:
@@ -246,7 +247,7 @@ def replay(
     *,
     from_seq: int = 1,
     to_seq: int | None = None,
-    into: Path | None = None,
+    into: DbLocation | str | None = None,
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> ReplaySummary:
@@ -254,10 +255,10 @@ def replay(
     (default: the database itself). From seq 1 the projection is rebuilt from nothing; from a later seq it continues
     a projection whose checkpoint is ``from_seq - 1``."""
     source_db = settings.db
-    if not source_db.exists():
+    if not store_exists(source_db):
         raise FlowConfigError(f"no database at {source_db}")
-    target = Path(into) if into is not None else source_db
-    with EventStore(source_db, readonly=True) as store:
+    target = parse_db(into) if into is not None else source_db
+    with open_store(source_db, readonly=True) as store:
         last_seq = store.last_seq()
     last = last_seq if to_seq is None else min(to_seq, last_seq)
     if from_seq < 1:
@@ -270,14 +271,14 @@ def replay(
 
 def _replay_locked(
     settings: Settings,
-    source_db: Path,
-    target: Path,
+    source_db: DbLocation,
+    target: DbLocation,
     from_seq: int,
     last: int,
     workers: int,
     progress: Callable[[int], None] | None,
 ) -> ReplaySummary:
-    with EventStore(target) as store, store.transaction():
+    with open_store(target) as store, store.transaction():
         cp = store.checkpoints.get(PROFILES_CHECKPOINT)
         if from_seq == 1:
             store.profiles.clear()
@@ -299,6 +300,6 @@ def _replay_locked(
         else:
             cli_main(flow, workers_per_process=workers)
     seconds = time.perf_counter() - t0
-    with EventStore(target) as store:
+    with open_store(target) as store:
         n = store.profiles.count()
     return ReplaySummary(from_seq, last, max(0, last - from_seq + 1), int(n), seconds, target)

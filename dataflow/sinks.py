@@ -1,4 +1,4 @@
-"""Bytewax sinks into the SQLite store: the profiles and rules projections.
+"""Bytewax sinks into the store: the profiles and rules projections.
 
 Each worker opens its own connection (``build``/``build_part`` run on the worker's thread). Profile
 upserts are idempotent (the same document for the same seq), so what Bytewax delivers again after a
@@ -7,14 +7,14 @@ resume changes nothing. (Dead letters are written by the append step, dataflow.l
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Optional
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from config.db_location import DbLocation
 from scoring.rule_store import CHECKPOINT as RULES_CHECKPOINT
 from scoring.rule_store import RULE_EVENT_TYPES, apply_rule_event
-from storage.event_store import EventStore
+from storage import open_store, retry_transient
 from storage.events import Event
 
 from .control import PROFILES_CHECKPOINT, tune_writer
@@ -29,14 +29,14 @@ ShardProgress = dict[str, int]
 class _ProfilePartition(StatefulSinkPartition[tuple[str, ProfileFlush], ShardProgress]):
     def __init__(
         self,
-        db: Path,
+        db: DbLocation,
         shard_count: int,
         progress: ShardProgress,
         final_seq: int | None,
         on_write: Callable[[int], None] | None,
         cache_mb: int,
     ) -> None:
-        self.store = EventStore(db)
+        self.store = open_store(db, wait_out="the profile sink")
         tune_writer(self.store, cache_mb)
         self.shard_count = shard_count
         self.progress = progress
@@ -45,6 +45,12 @@ class _ProfilePartition(StatefulSinkPartition[tuple[str, ProfileFlush], ShardPro
 
     def write_batch(self, values: list[tuple[str, ProfileFlush]]) -> None:
         rows = [doc for _, flush in values for doc in flush.docs]
+        # a server outage is waited out; the same upserts and checkpoint again are harmless
+        retry_transient(lambda: self._write(rows, values), "the profile sink")
+        if self.on_write is not None:
+            self.on_write(len(rows))
+
+    def _write(self, rows: list[tuple[str, str, int]], values: list[tuple[str, ProfileFlush]]) -> None:
         with self.store.transaction():
             if rows:
                 self.store.profiles.upsert_many(rows)
@@ -54,16 +60,13 @@ class _ProfilePartition(StatefulSinkPartition[tuple[str, ProfileFlush], ShardPro
             if self.final_seq is None and len(self.progress) >= self.shard_count:
                 # every shard has written all it folded up to this seq: the projection is complete there
                 self.store.checkpoints.set(PROFILES_CHECKPOINT, min(self.progress.values()))
-        if self.on_write is not None:
-            self.on_write(len(rows))
 
     def snapshot(self) -> ShardProgress:
         return dict(self.progress)
 
     def close(self) -> None:
         if self.final_seq is not None:
-            with self.store.transaction():
-                self.store.checkpoints.set(PROFILES_CHECKPOINT, self.final_seq)
+            self.store.checkpoints.set(PROFILES_CHECKPOINT, self.final_seq)
         self.store.close()
 
 
@@ -77,14 +80,14 @@ class ProfileSink(FixedPartitionedSink[tuple[str, ProfileFlush], ShardProgress])
 
     def __init__(
         self,
-        db: Path,
+        db: DbLocation,
         shard_count: int,
         *,
         final_seq: int | None = None,
         on_write: Callable[[int], None] | None = None,
         cache_mb: int = 128,
     ) -> None:
-        self.db = Path(db)
+        self.db = db
         self.shard_count = shard_count
         self.final_seq = final_seq
         self.on_write = on_write
@@ -108,8 +111,8 @@ RULE_TYPES = frozenset(RULE_EVENT_TYPES)
 
 
 class _RulesPartition(StatefulSinkPartition[RuleChange, None]):
-    def __init__(self, db: Path, in_order: bool) -> None:
-        self.store = EventStore(db)
+    def __init__(self, db: DbLocation, in_order: bool) -> None:
+        self.store = open_store(db, wait_out="the rules sink")
         self.in_order = in_order
         self.pending: list[RuleChange] = []
 
@@ -120,6 +123,9 @@ class _RulesPartition(StatefulSinkPartition[RuleChange, None]):
             self.pending.extend(values)
 
     def _apply(self, changes: list[RuleChange]) -> None:
+        retry_transient(lambda: self._apply_once(changes), "the rules sink")
+
+    def _apply_once(self, changes: list[RuleChange]) -> None:
         with self.store.transaction():
             # The rule store applies its own changes as it appends them; only what the projection has
             # not applied yet (events appended by others, a replay) goes in, so it never steps back.
@@ -147,8 +153,8 @@ class RulesSink(FixedPartitionedSink[RuleChange, None]):
 
     PART = "rules"
 
-    def __init__(self, db: Path, *, in_order: bool = True) -> None:
-        self.db = Path(db)
+    def __init__(self, db: DbLocation, *, in_order: bool = True) -> None:
+        self.db = db
         self.in_order = in_order
 
     def list_parts(self) -> list[str]:

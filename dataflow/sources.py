@@ -16,7 +16,9 @@ from typing import Any, Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from storage.event_store import EventStore
+from config.db_location import DbLocation
+from storage import store_exists
+from storage import Store, open_store
 from storage.events import Event
 
 from .control import FlowControl
@@ -163,7 +165,7 @@ class MockSource(FixedPartitionedSource[IngestBatch, MockCursor]):
         max_events: int | None = None,
         batch_size: int = 2000,
         base_ts: float | None = None,
-        db: Path | None = None,
+        db: DbLocation | None = None,
     ) -> None:
         self.gen = gen
         self.db = db
@@ -184,10 +186,10 @@ class MockSource(FixedPartitionedSource[IngestBatch, MockCursor]):
 
     def _cursor_from_log(self) -> MockCursor | None:
         """The cursor just after the stream's newest event in the log, on the same timeline."""
-        if self.db is None or not self.db.exists():
+        if self.db is None or not store_exists(self.db):
             return None
         prefix = self.gen.live_prefix
-        with EventStore(self.db, readonly=True) as store:
+        with open_store(self.db, readonly=True, wait_out="the mock source") as store:
             newest = store.newest_with_id_prefix(prefix)
         if newest is None or not newest[0][len(prefix):].isdigit():
             return None
@@ -278,7 +280,7 @@ class JsonlSource(FixedPartitionedSource[IngestBatch, FileCursor]):
 # ---------------------------------------------------------------------------------- the log itself
 
 
-def read_log(store: EventStore, first: int, last: int, limit: int) -> LogBatch | None:
+def read_log(store: Store, first: int, last: int, limit: int) -> LogBatch | None:
     """Events ``first..last`` (at most ``limit``) with their seqs, or None past the end."""
     events, seqs = store.read_batch(first, last, limit)
     if not events:
@@ -287,8 +289,8 @@ def read_log(store: EventStore, first: int, last: int, limit: int) -> LogBatch |
 
 
 class _LogPartition(StatefulSourcePartition[LogBatch, int]):
-    def __init__(self, db: Path, next_seq: int, last: int, batch_size: int) -> None:
-        self.store = EventStore(db, readonly=True)
+    def __init__(self, db: DbLocation, next_seq: int, last: int, batch_size: int) -> None:
+        self.store = open_store(db, readonly=True, wait_out="the log source")
         self.next_seq = next_seq
         self.last = last
         self.batch_size = batch_size
@@ -311,8 +313,8 @@ class _LogPartition(StatefulSourcePartition[LogBatch, int]):
 class LogSource(FixedPartitionedSource[LogBatch, int]):
     """Reads ``first..last`` of the event log, the seq range split into partitions (the replay input)."""
 
-    def __init__(self, db: Path, first: int, last: int, parts: int = 1, *, batch_size: int = 10_000) -> None:
-        self.db = Path(db)
+    def __init__(self, db: DbLocation, first: int, last: int, parts: int = 1, *, batch_size: int = 10_000) -> None:
+        self.db = db
         self.batch_size = batch_size
         n = last - first + 1
         parts = max(1, min(parts, n)) if n > 0 else 1

@@ -11,8 +11,7 @@ import torch
 from torch import Tensor
 
 from config.progress import Progress
-from storage.event_store import EventStore
-from storage.interface import Store
+from storage import Store, open_store, store_exists
 
 from .graph import HeteroGraph
 from .graph_loader import build_graph
@@ -49,7 +48,7 @@ def write_rows(store: Store, rows: Iterable[EmbeddingRowT], batch: int = 20_000)
     return n
 
 
-def write_all(store: EventStore, graph: HeteroGraph, emb: Mapping[str, Tensor], version: int, chunk: int = 50_000) -> int:
+def write_all(store: Store, graph: HeteroGraph, emb: Mapping[str, Tensor], version: int, chunk: int = 50_000) -> int:
     """Upsert every node's embedding, one transaction per ``chunk`` nodes of a type, in blocks
     (``Embeddings.put_block``: no Python step per row)."""
     n = 0
@@ -73,12 +72,12 @@ def embed_all(
 
     t0 = time.perf_counter()
     report = progress or (lambda f, m: None)
-    if not settings.db.exists():
+    if not store_exists(settings.db):
         raise FileNotFoundError(f"no database at {settings.db}; run `ups generate` first")
     if not 0 < sample_ratio <= 1:
         raise ValueError(f"sample_ratio must be within (0, 1], not {sample_ratio}")
     device = resolve_device(settings.device)
-    with EventStore(settings.db) as store:
+    with open_store(settings.db) as store:
         loaded = load_model(store, device=device)
         if loaded is None:
             raise ValueError("no HGT model registered yet; run `ups train` first")

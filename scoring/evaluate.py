@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from config.progress import Progress
-from storage.event_store import EventStore
+from storage import Store, open_store, store_exists
 
 from .graph import HeteroGraph
 from .graph_buffers import EdgeTable
@@ -177,7 +177,7 @@ def link_aucs(
 # ------------------------------------------------------------------------------------------ label AUC
 
 
-def observed_labels(store: EventStore, label: str = "churn") -> dict[str, int]:
+def observed_labels(store: Store, label: str = "churn") -> dict[str, int]:
     """user id -> last observed value of ``label``."""
     out: dict[str, int] = {}
     for ev in store.read(types=["label.observed"]):
@@ -218,11 +218,11 @@ def evaluate(settings: Any, progress: Progress | None = None) -> dict[str, Any]:
     from .graph_loader import build_graph
     from .model_io import load_model, untrained_copy
 
-    if not settings.db.exists():
+    if not store_exists(settings.db):
         raise FileNotFoundError(f"no database at {settings.db}; run `ups generate` first")
     device = resolve_device(settings.device)
     report = progress or (lambda f, m: None)
-    with EventStore(settings.db) as store:
+    with open_store(settings.db) as store:
         loaded = load_model(store, device=device)
         if loaded is None:
             raise ValueError("no HGT model registered yet; run `ups train` first")

@@ -11,7 +11,8 @@ from typing import Callable
 
 import torch
 
-from storage.event_store import EventStore
+from config.db_location import DbLocation
+from storage import Store
 
 from .graph import HeteroGraph
 from .graph_loader import build_graph, read_batches
@@ -21,7 +22,7 @@ from .graph_loader import build_graph, read_batches
 class GraphKey:
     """What makes two graphs of the log the same graph."""
 
-    db: Path
+    db: DbLocation
     device: str
     sample_ratio: float
     sample_seed: int
@@ -41,8 +42,8 @@ class GraphCache:
 
     def graph(
         self,
-        store: EventStore,
-        db: Path,
+        store: Store,
+        db: DbLocation,
         *,
         device: torch.device,
         sample_ratio: float,
@@ -51,7 +52,7 @@ class GraphCache:
         progress: Callable[[float, str], None] | None = None,
     ) -> HeteroGraph:
         """The graph of the whole log as it is now (built on first use, then kept)."""
-        key = GraphKey(db.resolve(), str(device), sample_ratio, sample_seed, compact_min)
+        key = GraphKey(db.resolve() if isinstance(db, Path) else db, str(device), sample_ratio, sample_seed, compact_min)
         graph = self._graphs.pop(key, None)
         if graph is None:
             graph = build_graph(store, device=device, sample_ratio=sample_ratio, sample_seed=sample_seed,

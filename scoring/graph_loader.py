@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from storage.columns import EventBatch
-from storage.event_store import EventStore
+from storage import Store, open_store, store_exists
 
 from .graph import HeteroGraph
 from .graph_schema import ATTRIBUTE_EVENTS, EDGE_TYPES, GRAPH_EVENT_TYPES, NODE_TYPES, RELATIONS, edge_key
@@ -16,7 +16,7 @@ from .threads import ThreadLimit, read_ahead
 
 
 def read_batches(
-    store: EventStore, from_seq: int = 1, to_seq: int | None = None, chunk: int = 500_000
+    store: Store, from_seq: int = 1, to_seq: int | None = None, chunk: int = 500_000
 ) -> Iterable[EventBatch]:
     """Graph events from the log as columnar batches (``chunk`` seqs each); payloads are read for
     attribute events only."""
@@ -24,7 +24,7 @@ def read_batches(
 
 
 def build_graph(
-    store: EventStore,
+    store: Store,
     *,
     device: torch.device | str = "cpu",
     sample_ratio: float = 1.0,
@@ -54,9 +54,9 @@ def build_graph(
 
 def graph_statistics(settings: Any) -> GraphStatistics:
     """Node and edge counts per type, straight from the log (no graph is built)."""
-    if not settings.db.exists():
+    if not store_exists(settings.db):
         raise FileNotFoundError(f"no database at {settings.db}; run `ups generate` first")
-    with EventStore(settings.db, readonly=True) as store:
+    with open_store(settings.db, readonly=True) as store:
         user_events = [e for e, t in ATTRIBUTE_EVENTS.items() if t == "user"] + list(RELATIONS)
         targets = {t: [e for e, nt in ATTRIBUTE_EVENTS.items() if nt == t]
                    + [e for e, et in RELATIONS.items() if et[2] == t] for t in ("product", "app")}

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from storage.event_store import EventStore
+from storage import open_store
 from storage.events import Event
 
 from .embed import EmbeddingRowT, embedding_rows
@@ -140,7 +140,7 @@ class IncrementalRefresher:
         self.clock = clock
         self.device = resolve_device(settings.device) if graph is None else graph.device
         self._fanouts = parse_fanouts(self.config.fanouts)
-        self.store = EventStore(settings.db)
+        self.store = open_store(settings.db, wait_out="the embedding refresher")  # a flow waits out an outage
         if graph is None:
             graph = build_graph(self.store, device=self.device, upto_seq=upto_seq, compact_min=self.config.compact_min)
         self.graph = graph

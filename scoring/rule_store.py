@@ -62,6 +62,7 @@ class RuleStore:
         if self.applied() >= self.version():
             return self.version()
         with self.store.transaction():
+            self.store.lock_appends()  # the check below holds until the event is appended
             self._apply_from(self.applied() + 1)
         return self.version()
 
@@ -89,6 +90,7 @@ class RuleStore:
     def create(self, rule: Rule) -> int:
         """Append ``rule.created``; raises RuleExists. Returns the new rules version."""
         with self.store.transaction():
+            self.store.lock_appends()  # the check below holds until the event is appended
             self._apply_from(self.applied() + 1)
             if self.store.rules.get(rule.name) is not None:
                 raise RuleExists(rule.name)
@@ -97,6 +99,7 @@ class RuleStore:
     def update(self, rule: Rule) -> int:
         """Append ``rule.updated``; raises RuleNotFound."""
         with self.store.transaction():
+            self.store.lock_appends()  # the check below holds until the event is appended
             self._apply_from(self.applied() + 1)
             if self.store.rules.get(rule.name) is None:
                 raise RuleNotFound(rule.name)
@@ -105,6 +108,7 @@ class RuleStore:
     def delete(self, name: str) -> int:
         """Append ``rule.deleted``; raises RuleNotFound."""
         with self.store.transaction():
+            self.store.lock_appends()  # the check below holds until the event is appended
             self._apply_from(self.applied() + 1)
             if self.store.rules.get(name) is None:
                 raise RuleNotFound(name)
@@ -113,6 +117,7 @@ class RuleStore:
     def ensure_defaults(self, defaults: Iterable[Rule]) -> bool:
         """Create the default rules when the log has never had a rule event (so deleting them sticks)."""
         with self.store.transaction():
+            self.store.lock_appends()  # two API nodes starting at once create them once
             if self.version() > 0:
                 return False
             for rule in defaults:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel
 
-from storage.event_store import EventStore
+from storage import open_store
 from storage.events import validate_event
 from storage.projections import EmbeddingRow
 from config.progress import Progress
@@ -123,7 +123,7 @@ class ScoringService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = EventStore(settings.db)
+        self.store = open_store(settings.db)
         self.rule_store = RuleStore(self.store)
         self.recommender = Recommender(settings.recommendation_strategies)
         self._lock = threading.RLock()

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from config.progress import Progress
-from storage.event_store import EventStore
+from storage import open_store, store_exists
 
 from .evaluate import EdgeSplit, link_aucs, split_edges, with_edges
 from .features import EncoderConfig
@@ -465,12 +465,12 @@ def train_hgt(
 
     t0 = time.perf_counter()
     report = progress or (lambda f, m: None)
-    if not settings.db.exists():
+    if not store_exists(settings.db):
         raise FileNotFoundError(f"no database at {settings.db}; run `ups generate` first")
     device = resolve_device(settings.device)
     ratio, seed_v, shares, n_epochs = _checked(settings, sample_ratio, seed, split, epochs)
 
-    with EventStore(settings.db) as store:
+    with open_store(settings.db) as store:
         graph = build_graph(
             store, device=device, sample_ratio=ratio, sample_seed=seed_v, compact_min=settings.graph_compact_min,
             progress=lambda f, m: report(0.1 * f, m),
@@ -516,7 +516,7 @@ def train_hgt(
         graph, es, params, settings, history, best_epoch, val, test, ratio, time.perf_counter() - t0, device
     )
     report(0.95, "registering the model")
-    with EventStore(settings.db) as store:
+    with open_store(settings.db) as store:
         version = register_model(store, embedder, metrics, training, summary)
     metrics["version"] = version
     report(1.0, f"registered hgt model version {version}")

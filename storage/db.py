@@ -200,8 +200,16 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.execute("CREATE UNIQUE INDEX dead_letters_fingerprint ON dead_letters(fingerprint)")
 
 
+def _v5(db: sqlite_utils.Database) -> None:
+    # Which API process created a job and which worker claimed it ("host:pid"): with several API nodes on
+    # one store, a starting node fails only the jobs of a node gone from its own host, and a job handed
+    # out twice runs once. Rows of before name neither.
+    db.execute("ALTER TABLE jobs ADD COLUMN created_by TEXT")
+    db.execute("ALTER TABLE jobs ADD COLUMN claimed_by TEXT")
+
+
 #: Migration i brings the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -93,6 +93,7 @@ class EventStore:
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.location = self.path
         self._readonly = readonly
         self._conn: sqlite3.Connection = connect(self.path, readonly=readonly)
         self._stale = False
@@ -161,6 +162,12 @@ class EventStore:
         """A write transaction (``BEGIN IMMEDIATE``); nested calls join the outer one."""
         with transaction(self.conn) as conn:
             yield conn
+
+    def lock_appends(self) -> None:
+        """Inside :meth:`transaction`: nothing else appends until it ends. Already so in SQLite, whose
+        write transaction (``BEGIN IMMEDIATE``) holds the one write lock."""
+        if not self.conn.in_transaction:
+            raise RuntimeError("lock_appends() belongs inside store.transaction()")
 
     def tune_writer(self, cache_mb: int, autocheckpoint_pages: int) -> None:
         """A writer's connection: a page cache of ``cache_mb`` and WAL checkpoints by itself only after
@@ -360,6 +367,7 @@ class EventStore:
         """(seq, event time) of the newest event; (0, None) for an empty log."""
         r = self.conn.execute("SELECT seq, ts FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         return (int(r[0]), float(r[1])) if r else (0, None)
+
     def newest_with_id_prefix(self, prefix: str) -> tuple[str, float] | None:
         """(event id, event time) of the newest event (by seq) whose id starts with ``prefix``, if any."""
         if not prefix:
@@ -379,6 +387,16 @@ class EventStore:
 
     def last_seq(self) -> int:
         return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+
+    def export_rows(self, chunk: int = 200_000) -> Iterator[list[tuple[Any, ...]]]:
+        """Every event as (seq, event_id, type, user_id, target_id, ts, duration, amount, payload), in seq
+        order, ``chunk`` rows at a time; duration and amount read from the payload (None where absent)."""
+        cur = self.conn.execute(
+            "SELECT seq, event_id, type, user_id, target_id, ts, json_extract(payload, '$.duration'), "
+            "json_extract(payload, '$.amount'), payload FROM events ORDER BY seq"
+        )
+        while batch := cur.fetchmany(chunk):
+            yield batch
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM events").fetchone()[0])

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .event_store import EventStore
+from .interface import EventLog
 
 Format = Literal["parquet", "csv"]
 _BASE = {"user.registered": "users", "product.listed": "products", "app.listed": "apps"}
@@ -17,7 +17,7 @@ _EVENT_COLUMNS = ["seq", "event_id", "type", "user_id", "target_id", "ts", "dura
 _ID = {"users": "user_id", "products": "product_id", "apps": "app_id"}
 
 
-def _base_rows(store: EventStore) -> dict[str, list[dict[str, Any]]]:
+def _base_rows(store: EventLog) -> dict[str, list[dict[str, Any]]]:
     """Base tables as they stand now: registrations, with later ``user.updated`` applied."""
     tables: dict[str, dict[str, dict[str, Any]]] = {"users": {}, "products": {}, "apps": {}}
     for ev in store.read(types=[*_BASE, "user.updated"]):
@@ -32,20 +32,15 @@ def _base_rows(store: EventStore) -> dict[str, list[dict[str, Any]]]:
     return {k: list(v.values()) for k, v in tables.items()}
 
 
-def _event_frames(store: EventStore, chunk: int = 200_000) -> Iterator[pd.DataFrame]:
-    cols = _EVENT_COLUMNS
-    cur = store.conn.execute(
-        "SELECT seq, event_id, type, user_id, target_id, ts, "
-        "json_extract(payload, '$.duration'), json_extract(payload, '$.amount'), payload FROM events ORDER BY seq"
-    )
-    while batch := cur.fetchmany(chunk):
-        frame = pd.DataFrame(batch, columns=cols)
+def _event_frames(store: EventLog, chunk: int = 200_000) -> Iterator[pd.DataFrame]:
+    for batch in store.export_rows(chunk):
+        frame = pd.DataFrame(batch, columns=_EVENT_COLUMNS)
         frame["duration"] = frame["duration"].astype("float64")
         frame["amount"] = frame["amount"].astype("float64")
         yield frame
 
 
-def export(store: EventStore, out: Path, fmt: Format, on_progress: Callable[[str, int], None] | None = None) -> dict[str, int]:
+def export(store: EventLog, out: Path, fmt: Format, on_progress: Callable[[str, int], None] | None = None) -> dict[str, int]:
     """Write users/products/apps/events files into ``out``; returns row counts per table."""
     out.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import builtins
 
 import json
+import os
+import socket
 import sqlite3
 import time
 import uuid
@@ -19,6 +21,36 @@ from .db import transaction
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def sample_by_rank(profiles: Any, n: int, seed: int) -> builtins.list[str]:
+    """``n`` user ids picked by their rank in id order with a seeded generator: the same sample from
+    the same profiles on any backend (``profiles`` has ``count()`` and ``ids()``)."""
+    total = profiles.count()
+    if total == 0 or n <= 0:
+        return []
+    rng = np.random.default_rng(seed)
+    picks = sorted(rng.choice(total, size=min(n, total), replace=False).tolist())
+    ids = profiles.ids()
+    return [ids[i] for i in picks]
+
+
+def this_process() -> str:
+    """This process as a job's creator or claimer: "host:pid"."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+JOB_COLUMNS = ("id, kind, state, params, progress, message, result, error, created_at, started_at, finished_at, "
+               "created_by, claimed_by")
+_JOB_NAMES = [c.strip() for c in JOB_COLUMNS.split(",")]
+
+
+def job_row(r: tuple[Any, ...]) -> dict[str, Any]:
+    """A ``jobs`` row (of :data:`JOB_COLUMNS`) as a dict, params and result parsed."""
+    d = dict(zip(_JOB_NAMES, r))
+    d["params"] = json.loads(d["params"])
+    d["result"] = json.loads(d["result"]) if d["result"] else None
+    return d
 
 
 class Checkpoints:
@@ -105,13 +137,7 @@ class Profiles:
 
     def sample_ids(self, n: int, seed: int = 0) -> builtins.list[str]:
         """A reproducible sample of user ids (by rank, not by random()), for backgrounds and previews."""
-        total = self.count()
-        if total == 0 or n <= 0:
-            return []
-        rng = np.random.default_rng(seed)
-        picks = sorted(rng.choice(total, size=min(n, total), replace=False).tolist())
-        ids = self.ids()
-        return [ids[i] for i in picks]
+        return sample_by_rank(self, n, seed)
 
     def iter_all(self) -> Iterator[tuple[str, dict[str, Any], int]]:
         for uid, p, seq in self.conn.execute("SELECT user_id, profile, last_seq FROM profiles ORDER BY user_id"):
@@ -330,7 +356,7 @@ class Models:
 class Jobs:
     """Background jobs: state, progress, result."""
 
-    _COLS = "id, kind, state, params, progress, message, result, error, created_at, started_at, finished_at"
+    _COLS = JOB_COLUMNS
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -338,10 +364,31 @@ class Jobs:
     def create(self, kind: str, params: dict[str, Any]) -> str:
         job_id = uuid.uuid4().hex[:12]
         self.conn.execute(
-            "INSERT INTO jobs(id, kind, state, params, progress, message, created_at) VALUES (?, ?, 'queued', ?, 0, '', ?)",
-            (job_id, kind, _dumps(params), time.time()),
+            "INSERT INTO jobs(id, kind, state, params, progress, message, created_at, created_by) "
+            "VALUES (?, ?, 'queued', ?, 0, '', ?, ?)",
+            (job_id, kind, _dumps(params), time.time(), this_process()),
         )
         return job_id
+
+    def claim(self, job_id: str, worker: str) -> dict[str, Any] | None:
+        """Mark a queued job running for ``worker``: its row, or None when it is not queued (any more)."""
+        with transaction(self.conn):
+            n = self.conn.execute(
+                "UPDATE jobs SET state = 'running', started_at = ?, claimed_by = ? WHERE id = ? AND state = 'queued'",
+                (time.time(), worker, job_id),
+            ).rowcount
+            return self.get(job_id) if n else None
+
+    def claim_next(self, kinds: Sequence[str], worker: str) -> dict[str, Any] | None:
+        """The oldest queued job of ``kinds``, marked running for ``worker`` (None: none queued). The
+        write lock (BEGIN IMMEDIATE) makes each job go to one claimer only."""
+        with transaction(self.conn):
+            r = self.conn.execute(
+                f"SELECT id FROM jobs WHERE state = 'queued' AND kind IN ({','.join('?' * len(kinds))}) "
+                "ORDER BY created_at, id LIMIT 1",
+                tuple(kinds),
+            ).fetchone()
+            return self.claim(r[0], worker) if r else None
 
     def update(self, job_id: str, **fields: Any) -> None:
         allowed = {"state", "progress", "message", "result", "error", "started_at", "finished_at"}
@@ -354,10 +401,7 @@ class Jobs:
         self.conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*fields.values(), job_id))
 
     def _row(self, r: tuple[Any, ...]) -> dict[str, Any]:
-        d = dict(zip([c.strip() for c in self._COLS.split(",")], r))
-        d["params"] = json.loads(d["params"])
-        d["result"] = json.loads(d["result"]) if d["result"] else None
-        return d
+        return job_row(r)
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         r = self.conn.execute(f"SELECT {self._COLS} FROM jobs WHERE id = ?", (job_id,)).fetchone()

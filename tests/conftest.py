@@ -12,6 +12,8 @@ from pg_server import PG_ROOT, PostgresServer, find_bin_dir
 if TYPE_CHECKING:
     import torch
 
+    from storage import DbLocation
+
 
 #: without an NVIDIA device node CUDA cannot be there: skip its cases at collection (the fixture
 #: checks torch itself otherwise), before module fixtures are built for them
@@ -59,3 +61,13 @@ def pg_server() -> Iterator[PostgresServer]:
 def pg_url(pg_server: PostgresServer) -> str:
     """The URL of a fresh, empty database on the session's server."""
     return pg_server.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> "DbLocation":
+    """A new store's location on each backend: a SQLite file, a fresh PostgreSQL database."""
+    from storage import parse_db
+
+    if request.param == "postgresql":
+        return parse_db(request.getfixturevalue("pg_url"))
+    return tmp_path / "ups.db"

@@ -282,3 +282,19 @@ def test_fusion_training_job_in_a_worker_process(trained_db: Path) -> None:
         assert fusion["fusion_version"] != before
         assert c.get("/health").json()["models"]["fusion"] == fusion["fusion_version"]
         assert job["duration_s"] > 0 and job["params"] == {"samples": 0, "epochs": 30, "lr": 0.05}
+
+
+def test_a_starting_api_fails_only_the_jobs_of_api_processes_gone_from_its_host() -> None:
+    import os
+    import socket
+    import subprocess
+
+    from api.jobs import _orphaned
+
+    host = socket.gethostname()
+    ended = subprocess.Popen(["true"])  # a process that has ended (and been reaped): its pid names no one
+    ended.wait()
+    gone = f"{host}:{ended.pid}"
+    assert _orphaned(gone) and _orphaned(f"{host}:{os.getpid()}") and _orphaned(None)
+    assert not _orphaned(f"{host}:{os.getppid()}")  # another API node on this host, alive
+    assert not _orphaned("another-host:1")  # a node elsewhere: its jobs are its own

@@ -161,7 +161,7 @@ def test_ups_up_end_to_end(tmp_path: Path) -> None:
                 conn.close()
             return int(row[0]) if row and row[0] != flow_pid and row[1] == "running" and alive(row[0]) else None
 
-        restarted = wait_for("the dataflow to be restarted", new_flow_pid, 90)
+        restarted = wait_for("the dataflow to be restarted", new_flow_pid, 240)
         assert "dataflow crashed" in (db.parent / "e2e.state" / "logs" / "supervisor.log").read_text()
         wait_for("a live dataflow again", lambda: api.get("/health")["dataflow"]["alive"], 30)
 

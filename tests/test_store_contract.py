@@ -1,25 +1,25 @@
-"""Contract of the event store: what every recorder must do."""
+"""Contract of the event store: what every backend must do. Each test runs once per backend (the
+``store_db`` fixture: a SQLite file, a fresh PostgreSQL database), through ``storage.open_store`` only."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import sqlite3
+import threading
 import time
-from pathlib import Path
+from typing import Callable
 
 import pytest
 
-from storage import Event, EventStore, SchemaTooNew
-from storage.db import SCHEMA_VERSION
-from storage.projections import Checkpoints, Embeddings, Jobs, Models, OpsHistory, Profiles, Rules, Status
+from storage import DatabaseError, DbLocation, Event, SchemaTooNew, open_store
+from store_backends import db_arg, raw_event_count, set_schema_version
 
 
 def ev(i: int, user: str = "U1", etype: str = "call") -> Event:
     return Event(f"e{i}", etype, 1000.0 + i, user, "U2", {"duration": float(i)})
 
 
-def test_append_is_idempotent_and_reports_new(db_path: Path) -> None:
-    with EventStore(db_path) as s:
+def test_append_is_idempotent_and_reports_new(store_db: DbLocation) -> None:
+    with open_store(store_db) as s:
         r1 = s.append([ev(1), ev(2), ev(3)])
         assert [eid for _, eid in r1.new] == ["e1", "e2", "e3"] and r1.duplicates == 0
         r2 = s.append([ev(2), ev(4), ev(4)])  # one old, one new, one repeated inside the batch
@@ -28,8 +28,8 @@ def test_append_is_idempotent_and_reports_new(db_path: Path) -> None:
         assert s.append([]).new == []
 
 
-def test_seq_is_global_and_ordered(db_path: Path) -> None:
-    with EventStore(db_path) as s:
+def test_seq_is_global_and_ordered(store_db: DbLocation) -> None:
+    with open_store(store_db) as s:
         s.append([ev(i) for i in range(50)])
         s.append([ev(i) for i in range(50, 120)])
         got = list(s.read(page=7))
@@ -40,9 +40,9 @@ def test_seq_is_global_and_ordered(db_path: Path) -> None:
         assert s.last_seq() == 120
 
 
-def test_round_trip_keeps_every_field(db_path: Path) -> None:
+def test_round_trip_keeps_every_field(store_db: DbLocation) -> None:
     e = Event("x1", "user.registered", 12.5, "U9", None, {"name": "张伟", "monthly_fee": 88.0}, 1)
-    with EventStore(db_path) as s:
+    with open_store(store_db) as s:
         s.append([e])
         got = s.get("x1")
     assert got is not None
@@ -52,100 +52,44 @@ def test_round_trip_keeps_every_field(db_path: Path) -> None:
     assert got.recorded_at > 0
 
 
-def test_events_of_user_and_counts(db_path: Path) -> None:
-    with EventStore(db_path) as s:
+def test_events_of_user_and_counts(store_db: DbLocation) -> None:
+    with open_store(store_db) as s:
         s.append([ev(1, "A"), ev(2, "B"), ev(3, "A", "app.click"), ev(4, "A")])
         assert [e.event_id for e in s.events_of_user("A")] == ["e1", "e3", "e4"]
         assert s.counts_by_type() == {"app.click": 1, "call": 3}
 
 
-def test_failed_batch_is_all_or_nothing(db_path: Path) -> None:
-    with EventStore(db_path) as s:
+def test_failed_batch_is_all_or_nothing(store_db: DbLocation) -> None:
+    with open_store(store_db) as s:
         s.append([ev(1)])
         bad = Event("e2", "call", float("nan"), "U1", None, {})
         bad.ts = None  # type: ignore[assignment]  # NOT NULL violation inside the batch
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(DatabaseError):
             s.append([ev(5), bad])
         assert [e.event_id for e in s.read()] == ["e1"]
 
 
-def test_reopen_after_close(db_path: Path) -> None:
-    with EventStore(db_path) as s:
-        s.append([ev(1), ev(2)])
-    with EventStore(db_path) as s:
-        assert s.count() == 2 and s.last_seq() == 2
-        assert s.append([ev(3)]).new == [(3, "e3")]
-        assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-
-
-def test_a_version_1_database_is_migrated_in_place(db_path: Path) -> None:
-    import sqlite_utils
-
-    from storage.db import MIGRATIONS
-
-    raw = sqlite3.connect(db_path)
-    MIGRATIONS[0](sqlite_utils.Database(raw))  # a database as version 1 left it, with an event in it
-    raw.execute("PRAGMA user_version=1")
-    raw.execute(
-        "INSERT INTO events(event_id, type, user_id, target_id, ts, payload, version, recorded_at) "
-        "VALUES ('e1', 'call', 'A', 'U2', 1001.0, '{\"duration\":1.0}', 1, 1.0)"
-    )
-    raw.commit()
-    raw.close()
-    with EventStore(db_path) as s:
-        assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        indexes = {r[1] for r in s.conn.execute("PRAGMA index_list(events)")}
-        assert "events_user_seq" not in indexes and {"events_event_id", "events_type_seq"} <= indexes
-        assert s.append([ev(1, "A"), ev(2, "A")]).new_ids == {"e2"}  # still idempotent on event_id
-        assert [e.event_id for e in s.events_of_user("A")] == ["e1", "e2"]
-
-
-def test_model_versions_are_numbered_per_kind(db_path: Path) -> None:
-    with EventStore(db_path) as s:
-        versions = [(kind, Models(s.conn).add(kind, {}, {}, b"w")) for kind in ("hgt", "fusion", "hgt", "fusion", "hgt")]
+def test_model_versions_are_numbered_per_kind(store_db: DbLocation) -> None:
+    with open_store(store_db) as s:
+        versions = [(kind, s.models.add(kind, {}, {}, b"w")) for kind in ("hgt", "fusion", "hgt", "fusion", "hgt")]
         assert versions == [("hgt", 1), ("fusion", 1), ("hgt", 2), ("fusion", 2), ("hgt", 3)]
-        assert Models(s.conn).latest_version("hgt") == 3 and Models(s.conn).latest_version("fusion") == 2
-        assert Models(s.conn).get("fusion", 2).kind == "fusion" and Models(s.conn).get("fusion", 3) is None
-        assert [m["version"] for m in Models(s.conn).list("hgt")] == [1, 2, 3]
+        assert s.models.latest_version("hgt") == 3 and s.models.latest_version("fusion") == 2
+        assert s.models.get("fusion", 2).kind == "fusion" and s.models.get("fusion", 3) is None
+        assert [m["version"] for m in s.models.list("hgt")] == [1, 2, 3]
 
 
-def test_a_store_with_one_shared_model_counter_keeps_its_versions(db_path: Path) -> None:
-    import sqlite_utils
-
-    from storage.db import MIGRATIONS
-
-    raw = sqlite3.connect(db_path)
-    for step in MIGRATIONS[:2]:  # the schema before versions were numbered per kind
-        step(sqlite_utils.Database(raw))
-    raw.execute("PRAGMA user_version=2")
-    for version, kind in ((1, "hgt"), (2, "fusion"), (3, "hgt")):
-        raw.execute("INSERT INTO models(version, kind, created_at, config, metrics, weights, seq) "
-                    "VALUES (?, ?, 1.0, '{}', '{\"auc\": 0.5}', x'00', ?)", (version, kind, version))
-    raw.commit()
-    raw.close()
-    with EventStore(db_path) as s:
-        m = Models(s.conn)
-        assert m.get("hgt", 3).metrics == {"auc": 0.5} and m.get("fusion", 2).seq == 2 and m.get("hgt", 2) is None
-        assert m.latest_version("hgt") == 3 and m.latest_version("fusion") == 2
-        assert m.add("fusion", {}, {}, None) == 3 and m.add("hgt", {}, {}, None) == 4
-        assert [(x["kind"], x["version"]) for x in m.list()] == [
-            ("hgt", 1), ("fusion", 2), ("hgt", 3), ("fusion", 3), ("hgt", 4)]
-
-
-def test_newer_schema_is_refused_and_left_alone(db_path: Path) -> None:
-    with EventStore(db_path) as s:
+def test_newer_schema_is_refused_and_left_alone(store_db: DbLocation) -> None:
+    with open_store(store_db) as s:
         s.append([ev(1)])
-        s.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    set_schema_version(store_db, 1000)
     with pytest.raises(SchemaTooNew, match="newer than this UPS knows"):
-        EventStore(db_path)
-    raw = sqlite3.connect(db_path)
-    assert raw.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+        open_store(store_db)
+    assert raw_event_count(store_db) == 1
 
 
-def test_dead_letters_keep_the_raw_payload(db_path: Path) -> None:
+def test_dead_letters_keep_the_raw_payload(store_db: DbLocation) -> None:
     raw = '{"type": "call", "event_id": "zz", "payload": {"duration": "long"}}'
-    with EventStore(db_path) as s:
+    with open_store(store_db) as s:
         s.add_dead_letter(raw, "payload.duration: not a number", source="test")
         s.add_dead_letter({"weird": float("inf")}, "type missing")
         s.add_dead_letter(b"\xff\xfe not utf8", "not JSON")
@@ -156,22 +100,19 @@ def test_dead_letters_keep_the_raw_payload(db_path: Path) -> None:
     assert rows[0]["raw"].endswith("not utf8")
 
 
-def _writer(path: str, n: int, batch: int) -> None:
-    with EventStore(path) as s:
+def _writer(db: str, prefix: str, n: int, batch: int) -> None:
+    with open_store(db) as s:
         for start in range(0, n, batch):
-            s.append([Event(f"w{i}", "app.click", float(i), "U1", "A1", {}) for i in range(start, start + batch)])
+            s.append([Event(f"{prefix}{i}", "app.click", float(i), "U1", "A1", {}) for i in range(start, start + batch)])
             time.sleep(0.002)
 
 
-def test_reader_reads_while_another_process_appends(db_path: Path) -> None:
-    EventStore(db_path).close()
-    n, batch = 6000, 100
-    proc = mp.get_context("spawn").Process(target=_writer, args=(str(db_path), n, batch))
-    proc.start()
+def _tail(store_db: DbLocation, n: int, batch: int, writers_alive: Callable[[], bool]) -> list[int]:
+    """The seqs a reader sees by polling ``read(from_seq=last seen + 1)`` until ``n`` events came in."""
     seen: list[int] = []
     cursor = 1
-    deadline = time.time() + 60
-    with EventStore(db_path) as reader:
+    deadline = time.time() + 120
+    with open_store(store_db) as reader:
         while len(seen) < n and time.time() < deadline:
             got = [e.seq for e in reader.read(from_seq=cursor)]
             seen.extend(got)
@@ -179,42 +120,96 @@ def test_reader_reads_while_another_process_appends(db_path: Path) -> None:
                 cursor = got[-1] + 1
             # a reader never sees half a batch: batches are committed whole
             assert len(seen) % batch == 0
+            if not got and not writers_alive():
+                seen.extend(e.seq for e in reader.read(from_seq=cursor))
+                break
+    return seen
+
+
+def test_reader_reads_while_another_process_appends(store_db: DbLocation) -> None:
+    open_store(store_db).close()
+    n, batch = 6000, 100
+    proc = mp.get_context("spawn").Process(target=_writer, args=(db_arg(store_db), "w", n, batch))
+    proc.start()
+    seen = _tail(store_db, n, batch, proc.is_alive)
     proc.join(30)
     assert proc.exitcode == 0
     assert seen == list(range(1, n + 1))
 
 
-def test_projection_accessors(db_path: Path) -> None:
+def test_a_tailing_reader_misses_no_event_of_concurrent_appenders(store_db: DbLocation) -> None:
+    """Four appenders at once (threads, each with its own store): the reader that follows the log by seq
+    sees every event exactly once, in seq order, with no seq skipped, however the commits interleave."""
+    open_store(store_db).close()
+    writers, n, batch = 4, 1500, 50
+    errors: list[BaseException] = []
+
+    def write(prefix: str) -> None:
+        try:
+            _writer(db_arg(store_db), prefix, n, batch)
+        except BaseException as err:  # reported by the test below, not lost in a thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(f"t{k}-",)) for k in range(writers)]
+    for t in threads:
+        t.start()
+    seen = _tail(store_db, writers * n, batch, lambda: any(t.is_alive() for t in threads))
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert seen == list(range(1, writers * n + 1))
+    with open_store(store_db) as s:
+        ids = {e.event_id for e in s.read()}
+    assert ids == {f"t{k}-{i}" for k in range(writers) for i in range(n)}
+
+
+@pytest.mark.slow
+def test_a_tailing_reader_misses_no_event_of_concurrent_writer_processes(store_db: DbLocation) -> None:
+    """The same with three appending processes, re-appending each other's batches too (idempotence)."""
+    open_store(store_db).close()
+    n, batch = 3000, 100
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(db_arg(store_db), prefix, n, batch)) for prefix in ("a", "b", "c", "a")]
+    for p in procs:
+        p.start()
+    seen = _tail(store_db, 3 * n, batch, lambda: any(p.is_alive() for p in procs))
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert seen == list(range(1, 3 * n + 1))
+    assert raw_event_count(store_db) == 3 * n
+
+
+def test_projection_accessors(store_db: DbLocation) -> None:
     import numpy as np
 
-    with EventStore(db_path) as s:
-        c = s.conn
+    with open_store(store_db) as s:
         with s.transaction():
-            Profiles(c).upsert_many([("U1", {"total_events": 3}, 7), ("U2", {"total_events": 1}, 8)])
-            Checkpoints(c).set("profiles", 8)
-        assert Profiles(c).get("U1") == {"total_events": 3} and Profiles(c).count() == 2
-        assert Profiles(c).get_many(["U1", "U3"]) == {"U1": {"total_events": 3}}
-        assert Checkpoints(c).get("profiles") == 8 and Checkpoints(c).get("other") == 0
-        Embeddings(c).put_many([("user", "U1", np.arange(4, dtype=np.float32), 2, 9)])
-        row = Embeddings(c).get("user", "U1")
+            s.profiles.upsert_many([("U1", {"total_events": 3}, 7), ("U2", {"total_events": 1}, 8)])
+            s.checkpoints.set("profiles", 8)
+        assert s.profiles.get("U1") == {"total_events": 3} and s.profiles.count() == 2
+        assert s.profiles.get_many(["U1", "U3"]) == {"U1": {"total_events": 3}}
+        assert s.checkpoints.get("profiles") == 8 and s.checkpoints.get("other") == 0
+        s.embeddings.put_many([("user", "U1", np.arange(4, dtype=np.float32), 2, 9)])
+        row = s.embeddings.get("user", "U1")
         assert row is not None and row.vector.tolist() == [0, 1, 2, 3] and row.model_version == 2
-        Rules(c).upsert("r", "d", 1.5, "tenure_months > 3", True, 10)
-        assert Rules(c).get("r").weight == 1.5 and Rules(c).delete("r") and Rules(c).list() == []
-        v = Models(c).add("hgt", {"dim": 4}, {"auc": 0.9}, b"w")
-        assert Models(c).latest("hgt").version == v and Models(c).latest("fusion") is None
-        j = Jobs(c).create("refresh", {"epochs": 1})
-        Jobs(c).update(j, state="done", progress=1.0, result={"ok": True})
-        assert Jobs(c).get(j)["result"] == {"ok": True} and Jobs(c).active("refresh") is None
-        op = OpsHistory(c).request("ingestion.stop")
-        assert [o["id"] for o in OpsHistory(c).pending()] == [op]
-        OpsHistory(c).resolve(op, "applied", "ingestion paused")
-        assert OpsHistory(c).pending() == [] and OpsHistory(c).get(op)["effect"] == "ingestion paused"
-        Status(c).put("dataflow", {"state": "running"})
-        assert Status(c).get("dataflow")["state"] == "running"
+        s.rules.upsert("r", "d", 1.5, "tenure_months > 3", True, 10)
+        assert s.rules.get("r").weight == 1.5 and s.rules.delete("r") and s.rules.list() == []
+        v = s.models.add("hgt", {"dim": 4}, {"auc": 0.9}, b"w")
+        assert s.models.latest("hgt").version == v and s.models.latest("fusion") is None
+        j = s.jobs.create("refresh", {"epochs": 1})
+        s.jobs.update(j, state="done", progress=1.0, result={"ok": True})
+        assert s.jobs.get(j)["result"] == {"ok": True} and s.jobs.active("refresh") is None
+        op = s.ops.request("ingestion.stop")
+        assert [o["id"] for o in s.ops.pending()] == [op]
+        s.ops.resolve(op, "applied", "ingestion paused")
+        assert s.ops.pending() == [] and s.ops.get(op)["effect"] == "ingestion paused"
+        s.status.put("dataflow", {"state": "running"})
+        assert s.status.get("dataflow")["state"] == "running"
 
 
-def test_log_queries_behind_named_methods(db_path: Path) -> None:
-    with EventStore(db_path) as s:
+def test_log_queries_behind_named_methods(store_db: DbLocation) -> None:
+    with open_store(store_db) as s:
         assert s.last_event() == (0, None) and s.first_recorded_after(0) is None
         s.append([
             Event("aaaaaaaa-pP00001", "product.listed", 1.0, None, "P1", {"price": 3.0}),
@@ -241,10 +236,10 @@ def test_log_queries_behind_named_methods(db_path: Path) -> None:
         assert cols[0].payload[0] is not None and list(cols[1].user) == [None, "A"]
 
 
-def test_projection_queries_behind_named_methods(db_path: Path) -> None:
+def test_projection_queries_behind_named_methods(store_db: DbLocation) -> None:
     import numpy as np
 
-    with EventStore(db_path) as s, s.transaction():
+    with open_store(store_db) as s, s.transaction():
         s.profiles.upsert_many([("A", {"n": 1}, 5), ("B", {"n": 2}, 9)])
         assert s.profiles.last_seqs(["A", "B", "C"]) == {"A": 5, "B": 9}
         assert s.profiles.get_with_seq("B") == ({"n": 2}, 9) and s.profiles.get_with_seq("C") is None
@@ -256,7 +251,7 @@ def test_projection_queries_behind_named_methods(db_path: Path) -> None:
         assert s.checkpoints.get("rules") == 0
         s.profiles.clear()
         assert s.profiles.count() == 0
-    with EventStore(db_path) as s:
+    with open_store(store_db) as s:
         a = s.jobs.create("graph.refresh", {})
         job_id, busy = s.jobs.create_unless_busy("training.hgt", {}, ["graph.refresh", "training.hgt"])
         assert job_id is None and busy is not None and busy["id"] == a
@@ -272,3 +267,34 @@ def test_projection_queries_behind_named_methods(db_path: Path) -> None:
         assert [(r["command"], r["params"]) for r in s.ops.after(first - 1)] == [("ingestion.stop", "{}"), ("db.switch", '{"db":"/x.db"}')]
         latest = s.ops.latest("db.switch")
         assert latest is not None and latest["params"] == {"db": "/x.db"} and s.ops.latest("db.switch", first + 1) is None
+
+
+def test_each_queued_job_is_claimed_by_one_claimer(store_db: DbLocation) -> None:
+    """Four claimers (threads, each with its own store) take queued jobs at once: every job is claimed
+    exactly once, by the claimer its row names, and a claimed job cannot be claimed again."""
+    with open_store(store_db) as s:
+        ids = [s.jobs.create("graph.refresh", {"i": i}) for i in range(40)]
+        other = s.jobs.create("fusion.train", {})
+    claims: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def claimer(name: str) -> None:
+        with open_store(db_arg(store_db)) as s:
+            while (row := s.jobs.claim_next(["graph.refresh", "training.hgt"], name)) is not None:
+                assert row["state"] == "running" and row["claimed_by"] == name and row["started_at"]
+                with lock:
+                    claims.append((row["id"], name))
+
+    threads = [threading.Thread(target=claimer, args=(f"worker-{k}",)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(j for j, _ in claims) == sorted(ids)
+    with open_store(store_db) as s:
+        assert {s.jobs.get(j)["claimed_by"] for j, _ in claims} <= {f"worker-{k}" for k in range(4)}
+        assert all(s.jobs.get(j)["claimed_by"] == who for j, who in claims)
+        assert s.jobs.claim(ids[0], "late") is None  # running already
+        assert s.jobs.get(other)["state"] == "queued"  # another kind: not taken
+        row = s.jobs.claim(other, "late")
+        assert row is not None and row["claimed_by"] == "late" and row["created_by"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pydantic import ValidationError
@@ -30,7 +29,7 @@ def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
     """The settings object, with ``--db`` and any given command options taking precedence over env."""
     overrides = {k: v for k, v in extra.items() if v is not None}
     if getattr(args, "db", None) is not None:
-        overrides["db"] = Path(args.db)
+        overrides["db"] = args.db
     try:
         return Settings(**overrides)
     except ValidationError as err:
@@ -49,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ups", description="UPS: real-time user profiling (Bytewax + SQLite + HGT + Litestar)"
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", metavar="PATH", help="SQLite database file (default: UPS_DB or ./var/ups.db)")
+    common.add_argument(
+        "--db", metavar="PATH|URL",
+        help="the store: a SQLite file or a postgresql://user@host:port/db URL (default: UPS_DB or ./var/ups.db)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
@@ -70,11 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ups {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - known failure kinds become one clear line
+        from storage import unwritable_reason
         from storage.db import SchemaTooNew
         from config.device import DeviceError
 
         if isinstance(err, (SchemaTooNew, DeviceError, FileNotFoundError, ValueError)):
             print(f"ups {args.command}: error: {err}", file=sys.stderr)
+            return 1
+        reason = unwritable_reason(err)
+        if reason is not None:  # the store unreachable or read-only: the machine's state, no traceback
+            print(f"ups {args.command}: error: {reason}", file=sys.stderr)
             return 1
         raise
 

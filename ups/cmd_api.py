@@ -7,9 +7,10 @@ import json
 import logging
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
+from config.db_location import DbLocation
+from config.db_location import location_arg
 from config.settings import Settings
 
 from .argtypes import positive_int as _positive_int
@@ -145,10 +146,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def dataflow_argv(db: Path) -> list[str]:
+def dataflow_argv(db: DbLocation) -> list[str]:
     from .supervisor import python_module
 
-    return python_module("ups", "dataflow", "--db", str(db), "--quiet")
+    return python_module("ups", "dataflow", "--db", location_arg(db), "--quiet")
 
 
 def _refuse_a_running_flow(s: Settings) -> None:
@@ -171,10 +172,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     summary = _prepare(args, s)
     print(f"database {s.db}: " + ("; ".join(summary.steps) or "ready"), flush=True)
 
-    def api_argv(db: Path) -> list[str]:
-        return python_module("ups", "api", "--db", str(db), "--host", s.host, "--port", str(s.port))
+    def api_argv(db: DbLocation) -> list[str]:
+        return python_module("ups", "api", "--db", location_arg(db), "--host", s.host, "--port", str(s.port))
 
-    def env_for(db: Path) -> dict[str, str]:
+    def env_for(db: DbLocation) -> dict[str, str]:
         """The dataset's recorded generator settings: the live stream continues that population."""
         from storage import data_config, open_store
 

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from config.db_location import DbLocation
+from storage import store_exists
 from .cli import UsageError, settings_from
 from config.generator import EDGE_RANGE_FIELDS
 from .argtypes import non_negative_float as _non_negative_float
@@ -50,6 +52,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     data: dict[str, Any] = json.loads(s.model_dump_json())
     if data.get("admin_token"):
         data["admin_token"] = "***"
+    data["db"] = str(s.db)  # a URL's password redacted
     data["state_dir"] = str(s.state_dir)
     print(json.dumps(data, indent=2, ensure_ascii=False))
     return 0
@@ -60,7 +63,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from dataflow.bootstrap import append_dataset, dataset_tags
     from dataflow.generator import GeneratorConfig, MockGenerator
-    from storage.event_store import EventStore
+    from storage import open_store
 
     s = settings_from(
         args,
@@ -77,7 +80,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     gen = MockGenerator(cfg)
-    with EventStore(s.db) as store:
+    with open_store(s.db) as store:
         others = [t for t in dataset_tags(store) if t != gen.tag]
         if others and not args.force:
             # the same user ids would get a second registration and history (re-running the same config
@@ -100,26 +103,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from storage.event_store import EventStore
+    from storage import open_store
     from storage.export import export
 
     s = settings_from(args)
-    if not s.db.exists():
+    if not store_exists(s.db):
         raise UsageError(f"no database at {s.db}; run `ups generate` first")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
-    with EventStore(s.db) as store:
+    with open_store(s.db) as store:
         counts = export(store, out, args.format)
     for name, n in counts.items():
         print(f"{name:9s} {n:>12,d} rows -> {out / f'{name}.{args.format}'}")
     return 0
 
 
-def stats_of(db: Path) -> dict[str, Any]:
-    from storage.event_store import EventStore
+def stats_of(db: DbLocation) -> dict[str, Any]:
+    from storage import open_store
 
-    with EventStore(db) as store:
+    with open_store(db) as store:
         return {
             "db": str(db),
             "events": store.count(),
@@ -133,7 +136,7 @@ def stats_of(db: Path) -> dict[str, Any]:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     s = settings_from(args)
-    if not s.db.exists():
+    if not store_exists(s.db):
         raise UsageError(f"no database at {s.db}; run `ups generate` first")
     st = stats_of(s.db)
     if args.json:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from storage import store_exists
 from config.settings import Settings
 
 from .argtypes import positive_float as _positive_float
@@ -59,7 +60,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     p.add_argument("--from-seq", type=_positive_int, default=1, help="first seq (1: rebuild from nothing)")
     p.add_argument("--to-seq", type=_positive_int, help="last seq (default: the end of the log)")
-    p.add_argument("--into", metavar="PATH", help="write the projections into this database instead")
+    p.add_argument("--into", metavar="PATH", help="write the projections into this database (file or URL) instead")
     p.add_argument("--workers", type=_positive_int, default=1, help="Bytewax workers (seq ranges as partitions)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_replay)
@@ -162,15 +163,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from dataflow.runner import FlowConfigError, replay
-    from storage.event_store import EventStore
+    from storage import open_store, parse_db
 
     s = settings_from(args)
-    if not s.db.exists():
+    if not store_exists(s.db):
         raise UsageError(f"no database at {s.db}; run `ups generate` first")
-    into = Path(args.into) if args.into else None
-    if into is not None and into.exists() and into.is_dir():
+    into = parse_db(args.into) if args.into else None
+    if isinstance(into, Path) and into.exists() and into.is_dir():
         raise UsageError(f"--into {into} is a folder; give a database file")
-    with EventStore(s.db, readonly=True) as store:
+    with open_store(s.db, readonly=True) as store:
         last = store.last_seq()
     total = max(0, min(args.to_seq or last, last) - args.from_seq + 1)
     with tqdm(total=total, unit="ev", unit_scale=True, desc="replay", disable=args.quiet, file=sys.stderr) as bar:

@@ -8,6 +8,7 @@ import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from storage import store_exists
 from .cli import UsageError, settings_from
 from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
@@ -53,7 +54,7 @@ def _progress(desc: str, quiet: bool) -> Iterator[Callable[[float, str], None]]:
 
 
 def _needs_db(s: Any) -> None:
-    if not s.db.exists():
+    if not store_exists(s.db):
         raise UsageError(f"no database at {s.db}; run `ups generate` first")
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any, Callable
 
+from storage import store_exists
 from .cli import UsageError, settings_from
 from .argtypes import non_negative_int as _non_negative_int
 from .argtypes import positive_float as _positive_float
@@ -68,7 +69,7 @@ def _with_service(args: argparse.Namespace, work: Callable[[Any], int]) -> int:
     from scoring.service import ScoringService
 
     s = settings_from(args)
-    if not s.db.exists():
+    if not store_exists(s.db):
         raise UsageError(f"no database at {s.db}; run `ups generate` first")
     with ScoringService(s) as svc:
         try:

@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable
 
+from config.db_location import DbLocation
 from config.settings import Settings
 from dataflow.control import record_failure
-from storage import open_store
+from storage import open_store, store_exists
 
 log = logging.getLogger("ups.supervisor")
 
@@ -39,7 +40,7 @@ CLEAN_EXITS = (0, -signal.SIGINT, -signal.SIGTERM)
 REFUSED = 2
 
 
-def latest_switch(db: Path, after_id: int = 0) -> tuple[int, Path] | None:
+def latest_switch(db: DbLocation, after_id: int = 0) -> tuple[int, DbLocation] | None:
     """The newest ``db.switch`` record in ``db`` (written by the API after a regenerate)."""
     with open_store(db) as store:
         row = store.ops.latest("db.switch", after_id)
@@ -47,17 +48,17 @@ def latest_switch(db: Path, after_id: int = 0) -> tuple[int, Path] | None:
     return (int(row["id"]), Path(target)) if row and target else None
 
 
-def flow_error(db: Path) -> str | None:
+def flow_error(db: DbLocation) -> str | None:
     """Why the dataflow failed, as it recorded it in its status row (None when it did not)."""
     with open_store(db) as store:
         doc = store.status.get("dataflow")
     return str(doc["error"]) if doc and doc.get("state") == "failed" and doc.get("error") else None
 
 
-def active_db(db: Path) -> Path:
+def active_db(db: DbLocation) -> DbLocation:
     """Follow ``db.switch`` records: the file the system last switched to (the old ones are kept)."""
     seen = {db}
-    while db.exists() and (sw := latest_switch(db)) is not None and sw[1] not in seen and sw[1].exists():
+    while store_exists(db) and (sw := latest_switch(db)) is not None and sw[1] not in seen and store_exists(sw[1]):
         db = sw[1]
         seen.add(db)
     return db
@@ -113,12 +114,12 @@ class Child:
 @dataclass
 class Supervisor:
     settings: Settings
-    dataflow_argv: Callable[[Path], list[str]]
-    api_argv: Callable[[Path], list[str]]
+    dataflow_argv: Callable[[DbLocation], list[str]]
+    api_argv: Callable[[DbLocation], list[str]]
     #: extra environment of the children for a database (its recorded generator settings)
-    env_for: Callable[[Path], dict[str, str]] = lambda db: {}
+    env_for: Callable[[DbLocation], dict[str, str]] = lambda db: {}
     say: Callable[[str], None] = print
-    db: Path = field(init=False)
+    db: DbLocation = field(init=False)
     flow: Child = field(init=False)
     api: Child = field(init=False)
     #: child name -> times of its recent crashes
@@ -155,14 +156,14 @@ class Supervisor:
         self.flow.start()
         self.api.start()
 
-    def request_flow_stop(self, db: Path) -> None:
+    def request_flow_stop(self, db: DbLocation) -> None:
         """The clean way: a shutdown command the flow applies at its next poll."""
         with open_store(db) as store:
             doc = store.status.get("dataflow")
             if doc is not None and doc.get("state") == "running":
                 store.ops.request("shutdown", {}, source="supervisor")
 
-    def _stop_flow(self, db: Path, timeout: float) -> None:
+    def _stop_flow(self, db: DbLocation, timeout: float) -> None:
         if not self.flow.alive():
             return
         self.request_flow_stop(db)

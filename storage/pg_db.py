@@ -1,0 +1,120 @@
+"""Connections to a PostgreSQL store: a psycopg connection pool, one connection per thread at a time.
+
+A store object may be used from several threads (the API's handlers, a flow's sinks): each thread borrows
+its own connection from the pool for a statement, or for the whole of a :meth:`PgConnections.transaction`,
+so one thread's transaction never takes in another thread's statements. A connection is never held across
+a ``yield``: generators read page by page, each page a short borrow. A connection the server dropped (a
+restart) is discarded by the pool when it comes back broken, so the next statement gets a new one.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import psycopg
+from psycopg import pq
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from config.db_location import PostgresUrl
+
+#: seconds to wait for a first connection when a store is opened
+CONNECT_TIMEOUT_S = 10.0
+
+
+class StoreUnreachable(psycopg.OperationalError):
+    """The PostgreSQL server cannot be reached (down, restarting, wrong address); the message names it
+    with its password redacted."""
+
+
+class PgConnections:
+    """A pool of autocommit connections to one database, borrowed per thread."""
+
+    def __init__(self, url: PostgresUrl, *, readonly: bool = False, max_size: int = 8) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT_S)}
+        if readonly:
+            kwargs["options"] = "-c default_transaction_read_only=on"
+        self._local = threading.local()
+        try:  # one direct connection first: a wrong address or database fails at once, with its reason
+            psycopg.connect(url.secret, **kwargs).close()
+        except psycopg.OperationalError as err:
+            raise StoreUnreachable(f"PostgreSQL at {url} is unreachable: {url.redact_text(str(err).strip())}") from None
+        self.pool = ConnectionPool(
+            url.secret, min_size=1, max_size=max_size, kwargs=kwargs, open=False, num_workers=1,
+            timeout=CONNECT_TIMEOUT_S, name=str(url),
+        )
+        try:
+            self.pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+        except PoolTimeout:
+            self.pool.close(timeout=0)
+            raise StoreUnreachable(f"PostgreSQL at {url} is unreachable: {_first_error(url)}") from None
+
+    @contextmanager
+    def conn(self) -> Iterator[psycopg.Connection[Any]]:
+        """This thread's connection: the one it already holds (inside a transaction), or one from the pool."""
+        held: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if held is not None:
+            yield held
+            return
+        broken = False
+        try:
+            with self.pool.connection() as conn:
+                self._local.conn = conn
+                try:
+                    yield conn
+                except psycopg.OperationalError:
+                    broken = True
+                    raise
+                finally:
+                    self._local.conn = None
+        except PoolTimeout:
+            raise StoreUnreachable(f"PostgreSQL at {self.url} is unreachable: {_first_error(self.url)}") from None
+        finally:
+            if broken:  # the server went away: the idle connections are broken too, replace them now
+                self.pool.check()
+
+    @property
+    def in_transaction(self) -> bool:
+        held: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        return held is not None and held.info.transaction_status != pq.TransactionStatus.IDLE
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction on this thread's connection; nested calls join the outer one."""
+        with self.conn() as conn:
+            if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                yield conn
+                return
+            with conn.transaction():
+                yield conn
+
+    def all(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.conn() as conn:
+            return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+
+    def one(self, query: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        with self.conn() as conn:
+            return conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+
+    def run(self, query: str, params: Sequence[Any] = ()) -> int:
+        """Execute a statement; how many rows it changed."""
+        with self.conn() as conn:
+            return conn.execute(query, params).rowcount  # type: ignore[arg-type]
+
+    def many(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.conn() as conn, conn.cursor() as cur:
+            cur.executemany(query, rows)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _first_error(url: PostgresUrl) -> str:
+    """Why a connection fails now (the pool only says it timed out): one direct attempt's error."""
+    try:
+        psycopg.connect(url.secret, connect_timeout=3).close()
+    except psycopg.Error as err:
+        return url.redact_text(str(err).strip())
+    return "connections time out"
