@@ -3,345 +3,79 @@
 Same config → the same events, byte for byte. Base tables are events too
 (``user.registered``, ``product.listed``, ``app.listed``), followed by a history of interactions with
 Gaussian timing, then ``label.observed`` for a share of users. A live generator continues the stream.
+The planted churn truth is in :mod:`dataflow.mock_population`.
 
-The planted truth: a latent churn propensity ``z = a·e_user + b·c_community`` drives behaviour.
+Choices carry structure a graph model can learn beyond popularity:
 
-* ``e_user`` (individual) lowers the monthly fee, the tenure and the activity: visible to simple rules.
-* ``c_community`` is shared by a call-graph community (85 % of calls stay inside it) and raises the
-  use of competitor-carrier apps: visible only through the graph (neighbours, apps used).
+* apps by global (Zipf) popularity tilted by the community's own taste: people who call each other use
+  the same apps;
+* products by popularity tilted by the user's segment (plan, monthly-fee band, age band) or, for a
+  share of choices, by the community's product taste: a 5G subscriber in their twenties does not buy
+  what a retired basic-plan subscriber buys.
 
-Apps are chosen by global (Zipf) popularity tilted by the community's own taste: people who call each
-other use the same apps. Without that taste every user-app edge was popularity alone, so no model could
-predict who uses which app better than a degree count (an oracle on the true rates reached 0.853 AUC).
+The history is drawn as numpy columns; :meth:`MockGenerator.dataset_columns` turns them into the
+store's columns (ids, payload JSON text) a chunk at a time, with no Python object per event.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
-from functools import cached_property
 from typing import Any, Iterator
 
 import numpy as np
-from faker import Faker
+from pydantic_core import to_json
 
+from storage.columns import NewEvents
 from storage.events import Event
-from config.generator import MAX_EDGES_PER_USER
 
-# --------------------------------------------------------------------------- catalogue vocabularies
+from .generator_config import (
+    EDGE_RANGES,
+    GENERATOR_VERSION,
+    MAX_EDGES_PER_USER,
+    NO_LIMIT,
+    EdgeRange,
+    GeneratorConfig,
+    as_edge_range,
+    edge_range_problem,
+)
+from .mock_catalogue import (
+    BRANDS,
+    COMMUNITY_APP_TASTE,
+    LEVELS,
+    PLANS,
+    RISK_APPS,
+    SEGMENT_CHOICE_SHARE,
+    TASTE_GROUPS_MAX,
+    TASTES_MAX,
+    Catalogue,
+    app_id,
+    product_id,
+    user_id,
+)
+from .mock_population import Population
 
-#: (plan type, base monthly fee in CNY). "5G"/"家庭" plans are what the loyal_user rule looks for.
-PLANS: list[tuple[str, float]] = [
-    ("4G基础套餐", 38.0),
-    ("4G畅享套餐", 68.0),
-    ("校园套餐", 29.0),
-    ("5G畅享套餐", 128.0),
-    ("5G尊享套餐", 298.0),
-    ("家庭融合套餐", 199.0),
-]
-LEVELS = ["普通", "银卡", "金卡", "白金", "钻石"]
-BRANDS = ["华为", "苹果", "小米", "OPPO", "vivo", "荣耀", "三星", "一加"]
-APP_CATALOGUE: list[tuple[str, str]] = [
-    ("微信", "社交"), ("QQ", "社交"), ("抖音", "视频"), ("快手", "视频"), ("淘宝", "购物"),
-    ("京东", "购物"), ("拼多多", "购物"), ("支付宝", "支付"), ("美团", "生活"), ("高德地图", "出行"),
-    ("滴滴出行", "出行"), ("网易云音乐", "音乐"), ("QQ音乐", "音乐"), ("今日头条", "新闻"),
-    ("哔哩哔哩", "视频"), ("微博", "社交"), ("小红书", "社交"), ("爱奇艺", "视频"), ("腾讯视频", "视频"),
-    ("王者荣耀", "游戏"), ("和平精英", "游戏"), ("钉钉", "办公"), ("百度", "工具"), ("携程", "出行"),
-    ("饿了么", "生活"), ("知乎", "社交"), ("喜马拉雅", "音频"), ("WPS", "办公"),
-]
-#: competitor-carrier apps: the graph-only churn signal
-RISK_APPS: list[tuple[str, str]] = [
-    ("电信营业厅", "运营商"), ("联通手机营业厅", "运营商"), ("携号转网助手", "运营商"), ("套餐比价", "工具"),
-]
-PRODUCT_KINDS: list[tuple[str, str, float]] = [
-    ("流量包", "流量", 30.0), ("视频会员", "权益", 25.0), ("宽带提速", "宽带", 50.0),
-    ("国际漫游包", "漫游", 98.0), ("5G升级包", "套餐", 40.0), ("家庭副卡", "套餐", 20.0),
-    ("云盘会员", "权益", 15.0), ("视频彩铃", "增值", 5.0), ("话费红包", "营销", 10.0), ("智能手表卡", "终端", 15.0),
-]
 TYPE_MIX: list[tuple[str, float]] = [
     ("call", 0.30), ("product.click", 0.14), ("product.order", 0.06), ("app.usage", 0.30), ("app.click", 0.20),
 ]
 _TYPES = [t for t, _ in TYPE_MIX]
 _TYPE_P = np.array([p for _, p in TYPE_MIX])
+#: per interaction type: the payload's one field (None: an empty payload)
+_VALUE_FIELD = {"call": "duration", "product.order": "amount", "product.click": None,
+                "app.usage": "duration", "app.click": None}
 LIVE_CHUNK = 1024  # live events are generated a chunk at a time, each chunk seeded by its number
-#: version of what a config generates; part of the tag, so datasets of different versions never share ids.
-#: 2: community app taste
-GENERATOR_VERSION = 2
-#: spread (log scale) of a community's taste around the apps' global popularity
-COMMUNITY_APP_TASTE = 2.0
-#: bounds of the taste tables (distinct tastes x app groups): communities beyond the first TASTES_MAX share
-#: tastes, and app j belongs to group j % TASTE_GROUPS_MAX (one app per group up to that many apps)
-TASTES_MAX = 4096
-TASTE_GROUPS_MAX = 64
-
-#: per-user edge ranges of the history: config field -> the interaction type (graph relation) it bounds.
-#: A range is (min, max) events of that type per user; max None is no upper limit.
-EDGE_RANGES: dict[str, str] = {
-    "calls_per_user": "call",
-    "orders_per_user": "product.order",
-    "product_clicks_per_user": "product.click",
-    "app_uses_per_user": "app.usage",
-    "app_clicks_per_user": "app.click",
-}
-EdgeRange = tuple[int, "int | None"]
-#: the default: the history as drawn (the dataset stays what it was before ranges existed)
-NO_LIMIT: EdgeRange = (0, None)
+#: events per chunk of :meth:`MockGenerator.dataset_columns`
+COLUMN_CHUNK = 200_000
 
 
-def as_edge_range(value: Any) -> EdgeRange:
-    """(min, max) from a tuple/list, a {"min", "max"} mapping or an object with .min/.max (settings)."""
-    if isinstance(value, dict):
-        return (value.get("min", 0), value.get("max"))
-    if hasattr(value, "min") and hasattr(value, "max") and not isinstance(value, (tuple, list)):
-        return (value.min, value.max)
-    lo, hi = value
-    return (lo, hi)
+def _json_texts(values: list[str]) -> list[str]:
+    """The JSON text of each string, encoded once per distinct value."""
+    encoded = {v: to_json(v).decode() for v in set(values)}
+    return [encoded[v] for v in values]
 
 
-def edge_range_problem(name: str, value: EdgeRange) -> str | None:
-    lo, hi = value
-    if isinstance(lo, bool) or not isinstance(lo, int) or not 0 <= lo <= MAX_EDGES_PER_USER:
-        return f"{name} min must be a whole number within [0, {MAX_EDGES_PER_USER}]"
-    if hi is not None and (isinstance(hi, bool) or not isinstance(hi, int) or not 0 <= hi <= MAX_EDGES_PER_USER):
-        return f"{name} max must be a whole number within [0, {MAX_EDGES_PER_USER}] or none"
-    if hi is not None and lo > hi:
-        return f"{name} min ({lo}) must be <= max ({hi})"
-    return None
-
-
-@dataclass(frozen=True)
-class GeneratorConfig:
-    users: int = 2000
-    products: int = 60
-    apps: int = 40
-    events_per_user: float = 20.0
-    history_days: float = 30.0
-    community_size: int = 40
-    label_share: float = 0.6
-    seed: int = 42
-    locale: str = "zh_CN"
-    history_end: float = 1_767_225_600.0
-    new_user_share: float = 0.002
-    #: per-user edge ranges of the history (see EDGE_RANGES); live events are not bounded
-    calls_per_user: EdgeRange = NO_LIMIT
-    orders_per_user: EdgeRange = NO_LIMIT
-    product_clicks_per_user: EdgeRange = NO_LIMIT
-    app_uses_per_user: EdgeRange = NO_LIMIT
-    app_clicks_per_user: EdgeRange = NO_LIMIT
-
-    def __post_init__(self) -> None:
-        problems = []
-        for name in EDGE_RANGES:
-            try:
-                value = as_edge_range(getattr(self, name))
-            except (TypeError, ValueError):
-                problems.append(f"{name} must be a (min, max) pair")
-                continue
-            object.__setattr__(self, name, value)  # frozen: normalise lists and mappings once
-            if (problem := edge_range_problem(name, value)) is not None:
-                problems.append(problem)
-        if self.users < 2:
-            problems.append("users must be at least 2")
-        if self.products < 1:
-            problems.append("products must be at least 1")
-        if self.apps < len(RISK_APPS) + 1:
-            problems.append(f"apps must be at least {len(RISK_APPS) + 1}")
-        if self.events_per_user < 0:
-            problems.append("events_per_user must be >= 0")
-        if not 0 <= self.label_share <= 1:
-            problems.append("label_share must be within [0, 1]")
-        if not 0 <= self.new_user_share <= 1:
-            problems.append("new_user_share must be within [0, 1]")
-        if self.history_days <= 0:
-            problems.append("history_days must be > 0")
-        if self.community_size < 2:
-            problems.append("community_size must be at least 2")
-        if problems:
-            raise ValueError("invalid generator config: " + "; ".join(problems))
-
-    @classmethod
-    def from_settings(cls, settings: Any, **overrides: Any) -> "GeneratorConfig":
-        fields = {k: getattr(settings, k) for k in cls.__dataclass_fields__ if hasattr(settings, k)}
-        fields.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**fields)
-
-    @property
-    def communities(self) -> int:
-        """How many call-graph communities the users form."""
-        return max(1, self.users // self.community_size)
-
-    @property
-    def edge_ranges(self) -> dict[str, EdgeRange]:
-        """The ranges that bound something (not NO_LIMIT), by interaction type."""
-        return {t: getattr(self, f) for f, t in EDGE_RANGES.items() if getattr(self, f) != NO_LIMIT}
-
-    @property
-    def tag(self) -> str:
-        """Short hash of the config: prefixes event ids so two datasets never share an id.
-
-        Unbounded edge ranges are left out, so a config without ranges has the tag (and event ids) it
-        had before ranges existed; the generator version is in it."""
-        doc: dict[str, Any] = {k: v for k, v in asdict(self).items() if not (k in EDGE_RANGES and v == NO_LIMIT)}
-        doc["generator_version"] = GENERATOR_VERSION
-        text = json.dumps(doc, sort_keys=True)
-        return hashlib.sha1(text.encode()).hexdigest()[:8]
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def user_id(i: int) -> str:
-    return f"U{i:07d}"
-
-
-def product_id(i: int) -> str:
-    return f"P{i:05d}"
-
-
-def app_id(i: int) -> str:
-    return f"A{i:05d}"
-
-
-class Population:
-    """Latent and base attributes of users; pure numpy from the seed (Faker only for names)."""
-
-    def __init__(self, cfg: GeneratorConfig) -> None:
-        self.cfg = cfg
-        n = cfg.users
-        rng = np.random.default_rng([cfg.seed, 1])
-        n_comm = cfg.communities
-        self.community = rng.integers(0, n_comm, size=n)
-        self.c_comm = rng.normal(size=n_comm)
-        self.e_user = rng.normal(size=n)
-        c = self.c_comm[self.community]
-        self.churn_logit = 1.4 * self.e_user + 1.4 * c - 1.0
-        self.churn_p = _sigmoid(self.churn_logit)
-        self.churn = (rng.random(n) < self.churn_p).astype(np.int8)
-        self.labelled = rng.random(n) < cfg.label_share
-        # rule-visible: cheaper plans, lower fee, shorter tenure, lower activity with higher e_user
-        plan_score = -0.9 * self.e_user + rng.normal(scale=0.8, size=n)
-        cuts = np.quantile(plan_score, [0.2, 0.35, 0.45, 0.75, 0.9])
-        order = [2, 0, 1, 3, 5, 4]  # 校园, 4G基础, 4G畅享, 5G畅享, 家庭, 5G尊享: cheap → dear
-        self.plan = np.array(order)[np.searchsorted(cuts, plan_score)]
-        base_fee = np.array([f for _, f in PLANS])[self.plan]
-        self.monthly_fee = np.round(
-            np.clip(base_fee * np.exp(-0.25 * self.e_user + rng.normal(scale=0.2, size=n)), 8, 999), 2
-        )
-        self.tenure = np.clip(
-            np.round(rng.gamma(2.0, 14.0, size=n) * np.exp(-0.55 * self.e_user)), 0, 240
-        ).astype(int)
-        self.level = np.clip(
-            np.round(self.tenure / 30 + self.monthly_fee / 150 + rng.normal(scale=0.7, size=n)), 0, len(LEVELS) - 1
-        ).astype(int)
-        self.brand = rng.integers(0, len(BRANDS), size=n)
-        self.age = np.clip(np.round(rng.normal(36, 12, size=n)), 16, 85).astype(int)
-        self.gender = rng.integers(0, 2, size=n)
-        act = np.exp(-0.6 * self.e_user + rng.normal(scale=0.4, size=n))
-        self.activity = act / act.mean()
-        # graph-only: competitor-app affinity follows the community, not the user's own features
-        self.risk_app_p = _sigmoid(2.2 * c - 2.0)
-        # call partners: members of each community, contiguous after a stable sort
-        self.by_comm = np.argsort(self.community, kind="stable")
-        sizes = np.bincount(self.community, minlength=n_comm)
-        self.comm_start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        self.comm_size = sizes
-
-    @cached_property
-    def names_and_cities(self) -> tuple[list[str], list[str]]:
-        fake = Faker(self.cfg.locale)
-        fake.seed_instance(self.cfg.seed)
-        names = [fake.name() for _ in range(self.cfg.users)]
-        cities = [fake.city() for _ in range(min(self.cfg.users, 300))]
-        rng = np.random.default_rng([self.cfg.seed, 2])
-        pick = rng.integers(0, len(cities), size=self.cfg.users)
-        return names, [cities[i] for i in pick]
-
-    def attributes(self, i: int) -> dict[str, Any]:
-        names, cities = self.names_and_cities
-        return {
-            "name": names[i],
-            "gender": "MF"[int(self.gender[i])],
-            "age": int(self.age[i]),
-            "city": cities[i],
-            "plan_type": PLANS[int(self.plan[i])][0],
-            "level": LEVELS[int(self.level[i])],
-            "device_brand": BRANDS[int(self.brand[i])],
-            "monthly_fee": float(self.monthly_fee[i]),
-            "tenure_months": int(self.tenure[i]),
-        }
-
-
-class Catalogue:
-    """Products and apps (deterministic)."""
-
-    def __init__(self, cfg: GeneratorConfig) -> None:
-        rng = np.random.default_rng([cfg.seed, 3])
-        self.products: list[dict[str, Any]] = []
-        for i in range(cfg.products):
-            name, cat, base = PRODUCT_KINDS[i % len(PRODUCT_KINDS)]
-            tier = i // len(PRODUCT_KINDS)
-            label = f"{name}{tier + 1}号" if tier else name
-            price = round(float(base * (1 + 0.5 * tier) * rng.uniform(0.8, 1.2)), 2)
-            self.products.append({"product_id": product_id(i), "name": label, "category": cat, "price": price})
-        n_risk = len(RISK_APPS)
-        normal = APP_CATALOGUE
-        self.apps: list[dict[str, Any]] = []
-        for i in range(cfg.apps - n_risk):
-            name, cat = normal[i % len(normal)]
-            tier = i // len(normal)
-            self.apps.append({"app_id": app_id(i), "name": f"{name}{tier + 1}" if tier else name, "category": cat})
-        for j, (name, cat) in enumerate(RISK_APPS):
-            self.apps.append({"app_id": app_id(cfg.apps - n_risk + j), "name": name, "category": cat})
-        self.n_normal_apps = cfg.apps - n_risk
-        # Zipf-like popularity
-        self.app_pop = 1.0 / np.arange(1, self.n_normal_apps + 1) ** 0.9
-        self.app_pop /= self.app_pop.sum()
-        self.product_pop = 1.0 / np.arange(1, cfg.products + 1) ** 0.8
-        self.product_pop /= self.product_pop.sum()
-        self.prices = np.array([p["price"] for p in self.products])
-        # Each community's app preference: P(app j) ∝ popularity(j) · exp(taste[community, group(j)]).
-        # Drawn in two stages from one uniform: a group by the community's taste, then an app of the group
-        # by popularity. Tables are one row of cumulative probabilities per taste (and per group), offset
-        # by the row number, so one searchsorted over the flattened rows draws for many users at once.
-        self.n_tastes = min(cfg.communities, TASTES_MAX)
-        self.n_groups = min(self.n_normal_apps, TASTE_GROUPS_MAX)
-        group = np.arange(self.n_normal_apps) % self.n_groups
-        taste = np.random.default_rng([cfg.seed, 7]).normal(scale=COMMUNITY_APP_TASTE, size=(self.n_tastes, self.n_groups))
-        pref = np.bincount(group, weights=self.app_pop, minlength=self.n_groups) * np.exp(taste)
-        self.taste_cdf = _offset_rows([np.cumsum(row / row.sum()) for row in pref])
-        # apps in group order (group g: g, g + G, g + 2G, ...), by popularity within their group
-        self.group_apps = np.argsort(group, kind="stable")
-        self.group_end = np.cumsum(np.bincount(group, minlength=self.n_groups))
-        within = np.split(self.app_pop[self.group_apps], self.group_end[:-1])
-        self.group_cdf = _offset_rows([np.cumsum(w / w.sum()) for w in within])
-
-    def pick_normal_apps(self, community: np.ndarray, uniform: np.ndarray) -> np.ndarray:
-        """A normal app for each user of the given communities, from uniforms in [0, 1)."""
-        t = community % self.n_tastes
-        width = self.n_groups
-        # row t of taste_cdf is [1 + t*G, 1 + (t+1)*G), its values within (t, t + 1]; the entry before it
-        # is t (the previous row's last, or the leading 0), so lo below is 0 for the first group
-        flat = np.searchsorted(self.taste_cdf, t + uniform, side="right")
-        g = np.clip(flat - 1 - t * width, 0, width - 1)
-        lo = self.taste_cdf[t * width + g] - t
-        hi = self.taste_cdf[t * width + g + 1] - t
-        # the uniform's place inside the group's share is again uniform: it picks the app of the group
-        inner = np.clip((uniform - lo) / np.maximum(hi - lo, 1e-300), 0.0, np.nextafter(1.0, 0.0))
-        k = np.searchsorted(self.group_cdf, g + inner, side="right") - 1
-        return self.group_apps[np.minimum(k, self.group_end[g] - 1)]
-
-
-def _offset_rows(rows: list[np.ndarray]) -> np.ndarray:
-    """Rows of cumulative probabilities as one flat array after a leading 0, row r offset by r (its last
-    value exactly r + 1): one searchsorted of ``r + u`` draws from row r for many rows at once."""
-    out = [np.zeros(1)]
-    for r, cdf in enumerate(rows):
-        cdf = cdf + r
-        cdf[-1] = r + 1.0
-        out.append(cdf)
-    return np.concatenate(out)
+def _ids(fmt: Any, n: int) -> np.ndarray:
+    out = np.empty(n, dtype=object)
+    out[:] = [fmt(i) for i in range(n)]
+    return out
 
 
 class MockGenerator:
@@ -350,10 +84,12 @@ class MockGenerator:
     def __init__(self, cfg: GeneratorConfig) -> None:
         self.cfg = cfg
         self.pop = Population(cfg)
-        self.cat = Catalogue(cfg)
+        self.cat = Catalogue(cfg.seed, cfg.products, cfg.apps, cfg.communities)
         self.tag = cfg.tag
         #: live event ids are this prefix and the stream index
         self.live_prefix = f"{cfg.tag}-l"
+        self._hist: dict[str, np.ndarray] | None = None
+        self._id_tables: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ base tables
 
@@ -377,9 +113,12 @@ class MockGenerator:
 
     def registration_events(self) -> Iterator[Event]:
         t0 = self.history_start - 3600.0
-        for i in range(self.cfg.users):
-            uid = user_id(i)
-            yield Event(f"{self.tag}-r{uid}", "user.registered", t0, uid, None, self.pop.attributes(i))
+        for lo in range(0, self.cfg.users, COLUMN_CHUNK):
+            cols = self.pop.attribute_columns(lo, min(self.cfg.users, lo + COLUMN_CHUNK))
+            keys = list(cols)
+            for i, values in enumerate(zip(*cols.values()), start=lo):
+                uid = user_id(i)
+                yield Event(f"{self.tag}-r{uid}", "user.registered", t0, uid, None, dict(zip(keys, values)))
 
     # ------------------------------------------------------------------ history
 
@@ -408,7 +147,9 @@ class MockGenerator:
             value[is_call] = np.round(rng.lognormal(4.5, 0.9, size=len(u)), 1)
         is_prod = (types == 1) | (types == 2)
         if is_prod.any():
-            target[is_prod] = rng.choice(self.cfg.products, size=int(is_prod.sum()), p=cat.product_pop)
+            u = users[is_prod]
+            by_segment = rng.random(len(u)) < SEGMENT_CHOICE_SHARE
+            target[is_prod] = cat.pick_products(pop.segment[u], pop.community[u], by_segment, rng.random(len(u)))
         is_order = types == 2
         value[is_order] = cat.prices[target[is_order]]
         is_app = (types == 3) | (types == 4)
@@ -425,23 +166,16 @@ class MockGenerator:
     def _make_event(self, eid: str, t: int, ts: float, u: int, target: int, value: float) -> Event:
         etype = _TYPES[t]
         uid = user_id(u)
-        if etype == "call":
-            return Event(eid, etype, ts, uid, user_id(target), {"duration": float(value)})
-        if etype == "product.order":
-            return Event(eid, etype, ts, uid, product_id(target), {"amount": float(value)})
-        if etype == "product.click":
-            return Event(eid, etype, ts, uid, product_id(target), {})
-        if etype == "app.usage":
-            return Event(eid, etype, ts, uid, app_id(target), {"duration": float(value)})
-        return Event(eid, etype, ts, uid, app_id(target), {})
+        target_id = user_id(target) if etype == "call" else product_id(target) if etype.startswith("product") else app_id(target)
+        field = _VALUE_FIELD[etype]
+        return Event(eid, etype, ts, uid, target_id, {field: float(value)} if field else {})
 
     def history_size(self) -> int:
         return len(self._history_arrays()["user"])
 
     def _history_arrays(self) -> dict[str, np.ndarray]:
-        cache = getattr(self, "_hist", None)
-        if cache is not None:
-            return cache
+        if self._hist is not None:
+            return self._hist
         cfg, pop = self.cfg, self.pop
         rng = np.random.default_rng([cfg.seed, 4])
         counts = rng.poisson(cfg.events_per_user * pop.activity)
@@ -520,6 +254,62 @@ class MockGenerator:
         yield from self.history_events()
         yield from self.label_events()
 
+    # ------------------------------------------------------------------ the dataset as columns
+
+    def _ids_of(self) -> dict[str, np.ndarray]:
+        """User, product and app ids as object arrays (indexed by number: no formatting per event)."""
+        if self._id_tables is None:
+            self._id_tables = {"user": _ids(user_id, self.cfg.users), "product": _ids(product_id, self.cfg.products),
+                               "app": _ids(app_id, self.cfg.apps)}
+        return self._id_tables
+
+    def dataset_columns(self, chunk: int = COLUMN_CHUNK) -> Iterator[NewEvents]:
+        """The events of :meth:`dataset`, in the same order with the same content, as columns of at most
+        ``chunk`` events (payloads as the JSON text the store keeps)."""
+        yield NewEvents.of_events(list(self.catalogue_events()))
+        for lo in range(0, self.cfg.users, chunk):
+            yield self._registration_columns(lo, min(self.cfg.users, lo + chunk))
+        for lo in range(0, self.history_size(), chunk):
+            yield self._history_columns(lo, min(self.history_size(), lo + chunk))
+        labelled = np.flatnonzero(self.pop.labelled)
+        for lo in range(0, len(labelled), chunk):
+            yield self._label_columns(labelled[lo:lo + chunk])
+
+    def _registration_columns(self, lo: int, hi: int) -> NewEvents:
+        cols = self.pop.attribute_columns(lo, hi)
+        uids = self._ids_of()["user"][lo:hi].tolist()
+        # the JSON text to_json writes for the attribute dict (keys in this order), put together from
+        # each value's own JSON text: strings encoded once per distinct value, numbers as repr gives them
+        text = {k: _json_texts(v) if isinstance(v[0], str) else [repr(x) for x in v] for k, v in cols.items()}
+        template = "{{" + ",".join(to_json(k).decode() + ":{}" for k in cols) + "}}"
+        payloads = [template.format(*values) for values in zip(*text.values())]
+        n = hi - lo
+        return NewEvents([f"{self.tag}-r{u}" for u in uids], ["user.registered"] * n, uids, [None] * n,
+                         [self.history_start - 3600.0] * n, payloads)
+
+    def _history_columns(self, lo: int, hi: int) -> NewEvents:
+        h = {k: v[lo:hi] for k, v in self._history_arrays().items()}
+        ids = self._ids_of()
+        types = np.asarray(_TYPES, dtype=object)[h["type"]]
+        target = np.empty(hi - lo, dtype=object)
+        payload = np.empty(hi - lo, dtype=object)
+        for t, etype in enumerate(_TYPES):
+            sel = h["type"] == t
+            table = ids["user"] if etype == "call" else ids["product"] if etype.startswith("product") else ids["app"]
+            target[sel] = table[h["target"][sel]]
+            field = _VALUE_FIELD[etype]
+            # repr of a float is the JSON number the store's writer gives it (shortest round-trip form)
+            payload[sel] = [f'{{"{field}":{v!r}}}' for v in h["value"][sel].tolist()] if field else "{}"
+        return NewEvents([f"{self.tag}-h{i}" for i in range(lo, hi)], types.tolist(),
+                         ids["user"][h["user"]].tolist(), target.tolist(), h["ts"].tolist(), payload.tolist())
+
+    def _label_columns(self, users: np.ndarray) -> NewEvents:
+        uids = self._ids_of()["user"][users].tolist()
+        n = len(uids)
+        return NewEvents([f"{self.tag}-y{u}" for u in uids], ["label.observed"] * n, uids, [None] * n,
+                         [self.cfg.history_end] * n,
+                         [f'{{"label":"churn","value":{v}}}' for v in self.pop.churn[users].tolist()])
+
     # ------------------------------------------------------------------ live
 
     def live_chunk(self, chunk: int, base_ts: float, nominal_rate: float) -> list[Event]:
@@ -575,19 +365,28 @@ def expected_logit_parts(gen: MockGenerator) -> dict[str, np.ndarray]:
 
 
 __all__ = [
+    "BRANDS",
+    "COMMUNITY_APP_TASTE",
+    "EDGE_RANGES",
+    "GENERATOR_VERSION",
+    "LEVELS",
+    "LIVE_CHUNK",
+    "MAX_EDGES_PER_USER",
+    "NO_LIMIT",
+    "PLANS",
+    "TASTES_MAX",
+    "TASTE_GROUPS_MAX",
+    "TYPE_MIX",
+    "Catalogue",
+    "EdgeRange",
     "GeneratorConfig",
     "MockGenerator",
     "Population",
-    "Catalogue",
-    "LIVE_CHUNK",
-    "EDGE_RANGES",
-    "NO_LIMIT",
-    "MAX_EDGES_PER_USER",
-    "as_edge_range",
-    "edge_range_problem",
-    "churn_truth",
-    "expected_logit_parts",
-    "user_id",
-    "product_id",
     "app_id",
+    "as_edge_range",
+    "churn_truth",
+    "edge_range_problem",
+    "expected_logit_parts",
+    "product_id",
+    "user_id",
 ]

@@ -42,30 +42,35 @@ def generate_if_empty(settings: Settings, progress: Progress) -> int:
             done += n
             progress(done / total, f"generating {done:,}/{total:,} events")
 
-        summary = append_dataset(store, gen, 10_000, step)
+        summary = append_dataset(store, gen, 50_000, step)
         store.append([data_config.event(data_config.of_settings(settings))])
         return summary.appended
 
 
 def project(settings: Settings, progress: Progress) -> int:
-    """Fold the log into the profiles the models train on (the live flow's fold, run as a replay);
-    continues from the profiles checkpoint, so a database already folded costs nothing."""
+    """Fold the log into the profiles the models train on: a fresh database (no profiles yet, no rule
+    events) by the bulk fold, which gives the replay's profiles at numpy speed; otherwise the live flow's
+    fold, run as a replay, from the profiles checkpoint (a database already folded costs nothing)."""
     from storage import open_store
 
+    from .bulk_fold import bulk_fold
     from .control import PROFILES_CHECKPOINT
-    from .runner import replay
+    from .runner import holding_store, replay
 
-    with open_store(settings.db) as store:
+    with holding_store(settings, role="replay"), open_store(settings.db) as store:
         last, done = store.last_seq(), store.checkpoints.get(PROFILES_CHECKPOINT)
-    if done >= last:
-        return 0
-    total, seen = last - done, 0
+        if done >= last:
+            return 0
+        total, seen = last - done, 0
 
-    def step(n: int) -> None:
-        nonlocal seen
-        seen += n
-        progress(seen / total, f"folding profiles {seen:,}/{total:,}")
+        def step(n: int) -> None:
+            nonlocal seen
+            seen += n
+            progress(seen / total, f"folding profiles {seen:,}/{total:,}")
 
+        fresh = done == 0 and store.profiles.count() == 0
+        if fresh and not any(t.startswith("rule.") for t in store.counts_by_type()):
+            return bulk_fold(store, step).events
     return replay(settings, from_seq=done + 1, progress=step).events
 
 

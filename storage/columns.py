@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -61,6 +62,38 @@ class EventBatch:
     def take(self, idx: np.ndarray) -> "EventBatch":
         return EventBatch(self.seq[idx], self.type[idx], self.user[idx], self.target[idx], self.ts[idx],
                           self.payload[idx], self.upto)
+
+
+@dataclass(slots=True)
+class NewEvents:
+    """Events to append, as columns: what a bulk writer hands the store without an ``Event`` per row.
+    Payloads are JSON text as the store keeps it (``EventStore.append`` writes the same text)."""
+
+    event_id: list[str]
+    type: list[str]
+    user: list[str | None]
+    target: list[str | None]
+    ts: list[float]
+    payload: list[str]
+    #: envelope version of every event
+    version: int = 1
+
+    def __len__(self) -> int:
+        return len(self.event_id)
+
+    @classmethod
+    def of_events(cls, events: Sequence[Any]) -> "NewEvents":
+        """From ``Event`` objects (their payload dicts written as the store writes them)."""
+        from .event_store import payload_text
+
+        return cls([e.event_id for e in events], [e.type for e in events], [e.user_id for e in events],
+                   [e.target_id for e in events], [e.ts for e in events], [payload_text(e.payload) for e in events])
+
+    def rows(self, recorded_at: float) -> Iterator[tuple[Any, ...]]:
+        """``(event_id, type, user_id, target_id, ts, payload, version, recorded_at)`` per event."""
+        n = len(self.event_id)
+        return zip(self.event_id, self.type, self.user, self.target, self.ts, self.payload,
+                   repeat(self.version, n), repeat(recorded_at, n))
 
 
 def _objects(values: Sequence[Any]) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from pydantic_core import from_json, to_json
 
-from .columns import EventBatch, scan_columns
+from .columns import EventBatch, NewEvents, scan_columns
 from .db import connect, transaction
 from .events import Event, StoredEvent
 from .projections import Checkpoints, Embeddings, Jobs, Models, OpsHistory, Profiles, Rules, Status
@@ -52,7 +52,7 @@ class AppendResult:
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
-def _payload_text(payload: dict[str, Any]) -> str:
+def payload_text(payload: dict[str, Any]) -> str:
     # Flat payloads (all the high-volume types) are written by pydantic-core: the same compact UTF-8
     # JSON as json.dumps(ensure_ascii=False, separators=(",", ":")), NaN/Infinity included, about ten
     # times faster; only tiny floats' exponents read "1e-7" for "1e-07" (the same value). Anything
@@ -66,7 +66,7 @@ def _payload_text(payload: dict[str, Any]) -> str:
 
 
 def _row(e: Event, now: float) -> tuple[Any, ...]:
-    return (e.event_id, e.type, e.user_id, e.target_id, e.ts, _payload_text(e.payload), e.version, now)
+    return (e.event_id, e.type, e.user_id, e.target_id, e.ts, payload_text(e.payload), e.version, now)
 
 
 def _stored(r: tuple[Any, ...]) -> StoredEvent:
@@ -204,6 +204,18 @@ class EventStore:
                 conflicts = self._conflicts(events_list, rows, {eid for _, eid in new})
                 return AppendResult(new=new, duplicates=len(rows) - len(new), conflicts=conflicts)
         return AppendResult(new=new, duplicates=len(rows) - len(new))
+
+    def append_columns(self, batch: NewEvents) -> tuple[int, int]:
+        """Append events given as columns in one transaction: (appended, already there). Idempotent on
+        ``event_id`` like :meth:`append`; for bulk writers of known content (the mock dataset), so the
+        ids already there are counted, not compared."""
+        if not len(batch):
+            return 0, 0
+        with self.transaction() as conn:
+            changes = conn.total_changes
+            conn.executemany(_INSERT, batch.rows(time.time()))
+            appended = conn.total_changes - changes
+        return appended, len(batch) - appended
 
     def _conflicts(self, events: list[Event], rows: list[tuple[Any, ...]], new_ids: set[str]) -> list[tuple[Event, str]]:
         """The duplicates (rows not appended) whose stored event differs from them (recorded_at aside)."""

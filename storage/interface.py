@@ -19,7 +19,7 @@ import numpy as np
 
 
 from config.db_location import DbLocation
-from .columns import EventBatch
+from .columns import EventBatch, NewEvents
 from .event_store import AppendResult
 from .events import Event, StoredEvent
 from .projections import EmbeddingRow, ModelRow, RuleRow
@@ -120,6 +120,7 @@ class EventLog(Protocol):
     """The append-only log: idempotent appends, reads in seq order, a few aggregates."""
 
     def append(self, events: Iterable[Event]) -> AppendResult: ...
+    def append_columns(self, batch: NewEvents) -> tuple[int, int]: ...
     def add_dead_letter(self, raw: Any, reason: str, source: str = "") -> None: ...
     def add_dead_letters(self, items: Sequence[tuple[Any, str]], source: str = "") -> None: ...
     def read(

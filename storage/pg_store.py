@@ -17,7 +17,7 @@ from pydantic_core import from_json
 
 from config.db_location import PostgresUrl
 
-from .columns import EventBatch
+from .columns import EventBatch, NewEvents
 from .event_store import AppendResult, _bounded, _fingerprint, _raw_text, _row, _stored
 from .events import Event, StoredEvent
 from .pg_db import PgConnections
@@ -159,6 +159,15 @@ class PgStore:
                         copy.write_row(r)
         new = [(r[0], r[1]) for r in fresh]
         return AppendResult(new=new, duplicates=len(rows) - len(new), conflicts=conflicts)
+
+    def append_columns(self, batch: NewEvents) -> tuple[int, int]:
+        """Append events given as columns (appended, already there), through :meth:`append`: the COPY
+        there is PostgreSQL's bulk path already."""
+        events = [Event(eid, t, ts, u, tg, from_json(p), batch.version)
+                  for eid, t, u, tg, ts, p in zip(batch.event_id, batch.type, batch.user, batch.target, batch.ts,
+                                                  batch.payload)]
+        result = self.append(events)
+        return len(result.new), result.duplicates
 
     def add_dead_letter(self, raw: Any, reason: str, source: str = "") -> None:
         """Keep an event that failed validation, verbatim, with the reason."""

@@ -125,6 +125,25 @@ def test_people_who_call_each_other_use_the_same_apps() -> None:
     assert similarity(calls) > similarity(random_pairs) + 0.25
 
 
+def test_product_choice_follows_the_segment() -> None:
+    """Subscribers of one segment (plan, fee band, age band) buy and click alike, far more than random
+    pairs; of one plan alone, still more alike (what a graph model learns from the plan feature)."""
+    gen = MockGenerator(GeneratorConfig(users=3000, events_per_user=20, seed=11))
+    h = gen._history_arrays()
+    prod = (h["type"] == 1) | (h["type"] == 2)
+    use = np.zeros((gen.cfg.users, gen.cfg.products))
+    np.add.at(use, (h["user"][prod], h["target"][prod]), 1.0)
+    use /= np.maximum(np.linalg.norm(use, axis=1, keepdims=True), 1e-12)
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, gen.cfg.users, size=(2, 200_000))
+    sim = (use[a] * use[b]).sum(1)
+    seg, plan = gen.pop.segment, gen.pop.plan
+    same_segment = sim[(seg[a] == seg[b]) & (a != b)].mean()
+    same_plan = sim[(plan[a] == plan[b]) & (seg[a] != seg[b])].mean()
+    other = sim[plan[a] != plan[b]].mean()
+    assert same_segment > other + 0.2 and same_plan > other + 0.05, (same_segment, same_plan, other)
+
+
 def test_bad_config_is_refused_with_the_reason() -> None:
     with pytest.raises(ValueError, match="users must be at least 2; label_share must be within"):
         GeneratorConfig(users=1, label_share=2)
@@ -136,9 +155,9 @@ def test_app_taste_tables_stay_small_and_draw_popularity_times_taste() -> None:
     from dataflow.generator import COMMUNITY_APP_TASTE, TASTE_GROUPS_MAX, TASTES_MAX, Catalogue
 
     cfg = GeneratorConfig(users=10_000, community_size=2, apps=204)
-    cat = Catalogue(cfg)
-    assert cat.n_tastes == TASTES_MAX and cat.n_groups == TASTE_GROUPS_MAX
-    assert cat.taste_cdf.size == TASTES_MAX * TASTE_GROUPS_MAX + 1
+    cat = Catalogue(cfg.seed, cfg.products, cfg.apps, cfg.communities)
+    assert cat.app_taste.n_rows == TASTES_MAX and cat.app_taste.n_groups == TASTE_GROUPS_MAX
+    assert cat.app_taste.taste_cdf.size == TASTES_MAX * TASTE_GROUPS_MAX + 1
     # the taste as drawn (seed stream 7), and the distribution it defines
     taste = np.random.default_rng([cfg.seed, 7]).normal(scale=COMMUNITY_APP_TASTE, size=(TASTES_MAX, TASTE_GROUPS_MAX))
     group = np.arange(cat.n_normal_apps) % TASTE_GROUPS_MAX
@@ -155,12 +174,12 @@ def test_app_taste_tables_stay_small_and_draw_popularity_times_taste() -> None:
 # --------------------------------------------------------------------------- per-user edge ranges
 
 #: sha256 of the default dataset and live chunk 0 (``digest``) and the default tag, measured on
-#: generator version 2 (community app taste) without per-user edge ranges: other figures (AUCs,
+#: generator version 3 (product choice by segment) without per-user edge ranges: other figures (AUCs,
 #: benchmarks) are compared on exactly this dataset, so unbounded ranges must leave every event as it was.
-DEFAULT_DIGEST = "01cc196ff9e687882c37d58f4ca222486257612c781903b7b81c112e4d5bec97"
-DEFAULT_TAG = "a8b0a77b"
+DEFAULT_DIGEST = "476052c11f4e349fdad0ed545a82fa67517a3f41ac3c23ae0562e4f37c503c26"
+DEFAULT_TAG = "7d5d5a93"
 #: the same for the browser tests' small dataset (users=300, events_per_user=8)
-CONSOLE_DIGEST = "83675576974dd2de0610d56d9f0dc7add756e35170b8592bc438be8ceb83e409"
+CONSOLE_DIGEST = "dfd76fb993004a871b6a549176b22abe1e67a10d7ccbbb9236ece1a36302dcee"
 
 
 def test_default_dataset_is_unchanged_by_edge_ranges() -> None:

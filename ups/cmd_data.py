@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     for name in EDGE_RANGE_FIELDS:
         p.add_argument(f"--{name.replace('_', '-')}", metavar="MIN:MAX",
                        help=f"{name.replace('_', ' ')} in the history (MAX empty: no limit)")
-    p.add_argument("--batch-size", type=_positive_int, default=10_000)
+    p.add_argument("--batch-size", type=_positive_int, default=50_000, help="events per transaction")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true",
                    help="append even when the database holds a dataset of another config or generator version")

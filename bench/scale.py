@@ -1,0 +1,179 @@
+"""Whole-pipeline scale benchmark: what ``ups init --users N`` does, stage by stage, on the configured
+device (``UPS_DEVICE``), into a fresh database; one table of each stage's time, rate and peak memory
+(resident set, sampled), against a bare baseline where one exists, measured in the same run:
+
+* generate (mock dataset as columns -> the event log) against a raw SQLite insert of the same rows
+  into a table without indexes (the rows handed over ready-made);
+* fold (the bulk profile fold) against nothing bare (what it replaces is the Bytewax replay);
+* graph (the store's columns -> the HGT graph), train (the initial HGT), fusion: no bare baseline;
+* embed (a forward pass and the rows written) against a raw ``executemany`` of as many embedding
+  rows, already built, into the same schema.
+
+    python -m bench.scale [--users 100000] [--keep DB]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from config.settings import Settings
+from storage.db import connect
+from storage.projections import EMBEDDING_UPSERT
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float
+    count: int
+    unit: str
+    peak_mb: float
+    baseline_s: float | None = None
+
+    def row(self) -> str:
+        rate = self.count / self.seconds if self.seconds > 0 else float("nan")
+        base = (f"{self.count / self.baseline_s:>12,.0f}/s  {self.baseline_s / self.seconds:>5.2f}"
+                if self.baseline_s else f"{'-':>14}  {'-':>5}")
+        return (f"{self.name:<9} {self.seconds:>8.1f} s {self.count:>12,} {self.unit:<7} {rate:>12,.0f}/s "
+                f"{self.peak_mb:>8,.0f} MB  {base}")
+
+
+class PeakRss:
+    """The largest resident set of this process while the block runs (sampled every 20 ms)."""
+
+    def __enter__(self) -> "PeakRss":
+        self.peak = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, _rss_mb())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mb())
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    with PeakRss() as mem:
+        t = time.perf_counter()
+        out = fn()
+        seconds = time.perf_counter() - t
+    return out, seconds, mem.peak
+
+
+def raw_insert_seconds(gen: Any, path: Path) -> float:
+    """A bare table (no index, no conflict clause) and executemany of the generator's rows, only the
+    inserts timed."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE events(seq INTEGER PRIMARY KEY, event_id, type, user_id, target_id, ts, payload, "
+                 "version, recorded_at)")
+    spent = 0.0
+    for batch in gen.dataset_columns():
+        rows = list(batch.rows(time.time()))
+        t = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO events(event_id, type, user_id, target_id, ts, payload, version, recorded_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.execute("COMMIT")
+        spent += time.perf_counter() - t
+    conn.close()
+    return spent
+
+
+def raw_embedding_seconds(n: int, dim: int, path: Path, chunk: int = 50_000) -> float:
+    """A raw executemany of ``n`` embedding rows (float32 blobs), built before the clock starts."""
+    conn = connect(path)
+    vec = np.random.default_rng(0).standard_normal((n, dim), dtype=np.float32)
+    now = time.time()
+    rows = [("user", f"U{i:07d}", vec[i].tobytes(), dim, 1, i, now) for i in range(n)]
+    t = time.perf_counter()
+    for a in range(0, n, chunk):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(EMBEDDING_UPSERT, rows[a:a + chunk])
+        conn.execute("COMMIT")
+    seconds = time.perf_counter() - t
+    conn.close()
+    return seconds
+
+
+def run(users: int, folder: Path) -> list[Stage]:
+    from dataflow.bootstrap import append_dataset
+    from dataflow.bulk_fold import bulk_fold
+    from dataflow.generator import GeneratorConfig, MockGenerator
+    from dataflow.oracle import retention_oracle
+    from scoring.embed import embed_all
+    from scoring.graph_loader import build_graph
+    from scoring.orchestration import train_fusion
+    from scoring.training import train_hgt
+    from storage.event_store import EventStore
+
+    db = folder / "scale.db"
+    settings = Settings(db=db, users=users)
+    stages: list[Stage] = []
+    gen = MockGenerator(GeneratorConfig.from_settings(settings))
+    with EventStore(db) as store:
+        summary, s, peak = _timed(lambda: append_dataset(store, gen))
+        stages.append(Stage("generate", s, summary.events, "events", peak,
+                            raw_insert_seconds(MockGenerator(gen.cfg), folder / "raw.db")))
+        folded, s, peak = _timed(lambda: bulk_fold(store))
+        stages.append(Stage("fold", s, folded.events, "events", peak))
+        graph, s, peak = _timed(lambda: build_graph(store, device=settings.device if settings.device != "auto" else "cpu"))
+        stages.append(Stage("graph", s, graph.num_edges() // 2, "edges", peak))
+        del graph
+    ratio = min(1.0, settings.bootstrap_train_users / users)
+    hgt, s, peak = _timed(lambda: train_hgt(settings, epochs=settings.bootstrap_epochs, sample_ratio=ratio))
+    stages.append(Stage("train", s, int(hgt["nodes"]["user"]), "users", peak))
+    emb, s, peak = _timed(lambda: embed_all(settings))
+    stages.append(Stage("embed", s, int(emb["written"]), "rows", peak,
+                        raw_embedding_seconds(int(emb["written"]), settings.embedding_dim, folder / "raw_emb.db")))
+    fusion, s, peak = _timed(lambda: train_fusion(settings, lambda f, m: None, samples=0,
+                                                  epochs=settings.bootstrap_fusion_epochs, lr=settings.fusion_lr,
+                                                  oracle=retention_oracle(db, settings)))
+    stages.append(Stage("fusion", s, users, "users", peak))
+    return stages
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--users", type=int, default=100_000)
+    p.add_argument("--keep", type=Path, help="folder to keep the database in (default: a temporary one)")
+    args = p.parse_args()
+    load = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        stages = run(args.users, folder)
+        total = sum(stage.seconds for stage in stages)
+    settings = Settings()
+    print(f"{args.users:,} users, device {settings.device}, {os.cpu_count()} CPUs, load {load[0]:.1f} before / "
+          f"{os.getloadavg()[0]:.1f} after, {time.strftime('%Y-%m-%d')}")
+    print(f"{'stage':<9} {'time':>10} {'count':>20} {'rate':>14} {'peak RSS':>11}  {'bare rate':>14}  ratio")
+    for stage in stages:
+        print(stage.row())
+    print(f"total     {total:>8.1f} s (the bare baselines' runs not counted); ratio = bare time / stage time")
+
+
+if __name__ == "__main__":
+    main()

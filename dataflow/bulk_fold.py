@@ -1,0 +1,179 @@
+"""The profile fold of a whole log at once, as numpy columns: what ``ups init`` folds a freshly generated
+database with, where the Bytewax replay folds one event object at a time.
+
+It computes what :func:`dataflow.profile.fold_many` computes (the same documents, the same last seqs,
+tested against the replay): per-user counts, sums in integer units (milliseconds, cents), first and last
+interaction times and call partners, by grouping the log's columns; base attributes are set by each
+user's registration and update events in seq order. Only for a store whose profiles are still empty
+and whose log holds no rule events (the rules projection is the replay's to build).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from pydantic_core import to_json
+
+from storage.columns import EventBatch
+from storage import Store
+from storage.events import INTERACTION_TYPES
+
+from .control import PROFILES_CHECKPOINT
+from .profile import ProfileState, _set_base
+
+#: interaction types in a fixed order (column of the counts), then the attribute-setting types
+_INTERACTIONS = tuple(sorted(INTERACTION_TYPES))
+_ATTRIBUTE_TYPES = ("user.registered", "user.updated")
+_TYPES = _INTERACTIONS + _ATTRIBUTE_TYPES
+#: the payload field a type's sum adds up, and its integer unit (as fold_many rounds it)
+_SUMS = {"call": ("duration", 1000), "app.usage": ("duration", 1000), "product.order": ("amount", 100)}
+#: profiles written per transaction
+WRITE_CHUNK = 50_000
+
+
+@dataclass
+class BulkFoldSummary:
+    events: int
+    profiles: int
+    last_seq: int
+
+
+class _Users:
+    """Per-user accumulators, indexed by first appearance; grown as users appear."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.counts = np.zeros((0, len(_INTERACTIONS)), np.int64)
+        self.sums = {t: np.zeros(0, np.int64) for t in _SUMS}
+        self.first = np.zeros(0)
+        self.last = np.zeros(0)
+        self.last_seq = np.zeros(0, np.int64)
+        self.partners: list[pd.DataFrame] = []
+        self.states: dict[int, ProfileState] = {}
+
+    def codes(self, users: np.ndarray) -> np.ndarray:
+        inverse, uniq = pd.factorize(users)
+        index = self.index
+        for u in uniq.tolist():
+            if u not in index:
+                index[u] = len(self.ids)
+                self.ids.append(u)
+        grow = len(self.ids) - len(self.first)
+        if grow > 0:
+            self.counts = np.vstack([self.counts, np.zeros((grow, len(_INTERACTIONS)), np.int64)])
+            self.sums = {t: np.concatenate([v, np.zeros(grow, np.int64)]) for t, v in self.sums.items()}
+            self.first = np.concatenate([self.first, np.full(grow, np.inf)])
+            self.last = np.concatenate([self.last, np.full(grow, -np.inf)])
+            self.last_seq = np.concatenate([self.last_seq, np.zeros(grow, np.int64)])
+        return np.array([index[u] for u in uniq.tolist()], np.int64)[inverse]
+
+
+def _values(texts: np.ndarray, field: str) -> np.ndarray:
+    """The number ``field`` of each JSON payload: sliced out of the usual one-field text, parsed as
+    JSON where a payload has another form."""
+    prefix = f'{{"{field}":'
+    cut = len(prefix)
+    sliced = [t[cut:-1] if t.startswith(prefix) and t.endswith("}") and "," not in t else None for t in texts.tolist()]
+    out = np.empty(len(sliced))
+    plain = np.array([s is not None for s in sliced], dtype=bool)
+    if plain.any():
+        out[plain] = np.array([s for s in sliced if s is not None], dtype=np.float64)
+    for i in np.flatnonzero(~plain).tolist():
+        out[i] = float(json.loads(texts[i]).get(field, 0.0))
+    return out
+
+
+def _fold_batch(acc: _Users, batch: EventBatch) -> None:
+    keep = np.asarray(pd.notna(batch.user))
+    if not keep.all():
+        batch = batch.take(np.flatnonzero(keep))
+    if not len(batch):
+        return
+    code = np.asarray(batch.type.codes, np.int64)
+    u = acc.codes(np.asarray(batch.user, dtype=object))
+    np.maximum.at(acc.last_seq, u, batch.seq)
+    inter = code < len(_INTERACTIONS)
+    ui, ci = u[inter], code[inter]
+    n = len(acc.ids)
+    acc.counts += np.bincount(ui * len(_INTERACTIONS) + ci, minlength=n * len(_INTERACTIONS)).reshape(n, -1)
+    np.minimum.at(acc.first, ui, batch.ts[inter])
+    np.maximum.at(acc.last, ui, batch.ts[inter])
+    for etype, (field, unit) in _SUMS.items():
+        sel = code == _TYPES.index(etype)
+        if sel.any():
+            # round half to even, as Python's round in fold_many
+            units = np.round(_values(batch.payload[sel], field) * unit).astype(np.int64)
+            acc.sums[etype] += np.bincount(u[sel], weights=units, minlength=n).astype(np.int64)
+    calls = code == _TYPES.index("call")
+    if calls.any():
+        acc.partners.append(pd.DataFrame({"u": u[calls], "p": pd.Series(batch.target[calls]).fillna("")})
+                            .drop_duplicates())
+    attrs = (code >= len(_INTERACTIONS)) & (code < len(_TYPES))
+    for i in np.flatnonzero(attrs).tolist():  # registrations and updates, in seq order
+        k = int(u[i])
+        state = acc.states.get(k)
+        if state is None:
+            state = acc.states[k] = ProfileState(acc.ids[k])
+        text = batch.payload[i]
+        _set_base(state, json.loads(text) if isinstance(text, str) else (text or {}), int(batch.seq[i]))
+        if _TYPES[int(code[i])] == "user.registered":
+            state.registered = True
+
+
+def _documents(acc: _Users, lo: int, hi: int, partners: dict[int, list[str]]) -> list[tuple[str, str, int]]:
+    """Profile rows as the flow writes them (the document's JSON text by pydantic-core)."""
+    rows = []
+    for k in range(lo, hi):
+        state = acc.states.get(k) or ProfileState(acc.ids[k])
+        counts = acc.counts[k]
+        state.event_counts = {t: int(c) for t, c in zip(_INTERACTIONS, counts.tolist()) if c}
+        state.total_events = int(counts.sum())
+        state.partners = set(partners.get(k, ()))
+        state.call_ms, state.app_ms = int(acc.sums["call"][k]), int(acc.sums["app.usage"][k])
+        state.spend_cents = int(acc.sums["product.order"][k])
+        if state.total_events:
+            state.first_event_at, state.last_event_at = float(acc.first[k]), float(acc.last[k])
+        rows.append((state.user_id, to_json(state.document()).decode(), int(acc.last_seq[k])))
+    return rows
+
+
+def bulk_fold(store: Store, progress: Callable[[int], None] | None = None,
+              chunk: int = 500_000) -> BulkFoldSummary:
+    """Fold the whole log into the (empty) profiles projection and set its checkpoint to the log's end."""
+    last = store.last_seq()
+    if store.profiles.count() or store.checkpoints.get(PROFILES_CHECKPOINT):
+        raise ValueError("bulk_fold folds into empty profiles only; continue with the replay")
+    present = store.counts_by_type()
+    if any(t.startswith("rule.") for t in present):
+        raise ValueError("the log holds rule events: the replay builds the rules projection")
+    # every event with a user is folded (a label too moves the profile's last seq), as in the flow
+    types = [*_TYPES, *(t for t in present if t not in _TYPES)]
+    acc = _Users()
+    events = 0
+    for batch in store.read_columns(1, last, types,
+                                    payload_types=(*_SUMS, *_ATTRIBUTE_TYPES), chunk=chunk):
+        _fold_batch(acc, batch)
+        events += len(batch)
+        if progress:
+            progress(len(batch))
+    partners: dict[int, list[str]] = {}
+    if acc.partners:
+        pairs = pd.concat(acc.partners).drop_duplicates()
+        for k, group in pairs.groupby("u", sort=False)["p"]:
+            partners[int(k)] = group.tolist()
+    n = len(acc.ids)
+    for lo in range(0, n, WRITE_CHUNK):
+        rows = _documents(acc, lo, min(n, lo + WRITE_CHUNK), partners)
+        with store.transaction():
+            store.profiles.upsert_many(rows)
+            if lo + WRITE_CHUNK >= n:
+                store.checkpoints.set(PROFILES_CHECKPOINT, last)
+    if n == 0:
+        with store.transaction():
+            store.checkpoints.set(PROFILES_CHECKPOINT, last)
+    return BulkFoldSummary(events, n, last)
