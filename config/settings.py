@@ -254,9 +254,7 @@ class Settings(BaseSettings, GeneratorSettings):
     shutdown_timeout: float = Field(30.0, gt=0, le=600, description="how long shutdown waits for the dataflow (s)")
 
     # ups up: initial model on an empty database, supervision
-    # 10, not fewer: after 3 epochs the embedding held the individual signal the profile holds already and
-    # little of the call-graph community's, so the fused score gained next to nothing over the rule head
-    bootstrap_epochs: int = Field(10, ge=1, le=1000, description="HGT epochs of the initial model `ups up` trains")
+    bootstrap_epochs: int = Field(3, ge=1, le=1000, description="HGT epochs of the initial model `ups up` trains")
     bootstrap_fusion_epochs: int = Field(300, ge=1, le=10_000, description="fusion epochs of the initial model")
     bootstrap_train_users: int = Field(
         20_000, ge=100, le=5_000_000, description="the initial HGT trains on a sample of about this many users"
