@@ -185,10 +185,6 @@ class JobRunner:
         with self._lock:
             return job_id not in self._active
 
-    def running(self) -> list[str]:
-        with self._lock:
-            return [w.job for w in self._workers.values() if w.job is not None and w.proc.is_alive()]
-
     def cancel_all(self, reason: str, timeout: float = 5.0) -> list[str]:
         """Stop every worker (SIGTERM, then SIGKILL) and mark the jobs they ran cancelled."""
         with self._lock:

@@ -69,9 +69,11 @@ class ProcessMeter:
         with self._lock:
             now = time.monotonic()
             last = self._last.get(pid)
-            if last is not None and now - last[0] < self.min_interval:
-                return last[1]
             try:
+                if last is not None and now - last[0] < self.min_interval:
+                    # the window's reading, unless the process died since: a zombie is left out at once
+                    self._check_alive(pid)
+                    return last[1]
                 doc = self._read(pid)
             except GONE:
                 self._procs.pop(pid, None)
@@ -79,6 +81,12 @@ class ProcessMeter:
                 return None
             self._last[pid] = (now, doc)
             return doc
+
+    def _check_alive(self, pid: int) -> None:
+        """Raise a GONE error unless ``pid`` is a live process (not exited, not a zombie)."""
+        proc = self._procs.get(pid)
+        if proc is None or proc.status() == psutil.STATUS_ZOMBIE:
+            raise psutil.ZombieProcess(pid)
 
     def _read(self, pid: int) -> dict[str, Any]:
         proc = self._procs.get(pid)

@@ -13,23 +13,65 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Annotated, Any, AsyncIterator
+from typing import Annotated, Any, AsyncIterator, Literal, Union
 
 import anyio
 from litestar import Router, get
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-
+from pydantic import BaseModel, Field
+from pydantic.json_schema import JsonDict
 
 from .errors import INVALID, responses
 from .context import AppContext, Ctx
 from .jobs import job_view
-from .resources import operations_metrics
+from .resources import OperationsMetrics, operations_metrics
+from .schemas import DataflowState, JobOut
 from .status import dataflow_state
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 15.0
+
+
+class OpEntry(BaseModel):
+    """An operator command as the stream sends it: its request and, once the flow acted, its effect."""
+
+    id: int
+    ts: float | None
+    source: str
+    command: str
+    params: dict[str, Any]
+    state: str = Field(description="pending | applied | rejected")
+    effect: str | None
+    applied_at: float | None
+
+
+#: what the ``data:`` line of an event holds, by its kind: status, job, op, metrics
+StreamData = Union[DataflowState, JobOut, OpEntry, OperationsMetrics]
+
+
+def _ref(name: str) -> JsonDict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+class StreamEvent(BaseModel):
+    """One Server-Sent Event of the stream (``event:``, ``id:`` and one ``data:`` line of JSON); keep-alive
+    comments (``: keep-alive``) come between them when nothing changed."""
+
+    event: Literal["status", "job", "op", "metrics"]
+    id: str = Field(pattern="^[1-9][0-9]*$", description="numbers the events of one connection from 1")
+    data: str = Field(
+        description="one JSON document: status, the dataflow summary; job, a job; op, an operator command; "
+        "metrics, the document of /api/v1/operations/metrics",
+        json_schema_extra={
+            "contentMediaType": "application/json",
+            # the other documents are components through their own endpoints; the command's is only here
+            "contentSchema": {"oneOf": [_ref("DataflowState"), _ref("JobOut"), OpEntry.model_json_schema(),
+                                        _ref("OperationsMetrics")]},
+        },
+    )
 
 
 def _snapshot(ctx: AppContext, since: float) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -87,7 +129,11 @@ async def _events(
         await anyio.sleep(ctx.settings.sse_interval)
 
 
-@get("/api/v1/operations/stream", responses=responses(*INVALID), media_type="text/event-stream", summary="Server-Sent Events: status changes, job progress, commands, process metrics")
+_STREAM_BODY = ResponseSpec(data_container=StreamEvent, media_type="text/event-stream", generate_examples=False,
+                            description="a stream of events, each one StreamEvent")
+
+
+@get("/api/v1/operations/stream", responses={200: _STREAM_BODY, **responses(*INVALID)}, media_type="text/event-stream", summary="Server-Sent Events: status changes, job progress, commands, process metrics")
 async def stream(
     ctx: Ctx,
     limit: Annotated[int | None, QueryParameter(name="limit", ge=1, le=100_000,

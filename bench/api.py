@@ -38,7 +38,6 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -53,8 +52,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.loadgen import LoadGenerator, Stream, StreamResult
-from storage.db import connect
-from storage.projections import Profiles
+from storage.event_store import EventStore
 
 LATENCY_METRIC = "ups_http_request_duration_seconds"
 PHASES = ("floor", "health", "user_closed", "health_open", "user_open", "recommendation", "explain_cold", "explain_warm",
@@ -96,11 +94,8 @@ class Observer:
             return 0.0
 
     def _last_seq(self) -> int:
-        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
-        try:
-            return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
-        finally:
-            conn.close()
+        with EventStore(self.db, readonly=True) as store:
+            return store.last_seq()
 
     def _histograms(self) -> dict[str, dict[float, float]]:
         """route -> {bucket upper bound (s): cumulative count} of the server's latency histogram."""
@@ -314,7 +309,7 @@ def floor_server() -> Iterator[str]:
 # ----------------------------------------------------------------------------- the run
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", type=Path, default=Path("var/bench/ups.db"))
     ap.add_argument("--users", type=int, default=100_000)
@@ -331,67 +326,56 @@ def main() -> None:
     phases = set(args.phases.split(","))
     if not phases <= set(PHASES):
         ap.error(f"unknown phases: {', '.join(sorted(phases - set(PHASES)))}; choose from {', '.join(PHASES)}")
+    return args
 
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "UPS_DEVICE": os.environ.get("UPS_DEVICE", "auto")}
-    cmd = [sys.executable, "-m", "ups", "up", "--db", str(args.db), "--users", str(args.users),
-           "--live-rate", str(args.rate), "--port", str(port)]
-    print("starting:", " ".join(cmd), flush=True)
-    t0 = time.monotonic()
-    up = subprocess.Popen(cmd, env=env, start_new_session=True)
-    gen = LoadGenerator()
-    try:
-        health = wait_ready(base, up, args.ready_timeout)
-        print(f"ready after {time.monotonic() - t0:.0f} s; dataflow {health['dataflow']['ingestion']}, "
-              f"models {health['models']}", flush=True)
-        conn = connect(args.db)
-        users = Profiles(conn).sample_ids(5000, seed=1)
-        conn.close()
-        random.Random(2).shuffle(users)
-        flow = wait_steady(base, args.rate, 300)
-        print(f"live ingestion: {flow.get('events_per_s')} events/s (asked {args.rate:g}), "
-              f"backlog {flow.get('backlog')} events", flush=True)
-        health = _get(base + "/health") or health
-        observer = Observer(base, args.db, {"api": health["api"]["pid"], "dataflow": health["dataflow"]["pid"],
-                                            "generator": gen.pid})
 
-        gen.run([Stream("warm-up", base, [p + u for p in ("/api/v1/user/", "/api/v1/recommendation/")
-                                          for u in users[-50:]], "closed", 10, 400, concurrency=4)])
+class _Phases:
+    """The phases of one run against a started server: each a set of streams, measured with the server's
+    CPU and memory and the live ingestion meanwhile."""
 
-        results: dict[str, PhaseResult] = {}
+    def __init__(self, args: argparse.Namespace, base: str, gen: LoadGenerator, observer: Observer) -> None:
+        self.args, self.base, self.gen, self.observer = args, base, gen, observer
+        self.phases = set(args.phases.split(","))
+        self.results: dict[str, PhaseResult] = {}
 
-        def run(key: str, *streams: Stream) -> list[PhaseResult | None]:
-            if key not in phases:
-                return [None] * len(streams)
-            if any(st.mode == "open" for st in streams):
-                observer.wait_ingestion(args.rate)
-            before = observer.snapshot()
-            out = [PhaseResult(r) for r in gen.run(list(streams))]
-            used = usage(before, observer.snapshot())
-            for i, r in enumerate(out):
-                r.usage = used
-                results[key if i == 0 else f"{key}_{i}"] = r
-                print(r.line(), flush=True)
-            print(used.line(), flush=True)
-            if used.events_per_s < 0.9 * args.rate and used.seconds >= 2:  # the flow appends in batches
-                print(f"    NOTE: ingestion ran at {used.events_per_s:,.0f} events/s in this phase, below the "
-                      f"{args.rate:g} asked", flush=True)
-            return out
+    def run(self, key: str, *streams: Stream) -> list[PhaseResult | None]:
+        if key not in self.phases:
+            return [None] * len(streams)
+        rate = self.args.rate
+        if any(st.mode == "open" for st in streams):
+            self.observer.wait_ingestion(rate)
+        before = self.observer.snapshot()
+        out = [PhaseResult(r) for r in self.gen.run(list(streams))]
+        used = usage(before, self.observer.snapshot())
+        for i, r in enumerate(out):
+            r.usage = used
+            self.results[key if i == 0 else f"{key}_{i}"] = r
+            print(r.line(), flush=True)
+        print(used.line(), flush=True)
+        if used.events_per_s < 0.9 * rate and used.seconds >= 2:  # the flow appends in batches
+            print(f"    NOTE: ingestion ran at {used.events_per_s:,.0f} events/s in this phase, below the "
+                  f"{rate:g} asked", flush=True)
+        return list(out)
 
-        def closed(name: str, paths: list[str], seconds: float = args.seconds, max_requests: int = 100_000,
-                   concurrency: int = args.concurrency) -> Stream:
-            return Stream(name, base, paths, "closed", seconds, max_requests, concurrency=concurrency)
+    def closed(self, name: str, paths: list[str], seconds: float | None = None, max_requests: int = 100_000,
+               concurrency: int | None = None) -> Stream:
+        return Stream(name, self.base, paths, "closed", self.args.seconds if seconds is None else seconds,
+                      max_requests, concurrency=self.args.concurrency if concurrency is None else concurrency)
 
-        def open_(name: str, paths: list[str], rate: float, seconds: float = args.seconds,
-                  start_after: float = 0.0) -> Stream:
-            return Stream(name, base, paths, "open", seconds, rate=rate, start_after=start_after)
+    def open_(self, name: str, paths: list[str], rate: float, seconds: float | None = None,
+              start_after: float = 0.0) -> Stream:
+        return Stream(name, self.base, paths, "open", self.args.seconds if seconds is None else seconds, rate=rate,
+                      start_after=start_after)
 
+    def measure(self, users: list[str]) -> tuple[PhaseResult | None, PhaseResult | None]:
+        """Every phase asked for; the target phases' results (/api/v1/user open loop, /health under
+        explanations)."""
+        args, run, closed, open_ = self.args, self.run, self.closed, self.open_
         user_paths = [f"/api/v1/user/{u}" for u in users]
         rate = args.target_rate
-        if "floor" in phases:
+        if "floor" in self.phases:
             with floor_server() as floor_base:
-                gen.run([Stream("warm-up", floor_base, ["/"], "closed", 3, 300, concurrency=4)])
+                self.gen.run([Stream("warm-up", floor_base, ["/"], "closed", 3, 300, concurrency=4)])
                 run("floor", Stream(f"floor: bare ASGI app at {rate:g}/s", floor_base, ["/"], "open", args.seconds,
                                     rate=rate))
         run("health", closed("/health closed loop (baseline)", ["/health"]))
@@ -408,29 +392,66 @@ def main() -> None:
                    closed("explain, 8 at once (background)",
                           [f"/api/v1/explain/{x}" for x in users[args.explain_users:]], args.seconds * 2 + 0.5,
                           concurrency=8))
+        return u, h
 
-        print()
-        if u is not None:
-            ingest = u.usage.events_per_s if u.usage else float("nan")
-            ok_user = u.rate >= 0.95 * rate and u.pct(99) <= 20 and u.errors == 0
-            print(f"target /api/v1/user: {rate:g} req/s, p99 <= 20 ms, no errors -> {u.rate:.0f} req/s, "
-                  f"p99 {u.pct(99):.1f} ms, {u.errors} errors: {'OK' if ok_user else 'BELOW TARGET'} "
-                  f"(live ingestion meanwhile {ingest:,.0f} events/s, asked {args.rate:g})")
-            if ingest < 0.9 * args.rate:
-                print(f"NOTE: ingestion ran at {ingest:,.0f} events/s during the target phase, below the "
-                      f"{args.rate:g} asked: the figures are not under the stated load")
-        if h is not None:
-            ok_health = h.pct(99) <= 50 and h.errors == 0
-            print(f"target /health p99 <= 50 ms while 8 explanations run -> {h.pct(99):.1f} ms: "
-                  f"{'OK' if ok_health else 'BELOW TARGET'}")
-        for key in ("health", "health_open"):
-            if key in results:
-                r = results[key]
-                print(f"baseline {r.stream.name}: {r.rate:.0f} req/s, p99 {r.pct(99):.1f} ms")
-        if args.json:
-            args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                             "load_average": os.getloadavg(),
-                                             **{k: r.doc() for k, r in results.items()}}, indent=2))
+
+def _report(args: argparse.Namespace, results: dict[str, PhaseResult], u: PhaseResult | None,
+            h: PhaseResult | None) -> None:
+    """The targets' verdicts and the baselines; the figures as JSON with ``--json``."""
+    rate = args.target_rate
+    print()
+    if u is not None:
+        ingest = u.usage.events_per_s if u.usage else float("nan")
+        ok_user = u.rate >= 0.95 * rate and u.pct(99) <= 20 and u.errors == 0
+        print(f"target /api/v1/user: {rate:g} req/s, p99 <= 20 ms, no errors -> {u.rate:.0f} req/s, "
+              f"p99 {u.pct(99):.1f} ms, {u.errors} errors: {'OK' if ok_user else 'BELOW TARGET'} "
+              f"(live ingestion meanwhile {ingest:,.0f} events/s, asked {args.rate:g})")
+        if ingest < 0.9 * args.rate:
+            print(f"NOTE: ingestion ran at {ingest:,.0f} events/s during the target phase, below the "
+                  f"{args.rate:g} asked: the figures are not under the stated load")
+    if h is not None:
+        ok_health = h.pct(99) <= 50 and h.errors == 0
+        print(f"target /health p99 <= 50 ms while 8 explanations run -> {h.pct(99):.1f} ms: "
+              f"{'OK' if ok_health else 'BELOW TARGET'}")
+    for key in ("health", "health_open"):
+        if key in results:
+            r = results[key]
+            print(f"baseline {r.stream.name}: {r.rate:.0f} req/s, p99 {r.pct(99):.1f} ms")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "load_average": os.getloadavg(),
+                                         **{k: r.doc() for k, r in results.items()}}, indent=2))
+
+
+def main() -> None:
+    args = _parse_args()
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "UPS_DEVICE": os.environ.get("UPS_DEVICE", "auto")}
+    cmd = [sys.executable, "-m", "ups", "up", "--db", str(args.db), "--users", str(args.users),
+           "--live-rate", str(args.rate), "--port", str(port)]
+    print("starting:", " ".join(cmd), flush=True)
+    t0 = time.monotonic()
+    up = subprocess.Popen(cmd, env=env, start_new_session=True)
+    gen = LoadGenerator()
+    try:
+        health = wait_ready(base, up, args.ready_timeout)
+        print(f"ready after {time.monotonic() - t0:.0f} s; dataflow {health['dataflow']['ingestion']}, "
+              f"models {health['models']}", flush=True)
+        with EventStore(args.db, readonly=True) as store:
+            users = store.profiles.sample_ids(5000, seed=1)
+        random.Random(2).shuffle(users)
+        flow = wait_steady(base, args.rate, 300)
+        print(f"live ingestion: {flow.get('events_per_s')} events/s (asked {args.rate:g}), "
+              f"backlog {flow.get('backlog')} events", flush=True)
+        health = _get(base + "/health") or health
+        observer = Observer(base, args.db, {"api": health["api"]["pid"], "dataflow": health["dataflow"]["pid"],
+                                            "generator": gen.pid})
+        gen.run([Stream("warm-up", base, [p + u for p in ("/api/v1/user/", "/api/v1/recommendation/")
+                                          for u in users[-50:]], "closed", 10, 400, concurrency=4)])
+        phases = _Phases(args, base, gen, observer)
+        u, h = phases.measure(users)
+        _report(args, phases.results, u, h)
     finally:
         gen.close()
         _stop(base, up)

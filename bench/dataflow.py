@@ -93,13 +93,13 @@ def phase_bare(db: Path, events: int, users: int, batch: int, workers: int = 1) 
 
 def phase_sqlite(db: Path, events: int, users: int, batch: int, workers: int = 1) -> dict[str, float]:
     from dataflow.generator import GeneratorConfig, MockGenerator
-    from storage.db import connect
-    from storage.event_store import _INSERT, _row
+    from storage.bare import event_rows, insert_events
+    from storage.event_store import EventStore
 
     gen = MockGenerator(GeneratorConfig(users=users))
-    conn = connect(db)
-    # the same page cache the flow's writer gets
-    conn.execute(f"PRAGMA cache_size=-{_settings(db, users, batch).sqlite_cache_mb * 1024}")
+    store = EventStore(db)
+    s = _settings(db, users, batch)
+    store.tune_writer(s.sqlite_cache_mb, 1000)  # the flow writer's page cache; SQLite's own WAL checkpoints
     spent = 0.0
     cpu = 0.0
     done = 0
@@ -110,15 +110,13 @@ def phase_sqlite(db: Path, events: int, users: int, batch: int, workers: int = 1
             evs.extend(gen.live_chunk(chunk, 1_767_225_600.0, 1_000_000.0))
             chunk += 1
         evs = evs[: min(batch, events - done)]
-        rows = [_row(e, 0.0) for e in evs]  # serialised outside the timing: the baseline is SQLite itself
+        rows = event_rows(evs)  # serialised outside the timing: the baseline is SQLite itself
         c0, t0 = time.process_time(), time.perf_counter()
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(_INSERT, rows)
-        conn.execute("COMMIT")
+        insert_events(store.conn, rows)
         spent += time.perf_counter() - t0
         cpu += time.process_time() - c0
         done += len(evs)
-    conn.close()
+    store.close()
     return {
         "events": done,
         "wall_s": spent,
@@ -139,11 +137,10 @@ def phase_full(db: Path, events: int, users: int, batch: int, workers: int = 1) 
     source.gen.pop.names_and_cities  # noqa: B018 - Faker warm-up outside the timing (as for bare)
     out = _measure(lambda: run_dataflow(s, ingest=source, control=control, workers=workers).events_in)
     from storage.event_store import EventStore
-    from storage.projections import Checkpoints
 
     with EventStore(db) as store:
-        out["profiles"] = store.conn.execute("SELECT count(*) FROM profiles").fetchone()[0]
-        out["checkpoint"] = Checkpoints(store.conn).get("profiles")
+        out["profiles"] = store.profiles.count()
+        out["checkpoint"] = store.checkpoints.get("profiles")
         out["last_seq"] = store.last_seq()
     return out
 

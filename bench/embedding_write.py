@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from storage.db import connect
-from storage.projections import EMBEDDING_UPSERT, Embeddings
+from storage.bare import upsert_embeddings
+from storage.db import connect, transaction
+from storage.embeddings import Embeddings
 
 TARGET_ROWS_PER_S = 300_000
 
@@ -28,22 +31,20 @@ def _rates(n: int, t: float, cpu: float) -> tuple[float, float]:
     return n / (time.perf_counter() - t), n / max(1e-9, time.process_time() - cpu)
 
 
-def _raw(conn: object, rows: list[tuple], chunk: int) -> tuple[float, float]:
+def _raw(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], chunk: int) -> tuple[float, float]:
     t, cpu = time.perf_counter(), time.process_time()
     for a in range(0, len(rows), chunk):
-        conn.execute("BEGIN IMMEDIATE")  # type: ignore[attr-defined]
-        conn.executemany(EMBEDDING_UPSERT, rows[a : a + chunk])  # type: ignore[attr-defined]
-        conn.execute("COMMIT")  # type: ignore[attr-defined]
+        upsert_embeddings(conn, rows[a : a + chunk])
     return _rates(len(rows), t, cpu)
 
 
-def _blocks(conn: object, ids: list[str], vectors: np.ndarray, seqs: np.ndarray, version: int, chunk: int) -> tuple[float, float]:
-    emb = Embeddings(conn)  # type: ignore[arg-type]
+def _blocks(conn: sqlite3.Connection, ids: list[str], vectors: np.ndarray, seqs: np.ndarray, version: int,
+            chunk: int) -> tuple[float, float]:
+    emb = Embeddings(conn)
     t, cpu = time.perf_counter(), time.process_time()
     for a in range(0, len(ids), chunk):
-        conn.execute("BEGIN IMMEDIATE")  # type: ignore[attr-defined]
-        emb.put_block("user", ids[a : a + chunk], vectors[a : a + chunk], version, seqs[a : a + chunk])
-        conn.execute("COMMIT")  # type: ignore[attr-defined]
+        with transaction(conn):
+            emb.put_block("user", ids[a : a + chunk], vectors[a : a + chunk], version, seqs[a : a + chunk])
     return _rates(len(ids), t, cpu)
 
 

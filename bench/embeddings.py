@@ -37,6 +37,7 @@ import psutil
 import torch
 
 from dataflow.generator import BRANDS, LEVELS, PLANS, GeneratorConfig, MockGenerator, app_id, product_id, user_id
+from scoring.refresh_config import RefreshConfig
 from scoring.features import EncoderConfig
 from scoring.graph_schema import NODE_TYPES
 from storage.columns import EventBatch
@@ -248,7 +249,7 @@ def _stream(r: Any, store: Any, live: Iterator[Any], seq: int, rate: float, seco
     ``EmbeddingSink`` does), then the loop sleeps out the tick interval. An event is done once every
     node it touched has a stored row at least as new as the event. With ``switch_to``, a new model
     version arrives a third of the way in."""
-    from storage.projections import Embeddings
+    from storage.embeddings import Embeddings
 
     pending: dict[tuple[str, str], deque[tuple[int, int]]] = {}
     arrival: list[float] = []
@@ -315,16 +316,9 @@ def _stream(r: Any, store: Any, live: Iterator[Any], seq: int, rate: float, seco
     return out, seq
 
 
-def bench_refresh(users: int, s: Settings, device: torch.device, rate: float, seconds: float,
-                  profile_path: Path | None = None) -> dict[str, Any]:
-    from scoring.refresh import IncrementalRefresher, RefreshConfig
-    from storage.event_store import EventStore
-    from storage.projections import Embeddings
-
-    gen, g, _ = build(users, device)
-    tmp = tempfile.mkdtemp(prefix="bench-emb-")
-    settings = s.model_copy(update={"db": Path(tmp) / "bench.db"})
-    models = []
+def _versions(g: HeteroGraph, s: Settings, device: torch.device) -> list[LoadedModel]:
+    """Model versions 1-3 over ``g``: a fresh model, then two slightly perturbed copies (switch targets)."""
+    models: list[LoadedModel] = []
     for v in (1, 2, 3):
         m = model_for(g, s) if v == 1 else GraphEmbedder.from_config(models[0].config)
         if v > 1:
@@ -332,6 +326,32 @@ def bench_refresh(users: int, s: Settings, device: torch.device, rate: float, se
             m.load_state_dict({k: t + 0.01 * torch.randn_like(t) if t.is_floating_point() else t
                                for k, t in models[0].embedder.state_dict().items()})
         models.append(LoadedModel(v, m.to(device).eval(), m.config(), {}))
+    return models
+
+
+def _print_stream(name: str, res: dict[str, Any], cfg: RefreshConfig, budget_s: float, seconds: float) -> None:
+    switch = (f"serving after {res['model_switch_s']:.1f} s" if math.isfinite(res["model_switch_s"])
+              else "not serving yet at the end: a longer --stream-seconds shows the switch")
+    print(f"live stream, {name.replace('_', ' ')} (tick {cfg.tick_s} s, budget {budget_s} s, {cfg.threads or 'default'} torch "
+          f"thread(s)): {res['events']:,} events in "
+          f"{res['seconds']:.1f} s ({res['events_per_s']:,.0f} ev/s), new model version after {seconds / 3:.0f} s "
+          f"({switch}): {res['nodes_per_s']:,.0f} nodes refreshed/s, "
+          f"event->embedding p50 {res['latency_p50_s']:.3f} s p99 {res['latency_p99_s']:.3f} s max {res['latency_max_s']:.2f} s "
+          f"(target p99 <= 2 s: {'OK' if res['latency_p99_s'] <= 2 else 'BELOW TARGET'}), {res['unfinished_events']} events "
+          f"not yet refreshed at the end, queue {res['queue_at_end']} (+ backfill {res['backfill_at_end']}); {res['loops']} loops, slowest {res['slowest_loop_s']:.2f} s, "
+          f"{res['loops_over_1s']} over 1 s; store writes {res['store_write_s']:.1f} s in all", flush=True)
+
+
+def bench_refresh(users: int, s: Settings, device: torch.device, rate: float, seconds: float,
+                  profile_path: Path | None = None) -> dict[str, Any]:
+    from scoring.refresh import IncrementalRefresher
+    from storage.event_store import EventStore
+    from storage.embeddings import Embeddings
+
+    gen, g, _ = build(users, device)
+    tmp = tempfile.mkdtemp(prefix="bench-emb-")
+    settings = s.model_copy(update={"db": Path(tmp) / "bench.db"})
+    models = _versions(g, s, device)
     cfg = RefreshConfig.from_settings(settings)
     r = IncrementalRefresher(settings, graph=g, model=models[0], config=RefreshConfig(**cfg.__dict__), load_stored=False)
     store = EventStore(settings.db)
@@ -390,16 +410,7 @@ def bench_refresh(users: int, s: Settings, device: torch.device, rate: float, se
         r.config.tick_budget_s, r.config.pass_background = budget_s, background
         res, seq = _stream(r, store, live, seq, rate, seconds, model)
         out[name] = res
-        switch = (f"serving after {res['model_switch_s']:.1f} s" if math.isfinite(res["model_switch_s"])
-                  else "not serving yet at the end: a longer --stream-seconds shows the switch")
-        print(f"live stream, {name.replace('_', ' ')} (tick {cfg.tick_s} s, budget {budget_s} s, {cfg.threads or 'default'} torch "
-              f"thread(s)): {res['events']:,} events in "
-              f"{res['seconds']:.1f} s ({res['events_per_s']:,.0f} ev/s), new model version after {seconds / 3:.0f} s "
-              f"({switch}): {res['nodes_per_s']:,.0f} nodes refreshed/s, "
-              f"event->embedding p50 {res['latency_p50_s']:.3f} s p99 {res['latency_p99_s']:.3f} s max {res['latency_max_s']:.2f} s "
-              f"(target p99 <= 2 s: {'OK' if res['latency_p99_s'] <= 2 else 'BELOW TARGET'}), {res['unfinished_events']} events "
-              f"not yet refreshed at the end, queue {res['queue_at_end']} (+ backfill {res['backfill_at_end']}); {res['loops']} loops, slowest {res['slowest_loop_s']:.2f} s, "
-              f"{res['loops_over_1s']} over 1 s; store writes {res['store_write_s']:.1f} s in all", flush=True)
+        _print_stream(name, res, cfg, budget_s, seconds)
     store.close()
     r.close()
     return out

@@ -93,7 +93,7 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "UPS_DEVICE": "cpu", "UPS_EXPLAIN_WORKERS": "0"}
+    env = {**os.environ, "UPS_DEVICE": os.environ.get("UPS_DEVICE", "auto"), "UPS_EXPLAIN_WORKERS": "0"}
     server = subprocess.Popen([sys.executable, "-m", "ups", "api", "--db", str(db), "--port", str(port),
                                "--log-level", "warning"], env=env)
     url = f"http://127.0.0.1:{port}"

@@ -2,6 +2,7 @@
 device (``UPS_DEVICE``), into a fresh database; one table of each stage's time, rate and peak memory
 (resident set, sampled), against a bare baseline where one exists, measured in the same run:
 
+* draw (the mock dataset as the store's rows, not stored: the generator's own rate);
 * generate (mock dataset as columns -> the event log) against a raw SQLite insert of the same rows
   into a table without indexes (the rows handed over ready-made);
 * fold (the bulk profile fold) against nothing bare (what it replaces is the Bytewax replay);
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import tempfile
 import threading
 import time
@@ -28,7 +28,7 @@ import numpy as np
 
 from config.settings import Settings
 from storage.db import connect
-from storage.projections import EMBEDDING_UPSERT
+from storage.bare import insert_bare_events, open_bare_log, upsert_embeddings
 
 
 @dataclass
@@ -38,14 +38,16 @@ class Stage:
     count: int
     unit: str
     peak_mb: float
+    cpu_s: float
     baseline_s: float | None = None
 
     def row(self) -> str:
         rate = self.count / self.seconds if self.seconds > 0 else float("nan")
+        per_cpu = self.count / self.cpu_s if self.cpu_s > 0 else float("nan")
         base = (f"{self.count / self.baseline_s:>12,.0f}/s  {self.baseline_s / self.seconds:>5.2f}"
                 if self.baseline_s else f"{'-':>14}  {'-':>5}")
         return (f"{self.name:<9} {self.seconds:>8.1f} s {self.count:>12,} {self.unit:<7} {rate:>12,.0f}/s "
-                f"{self.peak_mb:>8,.0f} MB  {base}")
+                f"{per_cpu:>12,.0f}/CPU-s {self.peak_mb:>8,.0f} MB  {base}")
 
 
 class PeakRss:
@@ -73,30 +75,25 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float, float]:
+    """What ``fn`` returns, its wall seconds, the peak RSS while it ran and its CPU seconds (this process,
+    all threads: what a loaded machine distorts least)."""
     with PeakRss() as mem:
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         out = fn()
-        seconds = time.perf_counter() - t
-    return out, seconds, mem.peak
+        seconds, cpu_s = time.perf_counter() - t, time.process_time() - cpu
+    return out, seconds, mem.peak, cpu_s
 
 
 def raw_insert_seconds(gen: Any, path: Path) -> float:
     """A bare table (no index, no conflict clause) and executemany of the generator's rows, only the
     inserts timed."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE events(seq INTEGER PRIMARY KEY, event_id, type, user_id, target_id, ts, payload, "
-                 "version, recorded_at)")
+    conn = open_bare_log(path)
     spent = 0.0
     for batch in gen.dataset_columns():
         rows = list(batch.rows(time.time()))
         t = time.perf_counter()
-        conn.execute("BEGIN")
-        conn.executemany("INSERT INTO events(event_id, type, user_id, target_id, ts, payload, version, recorded_at) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        conn.execute("COMMIT")
+        insert_bare_events(conn, rows)
         spent += time.perf_counter() - t
     conn.close()
     return spent
@@ -110,49 +107,69 @@ def raw_embedding_seconds(n: int, dim: int, path: Path, chunk: int = 50_000) -> 
     rows = [("user", f"U{i:07d}", vec[i].tobytes(), dim, 1, i, now) for i in range(n)]
     t = time.perf_counter()
     for a in range(0, n, chunk):
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(EMBEDDING_UPSERT, rows[a:a + chunk])
-        conn.execute("COMMIT")
+        upsert_embeddings(conn, rows[a:a + chunk])
     seconds = time.perf_counter() - t
     conn.close()
     return seconds
+
+
+def draw(gen: Any) -> int:
+    """Every row of the dataset, made and dropped: the generator's work without the store's."""
+    n = 0
+    for batch in gen.dataset_columns():
+        for _ in batch.rows(0.0):
+            n += 1
+    return n
 
 
 def run(users: int, folder: Path) -> list[Stage]:
     from dataflow.bootstrap import append_dataset
     from dataflow.bulk_fold import bulk_fold
     from dataflow.generator import GeneratorConfig, MockGenerator
+    from config.device import resolve_device
     from dataflow.oracle import retention_oracle
-    from scoring.embed import embed_all
     from scoring.graph_loader import build_graph
     from scoring.orchestration import train_fusion
-    from scoring.training import train_hgt
     from storage.event_store import EventStore
 
     db = folder / "scale.db"
     settings = Settings(db=db, users=users)
     stages: list[Stage] = []
-    gen = MockGenerator(GeneratorConfig.from_settings(settings))
+    cfg = GeneratorConfig.from_settings(settings)
+    drawn, s, peak, cpu = _timed(lambda: draw(MockGenerator(cfg)))
+    stages.append(Stage("draw", s, drawn, "events", peak, cpu))
+    gen = MockGenerator(cfg)
     with EventStore(db) as store:
-        summary, s, peak = _timed(lambda: append_dataset(store, gen))
-        stages.append(Stage("generate", s, summary.events, "events", peak,
+        summary, s, peak, cpu = _timed(lambda: append_dataset(store, gen))
+        stages.append(Stage("generate", s, summary.events, "events", peak, cpu,
                             raw_insert_seconds(MockGenerator(gen.cfg), folder / "raw.db")))
-        folded, s, peak = _timed(lambda: bulk_fold(store))
-        stages.append(Stage("fold", s, folded.events, "events", peak))
-        graph, s, peak = _timed(lambda: build_graph(store, device=settings.device if settings.device != "auto" else "cpu"))
-        stages.append(Stage("graph", s, graph.num_edges() // 2, "edges", peak))
-        del graph
-    ratio = min(1.0, settings.bootstrap_train_users / users)
-    hgt, s, peak = _timed(lambda: train_hgt(settings, epochs=settings.bootstrap_epochs, sample_ratio=ratio))
-    stages.append(Stage("train", s, int(hgt["nodes"]["user"]), "users", peak))
-    emb, s, peak = _timed(lambda: embed_all(settings))
-    stages.append(Stage("embed", s, int(emb["written"]), "rows", peak,
-                        raw_embedding_seconds(int(emb["written"]), settings.embedding_dim, folder / "raw_emb.db")))
-    fusion, s, peak = _timed(lambda: train_fusion(settings, lambda f, m: None, samples=0,
+        folded, s, peak, cpu = _timed(lambda: bulk_fold(store))
+        stages.append(Stage("fold", s, folded.events, "events", peak, cpu))
+        graph, s, peak, cpu = _timed(lambda: build_graph(store, device=resolve_device(settings.device)))
+        stages.append(Stage("graph", s, graph.num_edges() // 2, "edges", peak, cpu))
+    stages += _model_stages(settings, graph, users, folder)
+    del graph  # as ups init: the fusion runs without the graph in memory
+    fusion, s, peak, cpu = _timed(lambda: train_fusion(settings, lambda f, m: None, samples=0,
                                                   epochs=settings.bootstrap_fusion_epochs, lr=settings.fusion_lr,
                                                   oracle=retention_oracle(db, settings)))
-    stages.append(Stage("fusion", s, users, "users", peak))
+    stages.append(Stage("fusion", s, users, "users", peak, cpu))
     return stages
+
+
+def _model_stages(settings: Settings, graph: Any, users: int, folder: Path) -> list[Stage]:
+    """As ups init: the graph read once, the HGT trained on its users' sample, the embeddings of all of it."""
+    from dataflow.prepare import initial_train_share
+    from scoring.embed import embed_all
+    from scoring.training import train_hgt
+
+    ratio = initial_train_share(settings, users)
+    hgt, s, peak, cpu = _timed(lambda: train_hgt(settings, epochs=settings.bootstrap_epochs, sample_ratio=ratio,
+                                                 graph=graph))
+    emb, s2, peak2, cpu2 = _timed(lambda: embed_all(settings, graph=graph))
+    written = int(emb["written"])
+    return [Stage("train", s, int(hgt["nodes"]["user"]), "users", peak, cpu),
+            Stage("embed", s2, written, "rows", peak2, cpu2,
+                  raw_embedding_seconds(written, settings.embedding_dim, folder / "raw_emb.db"))]
 
 
 def main() -> None:
@@ -166,10 +183,11 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         stages = run(args.users, folder)
         total = sum(stage.seconds for stage in stages)
-    settings = Settings()
-    print(f"{args.users:,} users, device {settings.device}, {os.cpu_count()} CPUs, load {load[0]:.1f} before / "
+    from config.device import resolve_device
+
+    print(f"{args.users:,} users, device {resolve_device(Settings().device)}, {os.cpu_count()} CPUs, load {load[0]:.1f} before / "
           f"{os.getloadavg()[0]:.1f} after, {time.strftime('%Y-%m-%d')}")
-    print(f"{'stage':<9} {'time':>10} {'count':>20} {'rate':>14} {'peak RSS':>11}  {'bare rate':>14}  ratio")
+    print(f"{'stage':<9} {'time':>10} {'count':>20} {'rate':>14} {'per CPU-s':>18} {'peak RSS':>11}  {'bare rate':>14}  ratio")
     for stage in stages:
         print(stage.row())
     print(f"total     {total:>8.1f} s (the bare baselines' runs not counted); ratio = bare time / stage time")

@@ -36,7 +36,8 @@ from scoring.explainer import FusionPredictor
 from scoring.service import ScoringService
 from scoring.threads import ThreadLimit
 from storage.event_store import EventStore
-from storage.projections import Embeddings, Profiles
+from storage.embeddings import Embeddings
+from storage.projections import Profiles
 from config.settings import Settings
 
 

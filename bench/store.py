@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 from dataflow.generator import GeneratorConfig, MockGenerator
+from storage.bare import event_rows, insert_events
 from storage.db import connect
-from storage.event_store import _INSERT, EventStore, _row
+from storage.event_store import EventStore
 
 
 def bench(events: int) -> dict[str, float]:
@@ -32,12 +33,10 @@ def bench(events: int) -> dict[str, float]:
             subset = evs[:n]
             # baseline: pre-serialised rows, one executemany per batch, same table and indexes
             raw = connect(Path(tmp) / f"raw{batch}.db")
-            rows = [_row(e, 0.0) for e in subset]
+            rows = event_rows(subset)
             t = time.perf_counter()
             for i in range(0, n, batch):
-                raw.execute("BEGIN IMMEDIATE")
-                raw.executemany(_INSERT, rows[i : i + batch])
-                raw.execute("COMMIT")
+                insert_events(raw, rows[i : i + batch])
             raw_rate = n / (time.perf_counter() - t)
             raw.close()
             store = EventStore(Path(tmp) / f"store{batch}.db")

@@ -16,3 +16,16 @@ def part(progress: Progress, lo: float, hi: float) -> Progress:
         progress(lo + (hi - lo) * f, message)
 
     return report
+
+
+def stage(progress: Progress, name: str, lo: float, hi: float) -> Progress:
+    """:func:`part` for one named stage: its messages read ``"name: message"``, so a display can give each
+    stage a bar of its own (a message's ``N/M unit`` is the stage's count, for a rate). Reports the
+    stage's start at once: make it when the stage begins."""
+    inner = part(progress, lo, hi)
+    inner(0.0, f"{name}: ")
+
+    def report(fraction: float, message: str = "") -> None:
+        inner(fraction, f"{name}: {message}")
+
+    return report

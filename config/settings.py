@@ -259,6 +259,9 @@ class Settings(BaseSettings, GeneratorSettings):
     bootstrap_train_users: int = Field(
         20_000, ge=100, le=5_000_000, description="the initial HGT trains on a sample of about this many users"
     )
+    bootstrap_train_share: float = Field(
+        0.2, gt=0, le=1, description="... but on at least this share of the users (a large base is not learned from 2 %)"
+    )
     ready_timeout: float = Field(900.0, gt=0, le=86_400,
                                  description="how long `ups up` waits for every part to be ready before printing "
                                  "its URLs anyway (s)")

@@ -13,8 +13,9 @@ from config.generator import MAX_EDGES_PER_USER
 from .mock_catalogue import RISK_APPS
 
 #: version of what a config generates; part of the tag, so datasets of different versions never share ids.
-#: 2: community app taste; 3: product choice by segment and community, names drawn from a pool
-GENERATOR_VERSION = 3
+#: 2: community app taste; 3: product choice by segment and community, names drawn from a pool;
+#: 4: sharper segment tastes over flatter product popularity
+GENERATOR_VERSION = 4
 
 #: per-user edge ranges of the history: config field -> the interaction type (graph relation) it bounds.
 #: A range is (min, max) events of that type per user; max None is no upper limit.

@@ -57,11 +57,13 @@ SEGMENTS = len(PLANS) * (len(FEE_BAND_CUTS) + 1) * (len(AGE_BAND_CUTS) + 1)
 #: spread (log scale) of each segment attribute's product taste (plan, fee band, age band); a segment's
 #: taste is their sum, so people of one plan share part of it whatever their age, and so on (a model can
 #: learn each part). The plan weighs most: it is what an operator's offers are built around.
-SEGMENT_PRODUCT_TASTE = (3.0, 2.0, 0.7)
+SEGMENT_PRODUCT_TASTE = (4.0, 2.0, 0.5)
 #: spread of a community's product taste (friends recommend products to each other)
 COMMUNITY_PRODUCT_TASTE = 2.0
+#: Zipf exponent of the products' global popularity (what a degree count knows)
+PRODUCT_POPULARITY = 0.3
 #: share of product choices made by segment; the others follow the community's taste
-SEGMENT_CHOICE_SHARE = 0.85
+SEGMENT_CHOICE_SHARE = 0.9
 
 
 def user_id(i: int) -> str:
@@ -152,7 +154,7 @@ class Catalogue:
         # Zipf-like popularity
         self.app_pop = 1.0 / np.arange(1, self.n_normal_apps + 1) ** 0.9
         self.app_pop /= self.app_pop.sum()
-        self.product_pop = 1.0 / np.arange(1, products + 1) ** 0.8
+        self.product_pop = 1.0 / np.arange(1, products + 1) ** PRODUCT_POPULARITY
         self.product_pop /= self.product_pop.sum()
         self.prices = np.array([p["price"] for p in self.products])
         n_tastes = min(communities, TASTES_MAX)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from config.db_location import DbLocation
-from config.progress import Progress, part
+from config.progress import Progress, part, stage
 from config.settings import Settings
 from storage import data_config
 
@@ -40,7 +40,7 @@ def generate_if_empty(settings: Settings, progress: Progress) -> int:
         def step(n: int) -> None:
             nonlocal done
             done += n
-            progress(done / total, f"generating {done:,}/{total:,} events")
+            progress(done / total, f"{done:,}/{total:,} events")
 
         summary = append_dataset(store, gen, 50_000, step)
         store.append([data_config.event(data_config.of_settings(settings))])
@@ -66,7 +66,7 @@ def project(settings: Settings, progress: Progress) -> int:
         def step(n: int) -> None:
             nonlocal seen
             seen += n
-            progress(seen / total, f"folding profiles {seen:,}/{total:,}")
+            progress(seen / total, f"{seen:,}/{total:,} events")
 
         fresh = done == 0 and store.profiles.count() == 0
         if fresh and not any(t.startswith("rule.") for t in store.counts_by_type()):
@@ -89,6 +89,14 @@ def has_model(settings: Settings) -> bool:
         return m.latest_version("hgt") is not None and m.latest_version("fusion") is not None
 
 
+def initial_train_share(settings: Settings, users: int) -> float:
+    """Share of the users the initial HGT trains on: about ``bootstrap_train_users`` of them, but at
+    least ``bootstrap_train_share`` (and all of a small base)."""
+    if not users:
+        return 1.0
+    return min(1.0, max(settings.bootstrap_train_users / users, settings.bootstrap_train_share))
+
+
 def prepare(settings: Settings, progress: Progress) -> PrepareSummary:
     from scoring.orchestration import initial_model
 
@@ -96,13 +104,13 @@ def prepare(settings: Settings, progress: Progress) -> PrepareSummary:
 
     t0 = time.time()
     out = PrepareSummary()
-    out.generated_events = generate_if_empty(settings, part(progress, 0.0, 0.25))
+    out.generated_events = generate_if_empty(settings, stage(progress, "generate", 0.0, 0.25))
     if out.generated_events:
         out.steps.append(f"generated {out.generated_events:,} events")
-    out.projected_events = project(settings, part(progress, 0.25, 0.4))
+    out.projected_events = project(settings, stage(progress, "fold", 0.25, 0.4))
     if not has_model(settings):
         users = profile_count(settings)
-        ratio = min(1.0, settings.bootstrap_train_users / users) if users else 1.0
+        ratio = initial_train_share(settings, users)
         out.model = initial_model(
             settings, part(progress, 0.4, 1.0),
             epochs=settings.bootstrap_epochs, fusion_epochs=settings.bootstrap_fusion_epochs, train_ratio=ratio,

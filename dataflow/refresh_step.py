@@ -17,6 +17,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from config.settings import Settings
 from scoring.embed import EmbeddingRowT, write_rows
 from scoring.refresh import IncrementalRefresher, RefresherSnapshot
+from scoring.results import RefresherStatus
 from storage import open_store, retry_transient
 
 from .control import FlowControl
@@ -35,7 +36,7 @@ class RefreshOutput:
     """What one tick of the Bytewax step emits: rows for ``Embeddings.put_many`` and the status."""
 
     rows: list[EmbeddingRowT] = field(default_factory=list)
-    status: dict[str, Any] = field(default_factory=dict)
+    status: RefresherStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class RefreshLogic(StatefulLogic):
         self,
         refresher: IncrementalRefresher,
         paused: Callable[[], bool] | None = None,
-        on_status: Callable[[dict[str, Any]], None] | None = None,
+        on_status: Callable[[RefresherStatus], None] | None = None,
     ) -> None:
         self.refresher = refresher
         self.paused = paused
@@ -117,7 +118,7 @@ class RefreshLogic(StatefulLogic):
         r.maybe_reload_model(force=True)
         out: list[RefreshOutput] = []
         while r.busy:
-            out.append(RefreshOutput(r.tick(budget_s=math.inf), {}))
+            out.append(RefreshOutput(r.tick(budget_s=math.inf)))
         out.append(RefreshOutput([], r.status()))
         return out, StatefulLogic.RETAIN
 
@@ -133,7 +134,7 @@ def refresh_builder(
     settings: Any,
     *,
     paused: Callable[[], bool] | None = None,
-    on_status: Callable[[dict[str, Any]], None] | None = None,
+    on_status: Callable[[RefresherStatus], None] | None = None,
     **kw: Any,
 ) -> Callable[[Optional[RefresherSnapshot]], RefreshLogic]:
     """The ``builder`` for ``op.stateful``: a fresh refresher, or one restored from its snapshot."""
@@ -178,8 +179,8 @@ def embedding_refresh(settings: Settings) -> AttachRefresh:
         # one refresher holds the whole live graph: every batch goes to the same key
         keyed = op.key_on("refresh_key", log_batches, lambda _: "graph")
 
-        def report(st: dict[str, Any]) -> None:
-            control.set_refresh_status(**{k: st[k] for k in REFRESH_STATUS_KEYS if k in st})
+        def report(st: RefresherStatus) -> None:
+            control.set_refresh_status(**{k: v for k, v in st.items() if k in REFRESH_STATUS_KEYS})
 
         out = op.stateful(
             "embedding_refresh",

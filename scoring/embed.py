@@ -15,6 +15,7 @@ from storage import Store, open_store, store_exists
 
 from .graph import HeteroGraph
 from .graph_loader import build_graph
+from .graph_sample import sample_users
 from .graph_schema import NODE_TYPES
 from .model_io import load_model
 
@@ -64,10 +65,12 @@ def write_all(store: Store, graph: HeteroGraph, emb: Mapping[str, Tensor], versi
 
 
 def embed_all(
-    settings: Any, sample_ratio: float = 1.0, progress: Progress | None = None, graphs: "GraphCache | None" = None
+    settings: Any, sample_ratio: float = 1.0, progress: Progress | None = None, graphs: "GraphCache | None" = None,
+    graph: HeteroGraph | None = None,
 ) -> dict[str, Any]:
     """Embeddings for every node of the (sampled) graph with the newest HGT model, written to the store.
-    With ``graphs`` (a warm job worker's), the graph is taken from it and caught up with the log."""
+    With ``graphs`` (a warm job worker's), the graph is taken from it and caught up with the log; with
+    ``graph`` (the whole store's, already read), it is that graph (or its users' sample)."""
     from config.device import resolve_device
 
     t0 = time.perf_counter()
@@ -82,7 +85,9 @@ def embed_all(
         if loaded is None:
             raise ValueError("no HGT model registered yet; run `ups train` first")
         graph_progress: Progress = lambda f, m: report(0.3 * f, m)  # noqa: E731
-        if graphs is not None:
+        if graph is not None:
+            graph = sample_users(graph, sample_ratio, settings.train_seed)
+        elif graphs is not None:
             graph = graphs.graph(store, settings.db, device=device, sample_ratio=sample_ratio,
                                  sample_seed=settings.train_seed, compact_min=settings.graph_compact_min,
                                  progress=graph_progress)

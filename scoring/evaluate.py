@@ -104,7 +104,7 @@ def link_candidates(
     src, pos = e.src.view[eids], e.dst.view[eids]
     n_src, n_dst = graph.num_nodes(et[0]), graph.num_nodes(et[2])
     known = torch.unique(_pair_keys(e.src.view, e.dst.view, n_dst))
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    gen = torch.Generator(device="cpu").manual_seed(seed)  # the same negatives whatever the device
     rows_n = src.numel() * max(1, negatives)
     cs = torch.randint(0, max(n_src, 1), (rows_n, tries), generator=gen).to(graph.device)
     cd = torch.randint(0, max(n_dst, 1), (rows_n, tries), generator=gen).to(graph.device)

@@ -28,6 +28,7 @@ from torch import nn
 
 from .errors import NotEnoughData
 from .fusion import FusionCore
+from .results import FusionAUC, FusionMetrics, FusionStage
 
 Progress = Callable[[float, str], None]
 
@@ -89,7 +90,7 @@ class _Stage:
     weight_decay: float
 
 
-def _fit(module: nn.Module, stage: _Stage, fs: FitSettings, epochs: int | None) -> dict[str, Any]:
+def _fit(module: nn.Module, stage: _Stage, fs: FitSettings, epochs: int | None) -> FusionStage:
     """Full-batch Adam. With ``epochs`` None: on the train split until the validation loss has not improved
     for ``patience`` epochs, keeping the best state (its epoch is returned). With ``epochs``: that many on
     train and validation users together (the refit with every labelled user the test leaves)."""
@@ -133,12 +134,44 @@ def _decayed(params: Iterable[tuple[str, nn.Parameter]], wd: float) -> list[tupl
     return [(p, wd if name.endswith("weight") else 0.0) for name, p in params]
 
 
+def _test_metrics(model: FusionCore, data: TrainingData, test_tensors: tuple[torch.Tensor, ...],
+                  chosen: dict[str, FusionStage], test_scores: dict[str, np.ndarray]) -> FusionMetrics:
+    """AUCs and the loss on the test split, the stages' chosen epochs, the split sizes."""
+    x, e, f, y = test_tensors
+    model.eval()
+    with torch.no_grad():
+        o = model(x, e, f)
+        test_loss = float(nn.functional.binary_cross_entropy(o.score.clamp(1e-6, 1 - 1e-6), y))
+    yt = y.numpy()
+    test = data.split == "test"
+    auc: FusionAUC = {
+        "rule": auc_of(yt, data.f_rule[test]), "rule_head": auc_of(yt, test_scores["rule_head"]),
+        "gnn": auc_of(yt, test_scores["gnn"]), "fused": auc_of(yt, test_scores["fusion"]),
+        "oracle": auc_of(yt, data.oracle[test]) if data.oracle is not None else None,
+    }
+    metrics: FusionMetrics = {
+        "auc": auc,
+        "loss": chosen["fusion"]["loss"],
+        "test_loss": round(test_loss, 5),
+        "stages": chosen,
+        "gate_mean_test": round(float(o.gate.mean()), 4),
+        "n_train": int((data.split == "train").sum()),
+        "n_val": int((data.split == "val").sum()),
+        "n_test": int(test.sum()),
+        "retained_share": round(float(data.y.mean()), 4),
+        "embedding_missing_share": round(float(data.embedding_missing.mean()), 4)
+        if len(data.embedding_missing) else 0.0,
+        "target": "retention (1 - churn label)",
+    }
+    return metrics
+
+
 def train_fusion_core(
     data: TrainingData,
     rule_structure: Sequence[tuple[str, str]],
     fs: FitSettings,
     progress: Progress | None = None,
-) -> tuple[FusionCore, dict[str, Any]]:
+) -> tuple[FusionCore, FusionMetrics]:
     """Stop each stage on the validation split, fit again on train and validation users for as many
     epochs; AUCs on the test split."""
     _check_splits(data)
@@ -182,7 +215,7 @@ def train_fusion_core(
                 _Stage("fusion", [*gate, *rule, *out_layer], fused_loss, fs.weight_decay)]
 
     keys = ("rule_head", "gnn", "fusion")
-    chosen: dict[str, dict[str, Any]] = {k: {"best_epoch": fs.epochs} for k in keys}
+    chosen: dict[str, FusionStage] = {k: {"best_epoch": fs.epochs} for k in keys}
     if (data.split == "val").any():
         model = fresh()
         for i, (key, stage) in enumerate(zip(keys, stages(model))):
@@ -199,29 +232,8 @@ def train_fusion_core(
         with torch.no_grad():
             o = model(x, e, f)
         test_scores[key] = {"rule_head": o.f_rule_calibrated, "gnn": o.f_nn, "fusion": o.score}[key].numpy()
-    model.eval()
-    with torch.no_grad():
-        o = model(x, e, f)
-        test_loss = float(nn.functional.binary_cross_entropy(o.score.clamp(1e-6, 1 - 1e-6), y))
-    yt = y.numpy()
-    test = data.split == "test"
-    auc = {"rule": auc_of(yt, data.f_rule[test]), "rule_head": auc_of(yt, test_scores["rule_head"]),
-           "gnn": auc_of(yt, test_scores["gnn"]), "fused": auc_of(yt, test_scores["fusion"]),
-           "oracle": auc_of(yt, data.oracle[test]) if data.oracle is not None else None}
-    metrics = {
-        "auc": auc,
-        "loss": chosen["fusion"]["loss"],
-        "test_loss": round(test_loss, 5),
-        "stages": chosen,
-        "gate_mean_test": round(float(o.gate.mean()), 4),
-        "n_train": int((data.split == "train").sum()),
-        "n_val": int((data.split == "val").sum()),
-        "n_test": int(test.sum()),
-        "retained_share": round(float(data.y.mean()), 4),
-        "embedding_missing_share": round(float(data.embedding_missing.mean()), 4)
-        if len(data.embedding_missing) else 0.0,
-        "target": "retention (1 - churn label)",
-    }
+    metrics = _test_metrics(model, data, tensors["test"], chosen, test_scores)
+    auc = metrics["auc"]
     if progress:
         progress(1.0, f"AUC rule {auc['rule']} gnn {auc['gnn']} fused {auc['fused']} oracle {auc['oracle']}")
     return model, metrics

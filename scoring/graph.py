@@ -26,7 +26,6 @@ from .features import FeatureSpace, RawFeatures
 from .graph_buffers import EdgeTable, NodeTable
 from .graph_schema import (
     ATTRIBUTE_EVENTS, EDGE_TYPES, FORWARD_EDGE_TYPES, FORWARD_OF, GRAPH_EVENT_TYPES, NODE_TYPES, RELATIONS, EdgeType,
-    edge_key,
 )
 
 
@@ -52,9 +51,6 @@ class GraphDelta:
     new_nodes: dict[str, int] = field(default_factory=dict)
     new_edges: dict[EdgeType, int] = field(default_factory=dict)
     events: int = 0
-
-    def affected(self) -> int:
-        return sum(len(v[0]) for v in self.touched.values())
 
 
 def keep_mask(ids: Sequence[str], ratio: float, seed: int) -> np.ndarray:
@@ -112,14 +108,6 @@ class HeteroGraph:
         if et is None:
             return 2 * sum(len(t) for t in self.edges.values())
         return len(self.edges[FORWARD_OF[et][0]])
-
-    def statistics(self) -> dict[str, Any]:
-        return {
-            "nodes": {t: self.num_nodes(t) for t in NODE_TYPES},
-            "edges": {edge_key(et): self.num_edges(et) for et in FORWARD_EDGE_TYPES},
-            "last_seq": self.last_seq,
-            "sample_ratio": self.sample_ratio,
-        }
 
     # ---------------------------------------------------------------- structure access
 

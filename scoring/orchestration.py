@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from config.progress import Progress, part
+from config.progress import Progress, part, stage
 from config.settings import Settings
 
 if TYPE_CHECKING:
+    from .results import FusionTrained
     from .graph_cache import GraphCache
 
 #: P(retained) per user id as the data was generated (NaN where unknown): the oracle AUC fusion training
@@ -24,7 +25,7 @@ Oracle = Callable[[Sequence[str]], np.ndarray]
 
 
 def train_fusion(settings: Settings, progress: Progress, *, samples: int, epochs: int, lr: float,
-                 oracle: Oracle | None = None) -> dict[str, Any]:
+                 oracle: Oracle | None = None) -> FusionTrained:
     """Fusion training (with the oracle AUC when an oracle is given)."""
     from .service import ScoringService
 
@@ -36,12 +37,24 @@ def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion
                   train_ratio: float = 1.0, oracle: Oracle | None = None) -> dict[str, Any]:
     """HGT training (on a share of the users), embeddings of every node, then the fusion layer: a usable
     model from scratch."""
+    from config.device import resolve_device
+    from storage import open_store
+
     from .embed import embed_all
+    from .graph_loader import build_graph
     from .training import train_hgt
 
-    hgt = train_hgt(settings, epochs=epochs, sample_ratio=train_ratio, progress=part(progress, 0.0, 0.6))
-    emb = embed_all(settings, sample_ratio=1.0, progress=part(progress, 0.6, 0.8))
-    fusion = train_fusion(settings, part(progress, 0.8, 1.0), samples=0, epochs=fusion_epochs,
+    # the store's graph is read once: training cuts its users' sample from it, the embeddings use it whole
+    read = stage(progress, "graph", 0.0, 0.1)
+    with open_store(settings.db) as store:
+        last = store.last_seq()
+        graph = build_graph(store, device=resolve_device(settings.device), compact_min=settings.graph_compact_min,
+                            progress=lambda f, m: read(f, f"{round(f * last):,}/{last:,} events"))
+    hgt = train_hgt(settings, epochs=epochs, sample_ratio=train_ratio, progress=stage(progress, "train", 0.1, 0.6),
+                    graph=graph)
+    emb = embed_all(settings, sample_ratio=1.0, progress=stage(progress, "embed", 0.6, 0.8), graph=graph)
+    del graph
+    fusion = train_fusion(settings, stage(progress, "fusion", 0.8, 1.0), samples=0, epochs=fusion_epochs,
                           lr=settings.fusion_lr, oracle=oracle)
     return {"hgt": hgt, "embeddings": emb, "fusion": fusion}
 

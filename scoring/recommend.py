@@ -95,11 +95,6 @@ class Recommender:
                 raise RuleCompileError(f"strategy {spec.name}: {err.reason}") from None
             self.strategies.append(_Compiled(spec, cond, parts))
 
-    def recommend(self, profile: Mapping[str, Any], scores: Mapping[str, Any] | None = None) -> list[Recommendation]:
-        """``[{strategy, title, reason, priority}]``, highest priority first (failing strategies left out:
-        :meth:`evaluate` says which and why)."""
-        return self.evaluate(profile, scores)[0]
-
     def evaluate(
         self, profile: Mapping[str, Any], scores: Mapping[str, Any] | None = None
     ) -> tuple[list[Recommendation], list[dict[str, str]]]:

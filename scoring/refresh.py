@@ -33,58 +33,15 @@ from storage.events import Event
 from .embed import EmbeddingRowT, embedding_rows
 from .full_pass import FullPass, PassChunk
 from .graph import HeteroGraph
-from .graph_buffers import Growable
 from .graph_loader import build_graph
 from .graph_schema import NODE_TYPES
 from .model_io import LoadedModel, latest_version, load_model
+from .refresh_cache import NodeCaches
+from .refresh_config import RefreshConfig
 from .refresh_queue import NodeKey, Pending, PriorityQueue
+from .results import RefresherStatus
 from .sampler import NeighborSampler, parse_fanouts
 from .threads import ThreadLimit
-
-
-@dataclass
-class RefreshConfig:
-    tick_s: float = 0.2
-    #: seconds of work per tick: partial refreshes first, then a running full pass (the node cap ``budget`` applies too)
-    tick_budget_s: float = 0.15
-    budget: int = 8192
-    threads: int = 1  # torch/BLAS threads while a tick works (0: leave them)
-    fanouts: str = "10,5"
-    full_share: float = 0.3
-    weight_freshness: float = 1.0
-    weight_degree: float = 0.3
-    weight_change: float = 1.0
-    weight_wait: float = 1.0
-    freshness_tau_s: float = 300.0
-    model_poll_s: float = 2.0
-    pass_chunk_edges: int = 20_000
-    #: run full passes on a background thread (the second core) instead of a few steps per tick
-    pass_background: bool = True
-    compact_min: int = 50_000
-    #: "layerwise": one layer at a time over the seeds' 1-hop neighbourhood with cached neighbour states
-    #: (cheap; exact while the cache is current); "sampled": the seeds' whole L-hop sampled subgraph
-    mode: str = "layerwise"
-
-    @classmethod
-    def from_settings(cls, s: Any) -> "RefreshConfig":
-        return cls(
-            tick_s=s.refresh_tick_s,
-            tick_budget_s=s.refresh_tick_budget_s,
-            budget=s.refresh_budget,
-            threads=s.refresh_threads,
-            fanouts=s.refresh_fanouts,
-            full_share=s.refresh_full_share,
-            weight_freshness=s.refresh_weight_freshness,
-            weight_degree=s.refresh_weight_degree,
-            weight_change=s.refresh_weight_change,
-            weight_wait=s.refresh_weight_wait,
-            freshness_tau_s=s.refresh_freshness_tau_s,
-            model_poll_s=s.refresh_model_poll_s,
-            pass_chunk_edges=s.refresh_pass_chunk_edges,
-            pass_background=s.refresh_pass_background,
-            compact_min=s.graph_compact_min,
-            mode=s.refresh_mode,
-        )
 
 
 @dataclass(frozen=True)
@@ -148,15 +105,11 @@ class IncrementalRefresher:
             raise ValueError(f"refresh mode must be layerwise or sampled, not {self.config.mode!r}")
         self.sampler = NeighborSampler(graph, self._fanouts, seed=0)
         self.sampler1 = NeighborSampler(graph, self._fanouts[:1], seed=0)  # layerwise: 1 hop
-        self._layers: list[dict[str, Growable]] = []
-        self._layers_ready = False
+        self.caches = NodeCaches(self.device)
         self.queue = PriorityQueue(self.config.weight_wait)
         self.backfill = PriorityQueue(self.config.weight_wait)
         self.paused = False
         self.model: LoadedModel | None = None
-        self._emb: dict[str, Growable] = {}
-        self._has: dict[str, Growable] = {}
-        self._change: dict[str, Growable] = {}
         self._refreshed: deque[tuple[float, int]] = deque()
         self._last_poll = -math.inf
         self._pass: FullPass | None = None
@@ -190,17 +143,8 @@ class IncrementalRefresher:
         """Serve ``model`` from now on, with empty caches."""
         self.model = model
         model.embedder.to(self.device).eval()
-        dim = int(model.config["hgt"]["out_dim"])
-        self._emb = {t: Growable((dim,), torch.float32, self.device) for t in NODE_TYPES}
-        self._has = {t: Growable((), torch.bool, self.device) for t in NODE_TYPES}
-        self._change = {t: Growable((), torch.float32, self.device, fill=1.0) for t in NODE_TYPES}
-        hidden = int(model.config["hgt"]["hidden"])
-        self._layers = [
-            {t: Growable((hidden,), torch.float32, self.device) for t in NODE_TYPES}
-            for _ in range(int(model.config["hgt"]["layers"]) - 1)
-        ]
-        self._layers_ready = not self._layers
-        self._grow_caches()
+        self.caches = NodeCaches(self.device, model)
+        self.caches.grow(self.graph)
 
     def _use_model(self, model: LoadedModel, load_stored: bool) -> None:
         """Start serving ``model`` (no model before): every node without a stored embedding of this
@@ -209,35 +153,13 @@ class IncrementalRefresher:
         self._install_model(model)
         current = {t: torch.zeros(self.graph.num_nodes(t), dtype=torch.bool, device=self.device) for t in NODE_TYPES}
         if load_stored:
-            current = self._load_stored()
+            current = self.caches.load_stored(self.store, self.graph, model.version)
         now = self.clock()
         for t in NODE_TYPES:
             missing = torch.nonzero(~current[t]).flatten()
             if missing.numel():
                 last = self.graph.nodes[t].last_seq.view[missing].cpu().numpy()
                 self._mark(t, missing.cpu().numpy(), last, np.full(missing.numel(), now), now)
-
-    def _load_stored(self) -> dict[str, torch.Tensor]:
-        """Cache the stored embeddings of the current version; True where one is up to date."""
-        assert self.model is not None
-        current: dict[str, torch.Tensor] = {}
-        for t in NODE_TYPES:
-            index = self.graph.nodes[t].index
-            idx, vecs, seqs = [], [], []
-            for nid, vec, seq in self.store.embeddings.of_version(t, self.model.version):
-                i = index.get(nid)
-                if i is not None:
-                    idx.append(i)
-                    vecs.append(vec)
-                    seqs.append(seq)
-            ok = torch.zeros(self.graph.num_nodes(t), dtype=torch.bool, device=self.device)
-            if idx:
-                ti = torch.as_tensor(idx, device=self.device)
-                self._emb[t].view[ti] = torch.as_tensor(np.stack(vecs), device=self.device)
-                self._has[t].view[ti] = True
-                ok[ti] = torch.as_tensor(seqs, device=self.device) >= self.graph.nodes[t].last_seq.view[ti]
-            current[t] = ok
-        return current
 
     def maybe_reload_model(self, force: bool = False) -> bool:
         """Pick up a newer registered model (polled at most every ``model_poll_s``); True when found.
@@ -275,13 +197,6 @@ class IncrementalRefresher:
 
     # ---------------------------------------------------------------- events
 
-    def _grow_caches(self) -> None:
-        for t in NODE_TYPES:
-            n = self.graph.num_nodes(t)
-            for buf in (self._emb.get(t), self._has.get(t), self._change.get(t), *(lay[t] for lay in self._layers)):
-                if buf is not None and buf.n < n:
-                    buf.extend_fill(n - buf.n)
-
     def observe(self, events: Iterable[Any], now: float | None = None) -> int:
         """Apply events (``StoredEvent``s or ``(seq, Event)`` pairs; already-seen seqs are skipped) and
         mark the nodes they touched. Returns how many node marks were made."""
@@ -293,7 +208,7 @@ class IncrementalRefresher:
             else:
                 pairs.append((int(e.seq), e))
         delta = self.graph.apply_events(pairs)
-        self._grow_caches()
+        self.caches.grow(self.graph)
         marks = 0
         for t, (idx, seq, ts) in delta.touched.items():
             marks += self._mark(t, idx, seq, ts, now)
@@ -311,7 +226,7 @@ class IncrementalRefresher:
         age = np.maximum(0.0, now - np.asarray(ts, dtype=np.float64))
         fresh = np.exp2(-age / c.freshness_tau_s)
         deg = torch.log1p(self.graph.nodes[t].degree.view[ti]).cpu().numpy()
-        change = self._change[t].view[ti].cpu().numpy() if t in self._change else np.ones(len(idx))
+        change = self.caches.change_of(t, ti)
         prio = c.weight_freshness * fresh + c.weight_degree * deg + c.weight_change * change
         queue = self.backfill if backfill else self.queue
         keys = [(t, i) for i in idx.tolist()]
@@ -398,10 +313,10 @@ class IncrementalRefresher:
         for (t, i), p in items:
             by_type.setdefault(t, []).append((i, p))
         seeds = {t: torch.as_tensor([i for i, _ in v], device=self.device) for t, v in by_type.items()}
-        if self.config.mode == "layerwise" and self._layers_ready:
-            cache = [{t: lay[t].view for t in NODE_TYPES} for lay in self._layers]
+        if self.config.mode == "layerwise" and self.caches.layers_ready:
+            cache = [{t: lay[t].view for t in NODE_TYPES} for lay in self.caches.layers]
             out, states = self.model.embedder.refresh_layerwise(self.graph, self.sampler1, seeds, cache)
-            for lay, st in zip(self._layers, states):
+            for lay, st in zip(self.caches.layers, states):
                 for t, idx in seeds.items():
                     lay[t].view[idx] = st[t]
         else:
@@ -410,7 +325,7 @@ class IncrementalRefresher:
         vectors: dict[NodeKey, np.ndarray] = {}
         for t, v in by_type.items():
             idx = seeds[t]
-            self._store_cache(t, idx, out[t])
+            self.caches.put(t, idx, out[t])
             vec = out[t].detach().to("cpu", torch.float32).numpy()
             for k, (i, _) in enumerate(v):
                 vectors[(t, i)] = vec[k]
@@ -425,7 +340,7 @@ class IncrementalRefresher:
     def _maybe_start_pass(self) -> None:
         if self._pass is not None or self.model is None:
             return
-        if self.config.mode == "layerwise" and not self._layers_ready:
+        if self.config.mode == "layerwise" and not self.caches.layers_ready:
             self._start_pass(self.model, "pending")  # warm the layer cache; meanwhile refreshes are sampled
             return
         backlog, total = len(self.queue) + len(self.backfill), max(1, self.graph.num_nodes())
@@ -493,7 +408,7 @@ class IncrementalRefresher:
         clean = self.graph.nodes[t].last_seq.view[idx] <= p.snap_seq
         same = self._pass_model is self.model
         if same:
-            self._store_cache(t, idx[clean], emb[clean])
+            self.caches.put(t, idx[clean], emb[clean])
         if self._pass_emit == "none":
             return []
         # pending nodes of the chunk whose newest event the pass has seen (so they are clean); backfill
@@ -528,12 +443,7 @@ class IncrementalRefresher:
         self.full_refreshes += 1
         if model is not self.model:  # a model switch: the new model serves from now on
             self._install_model(model)
-            for t, n in p.num_nodes.items():
-                self._emb[t].view[:n] = p.out[t]
-                self._has[t].view[:n] = True
-                for lay, st in zip(self._layers, p.layers):
-                    lay[t].view[:n] = st[t]
-            self._layers_ready = True
+            self.caches.take_pass(p)
             # nodes touched since the pass began were left out of it and have since been refreshed by
             # the old model (or are pending): they need the new one, behind live changes (the backfill)
             now = self.clock()
@@ -547,13 +457,7 @@ class IncrementalRefresher:
                     self._mark(t, dirty, table.last_seq.view[ti].cpu().numpy(), table.last_ts.view[ti].cpu().numpy(), now,
                                backfill=True)
             return
-        # the same model: its cache takes the pass's states, except where partial refreshes since the
-        # pass began are newer (once the cache is warm)
-        for t, n in p.num_nodes.items():
-            keep = (self.graph.nodes[t].last_seq.view[:n] <= p.snap_seq) if self._layers_ready else slice(None)
-            for lay, st in zip(self._layers, p.layers):
-                lay[t].view[:n][keep] = st[t][keep]
-        self._layers_ready = True
+        self.caches.take_pass_layers(p, self.graph)
 
     def run_full_pass(self, emit: str = "none") -> list[EmbeddingRowT]:
         """A full pass with the serving model run to the end now (benchmarks, tests, tools)."""
@@ -563,28 +467,15 @@ class IncrementalRefresher:
         with self._threads:
             return self._advance_pass(math.inf)
 
-    def _store_cache(self, t: str, idx: torch.Tensor, new: torch.Tensor) -> None:
-        old = self._emb[t].view[idx]
-        had = self._has[t].view[idx]
-        rel = torch.linalg.vector_norm(new - old, dim=1) / (torch.linalg.vector_norm(old, dim=1) + 1e-6)
-        self._change[t].view[idx] = torch.where(had, rel, torch.ones_like(rel))
-        self._emb[t].view[idx] = new
-        self._has[t].view[idx] = True
-
     # ---------------------------------------------------------------- status and recovery
 
-    def status(self, now: float | None = None) -> dict[str, Any]:
+    def status(self, now: float | None = None) -> RefresherStatus:
         now = self.clock() if now is None else now
         while self._refreshed and now - self._refreshed[0][0] > 10.0:
             self._refreshed.popleft()
         window = max(1e-9, min(10.0, now - self._refreshed[0][0])) if self._refreshed else 10.0
         oldest = self.queue.oldest_marked_at()
-        gpu: dict[str, int] = {}
-        if self.device.type == "cuda":  # the operations metrics show the flow's GPU memory from here
-            gpu = {"gpu_allocated_bytes": int(torch.cuda.memory_allocated(self.device)),
-                   "gpu_reserved_bytes": int(torch.cuda.memory_reserved(self.device))}
-        return {
-            **gpu,
+        out: RefresherStatus = {
             "refresh": "off" if self.model is None else ("paused" if self.paused else "running"),
             "refresh_queue": len(self.queue) + len(self.backfill) + self._pass_left,
             "refresh_backfill": len(self.backfill),
@@ -600,6 +491,10 @@ class IncrementalRefresher:
             "switching_to": self.switching_to,
             "last_tick_ms": round(1000 * self.last_tick_s, 2),
         }
+        if self.device.type == "cuda":  # the operations metrics show the flow's GPU memory from here
+            out["gpu_allocated_bytes"] = int(torch.cuda.memory_allocated(self.device))
+            out["gpu_reserved_bytes"] = int(torch.cuda.memory_reserved(self.device))
+        return out
 
     def snapshot(self) -> RefresherSnapshot:
         def rows(queue: PriorityQueue) -> tuple[tuple[str, str, int, float, float, float], ...]:

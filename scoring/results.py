@@ -6,7 +6,10 @@ No ``from __future__ import annotations`` here: ``NotRequired`` must be evaluate
 or the key counts as required.
 """
 
+from dataclasses import dataclass
 from typing import Any, Literal
+
+from storage.projections import RuleRow
 
 # typing_extensions: pydantic validates only its TypedDict before Python 3.12
 from typing_extensions import NotRequired, TypedDict
@@ -84,16 +87,10 @@ class Recommendation(TypedDict):
     priority: float
 
 
-class RuleView(TypedDict):
+@dataclass(slots=True)
+class RuleView(RuleRow):
     """A stored rule, with the reason its condition no longer compiles (None when it does)."""
 
-    name: str
-    description: str
-    weight: float
-    condition: str
-    enabled: bool
-    seq: int
-    updated_at: float
     error: str | None
 
 
@@ -146,3 +143,64 @@ class GraphStatistics(TypedDict):
 
 #: a profile document (attributes and counters; its fields follow the events folded into it)
 ProfileDocument = dict[str, Any]
+
+
+class RefresherStatus(TypedDict):
+    """The incremental refresher's state, as the flow's status row and the operations page show it."""
+
+    gpu_allocated_bytes: NotRequired[int]
+    gpu_reserved_bytes: NotRequired[int]
+    refresh: Literal["off", "paused", "running"]
+    refresh_queue: int
+    refresh_backfill: int
+    oldest_pending_s: float
+    refreshes_per_s: float
+    model_version: int | None
+    device: str
+    graph_nodes: int
+    graph_edges: int
+    graph_last_seq: int
+    full_refreshes: int
+    full_pass: float | None
+    switching_to: int | None
+    last_tick_ms: float
+
+
+class FusionAUC(TypedDict):
+    """Held-out AUCs (None where the test split cannot give one)."""
+
+    rule: float | None
+    rule_head: float | None
+    gnn: float | None
+    fused: float | None
+    oracle: float | None
+
+
+class FusionStage(TypedDict):
+    """One training stage: the epoch chosen on the validation split, its loss there and the final loss."""
+
+    best_epoch: NotRequired[int]
+    val_loss: NotRequired[float]
+    loss: NotRequired[float]
+
+
+class FusionMetrics(TypedDict):
+    auc: FusionAUC
+    loss: float
+    test_loss: float
+    stages: dict[str, FusionStage]
+    gate_mean_test: float
+    n_train: int
+    n_val: int
+    n_test: int
+    retained_share: float
+    embedding_missing_share: float
+    target: str
+
+
+class FusionTrained(FusionMetrics):
+    """A fusion training run: its metrics and the model version it registered."""
+
+    seconds: float
+    model_version: int
+    fusion_version: int

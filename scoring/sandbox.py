@@ -1,4 +1,4 @@
-"""The rule-expression sandbox (DESIGN §7): a whitelisted subset of Python expressions over a profile.
+"""The rule-expression sandbox: a whitelisted subset of Python expressions over a profile.
 
 An expression is parsed with :mod:`ast`, checked node by node against a whitelist (calls only to
 ``int float str len max min`` and ``.get(...)``; no other attribute, no ``_`` names, no lambdas,

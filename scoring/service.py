@@ -1,5 +1,5 @@
 """``ScoringService``: profiles, fused scores, SHAP explanations, recommendations, rule management and
-fusion training over one store (the seed's ``HybridProfilingService`` + ``ExplainerService``).
+fusion training over one store.
 
 It reads projections only (``profiles``, ``embeddings``, ``rules``, ``models``); it never folds the log.
 Every call checks the rules version and the newest fusion version (two indexed queries), so a rule or a
@@ -13,7 +13,6 @@ import logging
 import math
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,20 +22,20 @@ import numpy as np
 from pydantic import BaseModel
 
 from storage import open_store
-from storage.events import validate_event
-from storage.projections import EmbeddingRow
+from storage.interface import EmbeddingRow
 from config.progress import Progress
 from config.settings import Settings
 
-from .errors import BadRequest, NotEnoughData, RuleCompileError, RuleNotFound, ScoringError, UserNotFound
+from .errors import BadRequest, RuleCompileError, RuleNotFound, ScoringError, UserNotFound
 from .explainer import EXPLAIN_MODES, Background, Explainer, feature_names, top_contributions
 from .explanation_text import contribution_entries
 from .fusion import FusionCore, ServingFusion
-from .fusion_training import FitSettings, TrainingData, hash01, split_of, train_fusion_core
-from .profile_features import profile_matrix, profile_vector
+from .fusion_data import register_fusion, training_data
+from .fusion_training import FitSettings, train_fusion_core
+from .profile_features import profile_vector
 from .recommend import Recommender
 from .results import (
-    ExplanationResult, Fused, ProfileDocument, Recommendation, RuleChanged, RuleDeleted, RulePreview, RulesRefreshed,
+    ExplanationResult, FusionTrained, Fused, ProfileDocument, Recommendation, RuleChanged, RuleDeleted, RulePreview, RulesRefreshed,
     RuleView, ScoreResult,
 )
 from . import rule_trial
@@ -119,7 +118,8 @@ class _Inputs:
 
 
 class ScoringService:
-    """The API's (and the CLI's) entry to scoring; see the brief's contract for the names and keys."""
+    """The API's (and the CLI's) entry to scoring: every method returns a typed document
+    (``scoring.results``) whose keys are the JSON fields the API serves."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -369,9 +369,7 @@ class ScoringService:
                 error = None
             except RuleCompileError as err:
                 error = err.reason
-            out.append({"name": r.name, "description": r.description, "weight": r.weight,
-                        "condition": r.condition, "enabled": r.enabled, "seq": r.seq, "updated_at": r.updated_at,
-                        "error": error})
+            out.append(RuleView(r.name, r.description, r.weight, r.condition, r.enabled, r.seq, r.updated_at, error))
         return out
 
     def create_rule(self, spec: Mapping[str, Any] | BaseModel) -> RuleChanged:
@@ -450,7 +448,7 @@ class ScoringService:
         lr: float | None = None,
         progress: Progress | None = None,
         oracle: Oracle | None = None,
-    ) -> dict[str, Any]:
+    ) -> FusionTrained:
         """Train the fusion on the planted labels and register it as a new ``fusion`` model version.
         Held-out AUCs of the rule score, the rule head, the GNN head, the fused score and (with ``oracle``,
         the generator's own propensities) the oracle. Raises NotEnoughData, BadRequest."""
@@ -468,71 +466,20 @@ class ScoringService:
         if progress:
             progress(0.0, "reading labels, profiles and embeddings")
         st = self._current()
-        data, emb_version = self._training_data(st, samples)
+        data, emb_version = training_data(self.store, self._lock, s, st.engine, samples, self._default_emb_dim())
         if oracle is not None:
             data.oracle = np.asarray(oracle(data.user_ids), dtype=np.float64)
         fs = FitSettings(hidden=s.fusion_hidden, epochs=epochs, lr=float(lr), weight_decay=s.fusion_weight_decay,
                          patience=max(20, epochs // 5), seed=s.seed)
         with self._threads:
             model, metrics = train_fusion_core(data, st.engine.structure, fs, progress)
-        metrics["seconds"] = round(time.perf_counter() - t0, 3)
+        seconds = round(time.perf_counter() - t0, 3)
         config = {**model.config(), "rules_version": st.rules_version, "embedding_model_version": emb_version,
                   "label": s.fusion_label, "epochs": epochs, "lr": lr, "samples": samples,
                   "weight_decay": s.fusion_weight_decay, "test_share": s.fusion_test_share,
                   "val_share": s.fusion_val_share, "seed": s.seed}
-        version = self._register(model, config, metrics)
+        version = register_fusion(self.store, self._lock, model, config, {**metrics, "seconds": seconds})
         with self._lock:
             self._state = None
             self._cache.clear()
-        return {**metrics, "model_version": version, "fusion_version": version}
-
-    def _training_data(self, st: _State, samples: int) -> tuple[TrainingData, int | None]:
-        s = self.settings
-        with self._lock:
-            labels: dict[str, int] = {}
-            for ev in self.store.read(types=["label.observed"]):
-                if ev.user_id and ev.payload.get("label") == s.fusion_label:
-                    labels[ev.user_id] = int(ev.payload["value"])
-            n_profiles = self.store.profiles.count()
-        if not labels:
-            raise NotEnoughData(f"no label.observed events with label {s.fusion_label!r} in {s.db}")
-        if n_profiles == 0:
-            raise NotEnoughData(f"no profiles in {s.db}: fold the log first (run the dataflow or its replay)")
-        ids = sorted(labels)
-        if 0 < samples < len(ids):  # a reproducible subset
-            ids = sorted(sorted(ids, key=lambda u: hash01(u, s.seed + 1))[:samples])
-        with self._lock:
-            profiles = self.store.profiles.get_many(ids)
-            ids = [u for u in ids if u in profiles]
-            vectors = self.store.embeddings.get_many("user", ids)
-            emb_version = self.store.models.latest_version("hgt")
-        if not ids:
-            raise NotEnoughData("none of the labelled users has a profile yet")
-        _, f = st.engine.evaluate_many([profiles[u] for u in ids])
-        dims = [v.shape[0] for v in vectors.values()]
-        dim = max(set(dims), key=dims.count) if dims else self._default_emb_dim()
-        e = np.zeros((len(ids), dim), dtype=np.float32)
-        missing = np.ones(len(ids), dtype=bool)
-        for i, u in enumerate(ids):
-            v = vectors.get(u)
-            if v is not None and v.shape[0] == dim:
-                e[i] = v
-                missing[i] = False
-        y = np.array([1 - labels[u] for u in ids], dtype=np.float32)
-        split = np.array([split_of(u, s.seed, s.fusion_test_share, s.fusion_val_share) for u in ids])
-        x = profile_matrix([profiles[u] for u in ids])
-        return TrainingData(ids, x, e, f, y, split, missing), emb_version
-
-    def _register(self, model: FusionCore, config: dict[str, Any], metrics: dict[str, Any]) -> int:
-        summary = {k: metrics[k] for k in ("auc", "loss", "test_loss", "n_train", "n_test") if k in metrics}
-        with self._lock, self.store.transaction():
-            version = self.store.models.add("fusion", config, metrics, model.to_bytes())
-            event = validate_event({
-                "event_id": f"model-{uuid.uuid4().hex}", "type": "model.registered", "ts": time.time(),
-                "user_id": None, "target_id": None,
-                "payload": {"kind": "fusion", "version": version, "metrics": summary},
-            })
-            seq = self.store.append([event]).new[0][0]
-            self.store.models.set_seq("fusion", version, seq)
-        return version
-
+        return {**metrics, "seconds": seconds, "model_version": version, "fusion_version": version}

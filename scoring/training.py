@@ -31,10 +31,12 @@ from .evaluate import EdgeSplit, link_aucs, split_edges, with_edges
 from .features import EncoderConfig
 from .graph import HeteroGraph
 from .graph_loader import build_graph
+from .graph_sample import sample_users
 from .graph_schema import FORWARD_EDGE_TYPES, FORWARD_OF, NODE_TYPES, EdgeType, edge_key
 from .model import GraphEmbedder, info_nce_shared
 from .model_io import initialised, register_model
-from .sampler import Subgraph, make_sampler, parse_fanouts
+from .partitions import induced_subgraph, metis_partitions
+from .sampler import make_sampler, parse_fanouts
 
 TRAINING_MODES = ("full", "minibatch", "metis")
 #: share of a step's training edges used as its supervision targets (and hidden from its message passing)
@@ -120,6 +122,7 @@ class Trainer:
             [{"params": ident, "lr": p.lr * p.id_lr_scale, "weight_decay": p.id_weight_decay}] if ident else []
         )
         self.opt = torch.optim.Adam(groups, lr=p.lr)
+        # drawn on the CPU, then moved: a seed gives the same negatives and batches on every device
         self.gen = torch.Generator(device="cpu").manual_seed(p.seed)
         self.device = graph.device
         # in the training graph, edge ids of the training edges are simply 0..n-1
@@ -290,72 +293,6 @@ class _Local:
         return self.order[torch.searchsorted(self.sorted, glob)]
 
 
-def metis_partitions(graph: HeteroGraph, part_users: int, seed: int) -> list[dict[str, Tensor]]:
-    """Users split by METIS (pymetis) over the undirected call graph; each part also takes every
-    product and app its users interacted with (the catalogue is small and shared)."""
-    import pymetis
-
-    n = graph.num_nodes("user")
-    nparts = max(1, math.ceil(n / part_users))
-    if nparts == 1:
-        membership = np.zeros(n, dtype=np.int64)
-    else:
-        calls = graph.edges[("user", "calls", "user")]
-        s, d = calls.src.view.cpu().numpy(), calls.dst.view.cpu().numpy()
-        keep = s != d
-        a = np.concatenate([s[keep], d[keep]])
-        b = np.concatenate([d[keep], s[keep]])
-        key = np.unique(a * n + b)  # undirected, without multi-edges
-        a, b = key // n, key % n
-        xadj = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.bincount(a, minlength=n), out=xadj[1:])
-        opts = pymetis.Options(seed=seed)
-        _, membership_list = pymetis.part_graph(nparts, adjacency=pymetis.CSRAdjacency(xadj, b), options=opts)
-        membership = np.asarray(membership_list, dtype=np.int64)
-    member = torch.as_tensor(membership, device=graph.device)
-    parts = []
-    for k in range(nparts):
-        users = torch.nonzero(member == k).flatten()
-        if users.numel() == 0:
-            continue
-        part = {"user": users}
-        in_part = member == k
-        for t in ("product", "app"):
-            items = [e.dst.view[in_part[e.src.view]] for et, e in graph.edges.items() if et[2] == t]
-            part[t] = torch.unique(torch.cat(items)) if items else torch.empty(0, dtype=torch.long, device=graph.device)
-        parts.append(part)
-    return parts
-
-
-def induced_subgraph(graph: HeteroGraph, nodes: Mapping[str, Tensor]) -> tuple[Subgraph, dict[EdgeType, tuple[Tensor, Tensor]]]:
-    """The subgraph on ``nodes`` with every edge among them (both directions), and per forward type the
-    local (src, dst) of those edges (the positives of a partition step)."""
-    from .graph_schema import EDGE_TYPES, FORWARD_OF
-
-    dev = graph.device
-    local_of: dict[str, Tensor] = {}
-    for t in NODE_TYPES:
-        m = torch.full((graph.num_nodes(t),), -1, dtype=torch.long, device=dev)
-        idx = nodes.get(t, torch.empty(0, dtype=torch.long, device=dev))
-        m[idx] = torch.arange(idx.numel(), device=dev)
-        local_of[t] = m
-    sub = Subgraph({t: nodes.get(t, torch.empty(0, dtype=torch.long, device=dev)) for t in NODE_TYPES}, {t: 0 for t in NODE_TYPES})
-    fwd_local: dict[EdgeType, tuple[Tensor, Tensor]] = {}
-    for et in FORWARD_EDGE_TYPES:
-        e = graph.edges[et]
-        ls, ld = local_of[et[0]][e.src.view], local_of[et[2]][e.dst.view]
-        ok = (ls >= 0) & (ld >= 0)
-        fwd_local[et] = (ls[ok], ld[ok])
-        ids = torch.nonzero(ok).flatten()
-        for t_et in EDGE_TYPES:
-            if FORWARD_OF[t_et][0] != et:
-                continue
-            rev = FORWARD_OF[t_et][1]
-            sub.edge_index[t_et] = torch.stack([ld[ok], ls[ok]]) if rev else torch.stack([ls[ok], ld[ok]])
-            sub.edge_id[t_et] = ids
-    return sub, fwd_local
-
-
 def _checked(
     settings: Any, sample_ratio: float | None, seed: int | None, split: Sequence[float] | None, epochs: int | None
 ) -> tuple[float, int, tuple[float, ...], int]:
@@ -455,8 +392,10 @@ def train_hgt(
     split: Sequence[float] | None = None,
     seed: int | None = None,
     progress: Progress | None = None,
+    graph: HeteroGraph | None = None,
 ) -> dict[str, Any]:
-    """Train on the store's graph, register the model version, return its metrics.
+    """Train on the store's graph, register the model version, return its metrics. With ``graph`` (the
+    whole store's, already read), the users' sample is cut from it instead of read again.
 
     Metrics: loss history, validation and test AUC per edge type (trained, untrained, degree), node
     and edge counts, duration, mode and the version registered.
@@ -470,11 +409,14 @@ def train_hgt(
     device = resolve_device(settings.device)
     ratio, seed_v, shares, n_epochs = _checked(settings, sample_ratio, seed, split, epochs)
 
-    with open_store(settings.db) as store:
-        graph = build_graph(
-            store, device=device, sample_ratio=ratio, sample_seed=seed_v, compact_min=settings.graph_compact_min,
-            progress=lambda f, m: report(0.1 * f, m),
-        )
+    if graph is not None:
+        graph = sample_users(graph, ratio, seed_v)
+    else:
+        with open_store(settings.db) as store:
+            graph = build_graph(
+                store, device=device, sample_ratio=ratio, sample_seed=seed_v, compact_min=settings.graph_compact_min,
+                progress=lambda f, m: report(0.1 * f, m),
+            )
     if graph.num_nodes("user") < 2 or graph.num_edges() == 0:
         raise ValueError(
             f"not enough data to train: {graph.num_nodes('user')} users and {graph.num_edges() // 2} interactions "

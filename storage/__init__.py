@@ -8,7 +8,7 @@ from .errors import DatabaseError, is_transient, unwritable_reason
 from .retrying import retry_transient
 from .event_store import AppendResult, EventStore
 from .interface import Store
-from .projections import this_process
+from .operations import this_process
 from .events import EVENT_TYPES, INTERACTION_TYPES, Event, InvalidEvent, StoredEvent, validate_event
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -26,7 +27,7 @@ _UNWRITABLE_CODES = ("SQLITE_READONLY", "SQLITE_FULL", "SQLITE_CANTOPEN", "SQLIT
 _UNWRITABLE_MESSAGES = ("readonly database", "database or disk is full", "unable to open database", "disk i/o error")
 
 
-def unwritable_reason(err: BaseException) -> str | None:
+def sqlite_unwritable_reason(err: BaseException) -> str | None:
     """What keeps the store from being written, when ``err`` says so; None for any other error.
 
     Such a failure is the machine's state, not a bug: it passes when the file is made writable or space
@@ -284,3 +285,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def json_text(obj: Any) -> str:
+    """Canonical compact JSON (sorted keys, UTF-8 kept) for the store's JSON columns."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True)

@@ -7,7 +7,7 @@ import sqlite3
 
 import psycopg
 
-from .db import unwritable_reason as sqlite_unwritable_reason
+from .db import sqlite_unwritable_reason
 
 #: what a failed statement raises (SQLite locked past the busy timeout, disk full, PostgreSQL gone ...):
 #: callers that retry catch this

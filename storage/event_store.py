@@ -16,7 +16,9 @@ from pydantic_core import from_json, to_json
 from .columns import EventBatch, NewEvents, scan_columns
 from .db import connect, transaction
 from .events import Event, StoredEvent
-from .projections import Checkpoints, Embeddings, Jobs, Models, OpsHistory, Profiles, Rules, Status
+from .embeddings import Embeddings
+from .operations import Jobs, OpsHistory, Status
+from .projections import Checkpoints, Models, Profiles, Rules
 
 _INSERT = (
     "INSERT INTO events(event_id, type, user_id, target_id, ts, payload, version, recorded_at) "

@@ -10,7 +10,8 @@ from typing import Any, Sequence
 
 from .pg_db import PgConnections
 from .pg_schema import JOBS_LOCK
-from .projections import JOB_COLUMNS, _dumps, job_row, this_process
+from .db import json_text
+from .operations import JOB_COLUMNS, job_row, this_process
 
 _JOB_COLS = JOB_COLUMNS
 _JOB_FIELDS = {"state", "progress", "message", "result", "error", "started_at", "finished_at"}
@@ -26,7 +27,7 @@ class PgJobs:
         self.db.run(
             "INSERT INTO jobs (id, kind, state, params, progress, message, created_at, created_by) "
             "VALUES (%s, %s, 'queued', %s, 0, '', %s, %s)",
-            (job_id, kind, _dumps(params), time.time(), this_process()),
+            (job_id, kind, json_text(params), time.time(), this_process()),
         )
         return job_id
 
@@ -72,7 +73,7 @@ class PgJobs:
         if bad:
             raise ValueError(f"unknown job fields: {sorted(bad)}")
         if "result" in fields and not isinstance(fields["result"], (str, type(None))):
-            fields["result"] = _dumps(fields["result"])
+            fields["result"] = json_text(fields["result"])
         sets = ", ".join(f"{k} = %s" for k in fields)
         self.db.run(f"UPDATE jobs SET {sets} WHERE id = %s", (*fields.values(), job_id))
 
@@ -86,10 +87,6 @@ class PgJobs:
             (not kind, kind or "", limit),
         )
         return [_job(r) for r in rows]
-
-    def active(self, kind: str) -> dict[str, Any] | None:
-        r = self.db.one(f"SELECT {_JOB_COLS} FROM jobs WHERE kind = %s AND state IN ('queued', 'running') LIMIT 1", (kind,))
-        return _job(r) if r else None
 
     def all_active(self) -> builtins.list[dict[str, Any]]:
         rows = self.db.all(f"SELECT {_JOB_COLS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at")
@@ -122,7 +119,7 @@ class PgOps:
     def request(self, command: str, params: dict[str, Any] | None = None, source: str = "cli") -> int:
         r = self.db.one(
             "INSERT INTO ops_history (ts, source, command, params, state) VALUES (%s, %s, %s, %s, 'pending') RETURNING id",
-            (time.time(), source, command, _dumps(params or {})),
+            (time.time(), source, command, json_text(params or {})),
         )
         return int(r[0]) if r else 0
 
@@ -131,7 +128,7 @@ class PgOps:
         r = self.db.one(
             "INSERT INTO ops_history (ts, source, command, params, state, effect, applied_at) "
             "VALUES (%s, %s, %s, %s, 'applied', %s, %s) RETURNING id",
-            (now, source, command, _dumps(params or {}), effect, now),
+            (now, source, command, json_text(params or {}), effect, now),
         )
         return int(r[0]) if r else 0
 
@@ -186,7 +183,7 @@ class PgStatus:
         self.db.run(
             "INSERT INTO status (component, data, updated_at) VALUES (%s, %s, %s) ON CONFLICT (component) "
             "DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
-            (component, _dumps(data), time.time()),
+            (component, json_text(data), time.time()),
         )
 
     def get(self, component: str) -> dict[str, Any] | None:

@@ -70,8 +70,13 @@ CREATE TABLE status (component text COLLATE "C" PRIMARY KEY, data text NOT NULL,
 # who created a job and who claimed it, as in the SQLite store's version 5
 _V2 = "ALTER TABLE jobs ADD COLUMN created_by text, ADD COLUMN claimed_by text"
 
+# Profiles and embeddings are rewritten in place all the time (upserts of the same keys): pages kept half
+# empty let PostgreSQL put the new row version on the same page (a HOT update, no index entry to add);
+# a flow's profile writes measured about twice as fast
+_V3 = "ALTER TABLE profiles SET (fillfactor = 50); ALTER TABLE embeddings SET (fillfactor = 50)"
+
 #: Migration i brings the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[str] = [_V1, _V2]
+MIGRATIONS: list[str] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS ups_schema (version integer NOT NULL)"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from storage.db import connect
-from storage.projections import OpsHistory, Status
+from storage.operations import OpsHistory, Status
 from config.settings import Settings
 
 

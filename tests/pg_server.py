@@ -37,8 +37,10 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, *, durable: bool = False) -> None:
         self.bin_dir = bin_dir
+        #: fsync and synchronous commits on, as a real server runs (benchmarks); off for tests
+        self.durable = durable
         self.port = _free_port()
         self.root = Path(tempfile.mkdtemp(prefix="ups-pg-"))
         self.data = self.root / "data"
@@ -64,10 +66,8 @@ class PostgresServer:
 
     def start(self) -> None:
         # fsync off: a test database need not survive a power cut; the server still survives kill -9
-        opts = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
+        fast = "" if self.durable else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+        opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} {fast}-c max_connections=200"
         self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", opts)
 
     def stop(self, mode: str = "fast") -> None:

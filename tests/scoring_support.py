@@ -28,7 +28,8 @@ from storage import data_config
 from dataflow.generator import GeneratorConfig, MockGenerator
 from dataflow.profile import PROFILE_TYPES, ProfileState, fold
 from storage.event_store import EventStore
-from storage.projections import Embeddings, Profiles
+from storage.embeddings import Embeddings
+from storage.projections import Profiles
 
 STANDIN_MODEL_VERSION = 0  # no HGT model version: these vectors are a fixture
 

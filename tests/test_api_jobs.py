@@ -15,7 +15,8 @@ from dataflow.prepare import next_db_path
 from api.jobs import finite_only
 from api_support import TRAINING, folded_store, needs, settings_for, started
 from storage.db import connect
-from storage.projections import Jobs, Models
+from storage.operations import Jobs
+from storage.projections import Models
 from config.settings import Settings
 
 

@@ -48,6 +48,44 @@ def test_every_json_success_response_has_a_schema_with_its_fields() -> None:
     assert vague == []
 
 
+def test_every_operation_documents_its_success_body() -> None:
+    """Each operation names at least one success answer, and each success body it names (JSON, the
+    stream's events, the Prometheus text) has a schema a client can read; an operation without a body
+    says so by a 204."""
+    doc = _schema()
+    components = doc.get("components", {}).get("schemas", {})
+    missing = []
+    operations = 0
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            operations += 1
+            success = {code: r for code, r in op["responses"].items() if code.startswith("2")}
+            if not success:
+                missing.append(f"{method.upper()} {path}: no success response")
+            for code, response in success.items():
+                content = response.get("content", {})
+                if not content and code != "204":
+                    missing.append(f"{method.upper()} {path} {code}: no body documented")
+                for media, body in content.items():
+                    if not _described(body.get("schema", {}), components):
+                        missing.append(f"{method.upper()} {path} {code} {media}")
+    assert operations >= 30
+    assert missing == []
+
+
+def test_the_stream_documents_its_events() -> None:
+    doc = _schema()
+    body = doc["paths"]["/api/v1/operations/stream"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+    event = doc["components"]["schemas"][body["schema"]["$ref"].rsplit("/", 1)[-1]]
+    assert set(event["properties"]) == {"event", "id", "data"}
+    assert set(event["properties"]["event"]["enum"]) == {"status", "job", "op", "metrics"}
+    data = event["properties"]["data"]
+    assert data["type"] == "string" and data["contentMediaType"] == "application/json"
+    assert len(data["contentSchema"]["oneOf"]) == 4
+
+
 def test_the_score_response_lists_its_fields() -> None:
     doc = _schema()
     op = doc["paths"]["/api/v1/user/{user_id}"]["get"]

@@ -11,14 +11,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from pydantic import TypeAdapter
 from litestar.testing import TestClient
 
 from api.app import create_app
 from api.auth import check_bind, is_loopback
+from api.sse import StreamData, StreamEvent
 from api_support import CommandResolver, put_flow_status, settings_for, sse_events, started
 from storage.db import connect
 from storage.event_store import EventStore
-from storage.projections import Checkpoints, Jobs, OpsHistory
+from storage.operations import Jobs, OpsHistory
+from storage.projections import Checkpoints
 
 TOKEN = "s3cret-token-0123456"
 
@@ -148,6 +151,9 @@ def test_stream_sends_status_changes_and_commands(client: TestClient, db_path: P
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = list(sse_events(r.text))
     assert events[0][0] == "status" and json.loads(events[0][1])["alive"] is True
+    for n, (kind, data) in enumerate(events, 1):  # what the OpenAPI schema says the stream sends
+        StreamEvent.model_validate({"event": kind, "id": str(n), "data": data})
+        TypeAdapter(StreamData).validate_json(data)
     ops = [json.loads(d) for e, d in events if e == "op"]
     # polled: the pending state may or may not be seen, the applied one is
     assert ops and {o["command"] for o in ops} == {"ingestion.stop"} and ops[-1]["state"] == "applied"

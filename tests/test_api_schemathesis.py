@@ -25,7 +25,7 @@ from schemathesis.checks import not_a_server_error
 from api.app import create_app
 from api_support import folded_store, needs, put_flow_status, settings_for
 from storage.db import connect
-from storage.projections import Jobs
+from storage.operations import Jobs
 
 needs("scoring.service")
 

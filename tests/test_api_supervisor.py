@@ -12,7 +12,7 @@ from pathlib import Path
 
 from config.settings import Settings
 from storage.db import connect
-from storage.projections import OpsHistory, Status
+from storage.operations import OpsHistory, Status
 from ups.supervisor import Supervisor, active_db
 
 CRASH = [sys.executable, "-c", "import time, sys; time.sleep(0.2); sys.exit(3)"]

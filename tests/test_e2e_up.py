@@ -23,8 +23,7 @@ from typing import Any, Callable
 import pytest
 
 from api_support import SYSTEM, needs
-from storage.db import connect
-from storage.projections import Profiles
+from storage.event_store import EventStore
 
 needs(*SYSTEM)
 
@@ -72,11 +71,8 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float =
 
 
 def last_seq(db: Path) -> int:
-    conn = connect(db)
-    try:
-        return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
-    finally:
-        conn.close()
+    with EventStore(db, readonly=True) as store:
+        return store.last_seq()
 
 
 def alive(pid: int) -> bool:
@@ -85,6 +81,68 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _rule_changes_the_score(api: Api, user: str, before: dict[str, Any]) -> None:
+    # a rule that fires for everyone changes the rule score, the score and the explanation
+    status, rule = api.call("POST", "/api/v1/rules",
+                            {"name": "e2e_everyone", "weight": 5.0, "condition": "monthly_fee >= 0"})
+    assert status == 201, rule
+    after = api.get(f"/api/v1/explain/{user}")
+    assert after["f_rule"] != before["f_rule"] and after["score"] != before["score"]
+    fired = {r["name"]: r["fired"] for r in after["rules"]}
+    assert fired.get("e2e_everyone") is True and "e2e_everyone" not in {r["name"] for r in before["rules"]}
+    assert api.call("POST", "/api/v1/rules", {"name": "e2e_everyone", "weight": 1, "condition": "1"})[0] == 409
+
+
+def _ingestion_stops_and_starts(api: Api, db: Path) -> None:
+    # ingestion stop: the log stops growing; start: it grows again
+    status, ack = api.call("POST", "/api/v1/operations/ingestion/stop")
+    assert status == 200 and ack["state"] == "applied" and ack["resulting"] == {"ingestion": "paused"}
+    time.sleep(1.5)  # a batch already in flight may still land
+    frozen = last_seq(db)
+    time.sleep(3)
+    assert last_seq(db) == frozen
+    status, ack = api.call("POST", "/api/v1/operations/ingestion/start")
+    assert status == 200 and ack["state"] == "applied"
+    wait_for("the log to grow again", lambda: last_seq(db) > frozen + 20, 30)
+
+
+def _crashed_processes_are_restarted(api: Api, db: Path, api_pid: int) -> tuple[int, int]:
+    """The dataflow killed, then the API: each restarted by the supervisor (the other going on); their new pids."""
+    # a crashed dataflow is restarted by the supervisor, and the crash is logged
+    flow_pid = api.get("/health")["dataflow"]["pid"]
+    os.kill(flow_pid, signal.SIGKILL)
+
+    def new_flow_pid() -> int | None:
+        with EventStore(db, readonly=True) as store:
+            doc = store.status.get("dataflow") or {}
+        pid = doc.get("pid")
+        return int(pid) if pid and pid != flow_pid and doc.get("state") == "running" and alive(pid) else None
+
+    restarted = wait_for("the dataflow to be restarted", new_flow_pid, 240)
+    assert "dataflow crashed" in (db.parent / "e2e.state" / "logs" / "supervisor.log").read_text()
+    wait_for("a live dataflow again", lambda: api.get("/health")["dataflow"]["alive"], 30)
+
+    # a crashed API is restarted too, the dataflow going on
+    os.kill(api_pid, signal.SIGKILL)
+    api_pid = wait_for("the API to be restarted",
+                       lambda: (pid := api.get("/health")["api"]["pid"]) != api_pid and pid, 120)
+    assert "api crashed" in (db.parent / "e2e.state" / "logs" / "supervisor.log").read_text()
+    assert api.get("/health")["dataflow"]["pid"] == restarted
+    return api_pid, restarted
+
+
+def _sampled_refresh_job_completes(api: Api) -> None:
+    # a sampled refresh job to completion
+    hgt_before = api.get("/health")["models"]["hgt"]
+    status, job = api.call("POST", "/api/v1/graph/refresh?wait=true",
+                           {"mode": "full_retrain", "graph_scope": "sampled", "sample_ratio": 0.5, "epochs": 1,
+                            "fusion_epochs": 3}, timeout=600)
+    assert status == 200 and job["state"] == "succeeded", job
+    assert job["result"]["sample_ratio"] == 0.5 and job["result"]["duration_s"] > 0
+    assert job["progress"] == 1.0 and api.get(f"/api/v1/jobs/{job['id']}")["state"] == "succeeded"
+    assert api.get("/health")["models"]["hgt"] > hgt_before
 
 
 def test_ups_up_end_to_end(tmp_path: Path) -> None:
@@ -119,68 +177,17 @@ def test_ups_up_end_to_end(tmp_path: Path) -> None:
         assert text.count(f"console  http://127.0.0.1:{port}/console") == 1, text
 
         # a user, their score and explanation
-        conn = connect(db)
-        user = Profiles(conn).ids(limit=1)[0]
-        conn.close()
+        with EventStore(db, readonly=True) as store:
+            user = store.profiles.ids(limit=1)[0]
         profile = api.get(f"/api/v1/user/{user}")
         assert profile["user_id"] == user and profile["score"] is not None
         before = api.get(f"/api/v1/explain/{user}")
         assert 0 <= before["score"] <= 1 and before["contributions"]
 
-        # a rule that fires for everyone changes the rule score, the score and the explanation
-        status, rule = api.call("POST", "/api/v1/rules",
-                                {"name": "e2e_everyone", "weight": 5.0, "condition": "monthly_fee >= 0"})
-        assert status == 201, rule
-        after = api.get(f"/api/v1/explain/{user}")
-        assert after["f_rule"] != before["f_rule"] and after["score"] != before["score"]
-        fired = {r["name"]: r["fired"] for r in after["rules"]}
-        assert fired.get("e2e_everyone") is True and "e2e_everyone" not in {r["name"] for r in before["rules"]}
-        assert api.call("POST", "/api/v1/rules", {"name": "e2e_everyone", "weight": 1, "condition": "1"})[0] == 409
-
-        # ingestion stop: the log stops growing; start: it grows again
-        status, ack = api.call("POST", "/api/v1/operations/ingestion/stop")
-        assert status == 200 and ack["state"] == "applied" and ack["resulting"] == {"ingestion": "paused"}
-        time.sleep(1.5)  # a batch already in flight may still land
-        frozen = last_seq(db)
-        time.sleep(3)
-        assert last_seq(db) == frozen
-        status, ack = api.call("POST", "/api/v1/operations/ingestion/start")
-        assert status == 200 and ack["state"] == "applied"
-        wait_for("the log to grow again", lambda: last_seq(db) > frozen + 20, 30)
-
-        # a crashed dataflow is restarted by the supervisor, and the crash is logged
-        flow_pid = api.get("/health")["dataflow"]["pid"]
-        os.kill(flow_pid, signal.SIGKILL)
-
-        def new_flow_pid() -> int | None:
-            conn = connect(db)
-            try:
-                row = conn.execute("SELECT json_extract(data, '$.pid'), json_extract(data, '$.state') FROM status "
-                                   "WHERE component = 'dataflow'").fetchone()
-            finally:
-                conn.close()
-            return int(row[0]) if row and row[0] != flow_pid and row[1] == "running" and alive(row[0]) else None
-
-        restarted = wait_for("the dataflow to be restarted", new_flow_pid, 240)
-        assert "dataflow crashed" in (db.parent / "e2e.state" / "logs" / "supervisor.log").read_text()
-        wait_for("a live dataflow again", lambda: api.get("/health")["dataflow"]["alive"], 30)
-
-        # a crashed API is restarted too, the dataflow going on
-        os.kill(api_pid, signal.SIGKILL)
-        api_pid = wait_for("the API to be restarted",
-                           lambda: (pid := api.get("/health")["api"]["pid"]) != api_pid and pid, 120)
-        assert "api crashed" in (db.parent / "e2e.state" / "logs" / "supervisor.log").read_text()
-        assert api.get("/health")["dataflow"]["pid"] == restarted
-
-        # a sampled refresh job to completion
-        hgt_before = api.get("/health")["models"]["hgt"]
-        status, job = api.call("POST", "/api/v1/graph/refresh?wait=true",
-                               {"mode": "full_retrain", "graph_scope": "sampled", "sample_ratio": 0.5, "epochs": 1,
-                                "fusion_epochs": 3}, timeout=600)
-        assert status == 200 and job["state"] == "succeeded", job
-        assert job["result"]["sample_ratio"] == 0.5 and job["result"]["duration_s"] > 0
-        assert job["progress"] == 1.0 and api.get(f"/api/v1/jobs/{job['id']}")["state"] == "succeeded"
-        assert api.get("/health")["models"]["hgt"] > hgt_before
+        _rule_changes_the_score(api, user, before)
+        _ingestion_stops_and_starts(api, db)
+        api_pid, restarted = _crashed_processes_are_restarted(api, db, api_pid)
+        _sampled_refresh_job_completes(api)
 
         # shutdown through the API: every process exits
         status, body = api.call("POST", "/api/v1/operations/shutdown")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from storage.event_store import EventStore
-from storage.projections import Embeddings
+from storage.embeddings import Embeddings
 
 
 def test_a_block_reads_back_row_by_row_and_a_new_version_replaces_it(tmp_path: Path) -> None:

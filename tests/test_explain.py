@@ -20,7 +20,8 @@ from scoring.profile_features import NAMES as PROFILE_NAMES
 from scoring.fusion import FusionCore
 from scoring.kernel_shap import kernel_shap
 from scoring.service import ScoringService
-from storage.projections import Embeddings, Models
+from storage.embeddings import Embeddings
+from storage.projections import Models
 from config.settings import Settings
 
 
@@ -39,7 +40,7 @@ def total(res: dict) -> float:
 
 def test_additivity_and_features_in_both_modes(trained: Path) -> None:
     with ScoringService(Settings(db=trained)) as svc:
-        rule_names = sorted(r["name"] for r in svc.list_rules())
+        rule_names = sorted(r.name for r in svc.list_rules())
         for uid in some_users(svc, 4):
             score = svc.score(uid)["score"]
             per = svc.explain(uid, "per_dimension")

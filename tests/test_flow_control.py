@@ -14,7 +14,8 @@ import pytest
 
 from dataflow.control import COMMANDS, STATUS_KEYS, FlowControl, ControlLoop
 from storage.event_store import EventStore
-from storage.projections import Checkpoints, OpsHistory, Status
+from storage.operations import OpsHistory, Status
+from storage.projections import Checkpoints
 
 
 def test_control_loop_applies_and_resolves_commands(db_path: Path) -> None:

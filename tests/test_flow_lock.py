@@ -22,7 +22,7 @@ from config.settings import Settings
 from dataflow.flow_lock import FlowLock, FlowLocked, flow_holder
 from dataflow.runner import FlowConfigError, replay
 from storage.event_store import EventStore
-from storage.projections import Status
+from storage.operations import Status
 from ups.cli import main
 
 

@@ -8,26 +8,27 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from scoring.training import train_hgt
 from storage.event_store import EventStore
-from storage.projections import Status
+from storage.operations import Status
 
-from graph_fixtures import settings_for, small_store
+from graph_fixtures import device_setting, settings_for, small_store
 
 pytestmark = pytest.mark.slow
 
 
-def _run_and_check(tmp_path: Path, cmd: list[str], env: dict[str, str]) -> None:
+def _run_and_check(tmp_path: Path, cmd: list[str], env: dict[str, str], device: torch.device) -> None:
     """Run a live flow process on a store with a trained model; every user a live event touched must
     get an embedding computed after that event, and the status must show the refresh branch."""
     db = tmp_path / "ups.db"
     small_store(db)
-    settings = settings_for(db)
+    settings = settings_for(db, device=device_setting(device))
     train_hgt(settings, epochs=2)
     with EventStore(db) as store:
         before = store.last_seq()
-    env = {**os.environ, "UPS_DB": str(db), "UPS_DEVICE": "cpu", "UPS_REFRESH_TICK_S": "0.1", **env}
+    env = {**os.environ, "UPS_DB": str(db), "UPS_DEVICE": device_setting(device), "UPS_REFRESH_TICK_S": "0.1", **env}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     with EventStore(db) as store:
@@ -47,20 +48,20 @@ def _run_and_check(tmp_path: Path, cmd: list[str], env: dict[str, str]) -> None:
     # every user touched by a live event got an embedding computed after that event (drained at EOF)
     assert live_users and live_users <= refreshed
     assert status is not None and status["refresh"] in ("running", "paused") and status["model_version"] == 1
-    assert status["device"] == "cpu" and status["state"] == "stopped"
+    assert status["device"].split(":")[0] == device.type and status["state"] == "stopped"
 
 
-def test_live_events_are_embedded_by_the_running_flow(tmp_path: Path) -> None:
+def test_live_events_are_embedded_by_the_running_flow(tmp_path: Path, device: torch.device) -> None:
     cmd = [sys.executable, "-m", "ups", "dataflow", "--max-events", "1500", "--rate", "3000", "--quiet"]
-    _run_and_check(tmp_path, cmd, {})
+    _run_and_check(tmp_path, cmd, {}, device)
 
 
-def test_the_bytewax_run_entry_point_runs_the_same_flow_with_its_refresh_branch(tmp_path: Path) -> None:
+def test_the_bytewax_run_entry_point_runs_the_same_flow_with_its_refresh_branch(tmp_path: Path, device: torch.device) -> None:
     cmd = [sys.executable, "-m", "bytewax.run", "dataflow.flow:get_flow(max_events=1500)"]
-    _run_and_check(tmp_path, cmd, {"UPS_LIVE_RATE": "3000"})
+    _run_and_check(tmp_path, cmd, {"UPS_LIVE_RATE": "3000"}, device)
 
 
-def test_a_model_registered_while_the_flow_runs_takes_over_every_embedding(tmp_path: Path) -> None:
+def test_a_model_registered_while_the_flow_runs_takes_over_every_embedding(tmp_path: Path, device: torch.device) -> None:
     """A new version arriving mid-run is embedded by a full pass on the refresh's background thread
     (the old version serving meanwhile); by the end every node carries the new version, as new as its
     last event."""
@@ -72,9 +73,9 @@ def test_a_model_registered_while_the_flow_runs_takes_over_every_embedding(tmp_p
 
     db = tmp_path / "ups.db"
     small_store(db)
-    settings = settings_for(db)
+    settings = settings_for(db, device=device_setting(device))
     train_hgt(settings, epochs=1)
-    env = {**os.environ, "UPS_DEVICE": "cpu", "UPS_REFRESH_TICK_S": "0.1", "UPS_REFRESH_PASS_CHUNK_EDGES": "1000"}
+    env = {**os.environ, "UPS_DEVICE": device_setting(device), "UPS_REFRESH_TICK_S": "0.1", "UPS_REFRESH_PASS_CHUNK_EDGES": "1000"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "ups", "dataflow", "--db", str(db), "--max-events", "3000", "--rate", "400", "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -88,7 +89,7 @@ def test_a_model_registered_while_the_flow_runs_takes_over_every_embedding(tmp_p
                 if row[0]:
                     break
                 time.sleep(0.2)
-            g = build_graph(store)
+            g = build_graph(store, device=device)
             v2 = register_model(store, random_model(g, seed=5), {"note": "mid-run"}, {"seed": 5}, {})
         _, err = proc.communicate(timeout=300)
     finally:

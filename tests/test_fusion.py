@@ -18,7 +18,8 @@ from scoring.profile_features import LOG_MASK
 from scoring.profile_features import NAMES as PROFILE_NAMES
 from scoring.service import ScoringService
 from storage.event_store import EventStore
-from storage.projections import Embeddings, Models, Profiles
+from storage.embeddings import Embeddings
+from storage.projections import Models, Profiles
 from dataflow.prepare import prepare
 from ups.cli import main
 from config.settings import Settings

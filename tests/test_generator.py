@@ -174,12 +174,12 @@ def test_app_taste_tables_stay_small_and_draw_popularity_times_taste() -> None:
 # --------------------------------------------------------------------------- per-user edge ranges
 
 #: sha256 of the default dataset and live chunk 0 (``digest``) and the default tag, measured on
-#: generator version 3 (product choice by segment) without per-user edge ranges: other figures (AUCs,
+#: generator version 4 (product choice by segment) without per-user edge ranges: other figures (AUCs,
 #: benchmarks) are compared on exactly this dataset, so unbounded ranges must leave every event as it was.
-DEFAULT_DIGEST = "476052c11f4e349fdad0ed545a82fa67517a3f41ac3c23ae0562e4f37c503c26"
-DEFAULT_TAG = "7d5d5a93"
+DEFAULT_DIGEST = "e3a5b8fe4f983d99c2284a501cb20a7bc7c4616949cca9eb13a940e4fe3f52b0"
+DEFAULT_TAG = "dd51ff45"
 #: the same for the browser tests' small dataset (users=300, events_per_user=8)
-CONSOLE_DIGEST = "dfd76fb993004a871b6a549176b22abe1e67a10d7ccbbb9236ece1a36302dcee"
+CONSOLE_DIGEST = "e4511cf902b1e9e3c710230699e34729abb50b7e883f7855cfdc78a8252851b3"
 
 
 def test_default_dataset_is_unchanged_by_edge_ranges() -> None:

@@ -45,7 +45,7 @@ def test_the_bulk_dataset_is_the_event_dataset_and_the_same_every_run() -> None:
 
 
 def test_new_datasets_carry_the_new_version_in_their_tag(tmp_path: Path) -> None:
-    assert GENERATOR_VERSION == 3
+    assert GENERATOR_VERSION == 4
     cfg = GeneratorConfig(users=40, products=10, apps=8, events_per_user=5, seed=3)  # the v2 file's config
     gen = MockGenerator(cfg)
     assert gen.tag != V2_TAG

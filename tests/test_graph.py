@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from graph_fixtures import SMALL, random_events, settings_for, small_store
+from graph_fixtures import SMALL, device_setting, random_events, settings_for, small_store
 from scoring.features import CategoricalVocabulary, EncoderConfig, HeteroFeatureEncoder
 from scoring.graph_schema import EDGE_TYPES, FORWARD_EDGE_TYPES, NODE_TYPES, RELATIONS, edge_key
 from scoring.graph import HeteroGraph
@@ -17,11 +17,11 @@ from storage.event_store import EventStore
 from storage.events import Event
 
 
-def test_graph_built_from_the_store_matches_the_store(tmp_path: Path) -> None:
+def test_graph_built_from_the_store_matches_the_store(tmp_path: Path, device: torch.device) -> None:
     db = tmp_path / "g.db"
     gen = small_store(db)
     with EventStore(db) as store:
-        g = build_graph(store)
+        g = build_graph(store, device=device)
         by_type = store.counts_by_type()
         users = {r[0] for r in store.conn.execute("SELECT user_id FROM events WHERE user_id IS NOT NULL AND type != 'label.observed'")}
         users |= {r[0] for r in store.conn.execute("SELECT target_id FROM events WHERE type = 'call'")}
@@ -32,7 +32,7 @@ def test_graph_built_from_the_store_matches_the_store(tmp_path: Path) -> None:
     for etype, et in RELATIONS.items():
         assert g.num_edges(et) == by_type[etype]
         assert g.num_edges((et[2], f"rev_{et[1]}", et[0])) == by_type[etype]
-    stats = graph_statistics(settings_for(db))
+    stats = graph_statistics(settings_for(db, device=device_setting(device)))
     assert stats["nodes"] == {t: g.num_nodes(t) for t in NODE_TYPES}
     assert stats["edges"] == {edge_key(et): g.num_edges(et) for et in FORWARD_EDGE_TYPES}
     # attributes come from the registration event; edge times from the events
@@ -103,25 +103,25 @@ def test_incremental_update_equals_a_rebuild(tmp_path: Path, device: torch.devic
     assert torch.isnan(inc.nodes["user"].numeric.view[u999]).all()  # never registered: attributes missing
 
 
-def test_store_graph_updated_from_later_events_equals_a_rebuild(tmp_path: Path) -> None:
+def test_store_graph_updated_from_later_events_equals_a_rebuild(tmp_path: Path, device: torch.device) -> None:
     db = tmp_path / "g.db"
     small_store(db)
     with EventStore(db) as store:
         half = store.last_seq() // 2
-        g = build_graph(store, upto_seq=half)
+        g = build_graph(store, device=device, upto_seq=half)
         assert g.last_seq == half
         g.apply_events(((e.seq, e) for e in store.read(half + 1)))
-        _same_graph(g, build_graph(store))
+        _same_graph(g, build_graph(store, device=device))
 
 
-def test_sample_ratio_keeps_a_deterministic_share_of_users(tmp_path: Path) -> None:
+def test_sample_ratio_keeps_a_deterministic_share_of_users(tmp_path: Path, device: torch.device) -> None:
     db = tmp_path / "g.db"
     small_store(db)
     with EventStore(db) as store:
-        a = build_graph(store, sample_ratio=0.5, sample_seed=3)
-        b = build_graph(store, sample_ratio=0.5, sample_seed=3)
-        c = build_graph(store, sample_ratio=0.5, sample_seed=4)
-        full = build_graph(store)
+        a = build_graph(store, device=device, sample_ratio=0.5, sample_seed=3)
+        b = build_graph(store, device=device, sample_ratio=0.5, sample_seed=3)
+        c = build_graph(store, device=device, sample_ratio=0.5, sample_seed=4)
+        full = build_graph(store, device=device)
     assert a.nodes["user"].ids == b.nodes["user"].ids
     assert a.nodes["user"].ids != c.nodes["user"].ids
     assert 0.35 * SMALL.users < a.num_nodes("user") < 0.65 * SMALL.users

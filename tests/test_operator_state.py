@@ -17,7 +17,7 @@ from test_flow_control import _env, _last_seq, _request, _resolved, _status_with
 
 from dataflow.control import ControlLoop, FlowControl
 from storage.event_store import EventStore
-from storage.projections import OpsHistory
+from storage.operations import OpsHistory
 
 
 def _started(db: Path) -> FlowControl:

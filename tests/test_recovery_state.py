@@ -34,7 +34,8 @@ from dataflow.runner import replay, run_dataflow
 from dataflow.sources import MockSource
 from storage.event_store import EventStore
 from storage.events import Event
-from storage.projections import Checkpoints, Status
+from storage.operations import Status
+from storage.projections import Checkpoints
 
 
 def _scribble(path: Path) -> None:

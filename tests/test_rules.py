@@ -83,13 +83,13 @@ def svc_db(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Path:
 
 
 def snapshot(svc: ScoringService) -> list[tuple[Any, ...]]:
-    return [(r["name"], r["description"], r["weight"], r["condition"], r["enabled"], r["seq"]) for r in svc.list_rules()]
+    return [(r.name, r.description, r.weight, r.condition, r.enabled, r.seq) for r in svc.list_rules()]
 
 
 def test_rule_crud_persists_across_reopen_and_replay(svc_db: Path, tmp_path: Path) -> None:
     settings = Settings(db=svc_db)
     with ScoringService(settings) as svc:
-        assert [r["name"] for r in svc.list_rules()] == sorted(r.name for r in DEFAULT_RULES)
+        assert [r.name for r in svc.list_rules()] == sorted(r.name for r in DEFAULT_RULES)
         v0 = svc.rules_version()
         created = svc.create_rule({"name": "big_spender", "description": "spends", "weight": 0.7,
                                    "condition": "spend > 100"})
@@ -158,7 +158,7 @@ def test_bad_rules_are_refused_with_the_reason_and_nothing_is_stored(svc_db: Pat
 def test_deleting_every_rule_sticks_and_scores_still_work(svc_db: Path) -> None:
     with ScoringService(Settings(db=svc_db)) as svc:
         for r in svc.list_rules():
-            svc.delete_rule(r["name"])
+            svc.delete_rule(r.name)
         uid = svc.store.profiles.ids(limit=1)[0]
         res = svc.score(uid)
         assert res["rules"] == [] and res["f_rule"] == 0.0 and 0 < res["score"] < 1
@@ -195,7 +195,7 @@ def test_a_rule_over_the_cost_bounds_for_stored_users_is_refused_when_saved(svc_
                 svc.create_rule(spec)
             with pytest.raises(RuleCompileError, match="limit"):
                 svc.update_rule("high_value_user", {"condition": condition})
-        assert "costly" not in [r["name"] for r in svc.list_rules()]
+        assert "costly" not in [r.name for r in svc.list_rules()]
         svc.create_rule({"name": "cheap", "description": "", "weight": 1.0, "condition": "[tenure_months] * 3 != []"})
 
 
@@ -210,4 +210,4 @@ def test_rule_specs_may_be_pydantic_models(svc_db: Path) -> None:
     with ScoringService(Settings(db=svc_db)) as svc:
         svc.create_rule(Body(name="m", weight=0.5, condition="age > 30"))
         assert svc.update_rule("m", Body(weight=0.75))["condition"] == "age > 30"  # unset fields stay
-        assert {r["name"]: r["weight"] for r in svc.list_rules()}["m"] == 0.75
+        assert {r.name: r.weight for r in svc.list_rules()}["m"] == 0.75

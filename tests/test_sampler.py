@@ -89,11 +89,11 @@ def test_sampled_subgraph_is_bounded_by_the_fanouts_and_puts_seeds_first(device:
     assert 0 < int((one.edge_index[uses][1] == 0).sum()) <= fan[0]
 
 
-def test_sampler_sees_edges_appended_after_its_csr_was_built() -> None:
+def test_sampler_sees_edges_appended_after_its_csr_was_built(device: torch.device) -> None:
     events = random_events(seed=8)
-    g = random_graph(seed=8)
+    g = random_graph(seed=8, device=device)
     sampler = NeighborSampler(g, [None])
-    before = sampler.sample({"user": torch.tensor([0])})
+    before = sampler.sample({"user": torch.tensor([0], device=device)})
     n_before = sum(int(v.shape[1]) for v in before.edge_index.values())
     # a new call and app usage of U0 (the CSR is not rebuilt: they live in the delta part)
     last = events[-1][0]
@@ -101,14 +101,14 @@ def test_sampler_sees_edges_appended_after_its_csr_was_built() -> None:
 
     g.apply_events([(last + 1, Event("x1", "call", 1.0, "U1", "U0", {"duration": 1.0})),
                     (last + 2, Event("x2", "app.usage", 1.0, "U0", "A2", {"duration": 1.0}))])
-    after = sampler.sample({"user": torch.tensor([0])})
+    after = sampler.sample({"user": torch.tensor([0], device=device)})
     assert sum(int(v.shape[1]) for v in after.edge_index.values()) == n_before + 2
 
 
-def test_merging_per_type_samples_gives_the_joint_sample() -> None:
-    g = random_graph(seed=9)
+def test_merging_per_type_samples_gives_the_joint_sample(device: torch.device) -> None:
+    g = random_graph(seed=9, device=device)
     sampler = NeighborSampler(g, [None, None])
-    seeds = {"user": torch.tensor([3, 4]), "app": torch.tensor([0]), "product": torch.tensor([2])}
+    seeds = {"user": torch.tensor([3, 4], device=device), "app": torch.tensor([0], device=device), "product": torch.tensor([2], device=device)}
     joint = sampler.sample(seeds)
     merged = merge_subgraphs([sampler.sample({t: s}) for t, s in seeds.items()])
     for t in NODE_TYPES:

@@ -199,7 +199,7 @@ def test_projection_accessors(store_db: DbLocation) -> None:
         assert s.models.latest("hgt").version == v and s.models.latest("fusion") is None
         j = s.jobs.create("refresh", {"epochs": 1})
         s.jobs.update(j, state="done", progress=1.0, result={"ok": True})
-        assert s.jobs.get(j)["result"] == {"ok": True} and s.jobs.active("refresh") is None
+        assert s.jobs.get(j)["result"] == {"ok": True} and s.jobs.all_active() == []
         op = s.ops.request("ingestion.stop")
         assert [o["id"] for o in s.ops.pending()] == [op]
         s.ops.resolve(op, "applied", "ingestion paused")

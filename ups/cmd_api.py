@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import logging
 import sys
 import threading
@@ -105,22 +106,55 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0 if server.started else 1
 
 
+#: a stage's count in a progress message: "12,345/43,450 events", "epoch 2/3"
+_COUNT = re.compile(r"(?:([a-z]+) )?(\d[\d,]*)/(\d[\d,]*)(?: ([a-z]+))?")
+
+
+class StageBars:
+    """A progress bar per stage of a ``"stage: message"`` progress, with the stage's count and rate when
+    its messages carry one (``N/M unit``); a message of no stage goes to the current bar."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.name: str | None = None
+        self.bar: Any = None
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        from tqdm import tqdm
+
+        name, sep, rest = message.partition(": ")
+        if not sep:
+            name, rest = self.name or "prepare", message
+        if name != self.name:
+            self.close()
+            self.name = name
+            self.bar = tqdm(total=None, desc=f"{name:<8}", file=sys.stderr, disable=self.quiet, smoothing=0,
+                            unit_scale=True, leave=True)
+        if self.bar is None:
+            return  # the stage's count is complete: its bar stays as it finished
+        count = _COUNT.search(rest)
+        self.bar.set_postfix_str(rest[:50], refresh=count is None)
+        if count:
+            before, done, total, after = count.groups()
+            self.bar.total = int(total.replace(",", ""))
+            self.bar.unit = after or before or "it"
+            self.bar.update(int(done.replace(",", "")) - self.bar.n)
+            if self.bar.n >= self.bar.total:
+                self.close()  # now, so its time and rate are the count's own
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def _progress_printer(args: argparse.Namespace) -> Any:
     if getattr(args, "progress_json", False):
         def emit(fraction: float, message: str = "") -> None:
             print(json.dumps({"fraction": round(fraction, 4), "message": message}), flush=True)
         return emit, lambda: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=1000, desc="prepare", file=sys.stderr, disable=getattr(args, "quiet", False),
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
-
-    def update(fraction: float, message: str = "") -> None:
-        bar.n = int(1000 * min(1.0, max(0.0, fraction)))
-        bar.set_postfix_str(message[:60], refresh=False)
-        bar.refresh()
-
-    return update, bar.close
+    bars = StageBars(getattr(args, "quiet", False))
+    return bars, bars.close
 
 
 def _prepare(args: argparse.Namespace, s: Any) -> Any:

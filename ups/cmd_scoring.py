@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from typing import Any, Callable
 
 from storage import store_exists
@@ -175,7 +176,7 @@ def cmd_rules_list(args: argparse.Namespace) -> int:
             err = f"  ERROR {r['error']}" if r["error"] else ""
             print(f"  {r['name']:24s} {r['weight']:+7.2f}{state}  {r['condition']}{err}")
 
-    return _run(args, lambda svc: {"rules_version": svc.rules_version(), "rules": svc.list_rules()}, show)
+    return _run(args, lambda svc: {"rules_version": svc.rules_version(), "rules": [asdict(r) for r in svc.list_rules()]}, show)
 
 
 def cmd_rules_change(args: argparse.Namespace) -> int:
