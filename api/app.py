@@ -180,7 +180,6 @@ def create_app(
         lifespan=[_lifespan(ctx)],
         logging_config=LoggingConfig(formatters={"standard": {"()": EscapingFormatter, "format": LOG_FORMAT}}, loggers={
             "litestar": {"level": "INFO", "handlers": ["queue_listener"], "propagate": False},
-            "shap": {"level": "WARNING"},  # Kernel SHAP logs every explanation's internals at INFO
         }),
         state=State({"ctx": ctx}),
         debug=False,

@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from storage import open_store
+from storage.interface import EmbeddingRow
 from config.progress import Progress
 from config.settings import Settings
 
@@ -96,6 +97,7 @@ class _State:
     model: FusionCore  # the one used: ``trained`` with its rule side rebuilt when the structure changed
     serving: ServingFusion  # ``model`` as numpy arrays
     background: Background | None = None
+    explainer: Explainer | None = None  # against ``background``, built once: its model arrays and standardised rows
 
     @property
     def rule_side_rebuilt(self) -> bool:
@@ -200,13 +202,17 @@ class ScoringService:
         dim = self.store.embeddings.dim("user")
         return dim if dim is not None else self.settings.fusion_embedding_dim
 
-    def _inputs(self, user_id: str, st: _State) -> _Inputs:
+    def _read(self, user_id: str) -> tuple[dict[str, Any], int, EmbeddingRow | None]:
+        """The user's profile, its seq and the stored embedding row: all an explanation's cache key needs."""
         with self._lock:
             found = self.store.profiles.get_with_seq(user_id)
             if found is None:
                 raise UserNotFound(user_id)
-            emb = self.store.embeddings.get("user", user_id)
-        profile, last_seq = found
+            return found[0], found[1], self.store.embeddings.get("user", user_id)
+
+    def _inputs(self, user_id: str, st: _State,
+                read: tuple[dict[str, Any], int, EmbeddingRow | None] | None = None) -> _Inputs:
+        profile, last_seq, emb = read or self._read(user_id)
         h_nn, missing, note = self._vector(emb.vector if emb else None, st.model.emb_dim)
         return _Inputs(
             profile, last_seq, st.engine.evaluate(profile), profile_vector(profile), h_nn, missing,
@@ -266,16 +272,17 @@ class ScoringService:
         if not isinstance(k, int) or k < 1:
             raise BadRequest(f"top_k must be a whole number >= 1, not {top_k!r}")
         st = self._current()
-        inp = self._inputs(user_id, st)
-        key = (user_id, mode, st.rules_version, st.fusion_version, inp.model_version, inp.profile_seq,
-               inp.embedding_seq)
+        read = self._read(user_id)
+        emb = read[2]
+        key = (user_id, mode, st.rules_version, st.fusion_version, emb.model_version if emb else None, read[1],
+               emb.seq if emb else None)
         with self._lock:
             hit = self._cache.get(key)
-        if hit is not None:
+        if hit is not None:  # nothing evaluated: the key says the inputs are those the entry was computed from
             return self._explain_response(hit, k, cached=True)
+        inp = self._inputs(user_id, st, read)
         background = self._background(st)
-        explainer = Explainer(st.model, st.engine.weights, background, self.settings.explain_nsamples,
-                              self.settings.explain_exact_max_groups)
+        explainer = self._explainer(st, background)
         x = explainer.row(inp.rules.h_rule, inp.x, inp.h_nn)
         with self._threads:
             res = explainer.explain(x, mode)  # type: ignore[arg-type]
@@ -301,6 +308,13 @@ class ScoringService:
         pos, neg = top_contributions(entry["contributions"], k)
         out: Any = {**entry, "top_positive": pos, "top_negative": neg, "cached": cached}
         return out
+
+    def _explainer(self, st: _State, background: Background) -> Explainer:
+        with self._lock:
+            if st.explainer is None or st.explainer.background is not background:
+                st.explainer = Explainer(st.model, st.engine.weights, background, self.settings.explain_nsamples,
+                                         self.settings.explain_exact_max_groups, self.settings.explain_seed)
+            return st.explainer
 
     def _background(self, st: _State) -> Background:
         with self._lock:
