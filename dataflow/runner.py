@@ -200,9 +200,11 @@ def run_dataflow(
             on_status=on_status,
         )
         t0 = time.perf_counter()
-        control_loop.start()
-        try:
-            with _signals_stop(control), _gc_for_throughput():
+        # the stop handlers go in before the control loop reports "running": a SIGTERM sent to a flow
+        # that says it runs always ends it cleanly
+        with _signals_stop(control), _gc_for_throughput():
+            control_loop.start()
+            try:
                 cli_main(
                     flow,
                     workers_per_process=workers,
@@ -211,8 +213,8 @@ def run_dataflow(
                     epoch_interval=timedelta(seconds=settings.snapshot_interval),
                     recovery_config=recovery,
                 )
-        finally:
-            status = control_loop.finish() or {}
+            finally:
+                status = control_loop.finish() or {}
         seconds = time.perf_counter() - t0
         with open_store(settings.db) as store:
             return RunSummary(

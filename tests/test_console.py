@@ -128,6 +128,18 @@ def scored_user(system: Server, uid: str) -> dict[str, Any]:
     return wait_for(ready, 120, f"{uid} to be scored")
 
 
+def settled_score(system: Server, uid: str) -> float:
+    """The user's score once two readings a second and a half apart agree."""
+
+    def settled() -> float | None:
+        first = http("GET", f"{system.url}/api/v1/user/{uid}")[1]["score"]["score"]
+        time.sleep(1.5)
+        second = http("GET", f"{system.url}/api/v1/user/{uid}")[1]["score"]["score"]
+        return float(first) if first == second else None
+
+    return float(wait_for(settled, 60, f"{uid}'s score to settle"))
+
+
 def figure(page: Any, sel: str) -> float:
     return float(page.locator(sel).inner_text())
 
@@ -371,6 +383,7 @@ def test_invalid_rule_shows_the_api_message(system: Server, context: Any) -> Non
 def test_new_rule_changes_the_users_score(system: Server, context: Any) -> None:
     scored_user(system, USER)
     set_flow(system, "stop", "stop")  # nothing but the rule may move the score
+    settled_score(system, USER)  # once a batch or refresh already in flight has landed
     try:
         profile, log = open_page(context, f"{system.url}/console/profile?user={USER}")
         expect(profile.locator("#fig-rule")).to_have_text(NUMBER)

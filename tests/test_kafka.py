@@ -83,6 +83,12 @@ def _events(db: Path) -> int:
     return rows[0][0] if rows else 0
 
 
+def _running(db: Path, pid: int) -> bool:
+    rows = _query(db, "SELECT json_extract(data, '$.pid'), json_extract(data, '$.state') FROM status "
+                      "WHERE component = 'dataflow'")
+    return bool(rows) and tuple(rows[0]) == (pid, "running")
+
+
 def _stop(proc: subprocess.Popen[str]) -> str:
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
@@ -184,7 +190,8 @@ def test_sigkill_and_restart_appends_every_event_once(tmp_path: Path, kafka: Moc
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
     proc = _flow(db, kafka)
-    _wait(lambda: _events(db) >= n, proc)
+    # the last kill may come after the whole topic is in: wait for this run's own "running" too
+    _wait(lambda: _events(db) >= n and _running(db, proc.pid), proc)
     _stop(proc)
     _assert_log_exact(db, n)
     _assert_projections_equal_replay(db, tmp_path)
