@@ -33,6 +33,7 @@ from dataflow.bootstrap import append_dataset
 from dataflow.generator import GeneratorConfig, MockGenerator
 from dataflow.profile import PROFILE_TYPES, ProfileState, fold
 from scoring.explainer import FusionPredictor
+from scoring.neighbourhood import NODE_TYPE as NEIGHBOURHOOD
 from scoring.service import ScoringService
 from scoring.threads import ThreadLimit
 from storage.event_store import EventStore
@@ -52,8 +53,10 @@ def build(db: Path, users: int, dim: int) -> None:
         rng = np.random.default_rng(0)
         with store.transaction() as conn:
             Profiles(conn).upsert_many((u, s.document(), s.last_seq) for u, s in states.items())
+            # random stand-ins for the users' embeddings and their call neighbourhoods (what the fusion reads)
             Embeddings(conn).put_many(
-                ("user", u, rng.normal(size=dim).astype(np.float32), 1, store.last_seq()) for u in states
+                (t, u, rng.normal(size=dim).astype(np.float32), 1, store.last_seq())
+                for u in states for t in ("user", NEIGHBOURHOOD)
             )
 
 
@@ -62,7 +65,7 @@ def built(db: Path, users: int, dim: int) -> bool:
     if not db.exists():
         return False
     with EventStore(db) as store:  # read-write: a store of an older schema is migrated first
-        if store.profiles.count() == users and store.embeddings.dim("user") == dim:
+        if store.profiles.count() == users and store.embeddings.dim(NEIGHBOURHOOD) == dim:
             return True
     raise SystemExit(f"{db} holds another store than {users:,} users with {dim}-dim embeddings: remove it or pick another path")
 
@@ -126,7 +129,7 @@ def bench(users: int, dim: int, n: int, nsamples: int | None = None, db_path: Pa
 
             def floor(uid: str) -> None:
                 store.profiles.get(uid)
-                store.embeddings.get("user", uid)
+                store.embeddings.get(NEIGHBOURHOOD, uid)
 
             timed(svc.score, ids[:20])  # warm up
             res["baseline_read"] = row("baseline: read profile + embedding", timed(floor, ids))

@@ -1,4 +1,5 @@
-"""Writing embeddings of every node with the newest model (``embed_all``), and the row format the
+"""Writing embeddings of every node with the newest model (``embed_all``) and the users' call
+neighbourhoods made of them (:mod:`scoring.neighbourhood`, what the fusion reads), and the row format the
 incremental refresh shares: ``(node type, node id, float32 vector, model version, seq)``."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .graph_loader import build_graph
 from .graph_sample import sample_users
 from .graph_schema import NODE_TYPES
 from .model_io import load_model
+from . import neighbourhood
 
 if TYPE_CHECKING:
     from .graph_cache import GraphCache
@@ -64,6 +66,23 @@ def write_all(store: Store, graph: HeteroGraph, emb: Mapping[str, Tensor], versi
     return n
 
 
+def write_neighbourhoods(store: Store, graph: HeteroGraph, user_emb: Tensor, version: int, chunk: int = 50_000) -> int:
+    """Upsert every user's call neighbourhood (the mean embedding two calls around them) computed from
+    ``user_emb``, the graph's user embeddings; the seq is the user's own. The incremental refresh does not
+    rewrite them: they follow the embeddings at each full pass."""
+    calls = graph.edges[("user", "calls", "user")]
+    src, dst = (t.view.cpu().numpy() for t in (calls.src, calls.dst))
+    means = neighbourhood.neighbourhood_means(src, dst, user_emb.detach().to("cpu", torch.float32).numpy())
+    users = graph.nodes["user"]
+    seqs = users.last_seq.view.cpu().numpy()
+    written = 0
+    for a in range(0, len(means), chunk):
+        b = min(len(means), a + chunk)
+        with store.transaction():
+            written += store.embeddings.put_block(neighbourhood.NODE_TYPE, users.ids[a:b], means[a:b], version, seqs[a:b])
+    return written
+
+
 def embed_all(
     settings: Any, sample_ratio: float = 1.0, progress: Progress | None = None, graphs: "GraphCache | None" = None,
     graph: HeteroGraph | None = None,
@@ -100,6 +119,7 @@ def embed_all(
         emb = loaded.embedder.eval().embed_all(graph, settings.embed_chunk_edges, lambda f, m: report(0.3 + 0.5 * f, m))
         report(0.8, "writing embeddings")
         written = write_all(store, graph, emb, loaded.version)
+        written += write_neighbourhoods(store, graph, emb["user"], loaded.version)
     report(1.0, "done")
     return {
         "model_version": loaded.version,
@@ -112,4 +132,4 @@ def embed_all(
     }
 
 
-__all__ = ["embed_all", "embedding_rows", "write_rows", "write_all", "EmbeddingRowT"]
+__all__ = ["embed_all", "embedding_rows", "write_rows", "write_all", "write_neighbourhoods", "EmbeddingRowT"]

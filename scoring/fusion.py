@@ -1,7 +1,7 @@
 """``FusionCore``: the gated fusion of a calibrated rule head and a GNN head, and its numpy serving form.
 
     x      = standardised profile features (log1p of the skewed ones)       see ``profile_features``
-    z      = standardised graph embedding h_nn
+    z      = standardised h_nn: the mean HGT embedding of the user's call neighbourhood  see ``neighbourhood``
     h_rule = x                                                              the rule side's vector
     g      = σ(W[h_rule, h_nn]) = σ(W_x·x + W_z·z + c)
     f_rule' = σ(a·f_rule + v·x + b),  a = softplus(·) ≥ 0                  calibrated rule head
@@ -36,8 +36,9 @@ from torch.nn import functional as F
 
 from .profile_features import LOG_MASK, NAMES as PROFILE_NAMES
 
-#: layout of the stored weights; a stored model of another layout is not loaded (train the fusion again)
-FORMAT = 2
+#: layout of the stored weights and meaning of their inputs; a stored model of another layout is not loaded
+#: (train the fusion again). 3: h_nn is the call neighbourhood's embedding, no longer the user's own
+FORMAT = 3
 
 
 @dataclass(slots=True)

@@ -1,5 +1,5 @@
 """What fusion training reads from the store and writes back: the labelled users' profiles, rule outputs
-and embeddings as :class:`~scoring.fusion_training.TrainingData`, and the trained model registered as a
+and call-neighbourhood embeddings as :class:`~scoring.fusion_training.TrainingData`, and the trained model registered as a
 new ``fusion`` version (with its ``model.registered`` event in the log)."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from storage.interface import Store
 from storage.events import validate_event
 
 from .errors import NotEnoughData
+from . import neighbourhood
 from .fusion import FusionCore
 from .fusion_training import TrainingData, hash01, split_of
 from .profile_features import profile_matrix
@@ -48,7 +49,7 @@ def training_data(store: Store, lock: threading.RLock, s: Settings, engine: Rule
     with lock:
         profiles = store.profiles.get_many(ids)
         ids = [u for u in ids if u in profiles]
-        vectors = store.embeddings.get_many("user", ids)
+        vectors = store.embeddings.get_many(neighbourhood.NODE_TYPE, ids)
         emb_version = store.models.latest_version("hgt")
     if not ids:
         raise NotEnoughData("none of the labelled users has a profile yet")

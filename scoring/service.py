@@ -38,7 +38,7 @@ from .results import (
     ExplanationResult, FusionTrained, Fused, ProfileDocument, Recommendation, RuleChanged, RuleDeleted, RulePreview, RulesRefreshed,
     RuleView, ScoreResult,
 )
-from . import rule_trial
+from . import neighbourhood, rule_trial
 from .rule_store import RuleStore
 from .rules import DEFAULT_RULES, Rule, RuleEngine, RuleOutput, compile_condition, validate_rule
 from .threads import ThreadLimit
@@ -199,16 +199,17 @@ class ScoringService:
             return None
 
     def _default_emb_dim(self) -> int:
-        dim = self.store.embeddings.dim("user")
+        dim = self.store.embeddings.dim(neighbourhood.NODE_TYPE)
         return dim if dim is not None else self.settings.fusion_embedding_dim
 
     def _read(self, user_id: str) -> tuple[dict[str, Any], int, EmbeddingRow | None]:
-        """The user's profile, its seq and the stored embedding row: all an explanation's cache key needs."""
+        """The user's profile, its seq and the stored row of their call neighbourhood's embedding (the
+        fusion's graph input): all an explanation's cache key needs."""
         with self._lock:
             found = self.store.profiles.get_with_seq(user_id)
             if found is None:
                 raise UserNotFound(user_id)
-            return found[0], found[1], self.store.embeddings.get("user", user_id)
+            return found[0], found[1], self.store.embeddings.get(neighbourhood.NODE_TYPE, user_id)
 
     def _inputs(self, user_id: str, st: _State,
                 read: tuple[dict[str, Any], int, EmbeddingRow | None] | None = None) -> _Inputs:
@@ -222,7 +223,7 @@ class ScoringService:
     @staticmethod
     def _vector(vec: np.ndarray | None, dim: int) -> tuple[np.ndarray, bool, str | None]:
         if vec is None:
-            return np.zeros(dim, dtype=np.float32), True, "no embedding stored for this user: zero vector used"
+            return np.zeros(dim, dtype=np.float32), True, "no neighbourhood embedding stored for this user: zero vector used"
         if vec.shape[0] != dim:
             return (np.zeros(dim, dtype=np.float32), True,
                     f"stored embedding has {vec.shape[0]} dimensions, the fusion model {dim}: zero vector used "
@@ -325,7 +326,7 @@ class ScoringService:
                 self.store.profiles.sample_ids(s.explain_background, seed=s.seed), "sample")
             profiles = self.store.profiles.get_many(ids)
             present = [i for i in ids if i in profiles]
-            vectors = self.store.embeddings.get_many("user", present)
+            vectors = self.store.embeddings.get_many(neighbourhood.NODE_TYPE, present)
         rows = []
         for uid in present:
             out = st.engine.evaluate(profiles[uid])

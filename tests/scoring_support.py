@@ -27,6 +27,7 @@ from dataflow.oracle import retention_oracle
 from storage import data_config
 from dataflow.generator import GeneratorConfig, MockGenerator
 from dataflow.profile import PROFILE_TYPES, ProfileState, fold
+from scoring.neighbourhood import NODE_TYPE as NEIGHBOURHOOD, neighbourhood_means
 from storage.event_store import EventStore
 from storage.embeddings import Embeddings
 from storage.projections import Profiles
@@ -81,10 +82,18 @@ def standin_embeddings(store: EventStore, dim: int = 32, hops: int = 2) -> dict[
 
 
 def write_embeddings(store: EventStore, vectors: dict[str, np.ndarray]) -> int:
+    """The stand-in user embeddings and, made of them as an embedding pass does, the users' call
+    neighbourhoods (what the fusion reads)."""
     seq = store.last_seq()
+    users = sorted(vectors)
+    at = {u: i for i, u in enumerate(users)}
+    calls = np.array([(at[e.user_id], at[e.target_id]) for e in store.read(types=["call"])
+                      if e.user_id in at and e.target_id in at], dtype=np.int64).reshape(-1, 2)
+    means = neighbourhood_means(calls[:, 0], calls[:, 1], np.stack([vectors[u] for u in users]))
     with store.transaction() as conn:
         return Embeddings(conn).put_many(
-            ("user", uid, v, STANDIN_MODEL_VERSION, seq) for uid, v in vectors.items()
+            [*(("user", uid, v, STANDIN_MODEL_VERSION, seq) for uid, v in vectors.items()),
+             *((NEIGHBOURHOOD, uid, means[i], STANDIN_MODEL_VERSION, seq) for i, uid in enumerate(users))]
         )
 
 

@@ -19,6 +19,7 @@ from scoring.explanation_text import fmt_value
 from scoring.profile_features import NAMES as PROFILE_NAMES
 from scoring.fusion import FusionCore
 from scoring.kernel_shap import kernel_shap
+from scoring.neighbourhood import NODE_TYPE as NEIGHBOURHOOD
 from scoring.service import ScoringService
 from storage.embeddings import Embeddings
 from storage.projections import Models
@@ -230,13 +231,14 @@ def test_cache_is_invalidated_by_rule_and_model_changes(trained: Path) -> None:
         after_model = svc.explain(uid, "grouped")
         assert after_model["cached"] is False and after_model["fusion_version"] == version
 
-        # embedding model change: the user's vector rewritten by a new HGT version
+        # embedding model change: the user's neighbourhood vector (the fusion's graph input) rewritten by a
+        # new HGT version
         assert svc.explain(uid, "grouped")["cached"] is True
         with svc.store.transaction() as conn:
             hgt = Models(conn).add("hgt", {}, {}, None)
-            vec = Embeddings(conn).get("user", uid)
+            vec = Embeddings(conn).get(NEIGHBOURHOOD, uid)
             assert vec is not None
-            Embeddings(conn).put_many([("user", uid, vec.vector * 2, hgt, svc.store.last_seq())])
+            Embeddings(conn).put_many([(NEIGHBOURHOOD, uid, vec.vector * 2, hgt, svc.store.last_seq())])
         after_emb = svc.explain(uid, "grouped")
         assert after_emb["cached"] is False and after_emb["model_version"] == hgt
 
@@ -270,7 +272,8 @@ def test_background_choices_and_bad_requests(trained: Path) -> None:
 def test_user_without_embedding_is_flagged(trained: Path) -> None:
     with ScoringService(Settings(db=trained)) as svc:
         uid = some_users(svc, 1)[0]
-        svc.store.conn.execute("DELETE FROM embeddings WHERE node_type = 'user' AND node_id = ?", (uid,))
+        svc.store.conn.execute("DELETE FROM embeddings WHERE node_type IN ('user', ?) AND node_id = ?",
+                               (NEIGHBOURHOOD, uid))
         s = svc.score(uid)
         assert s["embedding_missing"] is True and s["model_version"] is None and "zero vector" in s["embedding_note"]
         e = svc.explain(uid, "grouped")

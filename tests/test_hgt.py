@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +20,7 @@ from scoring.graph_schema import NODE_TYPES
 from scoring.graph_loader import build_graph
 from scoring.model import info_nce_shared
 from scoring.model_io import load_model
+from scoring.neighbourhood import NODE_TYPE as NEIGHBOURHOOD, neighbourhood_means
 from scoring.training import train_hgt
 from storage.event_store import EventStore
 from storage.embeddings import Embeddings
@@ -72,18 +74,25 @@ def test_short_training_lowers_the_loss_and_beats_the_untrained_model_and_the_de
         assert row["untrained"] == pytest.approx(m["test_auc"][key]["untrained"], abs=1e-6)
     assert r["label_auc"] is not None and 0 <= r["label_auc"] <= 1
 
-    # embed_all writes every node with the version
+    # embed_all writes every node with the version, and every user's call neighbourhood made of them
     out = embed_all(s)
-    assert out["model_version"] == m["version"] and out["written"] == graph.num_nodes()
+    users = graph.num_nodes("user")
+    assert out["model_version"] == m["version"] and out["written"] == graph.num_nodes() + users
     with EventStore(trained_db) as store:
         emb = Embeddings(store.conn)
-        assert emb.count() == graph.num_nodes()
+        assert emb.count() == graph.num_nodes() + users and emb.count(NEIGHBOURHOOD) == users
+        nbhd = emb.get(NEIGHBOURHOOD, "U0000003")
         e = emb.get("user", "U0000003")
         assert e is not None and e.vector.shape == (16,) and e.model_version == m["version"]
         assert e.seq == int(graph.nodes["user"].last_seq.view[graph.nodes["user"].index["U0000003"]])
     with torch.no_grad():
         again = loaded.embedder.embed_all(graph)
-    torch.testing.assert_close(torch.from_numpy(e.vector), again["user"][graph.nodes["user"].index["U0000003"]], atol=1e-5, rtol=0)
+    i = graph.nodes["user"].index["U0000003"]
+    torch.testing.assert_close(torch.from_numpy(e.vector), again["user"][i], atol=1e-5, rtol=0)
+    calls = graph.edges[("user", "calls", "user")]
+    src, dst = (t.view.numpy() for t in (calls.src, calls.dst))
+    assert nbhd is not None and nbhd.model_version == m["version"] and nbhd.seq == e.seq
+    np.testing.assert_allclose(nbhd.vector, neighbourhood_means(src, dst, again["user"].numpy())[i], atol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["minibatch", "metis"])
