@@ -13,6 +13,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Sequence
 
+import numpy as np
 from pydantic_core import from_json
 
 from config.db_location import PostgresUrl
@@ -20,7 +21,9 @@ from config.db_location import PostgresUrl
 from .columns import EventBatch, NewEvents
 from .event_store import AppendResult, _bounded, _fingerprint, _raw_text, _row, _stored
 from .events import Event, StoredEvent
+from .graph_columns import NodeCodes
 from .pg_db import PgConnections
+from .pg_graph_blocks import PgGraphBlocks
 from .pg_operations import PgJobs, PgOps, PgStatus
 from .pg_projections import PgCheckpoints, PgEmbeddings, PgModels, PgProfiles, PgRules
 from .pg_schema import APPEND_LOCK, migrate
@@ -53,6 +56,7 @@ class PgStore:
         except BaseException:
             self._db.close()
             raise
+        self._codes = NodeCodes()
 
     # the repositories of the projections: each borrows this thread's connection per statement
     @property
@@ -70,6 +74,10 @@ class PgStore:
     @property
     def rules(self) -> PgRules:
         return PgRules(self._db)
+
+    @property
+    def graph_columns(self) -> PgGraphBlocks:
+        return PgGraphBlocks(self._db, self._codes, self.read_columns)
 
     @property
     def models(self) -> PgModels:
@@ -157,6 +165,9 @@ class PgStore:
                 with conn.cursor() as cur, cur.copy(_COPY) as copy:
                     for r in fresh:
                         copy.write_row(r)
+                _, _, types, users, targets, ts, *_ = zip(*fresh)
+                seqs = np.arange(before + 1, before + 1 + len(fresh), dtype=np.int64)
+                self._codes.record(self.graph_columns, before, before + len(fresh), seqs, types, users, targets, ts)
         new = [(r[0], r[1]) for r in fresh]
         return AppendResult(new=new, duplicates=len(rows) - len(new), conflicts=conflicts)
 
