@@ -206,30 +206,16 @@ class EventStore:
                 # All new (the common case): seq is the rowid, so under our write lock the rows took
                 # before+1, before+2, ... in the order given; no need to read them back.
                 new = [(before + 1 + i, r[0]) for i, r in enumerate(rows)]
-                self._code_graph(before, new, rows)
+                self._codes.record_rows(self.graph_columns, before, new, rows)
             else:
                 # We hold the write lock, so every row past `before` is one of ours.
                 new = conn.execute(
                     "SELECT seq, event_id FROM events WHERE seq > ? ORDER BY seq", (before,)
                 ).fetchall()
-                self._code_graph(before, new, rows)
+                self._codes.record_rows(self.graph_columns, before, new, rows)
                 conflicts = self._conflicts(events_list, rows, {eid for _, eid in new})
                 return AppendResult(new=new, duplicates=len(rows) - len(new), conflicts=conflicts)
         return AppendResult(new=new, duplicates=len(rows) - len(new))
-
-    def _code_graph(self, before: int, new: list[tuple[int, str]], rows: Sequence[tuple[Any, ...]]) -> None:
-        """The graph-column block of the rows just appended (``new``: their (seq, event id); ``rows``:
-        what was given, ``_row`` tuples, an id's first row being the one appended)."""
-        if not new:
-            return
-        if len(new) != len(rows):
-            first: dict[str, tuple[Any, ...]] = {}
-            for r in rows:
-                first.setdefault(r[0], r)
-            rows = [first[eid] for _, eid in new]
-        _, types, users, targets, ts, *_ = zip(*rows)
-        seqs = np.fromiter((s for s, _ in new), np.int64, len(new))
-        self._codes.record(self.graph_columns, before, int(seqs[-1]), seqs, types, users, targets, ts)
 
     def append_columns(self, batch: NewEvents) -> tuple[int, int]:
         """Append events given as columns in one transaction: (appended, already there). Idempotent on
@@ -248,7 +234,8 @@ class EventStore:
                                    batch.target, batch.ts)
             elif appended:
                 new = conn.execute("SELECT seq, event_id FROM events WHERE seq > ? ORDER BY seq", (before,)).fetchall()
-                self._code_graph(before, new, list(zip(batch.event_id, batch.type, batch.user, batch.target, batch.ts)))
+                self._codes.record_rows(self.graph_columns, before, new,
+                                        list(zip(batch.event_id, batch.type, batch.user, batch.target, batch.ts)))
         return appended, len(batch) - appended
 
     def _conflicts(self, events: list[Event], rows: list[tuple[Any, ...]], new_ids: set[str]) -> list[tuple[Event, str]]:

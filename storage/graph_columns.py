@@ -185,6 +185,22 @@ class NodeCodes:
         table.insert(block_row(block))
         self.newest = (block.first_seq, block.token)
 
+    def record_rows(self, table: BlockTable, before: int, new: Sequence[tuple[int, str]],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        """:meth:`record` of the rows an append was given (``(event_id, type, user_id, target_id, ts,
+        ...)``), of which ``new`` (their (seq, event id)) were appended: an id's first row, where one
+        repeats or was there already."""
+        if not new:
+            return
+        if len(new) != len(rows):
+            first: dict[str, Sequence[Any]] = {}
+            for r in rows:
+                first.setdefault(r[0], r)
+            rows = [first[eid] for _, eid in new]
+        _, types, users, targets, ts, *_ = zip(*rows)
+        seqs = np.fromiter((s for s, _ in new), np.int64, len(new))
+        self.record(table, before, int(seqs[-1]), seqs, types, users, targets, ts)
+
     def _record_empty(self, table: BlockTable, before: int, last: int) -> None:
         """The block of an append without graph events (rules, labels, operations ...): it only moves
         the blocks' end. The copy stays as current as it was."""

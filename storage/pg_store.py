@@ -194,7 +194,17 @@ class PgStore:
         with self._db.transaction() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
             top = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
-            appended = self._db.copy_then("events_in", _EVENTS_IN, rows, _APPEND_NEW, (int(top[0]) if top else 0,))
+            before = int(top[0]) if top else 0
+            appended = self._db.copy_then("events_in", _EVENTS_IN, rows, _APPEND_NEW, (before,))
+            if appended == len(batch):  # numbered in the order given
+                seqs = np.arange(before + 1, before + 1 + appended, dtype=np.int64)
+                self._codes.record(self.graph_columns, before, before + appended, seqs, batch.type, batch.user,
+                                   batch.target, batch.ts)
+            elif appended:
+                new = [(int(q), str(e)) for q, e in conn.execute(
+                    "SELECT seq, event_id FROM events WHERE seq > %s ORDER BY seq", (before,)).fetchall()]
+                self._codes.record_rows(self.graph_columns, before, new,
+                                        list(zip(batch.event_id, batch.type, batch.user, batch.target, batch.ts)))
         return appended, len(batch) - appended
 
     def add_dead_letter(self, raw: Any, reason: str, source: str = "") -> None:

@@ -365,6 +365,7 @@ def test_appends_keep_the_graph_columns_of_the_log(store_db: DbLocation) -> None
             (s if i % 2 else other).append(_graph_events(i) + _graph_events(i - 1))  # repeats: duplicates
         s.append([ev(100, "U9")])
         s.append_columns(NewEvents.of_events(_graph_events(7) + [ev(101, "U1", "app.click")]))
+        s.append_columns(NewEvents.of_events(_graph_events(5) + _graph_events(8) + _graph_events(8)))  # some there
         s.append([Event("x", "ops.note", 1.0)])  # no graph event: the blocks still reach the end
         nodes, rows = _coded_by_hand(s)
         assert _columns(s) == (s.last_seq(), nodes, rows)
