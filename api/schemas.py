@@ -249,6 +249,9 @@ class DataflowState(Open):
     refreshes_per_s: float | None = None
     model_version: int | None = None
     device: str | None = None
+    refresh_process: int | None = Field(
+        None, description="the cluster process (-i) whose worker runs the embedding refresh (0 on one process)"
+    )
     workers: int | None = None
     dead_letters: int | None = Field(None, description="refused events the flow has counted since it started")
     pid: int | None = None
