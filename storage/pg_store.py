@@ -258,7 +258,7 @@ class PgStore:
                 "WHERE seq >= %s AND seq <= %s AND type = ANY(%s) ORDER BY seq",
                 (list(payload_types), lo, hi, list(types)),
             )
-            yield EventBatch.from_rows(rows, hi)
+            yield EventBatch.from_rows(rows, hi, types)
 
     def events_of_user(self, user_id: str, limit: int | None = None) -> list[StoredEvent]:
         rows = self._db.all(

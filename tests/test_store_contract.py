@@ -46,6 +46,19 @@ def test_bulk_append_is_idempotent_and_keeps_the_given_order(store_db: DbLocatio
         assert s.last_seq() == s.count() == 6 and s.get("e5") is not None
 
 
+def test_column_reads_give_types_as_codes_of_the_asked_types(store_db: DbLocation) -> None:
+    """What the bulk fold and the graph build read: the types of a chunk as a Categorical whose codes
+    index the types asked for, in the log's order, whichever way the store reads the chunk."""
+    with open_store(store_db) as s:
+        s.append([ev(1), ev(2, etype="app.click"), ev(3, etype="sms"), ev(4)])
+        s.append_columns(NewEvents.of_events([ev(5, etype="app.click")]))
+        batches = list(s.read_columns(1, None, ["app.click", "call"], chunk=2))
+    assert [b.upto for b in batches] == [2, 4, 5]
+    assert [list(b.seq) for b in batches] == [[1, 2], [4], [5]]
+    assert [list(b.type.codes) for b in batches] == [[1, 0], [1], [0]]
+    assert [list(b.type) for b in batches] == [["call", "app.click"], ["call"], ["app.click"]]
+
+
 def test_seq_is_global_and_ordered(store_db: DbLocation) -> None:
     with open_store(store_db) as s:
         s.append([ev(i) for i in range(50)])
