@@ -6,19 +6,25 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ConfigDict, with_config
 
 from config.db_location import DbLocation, PostgresUrl
 from config.progress import Progress, part, stage
 from config.settings import Settings
+from scoring.operation_results import JobTiming
 from storage import data_config
+
+if TYPE_CHECKING:
+    from scoring.operation_results import InitialModel
 
 
 @dataclass
 class PrepareSummary:
     generated_events: int = 0
     projected_events: int = 0
-    model: dict[str, Any] | None = None
+    model: InitialModel | None = None
     steps: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -142,7 +148,20 @@ def next_db(current: DbLocation) -> DbLocation:
     return p
 
 
-def regenerate(settings: Settings, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+@with_config(ConfigDict(extra="allow"))
+class Regenerated(JobTiming):
+    """A ``data.regenerate`` job's result: the new database, the old one, the configuration and what was done."""
+
+    db: str
+    previous_db: str
+    config: dict[str, Any]
+    steps: list[str]
+    generated_events: int
+    seconds: float
+    duration_s: float
+
+
+def regenerate(settings: Settings, params: dict[str, Any], progress: Progress) -> Regenerated:
     """A fresh dataset of the generator configuration ``params["config"]`` and an initial model, in a new
     database beside the current one (:func:`next_db`; the API switches to it afterwards); the current one
     is kept."""
@@ -151,6 +170,6 @@ def regenerate(settings: Settings, params: dict[str, Any], progress: Progress) -
     config = {k: v for k, v in params["config"].items() if k in data_config.FIELDS}
     fresh = Settings.model_validate({**settings.model_dump(), **config, "db": target})
     summary = prepare(fresh, progress)
-    return {"db": str(target), "previous_db": str(settings.db), "config": params["config"],
-            "steps": summary.steps, "generated_events": summary.generated_events, "seconds": summary.seconds,
-            "duration_s": round(time.time() - t0, 3)}
+    return Regenerated(db=str(target), previous_db=str(settings.db), config=params["config"], steps=summary.steps,
+                       generated_events=summary.generated_events, seconds=summary.seconds,
+                       duration_s=round(time.time() - t0, 3))
