@@ -159,7 +159,7 @@ def run(users: int, folder: Path) -> list[Stage]:
     for stage in _model_stages(settings, graph, users, folder):
         stages.append(stage)
     del graph  # as ups init: the fusion runs without the graph in memory
-    fusion, s, peak, cpu = _timed(lambda: train_fusion(settings, lambda f, m: None, samples=0,
+    fusion, s, peak, cpu = _timed(lambda: train_fusion(settings, lambda f, m: None, samples=settings.bootstrap_fusion_samples,
                                                   epochs=settings.bootstrap_fusion_epochs, lr=settings.fusion_lr,
                                                   oracle=retention_oracle(db, settings)))
     stages.append(Stage("fusion", s, users, "users", peak, cpu))

@@ -125,6 +125,19 @@ def _fold_batch(acc: _Users, batch: EventBatch) -> None:
             state.registered = True
 
 
+def _partner_lists(frames: list[pd.DataFrame]) -> dict[int, list[str]]:
+    """user code -> its distinct call partners, from (u, p) frames: one sort, then a slice per user (a
+    pandas group per user cost ~50 µs each, most of the fold's own time at 1M users)."""
+    if not frames:
+        return {}
+    pairs = pd.concat(frames).drop_duplicates().sort_values("u", kind="stable")
+    users = pairs["u"].to_numpy()
+    names = pairs["p"].tolist()
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = np.r_[starts[1:], len(users)]
+    return {k: names[a:b] for k, a, b in zip(users[starts].tolist(), starts.tolist(), ends.tolist())}
+
+
 def _documents(acc: _Users, lo: int, hi: int, partners: dict[int, list[str]]) -> list[tuple[str, str, int]]:
     """Profile rows as the flow writes them (the document's JSON text by pydantic-core)."""
     rows = []
@@ -161,11 +174,7 @@ def bulk_fold(store: Store, progress: Callable[[int], None] | None = None,
         events += len(batch)
         if progress:
             progress(len(batch))
-    partners: dict[int, list[str]] = {}
-    if acc.partners:
-        pairs = pd.concat(acc.partners).drop_duplicates()
-        for k, group in pairs.groupby("u", sort=False)["p"]:
-            partners[int(k)] = group.tolist()
+    partners = _partner_lists(acc.partners)
     n = len(acc.ids)
     for lo in range(0, n, WRITE_CHUNK):
         rows = _documents(acc, lo, min(n, lo + WRITE_CHUNK), partners)

@@ -376,7 +376,7 @@ class GraphEmbedder(nn.Module):
                     new[t][chunk] = out[t][: chunk.numel()]
                 done += 1
                 if progress:
-                    progress(done / steps, f"embed: layer {i + 1}/{len(self.hgt.convs)}, {t}")
+                    progress(done / steps, f"layer {i + 1} of {len(self.hgt.convs)}, {t}")
             h = new
             if keep is not None and i < len(self.hgt.convs) - 1:
                 keep.append(h)

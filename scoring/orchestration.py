@@ -54,8 +54,8 @@ def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion
                     graph=graph)
     emb = embed_all(settings, sample_ratio=1.0, progress=stage(progress, "embed", 0.6, 0.8), graph=graph)
     del graph
-    fusion = train_fusion(settings, stage(progress, "fusion", 0.8, 1.0), samples=0, epochs=fusion_epochs,
-                          lr=settings.fusion_lr, oracle=oracle)
+    fusion = train_fusion(settings, stage(progress, "fusion", 0.8, 1.0), samples=settings.bootstrap_fusion_samples,
+                          epochs=fusion_epochs, lr=settings.fusion_lr, oracle=oracle)
     return {"hgt": hgt, "embeddings": emb, "fusion": fusion}
 
 
