@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from storage import Store
+from storage.columns import NewEvents
 
 from .generator import MockGenerator
 
@@ -40,9 +41,11 @@ def append_dataset(
     gen: MockGenerator,
     batch_size: int = 50_000,
     on_progress: Callable[[int], None] | None = None,
+    on_appended: Callable[[NewEvents], None] | None = None,
 ) -> LoadSummary:
     """Append the dataset, a transaction per ``batch_size`` events; re-running it is a no-op (event ids
-    are deterministic). The events travel as columns (no ``Event`` object per row)."""
+    are deterministic). The events travel as columns (no ``Event`` object per row); ``on_appended`` gets
+    each batch once it is in the log."""
     t0 = time.perf_counter()
     total = appended = dups = 0
     for batch in gen.dataset_columns(batch_size):
@@ -50,6 +53,8 @@ def append_dataset(
         total += len(batch)
         appended += new
         dups += already
+        if on_appended:
+            on_appended(batch)
         if on_progress:
             on_progress(len(batch))
     return LoadSummary(total, appended, dups, time.perf_counter() - t0, store.last_seq())

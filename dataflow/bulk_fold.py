@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from pydantic_core import to_json
 
-from storage.columns import EventBatch
+from storage.columns import EventBatch, NewEvents
 from storage import Store
 from storage.events import INTERACTION_TYPES
 
@@ -155,34 +155,73 @@ def _documents(acc: _Users, lo: int, hi: int, partners: dict[int, list[str]]) ->
     return rows
 
 
-def bulk_fold(store: Store, progress: Callable[[int], None] | None = None,
-              chunk: int = 500_000) -> BulkFoldSummary:
-    """Fold the whole log into the (empty) profiles projection and set its checkpoint to the log's end."""
-    last = store.last_seq()
+class ProfileFold:
+    """The fold's accumulators over batches of events given in seq order (read from the log, or the
+    columns a bulk writer has just appended), and the profiles they give, written once at the end."""
+
+    def __init__(self) -> None:
+        self.acc = _Users()
+        self.events = 0
+        #: the last seq the batches folded so far cover
+        self.upto = 0
+
+    def add(self, batch: EventBatch) -> None:
+        _fold_batch(self.acc, batch)
+        self.events += len(batch)
+        self.upto = max(self.upto, batch.upto)
+
+    def add_appended(self, cols: NewEvents, first_seq: int) -> None:
+        """Events just appended as ``cols``, which the log gave the seqs ``first_seq``, ``first_seq + 1`` …
+        (the caller checks that it did): folded from the columns in memory, not read back."""
+        n = len(cols)
+        others = sorted(set(cols.type).difference(_TYPES))
+        self.add(EventBatch(
+            np.arange(first_seq, first_seq + n, dtype=np.int64), pd.Categorical(cols.type, categories=[*_TYPES, *others]),
+            np.asarray(cols.user, dtype=object), np.asarray(cols.target, dtype=object), np.asarray(cols.ts, np.float64),
+            np.asarray(cols.payload, dtype=object), first_seq + n - 1,
+        ))
+
+    def write(self, store: Store, last: int, progress: Callable[[int, int], None] | None = None) -> BulkFoldSummary:
+        """Write the profiles (into an empty projection) and set its checkpoint to ``last``; ``progress``
+        gets (profiles written, profiles)."""
+        acc = self.acc
+        partners = _partner_lists(acc.partners)
+        n = len(acc.ids)
+        for lo in range(0, n, WRITE_CHUNK):
+            rows = _documents(acc, lo, min(n, lo + WRITE_CHUNK), partners)
+            with store.transaction():
+                store.profiles.upsert_many(rows)
+                if lo + WRITE_CHUNK >= n:
+                    store.checkpoints.set(PROFILES_CHECKPOINT, last)
+            if progress:
+                progress(min(n, lo + WRITE_CHUNK), n)
+        if n == 0:
+            with store.transaction():
+                store.checkpoints.set(PROFILES_CHECKPOINT, last)
+        return BulkFoldSummary(self.events, n, last)
+
+
+def check_foldable(store: Store) -> dict[str, int]:
+    """The log's counts by type, when the bulk fold may build its profiles (empty profiles, no rule events)."""
     if store.profiles.count() or store.checkpoints.get(PROFILES_CHECKPOINT):
         raise ValueError("bulk_fold folds into empty profiles only; continue with the replay")
     present = store.counts_by_type()
     if any(t.startswith("rule.") for t in present):
         raise ValueError("the log holds rule events: the replay builds the rules projection")
+    return present
+
+
+def bulk_fold(store: Store, progress: Callable[[int], None] | None = None,
+              chunk: int = 500_000) -> BulkFoldSummary:
+    """Fold the whole log into the (empty) profiles projection and set its checkpoint to the log's end."""
+    last = store.last_seq()
+    present = check_foldable(store)
     # every event with a user is folded (a label too moves the profile's last seq), as in the flow
     types = [*_TYPES, *(t for t in present if t not in _TYPES)]
-    acc = _Users()
-    events = 0
+    fold = ProfileFold()
     for batch in store.read_columns(1, last, types,
                                     payload_types=(*_SUMS, *_ATTRIBUTE_TYPES), chunk=chunk):
-        _fold_batch(acc, batch)
-        events += len(batch)
+        fold.add(batch)
         if progress:
             progress(len(batch))
-    partners = _partner_lists(acc.partners)
-    n = len(acc.ids)
-    for lo in range(0, n, WRITE_CHUNK):
-        rows = _documents(acc, lo, min(n, lo + WRITE_CHUNK), partners)
-        with store.transaction():
-            store.profiles.upsert_many(rows)
-            if lo + WRITE_CHUNK >= n:
-                store.checkpoints.set(PROFILES_CHECKPOINT, last)
-    if n == 0:
-        with store.transaction():
-            store.checkpoints.set(PROFILES_CHECKPOINT, last)
-    return BulkFoldSummary(events, n, last)
+    return fold.write(store, last)
