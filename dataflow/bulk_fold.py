@@ -33,6 +33,8 @@ _TYPES = _INTERACTIONS + _ATTRIBUTE_TYPES
 _SUMS = {"call": ("duration", 1000), "app.usage": ("duration", 1000), "product.order": ("amount", 100)}
 #: profiles written per transaction
 WRITE_CHUNK = 50_000
+#: events folded per step (as the log's reader reads them)
+FOLD_CHUNK = 500_000
 
 
 @dataclass
@@ -164,6 +166,7 @@ class ProfileFold:
         self.events = 0
         #: the last seq the batches folded so far cover
         self.upto = 0
+        self._pending: list[tuple[NewEvents, int]] = []
 
     def add(self, batch: EventBatch) -> None:
         _fold_batch(self.acc, batch)
@@ -172,18 +175,37 @@ class ProfileFold:
 
     def add_appended(self, cols: NewEvents, first_seq: int) -> None:
         """Events just appended as ``cols``, which the log gave the seqs ``first_seq``, ``first_seq + 1`` …
-        (the caller checks that it did): folded from the columns in memory, not read back."""
-        n = len(cols)
-        others = sorted(set(cols.type).difference(_TYPES))
+        (the caller checks that it did): folded from the columns in memory, not read back, a
+        ``FOLD_CHUNK`` of events at a time (each fold step costs a pass over every user's accumulators)."""
+        self._pending.append((cols, first_seq))
+        if sum(len(c) for c, _ in self._pending) >= FOLD_CHUNK:
+            self._fold_pending()
+
+    def _fold_pending(self) -> None:
+        if not self._pending:
+            return
+        first_seq = self._pending[0][1]
+        cols = [c for c, _ in self._pending]
+        self._pending = []
+        types = [t for c in cols for t in c.type]
+        n = len(types)
+        others = sorted(set(types).difference(_TYPES))
+
+        def column(name: str) -> np.ndarray:
+            out = np.empty(n, dtype=object)
+            out[:] = [v for c in cols for v in getattr(c, name)]
+            return out
+
         self.add(EventBatch(
-            np.arange(first_seq, first_seq + n, dtype=np.int64), pd.Categorical(cols.type, categories=[*_TYPES, *others]),
-            np.asarray(cols.user, dtype=object), np.asarray(cols.target, dtype=object), np.asarray(cols.ts, np.float64),
-            np.asarray(cols.payload, dtype=object), first_seq + n - 1,
+            np.arange(first_seq, first_seq + n, dtype=np.int64), pd.Categorical(types, categories=[*_TYPES, *others]),
+            column("user"), column("target"), np.asarray([v for c in cols for v in c.ts], np.float64),
+            column("payload"), first_seq + n - 1,
         ))
 
     def write(self, store: Store, last: int, progress: Callable[[int, int], None] | None = None) -> BulkFoldSummary:
         """Write the profiles (into an empty projection) and set its checkpoint to ``last``; ``progress``
         gets (profiles written, profiles)."""
+        self._fold_pending()
         acc = self.acc
         partners = _partner_lists(acc.partners)
         n = len(acc.ids)

@@ -62,11 +62,15 @@ def test_bulk_fold_refuses_a_store_already_folded(tmp_path: Path, small_gen: Moc
             bulk_fold(store)
 
 
-def test_the_fold_made_while_generating_equals_the_replay(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fold_chunk", [3_000, 500_000])
+def test_the_fold_made_while_generating_equals_the_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         fold_chunk: int) -> None:
     """``ups init`` folds the profiles from the dataset's columns as they are appended (the log is not read
-    back): the profiles are the replay's of the same log."""
+    back), a chunk of events at a time: the profiles are the replay's of the same log."""
+    from dataflow import bulk_fold as module
     from dataflow.prepare import generate_if_empty, project
 
+    monkeypatch.setattr(module, "FOLD_CHUNK", fold_chunk)
     settings = Settings(db=tmp_path / "a.db", users=400)
     generated = generate_if_empty(settings, lambda f, m: None)
     assert generated.fold is not None and generated.appended > 5000
@@ -88,10 +92,12 @@ def test_a_generation_another_writer_came_between_reads_the_log_back(tmp_path: P
 
     settings = Settings(db=tmp_path / "a.db", users=300)
     plain = ProfileFold.add_appended
+    batches = []
 
     def meanwhile(self: ProfileFold, cols: Any, first_seq: int) -> None:
         plain(self, cols, first_seq)
-        if self.events < 2 * len(cols):  # after the first batch
+        batches.append(len(cols))
+        if len(batches) == 1:  # after the first batch
             with EventStore(settings.db) as other:
                 other.append([Event("x1", "call", 1.9e9, "U0000001", "U0000002", {"duration": 1.5})])
 
