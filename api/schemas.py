@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from config.generator import GeneratorSettings, finite
 from config.settings import Settings
+from dataflow.prepare import Regenerated
+from scoring.operation_results import FusionJob, GraphRefreshed, HgtJob
 
 #: user ids, rule names, job ids: short printable tokens (they end up in URLs, SQL parameters and logs)
 NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
@@ -155,6 +157,10 @@ def _given(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
+#: a job's result, by kind: graph.refresh, training.hgt, fusion.train, data.regenerate
+JobResult = Union[GraphRefreshed, HgtJob, FusionJob, Regenerated]
+
+
 class JobOut(Open):
     id: str
     kind: str
@@ -162,7 +168,9 @@ class JobOut(Open):
     params: dict[str, Any]
     progress: float = Field(ge=0, le=1)
     message: str = ""
-    result: dict[str, Any] | None = None
+    # the plain mapping last: a result stored by an older version that matches none of the kinds is shown as
+    # it was stored rather than refused
+    result: JobResult | dict[str, Any] | None = None
     error: str | None = None
     created_at: float
     started_at: float | None = None
@@ -241,6 +249,9 @@ class DataflowState(Open):
     refreshes_per_s: float | None = None
     model_version: int | None = None
     device: str | None = None
+    refresh_process: int | None = Field(
+        None, description="the cluster process (-i) whose worker runs the embedding refresh (0 on one process)"
+    )
     workers: int | None = None
     dead_letters: int | None = Field(None, description="refused events the flow has counted since it started")
     pid: int | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import time
 from typing import Any
 
@@ -40,14 +41,16 @@ def _int(v: Any) -> int | None:
 
 
 def dataflow_state(store: Store, stale_after: float) -> DataflowState:
-    """The flow is alive when it says it runs, its row is fresh, and (on this machine) its pid exists."""
+    """The flow is alive when it says it runs, its row is fresh, and (when it runs on this machine) its
+    pid exists; a flow on another host of a cluster is judged by its row alone."""
     doc = store.status.get("dataflow")
     last_seq, last_ts = store.last_event()
     backlog = max(0, last_seq - store.checkpoints.get(PROFILES_CHECKPOINT))  # whether a flow runs or not
     if doc is None:
         return DataflowState(alive=False, state="unknown", last_event_at=last_ts, backlog=backlog)
     age = max(0.0, time.time() - float(doc.get("updated_at") or 0))
-    alive = doc.get("state") == "running" and age <= stale_after and _pid_alive(doc.get("pid"))
+    here = doc.get("host") in (None, socket.gethostname())
+    alive = doc.get("state") == "running" and age <= stale_after and (not here or _pid_alive(doc.get("pid")))
     state = str(doc.get("state", "unknown")) if alive or doc.get("state") != "running" else "stopped"
     return DataflowState(
         alive=alive,
@@ -66,6 +69,7 @@ def dataflow_state(store: Store, stale_after: float) -> DataflowState:
         refreshes_per_s=_num(doc.get("refreshes_per_s")),
         model_version=_int(doc.get("model_version")),
         device=str(doc["device"]) if doc.get("device") is not None else None,
+        refresh_process=_int(doc.get("refresh_process")),
         workers=_int(doc.get("workers")),
         dead_letters=_int(doc.get("dead_letters")),
         pid=_int(doc.get("pid")),

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,10 @@ STATUS_KEYS = (
 SWITCHES = (("ingestion.stop", "ingestion.start"), ("incremental.stop", "incremental.start"))
 #: checkpoint name of the profiles projection (written with the profile upserts)
 PROFILES_CHECKPOINT = "profiles"
+#: the status component a process running the embedding refresh writes, as ``dataflow.refresh.<process>``:
+#: in a cluster the refresher runs on one worker, whichever process that is, while process 0 alone
+#: writes the ``dataflow`` document, which takes the refresh figures from there
+REFRESH_COMPONENT = "dataflow.refresh"
 
 
 #: WAL pages after which a writer checkpoints by itself; normally the control thread has done it long before
@@ -163,7 +168,7 @@ class ControlLoop(threading.Thread):
         *,
         status_interval: float,
         poll_interval: float,
-        resolve: bool = True,
+        process_id: int = 0,
         on_status: Callable[[dict[str, Any]], None] | None = None,
         checkpoint_interval: float = 1.0,
     ) -> None:
@@ -172,8 +177,9 @@ class ControlLoop(threading.Thread):
         self.control = control
         self.status_interval = status_interval
         self.poll_interval = poll_interval
-        #: only one process of a cluster resolves rows and writes status
-        self.resolve = resolve
+        self.process_id = process_id
+        #: only process 0 of a cluster resolves rows and writes the ``dataflow`` document
+        self.resolve = process_id == 0
         self.on_status = on_status
         self.checkpoint_interval = checkpoint_interval
         self._done = threading.Event()
@@ -204,8 +210,10 @@ class ControlLoop(threading.Thread):
                 try:
                     self._poll(store)
                     now = time.monotonic()
-                    if self.resolve and now >= next_status:
-                        self.write_status(store, "running")
+                    if now >= next_status:
+                        self.write_refresh_status(store, "running")
+                        if self.resolve:
+                            self.write_status(store, "running")
                         next_status = now + self.status_interval
                     if now >= next_checkpoint:
                         # PASSIVE: copies what no reader needs, never blocks the writers
@@ -264,12 +272,39 @@ class ControlLoop(threading.Thread):
             "dead_letters": store.dead_letter_count(),
             "started_at": c.started_at,
             "pid": os.getpid(),
+            "host": socket.gethostname(),
             "workers": c.workers,
             "rate": c.rate,
             "delay": c.delay,
         }
-        doc.update(c.refresh_status())
+        doc.update(self.refresh_doc() or self.cluster_refresh(store))
         return doc
+
+    def refresh_doc(self) -> dict[str, Any] | None:
+        """The refresh figures of this process, with who it is; None when no refresher runs here."""
+        figures = self.control.refresh_status()
+        if not figures:
+            return None
+        return {**figures, "refresh_process": self.process_id, "refresh_pid": os.getpid(),
+                "refresh_host": socket.gethostname()}
+
+    def write_refresh_status(self, store: Store, state: str) -> None:
+        doc = self.refresh_doc()
+        if doc is not None:
+            with store.transaction():
+                store.status.put(f"{REFRESH_COMPONENT}.{self.process_id}", {**doc, "refresh_state": state})
+
+    def cluster_refresh(self, store: Store) -> dict[str, Any]:
+        """The refresh figures another process of the cluster wrote, when one did lately (the newest)."""
+        fresh_after = time.time() - max(3 * self.status_interval, 5.0)
+        docs = [
+            doc for name, doc in store.status.all().items()
+            if name.startswith(f"{REFRESH_COMPONENT}.") and float(doc.get("updated_at") or 0) >= fresh_after
+        ]
+        if not docs:
+            return {}
+        newest = max(docs, key=lambda d: float(d["updated_at"]))
+        return {k: v for k, v in newest.items() if k not in ("updated_at", "refresh_state")}
 
     def write_status(self, store: Store, state: str) -> dict[str, Any]:
         doc = self.status_doc(store, state)
@@ -284,7 +319,6 @@ class ControlLoop(threading.Thread):
         self._done.set()
         if self.is_alive():
             self.join(timeout=30)
-        if not self.resolve:
-            return None
         with open_store(self.db) as store:
-            return self.write_status(store, "stopped")
+            self.write_refresh_status(store, "stopped")
+            return self.write_status(store, "stopped") if self.resolve else None

@@ -227,7 +227,7 @@ def get_flow(
     flow = build_live_flow(settings, ingest, control, attach_refresh=refresh_branch(settings))
     control_loop = ControlLoop(
         settings.db, control, status_interval=settings.status_interval, poll_interval=settings.command_poll_interval,
-        resolve=not process_id,
+        process_id=process_id or 0,
     )
     control_loop.start()
     atexit.register(control_loop.finish)  # the status row says "stopped" when the process ends

@@ -9,12 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ConfigDict, with_config
+
 from config.db_location import DbLocation
 from config.progress import Progress, part, stage
 from config.settings import Settings
+from scoring.operation_results import JobTiming
 from storage import data_config
 
 if TYPE_CHECKING:
+    from scoring.operation_results import InitialModel
     from storage.columns import NewEvents
 
     from .bulk_fold import ProfileFold
@@ -24,7 +28,7 @@ if TYPE_CHECKING:
 class PrepareSummary:
     generated_events: int = 0
     projected_events: int = 0
-    model: dict[str, Any] | None = None
+    model: InitialModel | None = None
     steps: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -195,7 +199,20 @@ def next_db_path(current: DbLocation) -> Path:
     return p
 
 
-def regenerate(settings: Settings, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+@with_config(ConfigDict(extra="allow"))
+class Regenerated(JobTiming):
+    """A ``data.regenerate`` job's result: the new database, the old one, the configuration and what was done."""
+
+    db: str
+    previous_db: str
+    config: dict[str, Any]
+    steps: list[str]
+    generated_events: int
+    seconds: float
+    duration_s: float
+
+
+def regenerate(settings: Settings, params: dict[str, Any], progress: Progress) -> Regenerated:
     """A fresh dataset of the generator configuration ``params["config"]`` and an initial model, in a new
     database file beside the current one (the API switches to it afterwards); the current file is kept."""
     t0 = time.time()
@@ -203,6 +220,6 @@ def regenerate(settings: Settings, params: dict[str, Any], progress: Progress) -
     config = {k: v for k, v in params["config"].items() if k in data_config.FIELDS}
     fresh = Settings.model_validate({**settings.model_dump(), **config, "db": target})
     summary = prepare(fresh, progress)
-    return {"db": str(target), "previous_db": str(settings.db), "config": params["config"],
-            "steps": summary.steps, "generated_events": summary.generated_events, "seconds": summary.seconds,
-            "duration_s": round(time.time() - t0, 3)}
+    return Regenerated(db=str(target), previous_db=str(settings.db), config=params["config"], steps=summary.steps,
+                       generated_events=summary.generated_events, seconds=summary.seconds,
+                       duration_s=round(time.time() - t0, 3))

@@ -196,7 +196,7 @@ def run_dataflow(
             control,
             status_interval=settings.status_interval,
             poll_interval=settings.command_poll_interval,
-            resolve=not process_id,
+            process_id=process_id or 0,
             on_status=on_status,
         )
         t0 = time.perf_counter()

@@ -18,6 +18,7 @@ from .graph_loader import build_graph
 from .graph_sample import sample_users
 from .graph_schema import NODE_TYPES
 from .model_io import load_model
+from .operation_results import EmbeddingsWritten
 
 if TYPE_CHECKING:
     from .graph_cache import GraphCache
@@ -71,7 +72,7 @@ def write_all(store: Store, graph: HeteroGraph, emb: Mapping[str, Tensor], versi
 def embed_all(
     settings: Any, sample_ratio: float = 1.0, progress: Progress | None = None, graphs: "GraphCache | None" = None,
     graph: HeteroGraph | None = None,
-) -> dict[str, Any]:
+) -> EmbeddingsWritten:
     """Embeddings for every node of the (sampled) graph with the newest HGT model, written to the store.
     With ``graphs`` (a warm job worker's), the graph is taken from it and caught up with the log; with
     ``graph`` (the whole store's, already read), it is that graph (or its users' sample)."""
@@ -107,15 +108,15 @@ def embed_all(
         report(0.8, f"0/{total:,} rows, writing embeddings")
         written = write_all(store, graph, emb, loaded.version, progress=lambda f, m: report(0.8 + 0.2 * f, m))
     report(1.0, "done")
-    return {
-        "model_version": loaded.version,
-        "nodes": {t: graph.num_nodes(t) for t in NODE_TYPES},
-        "written": written,
-        "last_seq": graph.last_seq,
-        "sample_ratio": sample_ratio,
-        "duration_s": round(time.perf_counter() - t0, 3),
-        "device": str(device),
-    }
+    return EmbeddingsWritten(
+        model_version=loaded.version,
+        nodes={t: graph.num_nodes(t) for t in NODE_TYPES},
+        written=written,
+        last_seq=graph.last_seq,
+        sample_ratio=sample_ratio,
+        duration_s=round(time.perf_counter() - t0, 3),
+        device=str(device),
+    )
 
 
 __all__ = ["embed_all", "embedding_rows", "write_rows", "write_all", "EmbeddingRowT"]

@@ -1,7 +1,7 @@
 """The model's long operations end to end: the initial model, a graph refresh, HGT and fusion training.
 
 Each takes the settings, its parameters and a :data:`~config.progress.Progress` and returns a
-JSON-able report (durations, sample ratio, node counts, HGT loss history, fusion metrics). The API's
+typed report (:mod:`scoring.operation_results`: durations, sample ratio, node counts, HGT loss history, fusion metrics). The API's
 job workers, the CLI and ``ups init`` all run them from here.
 """
 
@@ -14,6 +14,8 @@ import numpy as np
 
 from config.progress import Progress, part, stage
 from config.settings import Settings
+
+from .operation_results import FusionJob, GraphRefreshed, HgtJob, InitialModel
 
 if TYPE_CHECKING:
     from .results import FusionTrained
@@ -34,7 +36,7 @@ def train_fusion(settings: Settings, progress: Progress, *, samples: int, epochs
 
 
 def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion_epochs: int,
-                  train_ratio: float = 1.0, train_mode: str | None = None, oracle: Oracle | None = None) -> dict[str, Any]:
+                  train_ratio: float = 1.0, train_mode: str | None = None, oracle: Oracle | None = None) -> InitialModel:
     """HGT training (on a share of the users, in ``train_mode``, None: the settings'), embeddings of every
     node, then the fusion layer: a usable model from scratch."""
     from config.device import resolve_device
@@ -56,11 +58,11 @@ def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion
     del graph
     fusion = train_fusion(settings, stage(progress, "fusion", 0.8, 1.0), samples=settings.bootstrap_fusion_samples,
                           epochs=fusion_epochs, lr=settings.fusion_lr, oracle=oracle)
-    return {"hgt": hgt, "embeddings": emb, "fusion": fusion}
+    return InitialModel(hgt=hgt, embeddings=emb, fusion=fusion)
 
 
 def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress,
-                  oracle: Oracle | None = None, graphs: GraphCache | None = None) -> dict[str, Any]:
+                  oracle: Oracle | None = None, graphs: GraphCache | None = None) -> GraphRefreshed:
     """Re-embed the sampled or full graph with the current model, or (``full_retrain``) retrain the HGT,
     re-embed and retrain the fusion layer."""
     from .embed import embed_all
@@ -68,33 +70,29 @@ def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress
 
     t0 = time.time()
     ratio = float(params["sample_ratio"]) if params["graph_scope"] == "sampled" else 1.0
-    out: dict[str, Any] = {"mode": params["mode"], "graph_scope": params["graph_scope"], "sample_ratio": ratio}
-    if params["mode"] == "full_retrain":
-        out["hgt"] = train_hgt(settings, epochs=int(params["epochs"]), sample_ratio=ratio,
-                               progress=part(progress, 0.0, 0.55))
-        out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=part(progress, 0.55, 0.8),
-                                      graphs=graphs)
-        out["fusion"] = train_fusion(settings, part(progress, 0.8, 1.0), samples=0,
-                                     epochs=int(params["fusion_epochs"]), lr=settings.fusion_lr, oracle=oracle)
-    else:
-        out["embeddings"] = embed_all(settings, sample_ratio=ratio, progress=progress, graphs=graphs)
-    out["node_counts"] = out["embeddings"].get("nodes")
-    if "hgt" in out:
-        out["hgt_loss"] = out["hgt"].get("final_loss")
-    out["duration_s"] = round(time.time() - t0, 3)
-    return out
+    if params["mode"] != "full_retrain":
+        emb = embed_all(settings, sample_ratio=ratio, progress=progress, graphs=graphs)
+        return GraphRefreshed(mode=params["mode"], graph_scope=params["graph_scope"], sample_ratio=ratio,
+                              embeddings=emb, node_counts=emb["nodes"], duration_s=round(time.time() - t0, 3))
+    hgt = train_hgt(settings, epochs=int(params["epochs"]), sample_ratio=ratio, progress=part(progress, 0.0, 0.55))
+    emb = embed_all(settings, sample_ratio=ratio, progress=part(progress, 0.55, 0.8), graphs=graphs)
+    fusion = train_fusion(settings, part(progress, 0.8, 1.0), samples=0, epochs=int(params["fusion_epochs"]),
+                          lr=settings.fusion_lr, oracle=oracle)
+    return GraphRefreshed(mode=params["mode"], graph_scope=params["graph_scope"], sample_ratio=ratio,
+                          embeddings=emb, node_counts=emb["nodes"], hgt=hgt, hgt_loss=hgt["final_loss"],
+                          fusion=fusion, duration_s=round(time.time() - t0, 3))
 
 
 def fusion_train(settings: Settings, params: dict[str, Any], progress: Progress,
-                 oracle: Oracle | None = None) -> dict[str, Any]:
+                 oracle: Oracle | None = None) -> FusionJob:
     t0 = time.time()
     metrics = train_fusion(settings, progress, samples=int(params["samples"]), epochs=int(params["epochs"]),
                            lr=float(params["lr"]), oracle=oracle)
-    return {"fusion": metrics, "duration_s": round(time.time() - t0, 3)}
+    return FusionJob(fusion=metrics, duration_s=round(time.time() - t0, 3))
 
 
 def hgt_train(settings: Settings, params: dict[str, Any], progress: Progress,
-              graphs: GraphCache | None = None) -> dict[str, Any]:
+              graphs: GraphCache | None = None) -> HgtJob:
     from .embed import embed_all
     from .training import train_hgt
 
@@ -112,8 +110,7 @@ def hgt_train(settings: Settings, params: dict[str, Any], progress: Progress,
         seed=int(params["seed"]),
         progress=part(progress, 0.0, hi),
     )
-    out: dict[str, Any] = {"hgt": metrics}
-    if params["embed"]:
-        out["embeddings"] = embed_all(settings, progress=part(progress, hi, 1.0), graphs=graphs)
-    out["duration_s"] = round(time.time() - t0, 3)
-    return out
+    if not params["embed"]:
+        return HgtJob(hgt=metrics, duration_s=round(time.time() - t0, 3))
+    emb = embed_all(settings, progress=part(progress, hi, 1.0), graphs=graphs)
+    return HgtJob(hgt=metrics, embeddings=emb, duration_s=round(time.time() - t0, 3))

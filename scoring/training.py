@@ -18,7 +18,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from .graph_sample import sample_users
 from .graph_schema import FORWARD_EDGE_TYPES, FORWARD_OF, NODE_TYPES, EdgeType, edge_key
 from .model import GraphEmbedder, info_nce_shared
 from .model_io import initialised, register_model
+from .operation_results import HgtMetrics, HgtTrained, LinkAUC, SplitSizes
 from .partitions import induced_subgraph, metis_partitions
 from .sampler import make_sampler, parse_fanouts
 
@@ -340,23 +341,23 @@ def _records(
     graph: HeteroGraph, es: EdgeSplit, params: TrainParams, settings: Any, history: list[float], best_epoch: int,
     val: dict[str, dict[str, float | None]], test: dict[str, dict[str, float | None]], ratio: float,
     duration: float, device: torch.device,
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+) -> tuple[HgtMetrics, dict[str, Any], dict[str, Any]]:
     """What a trained version records: its metrics, how it was trained, and the summary its event carries."""
-    metrics: dict[str, Any] = {
-        "mode": params.mode,
-        "epochs": params.epochs,
-        "loss_history": [round(x, 6) for x in history],
-        "final_loss": history[-1],
-        "best_epoch": best_epoch,
-        "val_auc": val,
-        "test_auc": test,
-        "nodes": {t: graph.num_nodes(t) for t in NODE_TYPES},
-        "edges": {edge_key(et): len(graph.edges[et]) for et in FORWARD_EDGE_TYPES},
-        "split": es.sizes(),
-        "duration_s": round(duration, 3),
-        "device": str(device),
-        "last_seq": graph.last_seq,
-    }
+    metrics = HgtMetrics(
+        mode=params.mode,
+        epochs=params.epochs,
+        loss_history=[round(x, 6) for x in history],
+        final_loss=history[-1],
+        best_epoch=best_epoch,
+        val_auc=cast(dict[str, LinkAUC], val),
+        test_auc=cast(dict[str, LinkAUC], test),
+        nodes={t: graph.num_nodes(t) for t in NODE_TYPES},
+        edges={edge_key(et): len(graph.edges[et]) for et in FORWARD_EDGE_TYPES},
+        split=cast(dict[str, SplitSizes], es.sizes()),
+        duration_s=round(duration, 3),
+        device=str(device),
+        last_seq=graph.last_seq,
+    )
     training = {
         "sample_ratio": ratio,
         "seed": params.seed,
@@ -392,7 +393,7 @@ def train_hgt(
     seed: int | None = None,
     progress: Progress | None = None,
     graph: HeteroGraph | None = None,
-) -> dict[str, Any]:
+) -> HgtTrained:
     """Train on the store's graph, register the model version, return its metrics. With ``graph`` (the
     whole store's, already read), the users' sample is cut from it instead of read again.
 
@@ -460,9 +461,8 @@ def train_hgt(
     report(0.95, "registering the model")
     with open_store(settings.db) as store:
         version = register_model(store, embedder, metrics, training, summary)
-    metrics["version"] = version
     report(1.0, f"registered hgt model version {version}")
-    return metrics
+    return HgtTrained(**metrics, version=version)
 
 
 __all__ = ["train_hgt", "Trainer", "TrainParams", "metis_partitions", "induced_subgraph", "TRAINING_MODES"]

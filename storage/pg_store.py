@@ -28,6 +28,17 @@ from .pg_schema import APPEND_LOCK, migrate
 _COLUMNS = "seq, event_id, type, user_id, target_id, ts, payload, version, recorded_at"
 _COPY = f"COPY events ({_COLUMNS}) FROM STDIN"
 _MAX_SEQ = 2**62
+#: the bulk append's temporary table and the INSERT that numbers its new events (in their order) after the
+#: last seq, each event_id once
+_EVENTS_IN = (
+    "ord bigint, event_id text COLLATE \"C\", type text, user_id text, target_id text, ts double precision, "
+    "payload text, version integer, recorded_at double precision"
+)
+_APPEND_NEW = (
+    f"INSERT INTO events ({_COLUMNS}) SELECT %s + row_number() OVER (ORDER BY ord), event_id, type, user_id, "
+    "target_id, ts, payload, version, recorded_at FROM (SELECT DISTINCT ON (n.event_id) n.* FROM events_in n "
+    "WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = n.event_id) ORDER BY n.event_id, n.ord) fresh"
+)
 
 
 def _text(s: str) -> str:
@@ -161,13 +172,19 @@ class PgStore:
         return AppendResult(new=new, duplicates=len(rows) - len(new), conflicts=conflicts)
 
     def append_columns(self, batch: NewEvents) -> tuple[int, int]:
-        """Append events given as columns (appended, already there), through :meth:`append`: the COPY
-        there is PostgreSQL's bulk path already."""
-        events = [Event(eid, t, ts, u, tg, from_json(p), batch.version)
-                  for eid, t, u, tg, ts, p in zip(batch.event_id, batch.type, batch.user, batch.target, batch.ts,
-                                                  batch.payload)]
-        result = self.append(events)
-        return len(result.new), result.duplicates
+        """Append events given as columns in one transaction: (appended, already there). Idempotent on
+        ``event_id`` like :meth:`append` (the first of a repeated id is kept); for bulk writers of known
+        content (the mock dataset), so the ids already there are counted, not compared. The rows are
+        COPYed into a temporary table and numbered from it on the server, under the append lock: no
+        ``Event`` per row, and no round trip for the ids already there."""
+        if not len(batch):
+            return 0, 0
+        rows = ((i, *r) for i, r in enumerate(batch.rows(time.time())))
+        with self._db.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
+            top = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+            appended = self._db.copy_then("events_in", _EVENTS_IN, rows, _APPEND_NEW, (int(top[0]) if top else 0,))
+        return appended, len(batch) - appended
 
     def add_dead_letter(self, raw: Any, reason: str, source: str = "") -> None:
         """Keep an event that failed validation, verbatim, with the reason."""

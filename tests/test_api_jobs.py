@@ -13,11 +13,19 @@ from litestar.testing import TestClient
 from api.app import create_app
 from dataflow.prepare import next_db_path
 from api.jobs import finite_only
+from pydantic import TypeAdapter
+from dataflow.prepare import Regenerated
+from scoring.operation_results import FusionJob, GraphRefreshed, HgtJob
 from api_support import TRAINING, folded_store, needs, settings_for, started
 from storage.db import connect
 from storage.operations import Jobs
 from storage.projections import Models
 from config.settings import Settings
+
+
+def _documented(kind: type, result: dict) -> None:
+    """The stored result has every field its kind's schema documents, of the documented types."""
+    TypeAdapter(kind).validate_python(result)
 
 
 @pytest.fixture
@@ -185,6 +193,7 @@ def test_hgt_training_job_runs_to_completion_in_a_worker(job_client: TestClient,
         time.sleep(0.3)
     assert job["state"] == "succeeded", job["error"]
     assert "running" in seen and job["progress"] == 1.0 and job["duration_s"] > 0
+    _documented(HgtJob, job["result"])
     hgt = job["result"]["hgt"]
     assert len(hgt["loss_history"]) == 2 and set(hgt["val_auc"]) == set(hgt["test_auc"])
     # left out of the request: the model was trained with the settings' negatives, temperature and lr
@@ -208,6 +217,8 @@ def test_sampled_refresh_and_fusion_jobs_with_wait(job_client: TestClient) -> No
     job = r.json()
     assert job["state"] == "succeeded", job["error"]
     res = job["result"]
+    _documented(GraphRefreshed, res)
+    assert "hgt" not in res and "fusion" not in res  # an embedding-only refresh trains nothing
     assert res["sample_ratio"] == 0.5 and res["node_counts"]["user"] < 300 and res["duration_s"] > 0
     # the job's metrics say how long its work took and how long it took from submission to its end
     assert 0 < res["work_s"] <= job["duration_s"] + 0.01 and job["duration_s"] <= res["wall_s"] + 0.01
@@ -221,6 +232,7 @@ def test_sampled_refresh_and_fusion_jobs_with_wait(job_client: TestClient) -> No
     r = job_client.post("/api/v1/operations/fusion/train?wait=true", json={"samples": 0, "epochs": 20, "lr": 0.02})
     job = r.json()
     assert r.status_code == 200 and job["state"] == "succeeded", job["error"]
+    _documented(FusionJob, job["result"])
     assert job_client.get("/health").json()["models"]["fusion"] is not None
     kinds = [j["kind"] for j in job_client.get("/api/v1/jobs").json()["jobs"]]
     assert kinds[:2] == ["fusion.train", "graph.refresh"]
@@ -239,6 +251,7 @@ def test_regenerate_switches_to_a_new_database_and_keeps_the_old(folded_copy: Pa
                          "calls_per_user": {"min": 2, "max": 4}})
         job = r.json()
         assert r.status_code == 200 and job["state"] == "succeeded", job["error"]
+        _documented(Regenerated, job["result"])
         new = Path(job["result"]["db"])
         assert new == folded_copy.with_name("ups.gen2.db") and new.exists() and folded_copy.exists()
         assert c.get("/health").json()["api"]["db"] == str(new)

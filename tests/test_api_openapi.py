@@ -95,3 +95,14 @@ def test_the_score_response_lists_its_fields() -> None:
     assert {"user_id", "profile", "score"} <= set(user["properties"])
     score = components[user["properties"]["score"]["$ref"].rsplit("/", 1)[-1]]
     assert {"score", "gate", "f_rule", "f_nn", "rules", "model_version"} <= set(score["properties"])
+
+
+def test_a_job_documents_the_result_of_each_kind() -> None:
+    doc = _schema()
+    components = doc["components"]["schemas"]
+    job = components["JobOut"]["properties"]["result"]
+    kinds = {ref["$ref"].rsplit("/", 1)[-1] for ref in job["oneOf"] if "$ref" in ref}
+    assert kinds == {"GraphRefreshed", "HgtJob", "FusionJob", "Regenerated"}
+    hgt = components[components["HgtJob"]["properties"]["hgt"]["$ref"].rsplit("/", 1)[-1]]
+    assert {"loss_history", "val_auc", "test_auc", "version"} <= set(hgt["properties"])
+    assert {"embeddings", "node_counts", "duration_s"} <= set(components["GraphRefreshed"]["properties"])

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import pytest
 
 from dataflow.control import COMMANDS, STATUS_KEYS, FlowControl, ControlLoop
+from storage import DbLocation, open_store
 from storage.event_store import EventStore
 from storage.operations import OpsHistory, Status
 from storage.projections import Checkpoints
@@ -55,6 +56,32 @@ def test_control_loop_applies_and_resolves_commands(db_path: Path) -> None:
     assert set(STATUS_KEYS) <= set(status)
     assert status["state"] == "stopped" and status["ingestion"] == "paused" and status["refresh"] == "off"
     assert status["pid"] == os.getpid()
+
+
+def test_the_flow_document_shows_the_refresher_of_another_process(store_db: DbLocation) -> None:
+    """In a cluster the refresher runs on one worker of any process, while process 0 alone writes the
+    ``dataflow`` document: that document carries the refresher's figures and names its process."""
+    open_store(store_db).close()
+    refresher, first = FlowControl(refresh_attached=True), FlowControl(refresh_attached=True)
+    refresher.set_refresh_status(refresh_queue=7, model_version=3, device="cpu")
+    loops = [ControlLoop(store_db, first, status_interval=0.05, poll_interval=0.02, process_id=0),
+             ControlLoop(store_db, refresher, status_interval=0.05, poll_interval=0.02, process_id=1)]
+    for loop in loops:
+        loop.start()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        with open_store(store_db) as store:
+            running = store.status.get("dataflow") or {}
+        if running.get("model_version") == 3:
+            break
+        time.sleep(0.05)
+    final = [loop.finish() for loop in loops]
+    assert running["refresh_queue"] == 7 and running["refresh_process"] == 1 and running["device"] == "cpu"
+    assert final[1] is None  # process 1 writes no flow document
+    assert final[0] is not None and final[0]["state"] == "stopped" and final[0]["model_version"] == 3
+    with open_store(store_db) as store:
+        rows = store.status.all()
+    assert rows["dataflow.refresh.1"]["refresh_state"] == "stopped" and "dataflow.refresh.0" not in rows
 
 
 def test_unknown_command_is_rejected_with_the_known_list() -> None:

@@ -11,6 +11,7 @@ from typing import Callable
 import pytest
 
 from storage import DatabaseError, DbLocation, Event, SchemaTooNew, open_store
+from storage.columns import NewEvents
 from store_backends import db_arg, raw_event_count, set_schema_version
 
 
@@ -26,6 +27,23 @@ def test_append_is_idempotent_and_reports_new(store_db: DbLocation) -> None:
         assert r2.new_ids == {"e4"} and r2.duplicates == 2
         assert s.count() == 4
         assert s.append([]).new == []
+
+
+def test_bulk_append_is_idempotent_and_keeps_the_given_order(store_db: DbLocation) -> None:
+    """``append_columns`` (generation, ``ups init``): events numbered in the order given, each event_id
+    once (the first of a repeated one), every field read back as ``append`` stores it."""
+    with open_store(store_db) as s:
+        s.append([ev(1)])
+        assert s.append_columns(NewEvents.of_events([ev(9), ev(1), ev(3), ev(9), ev(2)])) == (3, 2)
+        assert s.append_columns(NewEvents.of_events([])) == (0, 0)
+        assert s.append_columns(NewEvents.of_events([ev(2), ev(4)])) == (1, 1)
+        got = list(s.read())
+        s.append([ev(5)])
+        assert [(e.seq, e.event_id) for e in got] == [(1, "e1"), (2, "e9"), (3, "e3"), (4, "e2"), (5, "e4")]
+        assert [(e.ts, e.user_id, e.target_id, e.payload, e.version) for e in got] == [
+            (1000.0 + i, "U1", "U2", {"duration": float(i)}, 1) for i in (1, 9, 3, 2, 4)
+        ]
+        assert s.last_seq() == s.count() == 6 and s.get("e5") is not None
 
 
 def test_seq_is_global_and_ordered(store_db: DbLocation) -> None:
@@ -100,10 +118,12 @@ def test_dead_letters_keep_the_raw_payload(store_db: DbLocation) -> None:
     assert rows[0]["raw"].endswith("not utf8")
 
 
-def _writer(db: str, prefix: str, n: int, batch: int) -> None:
+def _writer(db: str, prefix: str, n: int, batch: int, bulk: bool = False) -> None:
+    """Append ``n`` events in batches, through ``append`` or (``bulk``) the bulk ``append_columns``."""
     with open_store(db) as s:
         for start in range(0, n, batch):
-            s.append([Event(f"{prefix}{i}", "app.click", float(i), "U1", "A1", {}) for i in range(start, start + batch)])
+            events = [Event(f"{prefix}{i}", "app.click", float(i), "U1", "A1", {}) for i in range(start, start + batch)]
+            s.append_columns(NewEvents.of_events(events)) if bulk else s.append(events)
             time.sleep(0.002)
 
 
@@ -144,13 +164,14 @@ def test_a_tailing_reader_misses_no_event_of_concurrent_appenders(store_db: DbLo
     writers, n, batch = 4, 1500, 50
     errors: list[BaseException] = []
 
-    def write(prefix: str) -> None:
+    def write(prefix: str, bulk: bool) -> None:
         try:
-            _writer(db_arg(store_db), prefix, n, batch)
+            _writer(db_arg(store_db), prefix, n, batch, bulk)
         except BaseException as err:  # reported by the test below, not lost in a thread
             errors.append(err)
 
-    threads = [threading.Thread(target=write, args=(f"t{k}-",)) for k in range(writers)]
+    # two append batches of events, two append them as columns (the bulk path)
+    threads = [threading.Thread(target=write, args=(f"t{k}-", k % 2 == 1)) for k in range(writers)]
     for t in threads:
         t.start()
     seen = _tail(store_db, writers * n, batch, lambda: any(t.is_alive() for t in threads))
