@@ -52,13 +52,14 @@ def append_dataset(
     total = appended = dups = 0
     # the next batch's columns are drawn on a worker thread while SQLite inserts this one (it releases
     # the GIL for each row's step): on two free cores the draw's time mostly hides behind the insert's
-    for batch in read_ahead(gen.dataset_columns(batch_size)):
-        new, already = store.append_columns(batch)
-        total += len(batch)
-        appended += new
-        dups += already
-        if on_appended:
-            on_appended(batch)
-        if on_progress:
-            on_progress(len(batch))
+    with store.bulk_load():
+        for batch in read_ahead(gen.dataset_columns(batch_size)):
+            new, already = store.append_columns(batch)
+            total += len(batch)
+            appended += new
+            dups += already
+            if on_appended:
+                on_appended(batch)
+            if on_progress:
+                on_progress(len(batch))
     return LoadSummary(total, appended, dups, time.perf_counter() - t0, store.last_seq())
