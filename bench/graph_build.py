@@ -1,8 +1,8 @@
-"""Graph-build benchmark: ``build_graph`` from an event store (columns read in bulk, the graph built
-with numpy/torch on the configured device) against the per-event builder it replaced (every event read
-as an object, ``EventStore.read``, and applied through the live path ``HeteroGraph.apply_events`` in
-batches), measured in the same run on the same store; both must give the same node and edge counts.
-Target: >= 2M interactions/s.
+"""Graph-build benchmark: ``build_graph`` from an event store (its graph columns, the integer-coded
+events its appends wrote, read as numpy arrays; the graph built with numpy/torch on the configured
+device) against the per-event builder it replaced (every event read as an object, ``EventStore.read``,
+and applied through the live path ``HeteroGraph.apply_events`` in batches), measured in the same run on
+the same store; both must give the same node and edge counts. Target: >= 2M interactions/s.
 
     python -m bench.graph_build [--users 50000] [--db PATH]
 
@@ -89,7 +89,7 @@ def main() -> None:
     rate = r["interactions_per_s"]
     print(f"[{device.type}] graph build of {r['interactions']:,} interactions (load average "
           f"{', '.join(f'{x:.1f}' for x in r['load_average'])}):\n"
-          f"  build_graph (columnar) {r['build_s']:6.2f} s  {rate / 1e6:5.2f}M/s   {r['build_cpu_s']:6.2f} CPU-s  "
+          f"  build_graph (columns)  {r['build_s']:6.2f} s  {rate / 1e6:5.2f}M/s   {r['build_cpu_s']:6.2f} CPU-s  "
           f"{r['interactions_per_cpu_s'] / 1e6:5.2f}M per CPU-s\n"
           f"  per-event baseline     {r['per_event_s']:6.2f} s  {r['per_event_interactions_per_s'] / 1e6:5.2f}M/s   "
           f"{r['per_event_cpu_s']:6.2f} CPU-s  {r['per_event_interactions_per_cpu_s'] / 1e6:5.2f}M per CPU-s\n"

@@ -190,6 +190,10 @@ def run_dataflow(
         recovery = ensure_recovery(settings, create=not process_id) if settings.recovery else None
         flow = build_live_flow(settings, ingest, control, attach_refresh=attach_refresh)
         with open_store(settings.db) as store:
+            if not process_id:
+                # a log written before the graph columns (or past one that stopped them) is coded once
+                # here, while no append runs; the flow's appends keep them up to date from then on
+                store.graph_columns.catch_up()
             seq0 = store.last_seq()
         control_loop = ControlLoop(
             settings.db,
@@ -301,7 +305,10 @@ def _replay_locked(
             run_main(flow)
         else:
             cli_main(flow, workers_per_process=workers)
-    seconds = time.perf_counter() - t0
     with open_store(target) as store:
+        if from_seq == 1 and target == source_db:
+            # the graph columns are the log's own (a store elsewhere holds only projections of this log)
+            store.graph_columns.rebuild()
         n = store.profiles.count()
+    seconds = time.perf_counter() - t0
     return ReplaySummary(from_seq, last, max(0, last - from_seq + 1), int(n), seconds, target)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
@@ -42,6 +43,18 @@ class CategoricalVocabulary:
 
     def add_many(self, values: Sequence[str | None]) -> np.ndarray:
         return np.fromiter((self.add(v) for v in values), dtype=np.int64, count=len(values))
+
+    def add_column(self, values: Sequence[Any]) -> np.ndarray:
+        """``add_many`` of each value's text (None: the unknown bucket), hashing each value once: the
+        distinct values are added in order of first appearance, as one by one."""
+        arr = np.asarray(values, dtype=object)
+        out = np.zeros(len(arr), np.int64)
+        given = np.flatnonzero(arr != None)  # noqa: E711 - elementwise on an object array
+        # NaN is a value here (its text "nan"), as one by one: only None is missing
+        codes, uniq = pd.factorize(arr[given], use_na_sentinel=False)
+        if len(uniq):
+            out[given] = np.asarray([self.add(_text(v)) for v in uniq], np.int64)[codes]
+        return out
 
     def lookup(self, value: str | None) -> int:
         return self._index.get(value, 0) if value is not None else 0
@@ -132,14 +145,10 @@ class FeatureSpace:
         n = len(rows)
         num = np.full((n, len(s.numeric)), np.nan, dtype=np.float32)
         for j, c in enumerate(s.numeric):
-            for i, r in enumerate(rows):
-                v = r.get(c)
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    num[i, j] = v
+            num[:, j] = _numbers([r.get(c) for r in rows])
         cat = np.zeros((n, len(s.categorical)), dtype=np.int64)
         for j, c in enumerate(s.categorical):
-            vocab = self.vocabs[f"{node_type}.{c}"]
-            cat[:, j] = vocab.add_many([_text(r.get(c)) for r in rows])
+            cat[:, j] = self.vocabs[f"{node_type}.{c}"].add_column([r.get(c) for r in rows])
         seq = np.zeros((n, len(s.sequence), s.seq_len), dtype=np.int64)
         for j, c in enumerate(s.sequence):
             chars = self.vocabs[f"{node_type}.{c}#chars"]
@@ -167,6 +176,18 @@ class FeatureSpace:
 
     def snapshot(self) -> dict[str, list[str]]:
         return {k: v.to_list() for k, v in self.vocabs.items()}
+
+
+_PLAIN_NUMBERS = frozenset({int, float, bool, type(None)})
+
+
+def _numbers(values: list[Any]) -> np.ndarray:
+    """Each value as a float where it is a finite number (bools count), NaN for anything else."""
+    if _PLAIN_NUMBERS.issuperset(map(type, values)):  # the usual case: numpy converts them all at once
+        out = np.asarray(values, dtype=np.float64)
+        out[~np.isfinite(out)] = np.nan
+        return out
+    return np.asarray([v if isinstance(v, (int, float)) and math.isfinite(v) else np.nan for v in values], np.float64)
 
 
 def _text(v: Any) -> str | None:

@@ -216,6 +216,12 @@ class HeteroGraph:
         self.last_seq = max(self.last_seq, end)
         return delta
 
+    def apply_attributes(self, batch: EventBatch, subj: np.ndarray) -> None:
+        """Attribute events (seq order) of nodes already registered, ``subj`` their node indices: their
+        payloads set the attributes as :meth:`apply` sets them (last marks and degrees left alone)."""
+        codes, names = pd.factorize(batch.type)
+        self._apply_attributes(batch, codes, names, subj, {t: [] for t in NODE_TYPES})
+
     def _register_nodes(
         self, batch: EventBatch, codes: np.ndarray, names: np.ndarray, delta: GraphDelta
     ) -> tuple[np.ndarray, np.ndarray]:

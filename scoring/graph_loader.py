@@ -10,6 +10,7 @@ from storage.columns import EventBatch
 from storage import Store, open_store, store_exists
 
 from .graph import HeteroGraph
+from .graph_bulk import fill_graph
 from .graph_schema import ATTRIBUTE_EVENTS, EDGE_TYPES, GRAPH_EVENT_TYPES, NODE_TYPES, RELATIONS, edge_key
 from .results import GraphStatistics
 from .threads import ThreadLimit, read_ahead
@@ -44,7 +45,11 @@ def build_graph(
     # one torch thread: the build's tensor work is copies and scatters, which a second OpenMP thread
     # spun for more than it helped (measured: 0.42 -> 0.02 CPU-s of appends per 1M edges)
     with ThreadLimit(1):
-        for batch in read_ahead(read_batches(store, 1, end, chunk)):
+        # the store's graph columns (integer-coded events) as far as they reach, the log's rows after
+        fill_graph(graph, store.graph_columns.read(end))
+        if progress and end:
+            progress(min(1.0, graph.last_seq / end), f"graph: columns up to seq {graph.last_seq:,}")
+        for batch in read_ahead(read_batches(store, graph.last_seq + 1, end, chunk)):
             graph.apply(batch)
             if progress and end:
                 progress(min(1.0, batch.upto / end), f"graph: read up to seq {batch.upto:,}")

@@ -209,8 +209,19 @@ def _v5(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE jobs ADD COLUMN claimed_by TEXT")
 
 
+def _v6(db: sqlite_utils.Database) -> None:
+    # The graph's events as integer columns, one block per append (storage.graph_columns): the graph
+    # build reads these instead of the log's rows. A store of before starts with none; the log past
+    # the blocks is read as before until GraphBlocks.catch_up codes it.
+    db.execute(
+        "CREATE TABLE graph_blocks (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, token INTEGER NOT NULL, "
+        "new_nodes TEXT NOT NULL, kind BLOB NOT NULL, subj BLOB NOT NULL, tgt BLOB NOT NULL, seq BLOB NOT NULL, "
+        "ts BLOB NOT NULL)"
+    )
+
+
 #: Migration i brings the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+import numpy as np
 from pydantic_core import from_json, to_json
 
 from .columns import EventBatch, NewEvents, scan_columns
 from .db import connect, transaction
 from .events import Event, StoredEvent
 from .embeddings import Embeddings
+from .graph_blocks import GraphBlocks
+from .graph_columns import NodeCodes
 from .operations import Jobs, OpsHistory, Status
 from .projections import Checkpoints, Models, Profiles, Rules
 
@@ -99,6 +102,7 @@ class EventStore:
         self._readonly = readonly
         self._conn: sqlite3.Connection = connect(self.path, readonly=readonly)
         self._stale = False
+        self._codes = NodeCodes()
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -133,6 +137,10 @@ class EventStore:
     @property
     def rules(self) -> Rules:
         return Rules(self.conn)
+
+    @property
+    def graph_columns(self) -> GraphBlocks:
+        return GraphBlocks(self.conn, self._codes)
 
     @property
     def models(self) -> Models:
@@ -198,11 +206,13 @@ class EventStore:
                 # All new (the common case): seq is the rowid, so under our write lock the rows took
                 # before+1, before+2, ... in the order given; no need to read them back.
                 new = [(before + 1 + i, r[0]) for i, r in enumerate(rows)]
+                self._codes.record_rows(self.graph_columns, before, new, rows)
             else:
                 # We hold the write lock, so every row past `before` is one of ours.
                 new = conn.execute(
                     "SELECT seq, event_id FROM events WHERE seq > ? ORDER BY seq", (before,)
                 ).fetchall()
+                self._codes.record_rows(self.graph_columns, before, new, rows)
                 conflicts = self._conflicts(events_list, rows, {eid for _, eid in new})
                 return AppendResult(new=new, duplicates=len(rows) - len(new), conflicts=conflicts)
         return AppendResult(new=new, duplicates=len(rows) - len(new))
@@ -214,9 +224,18 @@ class EventStore:
         if not len(batch):
             return 0, 0
         with self.transaction() as conn:
+            before = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
             changes = conn.total_changes
             conn.executemany(_INSERT, batch.rows(time.time()))
             appended = conn.total_changes - changes
+            if appended == len(batch):
+                seqs = np.arange(before + 1, before + 1 + appended, dtype=np.int64)
+                self._codes.record(self.graph_columns, before, before + appended, seqs, batch.type, batch.user,
+                                   batch.target, batch.ts)
+            elif appended:
+                new = conn.execute("SELECT seq, event_id FROM events WHERE seq > ? ORDER BY seq", (before,)).fetchall()
+                self._codes.record_rows(self.graph_columns, before, new,
+                                        list(zip(batch.event_id, batch.type, batch.user, batch.target, batch.ts)))
         return appended, len(batch) - appended
 
     def _conflicts(self, events: list[Event], rows: list[tuple[Any, ...]], new_ids: set[str]) -> list[tuple[Event, str]]:

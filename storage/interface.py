@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 
 from contextlib import AbstractContextManager
-from typing import Any, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from typing_extensions import Self
 
@@ -23,6 +23,7 @@ from .columns import EventBatch, NewEvents
 from .event_store import AppendResult
 from .events import Event, StoredEvent
 from .embeddings import EmbeddingRow
+from .graph_columns import GraphColumnsData
 from .projections import ModelRow, RuleRow
 
 
@@ -61,6 +62,15 @@ class EmbeddingRepo(Protocol):
     def of_version(self, node_type: str, model_version: int) -> Iterator[tuple[str, np.ndarray, int]]: ...
     def dim(self, node_type: str) -> int | None: ...
     def count(self, node_type: str | None = None) -> int: ...
+
+
+class GraphColumnsRepo(Protocol):
+    """The graph's events as integer columns, in blocks written by the appends (``storage.graph_columns``)."""
+
+    def covered(self) -> int: ...
+    def read(self, upto: int | None = None) -> GraphColumnsData: ...
+    def catch_up(self, chunk: int = 500_000, progress: Callable[[int], None] | None = None) -> int: ...
+    def rebuild(self, chunk: int = 500_000, progress: Callable[[int], None] | None = None) -> int: ...
 
 
 class RuleRepo(Protocol):
@@ -165,6 +175,8 @@ class Store(EventLog, Protocol):
     def profiles(self) -> ProfileRepo: ...
     @property
     def embeddings(self) -> EmbeddingRepo: ...
+    @property
+    def graph_columns(self) -> GraphColumnsRepo: ...
     @property
     def rules(self) -> RuleRepo: ...
     @property

@@ -75,8 +75,17 @@ _V2 = "ALTER TABLE jobs ADD COLUMN created_by text, ADD COLUMN claimed_by text"
 # a flow's profile writes measured about twice as fast
 _V3 = "ALTER TABLE profiles SET (fillfactor = 50); ALTER TABLE embeddings SET (fillfactor = 50)"
 
+# the graph's events as integer columns, one block per append (storage.graph_columns), as the SQLite
+# store's version 6
+_V4 = """
+CREATE TABLE graph_blocks (
+    first_seq bigint PRIMARY KEY, last_seq bigint NOT NULL, token bigint NOT NULL, new_nodes text NOT NULL,
+    kind bytea NOT NULL, subj bytea NOT NULL, tgt bytea NOT NULL, seq bytea NOT NULL, ts bytea NOT NULL
+)
+"""
+
 #: Migration i brings the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS ups_schema (version integer NOT NULL)"

@@ -13,6 +13,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Sequence
 
+import numpy as np
 from pydantic_core import from_json
 
 from config.db_location import PostgresUrl
@@ -20,7 +21,9 @@ from config.db_location import PostgresUrl
 from .columns import EventBatch, NewEvents
 from .event_store import AppendResult, _bounded, _fingerprint, _raw_text, _row, _stored
 from .events import Event, StoredEvent
+from .graph_columns import NodeCodes
 from .pg_db import PgConnections
+from .pg_graph_blocks import PgGraphBlocks
 from .pg_operations import PgJobs, PgOps, PgStatus
 from .pg_projections import PgCheckpoints, PgEmbeddings, PgModels, PgProfiles, PgRules
 from .pg_schema import APPEND_LOCK, migrate
@@ -64,6 +67,7 @@ class PgStore:
         except BaseException:
             self._db.close()
             raise
+        self._codes = NodeCodes()
 
     # the repositories of the projections: each borrows this thread's connection per statement
     @property
@@ -81,6 +85,10 @@ class PgStore:
     @property
     def rules(self) -> PgRules:
         return PgRules(self._db)
+
+    @property
+    def graph_columns(self) -> PgGraphBlocks:
+        return PgGraphBlocks(self._db, self._codes, self.read_columns)
 
     @property
     def models(self) -> PgModels:
@@ -168,6 +176,9 @@ class PgStore:
                 with conn.cursor() as cur, cur.copy(_COPY) as copy:
                     for r in fresh:
                         copy.write_row(r)
+                _, _, types, users, targets, ts, *_ = zip(*fresh)
+                seqs = np.arange(before + 1, before + 1 + len(fresh), dtype=np.int64)
+                self._codes.record(self.graph_columns, before, before + len(fresh), seqs, types, users, targets, ts)
         new = [(r[0], r[1]) for r in fresh]
         return AppendResult(new=new, duplicates=len(rows) - len(new), conflicts=conflicts)
 
@@ -183,7 +194,17 @@ class PgStore:
         with self._db.transaction() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
             top = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
-            appended = self._db.copy_then("events_in", _EVENTS_IN, rows, _APPEND_NEW, (int(top[0]) if top else 0,))
+            before = int(top[0]) if top else 0
+            appended = self._db.copy_then("events_in", _EVENTS_IN, rows, _APPEND_NEW, (before,))
+            if appended == len(batch):  # numbered in the order given
+                seqs = np.arange(before + 1, before + 1 + appended, dtype=np.int64)
+                self._codes.record(self.graph_columns, before, before + appended, seqs, batch.type, batch.user,
+                                   batch.target, batch.ts)
+            elif appended:
+                new = [(int(q), str(e)) for q, e in conn.execute(
+                    "SELECT seq, event_id FROM events WHERE seq > %s ORDER BY seq", (before,)).fetchall()]
+                self._codes.record_rows(self.graph_columns, before, new,
+                                        list(zip(batch.event_id, batch.type, batch.user, batch.target, batch.ts)))
         return appended, len(batch) - appended
 
     def add_dead_letter(self, raw: Any, reason: str, source: str = "") -> None:

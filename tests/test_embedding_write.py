@@ -37,3 +37,19 @@ def test_a_block_whose_parts_disagree_is_refused(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="shape"):
             Embeddings(store.conn).put_block("user", ["a", "b"], np.zeros((3, 4), np.float32), 1, np.zeros(2))
         assert Embeddings(store.conn).count() == 0
+
+
+@pytest.mark.parametrize("odd", ['quo"te', "back\\slash", "tab\there", "ünï©ødé 🙂", "nul\x00inside", "\\u0000"])
+def test_a_block_keeps_any_id_as_given_and_the_last_of_a_repeated_id_wins(tmp_path: Path, odd: str) -> None:
+    ids = ["a", odd, "b", odd]
+    vectors = np.arange(12, dtype=np.float32).reshape(4, 3)
+    with EventStore(tmp_path / "e.db") as store:
+        with store.transaction() as conn:
+            Embeddings(conn).put_block("user", ids, vectors, 1, np.array([1, 2, 3, -4]))
+        emb = Embeddings(store.conn)
+        assert emb.count("user") == 3
+        row = emb.get("user", odd)
+        assert row is not None and row.node_id == odd
+        assert np.array_equal(row.vector, vectors[3]) and row.seq == -4
+        b = emb.get("user", "b")
+        assert b is not None and np.array_equal(b.vector, vectors[2]) and b.seq == 3

@@ -156,3 +156,27 @@ def test_build_graph_moves_its_tensors_to_the_device(default_store: Path, device
     assert g.edges[RELATIONS["call"]].src.view.device.type == device.type
     assert g.nodes["user"].degree.view.device.type == device.type
     assert torch.equal(g.edges[RELATIONS["call"]].dst.view.cpu(), cpu.edges[RELATIONS["call"]].dst.view)
+
+
+def test_the_graph_is_the_same_from_the_log_rows_the_graph_columns_or_both(tmp_path: Path) -> None:
+    """A store of before the graph columns (none), the same store once they are caught up (in chunks),
+    and a build that stops inside a block: each equals the live update of the same events."""
+    db = tmp_path / "ups.db"
+    with EventStore(db) as store:
+        append_dataset(store, MockGenerator(GeneratorConfig(users=300, events_per_user=12)), 1_000)
+        events = [(e.seq, e) for e in store.read()]
+        store.graph_columns.clear()
+        assert store.graph_columns.read().upto == 0
+        from_rows = build_graph(store)
+        assert store.graph_columns.catch_up(chunk=777) == store.last_seq()
+        from_columns = build_graph(store)
+        half = events[len(events) // 2][0] + 3
+        part = build_graph(store, upto_seq=half)
+    live = HeteroGraph("cpu")
+    live.apply_events(events)
+    _same_graph(from_rows, live)
+    _same_graph(from_columns, live)
+    live_part = HeteroGraph("cpu")
+    live_part.apply_events(p for p in events if p[0] <= half)
+    live_part.last_seq = half
+    _same_graph(part, live_part)

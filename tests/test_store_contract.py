@@ -10,8 +10,9 @@ from typing import Callable
 
 import pytest
 
-from storage import DatabaseError, DbLocation, Event, SchemaTooNew, open_store
+from storage import DatabaseError, DbLocation, Event, SchemaTooNew, Store, open_store
 from storage.columns import NewEvents
+from storage.graph_columns import KINDS as GRAPH_KINDS, NODE_TYPES as GRAPH_NODE_TYPES
 from store_backends import db_arg, raw_event_count, set_schema_version
 
 
@@ -319,3 +320,93 @@ def test_each_queued_job_is_claimed_by_one_claimer(store_db: DbLocation) -> None
         assert s.jobs.get(other)["state"] == "queued"  # another kind: not taken
         row = s.jobs.claim(other, "late")
         assert row is not None and row["claimed_by"] == "late" and row["created_by"]
+
+
+# ---------------------------------------------------------------- graph columns
+
+
+def _coded_by_hand(s: Store) -> tuple[list[list[str]], list[tuple[int, int, int, int, float]]]:
+    """The graph columns spelled out one event at a time: node ids per type in order of first
+    appearance (subject before target), (kind, subject code, target code, seq, ts) per graph event."""
+    refs = {"user.registered": ("user", "user_id", None), "user.updated": ("user", "user_id", None),
+            "product.listed": ("product", "target_id", None), "app.listed": ("app", "target_id", None),
+            "call": ("user", "user_id", "user"), "product.order": ("user", "user_id", "product"),
+            "product.click": ("user", "user_id", "product"), "app.usage": ("user", "user_id", "app"),
+            "app.click": ("user", "user_id", "app")}
+    ids: dict[str, dict[str, int]] = {t: {} for t in GRAPH_NODE_TYPES}
+    rows = []
+    for e in s.read():
+        if e.type not in refs:
+            continue
+        st, col, tt = refs[e.type]
+        subj = ids[st].setdefault(getattr(e, col), len(ids[st]))
+        tgt = ids[tt].setdefault(e.target_id, len(ids[tt])) if tt else -1
+        rows.append((GRAPH_KINDS.index(e.type), subj, tgt, e.seq, e.ts))
+    return [list(ids[t]) for t in GRAPH_NODE_TYPES], rows
+
+
+def _columns(s: Store) -> tuple[int, list[list[str]], list[tuple[int, int, int, int, float]]]:
+    d = s.graph_columns.read()
+    return d.upto, d.node_ids, list(zip(d.kind.tolist(), d.subj.tolist(), d.tgt.tolist(), d.seq.tolist(), d.ts.tolist()))
+
+
+def _graph_events(i: int) -> list[Event]:
+    return [Event(f"r{i}", "user.registered", 1.0 + i, f"U{i}", None, {"age": 30}),
+            Event(f"p{i % 3}", "product.listed", 2.0, None, f"P{i % 3}", {"price": 1.0}),
+            Event(f"c{i}", "call", 3.5 + i, f"U{i}", f"U{i + 1}", {"duration": 1.0}),
+            Event(f"l{i}", "label.observed", 4.0, f"U{i}", None, {"label": "churn", "value": 1}),
+            Event(f"o{i}", "product.order", 5.25 + i, f"U{i + 1}", f"P{i % 2}", {"amount": 2.0}),
+            Event(f"a{i}", "app.usage", 6.0, f"U{i}", "A1", {"duration": 3.0})]
+
+
+def test_appends_keep_the_graph_columns_of_the_log(store_db: DbLocation) -> None:
+    with open_store(store_db) as s, open_store(store_db) as other:
+        for i in range(6):
+            (s if i % 2 else other).append(_graph_events(i) + _graph_events(i - 1))  # repeats: duplicates
+        s.append([ev(100, "U9")])
+        s.append_columns(NewEvents.of_events(_graph_events(7) + [ev(101, "U1", "app.click")]))
+        s.append_columns(NewEvents.of_events(_graph_events(5) + _graph_events(8) + _graph_events(8)))  # some there
+        s.append([Event("x", "ops.note", 1.0)])  # no graph event: the blocks still reach the end
+        nodes, rows = _coded_by_hand(s)
+        assert _columns(s) == (s.last_seq(), nodes, rows)
+        assert nodes[0][:3] == ["U0", "U1", "U-1"] and s.graph_columns.covered() == s.last_seq()
+
+
+def test_a_rolled_back_append_leaves_no_graph_columns(store_db: DbLocation) -> None:
+    with open_store(store_db) as s:
+        s.append(_graph_events(0))
+        with pytest.raises(RuntimeError), s.transaction():
+            s.append(_graph_events(1) + [Event("n", "call", 1.0, "NEW", "U0", {"duration": 1.0})])
+            raise RuntimeError("abort")
+        s.append(_graph_events(2))
+        nodes, rows = _coded_by_hand(s)
+        assert "NEW" not in nodes[0] and _columns(s) == (s.last_seq(), nodes, rows)
+
+
+def test_graph_columns_are_rebuilt_from_the_log_as_appends_wrote_them(store_db: DbLocation) -> None:
+    with open_store(store_db) as s:
+        for i in range(4):
+            s.append(_graph_events(i))
+        live = _columns(s)
+        assert s.graph_columns.rebuild(chunk=5) == s.last_seq()
+        assert _columns(s) == live
+
+
+def test_graph_columns_stop_before_an_event_they_cannot_code_and_catch_up_to_the_rest(store_db: DbLocation) -> None:
+    with open_store(store_db) as s:
+        s.append(_graph_events(0))
+        covered = s.last_seq()
+        s.append([Event("bad", "call", 1.0, None, "U1", {"duration": 1.0})])  # no subject (never validated)
+        s.append(_graph_events(1))
+        assert s.graph_columns.covered() == covered == s.graph_columns.read().upto
+        assert s.graph_columns.catch_up() == covered  # the same event stops it again
+
+
+def test_a_writer_that_joins_later_codes_the_nodes_it_finds_as_the_first_writer_did(store_db: DbLocation) -> None:
+    with open_store(store_db) as first:
+        first.append(_graph_events(0) + _graph_events(1))
+    with open_store(store_db) as later:
+        later.append([Event("x", "ops.note", 1.0)])  # no graph event: codes nothing
+        later.append(_graph_events(2))  # U1 and U2 are known: their codes are the first writer's
+        nodes, rows = _coded_by_hand(later)
+        assert _columns(later) == (later.last_seq(), nodes, rows)

@@ -1,0 +1,281 @@
+"""The graph's events as integer columns: what the graph build reads instead of the log's rows.
+
+Each append writes, in its own transaction, one block for the seqs it added: per graph event its kind
+(a small int), the codes of its subject and target nodes, its seq and time, as numpy arrays in BLOBs,
+and the ids of the nodes it names first. A node's code is its rank of first appearance among the nodes
+of its type (an event's subject before its target): the node dictionary is the blocks' new ids in
+order, and a node's code is its index in a graph built from the whole log. Blocks cover a prefix of the
+log (seqs 1..N, gapless); an append whose events cannot be coded (an id missing), or that finds the
+blocks behind the log (a store written before they existed), writes none, and readers read the log past
+the last block as before. :meth:`GraphColumns.rebuild` recodes the whole log.
+
+The writer keeps the dictionary in memory (:class:`NodeCodes`) and checks it against the newest block
+under the write lock, so several writer processes stay consistent and a rolled-back append's nodes are
+dropped.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from itertools import repeat
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+from pydantic_core import from_json, to_json
+
+#: node types, in code order
+NODE_TYPES: tuple[str, ...] = ("user", "product", "app")
+_USER, _PRODUCT, _APP = range(3)
+#: graph event type -> (subject node type, whether the subject is the target column, target node type or -1)
+_REFS: dict[str, tuple[int, bool, int]] = {
+    "user.registered": (_USER, False, -1),
+    "user.updated": (_USER, False, -1),
+    "product.listed": (_PRODUCT, True, -1),
+    "app.listed": (_APP, True, -1),
+    "call": (_USER, False, _USER),
+    "product.order": (_USER, False, _PRODUCT),
+    "product.click": (_USER, False, _PRODUCT),
+    "app.usage": (_USER, False, _APP),
+    "app.click": (_USER, False, _APP),
+}
+#: graph event types, in kind order (a block's kind column indexes this)
+KINDS: tuple[str, ...] = tuple(_REFS)
+#: the kinds whose payload sets node attributes (read from the log with the columns)
+ATTRIBUTE_KINDS: tuple[str, ...] = KINDS[:4]
+_KIND_OF = {t: k for k, t in enumerate(KINDS)}
+_KIND_SET = frozenset(KINDS)
+_SUBJ_TYPE = np.array([r[0] for r in _REFS.values()], np.int8)
+_SUBJ_IS_TARGET = np.array([r[1] for r in _REFS.values()], bool)
+_TGT_TYPE = np.array([r[2] for r in _REFS.values()], np.int8)
+#: where a block's seqs begin from: stored as int32 offsets from it
+_SEQ = np.int32
+
+
+def node_types_of(kind: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per event of these kinds: its subject's node type, its target's (-1: none), as NODE_TYPES positions."""
+    return _SUBJ_TYPE[kind], _TGT_TYPE[kind]
+
+
+@dataclass(slots=True)
+class CodedBlock:
+    """One append's graph events as columns (seq order), and the nodes they name first, per type."""
+
+    first_seq: int
+    last_seq: int
+    kind: np.ndarray  # int8, index into KINDS
+    subj: np.ndarray  # int32 code within the subject's node type
+    tgt: np.ndarray  # int32 code within the target's node type, -1: none
+    seq: np.ndarray  # int64
+    ts: np.ndarray  # float64
+    new_nodes: list[list[str]] = field(default_factory=lambda: [[] for _ in NODE_TYPES])
+    token: int = 0
+
+
+@dataclass(slots=True)
+class GraphColumnsData:
+    """The graph events of seqs 1..``upto`` as columns: the node ids per type (code order), the events,
+    and the attribute events' payloads (parsed, in seq order, with their seqs)."""
+
+    upto: int
+    node_ids: list[list[str]]
+    kind: np.ndarray
+    subj: np.ndarray
+    tgt: np.ndarray
+    seq: np.ndarray
+    ts: np.ndarray
+    attr_seq: np.ndarray
+    attr_payload: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+
+#: a block row as the tables hold it: (first_seq, last_seq, token, new_nodes, kind, subj, tgt, seq, ts)
+BlockRow = tuple[int, int, int, str, bytes, bytes, bytes, bytes, bytes]
+
+
+def block_row(b: CodedBlock) -> BlockRow:
+    return (b.first_seq, b.last_seq, b.token, to_json(b.new_nodes).decode(), b.kind.astype(np.int8).tobytes(),
+            b.subj.astype(np.int32).tobytes(), b.tgt.astype(np.int32).tobytes(),
+            (b.seq - b.first_seq).astype(_SEQ).tobytes(), b.ts.astype(np.float64).tobytes())
+
+
+def concat_blocks(rows: Iterable[tuple[int, int, str, bytes, bytes, bytes, bytes, bytes]]) -> GraphColumnsData:
+    """(first_seq, last_seq, new_nodes, kind, subj, tgt, seq, ts) rows in seq order -> the columns of the
+    gapless prefix they cover from seq 1 (``attr_*`` left empty)."""
+    nodes: list[list[str]] = [[] for _ in NODE_TYPES]
+    parts: list[tuple[np.ndarray, ...]] = []
+    upto = 0
+    for first, last, new_nodes, kind_b, subj_b, tgt_b, seq_b, ts_b in rows:
+        if first != upto + 1:
+            break
+        upto = last
+        for t, ids in enumerate(from_json(new_nodes)):
+            nodes[t].extend(ids)
+        parts.append((np.frombuffer(kind_b, np.int8), np.frombuffer(subj_b, np.int32), np.frombuffer(tgt_b, np.int32),
+                      np.frombuffer(seq_b, _SEQ).astype(np.int64) + first, np.frombuffer(ts_b, np.float64)))
+    kind, subj, tgt, seq, ts = (np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, d)
+                                for i, d in enumerate((np.int8, np.int32, np.int32, np.int64, np.float64)))
+    return GraphColumnsData(upto, nodes, kind, subj, tgt, seq, ts, np.zeros(0, np.int64), [])
+
+
+class BlockTable(Protocol):
+    """What :class:`NodeCodes` needs of a backend's block table, inside the append's transaction."""
+
+    def newest(self) -> tuple[int, int, int] | None:
+        """(first_seq, last_seq, token) of the newest block."""
+        ...
+
+    def has(self, first_seq: int, token: int) -> bool: ...
+
+    def new_nodes_after(self, first_seq: int) -> list[tuple[int, int, str]]:
+        """(first_seq, token, new_nodes JSON) of the blocks after ``first_seq``, in order."""
+        ...
+
+    def insert(self, row: BlockRow) -> None: ...
+
+
+class NodeCodes:
+    """A writer's copy of the node dictionary: id -> code per node type, and the newest block it holds."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.index: list[dict[str, int]] = [{} for _ in NODE_TYPES]
+        self.newest: tuple[int, int] | None = None  # (first_seq, token)
+
+    def _load(self, rows: list[tuple[int, int, str]]) -> None:
+        for first, token, new_nodes in rows:
+            for t, ids in enumerate(from_json(new_nodes)):
+                d = self.index[t]
+                d.update(zip(ids, range(len(d), len(d) + len(ids))))
+            self.newest = (first, token)
+
+    def sync(self, table: BlockTable) -> int:
+        """Bring the copy up to the table (other writers, rolled-back appends); the seq the blocks cover."""
+        top = table.newest()
+        if top is None:
+            self._reset()
+            return 0
+        if self.newest != (top[0], top[2]):
+            if self.newest is None or not table.has(*self.newest):
+                self._reset()
+            self._load(table.new_nodes_after(self.newest[0] if self.newest else 0))
+        return top[1]
+
+    def record(self, table: BlockTable, before: int, last: int, seqs: np.ndarray, types: Sequence[str] | np.ndarray,
+               users: Sequence[str | None] | np.ndarray, targets: Sequence[str | None] | np.ndarray,
+               ts: Sequence[float] | np.ndarray) -> None:
+        """Code the events an append just added (seqs ``before + 1 .. last``, these among them) and write
+        their block, if the blocks reach ``before``."""
+        if last <= before:
+            return
+        if _KIND_SET.isdisjoint(types):  # nothing to code: the dictionary need not even be loaded
+            self._record_empty(table, before, last)
+            return
+        if self.sync(table) != before:
+            return
+        self.newest = None  # until the block is in: a failure on the way makes the next sync reload
+        block = self.code(before + 1, last, seqs, types, users, targets, ts)
+        if block is None:
+            return
+        table.insert(block_row(block))
+        self.newest = (block.first_seq, block.token)
+
+    def record_rows(self, table: BlockTable, before: int, new: Sequence[tuple[int, str]],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        """:meth:`record` of the rows an append was given (``(event_id, type, user_id, target_id, ts,
+        ...)``), of which ``new`` (their (seq, event id)) were appended: an id's first row, where one
+        repeats or was there already."""
+        if not new:
+            return
+        if len(new) != len(rows):
+            first: dict[str, Sequence[Any]] = {}
+            for r in rows:
+                first.setdefault(r[0], r)
+            rows = [first[eid] for _, eid in new]
+        _, types, users, targets, ts, *_ = zip(*rows)
+        seqs = np.fromiter((s for s, _ in new), np.int64, len(new))
+        self.record(table, before, int(seqs[-1]), seqs, types, users, targets, ts)
+
+    def _record_empty(self, table: BlockTable, before: int, last: int) -> None:
+        """The block of an append without graph events (rules, labels, operations ...): it only moves
+        the blocks' end. The copy stays as current as it was."""
+        top = table.newest()
+        if (top[1] if top else 0) != before:
+            return
+        current = self.newest == (top[0], top[2]) if top else self.newest is None and not any(self.index)
+        empty = np.zeros(0, np.int64)
+        block = CodedBlock(before + 1, last, empty.astype(np.int8), empty.astype(np.int32), empty.astype(np.int32),
+                           empty, empty.astype(np.float64), token=secrets.randbits(62))
+        table.insert(block_row(block))
+        if current:
+            self.newest = (block.first_seq, block.token)
+
+    def code(self, first: int, last: int, seqs: np.ndarray, types: Sequence[str] | np.ndarray,
+             users: Sequence[str | None] | np.ndarray, targets: Sequence[str | None] | np.ndarray,
+             ts: Sequence[float] | np.ndarray) -> CodedBlock | None:
+        """The block of these events (None: a graph event lacks an id it needs). New nodes enter the
+        dictionary now: :meth:`record` makes the next :meth:`sync` drop them unless its block is written."""
+        tcodes, names = pd.factorize(np.asarray(types, dtype=object))
+        kind_all = np.array([_KIND_OF.get(n, -1) for n in names], np.int8)[tcodes] if len(names) else np.zeros(0, np.int8)
+        sel = np.flatnonzero(kind_all >= 0)
+        kind = kind_all[sel]
+        user = np.asarray(users, dtype=object)[sel]
+        target = np.asarray(targets, dtype=object)[sel]
+        n = len(sel)
+        ids = np.empty(2 * n, dtype=object)
+        ids[0::2] = np.where(_SUBJ_IS_TARGET[kind], target, user)
+        ids[1::2] = target
+        typ = np.empty(2 * n, np.int8)
+        typ[0::2], typ[1::2] = _SUBJ_TYPE[kind], _TGT_TYPE[kind]
+        code = np.full(2 * n, -1, np.int32)
+        new_nodes: list[list[str]] = [[] for _ in NODE_TYPES]
+        for t in range(len(NODE_TYPES)):
+            at = np.flatnonzero(typ == t)
+            if not len(at):
+                continue
+            values = ids[at]
+            if pd.isna(values).any():
+                return None
+            codes, uniq = pd.factorize(values)
+            d = self.index[t]
+            found = np.fromiter(map(d.get, uniq, repeat(-1)), np.int64, len(uniq))
+            new = found < 0
+            if new.any():
+                fresh = uniq[new].tolist()
+                found[new] = np.arange(len(d), len(d) + len(fresh))
+                d.update(zip(fresh, found[new].tolist()))
+                new_nodes[t] = fresh
+            code[at] = found[codes]
+        return CodedBlock(first, last, kind, code[0::2], code[1::2], np.asarray(seqs, np.int64)[sel],
+                          np.asarray(ts, np.float64)[sel], new_nodes, secrets.randbits(62))
+
+
+def code_log(table: BlockTable, codes: NodeCodes, start: int, batches: Iterable[Any],
+             write: Callable[[Callable[[], bool]], bool]) -> None:
+    """Code the log's columnar ``batches`` (``storage.columns.EventBatch`` of the graph event types, in
+    seq order, covering the seqs after ``start``) into blocks, each written by ``write`` (which runs it
+    in a transaction). What another writer coded meanwhile is not coded twice."""
+    lo = start
+    for batch in batches:
+
+        def one(batch: Any = batch, lo: int = lo) -> bool:
+            before = codes.sync(table)
+            if before < lo:  # the blocks end before this batch: someone took blocks away
+                return False
+            fresh = np.flatnonzero(batch.seq > before)
+            codes.record(table, before, batch.upto, batch.seq[fresh], np.asarray(batch.type, dtype=object)[fresh],
+                         batch.user[fresh], batch.target[fresh], batch.ts[fresh])
+            return True
+
+        if not write(one):
+            return
+        lo = batch.upto
+
+
+__all__ = ["NODE_TYPES", "KINDS", "ATTRIBUTE_KINDS", "CodedBlock", "GraphColumnsData", "NodeCodes", "code_log",
+           "node_types_of"]
