@@ -182,6 +182,12 @@ class PgStore:
         new = [(r[0], r[1]) for r in fresh]
         return AppendResult(new=new, duplicates=len(rows) - len(new), conflicts=conflicts)
 
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """Around a bulk load: nothing to change here (the appends COPY, and the server maintains the
+        indexes as it inserts the copied rows)."""
+        yield
+
     def append_columns(self, batch: NewEvents) -> tuple[int, int]:
         """Append events given as columns in one transaction: (appended, already there). Idempotent on
         ``event_id`` like :meth:`append` (the first of a repeated id is kept); for bulk writers of known
