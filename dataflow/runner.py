@@ -195,8 +195,9 @@ def run_dataflow(
         with open_store(settings.db) as store:
             if not process_id:
                 # a log written before the graph columns (or past one that stopped them) is coded once
-                # here, while no append runs; the flow's appends keep them up to date from then on
+                # here; the flow's appends keep them up to date from then on
                 store.graph_columns.catch_up()
+                store.graph_columns.compact()  # the small blocks of the last run's few-event appends
             seq0 = store.last_seq()
         control_loop = ControlLoop(
             settings.db,

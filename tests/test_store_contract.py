@@ -423,3 +423,16 @@ def test_a_writer_that_joins_later_codes_the_nodes_it_finds_as_the_first_writer_
         later.append(_graph_events(2))  # U1 and U2 are known: their codes are the first writer's
         nodes, rows = _coded_by_hand(later)
         assert _columns(later) == (later.last_seq(), nodes, rows)
+
+
+def test_compacted_graph_columns_read_the_same_and_appends_go_on_after_them(store_db: DbLocation) -> None:
+    with open_store(store_db) as s:
+        for i in range(8):
+            s.append(_graph_events(i))  # one small block each
+        before = _columns(s)
+        assert s.graph_columns.compact(small=100, target=20) == 6  # 8 blocks of 5 graph events -> 2 of 20
+        assert _columns(s) == before
+        assert s.graph_columns.compact(small=100, target=20) == 0
+        s.append(_graph_events(9))  # the writer's newest block was merged away: it reloads the dictionary
+        nodes, rows = _coded_by_hand(s)
+        assert _columns(s) == (s.last_seq(), nodes, rows)
