@@ -3,9 +3,11 @@ device (``UPS_DEVICE``), into a fresh database; one table of each stage's time, 
 (resident set, sampled), against a bare baseline where one exists, measured in the same run:
 
 * draw (the mock dataset as the store's rows, not stored: the generator's own rate);
-* generate (mock dataset as columns -> the event log) against a raw SQLite insert of the same rows
-  into a table without indexes (the rows handed over ready-made);
-* fold (the bulk profile fold) against nothing bare (what it replaces is the Bytewax replay);
+* generate (mock dataset as columns -> the event log, and the profile fold's accumulators fed from the
+  same columns, as ``ups init`` does) against a raw SQLite insert of the same rows into a table without
+  indexes (the rows handed over ready-made);
+* fold (the profiles of the fold made while generating, written) against nothing bare (what it replaces
+  is the Bytewax replay);
 * graph (the store's columns -> the HGT graph), train (the initial HGT), fusion: no bare baseline;
 * embed (a forward pass and the rows written) against a raw ``executemany`` of as many embedding
   rows, already built, into the same schema.
@@ -132,11 +134,10 @@ def draw(gen: Any) -> int:
 
 
 def run(users: int, folder: Path) -> list[Stage]:
-    from dataflow.bootstrap import append_dataset
-    from dataflow.bulk_fold import bulk_fold
     from dataflow.generator import GeneratorConfig, MockGenerator
     from config.device import resolve_device
     from dataflow.oracle import retention_oracle
+    from dataflow.prepare import generate_if_empty, project
     from scoring.graph_loader import build_graph
     from scoring.orchestration import train_fusion
     from storage.event_store import EventStore
@@ -147,19 +148,20 @@ def run(users: int, folder: Path) -> list[Stage]:
     cfg = GeneratorConfig.from_settings(settings)
     drawn, s, peak, cpu = _timed(lambda: draw(MockGenerator(cfg)))
     stages.append(Stage("draw", s, drawn, "events", peak, cpu))
-    gen = MockGenerator(cfg)
+    # as ups init: the profiles are folded from the columns as they are appended, then written
+    generated, s, peak, cpu = _timed(lambda: generate_if_empty(settings, lambda f, m: None))
+    stages.append(Stage("generate", s, generated.appended, "events", peak, cpu,
+                        raw_insert_seconds(MockGenerator(cfg), folder / "raw.db")))
+    folded, s, peak, cpu = _timed(lambda: project(settings, lambda f, m: None, generated.fold))
+    stages.append(Stage("fold", s, folded, "events", peak, cpu))
+    generated.fold = None  # its accumulators are written: not kept through the model stages
     with EventStore(db) as store:
-        summary, s, peak, cpu = _timed(lambda: append_dataset(store, gen))
-        stages.append(Stage("generate", s, summary.events, "events", peak, cpu,
-                            raw_insert_seconds(MockGenerator(gen.cfg), folder / "raw.db")))
-        folded, s, peak, cpu = _timed(lambda: bulk_fold(store))
-        stages.append(Stage("fold", s, folded.events, "events", peak, cpu))
         graph, s, peak, cpu = _timed(lambda: build_graph(store, device=resolve_device(settings.device)))
         stages.append(Stage("graph", s, graph.num_edges() // 2, "edges", peak, cpu))
     for stage in _model_stages(settings, graph, users, folder):
         stages.append(stage)
     del graph  # as ups init: the fusion runs without the graph in memory
-    fusion, s, peak, cpu = _timed(lambda: train_fusion(settings, lambda f, m: None, samples=0,
+    fusion, s, peak, cpu = _timed(lambda: train_fusion(settings, lambda f, m: None, samples=settings.bootstrap_fusion_samples,
                                                   epochs=settings.bootstrap_fusion_epochs, lr=settings.fusion_lr,
                                                   oracle=retention_oracle(db, settings)))
     stages.append(Stage("fusion", s, users, "users", peak, cpu))
@@ -168,13 +170,16 @@ def run(users: int, folder: Path) -> list[Stage]:
 
 def _model_stages(settings: Settings, graph: Any, users: int, folder: Path) -> list[Stage]:
     """As ups init: the graph read once, the HGT trained on its users' sample, the embeddings of all of it."""
-    from dataflow.prepare import initial_train_share
+    from dataflow.prepare import initial_train_plan
     from scoring.embed import embed_all
     from scoring.training import train_hgt
 
-    ratio = initial_train_share(settings, users)
-    hgt, s, peak, cpu = _timed(lambda: train_hgt(settings, epochs=settings.bootstrap_epochs, sample_ratio=ratio,
-                                                 graph=graph))
+    plan = initial_train_plan(settings, users)
+    hgt, s, peak, cpu = _timed(lambda: train_hgt(settings, epochs=plan.epochs, sample_ratio=plan.share,
+                                                 mode=plan.mode, graph=graph))
+    aucs = {k: round(v["trained"], 3) for k, v in hgt["test_auc"].items() if v.get("trained") is not None}
+    print(f"          HGT {hgt['mode']}, {plan.epochs} epoch(s) on {plan.share:.0%} of the users; held-out link AUC "
+          f"mean {np.mean(list(aucs.values())):.3f}: {aucs}", flush=True)
     emb, s2, peak2, cpu2 = _timed(lambda: embed_all(settings, graph=graph))
     written = int(emb["written"])
     return [Stage("train", s, int(hgt["nodes"]["user"]), "users", peak, cpu),

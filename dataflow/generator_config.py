@@ -73,6 +73,11 @@ class GeneratorConfig:
     app_clicks_per_user: EdgeRange = NO_LIMIT
 
     def __post_init__(self) -> None:
+        # the tag hashes the fields' JSON, where 5 and 5.0 differ: one number, one tag
+        for name in ("events_per_user", "history_days", "label_share", "history_end", "new_user_share"):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
         problems = []
         for name in EDGE_RANGES:
             try:

@@ -52,10 +52,12 @@ def write_rows(store: Store, rows: Iterable[EmbeddingRowT], batch: int = 20_000)
     return n
 
 
-def write_all(store: Store, graph: HeteroGraph, emb: Mapping[str, Tensor], version: int, chunk: int = 50_000) -> int:
+def write_all(store: Store, graph: HeteroGraph, emb: Mapping[str, Tensor], version: int, chunk: int = 50_000,
+              progress: Progress | None = None) -> int:
     """Upsert every node's embedding, one transaction per ``chunk`` nodes of a type, in blocks
-    (``Embeddings.put_block``: no Python step per row)."""
+    (``Embeddings.put_block``: no Python step per row); ``progress`` gets the rows written of all."""
     n = 0
+    total = sum(len(graph.nodes[t]) for t in NODE_TYPES)
     for t in NODE_TYPES:
         table = graph.nodes[t]
         for a in range(0, len(table), chunk):
@@ -64,6 +66,8 @@ def write_all(store: Store, graph: HeteroGraph, emb: Mapping[str, Tensor], versi
             seqs = table.last_seq.view[a:b].cpu().numpy()
             with store.transaction():
                 n += store.embeddings.put_block(t, table.ids[a:b], vectors, version, seqs)
+            if progress:
+                progress(n / max(1, total), f"{n:,}/{total:,} rows")
     return n
 
 
@@ -116,10 +120,12 @@ def embed_all(
                 store, device=device, sample_ratio=sample_ratio, sample_seed=settings.train_seed,
                 compact_min=settings.graph_compact_min, progress=graph_progress,
             )
-        report(0.3, "forward pass")
+        total = sum(graph.num_nodes(t) for t in NODE_TYPES)
+        # the count is the rows written (the stage's rate: rows per second of forward and write)
+        report(0.3, f"0/{total:,} rows, forward pass")
         emb = loaded.embedder.eval().embed_all(graph, settings.embed_chunk_edges, lambda f, m: report(0.3 + 0.5 * f, m))
-        report(0.8, "writing embeddings")
-        written = write_all(store, graph, emb, loaded.version)
+        report(0.8, f"0/{total:,} rows, writing embeddings")
+        written = write_all(store, graph, emb, loaded.version, progress=lambda f, m: report(0.8 + 0.2 * f, m))
         written += write_neighbourhoods(store, graph, emb["user"], loaded.version)
     report(1.0, "done")
     return EmbeddingsWritten(

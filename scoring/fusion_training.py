@@ -221,13 +221,13 @@ def train_fusion_core(
         for i, (key, stage) in enumerate(zip(keys, stages(model))):
             chosen[key] = _fit(model, stage, fs, None)
             if progress:
-                progress((i + 1) / 6, f"{stage.label}: best validation loss {chosen[key]['val_loss']:.4f}")
+                progress((i + 1) / 6, f"{i + 1}/6 fits, {stage.label}: best validation loss {chosen[key]['val_loss']:.4f}")
     model = fresh()
     test_scores: dict[str, np.ndarray] = {}
     x, e, f, y = tensors["test"]
     for i, (key, stage) in enumerate(zip(keys, stages(model))):
         if progress:
-            progress((3 + i) / 6, f"{stage.label}: fitting on train and validation users")
+            progress((3 + i) / 6, f"{3 + i}/6 fits, {stage.label}: fitting on train and validation users")
         chosen[key].update(_fit(model, stage, fs, max(1, chosen[key]["best_epoch"])))
         with torch.no_grad():
             o = model(x, e, f)
@@ -235,5 +235,5 @@ def train_fusion_core(
     metrics = _test_metrics(model, data, tensors["test"], chosen, test_scores)
     auc = metrics["auc"]
     if progress:
-        progress(1.0, f"AUC rule {auc['rule']} gnn {auc['gnn']} fused {auc['fused']} oracle {auc['oracle']}")
+        progress(1.0, f"6/6 fits, AUC rule {auc['rule']} gnn {auc['gnn']} fused {auc['fused']} oracle {auc['oracle']}")
     return model, metrics

@@ -36,9 +36,9 @@ def train_fusion(settings: Settings, progress: Progress, *, samples: int, epochs
 
 
 def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion_epochs: int,
-                  train_ratio: float = 1.0, oracle: Oracle | None = None) -> InitialModel:
-    """HGT training (on a share of the users), embeddings of every node, then the fusion layer: a usable
-    model from scratch."""
+                  train_ratio: float = 1.0, train_mode: str | None = None, oracle: Oracle | None = None) -> InitialModel:
+    """HGT training (on a share of the users, in ``train_mode``, None: the settings'), embeddings of every
+    node, then the fusion layer: a usable model from scratch."""
     from config.device import resolve_device
     from storage import open_store
 
@@ -52,12 +52,12 @@ def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion
         last = store.last_seq()
         graph = build_graph(store, device=resolve_device(settings.device), compact_min=settings.graph_compact_min,
                             progress=lambda f, m: read(f, f"{round(f * last):,}/{last:,} events"))
-    hgt = train_hgt(settings, epochs=epochs, sample_ratio=train_ratio, progress=stage(progress, "train", 0.1, 0.6),
-                    graph=graph)
+    hgt = train_hgt(settings, epochs=epochs, sample_ratio=train_ratio, mode=train_mode,
+                    progress=stage(progress, "train", 0.1, 0.6), graph=graph)
     emb = embed_all(settings, sample_ratio=1.0, progress=stage(progress, "embed", 0.6, 0.8), graph=graph)
     del graph
-    fusion = train_fusion(settings, stage(progress, "fusion", 0.8, 1.0), samples=0, epochs=fusion_epochs,
-                          lr=settings.fusion_lr, oracle=oracle)
+    fusion = train_fusion(settings, stage(progress, "fusion", 0.8, 1.0), samples=settings.bootstrap_fusion_samples,
+                          epochs=fusion_epochs, lr=settings.fusion_lr, oracle=oracle)
     return InitialModel(hgt=hgt, embeddings=emb, fusion=fusion)
 
 

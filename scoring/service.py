@@ -465,7 +465,7 @@ class ScoringService:
             raise BadRequest(f"lr must be a number in (0, 10], not {lr!r}")
         t0 = time.perf_counter()
         if progress:
-            progress(0.0, "reading labels, profiles and embeddings")
+            progress(0.0, "0/6 fits, reading labels, profiles and embeddings")
         st = self._current()
         data, emb_version = training_data(self.store, self._lock, s, st.engine, samples, self._default_emb_dim())
         if oracle is not None:

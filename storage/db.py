@@ -222,6 +222,8 @@ def _v6(db: sqlite_utils.Database) -> None:
 
 #: Migration i brings the schema from version i to i + 1. Append, never edit.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+#: the log's (type, seq) index as the first schema version made it
+TYPE_SEQ_INDEX = 'CREATE INDEX IF NOT EXISTS "events_type_seq" ON "events" ("type", "seq")'
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -250,6 +252,10 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     try:
         _migrate(conn, path, readonly)
+        if not readonly:
+            # a bulk load leaves this index out while it runs (EventStore.bulk_load); one killed before
+            # its end left it missing: built here (a no-op, with no write lock, when it is there)
+            conn.execute(TYPE_SEQ_INDEX)
     except BaseException:
         conn.close()
         raise

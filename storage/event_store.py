@@ -15,7 +15,7 @@ import numpy as np
 from pydantic_core import from_json, to_json
 
 from .columns import EventBatch, NewEvents, scan_columns
-from .db import connect, transaction
+from .db import TYPE_SEQ_INDEX, connect, transaction
 from .events import Event, StoredEvent
 from .embeddings import Embeddings
 from .graph_blocks import GraphBlocks
@@ -216,6 +216,23 @@ class EventStore:
                 conflicts = self._conflicts(events_list, rows, {eid for _, eid in new})
                 return AppendResult(new=new, duplicates=len(rows) - len(new), conflicts=conflicts)
         return AppendResult(new=new, duplicates=len(rows) - len(new))
+
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """Around a bulk load into an empty log: its ``(type, seq)`` index is left out while the rows go
+        in and built once at the end, one sort instead of an index insert per event (at 12M events
+        about a fifth of the load's CPU). A log with events keeps it (a rebuild would cost more than the
+        load saves); a process killed mid-load leaves it to the next writable open (``storage.db``)."""
+        if self.last_seq() > 0:
+            yield
+            return
+        with self.transaction() as conn:
+            conn.execute("DROP INDEX IF EXISTS events_type_seq")
+        try:
+            yield
+        finally:
+            with self.transaction() as conn:
+                conn.execute(TYPE_SEQ_INDEX)
 
     def append_columns(self, batch: NewEvents) -> tuple[int, int]:
         """Append events given as columns in one transaction: (appended, already there). Idempotent on

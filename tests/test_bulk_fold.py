@@ -60,3 +60,52 @@ def test_bulk_fold_refuses_a_store_already_folded(tmp_path: Path, small_gen: Moc
         bulk_fold(store)
         with pytest.raises(ValueError, match="empty profiles only"):
             bulk_fold(store)
+
+
+@pytest.mark.parametrize("fold_chunk", [3_000, 500_000])
+def test_the_fold_made_while_generating_equals_the_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         fold_chunk: int) -> None:
+    """``ups init`` folds the profiles from the dataset's columns as they are appended (the log is not read
+    back), a chunk of events at a time: the profiles are the replay's of the same log."""
+    from dataflow import bulk_fold as module
+    from dataflow.prepare import generate_if_empty, project
+
+    monkeypatch.setattr(module, "FOLD_CHUNK", fold_chunk)
+    settings = Settings(db=tmp_path / "a.db", users=400)
+    generated = generate_if_empty(settings, lambda f, m: None)
+    assert generated.fold is not None and generated.appended > 5000
+    copy = tmp_path / "b.db"
+    shutil.copy(settings.db, copy)
+    assert project(settings, lambda f, m: None, generated.fold) == generated.fold.events
+    replay(Settings(db=copy), from_seq=1)
+    assert profile_rows(settings.db) == profile_rows(copy) and len(profile_rows(copy)) == 400
+    with EventStore(settings.db) as store:
+        assert store.checkpoints.get(PROFILES_CHECKPOINT) == store.last_seq()
+
+
+def test_a_generation_another_writer_came_between_reads_the_log_back(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event appended by another writer while the dataset is written moves the dataset's seqs: no
+    in-memory fold then, the log is read back, and the profiles are still the replay's."""
+    from dataflow.bulk_fold import ProfileFold
+    from dataflow.prepare import generate_if_empty, project
+
+    settings = Settings(db=tmp_path / "a.db", users=300)
+    plain = ProfileFold.add_appended
+    batches = []
+
+    def meanwhile(self: ProfileFold, cols: Any, first_seq: int) -> None:
+        plain(self, cols, first_seq)
+        batches.append(len(cols))
+        if len(batches) == 1:  # after the first batch
+            with EventStore(settings.db) as other:
+                other.append([Event("x1", "call", 1.9e9, "U0000001", "U0000002", {"duration": 1.5})])
+
+    monkeypatch.setattr(ProfileFold, "add_appended", meanwhile)
+    generated = generate_if_empty(settings, lambda f, m: None)
+    assert generated.appended > 0 and generated.fold is None
+    copy = tmp_path / "b.db"
+    shutil.copy(settings.db, copy)
+    project(settings, lambda f, m: None, generated.fold)
+    replay(Settings(db=copy), from_seq=1)
+    assert profile_rows(settings.db) == profile_rows(copy)

@@ -57,6 +57,15 @@ def test_new_datasets_carry_the_new_version_in_their_tag(tmp_path: Path) -> None
         assert again.appended == 0 and again.duplicates == gen.dataset_size()
 
 
+def test_a_whole_number_given_as_int_or_float_is_one_dataset() -> None:
+    """Settings hold events_per_user as 5.0; code may pass 5: both must name (and generate) the same dataset."""
+    as_int = GeneratorConfig(users=40, products=10, apps=8, events_per_user=5, history_days=30, seed=3)
+    as_float = GeneratorConfig.from_settings(Settings(users=40, products=10, apps=8, events_per_user=5.0,
+                                                      history_days=30.0, seed=3))
+    assert as_int.tag == as_float.tag
+    assert column_digest(MockGenerator(as_int), 500) == column_digest(MockGenerator(as_float), 500)
+
+
 def _load_v2(db: Path) -> int:
     events = [validate_event(json.loads(line)) for line in V2_DATASET.read_text(encoding="utf-8").splitlines()]
     with EventStore(db) as store:

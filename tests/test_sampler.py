@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from graph_fixtures import random_events, random_graph, random_model
+from test_hgt_layer import conv_layer
 from scoring.graph_schema import EDGE_TYPES, NODE_TYPES
 from scoring.sampler import NeighborSampler, merge_subgraphs, parse_fanouts
 
@@ -144,7 +145,7 @@ def test_seed_only_layer_equals_the_conv_on_the_seeds(fanout: int | None, seed_t
         model.encoder.bind(g)
         h = model.hgt.inputs(model.encoder({t: g.raw_features(t, sub.node_idx[t]) for t in NODE_TYPES}))
         for i in range(2):
-            full = model.hgt.layer(i, h, sub.edge_index)
+            full = conv_layer(model.hgt, i, h, sub.edge_index)
             only = model.hgt.seed_layer(i, h, sub.edge_index, sub.num_seeds)
             # the edges' distinct sources computed once for all layers (the refresh does): the same
             sources = {et: torch.unique(ei[0], return_inverse=True) for et, ei in sub.edge_index.items() if ei.shape[1]}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from config.progress import stage
@@ -25,3 +28,22 @@ def test_each_stage_gets_a_bar_with_its_count_and_rate(capsys: pytest.CaptureFix
     assert "100k/100k" in finished["generate"] and "events/s" in finished["generate"]
     assert "3.00/3.00" in finished["train"] and "epoch" in finished["train"]
     assert not any("registered" in line for line in lines)
+
+
+def test_every_stage_of_init_shows_a_total_and_a_rate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from config.settings import Settings
+    from dataflow.prepare import prepare
+
+    bars = StageBars(quiet=False)
+    prepare(Settings(db=tmp_path / "ups.db", users=300, bootstrap_epochs=1, bootstrap_fusion_epochs=20), bars)
+    bars.close()
+    err = capsys.readouterr().err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
+    finished = {line.split(":")[0].strip(): line for line in lines}
+    assert {"generate", "fold", "graph", "train", "embed", "fusion"} <= set(finished), sorted(finished)
+    for name in ("generate", "fold", "graph", "train", "embed", "fusion"):
+        line = finished[name]
+        # a count with its total ("1.00/1.00", "300/300") and a rate ("15.2events/s" or "6.55s/epoch")
+        count = re.search(r"\| *[\d.]+[kM]?/[\d.]+[kM]? \[", line)
+        rate = re.search(r"[\d.]+[kM]?[a-z]+/s|[\d.]+s/[a-z]+", line)
+        assert count and rate and "?" not in line, line

@@ -74,3 +74,29 @@ def test_a_store_with_one_shared_model_counter_keeps_its_versions(db_path: Path)
             ("hgt", 1), ("fusion", 2), ("hgt", 3), ("fusion", 3), ("hgt", 4)]
 
 
+
+
+def test_a_bulk_load_into_an_empty_log_ends_with_its_type_index(tmp_path: Path) -> None:
+    """The (type, seq) index is left out during a bulk load into an empty log and built at its end; a
+    load killed before its end leaves it to the next writable open."""
+
+    def indexes(db: Path) -> set[str]:
+        with sqlite3.connect(db) as conn:
+            return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+
+    db = tmp_path / "a.db"
+    with EventStore(db) as store:
+        with store.bulk_load():
+            assert "events_type_seq" not in indexes(db)
+            store.append([Event("e1", "label.observed", 1.0, "U1", None, {"label": "churn", "value": 1})])
+        assert "events_type_seq" in indexes(db)
+        plan = store.conn.execute("EXPLAIN QUERY PLAN SELECT seq FROM events WHERE type = 'x'").fetchall()
+        assert "events_type_seq" in str(plan)
+        with store.bulk_load():  # a log with events keeps its index throughout
+            assert "events_type_seq" in indexes(db)
+    with sqlite3.connect(db) as conn:  # as a load killed midway leaves it
+        conn.execute("DROP INDEX events_type_seq")
+    with EventStore(db, readonly=True):
+        assert "events_type_seq" not in indexes(db)
+    with EventStore(db) as store:
+        assert "events_type_seq" in indexes(db) and store.count() == 1
