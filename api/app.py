@@ -12,7 +12,6 @@ import importlib
 import importlib.util
 import logging
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Sequence
 
 import anyio
@@ -27,6 +26,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.pydantic import PydanticPlugin
 from litestar.types import ControllerRouterHandler
 
+from config.db_location import switched_to
 from config.settings import Settings
 
 from . import metrics, routes_data, routes_graph, routes_jobs, routes_ops, routes_rules, routes_users, sse
@@ -69,7 +69,7 @@ def _after_job(ctx: AppContext) -> Callable[[dict[str, Any]], None]:
                 ctx.store().ops.record(
                     "db.switch", f"switched to {new}; {old} kept", {"db": str(new), "job": row["id"]}, source="api"
                 )
-                ctx.switch_db(Path(new))
+                ctx.switch_db(switched_to(old, str(new)))
                 log.info("switched from %s to %s", old, new)
             return
         # a new model version: drop explanations computed with the old one

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import anyio
@@ -141,8 +140,8 @@ class AppContext:
         if self.settings.explain_workers > 0:
             self.explain_pool = ExplainPool(self.settings, self.settings.explain_workers)
 
-    def switch_db(self, path: Path) -> None:
-        """Serve another database file from now on (after ``data/regenerate``)."""
+    def switch_db(self, path: DbLocation) -> None:
+        """Serve another database from now on (after ``data/regenerate``)."""
         with self._scoring_lock:
             self.settings = self.settings.model_copy(update={"db": path})
             self.db = Database(path)

@@ -7,6 +7,10 @@ stream for every phase.
 * sqlite-2p  two ``ups dataflow`` processes (``-i 0|1 -a …``, one worker each) into one SQLite file
 * pg-2p      the same two processes into one PostgreSQL database
 * replay     ``ups replay`` of the log that sqlite-1p and pg-1p wrote (the profiles rebuilt from nothing)
+* generate   the initial dataset of ``--users`` users appended in bulk (``append_dataset``: what ``ups
+             generate`` and ``ups init`` run) into a SQLite file, the baseline, and into a PostgreSQL
+             database; and into PostgreSQL through ``append`` of ``Event`` objects (the path bulk appends
+             took there before they had their own COPY)
 
 A flow's rate is its events over the span their appends took in the log (the first live event's
 ``recorded_at`` to the last one's): start-up (imports, a cluster's handshake) is paid once per start and
@@ -15,6 +19,7 @@ the log once. Without ``--pg`` a throw-away PostgreSQL server is started from De
 binaries (``tests/pg_server.py``), with fsync on, on this machine.
 
     python -m bench.cluster [--events 100000] [--users 5000] [--batch 2000] [--pg postgresql://…/postgres]
+                            [--phases flow,generate]
 """
 
 from __future__ import annotations
@@ -89,6 +94,33 @@ def run_replay(db: str, state: Path, users: int, batch: int) -> dict[str, float]
     return {"events": summary.events, "rate": summary.rate, "span_s": summary.seconds, "wall_s": summary.seconds}
 
 
+def run_generate(db: str, users: int, via: str) -> dict[str, float]:
+    """The dataset of ``users`` users into ``db`` in transactions of 50 000 events: as columns
+    (``via="columns"``, ``append_dataset``) or as ``Event`` objects through ``append``."""
+    from pydantic_core import from_json
+
+    from config.settings import Settings
+    from dataflow.bootstrap import append_dataset
+    from dataflow.generator import GeneratorConfig, MockGenerator
+    from storage import Event, open_store
+
+    gen = MockGenerator(GeneratorConfig.from_settings(Settings(db=db, users=users)))
+    with open_store(db) as store:
+        t0 = time.perf_counter()
+        if via == "columns":
+            n = append_dataset(store, gen).events
+        else:
+            n = 0
+            for b in gen.dataset_columns(50_000):
+                store.append([Event(eid, t, ts, u, tg, from_json(p), b.version) for eid, t, u, tg, ts, p in
+                              zip(b.event_id, b.type, b.user, b.target, b.ts, b.payload)])
+                n += len(b)
+        seconds = time.perf_counter() - t0
+        if store.count() != n or store.last_seq() != n:
+            raise RuntimeError(f"{store.count()} events in the log for {n} generated")
+    return {"events": n, "rate": n / seconds, "span_s": seconds, "wall_s": seconds}
+
+
 def _pg_database(admin_url: str) -> str:
     from storage.pg_db import create_database
 
@@ -102,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=2_000)
     ap.add_argument("--pg", help="a PostgreSQL database URL to create the bench databases beside (default: a "
                     "throw-away server)")
+    ap.add_argument("--phases", default="flow,generate", help="which of flow, generate to run")
     args = ap.parse_args(argv)
+    phases = set(args.phases.split(","))
     server: Any = None
     admin = args.pg
     if admin is None:
@@ -120,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="ups-cluster-bench-") as tmp:
             root = Path(tmp)
             stores = {"sqlite": lambda name: str(root / f"{name}.db"), "pg": lambda name: _pg_database(admin)}
-            for procs in (1, 2):
+            for procs in (1, 2) if "flow" in phases else ():
                 for kind, make in stores.items():
                     name = f"{kind}-{procs}p"
                     db = make(name)
@@ -129,17 +163,24 @@ def main(argv: list[str] | None = None) -> int:
                     if procs == 1:
                         results[f"replay-{kind}"] = run_replay(db, root / f"{name}.state", args.users, args.batch)
                         _print(f"replay-{kind}", results[f"replay-{kind}"])
+            if "generate" in phases:
+                for name, kind, via in (("generate-sqlite", "sqlite", "columns"), ("generate-pg", "pg", "columns"),
+                                        ("generate-pg-events", "pg", "events")):
+                    results[name] = run_generate(stores[kind](name), args.users, via)
+                    _print(name, results[name])
     finally:
         if server is not None:
             server.destroy()
-    base = results["sqlite-1p"]["rate"]
-    print(f"\nagainst sqlite-1p ({base:,.0f} events/s): " + ", ".join(
-        f"{k} {v['rate'] / base:.2f}x" for k, v in results.items() if not k.startswith("replay")))
+    for baseline, group in (("sqlite-1p", ("sqlite-", "pg-")), ("generate-sqlite", ("generate-",))):
+        if baseline in results:
+            base = results[baseline]["rate"]
+            print(f"against {baseline} ({base:,.0f} events/s): " + ", ".join(
+                f"{k} {v['rate'] / base:.2f}x" for k, v in results.items() if k.startswith(group)))
     return 0
 
 
 def _print(name: str, r: dict[str, float]) -> None:
-    print(f"{name:<15} {r['events']:>9,.0f} events  {r['rate']:>9,.0f} events/s  "
+    print(f"{name:<19} {r['events']:>9,.0f} events  {r['rate']:>9,.0f} events/s  "
           f"(appends over {r['span_s']:.1f} s; run {r['wall_s']:.1f} s)", flush=True)
 
 

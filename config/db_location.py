@@ -80,6 +80,15 @@ def parse_db(value: object) -> DbLocation:
     return Path(text)
 
 
+def switched_to(current: DbLocation, recorded: str) -> DbLocation:
+    """The store a switch record (written with the location as printed, its password hidden) names,
+    seen from ``current``: a file, or a database on the server of ``current``, reached as ``current`` is."""
+    target = parse_db(recorded)
+    if isinstance(target, PostgresUrl) and isinstance(current, PostgresUrl):
+        return current.with_database(target.database)
+    return target
+
+
 def is_postgres(db: DbLocation) -> bool:
     return isinstance(db, PostgresUrl)
 

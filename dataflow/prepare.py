@@ -1,17 +1,16 @@
 """Make a database ready to serve: the default dataset when it is empty, its projections, and a small
 initial model (HGT, embeddings, fusion) when none is registered. Used by ``ups up``, ``ups init`` and
-the ``data.regenerate`` job (:func:`regenerate`: a fresh dataset and model in a new database file)."""
+the ``data.regenerate`` job (:func:`regenerate`: a fresh dataset and model in a new database)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, with_config
 
-from config.db_location import DbLocation
+from config.db_location import DbLocation, PostgresUrl
 from config.progress import Progress, part, stage
 from config.settings import Settings
 from scoring.operation_results import JobTiming
@@ -183,13 +182,18 @@ def prepare(settings: Settings, progress: Progress) -> PrepareSummary:
     return out
 
 
-def next_db_path(current: DbLocation) -> Path:
-    """``ups.db`` → ``ups.gen2.db`` → ``ups.gen3.db`` …: a new file beside the current one."""
-    if not isinstance(current, Path):
-        raise ValueError(
-            f"a regenerate writes a new SQLite file beside the current one; the store is {current}: create a "
-            "database, generate into it (ups generate --db URL) and point UPS_DB at it"
-        )
+def next_db(current: DbLocation) -> DbLocation:
+    """Where a regenerate writes: ``ups.db`` → ``ups.gen2.db`` → ``ups.gen3.db`` …, a new file beside
+    the current one; on PostgreSQL ``ups`` → ``ups_gen2`` …, a new database on the same server, created
+    here (the current one's role needs CREATEDB)."""
+    if isinstance(current, PostgresUrl):
+        from storage.pg_db import create_next_database
+
+        base, _, num = current.database.rpartition("_gen")
+        stem, n = (base, int(num) + 1) if base and num.isdigit() else (current.database, 2)
+        while (made := create_next_database(current, f"{stem}_gen{n}")) is None:
+            n += 1
+        return made
     stem, n = current.stem, 2
     base, _, num = stem.rpartition(".gen")
     if base and num.isdigit():
@@ -214,9 +218,10 @@ class Regenerated(JobTiming):
 
 def regenerate(settings: Settings, params: dict[str, Any], progress: Progress) -> Regenerated:
     """A fresh dataset of the generator configuration ``params["config"]`` and an initial model, in a new
-    database file beside the current one (the API switches to it afterwards); the current file is kept."""
+    database beside the current one (:func:`next_db`; the API switches to it afterwards); the current one
+    is kept."""
     t0 = time.time()
-    target = next_db_path(settings.db)
+    target = next_db(settings.db)
     config = {k: v for k, v in params["config"].items() if k in data_config.FIELDS}
     fresh = Settings.model_validate({**settings.model_dump(), **config, "db": target})
     summary = prepare(fresh, progress)

@@ -12,6 +12,8 @@ found here first and reported as one clear error.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,8 +40,9 @@ def _damaged(path: Path, problem: str) -> RecoveryDamaged:
     )
 
 
-def check_partitions(parts: list[Path]) -> None:
-    """Every partition readable, and together a complete set (as Bytewax needs to resume)."""
+def check_partitions(parts: list[Path], mine: set[int]) -> set[int]:
+    """Every partition in ``parts`` readable, all of one set; of this process's share ``mine``, all or
+    none there. The indexes found."""
     metas: dict[Path, tuple[int, int]] = {}
     for path in parts:
         try:
@@ -49,10 +52,21 @@ def check_partitions(parts: list[Path]) -> None:
     counts = {count for _, count in metas.values()}
     if len(counts) > 1:
         raise _damaged(parts[0].parent, f"its partitions disagree on how many there are ({sorted(counts)})")
-    count = counts.pop()
-    missing = set(range(count)) - {index for index, _ in metas.values()}
-    if missing:
-        raise _damaged(parts[0].parent, f"partition(s) {sorted(missing)} of {count} are missing")
+    found = {index for index, _ in metas.values()}
+    missing = mine - found
+    if found & mine and missing:
+        raise _damaged(parts[0].parent, f"partition(s) {sorted(missing)} of {counts.pop()} are missing")
+    return found
+
+
+def _make_share(rdir: Path, count: int, mine: set[int]) -> None:
+    """Partitions ``mine`` of a new set of ``count``, made aside and moved in whole (a process sharing
+    the folder sees each one complete or not at all)."""
+    rdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=rdir.parent, prefix=".recovery-new-") as tmp:
+        init_db_dir(Path(tmp), count)  # what `python -m bytewax.recovery DIR N` does
+        for index in sorted(mine):
+            (Path(tmp) / f"part-{index}.sqlite3").replace(rdir / f"part-{index}.sqlite3")
 
 
 def _saved_meta(meta_path: Path) -> dict[str, object]:
@@ -65,26 +79,20 @@ def _saved_meta(meta_path: Path) -> dict[str, object]:
     return saved
 
 
-def ensure_recovery(settings: Settings, *, create: bool = True) -> RecoveryConfig:
-    """Bytewax recovery partitions under ``state_dir/recovery`` (made when missing), checked for damage
-    and against the settings that shape the flow's state. In a cluster only process 0 creates them
-    (``create``); the others wait for them."""
+def ensure_recovery(settings: Settings, *, process_id: int = 0, processes: int = 1) -> RecoveryConfig:
+    """Bytewax recovery partitions under ``state_dir/recovery``, checked for damage and against the
+    settings that shape the flow's state. Bytewax needs every partition somewhere in the cluster, not
+    every partition on every process: process ``process_id`` of ``processes`` makes its share (the
+    partitions whose index modulo ``processes`` is its own) when none of it is there, so the hosts of a
+    cluster need no shared folder, and processes sharing one folder fill it together."""
     rdir = settings.recovery_dir
-    meta_path = rdir / META
-    deadline = time.monotonic() + 60
-    while not create and not meta_path.exists():
-        if time.monotonic() > deadline:
-            raise FlowConfigError(f"no recovery partitions appeared in {rdir}; is process 0 running?")
-        time.sleep(0.1)
+    count = settings.recovery_partitions
+    mine = {i for i in range(count) if i % processes == process_id}
     parts = sorted(rdir.glob("part-*.sqlite3")) if rdir.is_dir() else []
-    if not parts and create:
-        rdir.mkdir(parents=True, exist_ok=True)
-        init_db_dir(rdir, settings.recovery_partitions)  # what `python -m bytewax.recovery DIR N` does
-        tmp = meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"profile_shards": settings.profile_shards}))
-        tmp.replace(meta_path)  # written last: its presence says the partitions are ready
-        return RecoveryConfig(rdir)
-    check_partitions(parts)
+    found = check_partitions(parts, mine)
+    if mine and not found & mine:
+        _make_share(rdir, count, mine)
+    meta_path = rdir / META
     if meta_path.exists():
         shards = _saved_meta(meta_path).get("profile_shards")
         if shards != settings.profile_shards:
@@ -92,6 +100,11 @@ def ensure_recovery(settings: Settings, *, create: bool = True) -> RecoveryConfi
                 f"the recovery state in {rdir} was made with UPS_PROFILE_SHARDS={shards}, not "
                 f"{settings.profile_shards}; use that value, or {RESET_HINT}"
             )
+    else:
+        rdir.mkdir(parents=True, exist_ok=True)
+        tmp = meta_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"profile_shards": settings.profile_shards}))
+        tmp.replace(meta_path)
     return RecoveryConfig(rdir)
 
 

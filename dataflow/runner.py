@@ -187,13 +187,17 @@ def run_dataflow(
             ingest = make_ingest(settings, control, source, path=path, follow=follow, max_events=max_events)
         if reset_recovery and (aside := reset_recovery_dir(settings)) is not None:
             log.warning("recovery state set aside in %s; the flow's state is rebuilt from the event log", aside)
-        recovery = ensure_recovery(settings, create=not process_id) if settings.recovery else None
+        recovery = (
+            ensure_recovery(settings, process_id=process_id or 0, processes=len(addresses) if addresses else 1)
+            if settings.recovery else None
+        )
         flow = build_live_flow(settings, ingest, control, attach_refresh=attach_refresh)
         with open_store(settings.db) as store:
             if not process_id:
                 # a log written before the graph columns (or past one that stopped them) is coded once
-                # here, while no append runs; the flow's appends keep them up to date from then on
+                # here; the flow's appends keep them up to date from then on
                 store.graph_columns.catch_up()
+                store.graph_columns.compact()  # the small blocks of the last run's few-event appends
             seq0 = store.last_seq()
         control_loop = ControlLoop(
             settings.db,

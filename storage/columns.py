@@ -49,13 +49,16 @@ class EventBatch:
         return cls(np.zeros(0, np.int64), none, none.copy(), none.copy(), np.zeros(0), none.copy(), upto)
 
     @classmethod
-    def from_rows(cls, rows: Sequence[tuple[int, str, str | None, str | None, float, Any]], upto: int = 0) -> "EventBatch":
-        """From ``(seq, type, user, target, ts, payload)`` tuples."""
+    def from_rows(cls, rows: Sequence[tuple[int, str, str | None, str | None, float, Any]], upto: int = 0,
+                  types: Sequence[str] | None = None) -> "EventBatch":
+        """From ``(seq, type, user, target, ts, payload)`` tuples; the types as a Categorical over
+        ``types`` when given (as the store's readers return them: codes index ``types``)."""
         if not rows:
             return cls.empty(upto)
-        seq, types, users, targets, ts, payloads = zip(*rows)
+        seq, etypes, users, targets, ts, payloads = zip(*rows)
+        etype = pd.Categorical(etypes, categories=list(types)) if types is not None else _objects(etypes)
         return cls(
-            np.asarray(seq, np.int64), _objects(types), _objects(users), _objects(targets),
+            np.asarray(seq, np.int64), etype, _objects(users), _objects(targets),
             np.asarray(ts, np.float64), _objects(payloads), max(upto, int(seq[-1])),
         )
 
@@ -182,7 +185,7 @@ def _fetch_range(conn: sqlite3.Connection, lo: int, hi: int, types: Sequence[str
         f"WHERE seq >= ? AND seq <= ? AND type IN ({','.join('?' * len(types))}) ORDER BY seq",
         (*payload_types, lo, hi, *types),
     ).fetchall()
-    return EventBatch.from_rows(rows, hi)
+    return EventBatch.from_rows(rows, hi, types)
 
 
 __all__ = ["EventBatch", "scan_columns"]

@@ -10,7 +10,9 @@ from pydantic_core import from_json
 
 from .columns import _ints, scan_columns
 from .db import transaction
-from .graph_columns import ATTRIBUTE_KINDS, KINDS, BlockRow, GraphColumnsData, NodeCodes, code_log, concat_blocks
+from .graph_columns import (
+    ATTRIBUTE_KINDS, KINDS, BlockRow, GraphColumnsData, NodeCodes, code_log, compaction_runs, concat_blocks, merge_blocks,
+)
 
 _COLUMNS = "first_seq, last_seq, new_nodes, kind, subj, tgt, seq, ts"
 
@@ -90,6 +92,23 @@ class GraphBlocks:
             code_log(self, self.codes, start, scan_columns(self.conn, start + 1, last, KINDS, (), chunk), write)
             if self.covered() <= start:  # an event that cannot be coded: the log is read past it
                 return start
+
+    def compact(self, small: int = 50_000, target: int = 1_000_000) -> int:
+        """Merge runs of small blocks (a flow appending a few events at a time writes one each) into
+        blocks of up to ``target`` events, one transaction a run; how many blocks went."""
+        sizes = self.conn.execute("SELECT first_seq, last_seq, length(kind) FROM graph_blocks ORDER BY first_seq").fetchall()
+        gone = 0
+        for lo, hi in compaction_runs(sizes, small, target):
+            with transaction(self.conn):
+                rows = self.conn.execute(f"SELECT {_COLUMNS} FROM graph_blocks WHERE first_seq >= ? AND last_seq <= ? "
+                                         "ORDER BY first_seq", (lo, hi)).fetchall()
+                if len(rows) < 2 or rows[0][0] != lo or rows[-1][1] != hi:
+                    continue  # changed meanwhile (a rebuild)
+                merged = merge_blocks(rows)
+                self.conn.execute("DELETE FROM graph_blocks WHERE first_seq >= ? AND first_seq <= ?", (lo, rows[-1][0]))
+                self.insert(merged)
+                gone += len(rows) - 1
+        return gone
 
     def clear(self) -> None:
         self.conn.execute("DELETE FROM graph_blocks")

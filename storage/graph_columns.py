@@ -102,12 +102,12 @@ def block_row(b: CodedBlock) -> BlockRow:
             (b.seq - b.first_seq).astype(_SEQ).tobytes(), b.ts.astype(np.float64).tobytes())
 
 
-def concat_blocks(rows: Iterable[tuple[int, int, str, bytes, bytes, bytes, bytes, bytes]]) -> GraphColumnsData:
+def concat_blocks(rows: Iterable[tuple[int, int, str, bytes, bytes, bytes, bytes, bytes]], start: int = 0) -> GraphColumnsData:
     """(first_seq, last_seq, new_nodes, kind, subj, tgt, seq, ts) rows in seq order -> the columns of the
-    gapless prefix they cover from seq 1 (``attr_*`` left empty)."""
+    gapless run they cover from seq ``start + 1`` (``attr_*`` left empty)."""
     nodes: list[list[str]] = [[] for _ in NODE_TYPES]
     parts: list[tuple[np.ndarray, ...]] = []
-    upto = 0
+    upto = start
     for first, last, new_nodes, kind_b, subj_b, tgt_b, seq_b, ts_b in rows:
         if first != upto + 1:
             break
@@ -119,6 +119,37 @@ def concat_blocks(rows: Iterable[tuple[int, int, str, bytes, bytes, bytes, bytes
     kind, subj, tgt, seq, ts = (np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, d)
                                 for i, d in enumerate((np.int8, np.int32, np.int32, np.int64, np.float64)))
     return GraphColumnsData(upto, nodes, kind, subj, tgt, seq, ts, np.zeros(0, np.int64), [])
+
+
+def merge_blocks(rows: Sequence[tuple[int, int, str, bytes, bytes, bytes, bytes, bytes]]) -> BlockRow:
+    """Consecutive blocks ((first_seq, last_seq, new_nodes, kind, subj, tgt, seq, ts), in seq order) as
+    one, with a new token."""
+    first, last = rows[0][0], rows[-1][1]
+    data = concat_blocks(rows, first - 1)
+    if data.upto != last:
+        raise ValueError(f"blocks from seq {first} to {last} are not consecutive")
+    return block_row(CodedBlock(first, last, data.kind, data.subj, data.tgt, data.seq, data.ts, data.node_ids,
+                                secrets.randbits(62)))
+
+
+def compaction_runs(sizes: Sequence[tuple[int, int, int]], small: int, target: int) -> list[tuple[int, int]]:
+    """Runs of consecutive small blocks worth merging, from (first_seq, last_seq, events) per block in
+    seq order: (first_seq of the run's first block, last_seq of its last), each of 2 blocks or more,
+    together at most ``target`` events (and a seq span an int32 offset holds)."""
+    runs: list[tuple[int, int]] = []
+    start: tuple[int, int] | None = None  # (first_seq, blocks)
+    total = 0
+    prev_last = 0
+    for first, last, events in [*sizes, (0, 0, small)]:  # a sentinel ends the last run
+        fits = start is not None and total + events <= target and last - start[0] < 2**31 - 1
+        if events < small and first == prev_last + 1 and fits:
+            start, total = (start[0], start[1] + 1), total + events  # type: ignore[index]
+        else:
+            if start is not None and start[1] > 1:
+                runs.append((start[0], prev_last))
+            start, total = ((first, 1), events) if events < small else (None, 0)
+        prev_last = last
+    return runs
 
 
 class BlockTable(Protocol):
@@ -278,4 +309,4 @@ def code_log(table: BlockTable, codes: NodeCodes, start: int, batches: Iterable[
 
 
 __all__ = ["NODE_TYPES", "KINDS", "ATTRIBUTE_KINDS", "CodedBlock", "GraphColumnsData", "NodeCodes", "code_log",
-           "node_types_of"]
+           "compaction_runs", "merge_blocks", "node_types_of"]

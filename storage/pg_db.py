@@ -140,3 +140,22 @@ def create_database(admin_url: str, name: str) -> str:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def create_next_database(url: PostgresUrl, name: str) -> PostgresUrl | None:
+    """Create the empty database ``name`` on ``url``'s server (through a connection to ``url``): its URL,
+    or None when a database of that name is there already. Refused with a clear error when the role of
+    ``url`` may not create databases."""
+    try:
+        with psycopg.connect(url.secret, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S)) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.errors.DuplicateDatabase:
+        return None
+    except psycopg.errors.InsufficientPrivilege:
+        raise PermissionError(
+            f"the role of {url} may not create databases (it needs CREATEDB): grant it (ALTER ROLE ... CREATEDB), "
+            f"or create the database {name!r} yourself, generate into it (ups generate --db URL) and point UPS_DB at it"
+        ) from None
+    except psycopg.OperationalError as err:
+        raise StoreUnreachable(f"PostgreSQL at {url} is unreachable: {url.redact_text(str(err).strip())}") from None
+    return url.with_database(name)

@@ -9,7 +9,9 @@ import numpy as np
 from pydantic_core import from_json
 
 from .columns import EventBatch
-from .graph_columns import ATTRIBUTE_KINDS, KINDS, BlockRow, GraphColumnsData, NodeCodes, code_log, concat_blocks
+from .graph_columns import (
+    ATTRIBUTE_KINDS, KINDS, BlockRow, GraphColumnsData, NodeCodes, code_log, compaction_runs, concat_blocks, merge_blocks,
+)
 from .pg_db import PgConnections
 from .pg_schema import APPEND_LOCK
 
@@ -87,6 +89,26 @@ class PgGraphBlocks:
             code_log(self, self.codes, start, self._read_columns(start + 1, last, KINDS, (), chunk), write)
             if self.covered() <= start:  # an event that cannot be coded: the log is read past it
                 return start
+
+    def compact(self, small: int = 50_000, target: int = 1_000_000) -> int:
+        """Merge runs of small blocks into blocks of up to ``target`` events, one transaction a run; how
+        many blocks went."""
+        sizes = [(int(f), int(la), int(n)) for f, la, n in self.db.all(
+            "SELECT first_seq, last_seq, octet_length(kind) FROM graph_blocks ORDER BY first_seq")]
+        gone = 0
+        for lo, hi in compaction_runs(sizes, small, target):
+            with self.db.transaction() as conn:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))  # no append meanwhile
+                rows = [(int(r[0]), int(r[1]), str(r[2]), *(bytes(b) for b in r[3:])) for r in self.db.all(
+                    "SELECT first_seq, last_seq, new_nodes, kind, subj, tgt, seq, ts FROM graph_blocks "
+                    "WHERE first_seq >= %s AND last_seq <= %s ORDER BY first_seq", (lo, hi))]
+                if len(rows) < 2 or rows[0][0] != lo or rows[-1][1] != hi:
+                    continue  # changed meanwhile (a rebuild)
+                merged = merge_blocks(rows)  # type: ignore[arg-type]
+                self.db.run("DELETE FROM graph_blocks WHERE first_seq >= %s AND first_seq <= %s", (lo, rows[-1][0]))
+                self.insert(merged)
+                gone += len(rows) - 1
+        return gone
 
     def clear(self) -> None:
         self.db.run("DELETE FROM graph_blocks")

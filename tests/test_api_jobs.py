@@ -11,7 +11,7 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from dataflow.prepare import next_db_path
+from dataflow.prepare import next_db
 from api.jobs import finite_only
 from pydantic import TypeAdapter
 from dataflow.prepare import Regenerated
@@ -21,6 +21,7 @@ from storage.db import connect
 from storage.operations import Jobs
 from storage.projections import Models
 from config.settings import Settings
+from storage import PostgresUrl, open_store, parse_db, store_exists
 
 
 def _documented(kind: type, result: dict) -> None:
@@ -139,10 +140,19 @@ def test_jobs_left_by_a_previous_api_are_marked_failed(db_path: Path) -> None:
 
 def test_new_database_names_never_overwrite(tmp_path: Path) -> None:
     db = tmp_path / "ups.db"
-    assert next_db_path(db) == tmp_path / "ups.gen2.db"
+    assert next_db(db) == tmp_path / "ups.gen2.db"
     (tmp_path / "ups.gen2.db").touch()
-    assert next_db_path(db) == tmp_path / "ups.gen3.db"
-    assert next_db_path(tmp_path / "ups.gen2.db") == tmp_path / "ups.gen3.db"
+    assert next_db(db) == tmp_path / "ups.gen3.db"
+    assert next_db(tmp_path / "ups.gen2.db") == tmp_path / "ups.gen3.db"
+
+
+def test_new_database_names_on_postgresql_never_take_an_existing_one(pg_url: str) -> None:
+    url = parse_db(pg_url)
+    assert isinstance(url, PostgresUrl)
+    gen2 = next_db(url)  # made on the same server, reached as the current one is
+    assert gen2 == url.with_database(f"{url.database}_gen2") and store_exists(gen2)
+    assert next_db(url) == url.with_database(f"{url.database}_gen3")
+    assert next_db(gen2) == url.with_database(f"{url.database}_gen4")
 
 
 def test_job_results_carry_no_nan() -> None:
@@ -272,6 +282,28 @@ def test_regenerate_switches_to_a_new_database_and_keeps_the_old(folded_copy: Pa
                               "(SELECT max(seq) FROM events WHERE type = 'label.observed') GROUP BY user_id"))
     conn.close()
     assert len(calls) == 120 and all(2 <= n <= 4 for n in calls.values()), calls
+
+
+@pytest.mark.slow
+def test_regenerate_on_postgresql_switches_to_a_new_database_on_the_same_server(pg_url: str) -> None:
+    needs(*TRAINING)
+    from ups.supervisor import active_db
+
+    url = parse_db(pg_url)
+    assert isinstance(url, PostgresUrl)
+    new = url.with_database(f"{url.database}_gen2")
+    with TestClient(create_app(settings_for(url, device="cpu", bootstrap_epochs=1, bootstrap_fusion_epochs=5))) as c:
+        started(c)
+        r = c.post("/api/v1/data/regenerate?wait=true",
+                   json={"users": 120, "community_size": 20, "events_per_user": 8, "seed": 5})
+        job = r.json()
+        assert r.status_code == 200 and job["state"] == "succeeded", job["error"]
+        assert job["result"]["db"] == str(new) == c.get("/health").json()["api"]["db"]
+        assert c.get("/health").json()["models"]["fusion"] is not None  # the new database has its own model
+        assert c.get("/api/v1/user/U0000119").status_code == 200
+    assert active_db(url) == new  # `ups up`/`ups api` on the old URL follow the switch
+    with open_store(new) as store, open_store(url) as old:
+        assert store.profiles.count() == 120 and old.profiles.count() == 0  # the old database is kept as it was
 
 
 @pytest.fixture

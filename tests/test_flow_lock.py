@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from flow_processes import reaped, start_flow
@@ -21,48 +23,57 @@ from test_flow_workers import _free_ports
 from config.settings import Settings
 from dataflow.flow_lock import FlowLock, FlowLocked, flow_holder
 from dataflow.runner import FlowConfigError, replay
+from storage import DbLocation, PostgresUrl
 from storage.event_store import EventStore
 from storage.operations import Status
 from ups.cli import main
 
 
-def test_a_second_holder_is_refused_with_the_first_named_until_it_lets_go(tmp_path: Path) -> None:
-    db = tmp_path / "ups.db"
-    first = FlowLock(tmp_path / "ups.state", db)
+def _state_dirs(tmp_path: Path, db: DbLocation) -> Callable[[int], Path]:
+    """Each holder's state folder: one beside a SQLite file (its lock files are there), and one per
+    holder on a PostgreSQL store (as on different hosts: the locks are leases in the database)."""
+    if isinstance(db, PostgresUrl):
+        return lambda i: tmp_path / f"host{i}.state"
+    return lambda i: tmp_path / "ups.state"
+
+
+def test_a_second_holder_is_refused_with_the_first_named_until_it_lets_go(tmp_path: Path, store_db: DbLocation) -> None:
+    db, state = store_db, _state_dirs(tmp_path, store_db)
+    first = FlowLock(state(0), db)
     first.acquire()
-    holder = flow_holder(tmp_path / "ups.state")
+    holder = flow_holder(state(1), db)
     assert holder is not None and holder.pid == os.getpid() and holder.role == "dataflow"
-    for role in ("dataflow", "replay"):
-        with pytest.raises(FlowLocked, match=rf"a dataflow \(pid {os.getpid()} on .*already running on {db}"):
-            FlowLock(tmp_path / "ups.state", db, role=role).acquire()
+    for i, role in enumerate(("dataflow", "replay"), 1):
+        with pytest.raises(FlowLocked, match=rf"a dataflow \(pid {os.getpid()} on .*already running on {re.escape(str(db))}"):
+            FlowLock(state(i), db, role=role).acquire()
     first.release()
-    assert flow_holder(tmp_path / "ups.state") is None
-    with FlowLock(tmp_path / "ups.state", db, role="replay"):
-        assert flow_holder(tmp_path / "ups.state").role == "replay"  # type: ignore[union-attr]
+    assert flow_holder(state(0), db) is None
+    with FlowLock(state(1), db, role="replay"):
+        assert flow_holder(state(2), db).role == "replay"  # type: ignore[union-attr]
 
 
-def test_cluster_processes_join_only_their_own_process_0(tmp_path: Path) -> None:
-    state, db = tmp_path / "ups.state", tmp_path / "ups.db"
+def test_cluster_processes_join_only_their_own_process_0(tmp_path: Path, store_db: DbLocation) -> None:
+    db, state = store_db, _state_dirs(tmp_path, store_db)
     ours, theirs = ["127.0.0.1:7001", "127.0.0.1:7002"], ["127.0.0.1:7101", "127.0.0.1:7102"]
     # a process 1 whose process 0 never comes gives up, saying so
     with pytest.raises(FlowLocked, match="did not start .* is process 0 running"):
-        FlowLock(state, db, process_id=1, addresses=ours, join_timeout=0.3).acquire()
-    zero = FlowLock(state, db, process_id=0, addresses=ours)
+        FlowLock(state(1), db, process_id=1, addresses=ours, join_timeout=0.3).acquire()
+    zero = FlowLock(state(0), db, process_id=0, addresses=ours)
     zero.acquire()
-    one = FlowLock(state, db, process_id=1, addresses=ours)
+    one = FlowLock(state(1), db, process_id=1, addresses=ours)
     one.acquire()  # joins
     with pytest.raises(FlowLocked, match="process 1 of a cluster is already running"):
-        FlowLock(state, db, process_id=1, addresses=ours).acquire()
+        FlowLock(state(2), db, process_id=1, addresses=ours).acquire()
     with pytest.raises(FlowLocked, match="joins only its own cluster"):
-        FlowLock(state, db, process_id=2, addresses=[*theirs, "127.0.0.1:7103"]).acquire()
+        FlowLock(state(3), db, process_id=2, addresses=[*theirs, "127.0.0.1:7103"]).acquire()
     with pytest.raises(FlowLocked, match="already running"):
-        FlowLock(state, db).acquire()  # a single-process flow
+        FlowLock(state(4), db).acquire()  # a single-process flow
     zero.release()
     # a process of the old cluster still runs: a new process 0 of another cluster (or a lone flow) waits for it
     with pytest.raises(FlowLocked, match=r"process 1 of the cluster 127.0.0.1:7001;127.0.0.1:7002\) is still running"):
-        FlowLock(state, db, process_id=0, addresses=theirs).acquire()
+        FlowLock(state(5), db, process_id=0, addresses=theirs).acquire()
     one.release()
-    with FlowLock(state, db, process_id=0, addresses=theirs):
+    with FlowLock(state(6), db, process_id=0, addresses=theirs):
         pass
 
 
@@ -119,7 +130,7 @@ def test_one_flow_per_store_with_real_processes(tmp_path: Path) -> None:
         seq = _last_seq(db)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
-        assert flow_holder(tmp_path / "ups.state") is None
+        assert flow_holder(tmp_path / "ups.state", db) is None
         procs.append(nxt := start_flow(db))
         _wait(lambda: _last_seq(db) > seq + 100, 120, "the next flow to append")
         _request(db, "shutdown")
@@ -135,7 +146,7 @@ def test_a_running_cluster_holds_the_store_as_a_whole(tmp_path: Path) -> None:
     with reaped([start_flow(db, "-i", str(i), "-a", addresses) for i in (1, 0)]) as cluster:
         start = _last_seq(db)
         _wait(lambda: _last_seq(db) > start + 200, 120, "the cluster to append")
-        holder = flow_holder(tmp_path / "ups.state")
+        holder = flow_holder(tmp_path / "ups.state", db)
         assert holder is not None and holder.pid == cluster[1].pid and holder.addresses == tuple(addresses.split(";"))
         alone = _dataflow(db, "--max-events", "10")
         assert alone.returncode == 2 and f"process 0 of the cluster {addresses}" in alone.stderr, alone.stderr
@@ -144,7 +155,7 @@ def test_a_running_cluster_holds_the_store_as_a_whole(tmp_path: Path) -> None:
         _request(db, "shutdown")
         for p in cluster:
             assert p.wait(timeout=120) == 0, p.stderr.read() if p.stderr else ""
-    assert flow_holder(tmp_path / "ups.state") is None
+    assert flow_holder(tmp_path / "ups.state", db) is None
     assert _dataflow(db, "--max-events", "10").returncode == 0
 
 

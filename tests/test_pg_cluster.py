@@ -1,5 +1,7 @@
 """A Bytewax cluster over PostgreSQL: two ``ups dataflow -i/-a`` processes on one store, one of them
-killed with SIGKILL mid-stream and the cluster restarted: every event once, profiles equal a replay."""
+killed with SIGKILL mid-stream and the cluster restarted: every event once, profiles equal a replay;
+with one state folder for both, and with a folder each (as on two hosts: they share the database URL
+alone, their recovery partitions split between them)."""
 
 from __future__ import annotations
 
@@ -43,10 +45,10 @@ def _addresses() -> str:
     return ";".join(f"127.0.0.1:{p}" for p in ports)
 
 
-def _cluster(env: dict[str, str], addresses: str) -> list[subprocess.Popen[str]]:
+def _cluster(envs: list[dict[str, str]], addresses: str) -> list[subprocess.Popen[str]]:
     argv = [sys.executable, "-m", "ups", "dataflow", "--max-events", str(N), "--quiet", "-a", addresses]
     return [subprocess.Popen([*argv, "-i", str(i)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True) for i in range(2)]
+                             text=True) for i, env in enumerate(envs)]
 
 
 def _last_seq(url: str) -> int:
@@ -54,16 +56,22 @@ def _last_seq(url: str) -> int:
         return store.last_seq()
 
 
+@pytest.mark.parametrize("folders", ["shared", "one per process"])
 def test_a_cluster_killed_and_restarted_appends_and_folds_each_event_once(
-    pg_url: str, pg_server: PostgresServer, tmp_path: Path
+    pg_url: str, pg_server: PostgresServer, tmp_path: Path, folders: str
 ) -> None:
     state = tmp_path / "state"
     env = _env(pg_url, state)
+    # two partitions: with a folder each, each process keeps one
+    envs = [{**env, "UPS_RECOVERY_PARTITIONS": "2"} for _ in range(2)]
+    if folders != "shared":
+        for i, e in enumerate(envs):
+            e["UPS_PG_STATE_DIR"] = str(tmp_path / f"host{i}.state")
     gen = subprocess.run([sys.executable, "-m", "ups", "generate", "--quiet"], env=env, capture_output=True, text=True)
     assert gen.returncode == 0, gen.stderr
     base = _last_seq(pg_url)
     addresses = _addresses()
-    procs = _cluster(env, addresses)
+    procs = _cluster(envs, addresses)
     try:
         deadline = time.monotonic() + 180
         while _last_seq(pg_url) < base + N // 3 and time.monotonic() < deadline:
@@ -77,7 +85,7 @@ def test_a_cluster_killed_and_restarted_appends_and_folds_each_event_once(
             procs[0].kill()
             procs[0].wait()
         assert _last_seq(pg_url) < base + N  # killed mid-stream
-        procs = _cluster(env, addresses)
+        procs = _cluster(envs, addresses)
         for p in procs:
             assert p.wait(timeout=300) == 0, p.stderr.read() if p.stderr else ""
     finally:
@@ -85,6 +93,9 @@ def test_a_cluster_killed_and_restarted_appends_and_folds_each_event_once(
             if p.poll() is None:
                 os.kill(p.pid, signal.SIGKILL)
                 p.wait()
+    if folders != "shared":  # each folder holds its own share of the recovery partitions
+        assert [sorted(p.name for p in (tmp_path / f"host{i}.state" / "recovery").glob("part-*.sqlite3"))
+                for i in range(2)] == [["part-0.sqlite3"], ["part-1.sqlite3"]]
     s = Settings(db=pg_url, pg_state_dir=state, **SMALL)
     tag = GeneratorConfig.from_settings(s).tag
     with open_store(pg_url) as store:

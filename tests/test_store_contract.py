@@ -47,6 +47,19 @@ def test_bulk_append_is_idempotent_and_keeps_the_given_order(store_db: DbLocatio
         assert s.last_seq() == s.count() == 6 and s.get("e5") is not None
 
 
+def test_column_reads_give_types_as_codes_of_the_asked_types(store_db: DbLocation) -> None:
+    """What the bulk fold and the graph build read: the types of a chunk as a Categorical whose codes
+    index the types asked for, in the log's order, whichever way the store reads the chunk."""
+    with open_store(store_db) as s:
+        s.append([ev(1), ev(2, etype="app.click"), ev(3, etype="sms"), ev(4)])
+        s.append_columns(NewEvents.of_events([ev(5, etype="app.click")]))
+        batches = list(s.read_columns(1, None, ["app.click", "call"], chunk=2))
+    assert [b.upto for b in batches] == [2, 4, 5]
+    assert [list(b.seq) for b in batches] == [[1, 2], [4], [5]]
+    assert [list(b.type.codes) for b in batches] == [[1, 0], [1], [0]]
+    assert [list(b.type) for b in batches] == [["call", "app.click"], ["call"], ["app.click"]]
+
+
 def test_seq_is_global_and_ordered(store_db: DbLocation) -> None:
     with open_store(store_db) as s:
         s.append([ev(i) for i in range(50)])
@@ -410,3 +423,16 @@ def test_a_writer_that_joins_later_codes_the_nodes_it_finds_as_the_first_writer_
         later.append(_graph_events(2))  # U1 and U2 are known: their codes are the first writer's
         nodes, rows = _coded_by_hand(later)
         assert _columns(later) == (later.last_seq(), nodes, rows)
+
+
+def test_compacted_graph_columns_read_the_same_and_appends_go_on_after_them(store_db: DbLocation) -> None:
+    with open_store(store_db) as s:
+        for i in range(8):
+            s.append(_graph_events(i))  # one small block each
+        before = _columns(s)
+        assert s.graph_columns.compact(small=100, target=20) == 6  # 8 blocks of 5 graph events -> 2 of 20
+        assert _columns(s) == before
+        assert s.graph_columns.compact(small=100, target=20) == 0
+        s.append(_graph_events(9))  # the writer's newest block was merged away: it reloads the dictionary
+        nodes, rows = _coded_by_hand(s)
+        assert _columns(s) == (s.last_seq(), nodes, rows)

@@ -189,7 +189,7 @@ def dataflow_argv(db: DbLocation) -> list[str]:
 def _refuse_a_running_flow(s: Settings) -> None:
     from dataflow.flow_lock import flow_holder
 
-    holder = flow_holder(s.state_dir)
+    holder = flow_holder(s.state_dir, s.db)
     if holder is not None:
         raise UsageError(
             f"{holder.describe()} is already running on {s.db}; stop it first (SIGINT/SIGTERM or a shutdown "

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable
 
-from config.db_location import DbLocation
+from config.db_location import DbLocation, switched_to
 from config.settings import Settings
 from dataflow.control import record_failure
 from storage import open_store, store_exists
@@ -45,7 +45,7 @@ def latest_switch(db: DbLocation, after_id: int = 0) -> tuple[int, DbLocation] |
     with open_store(db) as store:
         row = store.ops.latest("db.switch", after_id)
     target = row["params"].get("db") if row else None
-    return (int(row["id"]), Path(target)) if row and target else None
+    return (int(row["id"]), switched_to(db, target)) if row and target else None
 
 
 def flow_error(db: DbLocation) -> str | None:
@@ -56,7 +56,7 @@ def flow_error(db: DbLocation) -> str | None:
 
 
 def active_db(db: DbLocation) -> DbLocation:
-    """Follow ``db.switch`` records: the file the system last switched to (the old ones are kept)."""
+    """Follow ``db.switch`` records: the store the system last switched to (the old ones are kept)."""
     seen = {db}
     while store_exists(db) and (sw := latest_switch(db)) is not None and sw[1] not in seen and store_exists(sw[1]):
         db = sw[1]
