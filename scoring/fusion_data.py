@@ -51,6 +51,10 @@ def training_data(store: Store, lock: threading.RLock, s: Settings, engine: Rule
         ids = [u for u in ids if u in profiles]
         vectors = store.embeddings.get_many(neighbourhood.NODE_TYPE, ids)
         emb_version = store.models.latest_version("hgt")
+        stale = not vectors and store.embeddings.count(neighbourhood.NODE_TYPE) == 0 and store.embeddings.count("user") > 0
+    if stale:  # embeddings written by a UPS before the neighbourhoods: training now would see no graph at all
+        raise NotEnoughData(f"{s.db} has user embeddings but no call neighbourhoods ({neighbourhood.NODE_TYPE}): "
+                            "run `ups embed` to write both, then train the fusion")
     if not ids:
         raise NotEnoughData("none of the labelled users has a profile yet")
     _, f = engine.evaluate_many([profiles[u] for u in ids])

@@ -217,6 +217,11 @@ def test_training_needs_labels_profiles_and_sane_arguments(
     with ScoringService(Settings(db=db, fusion_label="upsell")) as svc:
         with pytest.raises(NotEnoughData, match="no label.observed events with label 'upsell'"):
             svc.train_fusion()
+    with EventStore(db) as store:  # embeddings of a UPS that wrote no neighbourhoods: told what to run
+        store.conn.execute("DELETE FROM embeddings WHERE node_type = ?", (NEIGHBOURHOOD,))
+    with ScoringService(Settings(db=db)) as svc:
+        with pytest.raises(NotEnoughData, match="no call neighbourhoods .*run `ups embed`"):
+            svc.train_fusion()
     empty = tmp_path / "empty.db"
     with EventStore(empty) as store, EventStore(db) as src:
         store.append(src.read())  # the log without profiles
