@@ -17,9 +17,10 @@ dropped.
 from __future__ import annotations
 
 import secrets
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, ContextManager, Iterable, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -286,6 +287,103 @@ class NodeCodes:
                           np.asarray(ts, np.float64)[sel], new_nodes, secrets.randbits(62))
 
 
+class BlockProjection(ABC):
+    """The projection step over a backend's block table: catch up with the log, rebuild, compact. The
+    steps are the same on every backend; each supplies the table's statements and its write lock."""
+
+    codes: NodeCodes
+
+    # ------------------------------------------------------------ what a backend supplies
+
+    @abstractmethod
+    def newest(self) -> tuple[int, int, int] | None: ...
+
+    @abstractmethod
+    def has(self, first_seq: int, token: int) -> bool: ...
+
+    @abstractmethod
+    def new_nodes_after(self, first_seq: int) -> list[tuple[int, int, str]]: ...
+
+    @abstractmethod
+    def insert(self, row: BlockRow) -> None: ...
+
+    @abstractmethod
+    def clear(self) -> None: ...
+
+    @abstractmethod
+    def _locked(self) -> ContextManager[Any]:
+        """A transaction holding the append lock: no append meanwhile."""
+
+    @abstractmethod
+    def _log_end(self) -> int:
+        """The log's last seq (0: empty)."""
+
+    @abstractmethod
+    def _log_columns(self, start: int, last: int, chunk: int) -> Iterable[Any]:
+        """The log's graph events in seqs ``start .. last`` as ``storage.columns.EventBatch``, ``chunk`` seqs each."""
+
+    @abstractmethod
+    def _block_sizes(self) -> list[tuple[int, int, int]]:
+        """(first_seq, last_seq, events) of every block, in order."""
+
+    @abstractmethod
+    def _rows_between(self, lo: int, hi: int) -> list[tuple[int, int, str, bytes, bytes, bytes, bytes, bytes]]:
+        """The blocks within seqs ``lo .. hi``, in order, as stored."""
+
+    @abstractmethod
+    def _delete_from(self, lo: int, last_first: int) -> None:
+        """Delete the blocks whose first seq is within ``lo .. last_first``."""
+
+    # ------------------------------------------------------------ the projection step
+
+    def covered(self) -> int:
+        """The seq up to which the blocks cover the log (0: none)."""
+        top = self.newest()
+        return top[1] if top else 0
+
+    def catch_up(self, chunk: int = 500_000, progress: Callable[[int], None] | None = None) -> int:
+        """Code the log past the blocks (a store written before them, an append that wrote none), one
+        transaction per ``chunk`` seqs; the seq then covered (again while appends came meanwhile, which
+        find the blocks behind the log and write none)."""
+
+        def write(step: Callable[[], bool]) -> bool:
+            with self._locked():
+                done = step()
+            if progress:
+                progress(self.covered())
+            return done
+
+        while True:
+            start = self.covered()
+            last = self._log_end()
+            if start >= last:
+                return start
+            code_log(self, self.codes, start, self._log_columns(start + 1, last, chunk), write)
+            if self.covered() <= start:  # an event that cannot be coded: the log is read past it
+                return start
+
+    def compact(self, small: int = 50_000, target: int = 1_000_000) -> int:
+        """Merge runs of small blocks (a flow appending a few events at a time writes one each) into
+        blocks of up to ``target`` events, one transaction a run; how many blocks went."""
+        gone = 0
+        for lo, hi in compaction_runs(self._block_sizes(), small, target):
+            with self._locked():
+                rows = self._rows_between(lo, hi)
+                if len(rows) < 2 or rows[0][0] != lo or rows[-1][1] != hi:
+                    continue  # changed meanwhile (a rebuild)
+                merged = merge_blocks(rows)
+                self._delete_from(lo, rows[-1][0])
+                self.insert(merged)
+                gone += len(rows) - 1
+        return gone
+
+    def rebuild(self, chunk: int = 500_000, progress: Callable[[int], None] | None = None) -> int:
+        """Code the whole log anew (what a replay does to every projection)."""
+        with self._locked():
+            self.clear()
+        return self.catch_up(chunk, progress)
+
+
 def code_log(table: BlockTable, codes: NodeCodes, start: int, batches: Iterable[Any],
              write: Callable[[Callable[[], bool]], bool]) -> None:
     """Code the log's columnar ``batches`` (``storage.columns.EventBatch`` of the graph event types, in
@@ -308,5 +406,5 @@ def code_log(table: BlockTable, codes: NodeCodes, start: int, batches: Iterable[
         lo = batch.upto
 
 
-__all__ = ["NODE_TYPES", "KINDS", "ATTRIBUTE_KINDS", "CodedBlock", "GraphColumnsData", "NodeCodes", "code_log",
+__all__ = ["NODE_TYPES", "KINDS", "ATTRIBUTE_KINDS", "BlockProjection", "CodedBlock", "GraphColumnsData", "NodeCodes", "code_log",
            "compaction_runs", "merge_blocks", "node_types_of"]

@@ -3,20 +3,21 @@ keeps them in SQLite."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from pydantic_core import from_json
 
 from .columns import EventBatch
 from .graph_columns import (
-    ATTRIBUTE_KINDS, KINDS, BlockRow, GraphColumnsData, NodeCodes, code_log, compaction_runs, concat_blocks, merge_blocks,
+    ATTRIBUTE_KINDS, KINDS, BlockProjection, BlockRow, GraphColumnsData, NodeCodes, concat_blocks,
 )
 from .pg_db import PgConnections
 from .pg_schema import APPEND_LOCK
 
 
-class PgGraphBlocks:
+class PgGraphBlocks(BlockProjection):
     """The blocks of one store, and its writer's node dictionary (:class:`NodeCodes`)."""
 
     def __init__(self, db: PgConnections, codes: NodeCodes, read_columns: Callable[..., Iterator[EventBatch]]) -> None:
@@ -44,11 +45,6 @@ class PgGraphBlocks:
 
     # ---------------------------------------------------------------- readers
 
-    def covered(self) -> int:
-        """The seq up to which the blocks cover the log (0: none)."""
-        top = self.newest()
-        return top[1] if top else 0
-
     def read(self, upto: int | None = None) -> GraphColumnsData:
         """The graph events of the blocks' gapless prefix from seq 1, up to ``upto`` at most (whole
         blocks), with the attribute events' payloads."""
@@ -66,55 +62,32 @@ class PgGraphBlocks:
                 data.attr_seq, data.attr_payload = np.asarray(got[0], np.int64), from_json(f"[{got[1]}]")
         return data
 
-    # ---------------------------------------------------------------- the projection step
-
-    def catch_up(self, chunk: int = 500_000, progress: Callable[[int], None] | None = None) -> int:
-        """Code the log past the blocks, one transaction per ``chunk`` seqs; the seq then covered (again
-        while appends came meanwhile, which find the blocks behind the log and write none)."""
-
-        def write(step: Callable[[], bool]) -> bool:
-            with self.db.transaction() as conn:
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))  # no append meanwhile
-                done = step()
-            if progress:
-                progress(self.covered())
-            return done
-
-        while True:
-            start = self.covered()
-            top = self.db.one("SELECT coalesce(max(seq), 0) FROM events")
-            last = int(top[0]) if top else 0
-            if start >= last:
-                return start
-            code_log(self, self.codes, start, self._read_columns(start + 1, last, KINDS, (), chunk), write)
-            if self.covered() <= start:  # an event that cannot be coded: the log is read past it
-                return start
-
-    def compact(self, small: int = 50_000, target: int = 1_000_000) -> int:
-        """Merge runs of small blocks into blocks of up to ``target`` events, one transaction a run; how
-        many blocks went."""
-        sizes = [(int(f), int(la), int(n)) for f, la, n in self.db.all(
-            "SELECT first_seq, last_seq, octet_length(kind) FROM graph_blocks ORDER BY first_seq")]
-        gone = 0
-        for lo, hi in compaction_runs(sizes, small, target):
-            with self.db.transaction() as conn:
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))  # no append meanwhile
-                rows = [(int(r[0]), int(r[1]), str(r[2]), *(bytes(b) for b in r[3:])) for r in self.db.all(
-                    "SELECT first_seq, last_seq, new_nodes, kind, subj, tgt, seq, ts FROM graph_blocks "
-                    "WHERE first_seq >= %s AND last_seq <= %s ORDER BY first_seq", (lo, hi))]
-                if len(rows) < 2 or rows[0][0] != lo or rows[-1][1] != hi:
-                    continue  # changed meanwhile (a rebuild)
-                merged = merge_blocks(rows)  # type: ignore[arg-type]
-                self.db.run("DELETE FROM graph_blocks WHERE first_seq >= %s AND first_seq <= %s", (lo, rows[-1][0]))
-                self.insert(merged)
-                gone += len(rows) - 1
-        return gone
+    # ---------------------------------------------------------------- what BlockProjection asks
 
     def clear(self) -> None:
         self.db.run("DELETE FROM graph_blocks")
 
-    def rebuild(self, chunk: int = 500_000, progress: Callable[[int], None] | None = None) -> int:
-        """Code the whole log anew (what a replay does to every projection)."""
-        with self.db.transaction():
-            self.clear()
-        return self.catch_up(chunk, progress)
+    @contextmanager
+    def _locked(self) -> Iterator[Any]:
+        with self.db.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))  # no append meanwhile
+            yield conn
+
+    def _log_end(self) -> int:
+        top = self.db.one("SELECT coalesce(max(seq), 0) FROM events")
+        return int(top[0]) if top else 0
+
+    def _log_columns(self, start: int, last: int, chunk: int) -> Iterable[Any]:
+        return self._read_columns(start, last, KINDS, (), chunk)
+
+    def _block_sizes(self) -> list[tuple[int, int, int]]:
+        return [(int(f), int(la), int(n)) for f, la, n in self.db.all(
+            "SELECT first_seq, last_seq, octet_length(kind) FROM graph_blocks ORDER BY first_seq")]
+
+    def _rows_between(self, lo: int, hi: int) -> list[tuple[int, int, str, bytes, bytes, bytes, bytes, bytes]]:
+        return [(int(r[0]), int(r[1]), str(r[2]), *(bytes(b) for b in r[3:])) for r in self.db.all(  # type: ignore[misc]
+            "SELECT first_seq, last_seq, new_nodes, kind, subj, tgt, seq, ts FROM graph_blocks "
+            "WHERE first_seq >= %s AND last_seq <= %s ORDER BY first_seq", (lo, hi))]
+
+    def _delete_from(self, lo: int, last_first: int) -> None:
+        self.db.run("DELETE FROM graph_blocks WHERE first_seq >= %s AND first_seq <= %s", (lo, last_first))
