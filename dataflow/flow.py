@@ -33,7 +33,10 @@ from config.db_location import DbLocation
 from storage import open_store
 from config.settings import Settings
 
-from .control import FlowControl
+from scoring.rule_store import CHECKPOINT as RULES_CHECKPOINT
+from scoring.rule_store import RULE_EVENT_TYPES
+
+from .control import PROFILES_CHECKPOINT, FlowControl
 from .event_log import LOG_KEY, LogAppendLogic
 from .generator import GeneratorConfig, MockGenerator
 from .kafka_source import KafkaIngest
@@ -121,8 +124,13 @@ def build_live_flow(
     # valid events and keeps the refused ones as dead letters (dataflow.log_writer)
     to_log = op.key_on("to_log", raw, lambda _: LOG_KEY)
     poll, cache = settings.log_poll_interval, settings.sqlite_cache_mb
+    # without a recovery snapshot the log is read from where the projections already hold it, not from
+    # seq 1: a store folded by `ups init` (21.6M events at 1M users) would otherwise be folded again,
+    # for many minutes, its profiles overwritten meanwhile by partial ones from scratch
+    start = projected_upto(db)
     appended = op.stateful_batch(
-        "event_log", to_log, lambda upto: LogAppendLogic(upto, db, poll_interval=poll, cache_mb=cache)
+        "event_log", to_log,
+        lambda upto: LogAppendLogic(start if upto is None else upto, db, poll_interval=poll, cache_mb=cache),
     )
     log_batches = op.key_rm("log", appended)
     add_profile_projection(
@@ -131,12 +139,26 @@ def build_live_flow(
         shards=settings.profile_shards,
         flush_interval=settings.flush_interval,
         cache_mb=settings.sqlite_cache_mb,
+        # users met first start from their stored profile, whose events are skipped (resume_from 0:
+        # whatever seq the log resumes at, a stored profile holds exactly its events up to its last_seq)
+        loader=ProfileLoader(db),
     )
     add_rules_projection(log_batches, db, in_order=True)
     if attach_refresh is not None:
         control.refresh_attached = True
         attach_refresh(log_batches, control)
     return flow
+
+
+def projected_upto(db: DbLocation) -> int:
+    """The seq up to which the store's profiles and rules projections hold the log: the profiles'
+    checkpoint, or the rules' where a rule event past the rules' checkpoint waits to be applied."""
+    with open_store(db, wait_out="the flow's start") as store:
+        upto = store.checkpoints.get(PROFILES_CHECKPOINT)
+        rules = store.checkpoints.get(RULES_CHECKPOINT)
+        if store.last_seq_of_types(RULE_EVENT_TYPES) > rules:
+            upto = min(upto, rules)
+    return upto
 
 
 def mock_source(settings: Settings, control: FlowControl, max_events: int | None = None) -> MockSource:

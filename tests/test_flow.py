@@ -350,3 +350,44 @@ def test_rules_projection_takes_rule_events_others_appended_and_never_steps_back
     part.close()
     with EventStore(db_path) as store:
         assert {r.name for r in RuleStore(store).list()} == {"a", "c"}
+
+
+def test_a_flow_on_a_folded_store_starts_at_its_checkpoint_and_keeps_every_profile(
+    tmp_path: Path, small_gen: MockGenerator
+) -> None:
+    """A store folded by `ups init` (no recovery state yet): the flow reads only the log past the
+    profiles' checkpoint, and the users it meets continue from their stored profiles."""
+    from dataflow.bulk_fold import bulk_fold
+    from dataflow.runner import replay
+
+    db = tmp_path / "folded.db"
+    with EventStore(db) as store:
+        store.append(list(small_gen.dataset()))
+        folded = bulk_fold(store).last_seq
+    seen: list[LogBatch] = []
+
+    def attach(log_batches: Stream[LogBatch], control: FlowControl) -> None:
+        op.output("capture", log_batches, TestingSink(seen))
+
+    uid = "U0000001"
+    before = _profiles(db)[uid]
+    _run(db, [[_ev("live-1", "app.click", 2e9, uid, "A00001")], [_ev("live-2", "call", 2e9 + 1, "U0000002", uid,
+                                                                     duration=7.0)]], attach_refresh=attach)
+    assert [s for b in seen for s in b.seqs] == [folded + 1, folded + 2]  # the history is not read again
+    after = _profiles(db)
+    assert after[uid]["total_events"] == before["total_events"] + 1 and after[uid]["last_event_at"] == 2e9
+    with EventStore(db) as store:
+        assert Checkpoints(store.conn).get("profiles") == folded + 2
+    # the same profiles as a fold of the whole log from nothing
+    replay(_settings(db), from_seq=1, into=tmp_path / "replayed.db")
+    assert after == _profiles(tmp_path / "replayed.db")
+
+
+def test_a_flow_resumes_a_pending_rule_event_below_the_profiles_checkpoint(db_path: Path) -> None:
+    rule = Event("r1", "rule.created", 1.0, None, "big", {"name": "big", "weight": 1.0, "condition": "tenure_months > 1"})
+    with EventStore(db_path) as store:
+        store.append([rule, Event("c1", "call", 2.0, "U1", "U2", {"duration": 1.0})])
+        Checkpoints(store.conn).set("profiles", 2)  # folded, but the rule never reached the rules projection
+    _run(db_path, [[_ev("c2", "call", 3.0, "U1", "U2", duration=1.0)]])
+    with EventStore(db_path) as store:
+        assert [r.name for r in store.rules.list()] == ["big"]
