@@ -67,6 +67,8 @@ LATENCY_METRIC = "ups_http_request_duration_seconds"
 LAG_TYPES = tuple(RELATIONS) + tuple(t for t, node in ATTRIBUTE_EVENTS.items() if node == "user")
 #: seconds after a phase before its events' embeddings are read (an event still pending then is late)
 LAG_SETTLE_S = 3.0
+#: the refresh keeps up once its oldest pending node has waited less than this (s)
+STEADY_PENDING_S = 2.0
 PHASES = ("floor", "health", "user_closed", "health_open", "user_open", "recommendation", "explain_cold", "explain_warm",
           "health_under_explain")
 
@@ -312,16 +314,21 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float) -> dict
 
 
 def wait_steady(base: str, rate: float, timeout: float) -> dict[str, Any]:
-    """Measure under steady ingestion: the flow has folded its backlog and appends at about the rate asked."""
+    """Measure under steady ingestion: the flow has folded its backlog and appends at about the rate
+    asked, and the embedding refresh keeps up (its oldest pending node waits under ``STEADY_PENDING_S``;
+    after a start the refresher first builds its graph and may warm its layer cache with a full pass)."""
     deadline = time.monotonic() + timeout
     flow: dict[str, Any] = {}
     while time.monotonic() < deadline:
         flow = (_get(base + "/health") or {}).get("dataflow", {})
         backlog, eps = flow.get("backlog"), flow.get("events_per_s") or 0
-        if backlog is not None and backlog < rate * 5 and eps >= 0.8 * rate:
+        oldest = flow.get("oldest_pending_s")
+        refresh_ok = flow.get("refresh") != "running" or (oldest is not None and oldest < STEADY_PENDING_S)
+        if backlog is not None and backlog < rate * 5 and eps >= 0.8 * rate and refresh_ok:
             return flow
         time.sleep(2)
-    print("the dataflow did not reach a steady rate in time; measuring anyway", flush=True)
+    print(f"the dataflow did not reach a steady rate in time (refresh queue {flow.get('refresh_queue')}, oldest "
+          f"pending {flow.get('oldest_pending_s')} s); measuring anyway", flush=True)
     return flow
 
 
@@ -369,6 +376,8 @@ def _parse_args() -> argparse.Namespace:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--explain-users", type=int, default=24, help="distinct users explained cold, then warm")
     ap.add_argument("--ready-timeout", type=float, default=3600.0, help="for generation and initial training")
+    ap.add_argument("--steady-timeout", type=float, default=300.0,
+                    help="for the flow's backlog and the refresher's warm-up after the start (s)")
     ap.add_argument("--phases", default=",".join(PHASES),
                     help=f"comma-separated subset of {','.join(PHASES)} (default: all)")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
@@ -500,9 +509,11 @@ def main() -> None:
         with EventStore(args.db, readonly=True) as store:
             users = store.profiles.sample_ids(5000, seed=1)
         random.Random(2).shuffle(users)
-        flow = wait_steady(base, args.rate, 300)
-        print(f"live ingestion: {flow.get('events_per_s')} events/s (asked {args.rate:g}), "
-              f"backlog {flow.get('backlog')} events", flush=True)
+        t1 = time.monotonic()
+        flow = wait_steady(base, args.rate, args.steady_timeout)
+        print(f"steady after {time.monotonic() - t1:.0f} s more: live ingestion {flow.get('events_per_s')} events/s "
+              f"(asked {args.rate:g}), backlog {flow.get('backlog')} events, refresh queue {flow.get('refresh_queue')}, "
+              f"oldest pending {flow.get('oldest_pending_s')} s", flush=True)
         health = _get(base + "/health") or health
         observer = Observer(base, args.db, {"api": health["api"]["pid"], "dataflow": health["dataflow"]["pid"],
                                             "generator": gen.pid})

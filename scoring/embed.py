@@ -5,7 +5,7 @@ incremental refresh shares: ``(node type, node id, float32 vector, model version
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -71,6 +71,29 @@ def write_all(store: Store, graph: HeteroGraph, emb: Mapping[str, Tensor], versi
     return n
 
 
+def layer_node_type(node_type: str, layer: int) -> str:
+    """The embeddings table's node type for ``node_type``'s hidden states after inner layer ``layer``
+    (0-based): what the live refresher's layer-wise refresh reads for neighbours, kept so that a refresher
+    started on this store need not compute them again in a full pass (minutes at a million users)."""
+    return f"{node_type}.layer{layer + 1}"
+
+
+def write_layer_states(store: Store, graph: HeteroGraph, states: Sequence[Mapping[str, Tensor]], version: int,
+                       chunk: int = 50_000) -> int:
+    """Upsert every node's hidden state after each inner layer (``layer_node_type`` rows, the node's seq)."""
+    n = 0
+    for i, layer in enumerate(states):
+        for t in NODE_TYPES:
+            table = graph.nodes[t]
+            for a in range(0, len(table), chunk):
+                b = min(len(table), a + chunk)
+                vectors = layer[t][a:b].detach().to("cpu", torch.float32).numpy()
+                with store.transaction():
+                    n += store.embeddings.put_block(layer_node_type(t, i), table.ids[a:b], vectors, version,
+                                                    table.last_seq.view[a:b].cpu().numpy())
+    return n
+
+
 def write_neighbourhoods(store: Store, graph: HeteroGraph, user_emb: Tensor, version: int, chunk: int = 50_000) -> int:
     """Upsert every user's call neighbourhood (the mean embedding two calls around them) computed from
     ``user_emb``, the graph's user embeddings; the seq is the user's own. The incremental refresh does not
@@ -123,10 +146,15 @@ def embed_all(
         total = sum(graph.num_nodes(t) for t in NODE_TYPES)
         # the count is the rows written (the stage's rate: rows per second of forward and write)
         report(0.3, f"0/{total:,} rows, forward pass")
-        emb = loaded.embedder.eval().embed_all(graph, settings.embed_chunk_edges, lambda f, m: report(0.3 + 0.5 * f, m))
+        # the inner layers' states of the whole graph (not of a sample: a refresher's neighbours are all)
+        states: list[dict[str, Tensor]] | None = [] if sample_ratio == 1.0 else None
+        emb = loaded.embedder.eval().embed_all(graph, settings.embed_chunk_edges, lambda f, m: report(0.3 + 0.5 * f, m),
+                                               keep=states)
         report(0.8, f"0/{total:,} rows, writing embeddings")
         written = write_all(store, graph, emb, loaded.version, progress=lambda f, m: report(0.8 + 0.2 * f, m))
         written += write_neighbourhoods(store, graph, emb["user"], loaded.version)
+        if states:
+            write_layer_states(store, graph, states, loaded.version)
     report(1.0, "done")
     return EmbeddingsWritten(
         model_version=loaded.version,
@@ -139,4 +167,5 @@ def embed_all(
     )
 
 
-__all__ = ["embed_all", "embedding_rows", "write_rows", "write_all", "write_neighbourhoods", "EmbeddingRowT"]
+__all__ = ["embed_all", "embedding_rows", "write_rows", "write_all", "write_neighbourhoods", "write_layer_states",
+           "layer_node_type", "EmbeddingRowT"]

@@ -11,6 +11,7 @@ import torch
 
 from storage.interface import Store
 
+from .embed import layer_node_type
 from .full_pass import FullPass
 from .graph import HeteroGraph
 from .graph_buffers import Growable
@@ -69,26 +70,47 @@ class NodeCaches:
         self.has[t].view[idx] = True
 
     def load_stored(self, store: Store, graph: HeteroGraph, version: int) -> dict[str, torch.Tensor]:
-        """Take in the stored embeddings of model ``version``; per type, True where one is at least as
-        new as the node's last event."""
+        """Take in the stored embeddings of model ``version``, and the inner layers' states where the
+        store has them for every embedded node (``ups embed`` writes them): the layer cache is then warm
+        without a full pass. Per type, True where the embedding is at least as new as the node's last
+        event (the others are to be refreshed). A node refreshed live since its states were stored keeps
+        those: a layer-wise refresh reads its neighbours' states as they were last computed anyway."""
         current: dict[str, torch.Tensor] = {}
+        complete, embedded = bool(self.layers), 0
         for t in NODE_TYPES:
-            index = graph.nodes[t].index
-            idx, vecs, seqs = [], [], []
-            for nid, vec, seq in store.embeddings.of_version(t, version):
-                i = index.get(nid)
-                if i is not None:
-                    idx.append(i)
-                    vecs.append(vec)
-                    seqs.append(seq)
-            ok = torch.zeros(graph.num_nodes(t), dtype=torch.bool, device=self.device)
-            if idx:
-                ti = torch.as_tensor(idx, device=self.device)
-                self.emb[t].view[ti] = torch.as_tensor(np.stack(vecs), device=self.device)
-                self.has[t].view[ti] = True
-                ok[ti] = torch.as_tensor(seqs, device=self.device) >= graph.nodes[t].last_seq.view[ti]
-            current[t] = ok
+            found, current[t] = self._load_rows(store, graph, t, version, self.emb[t], self.has[t])
+            embedded += int(found.sum())
+            for i, lay in enumerate(self.layers):
+                found_i, _ = self._load_rows(store, graph, layer_node_type(t, i), version, lay[t], None, t)
+                complete = complete and bool((found_i | ~found).all())
+        if complete and embedded:
+            self.layers_ready = True
         return current
+
+    def _load_rows(self, store: Store, graph: HeteroGraph, kind: str, version: int, into: Growable,
+                   has: Growable | None, node_type: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows of ``kind`` (a node type, or a layer's states of ``node_type``) of ``version`` into
+        ``into``; per node of the type, whether a row was found and whether it is at least as new as the
+        node's last event."""
+        t = node_type or kind
+        index, last = graph.nodes[t].index, graph.nodes[t].last_seq.view
+        idx, vecs, seqs = [], [], []
+        for nid, vec, seq in store.embeddings.of_version(kind, version):
+            i = index.get(nid)
+            if i is not None:
+                idx.append(i)
+                vecs.append(vec)
+                seqs.append(seq)
+        found = torch.zeros(graph.num_nodes(t), dtype=torch.bool, device=self.device)
+        ok = torch.zeros_like(found)
+        if idx:
+            ti = torch.as_tensor(idx, device=self.device)
+            into.view[ti] = torch.as_tensor(np.stack(vecs), device=self.device)
+            if has is not None:
+                has.view[ti] = True
+            found[ti] = True
+            ok[ti] = torch.as_tensor(seqs, device=self.device) >= last[ti]
+        return found, ok
 
     def take_pass(self, p: FullPass) -> None:
         """Every node's embedding and layer states from a finished pass of this model (a model switch)."""

@@ -160,6 +160,32 @@ def test_layerwise_refresh_with_a_current_cache_equals_the_full_forward(live_db:
     r.close()
 
 
+def test_a_refresher_on_an_embedded_store_refreshes_layer_wise_without_a_warm_up_pass(
+    live_db: Path, device: torch.device
+) -> None:
+    """`ups embed` keeps the inner layers' states beside the embeddings: a refresher started on the store
+    has its layer cache warm at once (no full pass, minutes at a million users) and refreshes exactly as
+    one that warmed it with a pass."""
+    s = settings_for(live_db, device=device_setting(device))
+    started = IncrementalRefresher(s, config=_config(mode="layerwise", fanouts="all"))
+    assert started.caches.layers_ready and len(started.queue) == 0
+    warmed = _running(s, mode="layerwise", fanouts="all")
+    events = _append_live(live_db, 20)
+    got = {}
+    for r in (started, warmed):
+        r.observe(events)
+        got[r] = {(t, nid): vec for t, nid, vec, _, _ in _drain(r)}
+    assert started.full_refreshes == 0 and set(got[started]) == set(_affected(events))
+    for key, vec in got[started].items():
+        np.testing.assert_allclose(vec, got[warmed][key], atol=1e-5)
+    # without the states (a store embedded before they were kept) the cache is warmed by a pass, as before
+    with EventStore(live_db) as store, store.transaction() as conn:
+        conn.execute("DELETE FROM embeddings WHERE node_type LIKE '%.layer1'")
+    assert not IncrementalRefresher(s, config=_config(mode="layerwise")).caches.layers_ready
+    for r in (started, warmed):
+        r.close()
+
+
 def test_freshness_and_change_weights_order_the_queue() -> None:
     q = PriorityQueue()
     q.push(("user", 1), 0.5, 10, 0.0, 100.0)
