@@ -23,7 +23,13 @@ How the figures are kept honest:
 * per phase, where the two cores went (CPU % of one core: API process, dataflow, the API's worker
   processes, the generator, everything else on the machine), the ingestion rate the store actually
   saw during the phase, and the server's own p99 from its ``/metrics`` latency histogram (time inside
-  the app, by bucket), which tells the server's share of the tail from the rest (scheduling, client).
+  the app, by bucket), which tells the server's share of the tail from the rest (scheduling, client);
+* per phase, event -> embedding: from the store, each interaction (or user attribute) event appended
+  during the phase, from its append (``recorded_at``) to the write of its user's embedding row that
+  reflects it (``updated_at``, the row's seq at least the event's), read a few seconds after the phase;
+  only users with no later such event count (each write replaces the row, so only then is the stored
+  row the one that covered the event); events not embedded by then count at their age, a lower bound
+  — target p99 <= 1 s at 5 000 events/s.
 
     python -m bench.api [--users 100000 --rate 2000 --seconds 10 --db var/bench/ups.db]
 
@@ -52,9 +58,15 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.loadgen import LoadGenerator, Stream, StreamResult
+from scoring.graph_schema import ATTRIBUTE_EVENTS, RELATIONS
+from storage.embeddings import EmbeddingLags
 from storage.event_store import EventStore
 
 LATENCY_METRIC = "ups_http_request_duration_seconds"
+#: events whose user node the refresher re-embeds: interactions and the user's attribute events
+LAG_TYPES = tuple(RELATIONS) + tuple(t for t, node in ATTRIBUTE_EVENTS.items() if node == "user")
+#: seconds after a phase before its events' embeddings are read (an event still pending then is late)
+LAG_SETTLE_S = 3.0
 PHASES = ("floor", "health", "user_closed", "health_open", "user_open", "recommendation", "explain_cold", "explain_warm",
           "health_under_explain")
 
@@ -110,6 +122,16 @@ class Observer:
                     out.setdefault(route, {})[float(s.labels["le"])] = s.value
         return out
 
+    def embedding_lag(self, a: Snapshot, b: Snapshot) -> "EmbedLag | None":
+        """Event -> embedding of the events appended between the two snapshots, ``LAG_SETTLE_S`` after the
+        second (None: nothing appended)."""
+        if b.last_seq <= a.last_seq:
+            return None
+        time.sleep(max(0.0, LAG_SETTLE_S - (time.perf_counter() - b.at)))
+        with EventStore(self.db, readonly=True) as store:
+            lags = store.embeddings.user_lags(a.last_seq, b.last_seq, LAG_TYPES)
+        return EmbedLag.of(lags, time.time())
+
     def wait_ingestion(self, rate: float, timeout: float = 30.0) -> float:
         """Wait until the log grows at about ``rate`` (the flow's live source catches up after a phase that
         starved it, appending faster for a while): open-loop phases measure under the load asked."""
@@ -155,6 +177,31 @@ class Usage:
                 f"ingestion {self.events_per_s:,.0f} events/s\n    server-side p99 (app time, by bucket): {server}")
 
 
+@dataclass
+class EmbedLag:
+    """Event append -> embedding row written, of the events of one phase (see ``Embeddings.user_lags``)."""
+
+    seconds: np.ndarray  # embedded events' lags, then the pending ones' ages (a lower bound of their lag)
+    pending: int
+
+    @classmethod
+    def of(cls, lags: EmbeddingLags, now: float) -> "EmbedLag":
+        ages = lags.pending_ages(now)
+        return cls(np.concatenate([lags.seconds, ages]), len(ages))
+
+    def pct(self, q: float) -> float:
+        return _ms(self.seconds, q) / 1000
+
+    def line(self) -> str:
+        return (f"    event -> embedding ({len(self.seconds):,d} events, users with one event since): p50 "
+                f"{self.pct(50):.2f} s, p99 {self.pct(99):.2f} s, max {self.pct(100):.2f} s; {self.pending:,d} not "
+                f"embedded {LAG_SETTLE_S:g} s after the phase (counted at their age)")
+
+    def doc(self) -> dict[str, Any]:
+        return {"events": len(self.seconds), "p50_s": round(self.pct(50), 3), "p99_s": round(self.pct(99), 3),
+                "max_s": round(self.pct(100), 3), "pending": self.pending}
+
+
 def _bucket_p99(before: dict[float, float], after: dict[float, float]) -> tuple[float, int]:
     deltas = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
     total = deltas[-1][1] if deltas else 0.0
@@ -185,6 +232,7 @@ def usage(a: Snapshot, b: Snapshot) -> Usage:
 class PhaseResult:
     stream: StreamResult
     usage: Usage | None = None
+    lag: EmbedLag | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -224,6 +272,8 @@ class PhaseResult:
             d["cpu_pct"] = {k: round(v, 1) for k, v in self.usage.cpu_pct.items()}
             d["ingestion_events_per_s"] = round(self.usage.events_per_s, 1)
             d["server_p99_ms_bucket"] = self.usage.server_p99_ms
+        if self.lag is not None:
+            d["event_to_embedding"] = self.lag.doc()
         return d
 
 
@@ -346,12 +396,16 @@ class _Phases:
             self.observer.wait_ingestion(rate)
         before = self.observer.snapshot()
         out = [PhaseResult(r) for r in self.gen.run(list(streams))]
-        used = usage(before, self.observer.snapshot())
+        after = self.observer.snapshot()
+        used = usage(before, after)
+        lag = self.observer.embedding_lag(before, after)
         for i, r in enumerate(out):
-            r.usage = used
+            r.usage, r.lag = used, lag
             self.results[key if i == 0 else f"{key}_{i}"] = r
             print(r.line(), flush=True)
         print(used.line(), flush=True)
+        if lag is not None:
+            print(lag.line(), flush=True)
         if used.events_per_s < 0.9 * rate and used.seconds >= 2:  # the flow appends in batches
             print(f"    NOTE: ingestion ran at {used.events_per_s:,.0f} events/s in this phase, below the "
                   f"{rate:g} asked", flush=True)
@@ -409,6 +463,11 @@ def _report(args: argparse.Namespace, results: dict[str, PhaseResult], u: PhaseR
         if ingest < 0.9 * args.rate:
             print(f"NOTE: ingestion ran at {ingest:,.0f} events/s during the target phase, below the "
                   f"{args.rate:g} asked: the figures are not under the stated load")
+        if u.lag is not None:
+            ok_lag = u.lag.pct(99) <= 1.0
+            print(f"target event -> embedding p99 <= 1 s (during that phase, {ingest:,.0f} events/s) -> "
+                  f"p99 {u.lag.pct(99):.2f} s over {len(u.lag.seconds):,d} events, {u.lag.pending:,d} not embedded "
+                  f"after {LAG_SETTLE_S:g} s: {'OK' if ok_lag else 'BELOW TARGET'}")
     if h is not None:
         ok_health = h.pct(99) <= 50 and h.errors == 0
         print(f"target /health p99 <= 50 ms while 8 explanations run -> {h.pct(99):.1f} ms: "

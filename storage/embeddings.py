@@ -45,6 +45,35 @@ _BLOCK_UPSERT = (
 )
 _SEQ_WIDTH = 21
 
+#: per user with exactly one event of the given types past ``after``: that event's append time and, if
+#: the user's stored embedding reflects it (its seq is at least the event's), the time that row was written
+_USER_LAGS = (
+    "WITH one AS (SELECT user_id, min(seq) AS seq, min(recorded_at) AS recorded_at FROM events "
+    "WHERE seq > ? AND user_id IS NOT NULL AND type IN (SELECT value FROM json_each(?)) "
+    "GROUP BY user_id HAVING count(*) = 1) "
+    "SELECT one.recorded_at, CASE WHEN e.seq >= one.seq THEN e.updated_at END FROM one "
+    "LEFT JOIN embeddings AS e ON e.node_type = 'user' AND e.node_id = one.user_id WHERE one.seq <= ?"
+)
+
+
+@dataclass(frozen=True)
+class EmbeddingLags:
+    """Event append -> embedding row written, per event: ``recorded_at`` (append time) and
+    ``embedded_at`` (NaN: no row reflects the event yet)."""
+
+    recorded_at: np.ndarray
+    embedded_at: np.ndarray
+
+    @property
+    def seconds(self) -> np.ndarray:
+        """The lag of each embedded event."""
+        done = ~np.isnan(self.embedded_at)
+        return self.embedded_at[done] - self.recorded_at[done]
+
+    def pending_ages(self, now: float) -> np.ndarray:
+        """How long each event not yet embedded has waited by ``now``."""
+        return now - self.recorded_at[np.isnan(self.embedded_at)]
+
 
 class Embeddings:
     """(node type, node id) -> float32 vector blob, model version, seq, time."""
@@ -117,6 +146,14 @@ class Embeddings:
             (node_type, model_version),
         ):
             yield nid, np.frombuffer(blob, dtype=np.float32), int(seq)
+
+    def user_lags(self, after_seq: int, upto_seq: int, types: Sequence[str]) -> EmbeddingLags:
+        """Event append -> user embedding written, for the events ``after_seq < seq <= upto_seq`` of
+        ``types`` whose user has no other such event past ``after_seq`` (up to now): only then is the
+        user's one stored row (each write replaces the last) the write that covered that event."""
+        rows = self.conn.execute(_USER_LAGS, (after_seq, json.dumps(list(types)), upto_seq)).fetchall()
+        arr = np.asarray(rows, dtype=np.float64).reshape(-1, 2)  # NULL -> NaN
+        return EmbeddingLags(arr[:, 0].copy(), arr[:, 1].copy())
 
     def dim(self, node_type: str) -> int | None:
         """The dimension of the stored ``node_type`` embeddings (None: none stored)."""

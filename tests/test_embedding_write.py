@@ -53,3 +53,28 @@ def test_a_block_keeps_any_id_as_given_and_the_last_of_a_repeated_id_wins(tmp_pa
         assert np.array_equal(row.vector, vectors[3]) and row.seq == -4
         b = emb.get("user", "b")
         assert b is not None and np.array_equal(b.vector, vectors[2]) and b.seq == 3
+
+
+def test_user_lags_time_each_event_from_its_append_to_the_row_that_reflects_it(tmp_path: Path) -> None:
+    from storage import Event
+
+    def call(i: int, user: str) -> Event:
+        return Event(f"e{i}", "call", 1000.0 + i, user, "B", {"duration": 1.0})
+
+    vec = np.zeros(4, np.float32)
+    with EventStore(tmp_path / "e.db") as store:
+        store.append([call(1, "A")])  # before the window
+        after = store.last_seq()
+        store.append([call(2, "A"), call(3, "B"), call(4, "C"), call(5, "D"), call(6, "D")])
+        store.append([Event("e7", "user.updated", 1007.0, "E", None, {"plan": "x"})])  # not a type asked for
+        upto = store.last_seq()
+        store.append([call(8, "B")])  # past the window: B's row may reflect this one, so B is left out
+        with store.transaction() as conn:
+            # A's row reflects its event (seq 2); C's is older than its event (seq 4): not embedded yet
+            Embeddings(conn).put_many([("user", "A", vec, 1, 2), ("user", "C", vec, 1, 1), ("user", "D", vec, 1, 6)])
+        lags = Embeddings(store.conn).user_lags(after, upto, ["call"])
+        # A embedded, C pending; D (two events) and B (one later) are left out; E's type was not asked
+        assert len(lags.recorded_at) == 2
+        assert len(lags.seconds) == 1 and 0 <= lags.seconds[0] < 60
+        assert len(lags.pending_ages(lags.recorded_at.max() + 5.0)) == 1
+        assert Embeddings(store.conn).user_lags(upto, upto, ["call"]).recorded_at.size == 0
