@@ -4,6 +4,7 @@ the refresh branch's input, resume after an abort, and the JSON-lines source."""
 from __future__ import annotations
 
 import json
+import pickle
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -391,3 +392,31 @@ def test_a_flow_resumes_a_pending_rule_event_below_the_profiles_checkpoint(db_pa
     _run(db_path, [[_ev("c2", "call", 3.0, "U1", "U2", duration=1.0)]])
     with EventStore(db_path) as store:
         assert [r.name for r in store.rules.list()] == ["big"]
+
+
+def test_a_live_shard_snapshots_only_its_unflushed_profiles_and_a_resume_loads_the_others(db_path: Path) -> None:
+    """The snapshot of a live shard does not grow with every user met: flushed profiles are in the store,
+    and a resumed shard continues them from there."""
+    from dataflow.flow import ProfileLoader
+
+    def call(i: int, user: str) -> Event:
+        return Event(f"c{i}", "call", float(i), user, "U9", {"duration": 1.0})
+
+    EventStore(db_path).close()  # an empty store
+    clock = [0.0]
+    shard = ProfileShardLogic(None, 10.0, loader=ProfileLoader(db_path), clock=lambda: clock[0])
+    shard.on_batch([([call(1, "U1"), call(2, "U2")], [1, 2], 2)])
+    clock[0] = 20.0
+    (flush,) = shard.on_notify()[0]
+    with EventStore(db_path) as store, store.transaction():
+        store.profiles.upsert_many(flush.docs)  # what the profile sink does
+    shard.on_batch([([call(3, "U1")], [3], 3)])  # U1 changed again, not flushed yet; U2 is as stored
+    snap = shard.snapshot()
+    profiles, dirty, upto, _ = pickle.loads(snap)
+    assert [p[0] for p in profiles] == ["U1"] and dirty == {"U1"} and upto == 3
+    resumed = ProfileShardLogic(snap, 10.0, loader=ProfileLoader(db_path), clock=lambda: clock[0])
+    resumed.on_batch([([call(4, "U2"), call(5, "U1")], [4, 5], 5)])
+    clock[0] = 40.0
+    (flush,) = resumed.on_notify()[0]
+    docs = {uid: json.loads(doc) for uid, doc, _ in flush.docs}
+    assert docs["U1"]["total_events"] == 3 and docs["U2"]["total_events"] == 2

@@ -14,7 +14,7 @@ import torch
 
 from dataflow.generator import GeneratorConfig
 from graph_fixtures import device_setting, settings_for, small_store
-from scoring.embed import embed_all
+from scoring.embed import embed_all, layer_node_type
 from scoring.evaluate import evaluate, split_edges
 from scoring.graph_schema import NODE_TYPES
 from scoring.graph_loader import build_graph
@@ -74,13 +74,15 @@ def test_short_training_lowers_the_loss_and_beats_the_untrained_model_and_the_de
         assert row["untrained"] == pytest.approx(m["test_auc"][key]["untrained"], abs=1e-6)
     assert r["label_auc"] is not None and 0 <= r["label_auc"] <= 1
 
-    # embed_all writes every node with the version, and every user's call neighbourhood made of them
+    # embed_all writes every node with the version, and every user's call neighbourhood made of them;
+    # beside them each node's state after the inner layer (what a live refresher reads of neighbours)
     out = embed_all(s)
     users = graph.num_nodes("user")
     assert out["model_version"] == m["version"] and out["written"] == graph.num_nodes() + users
     with EventStore(trained_db) as store:
         emb = Embeddings(store.conn)
-        assert emb.count() == graph.num_nodes() + users and emb.count(NEIGHBOURHOOD) == users
+        assert emb.count() == 2 * graph.num_nodes() + users and emb.count(NEIGHBOURHOOD) == users
+        assert all(emb.count(layer_node_type(t, 0)) == emb.count(t) == graph.num_nodes(t) for t in NODE_TYPES)
         nbhd = emb.get(NEIGHBOURHOOD, "U0000003")
         e = emb.get("user", "U0000003")
         assert e is not None and e.vector.shape == (16,) and e.model_version == m["version"]
