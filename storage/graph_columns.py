@@ -19,12 +19,13 @@ from __future__ import annotations
 import secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Any, Callable, ContextManager, Iterable, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 from pydantic_core import from_json, to_json
+
+from .id_codes import IdCodes
 
 #: node types, in code order
 NODE_TYPES: tuple[str, ...] = ("user", "product", "app")
@@ -176,14 +177,13 @@ class NodeCodes:
         self._reset()
 
     def _reset(self) -> None:
-        self.index: list[dict[str, int]] = [{} for _ in NODE_TYPES]
+        self.index: list[IdCodes] = [IdCodes() for _ in NODE_TYPES]
         self.newest: tuple[int, int] | None = None  # (first_seq, token)
 
     def _load(self, rows: list[tuple[int, int, str]]) -> None:
         for first, token, new_nodes in rows:
             for t, ids in enumerate(from_json(new_nodes)):
-                d = self.index[t]
-                d.update(zip(ids, range(len(d), len(d) + len(ids))))
+                self.index[t].extend(ids)
             self.newest = (first, token)
 
     def sync(self, table: BlockTable) -> int:
@@ -239,7 +239,7 @@ class NodeCodes:
         top = table.newest()
         if (top[1] if top else 0) != before:
             return
-        current = self.newest == (top[0], top[2]) if top else self.newest is None and not any(self.index)
+        current = self.newest == (top[0], top[2]) if top else self.newest is None and not any(map(len, self.index))
         empty = np.zeros(0, np.int64)
         block = CodedBlock(before + 1, last, empty.astype(np.int8), empty.astype(np.int32), empty.astype(np.int32),
                            empty, empty.astype(np.float64), token=secrets.randbits(62))
@@ -270,19 +270,10 @@ class NodeCodes:
             at = np.flatnonzero(typ == t)
             if not len(at):
                 continue
-            values = ids[at]
-            if pd.isna(values).any():
+            coded = self.index[t].add(ids[at])
+            if coded is None:
                 return None
-            codes, uniq = pd.factorize(values)
-            d = self.index[t]
-            found = np.fromiter(map(d.get, uniq, repeat(-1)), np.int64, len(uniq))
-            new = found < 0
-            if new.any():
-                fresh = uniq[new].tolist()
-                found[new] = np.arange(len(d), len(d) + len(fresh))
-                d.update(zip(fresh, found[new].tolist()))
-                new_nodes[t] = fresh
-            code[at] = found[codes]
+            code[at], new_nodes[t] = coded
         return CodedBlock(first, last, kind, code[0::2], code[1::2], np.asarray(seqs, np.int64)[sel],
                           np.asarray(ts, np.float64)[sel], new_nodes, secrets.randbits(62))
 
