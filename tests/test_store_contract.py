@@ -228,6 +228,12 @@ def test_projection_accessors(store_db: DbLocation) -> None:
         s.embeddings.put_many([("user", "U1", np.arange(4, dtype=np.float32), 2, 9)])
         row = s.embeddings.get("user", "U1")
         assert row is not None and row.vector.tolist() == [0, 1, 2, 3] and row.model_version == 2
+        with s.transaction():  # node types sharing ids, and two calls, in one transaction: each row once, as given
+            s.embeddings.put_many([("user", "U2", np.ones(4, np.float32), 2, 9), ("user_neighbourhood", "U2", np.zeros(4, np.float32), 2, 9)])
+            s.embeddings.put_many([("product", "P1", np.full(4, 2.0, np.float32), 2, 9)])
+        assert s.embeddings.get("user", "U2").vector.tolist() == [1.0] * 4  # type: ignore[union-attr]
+        assert s.embeddings.get("user_neighbourhood", "U2").vector.tolist() == [0.0] * 4  # type: ignore[union-attr]
+        assert s.embeddings.count("product") == 1 and s.embeddings.count("user_neighbourhood") == 1
         s.rules.upsert("r", "d", 1.5, "tenure_months > 3", True, 10)
         assert s.rules.get("r").weight == 1.5 and s.rules.delete("r") and s.rules.list() == []
         v = s.models.add("hgt", {"dim": 4}, {"auc": 0.9}, b"w")
@@ -436,3 +442,17 @@ def test_compacted_graph_columns_read_the_same_and_appends_go_on_after_them(stor
         s.append(_graph_events(9))  # the writer's newest block was merged away: it reloads the dictionary
         nodes, rows = _coded_by_hand(s)
         assert _columns(s) == (s.last_seq(), nodes, rows)
+
+
+def test_events_appended_one_at_a_time_or_in_one_batch_get_the_same_graph_columns(store_db: DbLocation) -> None:
+    events = [e for i in range(8) for e in _graph_events(i)] + [Event("app", "app.listed", 9.0, None, "A2", {})]
+    with open_store(store_db) as s:
+        for e in events:  # small appends: coded event by event
+            s.append([e])
+        one_by_one = _columns(s)
+        nodes, rows = _coded_by_hand(s)
+        assert one_by_one == (s.last_seq(), nodes, rows)
+        s.graph_columns.rebuild(chunk=10_000)  # the log in one batch: coded as columns
+        assert _columns(s) == one_by_one
+        s.append([Event("bad", "call", 10.0, None, "U1", {"duration": 1.0})])  # no subject: no block
+        assert s.graph_columns.covered() == one_by_one[0]
