@@ -302,7 +302,8 @@ class NodeCodes:
                 d = self.index[node_type]
                 code = d.get(node)
                 if code is None:
-                    code = d[node] = len(d)
+                    code = len(d)
+                    d.extend([node])
                     new_nodes[node_type].append(node)
                 coded[i] = code
             rows.append((k, coded[0], coded[1], int(seq), float(t)))
