@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,11 @@ def test_a_refused_event_in_a_batch_of_events_is_kept_as_its_json(db_path: Path)
     with pytest.raises(Exception) as err:
         validate_event(bad)
     assert dead["reason"] == err.value.reason  # type: ignore[attr-defined]
+
+
+def test_the_writer_process_does_not_load_the_mock_generator() -> None:
+    # it starts with every flow: Faker and the generator would add their import to each run
+    script = "import sys, dataflow.log_writer; print(sorted({'faker', 'dataflow.generator'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.strip() == "[]", out.stderr
