@@ -241,7 +241,9 @@ class NodeCodes:
             for r in rows:
                 first.setdefault(r[0], r)
             rows = [first[eid] for _, eid in new]
-        _, types, users, targets, ts, *_ = zip(*rows)
+        # a column at a time: zip(*rows) makes an iterator object per row, and those allocations set off
+        # the cycle collector's passes over the caller's whole heap
+        types, users, targets, ts = ([r[i] for r in rows] for i in range(1, 5))
         seqs = np.fromiter((s for s, _ in new), np.int64, len(new))
         self.record(table, before, int(seqs[-1]), seqs, types, users, targets, ts, top)
 
