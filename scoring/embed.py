@@ -73,8 +73,8 @@ def write_all(store: Store, graph: HeteroGraph, emb: Mapping[str, Tensor], versi
 
 def write_neighbourhoods(store: Store, graph: HeteroGraph, user_emb: Tensor, version: int, chunk: int = 50_000) -> int:
     """Upsert every user's call neighbourhood (the mean embedding two calls around them) computed from
-    ``user_emb``, the graph's user embeddings; the seq is the user's own. The incremental refresh does not
-    rewrite them: they follow the embeddings at each full pass."""
+    ``user_emb``, the graph's user embeddings; the seq is the user's own. Between full passes the
+    incremental refresh keeps them current (:mod:`scoring.neighbourhood_refresh`)."""
     calls = graph.edges[("user", "calls", "user")]
     src, dst = (t.view.cpu().numpy() for t in (calls.src, calls.dst))
     means = neighbourhood.neighbourhood_means(src, dst, user_emb.detach().to("cpu", torch.float32).numpy())

@@ -36,6 +36,8 @@ from .graph import HeteroGraph
 from .graph_loader import build_graph
 from .graph_schema import NODE_TYPES
 from .model_io import LoadedModel, latest_version, load_model
+from .neighbourhood import NODE_TYPE as NEIGHBOURHOOD
+from .neighbourhood_refresh import NeighbourhoodRefresh
 from .refresh_cache import NodeCaches
 from .refresh_config import RefreshConfig
 from .refresh_queue import NodeKey, Pending, PriorityQueue
@@ -54,6 +56,10 @@ class RefresherSnapshot:
     pending: tuple[tuple[str, str, int, float, float, float], ...]  # (type, id, seq, ts, marked_at, priority)
     #: the same for the backfill (a default: snapshots taken before it existed restore)
     backfill: tuple[tuple[str, str, int, float, float, float], ...] = ()
+    #: users whose call-neighbourhood row is pending, and re-embedded users whose two-call balls are not
+    #: queued yet: (user id, marked_at, rank)
+    neighbourhoods: tuple[tuple[str, float, float], ...] = ()
+    neighbourhood_sources: tuple[tuple[str, float, float], ...] = ()
 
 
 class IncrementalRefresher:
@@ -74,6 +80,8 @@ class IncrementalRefresher:
 
     #: share of the tick budget a running full pass keeps however long the queue is, so it finishes
     PASS_MIN_SHARE = 0.1
+    #: share the call neighbourhoods keep while rows of theirs are pending (and all time left after the queue)
+    NEIGHBOURHOOD_SHARE = 0.15
     #: nodes in the first partial batch, before the cost per node has been measured
     FIRST_BATCH = 1024
     #: fewest nodes in a partial batch (below this the fixed cost of a forward dominates)
@@ -108,6 +116,7 @@ class IncrementalRefresher:
         self.caches = NodeCaches(self.device)
         self.queue = PriorityQueue(self.config.weight_wait)
         self.backfill = PriorityQueue(self.config.weight_wait)
+        self.hoods = NeighbourhoodRefresh(graph, self.device, self.config.weight_wait)
         self.paused = False
         self.model: LoadedModel | None = None
         self._refreshed: deque[tuple[float, int]] = deque()
@@ -160,6 +169,12 @@ class IncrementalRefresher:
             if missing.numel():
                 last = self.graph.nodes[t].last_seq.view[missing].cpu().numpy()
                 self._mark(t, missing.cpu().numpy(), last, np.full(missing.numel(), now), now)
+        # users without a stored neighbourhood of this model (new since the last full pass, or written by
+        # a UPS that had none) get one; the others follow as their own or their partners' embeddings do
+        stored = {nid for nid, _, _ in self.store.embeddings.of_version(NEIGHBOURHOOD, model.version)} if load_stored else set()
+        users = self.graph.nodes["user"].ids
+        self.hoods.mark_all(now, np.asarray([i for i, nid in enumerate(users) if nid not in stored] if load_stored else [],
+                                            dtype=np.int64))
 
     def maybe_reload_model(self, force: bool = False) -> bool:
         """Pick up a newer registered model (polled at most every ``model_poll_s``); True when found.
@@ -248,7 +263,7 @@ class IncrementalRefresher:
     def busy(self) -> bool:
         """Whether a tick has work: pending nodes or a running full pass (and it may run)."""
         return not self.paused and self.model is not None and (
-            len(self.queue) > 0 or len(self.backfill) > 0 or self._pass is not None
+            len(self.queue) > 0 or len(self.backfill) > 0 or len(self.hoods) > 0 or self._pass is not None
         )
 
     def tick(self, now: float | None = None, budget: int | None = None, budget_s: float | None = None) -> list[EmbeddingRowT]:
@@ -257,7 +272,7 @@ class IncrementalRefresher:
         if self.paused or self.model is None:
             return []
         self._maybe_start_pass()
-        if not len(self.queue) and not len(self.backfill) and self._pass is None:
+        if not self.busy:
             return []
         with self._threads:
             return self._tick(now, budget, budget_s)
@@ -266,17 +281,35 @@ class IncrementalRefresher:
         t0 = time.perf_counter()
         budget_s = self.config.tick_budget_s if budget_s is None else budget_s
         deadline = t0 + budget_s
-        partial_until = deadline
-        if self._pass is not None and not self._pass.background and math.isfinite(budget_s):
-            partial_until = deadline - self.PASS_MIN_SHARE * budget_s
+        # slices: partial refreshes, then the neighbourhoods, then a running pass (each uses what the
+        # ones before left; the later ones keep a share while they have work)
+        pass_share = self.PASS_MIN_SHARE if self._pass is not None and not self._pass.background else 0.0
+        hood_share = self.NEIGHBOURHOOD_SHARE if len(self.hoods) else 0.0
+        finite = math.isfinite(budget_s)
+        hoods_until = deadline - pass_share * budget_s if finite else deadline
+        partial_until = hoods_until - hood_share * budget_s if finite else deadline
         self.last_latencies = []
         rows = self._partial(self.config.budget if budget is None else budget, partial_until)
+        self._follow_neighbourhoods(rows)
+        assert self.model is not None
+        rows += self.hoods.rows(self.caches.emb["user"].view, self.model.version, hoods_until)
         if self._pass is not None:
-            rows += self._advance_pass(deadline)
+            pass_rows = self._advance_pass(deadline)
+            self._follow_neighbourhoods(pass_rows)  # (queued: written by the next ticks)
+            rows += pass_rows
         done = self.clock() if now is None else now
         self._refreshed.append((done, len(rows)))
         self.last_tick_s = time.perf_counter() - t0
         return rows
+
+    def _follow_neighbourhoods(self, rows: list[EmbeddingRowT]) -> None:
+        """Queue the neighbourhoods the serving model's new user rows enter (a switching pass's rows
+        wait: its end recomputes them all)."""
+        if self.model is None:
+            return
+        index, version = self.graph.nodes["user"].index, self.model.version
+        users = np.fromiter((index[nid] for t, nid, _, v, _ in rows if t == "user" and v == version), dtype=np.int64)
+        self.hoods.changed(users, self.clock())
 
     def _partial(self, cap: int, until: float) -> list[EmbeddingRowT]:
         """Partial refreshes of the top of the queue, then of the backfill, until ``until`` (perf_counter)
@@ -444,6 +477,7 @@ class IncrementalRefresher:
         if model is not self.model:  # a model switch: the new model serves from now on
             self._install_model(model)
             self.caches.take_pass(p)
+            self.hoods.mark_all(self.clock())  # every neighbourhood, by the new model
             # nodes touched since the pass began were left out of it and have since been refreshed by
             # the old model (or are pending): they need the new one, behind live changes (the backfill)
             now = self.clock()
@@ -465,7 +499,9 @@ class IncrementalRefresher:
             return []
         self._start_pass(self.model, emit, background=False)
         with self._threads:
-            return self._advance_pass(math.inf)
+            rows = self._advance_pass(math.inf)
+        self._follow_neighbourhoods(rows)  # (their neighbourhood rows come with the next ticks)
+        return rows
 
     # ---------------------------------------------------------------- status and recovery
 
@@ -490,6 +526,7 @@ class IncrementalRefresher:
             "full_pass": round(self._pass.progress, 3) if self._pass is not None else None,
             "switching_to": self.switching_to,
             "last_tick_ms": round(1000 * self.last_tick_s, 2),
+            "refresh_neighbourhoods": len(self.hoods),
         }
         if self.device.type == "cuda":  # the operations metrics show the flow's GPU memory from here
             out["gpu_allocated_bytes"] = int(torch.cuda.memory_allocated(self.device))
@@ -500,7 +537,8 @@ class IncrementalRefresher:
         def rows(queue: PriorityQueue) -> tuple[tuple[str, str, int, float, float, float], ...]:
             return tuple((t, self.graph.nodes[t].ids[i], p.seq, p.ts, p.marked_at, p.priority) for (t, i), p in queue.items())
 
-        return RefresherSnapshot(self.graph.last_seq, self.paused, self.model_version, rows(self.queue), rows(self.backfill))
+        return RefresherSnapshot(self.graph.last_seq, self.paused, self.model_version, rows(self.queue), rows(self.backfill),
+                                 *self.hoods.pending())
 
     @classmethod
     def restore(cls, settings: Any, snap: RefresherSnapshot | None, **kw: Any) -> "IncrementalRefresher":
@@ -515,4 +553,5 @@ class IncrementalRefresher:
                 i = r.graph.nodes[t].index.get(nid)
                 if i is not None:
                     queue.push((t, i), prio, seq, ts, marked_at)
+        r.hoods.restore(snap.neighbourhoods, snap.neighbourhood_sources)
         return r

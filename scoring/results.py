@@ -164,6 +164,8 @@ class RefresherStatus(TypedDict):
     full_pass: float | None
     switching_to: int | None
     last_tick_ms: float
+    #: users whose call-neighbourhood row waits to be written
+    refresh_neighbourhoods: int
 
 
 class FusionAUC(TypedDict):

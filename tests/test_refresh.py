@@ -18,6 +18,10 @@ from scoring.embed import embed_all
 from scoring.graph_schema import ATTRIBUTE_EVENTS, NODE_TYPES, RELATIONS
 from scoring.graph_loader import build_graph
 from scoring.model_io import register_model
+from scoring.neighbourhood import NODE_TYPE as NEIGHBOURHOOD, neighbourhood_means
+from scoring.service import ScoringService
+from scoring_support import fold_profiles
+from config.settings import Settings
 from dataflow.refresh_step import RefreshControl, RefreshOutput, refresh_builder
 from scoring.refresh import IncrementalRefresher
 from scoring.refresh_config import RefreshConfig
@@ -84,10 +88,15 @@ def _running(s: object, **kw: object) -> IncrementalRefresher:
     return r
 
 
+def _tick(r: IncrementalRefresher, **kw: object) -> list[tuple]:
+    """A tick's graph embedding rows (the call-neighbourhood rows that follow them are tested apart)."""
+    return [row for row in r.tick(**kw) if row[0] != NEIGHBOURHOOD]  # type: ignore[arg-type]
+
+
 def _drain(r: IncrementalRefresher, **kw: object) -> list[tuple]:
     rows: list[tuple] = []
     while r.busy:
-        rows += r.tick(**kw)
+        rows += _tick(r, **kw)
         time.sleep(0.001)  # (a tight loop would keep a pass thread from the GIL)
     return rows
 
@@ -106,10 +115,10 @@ def test_events_refresh_exactly_the_affected_nodes_highest_priority_first(live_d
 
     rows = []
     while len(r.queue):
-        batch = r.tick()
+        batch = _tick(r)
         assert 0 < len(batch) <= 5
         rows += batch
-    assert r.tick() == []
+    assert _tick(r) == []
     keys = [(t, nid) for t, nid, *_ in rows]
     assert len(keys) == len(set(keys)) and set(keys) == set(expected)
     # priority = log(1 + degree) here: rows come out by non-increasing degree
@@ -144,7 +153,7 @@ def test_layerwise_refresh_with_a_current_cache_equals_the_full_forward(live_db:
     assert len(r.queue) == len(_affected(events))
     rows = []
     while len(r.queue):
-        rows += r.tick()
+        rows += _tick(r)
     with torch.no_grad():
         full = r.model.embedder.embed_all(r.graph)
     assert {(t, nid) for t, nid, *_ in rows} == set(_affected(events))
@@ -182,7 +191,7 @@ def test_fresh_events_outrank_old_ones(live_db: Path, device: torch.device) -> N
     r.observe(old + events[3:], now=now)
     fresh_nodes = set(_affected(events[3:]))
     assert set(_affected(events[:3])) - fresh_nodes  # some nodes are touched by old events only
-    order = {(t, nid) for t, nid, *_ in r.tick(now=now, budget=len(fresh_nodes))}
+    order = {(t, nid) for t, nid, *_ in _tick(r, now=now, budget=len(fresh_nodes))}
     assert order == fresh_nodes
     r.close()
 
@@ -211,7 +220,7 @@ def test_new_model_version_takes_over_after_a_full_pass(live_db: Path, backgroun
     assert r.model_version == 1 and r.switching_to == v2
     assert r.status()["refresh_queue"] == r.graph.num_nodes()  # no stored embedding of v2 yet: all pending
     snap = r.graph.last_seq
-    rows = r.tick(budget_s=0.0)  # a budget of nothing: one step of the pass per tick (when in ticks)
+    rows = _tick(r, budget_s=0.0)  # a budget of nothing: one step of the pass per tick (when in ticks)
     if not background:
         assert r.switching_to == v2 and 0 < r.status()["full_pass"] < 1
         steps = r._pass.total_steps  # (CUDA takes wider steps than the configured 1 000 edges: fewer of them)
@@ -219,7 +228,7 @@ def test_new_model_version_takes_over_after_a_full_pass(live_db: Path, backgroun
     events = _append_live(live_db, 20)  # live events while the pass runs (a thread may be done already)
     expected = _affected(events)
     r.observe(events)
-    during = r.tick(budget_s=0.0)
+    during = _tick(r, budget_s=0.0)
     live_rows = [row for row in during if (row[0], row[1]) in expected]
     assert {(t, nid) for t, nid, *_ in live_rows} == set(expected)  # refreshed at once
     assert all(seq == expected[(t, nid)] for t, nid, _, v, seq in live_rows)
@@ -228,7 +237,7 @@ def test_new_model_version_takes_over_after_a_full_pass(live_db: Path, backgroun
     rows += during
     ticks = 2
     while r.busy:
-        rows += r.tick(budget_s=0.0)
+        rows += _tick(r, budget_s=0.0)
         ticks += 1
         time.sleep(0.001)  # (a tight loop would keep the pass thread from the GIL)
     assert r.full_refreshes == passes + 1
@@ -258,12 +267,12 @@ def test_after_a_switch_nodes_touched_during_the_pass_wait_behind_live_ones(live
     r = _running(s, model_poll_s=0.0, pass_chunk_edges=1000, budget=1000, pass_background=False, weight_wait=1.0)
     v2 = _register_random(live_db, seed=2)
     assert r.maybe_reload_model() is True
-    r.tick(budget_s=0.0)
+    _tick(r, budget_s=0.0)
     events = _append_live(live_db, 20)
     during = _affected(events)
     r.observe(events)
     while r.switching_to is not None:
-        r.tick(budget_s=0.0)
+        _tick(r, budget_s=0.0)
     backfill = {(t, r.graph.nodes[t].ids[i]) for (t, i), _ in r.backfill.items()}
     assert r.model_version == v2 and backfill == set(during) and len(r.queue) == 0
     assert r.status()["refresh_backfill"] == len(during) and r.status()["refresh_queue"] == len(during)
@@ -278,7 +287,7 @@ def test_after_a_switch_nodes_touched_during_the_pass_wait_behind_live_ones(live
     assert {(t, restored.graph.nodes[t].ids[i]) for (t, i), _ in restored.backfill.items()} == backfill - moved
     restored.close()
 
-    rows = r.tick(budget_s=math.inf)
+    rows = _tick(r, budget_s=math.inf)
     keys = [(t, nid) for t, nid, *_ in rows]
     assert set(keys[: len(fresh)]) == set(fresh)  # live nodes first, then the backfill
     assert set(keys[len(fresh):]) == backfill - moved and len(r.backfill) == 0
@@ -316,12 +325,12 @@ def test_a_backlog_over_the_share_runs_a_full_pass_while_live_nodes_keep_coming(
     r.observe(first)
     assert len(r.queue) >= 0.05 * r.graph.num_nodes()
     snap = r.graph.last_seq
-    rows = r.tick(budget_s=0.0)  # starts the pass; the top 5 are refreshed directly meanwhile
+    rows = _tick(r, budget_s=0.0)  # starts the pass; the top 5 are refreshed directly meanwhile
     assert len(rows) == 5 and r.status()["full_pass"] is not None
     more = _append_live(live_db, 20, chunk=1)
     r.observe(more)
     while r.status()["full_pass"] is not None:
-        rows += r.tick(budget_s=0.0, budget=0)  # the pass alone (no direct refreshes) ...
+        rows += _tick(r, budget_s=0.0, budget=0)  # the pass alone (no direct refreshes) ...
     rows += _drain(r)  # ... then what it left: the nodes touched since it began
     # (what the pass left may be a backlog over the share again: then another pass takes it)
     assert r.full_refreshes >= passes + 1 and len(r.queue) == 0
@@ -370,11 +379,11 @@ def test_the_time_budget_sizes_the_batches_highest_priority_first(tmp_path: Path
     # nothing stored: every node pending; no fallback to a full pass (a share above 1), no cache to warm
     r = IncrementalRefresher(settings_for(db, device=device_setting(device)), config=_config(full_share=2.0, mode="sampled", budget=200))
     n = len(r.queue)
-    first = r.tick(budget_s=math.inf)  # the node cap bounds it
+    first = _tick(r, budget_s=math.inf)  # the node cap bounds it
     assert len(first) == 200
-    tiny = r.tick(budget_s=0.0)  # no time left: one smallest batch, so the queue still moves
+    tiny = _tick(r, budget_s=0.0)  # no time left: one smallest batch, so the queue still moves
     assert len(tiny) == IncrementalRefresher.MIN_BATCH
-    rest = r.tick(budget_s=math.inf, budget=10_000)
+    rest = _tick(r, budget_s=math.inf, budget=10_000)
     assert len(first) + len(tiny) + len(rest) == n and len(r.queue) == 0
     deg = [float(r.graph.nodes[t].degree.view[r.graph.nodes[t].index[nid]]) for t, nid, *_ in first + tiny + rest]
     assert all(a >= b for a, b in zip(deg, deg[1:]))
@@ -407,9 +416,9 @@ def test_pause_keeps_marking_and_resume_refreshes(live_db: Path, device: torch.d
     r.pause()
     events = _append_live(live_db, 10)
     r.observe(events)
-    assert r.tick() == [] and r.status()["refresh"] == "paused" and len(r.queue) == len(_affected(events))
+    assert _tick(r) == [] and r.status()["refresh"] == "paused" and len(r.queue) == len(_affected(events))
     r.resume()
-    assert len(r.tick()) == len(_affected(events)) and r.status()["refresh"] == "running"
+    assert len(_tick(r)) == len(_affected(events)) and r.status()["refresh"] == "running"
     r.close()
 
 
@@ -452,7 +461,7 @@ def test_refresh_runs_as_a_bytewax_stateful_step(live_db: Path, device: torch.de
     got: list[tuple[str, RefreshOutput]] = []
     op.output("out", out, TestingSink(got))
     run_main(flow)
-    rows = [row for _, o in got for row in o.rows]
+    rows = [row for _, o in got for row in o.rows if row[0] != NEIGHBOURHOOD]
     assert {(t, nid) for t, nid, *_ in rows} == set(_affected(events))
     statuses = [o.status for _, o in got if o.status]
     assert statuses[0]["refresh"] == "paused" and statuses[-1]["refresh_queue"] == 0
@@ -490,3 +499,85 @@ def test_refresh_step_plugs_onto_the_flows_log_stream(live_db: Path, device: tor
             assert row is not None and row.seq == seq and row.model_version == 1, (t, nid)
         untouched = emb.get("user", next(u for u in (f"U{i:07d}" for i in range(300)) if ("user", u) not in expected))
         assert untouched is not None and untouched.seq < events[0].seq
+
+
+def _refresh_and_store(r: IncrementalRefresher, db: Path, events: list[StoredEvent]) -> list[tuple]:
+    """Observe ``events``, tick until nothing is left, write every row (what the flow's sink does)."""
+    r.observe(events)
+    rows = []
+    while r.busy:
+        rows += r.tick()
+    with EventStore(db) as store, store.transaction() as conn:
+        Embeddings(conn).put_many(rows)
+    return rows
+
+
+def _stored_neighbourhoods(db: Path, r: IncrementalRefresher) -> tuple[np.ndarray, np.ndarray]:
+    """(every user's stored neighbourhood row, ``neighbourhood_means`` over the stored user embeddings and
+    the refresher's call graph), in the graph's user order."""
+    users = r.graph.nodes["user"].ids
+    with EventStore(db) as store:
+        emb = Embeddings(store.conn)
+        own, hood = emb.get_many("user", users), emb.get_many(NEIGHBOURHOOD, users)
+    assert set(own) == set(hood) == set(users)  # new users included
+    calls = r.graph.edges[RELATIONS["call"]]
+    full = neighbourhood_means(calls.src.view.cpu().numpy(), calls.dst.view.cpu().numpy(), np.stack([own[u] for u in users]))
+    return np.stack([hood[u] for u in users]), full
+
+
+@pytest.mark.parametrize("mode", ["layerwise", "sampled"])
+def test_refreshed_call_neighbourhoods_equal_a_full_recompute_over_the_same_embeddings(
+    live_db: Path, mode: str, device: torch.device
+) -> None:
+    r = _running(settings_for(live_db, device=device_setting(device)), mode=mode, budget=50)
+    events = _append_live(live_db, 12)
+    assert any(e.type == "call" for e in events)
+    with EventStore(live_db) as store:  # the rows the last full pass wrote
+        old = Embeddings(store.conn).get_many(NEIGHBOURHOOD, r.graph.nodes["user"].ids)
+    rows = _refresh_and_store(r, live_db, events)
+    hoods = [row for row in rows if row[0] == NEIGHBOURHOOD]
+    users = r.graph.nodes["user"]
+    assert all(v == 1 and seq == int(users.last_seq.view[users.index[nid]]) for _, nid, _, v, seq in hoods)
+    # incremental: the rows within two calls of a re-embedded user, not every user's
+    assert 0 < len({nid for _, nid, *_ in hoods}) < r.graph.num_nodes("user")
+    stored, full = _stored_neighbourhoods(live_db, r)
+    np.testing.assert_allclose(stored, full, atol=1e-5)
+    # the live events moved neighbourhoods by far more than that (without the refresh this would fail)
+    assert sum(np.abs(vec - old[nid]).max() > 1e-3 for _, nid, vec, *_ in hoods if nid in old) > 10
+    r.close()
+
+
+def test_neighbourhood_rows_take_the_ticks_time_left_the_reembedded_users_first(live_db: Path, device: torch.device) -> None:
+    r = _running(settings_for(live_db, device=device_setting(device)), budget=1000)
+    r.hoods.FIRST_BATCH = r.hoods.MIN_BATCH = 8  # (this graph has a few hundred users)
+    events = _append_live(live_db, 30)
+    r.observe(events)
+    rows = r.tick(budget_s=0.0)  # no time left after the embeddings: one small batch of neighbourhoods
+    users = {nid for t, nid, *_ in rows if t == "user"}
+    hoods = [nid for t, nid, *_ in rows if t == NEIGHBOURHOOD]
+    assert len(users) > 8 and len(hoods) == 8 and set(hoods) <= users
+    assert len(r.hoods) > 0 and r.busy and r.status()["refresh_neighbourhoods"] == len(r.hoods)
+    snap = pickle.loads(pickle.dumps(r.snapshot()))  # what is pending survives a restore
+    assert snap.neighbourhoods and snap.neighbourhood_sources
+    r2 = IncrementalRefresher.restore(settings_for(live_db, device=device_setting(device)), snap, config=r.config)
+    for got, want in zip(r2.hoods.pending(), (snap.neighbourhoods, snap.neighbourhood_sources)):
+        assert {nid for nid, *_ in got} == {nid for nid, *_ in want}
+    r2.close()
+    r.tick(budget_s=math.inf)
+    assert len(r.hoods) == 0 and not r.busy
+    r.close()
+
+
+def test_a_new_users_score_uses_the_neighbourhood_the_refresh_gives_them(live_db: Path, device: torch.device) -> None:
+    r = _running(settings_for(live_db, device=device_setting(device)), budget=1000)
+    events = _append_live(live_db, 40)
+    new = sorted(nid for t, nid in _affected(events) if t == "user" and nid not in r.graph.nodes["user"].index)
+    with EventStore(live_db) as store:
+        fold_profiles(store)  # (what the flow's profile branch does)
+    with ScoringService(Settings(db=live_db)) as svc:
+        assert all(svc.score(u)["embedding_missing"] for u in new)
+    _refresh_and_store(r, live_db, events)
+    with ScoringService(Settings(db=live_db)) as svc:
+        scored = [svc.score(u) for u in new]
+    assert new and all(not s["embedding_missing"] and s["model_version"] == 1 for s in scored)
+    r.close()

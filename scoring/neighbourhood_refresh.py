@@ -1,0 +1,275 @@
+"""Keeping the users' call neighbourhoods (:mod:`scoring.neighbourhood`) current between full passes.
+
+The stored neighbourhood of user i is N_i = P·(P·X) at row i, X the user embeddings and P the
+row-normalised call adjacency (both directions, each call counted; an isolated user averages over
+themself). When the refresher writes new embeddings for users J, N changes only within two calls of
+J: J's own rows are queued at once, J itself as "sources" whose two-call balls are queued later
+(indices only), and every row is computed when written, from the embeddings of that moment, by two
+gathers over call partners. So once nothing is queued every stored row equals what a full
+``neighbourhood_means`` over the same embeddings gives.
+
+A new call edge needs no mark of its own: its two ends are re-embedded (both are touched), and the
+rows written for them mark their two-call balls with the edge in place.
+
+Hub fan-out: a user with d partners, each with about d partners, marks about d² rows per re-embedding,
+and a hub is re-embedded with each of its calls. Three things bound that: marks are de-duplicated
+(a row pending for many reasons, or a source re-embedded again before its ball was queued, is
+handled once); the balls' expansion and the rows are worked off in batches of :attr:`BATCH` users
+within a time slice the refresher gives them after its embedding refreshes (a share of the tick
+while embeddings wait, so the event -> embedding latency loses at most that share, and all the time
+left otherwise); and the users whose own embedding changed go first ("near"), the fan-out behind them
+("far") with the refresher's waiting credit, so a hub's ball is written at the rate ticks allow
+without starving or outranking live users. The far rows' lag is their backlog over that rate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from .embed import EmbeddingRowT
+from .graph import HeteroGraph
+from .graph_schema import RELATIONS
+from .neighbourhood import NODE_TYPE
+
+_CALLS = RELATIONS["call"]
+#: the queue's ranks: users whose own embedding changed, then the rest of their two-call balls
+NEAR, FAR = 1.0, 0.0
+
+
+def _over(a: sp.csr_matrix, cols: np.ndarray) -> sp.csr_matrix:
+    """``a`` with its columns renumbered to their positions in ``cols`` (sorted, holding them all)."""
+    return sp.csr_matrix((a.data, np.searchsorted(cols, a.indices), a.indptr), shape=(a.shape[0], len(cols)))
+
+
+class CallMatrix:
+    """A = C + Cᵀ over the graph's users, C[i, j] the calls from i to j, as scipy CSR rows on demand:
+    a CSR of most calls plus one of the newest, so a tick's calls never rebuild the whole matrix
+    (merged once the newest outgrow ``compact_min`` or a twentieth of the rest, as ``Adjacency``)."""
+
+    def __init__(self, graph: HeteroGraph) -> None:
+        self.graph = graph
+        self._base: sp.csr_matrix | None = None
+        self._base_edges = 0
+        self._delta: sp.csr_matrix | None = None
+        self._key = (-1, -1)
+
+    def _matrix(self, lo: int, hi: int, n: int) -> sp.csr_matrix:
+        calls = self.graph.edges[_CALLS]
+        src, dst = (c.view[lo:hi].cpu().numpy() for c in (calls.src, calls.dst))
+        ones = np.ones(len(src))
+        return sp.csr_matrix((np.concatenate([ones, ones]), (np.concatenate([src, dst]), np.concatenate([dst, src]))),
+                             shape=(n, n))
+
+    def rows(self, users: np.ndarray) -> sp.csr_matrix:
+        """A[users] (call counts, both directions: a self-call counts twice)."""
+        m, n = len(self.graph.edges[_CALLS]), self.graph.num_nodes("user")
+        if self._base is None or m - self._base_edges > max(self.graph.compact_min, self._base_edges // 20):
+            self._base, self._base_edges, self._key = self._matrix(0, m, n), m, (-1, -1)
+        if self._key != (m, n):
+            self._delta, self._key = self._matrix(self._base_edges, m, n), (m, n)
+            b = self._base
+            if b.shape[0] < n:  # users since the base was built: empty rows and columns
+                ptr = np.concatenate([b.indptr, np.full(n - b.shape[0], b.indptr[-1])])
+                self._base = sp.csr_matrix((b.data, b.indices, ptr), shape=(n, n))
+        assert self._base is not None and self._delta is not None
+        return self._base[users] + self._delta[users]
+
+
+class PendingUsers:
+    """Users whose row is pending, each once at its highest rank, ranked by ``rank + wait_weight·(now -
+    marked_at)`` like :class:`~scoring.refresh_queue.PriorityQueue` (as a static key: every pending
+    user gains at the same rate), but in arrays: a two-call ball is thousands of users per tick, and
+    a heap push each cost more than the embedding refresh that caused them."""
+
+    def __init__(self, wait_weight: float) -> None:
+        self.wait_weight = wait_weight
+        self.pending = np.zeros(0, dtype=bool)
+        self.rank = np.zeros(0)
+        self.marked_at = np.zeros(0)
+        self._origin: float | None = None  # keeps the keys small (marked_at is epoch seconds)
+        self.count = 0
+
+    def _fit(self, n: int) -> None:
+        if n > len(self.pending):
+            cap = max(n, 2 * len(self.pending), 1024)
+            self.pending = np.concatenate([self.pending, np.zeros(cap - len(self.pending), dtype=bool)])
+            self.rank = np.concatenate([self.rank, np.zeros(cap - len(self.rank))])
+            self.marked_at = np.concatenate([self.marked_at, np.zeros(cap - len(self.marked_at))])
+
+    def push(self, users: np.ndarray, rank: float | np.ndarray, marked_at: float | np.ndarray) -> None:
+        """Mark ``users`` (a user already pending keeps their first mark time and their higher rank)."""
+        users = np.asarray(users, dtype=np.int64)
+        if not len(users):
+            return
+        if self._origin is None:
+            self._origin = float(np.min(marked_at))
+        self._fit(int(users.max()) + 1)
+        rank = np.broadcast_to(np.asarray(rank, dtype=np.float64), users.shape)
+        at = np.broadcast_to(np.asarray(marked_at, dtype=np.float64), users.shape)
+        new = ~self.pending[users]
+        self.marked_at[users[new]] = at[new]
+        self.rank[users[new]] = -np.inf
+        np.maximum.at(self.rank, users, rank)
+        self.pending[users] = True
+        self.count = int(self.pending.sum())
+
+    def pop(self, n: int) -> np.ndarray:
+        """The ``n`` best-ranked pending users (sorted by index), no longer pending."""
+        idx = np.flatnonzero(self.pending)
+        if len(idx) > n:
+            key = self.rank[idx] - self.wait_weight * (self.marked_at[idx] - (self._origin or 0.0))
+            idx = np.sort(idx[np.argpartition(-key, n - 1)[:n]])
+        self.pending[idx] = False
+        self.count -= len(idx)
+        return idx
+
+    def clear(self) -> None:
+        self.pending[:] = False
+        self.count = 0
+
+    def items(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(users, marked_at, rank) of the pending users."""
+        idx = np.flatnonzero(self.pending)
+        return idx, self.marked_at[idx], self.rank[idx]
+
+
+class NeighbourhoodRefresh:
+    """The queue of neighbourhood rows to write, and their computation."""
+
+    #: users per batch (rows computed, and as many sources' balls queued before them): the first, before
+    #: the cost per user is measured, and the bounds of the sizes fitted to the time left. A batch costs
+    #: less per user the larger it is (their two-call balls overlap), so the fit errs on the short side
+    FIRST_BATCH, MIN_BATCH, MAX_BATCH = 256, 32, 4096
+
+    def __init__(self, graph: HeteroGraph, device: torch.device, wait_weight: float) -> None:
+        self.graph = graph
+        self.device = device
+        self.queue = PendingUsers(wait_weight)
+        self.sources = PendingUsers(wait_weight)  # re-embedded users whose two-call balls are not queued yet
+        self.calls = CallMatrix(graph)
+        self._cost: float | None = None  # seconds per user of a batch (moving average)
+        # a counter of ``changed`` calls: when each user's row was last computed and each source last
+        # changed, so a ball leaves out the rows computed since (from the changed embedding already)
+        self._epoch = 0
+        self._written = np.zeros(0, dtype=np.int64)
+        self._changed_at = np.zeros(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        """Work left: rows queued and sources to expand."""
+        return self.queue.count + self.sources.count
+
+    def neighbourhoods(self, users: np.ndarray, emb: Tensor) -> np.ndarray:
+        """The call neighbourhoods of ``users`` (sorted, distinct) over the user embeddings ``emb``: the
+        one-call means of their partners, each over its own partners (float64, as ``neighbourhood_means``)."""
+        a_r = self.calls.rows(users)
+        one = np.unique(a_r.indices)
+        a_one = self.calls.rows(one)
+        two = np.unique(a_one.indices)
+        x = emb[torch.as_tensor(two, device=emb.device)].to("cpu", torch.float64).numpy()
+        means = _over(a_one, two) @ x / np.asarray(a_one.sum(1))  # partners: at least one call each
+        deg = np.asarray(a_r.sum(1)).ravel()
+        out = _over(a_r, one) @ means / np.maximum(deg, 1.0)[:, None]
+        alone = np.flatnonzero(deg == 0)
+        if len(alone):
+            out[alone] = emb[torch.as_tensor(users[alone], device=emb.device)].to("cpu", torch.float64).numpy()
+        return out.astype(np.float32)
+
+    def _ball(self, users: np.ndarray) -> np.ndarray:
+        """``users`` and their call partners, sorted and distinct."""
+        return np.unique(np.concatenate([users, self.calls.rows(users).indices]))
+
+    # ---------------------------------------------------------------- marks
+
+    def mark_all(self, now: float, users: np.ndarray | None = None) -> None:
+        """Queue (far) the rows of ``users`` (default: every user), forgetting what was queued."""
+        self.queue.clear()
+        self.sources.clear()
+        n = self.graph.num_nodes("user")
+        self.queue.push(np.arange(n) if users is None else np.asarray(users, dtype=np.int64), FAR, now)
+
+    def changed(self, users: np.ndarray, now: float) -> None:
+        """Users whose embedding was rewritten: their own rows first; the rest of their two-call balls
+        are queued as :meth:`rows` gets to them."""
+        if not len(users):
+            return
+        self._epoch += 1
+        self._fit()
+        self._changed_at[users] = self._epoch
+        self.queue.push(users, NEAR, now)
+        self.sources.push(users, FAR, now)
+
+    def _fit(self) -> None:
+        n = self.graph.num_nodes("user")
+        if len(self._written) < n:
+            grow = max(n, 2 * len(self._written)) - len(self._written)
+            self._written = np.concatenate([self._written, np.zeros(grow, dtype=np.int64)])
+            self._changed_at = np.concatenate([self._changed_at, np.zeros(grow, dtype=np.int64)])
+
+    def _expand(self, users: np.ndarray) -> None:
+        if not len(users):
+            return
+        self._fit()
+        ball = self._ball(self._ball(users))
+        ball = ball[self._written[ball] < self._changed_at[users].max()]
+        self.queue.push(ball, FAR, float(np.min(self.sources.marked_at[users])))
+
+    def restore(self, pending: tuple[tuple[str, float, float], ...], sources: tuple[tuple[str, float, float], ...]) -> None:
+        """Queue again what a snapshot had pending (:meth:`pending`)."""
+        index = self.graph.nodes["user"].index
+        for queue, items in ((self.queue, pending), (self.sources, sources)):
+            known = [(index[nid], at, rank) for nid, at, rank in items if nid in index]
+            if known:
+                users, at, rank = (np.asarray(c) for c in zip(*known))
+                queue.push(users, rank, at)
+                if queue is self.sources:  # changed after every row this refresher has written
+                    self._epoch += 1
+                    self._fit()
+                    self._changed_at[users] = self._epoch
+
+    def pending(self) -> tuple[tuple[tuple[str, float, float], ...], tuple[tuple[str, float, float], ...]]:
+        """(user id, marked at, rank) of the rows queued, and of the sources."""
+        ids = self.graph.nodes["user"].ids
+
+        def rows(queue: PendingUsers) -> tuple[tuple[str, float, float], ...]:
+            users, at, rank = queue.items()
+            return tuple((ids[i], float(a), float(k)) for i, a, k in zip(users.tolist(), at, rank))
+
+        return rows(self.queue), rows(self.sources)
+
+    # ---------------------------------------------------------------- rows
+
+    @torch.no_grad()
+    def rows(self, emb: Tensor, version: int, until: float) -> list[EmbeddingRowT]:
+        """Rows of the most urgent queued users over the user embeddings ``emb``, a batch of sources
+        expanded before each batch of rows, until ``until`` (``time.perf_counter``; one batch at least,
+        so the queue moves however small the slice); the seq is the user's own last event, as a full
+        pass writes."""
+        out: list[EmbeddingRowT] = []
+        ids = self.graph.nodes["user"].ids
+        first = True
+        while len(self) and (first or time.perf_counter() < until):
+            first = False
+            left = until - time.perf_counter()
+            n = self.FIRST_BATCH if self._cost is None else self.MAX_BATCH if math.isinf(left) else int(left / self._cost)
+            n = min(self.MAX_BATCH, max(self.MIN_BATCH, n))
+            t = time.perf_counter()
+            sources = self.sources.pop(n)
+            self._expand(sources)  # (a popped user's mark time stays readable)
+            picked = self.queue.pop(n)
+            if len(picked):
+                vec = self.neighbourhoods(picked, emb)
+                seqs = self.graph.nodes["user"].last_seq.view[torch.as_tensor(picked, device=self.device)].tolist()
+                out += [(NODE_TYPE, ids[i], vec[k], version, seqs[k]) for k, i in enumerate(picked.tolist())]
+                self._fit()
+                self._written[picked] = self._epoch
+            done = max(len(sources), len(picked))
+            if done >= self.MIN_BATCH:
+                per = (time.perf_counter() - t) / done
+                self._cost = per if self._cost is None else 0.7 * self._cost + 0.3 * per
+        return out
