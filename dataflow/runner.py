@@ -22,6 +22,7 @@ from config.settings import Settings
 from scoring.rule_store import CHECKPOINT as RULES_CHECKPOINT
 from storage import open_store, parse_db, store_exists
 
+from .collector import collector_for_throughput
 from .control import PROFILES_CHECKPOINT, ControlLoop, FlowControl, record_failure
 from .errors import FlowConfigError
 from .flow import (
@@ -33,7 +34,6 @@ from .flow import (
     mock_source,
 )
 from .flow_lock import FlowLock, FlowLocked
-from .gc_tuning import gc_for_throughput
 from .kafka_source import KafkaUnavailable
 from .recovery_dir import ensure_recovery
 from .recovery_dir import reset_recovery as reset_recovery_dir
@@ -196,7 +196,7 @@ def run_dataflow(
         t0 = time.perf_counter()
         # the stop handlers go in before the control loop reports "running": a SIGTERM sent to a flow
         # that says it runs always ends it cleanly
-        with _signals_stop(control), gc_for_throughput():
+        with _signals_stop(control), collector_for_throughput():
             control_loop.start()
             try:
                 cli_main(
@@ -290,7 +290,7 @@ def _replay_locked(
         settings, source_db=source_db, into=target, first=from_seq, last=last, parts=workers, on_events=progress
     )
     t0 = time.perf_counter()
-    with gc_for_throughput():
+    with collector_for_throughput():
         if workers == 1:
             run_main(flow)
         else:
