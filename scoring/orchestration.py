@@ -8,6 +8,7 @@ job workers, the CLI and ``ups init`` all run them from here.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from config.progress import Progress, part, stage
 from config.settings import Settings
 
-from .operation_results import FusionJob, GraphRefreshed, HgtJob, InitialModel
+from .operation_results import FusionJob, GraphRefreshed, HgtJob, InitialModel, ModelUpgraded
 
 if TYPE_CHECKING:
     from .results import FusionTrained
@@ -59,6 +60,55 @@ def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion
     fusion = train_fusion(settings, stage(progress, "fusion", 0.8, 1.0), samples=settings.bootstrap_fusion_samples,
                           epochs=fusion_epochs, lr=settings.fusion_lr, oracle=oracle)
     return InitialModel(hgt=hgt, embeddings=emb, fusion=fusion)
+
+
+@dataclass(frozen=True)
+class Outdated:
+    """What a registered model lacks that this UPS's scoring reads, and why."""
+
+    #: user embeddings without the call neighbourhoods made of them (the fusion is trained again in any case)
+    reembed: bool
+    reasons: tuple[str, ...]
+
+
+def outdated_model(settings: Settings) -> Outdated | None:
+    """Whether the registered model was made by an older UPS: a fusion of another weight layout (this
+    one does not load it: scores would be the untrained fusion's), or user embeddings written before the
+    call neighbourhoods existed (the fusion's graph input: every user would score with a zero vector)."""
+    from storage import open_store
+
+    from .fusion import FORMAT
+    from .neighbourhood import NODE_TYPE
+
+    reasons = []
+    with open_store(settings.db) as store:
+        reembed = store.embeddings.count(NODE_TYPE) == 0 and store.embeddings.count("user") > 0
+        if reembed:
+            reasons.append(f"the user embeddings have no call neighbourhoods ({NODE_TYPE}): they predate them")
+        fusion = store.models.latest("fusion")
+        layout = fusion.config.get("format", 1) if fusion is not None else FORMAT
+        if layout != FORMAT:
+            reasons.append(f"the fusion model (version {fusion.version if fusion else '?'}) has weight layout {layout}, "
+                           f"this UPS reads {FORMAT}")
+    if not reasons:
+        return None
+    return Outdated(reembed, tuple(reasons))
+
+
+def upgrade_model(settings: Settings, progress: Progress, outdated: Outdated, oracle: Oracle | None = None) -> ModelUpgraded:
+    """Bring an :func:`outdated_model` up to date: every node embedded again with the registered HGT
+    (writing the call neighbourhoods) where they are missing, then the fusion trained as the initial
+    model's is."""
+    from .embed import embed_all
+
+    lo = 0.6 if outdated.reembed else 0.0
+    emb = embed_all(settings, progress=stage(progress, "embed", 0.0, lo)) if outdated.reembed else None
+    fusion = train_fusion(settings, stage(progress, "fusion", lo, 1.0), samples=settings.bootstrap_fusion_samples,
+                          epochs=settings.bootstrap_fusion_epochs, lr=settings.fusion_lr, oracle=oracle)
+    out = ModelUpgraded(reasons=list(outdated.reasons), fusion=fusion)
+    if emb is not None:
+        out["embeddings"] = emb
+    return out
 
 
 def graph_refresh(settings: Settings, params: dict[str, Any], progress: Progress,

@@ -162,7 +162,7 @@ def _prepare(args: argparse.Namespace, s: Any) -> Any:
 
     progress, close = _progress_printer(args)
     try:
-        return prepare(s, progress)
+        return prepare(s, progress, say=lambda m: print(m, file=sys.stderr, flush=True))
     except ValueError as err:  # e.g. generator settings that make no dataset
         raise UsageError(str(err)) from None
     finally:
