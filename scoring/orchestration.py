@@ -19,6 +19,7 @@ from config.settings import Settings
 from .operation_results import FusionJob, GraphRefreshed, HgtJob, InitialModel, ModelUpgraded
 
 if TYPE_CHECKING:
+    from .graph import HeteroGraph
     from .results import FusionTrained
     from .graph_cache import GraphCache
 
@@ -36,23 +37,28 @@ def train_fusion(settings: Settings, progress: Progress, *, samples: int, epochs
         return svc.train_fusion(samples=samples, epochs=epochs, lr=lr, progress=progress, oracle=oracle)
 
 
+def _read_graph(settings: Settings, progress: Progress) -> HeteroGraph:
+    """The store's whole graph on the settings' device, its progress counted in events read."""
+    from config.device import resolve_device
+    from storage import open_store
+
+    from .graph_loader import build_graph
+
+    with open_store(settings.db) as store:
+        last = store.last_seq()
+        return build_graph(store, device=resolve_device(settings.device), compact_min=settings.graph_compact_min,
+                           progress=lambda f, m: progress(f, f"{round(f * last):,}/{last:,} events"))
+
+
 def initial_model(settings: Settings, progress: Progress, *, epochs: int, fusion_epochs: int,
                   train_ratio: float = 1.0, train_mode: str | None = None, oracle: Oracle | None = None) -> InitialModel:
     """HGT training (on a share of the users, in ``train_mode``, None: the settings'), embeddings of every
     node, then the fusion layer: a usable model from scratch."""
-    from config.device import resolve_device
-    from storage import open_store
-
     from .embed import embed_all
-    from .graph_loader import build_graph
     from .training import train_hgt
 
     # the store's graph is read once: training cuts its users' sample from it, the embeddings use it whole
-    read = stage(progress, "graph", 0.0, 0.1)
-    with open_store(settings.db) as store:
-        last = store.last_seq()
-        graph = build_graph(store, device=resolve_device(settings.device), compact_min=settings.graph_compact_min,
-                            progress=lambda f, m: read(f, f"{round(f * last):,}/{last:,} events"))
+    graph = _read_graph(settings, stage(progress, "graph", 0.0, 0.1))
     hgt = train_hgt(settings, epochs=epochs, sample_ratio=train_ratio, mode=train_mode,
                     progress=stage(progress, "train", 0.1, 0.6), graph=graph)
     emb = embed_all(settings, sample_ratio=1.0, progress=stage(progress, "embed", 0.6, 0.8), graph=graph)
@@ -102,7 +108,10 @@ def upgrade_model(settings: Settings, progress: Progress, outdated: Outdated, or
     from .embed import embed_all
 
     lo = 0.6 if outdated.reembed else 0.0
-    emb = embed_all(settings, progress=stage(progress, "embed", 0.0, lo)) if outdated.reembed else None
+    emb = None
+    if outdated.reembed:
+        graph = _read_graph(settings, stage(progress, "graph", 0.0, 0.2))
+        emb = embed_all(settings, progress=stage(progress, "embed", 0.2, lo), graph=graph)
     fusion = train_fusion(settings, stage(progress, "fusion", lo, 1.0), samples=settings.bootstrap_fusion_samples,
                           epochs=settings.bootstrap_fusion_epochs, lr=settings.fusion_lr, oracle=oracle)
     out = ModelUpgraded(reasons=list(outdated.reasons), fusion=fusion)
