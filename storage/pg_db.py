@@ -105,12 +105,15 @@ class PgConnections:
 
     def copy_then(self, temp: str, columns: str, rows: Iterable[Sequence[Any]], statement: str,
                   params: Sequence[Any] = ()) -> int:
-        """``rows`` COPYed into a temporary table ``temp`` (emptied at commit), then ``statement`` (an
+        """``rows`` COPYed into a temporary table ``temp`` (emptied first), then ``statement`` (an
         INSERT ... SELECT from it) in the same transaction; how many rows the statement changed. Five
         times faster than one INSERT over ``unnest`` of arrays (measured, 20 000 profile documents),
         which PostgreSQL reads slowly."""
         with self.transaction() as conn:
             conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {temp} ({columns}) ON COMMIT DELETE ROWS")
+            # inside a caller's transaction an earlier call's rows are still there (nothing committed
+            # yet): they would go in again, under this call's parameters
+            conn.execute(f"TRUNCATE {temp}")
             with conn.cursor() as cur:
                 with cur.copy(f"COPY {temp} FROM STDIN") as copy:
                     for r in rows:

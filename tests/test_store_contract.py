@@ -228,6 +228,12 @@ def test_projection_accessors(store_db: DbLocation) -> None:
         s.embeddings.put_many([("user", "U1", np.arange(4, dtype=np.float32), 2, 9)])
         row = s.embeddings.get("user", "U1")
         assert row is not None and row.vector.tolist() == [0, 1, 2, 3] and row.model_version == 2
+        with s.transaction():  # node types sharing ids, and two calls, in one transaction: each row once, as given
+            s.embeddings.put_many([("user", "U2", np.ones(4, np.float32), 2, 9), ("user_neighbourhood", "U2", np.zeros(4, np.float32), 2, 9)])
+            s.embeddings.put_many([("product", "P1", np.full(4, 2.0, np.float32), 2, 9)])
+        assert s.embeddings.get("user", "U2").vector.tolist() == [1.0] * 4  # type: ignore[union-attr]
+        assert s.embeddings.get("user_neighbourhood", "U2").vector.tolist() == [0.0] * 4  # type: ignore[union-attr]
+        assert s.embeddings.count("product") == 1 and s.embeddings.count("user_neighbourhood") == 1
         s.rules.upsert("r", "d", 1.5, "tenure_months > 3", True, 10)
         assert s.rules.get("r").weight == 1.5 and s.rules.delete("r") and s.rules.list() == []
         v = s.models.add("hgt", {"dim": 4}, {"auc": 0.9}, b"w")
