@@ -222,8 +222,11 @@ def _v6(db: sqlite_utils.Database) -> None:
 
 #: Migration i brings the schema from version i to i + 1. Append, never edit.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
-#: the log's (type, seq) index as the first schema version made it
+#: the log's (type, seq) index and its unique event id index, as the first schema version made them
 TYPE_SEQ_INDEX = 'CREATE INDEX IF NOT EXISTS "events_type_seq" ON "events" ("type", "seq")'
+EVENT_ID_INDEX = 'CREATE UNIQUE INDEX IF NOT EXISTS "events_event_id" ON "events" ("event_id")'
+#: the log's indexes a bulk load leaves out while it runs (EventStore.bulk_load)
+DEFERRED_INDEXES = ("events_event_id", "events_type_seq")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -253,9 +256,8 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     try:
         _migrate(conn, path, readonly)
         if not readonly:
-            # a bulk load leaves this index out while it runs (EventStore.bulk_load); one killed before
-            # its end left it missing: built here (a no-op, with no write lock, when it is there)
-            conn.execute(TYPE_SEQ_INDEX)
+            # a bulk load killed before its end left them missing
+            restore_log_indexes(conn)
     except BaseException:
         conn.close()
         raise
@@ -287,6 +289,40 @@ def _migrate(conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def restore_log_indexes(conn: sqlite3.Connection) -> int:
+    """Build the log's indexes a bulk load leaves out (:data:`DEFERRED_INDEXES`) where they are missing
+    (one read, and no write lock, when they are there); how many events were dropped. An event id
+    that went in twice while its unique index was out keeps its first event, as ``ON CONFLICT DO
+    NOTHING`` would have; the graph blocks from its first repeat on are dropped with it (the next
+    catch-up codes the log again from there)."""
+    marks = ",".join("?" * len(DEFERRED_INDEXES))
+    present = conn.execute(f"SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN ({marks})",
+                           DEFERRED_INDEXES).fetchone()[0]
+    if present == len(DEFERRED_INDEXES):
+        return 0
+    dropped = 0
+    with transaction(conn):
+        try:
+            conn.execute(EVENT_ID_INDEX)
+        except sqlite3.IntegrityError:  # an id repeated: the failed statement alone is undone
+            dropped = _drop_repeated_ids(conn)
+            conn.execute(EVENT_ID_INDEX)
+        conn.execute(TYPE_SEQ_INDEX)
+    return dropped
+
+
+def _drop_repeated_ids(conn: sqlite3.Connection) -> int:
+    conn.execute(
+        "CREATE TEMP TABLE repeated AS SELECT seq FROM (SELECT seq, row_number() OVER (PARTITION BY event_id "
+        "ORDER BY seq) AS k FROM events) WHERE k > 1"
+    )
+    first, n = conn.execute("SELECT min(seq), count(*) FROM repeated").fetchone()
+    conn.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM repeated)")
+    conn.execute("DELETE FROM graph_blocks WHERE last_seq >= ?", (first,))
+    conn.execute("DROP TABLE repeated")
+    return int(n)
 
 
 @contextmanager

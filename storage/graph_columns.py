@@ -50,6 +50,8 @@ _KIND_SET = frozenset(KINDS)
 _SUBJ_TYPE = np.array([r[0] for r in _REFS.values()], np.int8)
 _SUBJ_IS_TARGET = np.array([r[1] for r in _REFS.values()], bool)
 _TGT_TYPE = np.array([r[2] for r in _REFS.values()], np.int8)
+#: appends of at most this many events are coded event by event (:meth:`NodeCodes._code_few`)
+_FEW = 32
 #: where a block's seqs begin from: stored as int32 offsets from it
 _SEQ = np.int32
 
@@ -252,6 +254,8 @@ class NodeCodes:
              ts: Sequence[float] | np.ndarray) -> CodedBlock | None:
         """The block of these events (None: a graph event lacks an id it needs). New nodes enter the
         dictionary now: :meth:`record` makes the next :meth:`sync` drop them unless its block is written."""
+        if len(types) <= _FEW:
+            return self._code_few(first, last, seqs, types, users, targets, ts)
         tcodes, names = pd.factorize(np.asarray(types, dtype=object))
         kind_all = np.array([_KIND_OF.get(n, -1) for n in names], np.int8)[tcodes] if len(names) else np.zeros(0, np.int8)
         sel = np.flatnonzero(kind_all >= 0)
@@ -285,6 +289,35 @@ class NodeCodes:
             code[at] = found[codes]
         return CodedBlock(first, last, kind, code[0::2], code[1::2], np.asarray(seqs, np.int64)[sel],
                           np.asarray(ts, np.float64)[sel], new_nodes, secrets.randbits(62))
+
+    def _code_few(self, first: int, last: int, seqs: np.ndarray, types: Sequence[str] | np.ndarray,
+                  users: Sequence[str | None] | np.ndarray, targets: Sequence[str | None] | np.ndarray,
+                  ts: Sequence[float] | np.ndarray) -> CodedBlock | None:
+        """:meth:`code` of a few events one by one (rules, labels and single events are appended alone:
+        pandas' per-call cost there is many times the work). The same codes in the same order."""
+        rows: list[tuple[int, int, int, int, float]] = []
+        new_nodes: list[list[str]] = [[] for _ in NODE_TYPES]
+        for typ, user, target, seq, t in zip(types, users, targets, seqs, ts):
+            k = _KIND_OF.get(typ, -1)
+            if k < 0:
+                continue
+            refs = _REFS[typ]
+            coded = [-1, -1]
+            for i, (node, node_type) in enumerate(((target if refs[1] else user, refs[0]), (target, refs[2]))):
+                if node_type < 0:
+                    continue
+                if node is None or node != node:  # None or NaN, as pd.isna
+                    return None
+                d = self.index[node_type]
+                code = d.get(node)
+                if code is None:
+                    code = d[node] = len(d)
+                    new_nodes[node_type].append(node)
+                coded[i] = code
+            rows.append((k, coded[0], coded[1], int(seq), float(t)))
+        kind, subj, tgt, seq_col, ts_col = (np.array(col, d) for col, d in zip(
+            zip(*rows) if rows else ((),) * 5, (np.int8, np.int32, np.int32, np.int64, np.float64)))
+        return CodedBlock(first, last, kind, subj, tgt, seq_col, ts_col, new_nodes, secrets.randbits(62))
 
 
 class BlockProjection(ABC):

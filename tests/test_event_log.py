@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,21 @@ def test_a_refused_event_in_a_batch_of_events_is_kept_as_its_json(db_path: Path)
     with pytest.raises(Exception) as err:
         validate_event(bad)
     assert dead["reason"] == err.value.reason  # type: ignore[attr-defined]
+
+
+def test_the_writer_process_leaves_what_it_loaded_out_of_collections_and_still_frees_cycles() -> None:
+    script = (
+        "import gc, weakref\n"
+        "from dataflow.log_writer import _quiet_collector\n"
+        "_quiet_collector()\n"
+        "class Node: pass\n"
+        "a, b = Node(), Node()\n"
+        "a.other, b.other = b, a\n"
+        "gone = weakref.ref(a)\n"
+        "del a, b\n"
+        "gc.collect()\n"
+        "print(gc.isenabled(), gc.get_freeze_count() > 1000, gone() is None)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.split() == ["True", "True", "True"], out.stderr

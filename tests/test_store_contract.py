@@ -442,3 +442,17 @@ def test_compacted_graph_columns_read_the_same_and_appends_go_on_after_them(stor
         s.append(_graph_events(9))  # the writer's newest block was merged away: it reloads the dictionary
         nodes, rows = _coded_by_hand(s)
         assert _columns(s) == (s.last_seq(), nodes, rows)
+
+
+def test_events_appended_one_at_a_time_or_in_one_batch_get_the_same_graph_columns(store_db: DbLocation) -> None:
+    events = [e for i in range(8) for e in _graph_events(i)] + [Event("app", "app.listed", 9.0, None, "A2", {})]
+    with open_store(store_db) as s:
+        for e in events:  # small appends: coded event by event
+            s.append([e])
+        one_by_one = _columns(s)
+        nodes, rows = _coded_by_hand(s)
+        assert one_by_one == (s.last_seq(), nodes, rows)
+        s.graph_columns.rebuild(chunk=10_000)  # the log in one batch: coded as columns
+        assert _columns(s) == one_by_one
+        s.append([Event("bad", "call", 10.0, None, "U1", {"duration": 1.0})])  # no subject: no block
+        assert s.graph_columns.covered() == one_by_one[0]

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from storage import Event, EventStore
+from storage.columns import NewEvents
 from storage.db import SCHEMA_VERSION
 from storage.projections import Models
 
@@ -76,27 +77,58 @@ def test_a_store_with_one_shared_model_counter_keeps_its_versions(db_path: Path)
 
 
 
-def test_a_bulk_load_into_an_empty_log_ends_with_its_type_index(tmp_path: Path) -> None:
-    """The (type, seq) index is left out during a bulk load into an empty log and built at its end; a
-    load killed before its end leaves it to the next writable open."""
+def _indexes(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
 
-    def indexes(db: Path) -> set[str]:
-        with sqlite3.connect(db) as conn:
-            return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
 
+def test_a_bulk_load_into_an_empty_log_ends_with_its_indexes(tmp_path: Path) -> None:
+    """The (type, seq) and event id indexes are left out during a bulk load into an empty log and built
+    at its end; a load killed before its end leaves them to the next writable open."""
     db = tmp_path / "a.db"
     with EventStore(db) as store:
         with store.bulk_load():
-            assert "events_type_seq" not in indexes(db)
-            store.append([Event("e1", "label.observed", 1.0, "U1", None, {"label": "churn", "value": 1})])
-        assert "events_type_seq" in indexes(db)
+            assert not {"events_type_seq", "events_event_id"} & _indexes(db)
+            assert store.append_columns(NewEvents.of_events([ev(1), ev(2)])) == (2, 0)
+        assert {"events_type_seq", "events_event_id"} <= _indexes(db)
         plan = store.conn.execute("EXPLAIN QUERY PLAN SELECT seq FROM events WHERE type = 'x'").fetchall()
         assert "events_type_seq" in str(plan)
-        with store.bulk_load():  # a log with events keeps its index throughout
-            assert "events_type_seq" in indexes(db)
+        assert store.append([ev(1), ev(3)]).new == [(3, "e3")]  # the id index is unique again
+        with store.bulk_load():  # a log with events keeps its indexes throughout
+            assert {"events_type_seq", "events_event_id"} <= _indexes(db)
     with sqlite3.connect(db) as conn:  # as a load killed midway leaves it
         conn.execute("DROP INDEX events_type_seq")
-    with EventStore(db, readonly=True):
-        assert "events_type_seq" not in indexes(db)
+        conn.execute("DROP INDEX events_event_id")
+    with EventStore(db, readonly=True) as store:
+        assert not {"events_type_seq", "events_event_id"} & _indexes(db)
+        assert store.get("e2") is not None  # found without the index
     with EventStore(db) as store:
-        assert "events_type_seq" in indexes(db) and store.count() == 1
+        assert {"events_type_seq", "events_event_id"} <= _indexes(db) and store.count() == 3
+
+
+def test_an_id_given_twice_in_a_bulk_load_keeps_its_first_event(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    with EventStore(db) as store:
+        with store.bulk_load():
+            store.append_columns(NewEvents.of_events([ev(1), ev(2)]))
+            store.append_columns(NewEvents.of_events([ev(3), Event("e1", "call", 5.0, "U9", "U2", {})]))
+        assert [(e.seq, e.event_id, e.user_id) for e in store.read()] == [(1, "e1", "U1"), (2, "e2", "U1"),
+                                                                          (3, "e3", "U1")]
+        assert store.append([ev(1)]).duplicates == 1
+        # the graph blocks of the seqs dropped went with them; the catch-up codes the log again
+        assert store.graph_columns.covered() == 2
+        assert store.graph_columns.catch_up() == 3
+        assert store.graph_columns.read().node_ids[0] == ["U1", "U2"]
+
+
+def test_a_writer_during_a_bulk_load_appends_idempotently(tmp_path: Path) -> None:
+    """Another connection's append while the load has the id index out builds the indexes first, and
+    the load goes on past it, skipping an id that writer already appended."""
+    db = tmp_path / "a.db"
+    with EventStore(db) as loader, EventStore(db) as other:
+        with loader.bulk_load():
+            loader.append_columns(NewEvents.of_events([ev(1)]))
+            assert other.append([ev(1), ev(2)]).new == [(2, "e2")]
+            assert "events_event_id" in _indexes(db)
+            assert loader.append_columns(NewEvents.of_events([ev(2), ev(3)])) == (1, 1)
+        assert [e.event_id for e in loader.read()] == ["e1", "e2", "e3"]
