@@ -88,7 +88,8 @@ def outdated_model(settings: Settings) -> Outdated | None:
 
     reasons = []
     with open_store(settings.db) as store:
-        reembed = store.embeddings.count(NODE_TYPE) == 0 and store.embeddings.count("user") > 0
+        # (dim: one row read, where a count reads them all; this runs at every `ups up`)
+        reembed = store.embeddings.dim(NODE_TYPE) is None and store.embeddings.dim("user") is not None
         if reembed:
             reasons.append(f"the user embeddings have no call neighbourhoods ({NODE_TYPE}): they predate them")
         fusion = store.models.latest("fusion")
