@@ -20,6 +20,7 @@ import secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from itertools import repeat
+from types import EllipsisType
 from typing import Any, Callable, ContextManager, Iterable, Protocol, Sequence
 
 import numpy as np
@@ -51,7 +52,10 @@ _SUBJ_TYPE = np.array([r[0] for r in _REFS.values()], np.int8)
 _SUBJ_IS_TARGET = np.array([r[1] for r in _REFS.values()], bool)
 _TGT_TYPE = np.array([r[2] for r in _REFS.values()], np.int8)
 #: appends of at most this many events are coded event by event (:meth:`NodeCodes._code_few`)
-_FEW = 32
+_FEW = 256  # where pandas.factorize starts to pay for its per-call cost (measured: 300 events even)
+#: seqs the log is coded by per transaction when the blocks catch up or are rebuilt: one chunk's
+#: columns, strings and hash tables are held at a time (500 000 held some 110 MB more per 300 000 events)
+REBUILD_CHUNK = 100_000
 #: where a block's seqs begin from: stored as int32 offsets from it
 _SEQ = np.int32
 
@@ -155,6 +159,10 @@ def compaction_runs(sizes: Sequence[tuple[int, int, int]], small: int, target: i
     return runs
 
 
+#: a block table's newest block as (first_seq, last_seq, token), None: no block, ``...``: not read yet
+Newest = tuple[int, int, int] | None | EllipsisType
+
+
 class BlockTable(Protocol):
     """What :class:`NodeCodes` needs of a backend's block table, inside the append's transaction."""
 
@@ -188,9 +196,11 @@ class NodeCodes:
                 d.update(zip(ids, range(len(d), len(d) + len(ids))))
             self.newest = (first, token)
 
-    def sync(self, table: BlockTable) -> int:
-        """Bring the copy up to the table (other writers, rolled-back appends); the seq the blocks cover."""
-        top = table.newest()
+    def sync(self, table: BlockTable, top: Newest = ...) -> int:
+        """Bring the copy up to the table (other writers, rolled-back appends); the seq the blocks cover.
+        ``top``: the table's newest block if the caller read it already (``...``: read it here)."""
+        if top is ...:
+            top = table.newest()
         if top is None:
             self._reset()
             return 0
@@ -202,15 +212,15 @@ class NodeCodes:
 
     def record(self, table: BlockTable, before: int, last: int, seqs: np.ndarray, types: Sequence[str] | np.ndarray,
                users: Sequence[str | None] | np.ndarray, targets: Sequence[str | None] | np.ndarray,
-               ts: Sequence[float] | np.ndarray) -> None:
+               ts: Sequence[float] | np.ndarray, top: Newest = ...) -> None:
         """Code the events an append just added (seqs ``before + 1 .. last``, these among them) and write
-        their block, if the blocks reach ``before``."""
+        their block, if the blocks reach ``before`` (``top``: as :meth:`sync`)."""
         if last <= before:
             return
         if _KIND_SET.isdisjoint(types):  # nothing to code: the dictionary need not even be loaded
-            self._record_empty(table, before, last)
+            self._record_empty(table, before, last, top)
             return
-        if self.sync(table) != before:
+        if self.sync(table, top) != before:
             return
         self.newest = None  # until the block is in: a failure on the way makes the next sync reload
         block = self.code(before + 1, last, seqs, types, users, targets, ts)
@@ -220,7 +230,7 @@ class NodeCodes:
         self.newest = (block.first_seq, block.token)
 
     def record_rows(self, table: BlockTable, before: int, new: Sequence[tuple[int, str]],
-                    rows: Sequence[Sequence[Any]]) -> None:
+                    rows: Sequence[Sequence[Any]], top: Newest = ...) -> None:
         """:meth:`record` of the rows an append was given (``(event_id, type, user_id, target_id, ts,
         ...)``), of which ``new`` (their (seq, event id)) were appended: an id's first row, where one
         repeats or was there already."""
@@ -231,14 +241,17 @@ class NodeCodes:
             for r in rows:
                 first.setdefault(r[0], r)
             rows = [first[eid] for _, eid in new]
-        _, types, users, targets, ts, *_ = zip(*rows)
+        # a column at a time: zip(*rows) makes an iterator object per row, and those allocations set off
+        # the cycle collector's passes over the caller's whole heap
+        types, users, targets, ts = ([r[i] for r in rows] for i in range(1, 5))
         seqs = np.fromiter((s for s, _ in new), np.int64, len(new))
-        self.record(table, before, int(seqs[-1]), seqs, types, users, targets, ts)
+        self.record(table, before, int(seqs[-1]), seqs, types, users, targets, ts, top)
 
-    def _record_empty(self, table: BlockTable, before: int, last: int) -> None:
+    def _record_empty(self, table: BlockTable, before: int, last: int, top: Newest = ...) -> None:
         """The block of an append without graph events (rules, labels, operations ...): it only moves
         the blocks' end. The copy stays as current as it was."""
-        top = table.newest()
+        if top is ...:
+            top = table.newest()
         if (top[1] if top else 0) != before:
             return
         current = self.newest == (top[0], top[2]) if top else self.newest is None and not any(self.index)
@@ -374,7 +387,7 @@ class BlockProjection(ABC):
         top = self.newest()
         return top[1] if top else 0
 
-    def catch_up(self, chunk: int = 500_000, progress: Callable[[int], None] | None = None) -> int:
+    def catch_up(self, chunk: int = REBUILD_CHUNK, progress: Callable[[int], None] | None = None) -> int:
         """Code the log past the blocks (a store written before them, an append that wrote none), one
         transaction per ``chunk`` seqs; the seq then covered (again while appends came meanwhile, which
         find the blocks behind the log and write none)."""
@@ -410,7 +423,7 @@ class BlockProjection(ABC):
                 gone += len(rows) - 1
         return gone
 
-    def rebuild(self, chunk: int = 500_000, progress: Callable[[int], None] | None = None) -> int:
+    def rebuild(self, chunk: int = REBUILD_CHUNK, progress: Callable[[int], None] | None = None) -> int:
         """Code the whole log anew (what a replay does to every projection)."""
         with self._locked():
             self.clear()
