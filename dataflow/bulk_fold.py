@@ -16,11 +16,14 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from pydantic_core import to_json
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic_core import from_json, to_json
 
 from storage.columns import EventBatch, NewEvents
 from storage import Store
 from storage.events import INTERACTION_TYPES
+from storage.id_codes import IdCodes
 
 from .control import PROFILES_CHECKPOINT
 from .profile import ProfileState, _set_base
@@ -48,8 +51,7 @@ class _Users:
     """Per-user accumulators, indexed by first appearance; grown as users appear."""
 
     def __init__(self) -> None:
-        self.index: dict[str, int] = {}
-        self.ids: list[str] = []
+        self.dictionary = IdCodes()
         self.counts = np.zeros((0, len(_INTERACTIONS)), np.int64)
         self.sums = {t: np.zeros(0, np.int64) for t in _SUMS}
         self.first = np.zeros(0)
@@ -58,40 +60,43 @@ class _Users:
         self.partners: list[pd.DataFrame] = []
         self.states: dict[int, ProfileState] = {}
 
+    @property
+    def ids(self) -> list[str]:
+        return self.dictionary.ids
+
     def codes(self, users: np.ndarray) -> np.ndarray:
-        inverse, uniq = pd.factorize(users)
-        index = self.index
-        for u in uniq.tolist():
-            if u not in index:
-                index[u] = len(self.ids)
-                self.ids.append(u)
-        grow = len(self.ids) - len(self.first)
+        coded = self.dictionary.add(users)
+        assert coded is not None, "users without an id are left out before"
+        grow = len(self.dictionary) - len(self.first)
         if grow > 0:
             self.counts = np.vstack([self.counts, np.zeros((grow, len(_INTERACTIONS)), np.int64)])
             self.sums = {t: np.concatenate([v, np.zeros(grow, np.int64)]) for t, v in self.sums.items()}
             self.first = np.concatenate([self.first, np.full(grow, np.inf)])
             self.last = np.concatenate([self.last, np.full(grow, -np.inf)])
             self.last_seq = np.concatenate([self.last_seq, np.zeros(grow, np.int64)])
-        return np.array([index[u] for u in uniq.tolist()], np.int64)[inverse]
+        return coded[0]
 
 
 def _values(texts: np.ndarray, field: str) -> np.ndarray:
-    """The number ``field`` of each JSON payload: sliced out of the usual one-field text, parsed as
-    JSON where a payload has another form."""
+    """The number ``field`` of each JSON payload: sliced out of the usual one-field text and parsed by
+    Arrow's compute kernels (no Python per payload), parsed as JSON where a payload has another form."""
     prefix = f'{{"{field}":'
-    cut = len(prefix)
-    sliced = [t[cut:-1] if t.startswith(prefix) and t.endswith("}") and "," not in t else None for t in texts.tolist()]
-    out = np.empty(len(sliced))
-    plain = np.array([s is not None for s in sliced], dtype=bool)
-    if plain.any():
-        out[plain] = np.array([s for s in sliced if s is not None], dtype=np.float64)
-    for i in np.flatnonzero(~plain).tolist():
+    text = pa.array(texts, type=pa.string())
+    plain = pc.and_(pc.and_(pc.starts_with(text, prefix), pc.ends_with(text, "}")),
+                    pc.invert(pc.match_substring(text, ",")))
+    plain_np = plain.to_numpy(zero_copy_only=False)
+    out = np.empty(len(texts))
+    if plain_np.any():
+        sliced = pc.utf8_slice_codeunits(pc.filter(text, plain), len(prefix), -1)
+        out[plain_np] = pc.cast(sliced, pa.float64()).to_numpy()
+    for i in np.flatnonzero(~plain_np).tolist():
         out[i] = float(json.loads(texts[i]).get(field, 0.0))
     return out
 
 
 def _fold_batch(acc: _Users, batch: EventBatch) -> None:
-    keep = np.asarray(pd.notna(batch.user))
+    # elementwise on the object array (pd.notna would first convert it to pandas strings)
+    keep = np.asarray(batch.user != None)  # noqa: E711
     if not keep.all():
         batch = batch.take(np.flatnonzero(keep))
     if not len(batch):
@@ -116,14 +121,26 @@ def _fold_batch(acc: _Users, batch: EventBatch) -> None:
         acc.partners.append(pd.DataFrame({"u": u[calls], "p": pd.Series(batch.target[calls]).fillna("")})
                             .drop_duplicates())
     attrs = (code >= len(_INTERACTIONS)) & (code < len(_TYPES))
-    for i in np.flatnonzero(attrs).tolist():  # registrations and updates, in seq order
-        k = int(u[i])
-        state = acc.states.get(k)
+    at = np.flatnonzero(attrs)
+    if len(at):
+        _set_attributes(acc, u[at], code[at] == _TYPES.index("user.registered"), batch.payload[at], batch.seq[at])
+
+
+def _set_attributes(acc: _Users, users: np.ndarray, registers: np.ndarray, payloads: np.ndarray,
+                    seqs: np.ndarray) -> None:
+    """Registrations and updates, in seq order: the JSON texts parsed in one call, as one array."""
+    texts = payloads.tolist()
+    if all(isinstance(t, str) for t in texts):
+        values = from_json("[" + ",".join(texts) + "]")
+    else:
+        values = [json.loads(t) if isinstance(t, str) else (t or {}) for t in texts]
+    states, ids = acc.states, acc.ids
+    for k, registered, doc, seq in zip(users.tolist(), registers.tolist(), values, seqs.tolist()):
+        state = states.get(k)
         if state is None:
-            state = acc.states[k] = ProfileState(acc.ids[k])
-        text = batch.payload[i]
-        _set_base(state, json.loads(text) if isinstance(text, str) else (text or {}), int(batch.seq[i]))
-        if _TYPES[int(code[i])] == "user.registered":
+            state = states[k] = ProfileState(ids[k])
+        _set_base(state, doc, seq)
+        if registered:
             state.registered = True
 
 
@@ -192,9 +209,7 @@ class ProfileFold:
         others = sorted(set(types).difference(_TYPES))
 
         def column(name: str) -> np.ndarray:
-            out = np.empty(n, dtype=object)
-            out[:] = [v for c in cols for v in getattr(c, name)]
-            return out
+            return np.concatenate([np.asarray(getattr(c, name), dtype=object) for c in cols])
 
         self.add(EventBatch(
             np.arange(first_seq, first_seq + n, dtype=np.int64), pd.Categorical(types, categories=[*_TYPES, *others]),

@@ -30,6 +30,7 @@ from storage.events import Event
 from .generator_config import (
     EDGE_RANGES,
     GENERATOR_VERSION,
+    LIVE_CHUNK,
     MAX_EDGES_PER_USER,
     NO_LIMIT,
     EdgeRange,
@@ -61,7 +62,6 @@ _TYPE_P = np.array([p for _, p in TYPE_MIX])
 #: per interaction type: the payload's one field (None: an empty payload)
 _VALUE_FIELD = {"call": "duration", "product.order": "amount", "product.click": None,
                 "app.usage": "duration", "app.click": None}
-LIVE_CHUNK = 1024  # live events are generated a chunk at a time, each chunk seeded by its number
 #: events per chunk of :meth:`MockGenerator.dataset_columns`
 COLUMN_CHUNK = 200_000
 

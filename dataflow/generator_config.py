@@ -16,6 +16,8 @@ from .mock_catalogue import RISK_APPS
 #: 2: community app taste; 3: product choice by segment and community, names drawn from a pool;
 #: 4: sharper segment tastes over flatter product popularity
 GENERATOR_VERSION = 4
+#: live events are generated a chunk at a time, each chunk seeded by its number
+LIVE_CHUNK = 1024
 
 #: per-user edge ranges of the history: config field -> the interaction type (graph relation) it bounds.
 #: A range is (min, max) events of that type per user; max None is no upper limit.

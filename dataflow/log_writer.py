@@ -19,7 +19,6 @@ in hand, which the append being idempotent makes harmless.
 from __future__ import annotations
 
 import fcntl
-import gc
 import marshal
 import os
 import signal
@@ -37,6 +36,7 @@ from storage import Store, open_store, retry_transient
 from storage.event_store import AppendResult, _raw_text
 from storage.events import Event, InvalidEvent
 
+from .collector import collector_for_throughput
 from .sources import IngestBatch
 from .validate import check_event, unpack, validate_items
 
@@ -46,8 +46,6 @@ _WIRE = 2  # marshal format: no interning or sharing marks, binary floats
 #: what a batch holds: only Events (sent as field tuples), or anything (each item tagged, see _portable)
 EVENTS, MIXED = 0, 1
 _PIPE_BYTES = 4 << 20
-#: allocations between two young passes of the cycle collector in the child (default 700)
-_GC_YOUNG = 20_000
 
 
 class LogWriterError(RuntimeError):
@@ -215,17 +213,6 @@ def _append(
     return 0, new, res.duplicates, dropped, changed, first_reason
 
 
-def _quiet_collector() -> None:
-    """Each batch makes tens of thousands of short-lived containers (item dicts, Events, rows) that
-    reference counting frees: no cycles to find. With the defaults the cycle collector ran some 40 full
-    passes per 300 000 events over everything imported (pandas, psycopg, ...), a third of this
-    process's CPU. What is loaded by now is frozen (left out of every pass) and young passes come
-    less often."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(_GC_YOUNG, *gc.get_threshold()[1:])
-
-
 def _serve(db: str, cache_mb: int) -> None:
     from .control import tune_writer
 
@@ -239,23 +226,23 @@ def _serve(db: str, cache_mb: int) -> None:
     inp = Connection(os.dup(0), writable=False)
     store = open_store(db, wait_out="the event log writer")
     tune_writer(store, cache_mb)
-    _quiet_collector()
-    try:
-        while True:
-            try:
-                origin, lines, unit, kind, wire = marshal.loads(inp.recv_bytes())
-            except EOFError:
-                return
-            try:
-                # a server outage is waited out: the batch is appended again once it is back (idempotent)
-                reply: tuple[str, Any] = (
-                    "ok", retry_transient(partial(_append, store, origin, lines, unit, kind, wire), "the event log writer")
-                )
-            except Exception as err:  # sent back: the flow raises it
-                reply = ("error", f"{type(err).__name__}: {err}")
-            out.send_bytes(marshal.dumps(reply))
-    finally:
-        store.close()
+    with collector_for_throughput():
+        try:
+            while True:
+                try:
+                    origin, lines, unit, kind, wire = marshal.loads(inp.recv_bytes())
+                except EOFError:
+                    return
+                try:
+                    # a server outage is waited out: the batch is appended again once it is back (idempotent)
+                    reply: tuple[str, Any] = (
+                        "ok", retry_transient(partial(_append, store, origin, lines, unit, kind, wire), "the event log writer")
+                    )
+                except Exception as err:  # sent back: the flow raises it
+                    reply = ("error", f"{type(err).__name__}: {err}")
+                out.send_bytes(marshal.dumps(reply))
+        finally:
+            store.close()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import ConfigDict, with_config
 
@@ -17,7 +17,7 @@ from scoring.operation_results import JobTiming
 from storage import data_config
 
 if TYPE_CHECKING:
-    from scoring.operation_results import InitialModel
+    from scoring.operation_results import InitialModel, ModelUpgraded
     from storage.columns import NewEvents
 
     from .bulk_fold import ProfileFold
@@ -28,6 +28,7 @@ class PrepareSummary:
     generated_events: int = 0
     projected_events: int = 0
     model: InitialModel | None = None
+    upgraded: ModelUpgraded | None = None
     steps: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -156,8 +157,10 @@ def initial_train_plan(settings: Settings, users: int) -> TrainPlan:
     return TrainPlan(share, epochs, "metis")
 
 
-def prepare(settings: Settings, progress: Progress) -> PrepareSummary:
-    from scoring.orchestration import initial_model
+def prepare(settings: Settings, progress: Progress, say: Callable[[str], None] | None = None) -> PrepareSummary:
+    """Generate, fold and train what is missing; a model registered by an older UPS is brought up to
+    date (``say`` is told why first: it takes a while)."""
+    from scoring.orchestration import initial_model, outdated_model, upgrade_model
 
     from .oracle import retention_oracle
 
@@ -177,6 +180,14 @@ def prepare(settings: Settings, progress: Progress) -> PrepareSummary:
             train_mode=plan.mode, oracle=retention_oracle(settings.db, settings),
         )
         out.steps.append(f"trained the initial model (HGT on {plan.share:.0%} of {users:,} users, embeddings for all)")
+    elif (outdated := outdated_model(settings)) is not None:
+        doing, done = (("re-embedding every node and retraining the fusion", "re-embedded every node and retrained the fusion")
+                       if outdated.reembed else ("retraining the fusion", "retrained the fusion"))
+        why = "; ".join(outdated.reasons)
+        if say is not None:
+            say(f"the model in {settings.db} predates this UPS ({why}): {doing}")
+        out.upgraded = upgrade_model(settings, part(progress, 0.4, 1.0), outdated, oracle=retention_oracle(settings.db, settings))
+        out.steps.append(f"{done} for this UPS ({why})")
     progress(1.0, "ready")
     out.seconds = round(time.time() - t0, 3)
     return out

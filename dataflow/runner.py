@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -23,6 +22,7 @@ from config.settings import Settings
 from scoring.rule_store import CHECKPOINT as RULES_CHECKPOINT
 from storage import open_store, parse_db, store_exists
 
+from .collector import collector_for_throughput
 from .control import PROFILES_CHECKPOINT, ControlLoop, FlowControl, record_failure
 from .errors import FlowConfigError
 from .flow import (
@@ -59,20 +59,6 @@ def _signals_stop(control: FlowControl) -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-
-
-@contextmanager
-def _gc_for_throughput() -> Iterator[None]:
-    """The flow allocates millions of short-lived objects; generational GC passes over the large,
-    long-lived heap (profiles) would dominate, so collect young objects less often."""
-    old = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
-        gc.unfreeze()
 
 
 @dataclass
@@ -210,7 +196,7 @@ def run_dataflow(
         t0 = time.perf_counter()
         # the stop handlers go in before the control loop reports "running": a SIGTERM sent to a flow
         # that says it runs always ends it cleanly
-        with _signals_stop(control), _gc_for_throughput():
+        with _signals_stop(control), collector_for_throughput():
             control_loop.start()
             try:
                 cli_main(
@@ -304,7 +290,7 @@ def _replay_locked(
         settings, source_db=source_db, into=target, first=from_seq, last=last, parts=workers, on_events=progress
     )
     t0 = time.perf_counter()
-    with _gc_for_throughput():
+    with collector_for_throughput():
         if workers == 1:
             run_main(flow)
         else:

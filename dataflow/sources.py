@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
@@ -22,7 +22,10 @@ from storage import Store, open_store
 from storage.events import Event
 
 from .control import FlowControl
-from .generator import LIVE_CHUNK, MockGenerator
+from .generator_config import LIVE_CHUNK
+
+if TYPE_CHECKING:  # the log writer process imports this module; Faker and the generator stay out of it
+    from .generator import MockGenerator
 
 _IDLE = timedelta(milliseconds=50)
 

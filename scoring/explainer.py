@@ -2,7 +2,8 @@
 one batched model call).
 
 The explained function is the fused score over one row of features: the rule indicators (1 = fired),
-the profile's numbers (raw values: a fee in CNY, months, counts) and the embedding's dimensions. The
+the profile's numbers (raw values: a fee in CNY, months, counts) and the dimensions of the user's call
+neighbourhood (the mean graph embedding of the users within two calls, :mod:`scoring.neighbourhood`). The
 rule score is not a feature of its own: the predictor sums the weights of the indicators it is given,
 so a rule's contribution holds its share of the rule score as well as its indicator, and since the
 score is monotone in every rule (see ``fusion``), a fired rule with a positive weight never lowers it.
@@ -10,7 +11,7 @@ Rules with weight 0 cannot change the score and are left out of the game (contri
 
 * ``per_dimension`` — Kernel SHAP over every feature, ``nsamples`` coalitions (sampled when there are many);
 * ``grouped`` — each rule alone, the profile's numbers as one feature ("profile numbers") and the whole
-  embedding as one ("graph embedding"): where the score comes from. With few features Kernel SHAP
+  neighbourhood vector as one ("call neighbourhood"): where the score comes from. With few features Kernel SHAP
   enumerates every coalition, and the weighted regression over all coalitions *is* the exact Shapley value.
 
 Both satisfy additivity: ``base_value + Σ contributions = prediction`` (Kernel SHAP constrains it).
@@ -29,21 +30,23 @@ from .kernel_shap import KernelShapResult, kernel_shap
 from .profile_features import LABELS as PROFILE_LABELS
 from .profile_features import NAMES as PROFILE_NAMES
 
-EMBEDDING_GROUP = "graph embedding"
+NEIGHBOURHOOD_GROUP = "call neighbourhood"
 PROFILE_GROUP = "profile numbers"
+#: a call-neighbourhood dimension's feature name is this and its index
+DIMENSION_PREFIX = "neighbourhood_"
 Mode = Literal["per_dimension", "grouped"]
 EXPLAIN_MODES: tuple[str, ...] = ("per_dimension", "grouped")
-Kind = Literal["rule", "profile", "embedding"]
+Kind = Literal["rule", "profile", "neighbourhood"]
 
 
 def feature_names(rule_names: tuple[str, ...], emb_dim: int) -> list[str]:
-    return [*rule_names, *PROFILE_NAMES, *(f"emb_{i}" for i in range(emb_dim))]
+    return [*rule_names, *PROFILE_NAMES, *(f"{DIMENSION_PREFIX}{i}" for i in range(emb_dim))]
 
 
 def feature_kind(name: str, rule_names: tuple[str, ...]) -> Kind:
     if name in rule_names:
         return "rule"
-    return "profile" if name in PROFILE_LABELS else "embedding"
+    return "profile" if name in PROFILE_LABELS else "neighbourhood"
 
 
 @dataclass(slots=True)
@@ -155,7 +158,7 @@ class Explainer:
         at = {col: j for j, col in enumerate(self.players)}
         rules = [(self.names[i], np.array([at[i]])) for i in self.players if i < self.r]
         return [*rules, (PROFILE_GROUP, np.array([at[i] for i in range(self.r, self.p)])),
-                (EMBEDDING_GROUP, np.array([at[i] for i in range(self.p, len(self.names))]))]
+                (NEIGHBOURHOOD_GROUP, np.array([at[i] for i in range(self.p, len(self.names))]))]
 
     def row(self, h_rule: np.ndarray, profile: np.ndarray, h_nn: np.ndarray) -> np.ndarray:
         return np.concatenate([h_rule, profile, h_nn]).astype(np.float64)
@@ -211,7 +214,7 @@ class Explainer:
         return self._result(res, dict(zip([g for g, _ in groups], res.phi.tolist())), min(ns, 2**k - 2))
 
     def _result(self, res: KernelShapResult, phi: dict[str, float], ns: int) -> Explanation:
-        names = [*self.rule_names, PROFILE_GROUP, EMBEDDING_GROUP] if EMBEDDING_GROUP in phi else self.names
+        names = [*self.rule_names, PROFILE_GROUP, NEIGHBOURHOOD_GROUP] if NEIGHBOURHOOD_GROUP in phi else self.names
         contrib = [(n, float(phi.get(n, 0.0))) for n in names]
         return Explanation(res.base_value, res.prediction, contrib, res.exact, ns)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .explainer import EMBEDDING_GROUP, PROFILE_GROUP, Kind, feature_kind
+from .explainer import DIMENSION_PREFIX, NEIGHBOURHOOD_GROUP, PROFILE_GROUP, Kind, feature_kind
 from .profile_features import LABELS as PROFILE_LABELS
 
 #: decimals of every contribution shown to a person
@@ -40,6 +40,13 @@ def _effect(v: float, plural: bool = False) -> str:
     return f"{'raise' if v > 0 else 'lower'}{s} the score by {fmt_effect(v)}"
 
 
+def label_of(feature: str) -> str:
+    """A profile number's or a call-neighbourhood dimension's name in words (others: the feature itself)."""
+    if feature.startswith(DIMENSION_PREFIX):
+        return f"call neighbourhood dimension {feature.removeprefix(DIMENSION_PREFIX)}"
+    return PROFILE_LABELS.get(feature, feature)
+
+
 def sentence(feature: str, kind: Kind, value: float, feature_value: float | None,
              background_value: float | None) -> str:
     if kind == "rule":
@@ -48,9 +55,9 @@ def sentence(feature: str, kind: Kind, value: float, feature_value: float | None
         return f"rule {feature} {state}{share} {_effect(value)}"
     if feature == PROFILE_GROUP:
         return f"the profile's numbers (fee, tenure, activity) {_effect(value, plural=True)}"
-    if feature == EMBEDDING_GROUP:
-        return f"the graph embedding (who the user calls, which apps and products) {_effect(value)}"
-    label = PROFILE_LABELS.get(feature, f"graph embedding dimension {feature.removeprefix('emb_')}")
+    if feature == NEIGHBOURHOOD_GROUP:
+        return f"the call neighbourhood (the users within two calls, by their graph embeddings) {_effect(value)}"
+    label = label_of(feature)
     avg = "" if background_value is None else f" (average {fmt_value(background_value)})"
     return f"{label} {fmt_value(feature_value) if feature_value is not None else 'n/a'}{avg} {_effect(value)}"
 
@@ -63,12 +70,12 @@ def contribution_entries(contributions: list[tuple[str, float]], row: np.ndarray
     means = np.nanmean(background, axis=0) if len(background) else np.full(len(names), np.nan)
     out = []
     for feature, value in contributions:
-        kind: Kind = {EMBEDDING_GROUP: "embedding", PROFILE_GROUP: "profile"}.get(  # type: ignore[assignment]
+        kind: Kind = {NEIGHBOURHOOD_GROUP: "neighbourhood", PROFILE_GROUP: "profile"}.get(  # type: ignore[assignment]
             feature, feature_kind(feature, rule_names))
         i = column.get(feature)
         fv = None if i is None else float(row[i])
         bv = None if i is None or not np.isfinite(means[i]) else float(means[i])
-        out.append({"feature": feature, "label": PROFILE_LABELS.get(feature, feature), "kind": kind,
+        out.append({"feature": feature, "label": label_of(feature), "kind": kind,
                     "value": value, "feature_value": fv if fv is None or np.isfinite(fv) else None,
                     "background_value": bv, "text": sentence(feature, kind, value, fv, bv)})
     return out

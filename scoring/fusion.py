@@ -52,7 +52,7 @@ class FusionOutput:
 
 
 class FusionCore(nn.Module):
-    """Gated mix of the calibrated rule head and an MLP on the graph embedding."""
+    """Gated mix of the calibrated rule head and an MLP on the call neighbourhood's embedding."""
 
     def __init__(self, rule_structure: Sequence[tuple[str, str]], emb_dim: int, hidden: int = 32,
                  profile_features: Sequence[str] = PROFILE_NAMES) -> None:

@@ -87,6 +87,16 @@ class InitialModel(TypedDict):
 
 
 @with_config(_OPEN)
+class ModelUpgraded(TypedDict):
+    """A model registered by an older UPS brought up to this one's inputs: why, the embeddings written
+    again (when the call neighbourhoods were missing), the fusion trained again."""
+
+    reasons: list[str]
+    embeddings: NotRequired[EmbeddingsWritten]
+    fusion: FusionTrained
+
+
+@with_config(_OPEN)
 class JobTiming(TypedDict):
     """What the job worker adds to every result: the task's seconds, submitted-to-finished seconds, its pid."""
 

@@ -52,7 +52,7 @@ class Contribution(TypedDict):
 
     feature: str
     label: str
-    kind: str
+    kind: str  # "rule", "profile" or "neighbourhood" (a dimension of the call neighbourhood, or all of them)
     value: float
     feature_value: float | None
     background_value: float | None

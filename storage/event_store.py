@@ -217,20 +217,20 @@ class EventStore:
         if not rows:
             return AppendResult()
         with self.transaction() as conn:
-            before = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+            before, top = self.graph_columns.log_end_and_newest()
             changes = conn.total_changes
             _insert(conn, rows)
             if conn.total_changes - changes == len(rows):
                 # All new (the common case): seq is the rowid, so under our write lock the rows took
                 # before+1, before+2, ... in the order given; no need to read them back.
                 new = [(before + 1 + i, r[0]) for i, r in enumerate(rows)]
-                self._codes.record_rows(self.graph_columns, before, new, rows)
+                self._codes.record_rows(self.graph_columns, before, new, rows, top)
             else:
                 # We hold the write lock, so every row past `before` is one of ours.
                 new = conn.execute(
                     "SELECT seq, event_id FROM events WHERE seq > ? ORDER BY seq", (before,)
                 ).fetchall()
-                self._codes.record_rows(self.graph_columns, before, new, rows)
+                self._codes.record_rows(self.graph_columns, before, new, rows, top)
                 conflicts = self._conflicts(events_list, rows, {eid for _, eid in new})
                 return AppendResult(new=new, duplicates=len(rows) - len(new), conflicts=conflicts)
         return AppendResult(new=new, duplicates=len(rows) - len(new))

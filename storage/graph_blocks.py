@@ -30,6 +30,14 @@ class GraphBlocks(BlockProjection):
         r = self.conn.execute("SELECT first_seq, last_seq, token FROM graph_blocks ORDER BY first_seq DESC LIMIT 1").fetchone()
         return (int(r[0]), int(r[1]), int(r[2])) if r else None
 
+    def log_end_and_newest(self) -> tuple[int, tuple[int, int, int] | None]:
+        """The log's last seq (0: empty) and :meth:`newest`, in one statement (every append asks both)."""
+        r = self.conn.execute(
+            "SELECT (SELECT coalesce(max(seq), 0) FROM events), b.first_seq, b.last_seq, b.token FROM (SELECT 1) "
+            "LEFT JOIN (SELECT first_seq, last_seq, token FROM graph_blocks ORDER BY first_seq DESC LIMIT 1) AS b"
+        ).fetchone()
+        return int(r[0]), (int(r[1]), int(r[2]), int(r[3])) if r[1] is not None else None
+
     def has(self, first_seq: int, token: int) -> bool:
         q = "SELECT 1 FROM graph_blocks WHERE first_seq = ? AND token = ?"
         return self.conn.execute(q, (first_seq, token)).fetchone() is not None

@@ -19,12 +19,14 @@ from __future__ import annotations
 import secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from itertools import repeat
+from types import EllipsisType
 from typing import Any, Callable, ContextManager, Iterable, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 from pydantic_core import from_json, to_json
+
+from .id_codes import IdCodes
 
 #: node types, in code order
 NODE_TYPES: tuple[str, ...] = ("user", "product", "app")
@@ -51,7 +53,10 @@ _SUBJ_TYPE = np.array([r[0] for r in _REFS.values()], np.int8)
 _SUBJ_IS_TARGET = np.array([r[1] for r in _REFS.values()], bool)
 _TGT_TYPE = np.array([r[2] for r in _REFS.values()], np.int8)
 #: appends of at most this many events are coded event by event (:meth:`NodeCodes._code_few`)
-_FEW = 32
+_FEW = 256  # where pandas.factorize starts to pay for its per-call cost (measured: 300 events even)
+#: seqs the log is coded by per transaction when the blocks catch up or are rebuilt: one chunk's
+#: columns, strings and hash tables are held at a time (500 000 held some 110 MB more per 300 000 events)
+REBUILD_CHUNK = 100_000
 #: where a block's seqs begin from: stored as int32 offsets from it
 _SEQ = np.int32
 
@@ -155,6 +160,10 @@ def compaction_runs(sizes: Sequence[tuple[int, int, int]], small: int, target: i
     return runs
 
 
+#: a block table's newest block as (first_seq, last_seq, token), None: no block, ``...``: not read yet
+Newest = tuple[int, int, int] | None | EllipsisType
+
+
 class BlockTable(Protocol):
     """What :class:`NodeCodes` needs of a backend's block table, inside the append's transaction."""
 
@@ -178,19 +187,20 @@ class NodeCodes:
         self._reset()
 
     def _reset(self) -> None:
-        self.index: list[dict[str, int]] = [{} for _ in NODE_TYPES]
+        self.index: list[IdCodes] = [IdCodes() for _ in NODE_TYPES]
         self.newest: tuple[int, int] | None = None  # (first_seq, token)
 
     def _load(self, rows: list[tuple[int, int, str]]) -> None:
         for first, token, new_nodes in rows:
             for t, ids in enumerate(from_json(new_nodes)):
-                d = self.index[t]
-                d.update(zip(ids, range(len(d), len(d) + len(ids))))
+                self.index[t].extend(ids)
             self.newest = (first, token)
 
-    def sync(self, table: BlockTable) -> int:
-        """Bring the copy up to the table (other writers, rolled-back appends); the seq the blocks cover."""
-        top = table.newest()
+    def sync(self, table: BlockTable, top: Newest = ...) -> int:
+        """Bring the copy up to the table (other writers, rolled-back appends); the seq the blocks cover.
+        ``top``: the table's newest block if the caller read it already (``...``: read it here)."""
+        if top is ...:
+            top = table.newest()
         if top is None:
             self._reset()
             return 0
@@ -202,15 +212,15 @@ class NodeCodes:
 
     def record(self, table: BlockTable, before: int, last: int, seqs: np.ndarray, types: Sequence[str] | np.ndarray,
                users: Sequence[str | None] | np.ndarray, targets: Sequence[str | None] | np.ndarray,
-               ts: Sequence[float] | np.ndarray) -> None:
+               ts: Sequence[float] | np.ndarray, top: Newest = ...) -> None:
         """Code the events an append just added (seqs ``before + 1 .. last``, these among them) and write
-        their block, if the blocks reach ``before``."""
+        their block, if the blocks reach ``before`` (``top``: as :meth:`sync`)."""
         if last <= before:
             return
         if _KIND_SET.isdisjoint(types):  # nothing to code: the dictionary need not even be loaded
-            self._record_empty(table, before, last)
+            self._record_empty(table, before, last, top)
             return
-        if self.sync(table) != before:
+        if self.sync(table, top) != before:
             return
         self.newest = None  # until the block is in: a failure on the way makes the next sync reload
         block = self.code(before + 1, last, seqs, types, users, targets, ts)
@@ -220,7 +230,7 @@ class NodeCodes:
         self.newest = (block.first_seq, block.token)
 
     def record_rows(self, table: BlockTable, before: int, new: Sequence[tuple[int, str]],
-                    rows: Sequence[Sequence[Any]]) -> None:
+                    rows: Sequence[Sequence[Any]], top: Newest = ...) -> None:
         """:meth:`record` of the rows an append was given (``(event_id, type, user_id, target_id, ts,
         ...)``), of which ``new`` (their (seq, event id)) were appended: an id's first row, where one
         repeats or was there already."""
@@ -231,17 +241,20 @@ class NodeCodes:
             for r in rows:
                 first.setdefault(r[0], r)
             rows = [first[eid] for _, eid in new]
-        _, types, users, targets, ts, *_ = zip(*rows)
+        # a column at a time: zip(*rows) makes an iterator object per row, and those allocations set off
+        # the cycle collector's passes over the caller's whole heap
+        types, users, targets, ts = ([r[i] for r in rows] for i in range(1, 5))
         seqs = np.fromiter((s for s, _ in new), np.int64, len(new))
-        self.record(table, before, int(seqs[-1]), seqs, types, users, targets, ts)
+        self.record(table, before, int(seqs[-1]), seqs, types, users, targets, ts, top)
 
-    def _record_empty(self, table: BlockTable, before: int, last: int) -> None:
+    def _record_empty(self, table: BlockTable, before: int, last: int, top: Newest = ...) -> None:
         """The block of an append without graph events (rules, labels, operations ...): it only moves
         the blocks' end. The copy stays as current as it was."""
-        top = table.newest()
+        if top is ...:
+            top = table.newest()
         if (top[1] if top else 0) != before:
             return
-        current = self.newest == (top[0], top[2]) if top else self.newest is None and not any(self.index)
+        current = self.newest == (top[0], top[2]) if top else self.newest is None and not any(map(len, self.index))
         empty = np.zeros(0, np.int64)
         block = CodedBlock(before + 1, last, empty.astype(np.int8), empty.astype(np.int32), empty.astype(np.int32),
                            empty, empty.astype(np.float64), token=secrets.randbits(62))
@@ -274,19 +287,10 @@ class NodeCodes:
             at = np.flatnonzero(typ == t)
             if not len(at):
                 continue
-            values = ids[at]
-            if pd.isna(values).any():
+            coded = self.index[t].add(ids[at])
+            if coded is None:
                 return None
-            codes, uniq = pd.factorize(values)
-            d = self.index[t]
-            found = np.fromiter(map(d.get, uniq, repeat(-1)), np.int64, len(uniq))
-            new = found < 0
-            if new.any():
-                fresh = uniq[new].tolist()
-                found[new] = np.arange(len(d), len(d) + len(fresh))
-                d.update(zip(fresh, found[new].tolist()))
-                new_nodes[t] = fresh
-            code[at] = found[codes]
+            code[at], new_nodes[t] = coded
         return CodedBlock(first, last, kind, code[0::2], code[1::2], np.asarray(seqs, np.int64)[sel],
                           np.asarray(ts, np.float64)[sel], new_nodes, secrets.randbits(62))
 
@@ -311,7 +315,8 @@ class NodeCodes:
                 d = self.index[node_type]
                 code = d.get(node)
                 if code is None:
-                    code = d[node] = len(d)
+                    code = len(d)
+                    d.extend([node])
                     new_nodes[node_type].append(node)
                 coded[i] = code
             rows.append((k, coded[0], coded[1], int(seq), float(t)))
@@ -374,7 +379,7 @@ class BlockProjection(ABC):
         top = self.newest()
         return top[1] if top else 0
 
-    def catch_up(self, chunk: int = 500_000, progress: Callable[[int], None] | None = None) -> int:
+    def catch_up(self, chunk: int = REBUILD_CHUNK, progress: Callable[[int], None] | None = None) -> int:
         """Code the log past the blocks (a store written before them, an append that wrote none), one
         transaction per ``chunk`` seqs; the seq then covered (again while appends came meanwhile, which
         find the blocks behind the log and write none)."""
@@ -410,7 +415,7 @@ class BlockProjection(ABC):
                 gone += len(rows) - 1
         return gone
 
-    def rebuild(self, chunk: int = 500_000, progress: Callable[[int], None] | None = None) -> int:
+    def rebuild(self, chunk: int = REBUILD_CHUNK, progress: Callable[[int], None] | None = None) -> int:
         """Code the whole log anew (what a replay does to every projection)."""
         with self._locked():
             self.clear()

@@ -14,7 +14,7 @@ import torch
 from scoring_support import SMALL, trained_db
 
 from scoring.errors import BadRequest, UserNotFound
-from scoring.explainer import EMBEDDING_GROUP, PROFILE_GROUP, Background, Explainer, FusionPredictor
+from scoring.explainer import NEIGHBOURHOOD_GROUP, PROFILE_GROUP, Background, Explainer, FusionPredictor
 from scoring.explanation_text import fmt_value
 from scoring.profile_features import NAMES as PROFILE_NAMES
 from scoring.fusion import FusionCore
@@ -48,10 +48,10 @@ def test_additivity_and_features_in_both_modes(trained: Path) -> None:
             assert per["score"] == pytest.approx(score, abs=1e-6) and per["prediction"] == pytest.approx(score, abs=1e-6)
             assert abs(total(per) - per["score"]) < 1e-3
             names = [c["feature"] for c in per["contributions"]]
-            assert names == [*rule_names, *PROFILE_NAMES, *(f"emb_{i}" for i in range(32))]
+            assert names == [*rule_names, *PROFILE_NAMES, *(f"neighbourhood_{i}" for i in range(32))]
             grouped = svc.explain(uid, "grouped", top_k=2)
             assert abs(total(grouped) - grouped["score"]) < 1e-3 and grouped["exact"] is True
-            assert [c["feature"] for c in grouped["contributions"]] == [*rule_names, PROFILE_GROUP, EMBEDDING_GROUP]
+            assert [c["feature"] for c in grouped["contributions"]] == [*rule_names, PROFILE_GROUP, NEIGHBOURHOOD_GROUP]
             assert per["base_value"] == pytest.approx(grouped["base_value"])  # same background, same model
             assert len(grouped["top_positive"]) <= 2 and len(grouped["top_negative"]) <= 2
             assert all(c["value"] > 0 for c in grouped["top_positive"])
@@ -91,6 +91,12 @@ def test_contributions_come_with_values_and_read_as_sentences(trained: Path) -> 
             mean_fee = np.mean([svc.profile(u)["monthly_fee"] for u in background.user_ids])
             assert fee["background_value"] == pytest.approx(mean_fee)
             assert fee["text"].startswith(f"monthly fee {fmt_value(profile['monthly_fee'])} (average {fmt_value(mean_fee)}) ")
+            # the graph side is named for what it is: the user's call neighbourhood
+            dim = by["neighbourhood_3"]
+            assert dim["kind"] == "neighbourhood" and dim["label"] == "call neighbourhood dimension 3"
+            assert dim["text"].startswith(f"call neighbourhood dimension 3 {fmt_value(dim['feature_value'])} (average ")
+            group = {c["feature"]: c for c in svc.explain(uid, "grouped")["contributions"]}[NEIGHBOURHOOD_GROUP]
+            assert group["kind"] == "neighbourhood" and group["text"].startswith("the call neighbourhood (the users within two calls")
         assert fired_somewhere
 
 
@@ -152,7 +158,7 @@ def test_grouped_mode_gives_exact_shapley_values() -> None:
     ex = Explainer(model, weights, Background(bg, "sample"))
     x = np.concatenate([[1, 0, 1, 1], rng.gamma(2, 10, n_x), rng.normal(size=5)])
     res = ex.explain(x, "grouped")
-    assert [n for n, _ in ex.groups] == ["r0", "r1", "r3", PROFILE_GROUP, EMBEDDING_GROUP]
+    assert [n for n, _ in ex.groups] == ["r0", "r1", "r3", PROFILE_GROUP, NEIGHBOURHOOD_GROUP]
     game, players_bg, players_x = ex._game(x)  # r2, not a player, stays at the user's value
     assert players_bg.shape[1] == bg.shape[1] - 1
     base, phi = exact_shapley(game, players_bg, players_x, [cols for _, cols in ex.groups])

@@ -41,6 +41,8 @@ def test_every_stage_of_init_shows_a_total_and_a_rate(tmp_path: Path, capsys: py
     lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
     finished = {line.split(":")[0].strip(): line for line in lines}
     assert {"generate", "fold", "graph", "train", "embed", "fusion"} <= set(finished), sorted(finished)
+    for line in lines:  # from its first line on, each stage's bar shows its total ("0/6", not "0.00it [")
+        assert re.search(r"\| *[\d.]+[kM]?/[\d.]+[kM]? \[", line), line
     for name in ("generate", "fold", "graph", "train", "embed", "fusion"):
         line = finished[name]
         # a count with its total ("1.00/1.00", "300/300") and a rate ("15.2events/s" or "6.55s/epoch")

@@ -112,12 +112,15 @@ _COUNT = re.compile(r"(?:([a-z]+) )?(\d[\d,]*)/(\d[\d,]*)(?: ([a-z]+))?")
 
 class StageBars:
     """A progress bar per stage of a ``"stage: message"`` progress, with the stage's count and rate when
-    its messages carry one (``N/M unit``); a message of no stage goes to the current bar."""
+    its messages carry one (``N/M unit``); a message of no stage goes to the current bar. A stage's bar
+    starts with its first message that says something, so a counted stage shows its total from its
+    first line (a stage reports its start with an empty message, before it knows its count)."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.name: str | None = None
         self.bar: Any = None
+        self.finished = False  # the current stage's count is complete: its bar stays as it finished
 
     def __call__(self, fraction: float, message: str = "") -> None:
         from tqdm import tqdm
@@ -127,12 +130,14 @@ class StageBars:
             name, rest = self.name or "prepare", message
         if name != self.name:
             self.close()
-            self.name = name
-            self.bar = tqdm(total=None, desc=f"{name:<8}", file=sys.stderr, disable=self.quiet, smoothing=0,
-                            unit_scale=True, leave=True)
-        if self.bar is None:
-            return  # the stage's count is complete: its bar stays as it finished
+            self.name, self.finished = name, False
+        if self.finished or not rest.strip():
+            return
         count = _COUNT.search(rest)
+        if self.bar is None:
+            self.bar = tqdm(total=int(count.group(3).replace(",", "")) if count else None, desc=f"{name:<8}",
+                            file=sys.stderr, disable=self.quiet, smoothing=0, unit_scale=True, leave=True,
+                            unit=(count.group(4) or count.group(1) or "it") if count else "it")
         self.bar.set_postfix_str(rest[:50], refresh=count is None)
         if count:
             before, done, total, after = count.groups()
@@ -141,6 +146,7 @@ class StageBars:
             self.bar.update(int(done.replace(",", "")) - self.bar.n)
             if self.bar.n >= self.bar.total:
                 self.close()  # now, so its time and rate are the count's own
+                self.finished = True
 
     def close(self) -> None:
         if self.bar is not None:
@@ -162,7 +168,7 @@ def _prepare(args: argparse.Namespace, s: Any) -> Any:
 
     progress, close = _progress_printer(args)
     try:
-        return prepare(s, progress)
+        return prepare(s, progress, say=lambda m: print(m, file=sys.stderr, flush=True))
     except ValueError as err:  # e.g. generator settings that make no dataset
         raise UsageError(str(err)) from None
     finally:

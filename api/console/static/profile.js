@@ -67,8 +67,8 @@ function renderScore(sc) {
   const note = $("#embedding-note");
   note.hidden = !sc.embedding_missing;
   note.textContent = sc.embedding_missing
-    ? "This user has no graph embedding yet (a new user, or not reached by the refresh loop), so the GNN score " +
-      `does not come from the graph for now; it will once the incremental refresh has embedded this user.${sc.embedding_note ? ` (${sc.embedding_note})` : ""}`
+    ? "This user has no call-neighbourhood embedding yet (a new user the refresh loop has not reached), so the GNN score " +
+      `does not come from the graph for now; it will once the incremental refresh has embedded this user and their neighbourhood.${sc.embedding_note ? ` (${sc.embedding_note})` : ""}`
     : "";
   if (Array.isArray(sc.rules)) renderRuleHits(sc.rules);
   $("#profile-body").dataset.score = isNum(sc.score) ? String(sc.score) : "";
@@ -154,7 +154,7 @@ async function loadExplanation(seq) {
       `base value ${fmtScore(ex.base_value)} + contributions ${sum >= 0 ? "+" : ""}${fmtNum(sum, 3)} ≈ score ${fmtScore(ex.score)}` +
         `${isNum(ex.background?.size) ? ` · background ${ex.background.size} users (${ex.background.source})` : ""}` +
         `${ex.exact ? " · exact" : isNum(ex.nsamples) ? ` · ${ex.nsamples} samples` : ""}${ex.cached ? " · from cache" : ""}` +
-        ` · ${view.mode === "grouped" ? "grouped (each rule, profile numbers, graph embedding)" : "per dimension"}, top ${view.topK} each way`,
+        ` · ${view.mode === "grouped" ? "grouped (each rule, profile numbers, call neighbourhood)" : "per dimension"}, top ${view.topK} each way`,
     );
     status.textContent = "";
   } catch (err) {
