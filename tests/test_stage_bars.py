@@ -49,3 +49,17 @@ def test_every_stage_of_init_shows_a_total_and_a_rate(tmp_path: Path, capsys: py
         count = re.search(r"\| *[\d.]+[kM]?/[\d.]+[kM]? \[", line)
         rate = re.search(r"[\d.]+[kM]?[a-z]+/s|[\d.]+s/[a-z]+", line)
         assert count and rate and "?" not in line, line
+
+
+def test_a_stage_that_works_before_its_first_count_is_timed_from_its_start(capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    bars = StageBars(quiet=False)
+    train = stage(bars, "train", 0.0, 1.0)
+    train(0.0, "")  # the stage starts; its only epoch takes a while before anything can be counted
+    time.sleep(1.2)
+    train(1.0, "epoch 1/1 (metis): loss 5.05")
+    bars.close()
+    lines = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.strip()]
+    # elapsed is the stage's 1+ s, so the rate is about one epoch a second, not thousands
+    assert re.search(r"\[00:0[12]<", lines[-1]) and "kepoch/s" not in lines[-1], lines[-1]

@@ -8,6 +8,7 @@ import re
 import logging
 import sys
 import threading
+import time
 from typing import Any
 
 from config.db_location import DbLocation
@@ -121,6 +122,7 @@ class StageBars:
         self.name: str | None = None
         self.bar: Any = None
         self.finished = False  # the current stage's count is complete: its bar stays as it finished
+        self.started = 0.0  # when the current stage reported its start: its bar's elapsed time and rate count from it
 
     def __call__(self, fraction: float, message: str = "") -> None:
         from tqdm import tqdm
@@ -130,7 +132,7 @@ class StageBars:
             name, rest = self.name or "prepare", message
         if name != self.name:
             self.close()
-            self.name, self.finished = name, False
+            self.name, self.finished, self.started = name, False, time.time()
         if self.finished or not rest.strip():
             return
         count = _COUNT.search(rest)
@@ -138,6 +140,9 @@ class StageBars:
             self.bar = tqdm(total=int(count.group(3).replace(",", "")) if count else None, desc=f"{name:<8}",
                             file=sys.stderr, disable=self.quiet, smoothing=0, unit_scale=True, leave=True,
                             unit=(count.group(4) or count.group(1) or "it") if count else "it")
+            # the bar opens late (at its first count) but its clock is the stage's: a stage that works before
+            # it can count (a forward pass, an epoch) would otherwise show ~0 s and an absurd rate
+            self.bar.start_t = self.bar.last_print_t = self.started
         self.bar.set_postfix_str(rest[:50], refresh=count is None)
         if count:
             before, done, total, after = count.groups()
