@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor
 
@@ -24,6 +26,14 @@ class CSR:
         self.rowptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=dst.device)
         torch.cumsum(counts, 0, out=self.rowptr[1:])
         self.num_nodes = num_nodes
+        self._host: tuple[np.ndarray, np.ndarray] | None = None
+
+    def host(self, src_col: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(rowptr, the source node of each edge in row order) as numpy arrays (``src_col``: the sources
+        by edge id), made once."""
+        if self._host is None:
+            self._host = self.rowptr.cpu().numpy(), src_col[self.perm].cpu().numpy()
+        return self._host
 
     def degree(self, nodes: Tensor) -> Tensor:
         if self.num_nodes == 0:
@@ -113,6 +123,34 @@ class Adjacency:
             parts.append(torch.unique(eids))
         return torch.cat(parts)
 
+    def host_parts(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The base's and the newest edges' (rowptr, source node of each edge in row order), as numpy
+        arrays for :func:`rows_of` (made once per CSR)."""
+        src = self._src_col().view
+        return [csr.host(src) for csr in self._sync()]
+
     def endpoints(self, eids: Tensor) -> tuple[Tensor, Tensor]:
         """(src, dst) node indices of edge ids, in this edge type's direction."""
         return self._src_col().view[eids], self._dst_col().view[eids]
+
+
+def rows_of(parts: list[tuple[np.ndarray, np.ndarray]], nodes: np.ndarray, num_cols: int) -> sp.csr_matrix:
+    """Rows ``nodes`` of the sum of the CSR matrices ``parts`` (rowptr, column of each entry; each entry
+    counts 1; a node past a part's rows has none there) as one scipy CSR, each row the parts' entries one
+    part after the other (not summed into one entry per column)."""
+    nodes = np.asarray(nodes, dtype=np.int64)
+    starts, counts = [], []
+    for rowptr, _ in parts:
+        inside = nodes < len(rowptr) - 1
+        at = np.where(inside, nodes, 0)
+        starts.append(rowptr[at])
+        counts.append(np.where(inside, rowptr[at + 1] - starts[-1], 0))
+    indptr = np.zeros(len(nodes) + 1, dtype=np.int64)
+    np.cumsum(np.sum(counts, axis=0), out=indptr[1:])
+    out = np.empty(int(indptr[-1]), dtype=np.int64)
+    ahead = indptr[:-1].copy()
+    for (_, cols), start, count in zip(parts, starts, counts):
+        offs = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+        out[np.repeat(ahead, count) + offs] = cols[np.repeat(start, count) + offs]
+        ahead += count
+    return sp.csr_matrix((np.ones(len(out)), out, indptr), shape=(len(nodes), num_cols))

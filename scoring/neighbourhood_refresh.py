@@ -32,9 +32,10 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from .adjacency import rows_of
 from .embed import EmbeddingRowT
 from .graph import HeteroGraph
-from .graph_schema import RELATIONS
+from .graph_schema import RELATIONS, reverse_of
 from .neighbourhood import NODE_TYPE
 
 _CALLS = RELATIONS["call"]
@@ -47,38 +48,11 @@ def _over(a: sp.csr_matrix, cols: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix((a.data, np.searchsorted(cols, a.indices), a.indptr), shape=(a.shape[0], len(cols)))
 
 
-class CallMatrix:
-    """A = C + Cᵀ over the graph's users, C[i, j] the calls from i to j, as scipy CSR rows on demand:
-    a CSR of most calls plus one of the newest, so a tick's calls never rebuild the whole matrix
-    (merged once the newest outgrow ``compact_min`` or a twentieth of the rest, as ``Adjacency``)."""
-
-    def __init__(self, graph: HeteroGraph) -> None:
-        self.graph = graph
-        self._base: sp.csr_matrix | None = None
-        self._base_edges = 0
-        self._delta: sp.csr_matrix | None = None
-        self._key = (-1, -1)
-
-    def _matrix(self, lo: int, hi: int, n: int) -> sp.csr_matrix:
-        calls = self.graph.edges[_CALLS]
-        src, dst = (c.view[lo:hi].cpu().numpy() for c in (calls.src, calls.dst))
-        ones = np.ones(len(src))
-        return sp.csr_matrix((np.concatenate([ones, ones]), (np.concatenate([src, dst]), np.concatenate([dst, src]))),
-                             shape=(n, n))
-
-    def rows(self, users: np.ndarray) -> sp.csr_matrix:
-        """A[users] (call counts, both directions: a self-call counts twice)."""
-        m, n = len(self.graph.edges[_CALLS]), self.graph.num_nodes("user")
-        if self._base is None or m - self._base_edges > max(self.graph.compact_min, self._base_edges // 20):
-            self._base, self._base_edges, self._key = self._matrix(0, m, n), m, (-1, -1)
-        if self._key != (m, n):
-            self._delta, self._key = self._matrix(self._base_edges, m, n), (m, n)
-            b = self._base
-            if b.shape[0] < n:  # users since the base was built: empty rows and columns
-                ptr = np.concatenate([b.indptr, np.full(n - b.shape[0], b.indptr[-1])])
-                self._base = sp.csr_matrix((b.data, b.indices, ptr), shape=(n, n))
-        assert self._base is not None and self._delta is not None
-        return self._base[users] + self._delta[users]
+def call_rows(graph: HeteroGraph, users: np.ndarray) -> sp.csr_matrix:
+    """A[users], A = C + Cᵀ over the graph's users, C[i, j] the calls from i to j (a self-call counts
+    twice), read from the graph's call adjacency (kept current as calls arrive)."""
+    parts = graph.adjacency(_CALLS).host_parts() + graph.adjacency(reverse_of(_CALLS)).host_parts()
+    return rows_of(parts, users, graph.num_nodes("user"))
 
 
 class PendingUsers:
@@ -152,7 +126,6 @@ class NeighbourhoodRefresh:
         self.device = device
         self.queue = PendingUsers(wait_weight)
         self.sources = PendingUsers(wait_weight)  # re-embedded users whose two-call balls are not queued yet
-        self.calls = CallMatrix(graph)
         self._cost: float | None = None  # seconds per user of a batch (moving average)
         # a counter of ``changed`` calls: when each user's row was last computed and each source last
         # changed, so a ball leaves out the rows computed since (from the changed embedding already)
@@ -167,9 +140,9 @@ class NeighbourhoodRefresh:
     def neighbourhoods(self, users: np.ndarray, emb: Tensor) -> np.ndarray:
         """The call neighbourhoods of ``users`` (sorted, distinct) over the user embeddings ``emb``: the
         one-call means of their partners, each over its own partners (float64, as ``neighbourhood_means``)."""
-        a_r = self.calls.rows(users)
+        a_r = call_rows(self.graph, users)
         one = np.unique(a_r.indices)
-        a_one = self.calls.rows(one)
+        a_one = call_rows(self.graph, one)
         two = np.unique(a_one.indices)
         x = emb[torch.as_tensor(two, device=emb.device)].to("cpu", torch.float64).numpy()
         means = _over(a_one, two) @ x / np.asarray(a_one.sum(1))  # partners: at least one call each
@@ -182,7 +155,7 @@ class NeighbourhoodRefresh:
 
     def _ball(self, users: np.ndarray) -> np.ndarray:
         """``users`` and their call partners, sorted and distinct."""
-        return np.unique(np.concatenate([users, self.calls.rows(users).indices]))
+        return np.unique(np.concatenate([users, call_rows(self.graph, users).indices]))
 
     # ---------------------------------------------------------------- marks
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from graph_fixtures import SMALL, device_setting, random_events, settings_for, small_store
+from scoring.adjacency import rows_of
 from scoring.features import CategoricalVocabulary, EncoderConfig, HeteroFeatureEncoder
 from scoring.graph_schema import EDGE_TYPES, FORWARD_EDGE_TYPES, NODE_TYPES, RELATIONS, edge_key
 from scoring.graph import HeteroGraph
@@ -73,6 +74,14 @@ def _same_graph(a: HeteroGraph, b: HeteroGraph) -> None:
             ea = torch.sort(a.adjacency(et).incoming(t_nodes, None)).values
             eb = torch.sort(b.adjacency(et).incoming(t_nodes, None)).values
             assert torch.equal(ea, eb)
+        # and its rows as scipy reads them (base and newest edges merged): each edge counted once, from its
+        # source; nodes past the end have none
+        adj = a.adjacency(et)
+        got = rows_of(adj.host_parts(), np.arange(a.num_nodes(et[2]) + 2), a.num_nodes(et[0])).toarray()
+        src, dst = (x.cpu().numpy() for x in adj.endpoints(torch.arange(a.num_edges(et), device=a.device)))
+        want = np.zeros_like(got)
+        np.add.at(want, (dst, src), 1)
+        assert got.sum() == len(src) and (got == want).all()
 
 
 def test_incremental_update_equals_a_rebuild(tmp_path: Path, device: torch.device) -> None:
