@@ -607,3 +607,45 @@ def test_a_new_users_score_uses_the_neighbourhood_the_refresh_gives_them(live_db
         scored = [svc.score(u) for u in new]
     assert new and all(not s["embedding_missing"] and s["model_version"] == 1 for s in scored)
     r.close()
+
+
+def test_the_step_takes_events_while_its_refresher_is_being_built(live_db: Path, device: torch.device) -> None:
+    """Building the refresher (at 1M users the graph, stored embeddings and layer states: most of a
+    minute) does not hold the flow up: events and controls wait until it is ready and then apply in
+    order; a snapshot taken meanwhile resumes with every node those events touched pending."""
+    from concurrent.futures import Future
+
+    from bytewax.operators import StatefulLogic
+
+    from dataflow.refresh_step import RefreshLogic
+    from dataflow.sources import LogBatch
+
+    s = settings_for(live_db, device=device_setting(device))
+    before = _running(s)
+    resumed_from = pickle.loads(pickle.dumps(before.snapshot()))
+    before.close()
+    events = _append_live(live_db, 20)
+    expected = set(_affected(events))
+    building: Future[IncrementalRefresher] = Future()
+    logic = RefreshLogic(building, resumed=resumed_from)
+    assert logic.on_item(RefreshControl("pause")) == ([], StatefulLogic.RETAIN)
+    assert logic.on_item(LogBatch(events, [e.seq for e in events], events[-1].seq)) == ([], StatefulLogic.RETAIN)
+    assert logic.on_notify()[0] == []
+    with pytest.raises(ValueError, match="unknown refresh command"):
+        logic.on_item(RefreshControl("explode"))
+
+    snap = pickle.loads(pickle.dumps(logic.snapshot()))
+    assert snap.last_seq == events[-1].seq and snap.paused
+    resumed = IncrementalRefresher.restore(s, snap, config=_config())
+    assert {(t, resumed.graph.nodes[t].ids[i]) for (t, i), _ in resumed.queue.items()} == expected
+    resumed.close()
+
+    building.set_result(IncrementalRefresher.restore(s, resumed_from, config=_config(budget=1000)))
+    out, _ = logic.on_notify()  # the pause's status, then the tick's
+    assert [o.status["refresh"] for o in out if o.status] == ["paused", "paused"]
+    assert all(o.rows == [] for o in out) and out[-1].status is not None
+    assert out[-1].status["refresh_queue"] == len(expected)
+    logic.on_item(RefreshControl("resume"))
+    out, _ = logic.on_notify()
+    assert {(t, nid) for t, nid, *_ in out[-1].rows if t != NEIGHBOURHOOD} == expected
+    logic.refresher.close()
