@@ -202,9 +202,14 @@ def refresh_builder(
     """The ``builder`` for ``op.stateful``: a fresh refresher, or one restored from its snapshot, built
     on a thread of its own while the flow goes on (see :class:`RefreshLogic`)."""
 
+    def ready(resume: Optional[RefresherSnapshot]) -> IncrementalRefresher:
+        r = IncrementalRefresher.restore(settings, resume, **kw)
+        r.warm()
+        return r
+
     def build(resume: Optional[RefresherSnapshot]) -> RefreshLogic:
         pool = ThreadPoolExecutor(1, thread_name_prefix="ups-refresher-build")
-        building = pool.submit(IncrementalRefresher.restore, settings, resume, **kw)
+        building = pool.submit(ready, resume)
         pool.shutdown(wait=False)  # the thread ends with the build
         return RefreshLogic(building, paused, on_status, resumed=resume)
 

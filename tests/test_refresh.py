@@ -649,3 +649,21 @@ def test_the_step_takes_events_while_its_refresher_is_being_built(live_db: Path,
     out, _ = logic.on_notify()
     assert {(t, nid) for t, nid, *_ in out[-1].rows if t != NEIGHBOURHOOD} == expected
     logic.refresher.close()
+
+
+def test_a_refresher_warmed_before_the_events_refreshes_what_a_cold_one_does(live_db: Path, device: torch.device) -> None:
+    """Its indexes built before the events arrive (as the flow's step builds it), the new edges sit in
+    the indexes' newest part: the refreshed rows are the same."""
+    s = settings_for(live_db, device=device_setting(device))
+    warm, cold = _running(s, budget=1000), _running(s, budget=1000)
+    warm.warm()
+    events = _append_live(live_db, 30)
+    for r in (warm, cold):
+        r.observe(events)
+    got_warm, got_cold = _drain(warm), _drain(cold)
+    assert {(t, nid) for t, nid, *_ in got_warm} == set(_affected(events))
+    for a, b in zip(sorted(got_warm, key=lambda row: row[:2]), sorted(got_cold, key=lambda row: row[:2])):
+        assert a[:2] == b[:2]
+        np.testing.assert_allclose(np.frombuffer(a[2], np.float32), np.frombuffer(b[2], np.float32), atol=1e-5)
+    warm.close()
+    cold.close()
