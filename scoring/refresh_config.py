@@ -22,6 +22,8 @@ class RefreshConfig:
     weight_wait: float = 1.0
     freshness_tau_s: float = 300.0
     model_poll_s: float = 2.0
+    #: most seconds a stopping flow spends on the queue before it exits (the rest stays pending)
+    stop_drain_s: float = 5.0
     pass_chunk_edges: int = 20_000
     #: run full passes on a background thread (the second core) instead of a few steps per tick
     pass_background: bool = True
@@ -45,6 +47,7 @@ class RefreshConfig:
             weight_wait=s.refresh_weight_wait,
             freshness_tau_s=s.refresh_freshness_tau_s,
             model_poll_s=s.refresh_model_poll_s,
+            stop_drain_s=s.refresh_stop_drain_s,
             pass_chunk_edges=s.refresh_pass_chunk_edges,
             pass_background=s.refresh_pass_background,
             compact_min=s.graph_compact_min,

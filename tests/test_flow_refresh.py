@@ -106,3 +106,38 @@ def test_a_model_registered_while_the_flow_runs_takes_over_every_embedding(tmp_p
     assert versions.keys() == {v2} and versions[v2] >= 300
     assert stale == 0
     assert status is not None and status["model_version"] == v2
+
+
+def test_a_stopping_flow_leaves_its_refresh_queue_pending_and_the_next_start_refreshes_it(tmp_path: Path, device: torch.device) -> None:
+    """A flow that stops does not work off its whole refresh queue first (at a million users that took as
+    long as refreshing them all): with no drain time the queue stays pending, and the next start, resumed
+    from the snapshot, refreshes every user the first run's events touched."""
+    db = tmp_path / "ups.db"
+    small_store(db)
+    settings = settings_for(db, device=device_setting(device))
+    train_hgt(settings, epochs=1)
+    with EventStore(db) as store:
+        before = store.last_seq()
+    env = {**os.environ, "UPS_DB": str(db), "UPS_DEVICE": device_setting(device)}
+    run = [sys.executable, "-m", "ups", "dataflow", "--max-events", "1500", "--rate", "3000", "--quiet"]
+    # one tick at the start, none after it: the events after that tick are pending when it stops
+    first = subprocess.run(run, capture_output=True, text=True, timeout=300,
+                           env={**env, "UPS_REFRESH_TICK_S": "60", "UPS_REFRESH_STOP_DRAIN_S": "0"})
+    assert first.returncode == 0, first.stderr[-2000:]
+
+    def stale_users() -> tuple[set[str], set[str], dict | None]:
+        with EventStore(db) as store:
+            live = {u for (u,) in store.conn.execute(
+                "SELECT DISTINCT user_id FROM events WHERE seq > ? AND user_id IS NOT NULL", (before,))}
+            fresh = {n for (n,) in store.conn.execute(
+                "SELECT node_id FROM embeddings WHERE node_type = 'user' AND seq > ?", (before,))}
+            status = Status(store.conn).get("dataflow")
+        return live, live - fresh, status
+
+    live, stale, status = stale_users()
+    assert len(live) > 100 and len(stale) > 100
+    assert status is not None and status["refresh_queue"] >= len(stale)
+    second = subprocess.run(run, capture_output=True, text=True, timeout=300, env={**env, "UPS_REFRESH_TICK_S": "0.1"})
+    assert second.returncode == 0, second.stderr[-2000:]
+    live2, stale2, _ = stale_users()
+    assert live <= live2 and not stale2

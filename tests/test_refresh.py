@@ -607,3 +607,33 @@ def test_a_new_users_score_uses_the_neighbourhood_the_refresh_gives_them(live_db
         scored = [svc.score(u) for u in new]
     assert new and all(not s["embedding_missing"] and s["model_version"] == 1 for s in scored)
     r.close()
+
+
+def test_a_stop_leaves_the_queue_to_the_snapshot_and_the_next_start_refreshes_it(live_db: Path, device: torch.device) -> None:
+    """At EOF the step works the queue for at most ``stop_drain_s`` (here none at all): the pending nodes
+    go into the snapshot, and the step restored from it refreshes exactly them."""
+    from dataflow.refresh_step import RefreshLogic
+    from dataflow.sources import LogBatch
+
+    s = settings_for(live_db, device=device_setting(device))
+    events = _append_live(live_db, 30)
+    logic = RefreshLogic(_running(s, budget=1000, stop_drain_s=0.0))
+    logic.on_item(LogBatch(list(events), [e.seq for e in events], events[-1].seq))
+    out, _ = logic.on_eof()
+    assert not any(o.rows for o in out)
+    expected = _affected(events)
+    status = next(o.status for o in out if o.status)
+    assert status["refresh_queue"] == len(expected)
+    snap = pickle.loads(pickle.dumps(logic.snapshot()))
+    assert {(t, nid) for t, nid, *_ in snap.pending} == set(expected)
+    logic.refresher.close()
+
+    again = refresh_builder(s, config=_config(budget=1000, stop_drain_s=60.0))(snap)
+    rows = [row for o in again.on_eof()[0] for row in o.rows if row[0] != NEIGHBOURHOOD]
+    assert {(t, nid): seq for t, nid, _, _, seq in rows} == expected
+    assert not again.refresher.busy
+    again.refresher.close()
+    # without the snapshot (recovery state lost) the store still shows them stale: a fresh refresher marks them
+    fresh = IncrementalRefresher(s, config=_config())
+    assert {(t, fresh.graph.nodes[t].ids[i]) for (t, i), _ in fresh.queue.items()} == set(expected)
+    fresh.close()
