@@ -37,7 +37,7 @@ from .graph_loader import build_graph
 from .graph_schema import EDGE_TYPES, NODE_TYPES
 from .model_io import LoadedModel, latest_version, load_model
 from .neighbourhood import NODE_TYPE as NEIGHBOURHOOD
-from .neighbourhood_refresh import NeighbourhoodRefresh
+from .neighbourhood_refresh import NeighbourhoodRefresh, call_rows
 from .refresh_cache import NodeCaches
 from .refresh_config import RefreshConfig
 from .refresh_queue import NodeKey, Pending, PriorityQueue
@@ -144,12 +144,12 @@ class IncrementalRefresher:
 
     def warm(self) -> None:
         """Build now the indexes the first ticks would build: each edge type's incoming-edge CSR and the
-        call matrix (at 1M users ~9 s, which a flow building the refresher on a thread of its own would
-        otherwise spend on its worker in the first tick)."""
+        host copy of the call CSRs the neighbourhood refresh reads (at 1M users ~9 s, which a flow building
+        the refresher on a thread of its own would otherwise spend on its worker in the first tick)."""
         none = torch.zeros(0, dtype=torch.long, device=self.device)
         for et in EDGE_TYPES:
             self.graph.adjacency(et).in_degree(none)
-        self.hoods.calls.rows(np.zeros(0, dtype=np.int64))
+        call_rows(self.graph, np.zeros(0, dtype=np.int64))
 
     # ---------------------------------------------------------------- model
 
