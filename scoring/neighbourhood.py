@@ -16,6 +16,8 @@ embedding's own layers what link prediction trained them for.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -23,6 +25,37 @@ import scipy.sparse as sp
 NODE_TYPE = "user_neighbourhood"
 #: calls away from the user the mean reaches
 HOPS = 2
+
+
+#: A[u]: rows ``u`` of the call-count matrix over all users (both directions, a self-call twice)
+CallRows = Callable[[np.ndarray], sp.csr_matrix]
+#: the vectors of users ``u`` as float64 rows
+Vectors = Callable[[np.ndarray], np.ndarray]
+
+
+def neighbourhood_rows(users: np.ndarray, call_rows: CallRows, vectors: Vectors, num_users: int,
+                       hops: int = HOPS) -> np.ndarray:
+    """Rows ``users`` (sorted, distinct) of :func:`neighbourhood_means`, reading only the calls and
+    vectors within ``hops`` calls of them: each step the mean over the call partners (an isolated user
+    over themself) of the next step's values, the last step the vectors."""
+    levels, mats = [np.asarray(users, dtype=np.int64)], []
+    for _ in range(hops):
+        a = call_rows(levels[-1])
+        mats.append(a)
+        # every user (a full pass) needs no list of whom their partners are
+        levels.append(levels[-1] if len(levels[-1]) == num_users else np.unique(a.indices))
+    out = vectors(levels[-1])
+    at = np.empty(num_users, dtype=np.int64)  # a user's position in the next step's rows
+    for a, rows, cols in zip(reversed(mats), reversed(levels[:-1]), reversed(levels[1:])):
+        if len(cols) != num_users:
+            at[cols] = np.arange(len(cols))
+            a = sp.csr_matrix((a.data, at[a.indices], a.indptr), shape=(a.shape[0], len(cols)))
+        degree = np.asarray(a.sum(1)).ravel()
+        out = (a @ out) / np.maximum(degree, 1.0)[:, None]
+        alone = np.flatnonzero(degree == 0)
+        if len(alone):
+            out[alone] = vectors(rows[alone])
+    return out.astype(np.float32)
 
 
 def neighbourhood_means(src: np.ndarray, dst: np.ndarray, vectors: np.ndarray, hops: int = HOPS) -> np.ndarray:
@@ -35,12 +68,7 @@ def neighbourhood_means(src: np.ndarray, dst: np.ndarray, vectors: np.ndarray, h
         raise ValueError(f"call endpoints must index the {n} vectors")
     ones = np.ones(len(src), dtype=np.float64)
     adj = sp.coo_matrix((ones, (src, dst)), shape=(n, n)).tocsr()
-    adj = adj + adj.T
-    degree = np.asarray(adj.sum(1)).ravel()
-    isolated = degree == 0
-    adj = adj + sp.diags(isolated.astype(np.float64))  # an isolated user averages over themself
-    step = sp.diags(1.0 / np.maximum(degree, 1.0)) @ adj
-    out = np.asarray(vectors, dtype=np.float64)
-    for _ in range(hops):
-        out = step @ out
-    return out.astype(np.float32)
+    adj = (adj + adj.T).tocsr()
+    x = np.asarray(vectors, dtype=np.float64)
+    return neighbourhood_rows(np.arange(n), lambda u: adj if len(u) == n else adj[u],
+                              lambda u: x if len(u) == n else x[u], n, hops)

@@ -4,9 +4,10 @@ The stored neighbourhood of user i is N_i = P·(P·X) at row i, X the user embed
 row-normalised call adjacency (both directions, each call counted; an isolated user averages over
 themself). When the refresher writes new embeddings for users J, N changes only within two calls of
 J: J's own rows are queued at once, J itself as "sources" whose two-call balls are queued later
-(indices only), and every row is computed when written, from the embeddings of that moment, by two
-gathers over call partners. So once nothing is queued every stored row equals what a full
-``neighbourhood_means`` over the same embeddings gives.
+(indices only), and every row is computed when written, from the embeddings of that moment, by
+``neighbourhood_rows`` (two gathers over call partners: the function the full pass's
+``neighbourhood_means`` runs over every user). So once nothing is queued every stored row equals what a
+full pass over the same embeddings gives.
 
 A new call edge needs no mark of its own: its two ends are re-embedded (both are touched), and the
 rows written for them mark their two-call balls with the edge in place.
@@ -36,16 +37,11 @@ from .adjacency import rows_of
 from .embed import EmbeddingRowT
 from .graph import HeteroGraph
 from .graph_schema import RELATIONS, reverse_of
-from .neighbourhood import NODE_TYPE
+from .neighbourhood import NODE_TYPE, neighbourhood_rows
 
 _CALLS = RELATIONS["call"]
 #: the queue's ranks: users whose own embedding changed, then the rest of their two-call balls
 NEAR, FAR = 1.0, 0.0
-
-
-def _over(a: sp.csr_matrix, cols: np.ndarray) -> sp.csr_matrix:
-    """``a`` with its columns renumbered to their positions in ``cols`` (sorted, holding them all)."""
-    return sp.csr_matrix((a.data, np.searchsorted(cols, a.indices), a.indptr), shape=(a.shape[0], len(cols)))
 
 
 def call_rows(graph: HeteroGraph, users: np.ndarray) -> sp.csr_matrix:
@@ -138,20 +134,12 @@ class NeighbourhoodRefresh:
         return self.queue.count + self.sources.count
 
     def neighbourhoods(self, users: np.ndarray, emb: Tensor) -> np.ndarray:
-        """The call neighbourhoods of ``users`` (sorted, distinct) over the user embeddings ``emb``: the
-        one-call means of their partners, each over its own partners (float64, as ``neighbourhood_means``)."""
-        a_r = call_rows(self.graph, users)
-        one = np.unique(a_r.indices)
-        a_one = call_rows(self.graph, one)
-        two = np.unique(a_one.indices)
-        x = emb[torch.as_tensor(two, device=emb.device)].to("cpu", torch.float64).numpy()
-        means = _over(a_one, two) @ x / np.asarray(a_one.sum(1))  # partners: at least one call each
-        deg = np.asarray(a_r.sum(1)).ravel()
-        out = _over(a_r, one) @ means / np.maximum(deg, 1.0)[:, None]
-        alone = np.flatnonzero(deg == 0)
-        if len(alone):
-            out[alone] = emb[torch.as_tensor(users[alone], device=emb.device)].to("cpu", torch.float64).numpy()
-        return out.astype(np.float32)
+        """The call neighbourhoods of ``users`` (sorted, distinct) over the user embeddings ``emb``, as
+        ``neighbourhood_means`` over every user gives them."""
+        def vectors(u: np.ndarray) -> np.ndarray:
+            return emb[torch.as_tensor(u, device=emb.device)].to("cpu", torch.float64).numpy()
+
+        return neighbourhood_rows(users, lambda u: call_rows(self.graph, u), vectors, self.graph.num_nodes("user"))
 
     def _ball(self, users: np.ndarray) -> np.ndarray:
         """``users`` and their call partners, sorted and distinct."""

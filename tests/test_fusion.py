@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from scoring_support import SMALL, scoring_db, trained_db
 
@@ -15,7 +16,7 @@ from dataflow.generator import Population
 from dataflow.oracle import generator_config, retention_oracle
 from scoring.errors import BadRequest, NotEnoughData
 from scoring.fusion import FusionCore
-from scoring.neighbourhood import NODE_TYPE as NEIGHBOURHOOD, neighbourhood_means
+from scoring.neighbourhood import NODE_TYPE as NEIGHBOURHOOD, neighbourhood_means, neighbourhood_rows
 from scoring.profile_features import LOG_MASK
 from scoring.profile_features import NAMES as PROFILE_NAMES
 from scoring.service import ScoringService
@@ -106,6 +107,23 @@ def test_neighbourhood_is_the_mean_two_calls_away_weighted_by_calls() -> None:
     np.testing.assert_allclose(means, expected, atol=1e-6)
     with pytest.raises(ValueError, match="index the 4 vectors"):
         neighbourhood_means(np.array([0]), np.array([4]), np.eye(4))
+
+
+@pytest.mark.parametrize("hops", [1, 2, 3])
+def test_some_users_neighbourhoods_are_those_rows_of_everyones(hops: int) -> None:
+    """What the refresh writes for a few users (reading only the calls around them) is what a full pass
+    gives them: isolated users, self-calls and repeated calls among the calls."""
+    rng = np.random.default_rng(hops)
+    n = 60
+    src, dst = rng.integers(0, 50, 150), rng.integers(0, 50, 150)  # users 50-59 make and get none
+    src[:3] = dst[:3] = 7  # self-calls
+    x = rng.normal(size=(n, 5))
+    adj = sp.coo_matrix((np.ones(len(src)), (src, dst)), shape=(n, n)).tocsr()
+    adj = (adj + adj.T).tocsr()
+    users = np.array([0, 7, 8, 33, 52, 59])
+    some = neighbourhood_rows(users, lambda u: adj[u], lambda u: x[u], n, hops)
+    np.testing.assert_allclose(some, neighbourhood_means(src, dst, x, hops)[users], atol=1e-6)
+    np.testing.assert_allclose(some[-2:], x[[52, 59]], atol=1e-6)
 
 
 def test_rule_structure_change_keeps_every_weight_and_weights_round_trip() -> None:
