@@ -38,6 +38,7 @@ from .embed import EmbeddingRowT
 from .graph import HeteroGraph
 from .graph_schema import RELATIONS, reverse_of
 from .neighbourhood import NODE_TYPE, neighbourhood_rows
+from .pending_users import PendingUsers
 
 _CALLS = RELATIONS["call"]
 #: the queue's ranks: users whose own embedding changed, then the rest of their two-call balls
@@ -49,64 +50,6 @@ def call_rows(graph: HeteroGraph, users: np.ndarray) -> sp.csr_matrix:
     twice), read from the graph's call adjacency (kept current as calls arrive)."""
     parts = graph.adjacency(_CALLS).host_parts() + graph.adjacency(reverse_of(_CALLS)).host_parts()
     return rows_of(parts, users, graph.num_nodes("user"))
-
-
-class PendingUsers:
-    """Users whose row is pending, each once at its highest rank, ranked by ``rank + wait_weight·(now -
-    marked_at)`` like :class:`~scoring.refresh_queue.PriorityQueue` (as a static key: every pending
-    user gains at the same rate), but in arrays: a two-call ball is thousands of users per tick, and
-    a heap push each cost more than the embedding refresh that caused them."""
-
-    def __init__(self, wait_weight: float) -> None:
-        self.wait_weight = wait_weight
-        self.pending = np.zeros(0, dtype=bool)
-        self.rank = np.zeros(0)
-        self.marked_at = np.zeros(0)
-        self._origin: float | None = None  # keeps the keys small (marked_at is epoch seconds)
-        self.count = 0
-
-    def _fit(self, n: int) -> None:
-        if n > len(self.pending):
-            cap = max(n, 2 * len(self.pending), 1024)
-            self.pending = np.concatenate([self.pending, np.zeros(cap - len(self.pending), dtype=bool)])
-            self.rank = np.concatenate([self.rank, np.zeros(cap - len(self.rank))])
-            self.marked_at = np.concatenate([self.marked_at, np.zeros(cap - len(self.marked_at))])
-
-    def push(self, users: np.ndarray, rank: float | np.ndarray, marked_at: float | np.ndarray) -> None:
-        """Mark ``users`` (a user already pending keeps their first mark time and their higher rank)."""
-        users = np.asarray(users, dtype=np.int64)
-        if not len(users):
-            return
-        if self._origin is None:
-            self._origin = float(np.min(marked_at))
-        self._fit(int(users.max()) + 1)
-        rank = np.broadcast_to(np.asarray(rank, dtype=np.float64), users.shape)
-        at = np.broadcast_to(np.asarray(marked_at, dtype=np.float64), users.shape)
-        new = ~self.pending[users]
-        self.marked_at[users[new]] = at[new]
-        self.rank[users[new]] = -np.inf
-        np.maximum.at(self.rank, users, rank)
-        self.pending[users] = True
-        self.count = int(self.pending.sum())
-
-    def pop(self, n: int) -> np.ndarray:
-        """The ``n`` best-ranked pending users (sorted by index), no longer pending."""
-        idx = np.flatnonzero(self.pending)
-        if len(idx) > n:
-            key = self.rank[idx] - self.wait_weight * (self.marked_at[idx] - (self._origin or 0.0))
-            idx = np.sort(idx[np.argpartition(-key, n - 1)[:n]])
-        self.pending[idx] = False
-        self.count -= len(idx)
-        return idx
-
-    def clear(self) -> None:
-        self.pending[:] = False
-        self.count = 0
-
-    def items(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(users, marked_at, rank) of the pending users."""
-        idx = np.flatnonzero(self.pending)
-        return idx, self.marked_at[idx], self.rank[idx]
 
 
 class NeighbourhoodRefresh:
