@@ -162,6 +162,10 @@ class Settings(BaseSettings, GeneratorSettings):
 
     # graph embeddings: incremental refresh (a step of the dataflow)
     refresh_in_flow: bool = Field(True, description="run the incremental embedding refresh inside `ups dataflow`")
+    refresh_process: bool = Field(
+        True, description="run that refresh in a process of its own beside the flow (which then only folds and "
+        "appends; the refresh reads the log it hands on from the store); false: inside the flow's step"
+    )
     refresh_tick_s: float = Field(0.2, gt=0, le=60, description="how often pending nodes are refreshed (s)")
     refresh_tick_budget_s: float = Field(
         0.15, gt=0, description="seconds of refresh work per tick (partial refreshes, then steps of a running full "

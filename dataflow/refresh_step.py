@@ -194,11 +194,14 @@ def embedding_refresh(settings: Settings) -> AttachRefresh:
         def report(st: RefresherStatus) -> None:
             control.set_refresh_status(**{k: v for k, v in st.items() if k in REFRESH_STATUS_KEYS})
 
-        out = op.stateful(
-            "embedding_refresh",
-            keyed,
-            refresh_builder(settings, paused=lambda: control.refresh_paused, on_status=report),
-        )
+        if settings.refresh_process:
+            from .refresh_process import process_refresh_builder  # (that module builds on this one)
+
+            builder: Callable[[Optional[RefresherSnapshot]], StatefulLogic] = process_refresh_builder(
+                settings, paused=lambda: control.refresh_paused, on_status=report)
+        else:
+            builder = refresh_builder(settings, paused=lambda: control.refresh_paused, on_status=report)
+        out = op.stateful("embedding_refresh", keyed, builder)
         op.output("embedding_sink", out, EmbeddingSink(settings.db))
 
     return attach
