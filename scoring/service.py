@@ -275,8 +275,10 @@ class ScoringService:
         st = self._current()
         read = self._read(user_id)
         emb = read[2]
+        # the vector itself, not only its version and seq: a partner's new embedding rewrites the user's
+        # neighbourhood row with the same ones
         key = (user_id, mode, st.rules_version, st.fusion_version, emb.model_version if emb else None, read[1],
-               emb.seq if emb else None)
+               emb.seq if emb else None, emb.vector.tobytes() if emb else None)
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None:  # nothing evaluated: the key says the inputs are those the entry was computed from

@@ -254,6 +254,25 @@ def test_cache_is_invalidated_by_rule_and_model_changes(trained: Path) -> None:
         assert svc.explain(uid, "grouped")["cached"] is False
 
 
+def test_cache_follows_the_neighbourhood_row_a_partners_refresh_rewrites(trained: Path) -> None:
+    """The refresh rewrites a user's neighbourhood row when a call partner's embedding changes: same
+    model version, same seq (the user's own last event), another vector. The explanation's score is
+    the one the user is scored with now, not the cached one."""
+    with ScoringService(Settings(db=trained)) as svc:
+        uid = some_users(svc, 1)[0]
+        first = svc.explain(uid, "grouped")
+        assert svc.explain(uid, "grouped")["cached"] is True
+        row = svc.store.embeddings.get(NEIGHBOURHOOD, uid)
+        assert row is not None
+        with svc.store.transaction() as conn:
+            Embeddings(conn).put_many([(NEIGHBOURHOOD, uid, row.vector * 2 + 1, row.model_version, row.seq)])
+        now = svc.score(uid)["score"]
+        assert abs(now - first["score"]) > 1e-6  # (the rewrite moves the score)
+        after = svc.explain(uid, "grouped")
+        assert after["cached"] is False and after["score"] == pytest.approx(now, abs=1e-9)
+        assert total(after) == pytest.approx(now, abs=1e-3)
+
+
 def test_background_choices_and_bad_requests(trained: Path) -> None:
     with ScoringService(Settings(db=trained)) as svc:
         ids = some_users(svc, 3)
