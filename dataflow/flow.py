@@ -43,7 +43,7 @@ from .generator import GeneratorConfig, MockGenerator
 from .kafka_source import KafkaIngest
 from .profile import ProfileState
 from .projection import ProfileShardLogic, ShardSplitter
-from .sinks import RULE_TYPES, ProfileSink, RuleChange, RulesSink
+from .sinks import RULE_TYPES, GraphColumnsSink, ProfileSink, RuleChange, RulesSink
 from .sources import JsonlSource, LogBatch, LogSource, MockSource
 
 _type_of = operator.attrgetter("type")
@@ -209,7 +209,8 @@ def build_replay_flow(
     parts: int,
     on_events: Callable[[int], None] | None = None,
 ) -> Dataflow:
-    """Replay of ``first..last`` of ``source_db`` (seq ranges as partitions) into ``into``'s projections."""
+    """Replay of ``first..last`` of ``source_db`` (seq ranges as partitions) into ``into``'s projections
+    (and, from seq 1 into the log's own store, its graph columns)."""
     flow = Dataflow("ups_replay")
     src = LogSource(source_db, first, last, parts, batch_size=max(settings.batch_size, 10_000))
     log_batches = op.input("log", flow, src)
@@ -227,6 +228,11 @@ def build_replay_flow(
         snapshots=False,  # replay runs without recovery (runner.replay)
     )
     add_rules_projection(log_batches, into, in_order=parts == 1)
+    if first == 1 and into == source_db and parts == 1:
+        # the log's own graph columns, coded from the batches read here (the caller cleared them first;
+        # seq ranges read in parallel are coded after the flow instead, in one ordered pass)
+        to_sink = op.map("to_graph_columns", log_batches, lambda b: (GraphColumnsSink.PART, b))
+        op.output("graph_columns", to_sink, GraphColumnsSink(into))
     return flow
 
 

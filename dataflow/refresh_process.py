@@ -228,8 +228,9 @@ class _Child:
     def __init__(self, start: _Start, out: Connection) -> None:
         self.out = out
         self.paused = False
-        self.logic = RefreshLogic(IncrementalRefresher.restore(start.settings, start.resume, **start.kw),
-                                  paused=lambda: self.paused)
+        refresher = IncrementalRefresher.restore(start.settings, start.resume, **start.kw)
+        refresher.warm()  # (its indexes before it says it is ready, not in its first tick)
+        self.logic = RefreshLogic(refresher, paused=lambda: self.paused)
         self.store: Store = open_store(start.settings.db, wait_out="the embedding refresher")
         self.seen = self.logic.refresher.graph.last_seq
         self.upto = start.resume.last_seq if start.resume is not None else self.seen

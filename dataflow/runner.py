@@ -281,6 +281,8 @@ def _replay_locked(
             store.rules.clear()
             store.checkpoints.set(PROFILES_CHECKPOINT, 0)
             store.checkpoints.delete(RULES_CHECKPOINT)
+            if target == source_db:
+                store.graph_columns.clear()  # the replay flow codes them again as it reads the log
         elif cp != from_seq - 1:
             raise FlowConfigError(
                 f"the profiles in {target} are at seq {cp:,}; replay --from-seq {cp + 1} continues them, "
@@ -297,8 +299,9 @@ def _replay_locked(
             cli_main(flow, workers_per_process=workers)
     with open_store(target) as store:
         if from_seq == 1 and target == source_db:
-            # the graph columns are the log's own (a store elsewhere holds only projections of this log)
-            store.graph_columns.rebuild()
+            # the graph columns are the log's own (a store elsewhere holds only projections of this log):
+            # what the flow did not code (seq ranges read in parallel, events appended meanwhile) is coded here
+            store.graph_columns.catch_up()
         n = store.profiles.count()
     seconds = time.perf_counter() - t0
     return ReplaySummary(from_seq, last, max(0, last - from_seq + 1), int(n), seconds, target)

@@ -1,4 +1,4 @@
-"""Bytewax sinks into the store: the profiles and rules projections.
+"""Bytewax sinks into the store: the profiles and rules projections, and the replay's graph columns.
 
 Each worker opens its own connection (``build``/``build_part`` run on the worker's thread). Profile
 upserts are idempotent (the same document for the same seq), so what Bytewax delivers again after a
@@ -7,7 +7,10 @@ resume changes nothing. (Dead letters are written by the append step, dataflow.l
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Optional
+
+import numpy as np
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
@@ -19,6 +22,7 @@ from storage.events import Event
 
 from .control import PROFILES_CHECKPOINT, tune_writer
 from .projection import ProfileFlush
+from .sources import LogBatch
 
 
 
@@ -165,3 +169,45 @@ class RulesSink(FixedPartitionedSink[RuleChange, None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _RulesPartition:
         return _RulesPartition(self.db, self.in_order)
+
+
+class _GraphColumnsPartition(StatefulSinkPartition[LogBatch, None]):
+    def __init__(self, db: DbLocation, after: int) -> None:
+        self.store = open_store(db, wait_out="the graph columns sink")
+        self.after = after
+
+    def write_batch(self, values: list[LogBatch]) -> None:
+        for batch in values:
+            retry_transient(partial(self._extend, batch), "the graph columns sink")
+            self.after = batch.upto
+
+    def _extend(self, batch: LogBatch) -> None:
+        ev = batch.events
+        self.store.graph_columns.extend(self.after, batch.upto, np.asarray(batch.seqs, np.int64), [e.type for e in ev],
+                                        [e.user_id for e in ev], [e.target_id for e in ev], [e.ts for e in ev])
+
+    def snapshot(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class GraphColumnsSink(FixedPartitionedSink[LogBatch, None]):
+    """The graph columns (``storage.graph_columns``) coded from the batches a replay reads from seq 1,
+    in seq order (one partition), so the log is not read a second time to rebuild them."""
+
+    PART = "graph_columns"
+
+    def __init__(self, db: DbLocation, after: int = 0) -> None:
+        self.db = db
+        self.after = after
+
+    def list_parts(self) -> list[str]:
+        return [self.PART]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _GraphColumnsPartition:
+        return _GraphColumnsPartition(self.db, self.after)

@@ -400,6 +400,20 @@ class BlockProjection(ABC):
             if self.covered() <= start:  # an event that cannot be coded: the log is read past it
                 return start
 
+    def extend(self, after: int, upto: int, seqs: np.ndarray, types: Sequence[str], users: Sequence[str | None],
+               targets: Sequence[str | None], ts: Sequence[float]) -> int:
+        """Code the log's seqs ``after + 1 .. upto`` from columns a reader of the log already holds (every
+        event of that range, or at least every graph event, in seq order: a replay's batch) into one
+        block, in one transaction, where the blocks end within that range; the seq then covered. Blocks
+        that end before ``after`` are left for :meth:`catch_up`, which reads the log itself."""
+        with self._locked():
+            top = self.newest()
+            before = self.codes.sync(self, top)
+            if after <= before < upto:
+                k = int(np.searchsorted(seqs, before, side="right"))  # what another writer coded is skipped
+                self.codes.record(self, before, upto, seqs[k:], types[k:], users[k:], targets[k:], ts[k:], top)
+        return self.covered()
+
     def compact(self, small: int = 50_000, target: int = 1_000_000) -> int:
         """Merge runs of small blocks (a flow appending a few events at a time writes one each) into
         blocks of up to ``target`` events, one transaction a run; how many blocks went."""

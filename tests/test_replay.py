@@ -97,7 +97,8 @@ def graph_columns(db: Path) -> tuple[Any, ...]:
     return d.upto, d.node_ids, d.kind.tolist(), d.subj.tolist(), d.tgt.tolist(), d.seq.tolist(), d.ts.tolist()
 
 
-def test_replay_in_place_rebuilds_the_same_rows(live_db: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])  # one reader codes the graph columns as it reads; two: after
+def test_replay_in_place_rebuilds_the_same_rows(live_db: Path, workers: int) -> None:
     before, columns = projection_rows(live_db), graph_columns(live_db)
     assert columns[0] == before["checkpoints"][0][1]  # the live flow's appends wrote them all
     with sqlite3.connect(live_db) as conn:
@@ -105,7 +106,7 @@ def test_replay_in_place_rebuilds_the_same_rows(live_db: Path) -> None:
         conn.execute("DELETE FROM rules WHERE name = 'heavy'")
         conn.execute("INSERT INTO rules VALUES ('stray', '', 1.0, 'True', 1, 0, 0.0)")
         conn.execute("DELETE FROM graph_blocks WHERE first_seq > 100")
-    replay(settings_for(live_db))
+    replay(settings_for(live_db), workers=workers)
     assert projection_rows(live_db) == before
     assert graph_columns(live_db) == columns
 
