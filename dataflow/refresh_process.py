@@ -8,9 +8,10 @@ Here the flow's step (:class:`ProcessRefreshLogic`) only forwards how far the lo
 same :class:`~dataflow.refresh_step.RefreshLogic` on its own tick and writes its rows. The flow then
 only folds and appends.
 
-Recovery stays the flow's: a snapshot asks the child for the refresher's (every event handed over
-observed first, so it is the same :class:`~scoring.refresh.RefresherSnapshot` the in-flow step takes),
-and a resumed flow starts the child from it. The child exits when its input closes (the flow ended,
+Recovery stays the flow's: the step's snapshot is the newest the child sent (the refresher's, every
+event handed over observed first, so the same :class:`~scoring.refresh.RefresherSnapshot` the in-flow
+step takes; at most every ``SNAPSHOT_EVERY_S``, and the flow never waits for one), and a resumed flow
+starts the child from it. The child exits when its input closes (the flow ended,
 however) and ignores Ctrl-C, which is the flow's to handle. While the child still builds its graph
 (a minute at a million users) the flow does not wait for it: a snapshot is then the one it started
 from (the child reads the log from there, so nothing handed over is lost), and a stop ends it.
@@ -42,6 +43,10 @@ from .sources import LogBatch
 
 #: events read from the store per batch handed to the refresher
 READ_CHUNK = 20_000
+#: seconds between the child's snapshots, however often the flow's epochs ask: one lists every pending
+#: node (seconds of the child's time with 300 000 pending at a million users), and an older one only
+#: means more of the log read again after a resume
+SNAPSHOT_EVERY_S = 30.0
 
 
 class RefreshProcessError(RuntimeError):
@@ -75,7 +80,8 @@ class ProcessRefreshLogic(StatefulLogic):
         self.paused = paused
         self.on_status = on_status
         self.tick_s = settings.refresh_tick_s
-        self._snapshot = resume  # what a snapshot is until the child is ready (and after it stopped)
+        self._snapshot = resume  # the newest the child sent (the one it started from before that)
+        self._asked = False  # a snapshot asked of the child and not received yet
         self._ready = False
         self._status: RefresherStatus | None = None
         self._upto = resume.last_seq if resume is not None else 0
@@ -114,6 +120,10 @@ class ProcessRefreshLogic(StatefulLogic):
             self._ready = True
         if kind in ("ready", "status"):
             self._status = msg[1]
+        elif kind == "snapshot":
+            self._asked = False
+            if msg[1] is not None:
+                self._snapshot = msg[1]
 
     def _receive(self, until: str | None = None) -> tuple[Any, ...] | None:
         """Take what the child sent; with ``until``, wait for a message of that kind and return it."""
@@ -186,11 +196,16 @@ class ProcessRefreshLogic(StatefulLogic):
         return self._next
 
     def snapshot(self) -> RefresherSnapshot | None:
+        """The newest snapshot the child sent, and a newer one asked for the next epoch: the flow does
+        not wait for it (at a million users with 300 000 nodes pending one takes seconds). Any snapshot
+        of the child's is a sound resume point for any later epoch of the flow: the child reads the log
+        from the store after its snapshot's seq, up to what the resumed flow hands on."""
         if self._ready and self.proc.poll() is None:
             self._receive()
-            self._forward()
-            self._send(("snapshot",))
-            self._snapshot = (self._receive(until="snapshot") or (None, None))[1]
+            if not self._asked:
+                self._forward()
+                self._send(("snapshot",))
+                self._asked = True
         return self._snapshot
 
     def _close(self) -> None:
@@ -234,6 +249,7 @@ class _Child:
         self.store: Store = open_store(start.settings.db, wait_out="the embedding refresher")
         self.seen = self.logic.refresher.graph.last_seq
         self.upto = start.resume.last_seq if start.resume is not None else self.seen
+        self.snapped = -float("inf")
 
     def send(self, *msg: Any) -> None:
         self.out.send_bytes(pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))
@@ -268,9 +284,13 @@ class _Child:
             self.paused = bool(msg[1])
         elif kind == "control":
             self.logic.on_item(RefreshControl(msg[1]))
-        elif kind == "snapshot":
-            self.read(everything=True)
-            self.send("snapshot", self.logic.snapshot())
+        elif kind == "snapshot":  # (at most every SNAPSHOT_EVERY_S: None says the last one stands)
+            if time.monotonic() - self.snapped < SNAPSHOT_EVERY_S:
+                self.send("snapshot", None)
+            else:
+                self.read(everything=True)
+                self.send("snapshot", self.logic.snapshot())
+                self.snapped = time.monotonic()
         elif kind == "stop":
             self.read(everything=True)
             status = self.write(self.logic.on_eof()[0])

@@ -659,7 +659,11 @@ def test_the_refresh_in_its_own_process_reads_the_handed_on_log_and_writes_its_r
     while time.monotonic() < deadline and not (statuses and statuses[-1]["refresh_queue"] == 0):
         logic.on_notify()
         time.sleep(0.05)
-    snap = logic.snapshot()
+    snap = logic.snapshot()  # asked of the child; the step does not wait for it
+    while time.monotonic() < deadline and snap is None:
+        logic.on_notify()
+        time.sleep(0.05)
+        snap = logic.snapshot()
     assert snap is not None and snap.last_seq == events[-1].seq and not snap.pending
     logic.on_eof()
     assert logic.proc.returncode == 0 and statuses[-1]["refresh_queue"] == 0
