@@ -665,6 +665,9 @@ def test_the_refresh_in_its_own_process_reads_the_handed_on_log_and_writes_its_r
         time.sleep(0.05)
         snap = logic.snapshot()
     assert snap is not None and snap.last_seq == events[-1].seq and not snap.pending
+    # it runs below the flow and the API, which take the cores first when they are short
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, logic.proc.pid) == min(19, mine + s.refresh_nice) > mine
     logic.on_eof()
     assert logic.proc.returncode == 0 and statuses[-1]["refresh_queue"] == 0
     with EventStore(live_db) as store:
