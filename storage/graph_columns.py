@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import secrets
 from array import array
+from itertools import repeat
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from types import EllipsisType
 from typing import Any, Callable, ContextManager, Iterable, Protocol, Sequence
 
 import numpy as np
-import pandas as pd
 from pydantic_core import from_json, to_json
 
 from .id_codes import IdCodes
@@ -275,9 +275,8 @@ class NodeCodes:
     def _code_many(self, first: int, last: int, seqs: Sequence[int] | np.ndarray, types: Sequence[str] | np.ndarray,
                    users: Sequence[str | None] | np.ndarray, targets: Sequence[str | None] | np.ndarray,
                    ts: Sequence[float] | np.ndarray) -> CodedBlock | None:
-        """:meth:`code` of many events, a column at a time (pandas' hashing)."""
-        tcodes, names = pd.factorize(np.asarray(types, dtype=object))
-        kind_all = np.array([_KIND_OF.get(n, -1) for n in names], np.int8)[tcodes] if len(names) else np.zeros(0, np.int8)
+        """:meth:`code` of many events, a column at a time."""
+        kind_all = np.fromiter(map(_KIND_OF.get, types, repeat(-1)), np.int8, len(types))
         sel = np.flatnonzero(kind_all >= 0)
         kind = kind_all[sel]
         user = np.asarray(users, dtype=object)[sel]
