@@ -54,7 +54,7 @@ _SUBJ_TYPE = np.array([r[0] for r in _REFS.values()], np.int8)
 _SUBJ_IS_TARGET = np.array([r[1] for r in _REFS.values()], bool)
 _TGT_TYPE = np.array([r[2] for r in _REFS.values()], np.int8)
 #: appends of at most this many events are coded event by event (:meth:`NodeCodes._code_few`)
-_FEW = 256  # where pandas.factorize starts to pay for its per-call cost (measured: 300 events even)
+_FEW = 64  # where coding a column at a time starts to pay for its numpy calls (measured: even at 64 events)
 #: seqs the log is coded by per transaction when the blocks catch up or are rebuilt: one chunk's
 #: columns, strings and hash tables are held at a time (500 000 held some 110 MB more per 300 000 events)
 REBUILD_CHUNK = 100_000
