@@ -257,7 +257,8 @@ class NodeCodes:
         if (top[1] if top else 0) != before:
             return
         current = self.newest == (top[0], top[2]) if top else self.newest is None and not any(map(len, self.index))
-        row = _few_row(before + 1, last, _FewColumns(), [[] for _ in NODE_TYPES])
+        row = self._code_few(before + 1, last, (), (), (), (), ())
+        assert row is not None  # no event: nothing lacks an id
         table.insert(row)
         if current:
             self.newest = (row[0], row[2])
@@ -304,21 +305,28 @@ class NodeCodes:
                   users: Sequence[str | None] | np.ndarray, targets: Sequence[str | None] | np.ndarray,
                   ts: Sequence[float] | np.ndarray) -> BlockRow | None:
         """:meth:`code` of a few events one by one, straight into the row's bytes (rules, labels and
-        single events are appended alone: pandas' and numpy's per-call costs there are many times the
+        single events are appended alone: numpy's per-call costs there are many times the
         work). The same codes in the same order."""
-        cols = _FewColumns()
+        # the BLOBs' types: int8 kinds, C int (32 bits, as np.int32) codes and seq offsets, float64 times
+        kinds, subj_col, tgt_col, seq_col, ts_col = bytearray(), array("i"), array("i"), array("i"), array("d")
         new_nodes: list[list[str]] = [[] for _ in NODE_TYPES]
+        code_node = self._code_node
         for typ, user, target, seq, t in zip(types, users, targets, seqs, ts):
             refs = _REFS.get(typ)
             if refs is None:
                 continue
             subj_type, subj_is_target, tgt_type = refs
-            subj = self._code_node(target if subj_is_target else user, subj_type, new_nodes)
-            tgt = self._code_node(target, tgt_type, new_nodes) if tgt_type >= 0 else -1
+            subj = code_node(target if subj_is_target else user, subj_type, new_nodes)
+            tgt = code_node(target, tgt_type, new_nodes) if tgt_type >= 0 else -1
             if subj is None or tgt is None:
                 return None
-            cols.add(_KIND_OF[typ], subj, tgt, int(seq) - first, float(t))
-        return _few_row(first, last, cols, new_nodes)
+            kinds.append(_KIND_OF[typ])
+            subj_col.append(subj)
+            tgt_col.append(tgt)
+            seq_col.append(int(seq) - first)
+            ts_col.append(float(t))
+        return (first, last, secrets.randbits(62), to_json(new_nodes).decode(), bytes(kinds), subj_col.tobytes(),
+                tgt_col.tobytes(), seq_col.tobytes(), ts_col.tobytes())
 
     def _code_node(self, node: str | None, node_type: int, new_nodes: list[list[str]]) -> int | None:
         """A node's code, a new one where it is new (None: no id, None or NaN as pd.isna)."""
@@ -331,30 +339,6 @@ class NodeCodes:
             d.extend([node])
             new_nodes[node_type].append(node)
         return code
-
-
-@dataclass(slots=True)
-class _FewColumns:
-    """A block's columns built one event at a time, in the types the block's BLOBs hold."""
-
-    kind: bytearray = field(default_factory=bytearray)
-    subj: array[int] = field(default_factory=lambda: array("i"))  # C int: 32 bits, as np.int32
-    tgt: array[int] = field(default_factory=lambda: array("i"))
-    seq: array[int] = field(default_factory=lambda: array("i"))  # offsets from the block's first seq
-    ts: array[float] = field(default_factory=lambda: array("d"))
-
-    def add(self, kind: int, subj: int, tgt: int, seq_offset: int, ts: float) -> None:
-        self.kind.append(kind)
-        self.subj.append(subj)
-        self.tgt.append(tgt)
-        self.seq.append(seq_offset)
-        self.ts.append(ts)
-
-
-def _few_row(first: int, last: int, cols: _FewColumns, new_nodes: list[list[str]]) -> BlockRow:
-    """The row of a block built by :class:`_FewColumns` (the bytes :func:`block_row` writes)."""
-    return (first, last, secrets.randbits(62), to_json(new_nodes).decode(), bytes(cols.kind), cols.subj.tobytes(),
-            cols.tgt.tobytes(), cols.seq.tobytes(), cols.ts.tobytes())
 
 
 class BlockProjection(ABC):
