@@ -19,6 +19,8 @@ store's columns (ids, payload JSON text) a chunk at a time, with no Python objec
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
 import numpy as np
@@ -72,6 +74,25 @@ def _json_texts(values: list[str]) -> list[str]:
     return [encoded[v] for v in values]
 
 
+def _time_order(ts: np.ndarray) -> np.ndarray:
+    """``np.argsort(ts, kind="stable")`` of times rounded to the millisecond, by a plain sort of one int64
+    key per event, its millisecond above its index (numpy's vectorised sort: 20M events 2.9 CPU-s
+    against 4.8). The result is checked, and a range the key cannot hold sorts the stable way."""
+    n = len(ts)
+    if n < 2:
+        return np.arange(n)
+    ms = np.rint(ts * 1000.0)
+    lo, bits = ms.min(), max(1, (n - 1).bit_length())
+    if not np.isfinite(ms).all() or (ms.max() - lo) >= 2.0 ** (62 - bits):
+        return np.argsort(ts, kind="stable")
+    order = np.sort(((ms - lo).astype(np.int64) << bits) | np.arange(n, dtype=np.int64)) & ((1 << bits) - 1)
+    # ties of the key are ties of the time (times a millisecond apart or more): held unless a time was
+    # not rounded to the millisecond
+    if np.any(np.diff(ts[order]) < 0):
+        return np.argsort(ts, kind="stable")
+    return order
+
+
 def _ids(fmt: Any, n: int) -> np.ndarray:
     out = np.empty(n, dtype=object)
     out[:] = [fmt(i) for i in range(n)]
@@ -89,6 +110,8 @@ class MockGenerator:
         #: live event ids are this prefix and the stream index
         self.live_prefix = f"{cfg.tag}-l"
         self._hist: dict[str, np.ndarray] | None = None
+        #: the history's arrays are drawn once, possibly on a worker thread (:meth:`dataset_columns`)
+        self._hist_lock = threading.Lock()
         self._id_tables: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ base tables
@@ -171,14 +194,24 @@ class MockGenerator:
         return Event(eid, etype, ts, uid, target_id, {field: float(value)} if field else {})
 
     def history_size(self) -> int:
+        if self._hist is None and not self.cfg.edge_ranges:
+            # the history's first draw alone (its per-user counts): the rest need not be drawn yet
+            return int(self._history_counts(np.random.default_rng([self.cfg.seed, 4])).sum())
         return len(self._history_arrays()["user"])
 
+    def _history_counts(self, rng: np.random.Generator) -> np.ndarray:
+        return rng.poisson(self.cfg.events_per_user * self.pop.activity)
+
     def _history_arrays(self) -> dict[str, np.ndarray]:
-        if self._hist is not None:
+        with self._hist_lock:
+            if self._hist is None:
+                self._hist = self._draw_history()
             return self._hist
-        cfg, pop = self.cfg, self.pop
+
+    def _draw_history(self) -> dict[str, np.ndarray]:
+        cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, 4])
-        counts = rng.poisson(cfg.events_per_user * pop.activity)
+        counts = self._history_counts(rng)
         users = np.repeat(np.arange(cfg.users), counts)
         inter = self._interactions(rng, users)
         if cfg.edge_ranges:
@@ -189,9 +222,8 @@ class MockGenerator:
         spread = days / 6
         offs = np.clip(rng.normal(centre[users], spread), 0, days * 0.999999)
         ts = np.round(self.history_start + offs * 86400.0, 3)
-        order = np.argsort(ts, kind="stable")
-        self._hist = {"user": users[order], "ts": ts[order], **{k: v[order] for k, v in inter.items()}}
-        return self._hist
+        order = _time_order(ts)
+        return {"user": users[order], "ts": ts[order], **{k: v[order] for k, v in inter.items()}}
 
     def _bound_edges(
         self, users: np.ndarray, inter: dict[str, np.ndarray]
@@ -266,11 +298,16 @@ class MockGenerator:
     def dataset_columns(self, chunk: int = COLUMN_CHUNK) -> Iterator[NewEvents]:
         """The events of :meth:`dataset`, in the same order with the same content, as columns of at most
         ``chunk`` events (payloads as the JSON text the store keeps)."""
-        yield NewEvents.of_events(list(self.catalogue_events()))
-        for lo in range(0, self.cfg.users, chunk):
-            yield self._registration_columns(lo, min(self.cfg.users, lo + chunk))
-        for lo in range(0, self.history_size(), chunk):
-            yield self._history_columns(lo, min(self.history_size(), lo + chunk))
+        # the history's arrays are drawn on a thread of their own while the catalogue and the
+        # registrations go out (numpy's draws, gathers and sorts release the GIL): 1M users ~18 CPU-s
+        with ThreadPoolExecutor(1, thread_name_prefix="ups-history") as pool:
+            drawn = pool.submit(self._history_arrays)
+            yield NewEvents.of_events(list(self.catalogue_events()))
+            for lo in range(0, self.cfg.users, chunk):
+                yield self._registration_columns(lo, min(self.cfg.users, lo + chunk))
+            size = len(drawn.result()["user"])
+        for lo in range(0, size, chunk):
+            yield self._history_columns(lo, min(size, lo + chunk))
         labelled = np.flatnonzero(self.pop.labelled)
         for lo in range(0, len(labelled), chunk):
             yield self._label_columns(labelled[lo:lo + chunk])

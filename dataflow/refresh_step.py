@@ -5,7 +5,8 @@ into the flow's."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Optional
 
@@ -58,51 +59,97 @@ class RefreshLogic(StatefulLogic):
 
     Events are buffered and applied to the graph in one batch per tick (one ``apply`` per event would
     cost more than the refresh at thousands of events per second); a snapshot applies the buffer first,
-    so what it records as seen has marked its nodes."""
+    so what it records as seen has marked its nodes.
+
+    The refresher may be given still being built (a ``Future``: :func:`refresh_builder` builds it on a
+    thread of its own, since reading the graph, the stored embeddings and layer states of 1M users
+    takes the better part of a minute and the flow's worker would ingest nothing meanwhile): events and
+    controls wait in the buffer until it is ready, and a snapshot taken meanwhile is the one it is
+    being restored from, moved up to the newest event buffered (a restore rebuilds the graph from the
+    store up to there and marks every node whose stored embedding is older than its last event)."""
 
     MAX_BUFFER = 20_000
 
     def __init__(
         self,
-        refresher: IncrementalRefresher,
+        refresher: IncrementalRefresher | Future[IncrementalRefresher],
         paused: Callable[[], bool] | None = None,
         on_status: Callable[[RefresherStatus], None] | None = None,
+        resumed: RefresherSnapshot | None = None,
     ) -> None:
-        self.refresher = refresher
+        self._refresher = refresher if isinstance(refresher, IncrementalRefresher) else None
+        self._building = refresher if isinstance(refresher, Future) else None
+        self._resumed = resumed
         self.paused = paused
         self.on_status = on_status
         self._buffer: list[Any] = []
         self._next = datetime.now(timezone.utc)
 
-    def _flush(self) -> None:
-        if self._buffer:
-            self.refresher.observe(self._buffer)
+    @property
+    def refresher(self) -> IncrementalRefresher:
+        """The refresher, waited for if it is still being built."""
+        if self._refresher is None:
+            assert self._building is not None
+            self._refresher, self._building = self._building.result(), None
+        return self._refresher
+
+    @property
+    def ready(self) -> bool:
+        return self._refresher is not None or (self._building is not None and self._building.done())
+
+    def _flush(self) -> list[RefreshOutput]:
+        """Apply the buffer (once the refresher is ready); the status after each control it held."""
+        out: list[RefreshOutput] = []
+        if self._buffer and self.ready:
+            r = self.refresher
+            events: list[Any] = []
+            for item in self._buffer:
+                if isinstance(item, RefreshControl):  # controls given while it was being built, in order
+                    if events:
+                        r.observe(events)
+                        events = []
+                    self._control(item)
+                    out.append(RefreshOutput([], r.status()))
+                else:
+                    events.append(item)
+            if events:
+                r.observe(events)
             self._buffer = []
+        return out
+
+    def _control(self, value: RefreshControl) -> None:
+        r = self.refresher
+        if value.command == "pause":
+            r.pause()
+        elif value.command == "resume":
+            r.resume()
+        elif value.command == "reload":
+            r.maybe_reload_model(force=True)
 
     def on_item(self, value: Any) -> tuple[Iterable[RefreshOutput], bool]:
-        r = self.refresher
         if isinstance(value, RefreshControl):
-            self._flush()
-            if value.command == "pause":
-                r.pause()
-            elif value.command == "resume":
-                r.resume()
-            elif value.command == "reload":
-                r.maybe_reload_model(force=True)
-            else:
+            if value.command not in ("pause", "resume", "reload"):
                 raise ValueError(f"unknown refresh command {value.command!r} (pause, resume, reload)")
-            return [RefreshOutput([], r.status())], StatefulLogic.RETAIN
+            if not self.ready:
+                self._buffer.append(value)
+                return [], StatefulLogic.RETAIN
+            out = self._flush()
+            self._control(value)
+            return [*out, RefreshOutput([], self.refresher.status())], StatefulLogic.RETAIN
         if hasattr(value, "events") and hasattr(value, "seqs"):
             self._buffer.extend(zip(value.seqs, value.events))
         else:
             self._buffer.append(value)
         if len(self._buffer) >= self.MAX_BUFFER:
-            self._flush()
+            return self._flush(), StatefulLogic.RETAIN
         return [], StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[RefreshOutput], bool]:
+        self._next = datetime.now(timezone.utc) + timedelta(seconds=0.2)
+        if not self.ready:
+            return [], StatefulLogic.RETAIN
         r = self.refresher
-        self._flush()
+        out = self._flush()
         if self.paused is not None:
             r.pause() if self.paused() else r.resume()
         r.maybe_reload_model()
@@ -111,7 +158,7 @@ class RefreshLogic(StatefulLogic):
         status = r.status()
         if self.on_status is not None:
             self.on_status(status)
-        return [RefreshOutput(rows, status)], StatefulLogic.RETAIN
+        return [*out, RefreshOutput(rows, status)], StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[RefreshOutput], bool]:
         """Work the queue for at most ``stop_drain_s``, then stop: a stop with a large backlog (500 000
@@ -119,9 +166,8 @@ class RefreshLogic(StatefulLogic):
         stays pending in the snapshot taken at the end, and a node's stored row stays older than its
         last event, so a refresher built on the store marks it again either way."""
         r = self.refresher
-        self._flush()
+        out = self._flush()
         r.maybe_reload_model(force=True)
-        out: list[RefreshOutput] = []
         deadline = time.perf_counter() + r.config.stop_drain_s
         while r.busy and (left := deadline - time.perf_counter()) > 0:
             rows = r.tick(budget_s=min(left, max(r.config.tick_budget_s, 1.0)))
@@ -137,9 +183,25 @@ class RefreshLogic(StatefulLogic):
     def notify_at(self) -> Optional[datetime]:
         return self._next
 
-    def snapshot(self) -> RefresherSnapshot:
+    def snapshot(self) -> RefresherSnapshot | None:
+        if not self.ready:
+            return self._snapshot_while_building()
         self._flush()
         return self.refresher.snapshot()
+
+    def _snapshot_while_building(self) -> RefresherSnapshot | None:
+        """The state a resume needs while the refresher is being built: the snapshot it is restored
+        from (None: a fresh start, which marks whatever the store's embeddings lag behind), its seq
+        moved up to the newest event buffered, since the flow will not deliver those again."""
+        if self._resumed is None:
+            return None
+        seqs = [int(item[0]) if isinstance(item, tuple) else int(item.seq)
+                for item in self._buffer if not isinstance(item, RefreshControl)]
+        paused = self._resumed.paused
+        for item in self._buffer:
+            if isinstance(item, RefreshControl) and item.command in ("pause", "resume"):
+                paused = item.command == "pause"
+        return replace(self._resumed, last_seq=max([self._resumed.last_seq, *seqs]), paused=paused)
 
 
 def refresh_builder(
@@ -149,10 +211,19 @@ def refresh_builder(
     on_status: Callable[[RefresherStatus], None] | None = None,
     **kw: Any,
 ) -> Callable[[Optional[RefresherSnapshot]], RefreshLogic]:
-    """The ``builder`` for ``op.stateful``: a fresh refresher, or one restored from its snapshot."""
+    """The ``builder`` for ``op.stateful``: a fresh refresher, or one restored from its snapshot, built
+    on a thread of its own while the flow goes on (see :class:`RefreshLogic`)."""
+
+    def ready(resume: Optional[RefresherSnapshot]) -> IncrementalRefresher:
+        r = IncrementalRefresher.restore(settings, resume, **kw)
+        r.warm()
+        return r
 
     def build(resume: Optional[RefresherSnapshot]) -> RefreshLogic:
-        return RefreshLogic(IncrementalRefresher.restore(settings, resume, **kw), paused, on_status)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="ups-refresher-build")
+        building = pool.submit(ready, resume)
+        pool.shutdown(wait=False)  # the thread ends with the build
+        return RefreshLogic(building, paused, on_status, resumed=resume)
 
     return build
 

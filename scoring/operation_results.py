@@ -28,6 +28,9 @@ class LinkAUC(TypedDict):
     untrained: float | None
     degree: float | None
     pairs: float | None
+    #: the trained AUC's 95 % interval from the held-out sample's size (absent in older records)
+    trained_ci95: NotRequired[tuple[float, float] | None]
+    negatives: NotRequired[int]
 
 
 @with_config(_OPEN)

@@ -339,7 +339,7 @@ def _run_epochs(
 
 def _records(
     graph: HeteroGraph, es: EdgeSplit, params: TrainParams, settings: Any, history: list[float], best_epoch: int,
-    val: dict[str, dict[str, float | None]], test: dict[str, dict[str, float | None]], ratio: float,
+    val: dict[str, dict[str, Any]], test: dict[str, dict[str, Any]], ratio: float,
     duration: float, device: torch.device,
 ) -> tuple[HgtMetrics, dict[str, Any], dict[str, Any]]:
     """What a trained version records: its metrics, how it was trained, and the summary its event carries."""

@@ -119,8 +119,10 @@ def test_a_stopping_flow_leaves_its_refresh_queue_pending_and_the_next_start_ref
     with EventStore(db) as store:
         before = store.last_seq()
     env = {**os.environ, "UPS_DB": str(db), "UPS_DEVICE": device_setting(device)}
-    run = [sys.executable, "-m", "ups", "dataflow", "--max-events", "1500", "--rate", "3000", "--quiet"]
-    # one tick at the start, none after it: the events after that tick are pending when it stops
+    run = [sys.executable, "-m", "ups", "dataflow", "--max-events", "15000", "--rate", "3000", "--quiet"]
+    # one tick once the refresher is built (on its own thread, while the first events come in), none
+    # after it: the events after that tick (or all of them, if it is built only at the end) are pending
+    # when it stops
     first = subprocess.run(run, capture_output=True, text=True, timeout=300,
                            env={**env, "UPS_REFRESH_TICK_S": "60", "UPS_REFRESH_STOP_DRAIN_S": "0"})
     assert first.returncode == 0, first.stderr[-2000:]

@@ -244,3 +244,23 @@ def test_bad_edge_ranges_are_refused_with_the_reason() -> None:
         GeneratorConfig(orders_per_user=(-1, None))
     with pytest.raises(ValueError, match="app_clicks_per_user must be a \\(min, max\\) pair"):
         GeneratorConfig(app_clicks_per_user=(1, 2, 3))
+
+
+def test_the_history_time_order_is_the_stable_sort_of_the_times() -> None:
+    """The history's order (a sort of one int64 key per event) is numpy's stable argsort of its times:
+    ties keep the draw order, and times not rounded to the millisecond still sort right."""
+    from dataflow.generator import _time_order
+
+    rng = np.random.default_rng(1)
+    ts = np.round(1.76e9 + rng.integers(0, 500, size=20_000) * 0.001, 3)  # many ties
+    np.testing.assert_array_equal(_time_order(ts), np.argsort(ts, kind="stable"))
+    raw = 1.76e9 + rng.random(5_000)  # sub-millisecond differences
+    np.testing.assert_array_equal(_time_order(raw), np.argsort(raw, kind="stable"))
+    assert _time_order(np.array([5.0])).tolist() == [0]
+
+
+def test_the_dataset_size_is_known_before_the_history_is_drawn() -> None:
+    gen = MockGenerator(GeneratorConfig(users=500, events_per_user=9, seed=2))
+    size = gen.dataset_size()
+    assert gen._hist is None
+    assert size == len(list(gen.dataset())) == sum(len(b) for b in MockGenerator(gen.cfg).dataset_columns(1_000))

@@ -637,3 +637,63 @@ def test_a_stop_leaves_the_queue_to_the_snapshot_and_the_next_start_refreshes_it
     fresh = IncrementalRefresher(s, config=_config())
     assert {(t, fresh.graph.nodes[t].ids[i]) for (t, i), _ in fresh.queue.items()} == set(expected)
     fresh.close()
+
+
+def test_the_step_takes_events_while_its_refresher_is_being_built(live_db: Path, device: torch.device) -> None:
+    """Building the refresher (at 1M users the graph, stored embeddings and layer states: most of a
+    minute) does not hold the flow up: events and controls wait until it is ready and then apply in
+    order; a snapshot taken meanwhile resumes with every node those events touched pending."""
+    from concurrent.futures import Future
+
+    from bytewax.operators import StatefulLogic
+
+    from dataflow.refresh_step import RefreshLogic
+    from dataflow.sources import LogBatch
+
+    s = settings_for(live_db, device=device_setting(device))
+    before = _running(s)
+    resumed_from = pickle.loads(pickle.dumps(before.snapshot()))
+    before.close()
+    events = _append_live(live_db, 20)
+    expected = set(_affected(events))
+    building: Future[IncrementalRefresher] = Future()
+    logic = RefreshLogic(building, resumed=resumed_from)
+    assert logic.on_item(RefreshControl("pause")) == ([], StatefulLogic.RETAIN)
+    assert logic.on_item(LogBatch(events, [e.seq for e in events], events[-1].seq)) == ([], StatefulLogic.RETAIN)
+    assert logic.on_notify()[0] == []
+    with pytest.raises(ValueError, match="unknown refresh command"):
+        logic.on_item(RefreshControl("explode"))
+
+    snap = pickle.loads(pickle.dumps(logic.snapshot()))
+    assert snap.last_seq == events[-1].seq and snap.paused
+    resumed = IncrementalRefresher.restore(s, snap, config=_config())
+    assert {(t, resumed.graph.nodes[t].ids[i]) for (t, i), _ in resumed.queue.items()} == expected
+    resumed.close()
+
+    building.set_result(IncrementalRefresher.restore(s, resumed_from, config=_config(budget=1000)))
+    out, _ = logic.on_notify()  # the pause's status, then the tick's
+    assert [o.status["refresh"] for o in out if o.status] == ["paused", "paused"]
+    assert all(o.rows == [] for o in out) and out[-1].status is not None
+    assert out[-1].status["refresh_queue"] == len(expected)
+    logic.on_item(RefreshControl("resume"))
+    out, _ = logic.on_notify()
+    assert {(t, nid) for t, nid, *_ in out[-1].rows if t != NEIGHBOURHOOD} == expected
+    logic.refresher.close()
+
+
+def test_a_refresher_warmed_before_the_events_refreshes_what_a_cold_one_does(live_db: Path, device: torch.device) -> None:
+    """Its indexes built before the events arrive (as the flow's step builds it), the new edges sit in
+    the indexes' newest part: the refreshed rows are the same."""
+    s = settings_for(live_db, device=device_setting(device))
+    warm, cold = _running(s, budget=1000), _running(s, budget=1000)
+    warm.warm()
+    events = _append_live(live_db, 30)
+    for r in (warm, cold):
+        r.observe(events)
+    got_warm, got_cold = _drain(warm), _drain(cold)
+    assert {(t, nid) for t, nid, *_ in got_warm} == set(_affected(events))
+    for a, b in zip(sorted(got_warm, key=lambda row: row[:2]), sorted(got_cold, key=lambda row: row[:2])):
+        assert a[:2] == b[:2]
+        np.testing.assert_allclose(np.frombuffer(a[2], np.float32), np.frombuffer(b[2], np.float32), atol=1e-5)
+    warm.close()
+    cold.close()

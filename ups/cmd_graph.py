@@ -102,12 +102,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise UsageError(str(err)) from None
     if args.json:
-        print(json.dumps({"link_auc": r["link_auc"], "label_auc": r["label_auc"], "model_version": r["model_version"]}))
+        print(json.dumps({k: r[k] for k in ("link_auc", "link_auc_ci95", "held_out_pairs", "negative_pairs",
+                                            "label_auc", "model_version")}))
         return 0
-    print(f"hgt model version {r['model_version']}: link-prediction AUC on held-out edges")
-    print(f"  {'edge type':22s} {'trained':>8s} {'untrained':>10s} {'degree':>8s} {'pairs':>7s}")
+    print(f"hgt model version {r['model_version']}: link-prediction AUC on held-out edges (95 % interval of the "
+          "trained AUC from the held-out sample's size)")
+    print(f"  {'edge type':22s} {'trained':>8s} {'95 % interval':>15s} {'untrained':>10s} {'degree':>8s} "
+          f"{'pairs':>9s} {'negatives':>10s}")
     for et, row in r["link_auc"].items():
-        print(f"  {et:22s} {_f(row['trained']):>8s} {_f(row['untrained']):>10s} {_f(row['degree']):>8s} {r['held_out_pairs'][et]:>7,d}")
+        ci = r["link_auc_ci95"][et]
+        span = f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-"
+        print(f"  {et:22s} {_f(row['trained']):>8s} {span:>15s} {_f(row['untrained']):>10s} {_f(row['degree']):>8s} "
+              f"{r['held_out_pairs'][et]:>9,d} {r['negative_pairs'][et]:>10,d}")
     print(f"label AUC (logistic regression on user embeddings, 5-fold, {r['labelled_users']:,} labelled users): "
           f"trained {_f(r['label_auc'])}, untrained {_f(r['label_auc_untrained'])}")
     return 0
