@@ -750,3 +750,16 @@ def test_a_refresher_warmed_before_the_events_refreshes_what_a_cold_one_does(liv
         np.testing.assert_allclose(np.frombuffer(a[2], np.float32), np.frombuffer(b[2], np.float32), atol=1e-5)
     warm.close()
     cold.close()
+
+
+def test_the_flow_attaches_its_refresh_step_without_importing_the_model_stack() -> None:
+    """torch and the refresher are imported on the refresher's build thread, not by the flow's worker
+    while the flow is built (~5 s of the worker's time at start on a loaded machine)."""
+    import subprocess
+    import sys
+
+    probe = "import sys, dataflow.refresh_step; print(sorted(m for m in ('torch', 'scoring.refresh') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
