@@ -13,7 +13,6 @@ import sqlite3
 from http import HTTPStatus
 from typing import Any
 
-import psycopg
 from litestar import Request, Response
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.exceptions import HTTPException, ValidationException
@@ -21,6 +20,7 @@ from litestar.utils.scope.state import ScopeState
 from pydantic import BaseModel, Field, ValidationError
 
 from storage import is_transient, unwritable_reason
+from storage.errors import BackendError
 
 log = logging.getLogger("ups.api")
 
@@ -236,7 +236,7 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
         ScoringError: on_scoring,
         RecursionError: on_recursion,
         sqlite3.Error: on_database,
-        psycopg.Error: on_database,
+        BackendError: on_database,
         Exception: on_unexpected,
     }
 

@@ -20,9 +20,9 @@ How the figures are kept honest:
   catches up in a burst after a closed-loop phase starved it);
 * open-loop latency counts from the *intended* send time (a late generator or a stalled server is
   charged, no coordinated omission); the generator's own lateness is shown as ``send lag``;
-* per phase, where the two cores went (CPU % of one core: API process, dataflow, the API's worker
-  processes, the generator, everything else on the machine), the ingestion rate the store actually
-  saw during the phase, and the server's own p99 from its ``/metrics`` latency histogram (time inside
+* per phase, where the two cores went (CPU % of one core: API process, dataflow, the dataflow's child
+  processes (its log writer and refresher), the API's worker processes, the generator, everything else
+  on the machine), the ingestion rate the store actually saw during the phase, and the server's own p99 from its ``/metrics`` latency histogram (time inside
   the app, by bucket), which tells the server's share of the tail from the rest (scheduling, client);
 * per phase, event -> embedding: from the store, each interaction (or user attribute) event appended
   during the phase, from its append (``recorded_at``) to the write of its user's embedding row that
@@ -150,15 +150,17 @@ class Observer:
 
     def snapshot(self) -> Snapshot:
         workers: dict[int, float] = {}
+        flow_children = 0.0  # the log writer and the refresher process
         try:
             for c in self.procs["api"].children(recursive=True):
                 workers[c.pid] = self._cpu(c)
+            flow_children = sum(self._cpu(c) for c in self.procs["dataflow"].children(recursive=True))
         except psutil.Error:
             pass
         t = psutil.cpu_times()
         busy = float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
-        return Snapshot(time.perf_counter(), {n: self._cpu(p) for n, p in self.procs.items()}, workers, busy,
-                        self._last_seq(), self._histograms())
+        cpu = {n: self._cpu(p) for n, p in self.procs.items()} | {"dataflow children": flow_children}
+        return Snapshot(time.perf_counter(), cpu, workers, busy, self._last_seq(), self._histograms())
 
 
 @dataclass

@@ -162,6 +162,10 @@ class Settings(BaseSettings, GeneratorSettings):
 
     # graph embeddings: incremental refresh (a step of the dataflow)
     refresh_in_flow: bool = Field(True, description="run the incremental embedding refresh inside `ups dataflow`")
+    refresh_process: bool = Field(
+        True, description="run that refresh in a process of its own beside the flow (which then only folds and "
+        "appends; the refresh reads the log it hands on from the store); false: inside the flow's step"
+    )
     refresh_tick_s: float = Field(0.2, gt=0, le=60, description="how often pending nodes are refreshed (s)")
     refresh_tick_budget_s: float = Field(
         0.15, gt=0, description="seconds of refresh work per tick (partial refreshes, then steps of a running full "
@@ -196,6 +200,10 @@ class Settings(BaseSettings, GeneratorSettings):
     )
     refresh_freshness_tau_s: float = Field(300.0, gt=0, description="age (s) at which freshness has halved")
     refresh_model_poll_s: float = Field(2.0, gt=0, description="how often the refresh looks for a new model (s)")
+    refresh_nice: int = Field(
+        10, ge=0, le=19, description="niceness the refresher process adds to itself: on cores the API shares with "
+        "it, requests and ingestion go first and the refresh takes the time they leave"
+    )
     refresh_stop_drain_s: float = Field(
         5.0, ge=0, description="at a stop (end of input, shutdown, signal) the refresh works its queue for at most this "
         "long; what is left stays pending in the flow's snapshot (and stale in the store) and is refreshed after the next start"

@@ -11,7 +11,7 @@ from typing import Iterator
 def collector_for_throughput() -> Iterator[None]:
     """The flow, replay and the log writer allocate millions of short-lived containers (item dicts,
     Events, rows, profile updates) that reference counting frees. With the default thresholds the
-    collector's full passes over the long-lived heap (profiles, everything imported: pandas, psycopg,
+    collector's full passes over the long-lived heap (profiles, everything imported: pandas,
     ...) dominate: in the log writer, 2.5 of its 6.5 CPU-s per 300 000 events. What is loaded by now
     is frozen (left out of every pass) and young passes come less often; cycles are still freed."""
     old = gc.get_threshold()

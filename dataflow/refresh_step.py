@@ -1,6 +1,9 @@
 """The embedding-refresh branch of the live flow: scoring's incremental refresher as a Bytewax
 ``StatefulLogic`` on the log's stream of batches, its embeddings upserted by a sink, its status merged
-into the flow's."""
+into the flow's.
+
+The model stack (torch, the refresher) is imported where the refresher is built, on its own thread: at
+the flow's start those imports took ~5 s of its worker's time on a loaded machine."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
@@ -16,14 +19,16 @@ from bytewax.operators import StatefulLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from config.settings import Settings
-from scoring.embed import EmbeddingRowT, write_rows
-from scoring.refresh import IncrementalRefresher, RefresherSnapshot
 from scoring.results import RefresherStatus
 from storage import open_store, retry_transient
 
 from .control import FlowControl
 from .flow import AttachRefresh
 from .sources import LogBatch
+
+if TYPE_CHECKING:
+    from scoring.embed import EmbeddingRowT
+    from scoring.refresh import IncrementalRefresher, RefresherSnapshot
 
 #: the status keys the dataflow's status document takes from the refresh step
 REFRESH_STATUS_KEYS: tuple[str, ...] = (
@@ -77,7 +82,7 @@ class RefreshLogic(StatefulLogic):
         on_status: Callable[[RefresherStatus], None] | None = None,
         resumed: RefresherSnapshot | None = None,
     ) -> None:
-        self._refresher = refresher if isinstance(refresher, IncrementalRefresher) else None
+        self._refresher = None if isinstance(refresher, Future) else refresher
         self._building = refresher if isinstance(refresher, Future) else None
         self._resumed = resumed
         self.paused = paused
@@ -215,6 +220,8 @@ def refresh_builder(
     on a thread of its own while the flow goes on (see :class:`RefreshLogic`)."""
 
     def ready(resume: Optional[RefresherSnapshot]) -> IncrementalRefresher:
+        from scoring.refresh import IncrementalRefresher
+
         r = IncrementalRefresher.restore(settings, resume, **kw)
         r.warm()
         return r
@@ -233,6 +240,8 @@ class _RowsPartition(StatelessSinkPartition):
         self.store = open_store(db, wait_out="the embedding sink")
 
     def write_batch(self, items: list[Any]) -> None:
+        from scoring.embed import write_rows
+
         rows: list[EmbeddingRowT] = []
         for item in items:
             value = item[1] if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], RefreshOutput) else item
@@ -265,11 +274,14 @@ def embedding_refresh(settings: Settings) -> AttachRefresh:
         def report(st: RefresherStatus) -> None:
             control.set_refresh_status(**{k: v for k, v in st.items() if k in REFRESH_STATUS_KEYS})
 
-        out = op.stateful(
-            "embedding_refresh",
-            keyed,
-            refresh_builder(settings, paused=lambda: control.refresh_paused, on_status=report),
-        )
+        if settings.refresh_process:
+            from .refresh_process import process_refresh_builder  # (that module builds on this one)
+
+            builder: Callable[[Optional[RefresherSnapshot]], StatefulLogic] = process_refresh_builder(
+                settings, paused=lambda: control.refresh_paused, on_status=report)
+        else:
+            builder = refresh_builder(settings, paused=lambda: control.refresh_paused, on_status=report)
+        out = op.stateful("embedding_refresh", keyed, builder)
         op.output("embedding_sink", out, EmbeddingSink(settings.db))
 
     return attach

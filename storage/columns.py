@@ -10,10 +10,12 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: separates string values in a concatenated column (ASCII unit separator: not in any id we write;
 #: a value holding it is detected by the count and the chunk is read row by row instead)
@@ -55,6 +57,8 @@ class EventBatch:
         ``types`` when given (as the store's readers return them: codes index ``types``)."""
         if not rows:
             return cls.empty(upto)
+        import pandas as pd
+
         seq, etypes, users, targets, ts, payloads = zip(*rows)
         etype = pd.Categorical(etypes, categories=list(types)) if types is not None else _objects(etypes)
         return cls(
@@ -117,6 +121,8 @@ def scan_columns(
     may be empty of events but still say how far they covered); payloads for ``payload_types`` only."""
     if len(types) > 60:
         raise ValueError("at most 60 event types per scan")
+    import pandas as pd  # loaded by the first bulk read: a process that only appends never needs it
+
     type_names = pd.Index(list(types), dtype=object)
     for lo in range(from_seq, to_seq + 1, chunk):
         hi = min(to_seq, lo + chunk - 1)
@@ -165,6 +171,8 @@ def _scan_range(
     target[target == ""] = None
     text = _objects(payloads)[keep]
     text[text == ""] = None
+    import pandas as pd
+
     etype = pd.Categorical.from_codes(codes[keep], categories=type_names)
     return EventBatch(seq[keep], etype, user, target, ts[keep], text, hi)
 

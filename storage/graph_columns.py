@@ -17,13 +17,14 @@ dropped.
 from __future__ import annotations
 
 import secrets
+from array import array
+from itertools import repeat
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from types import EllipsisType
 from typing import Any, Callable, ContextManager, Iterable, Protocol, Sequence
 
 import numpy as np
-import pandas as pd
 from pydantic_core import from_json, to_json
 
 from .id_codes import IdCodes
@@ -53,7 +54,7 @@ _SUBJ_TYPE = np.array([r[0] for r in _REFS.values()], np.int8)
 _SUBJ_IS_TARGET = np.array([r[1] for r in _REFS.values()], bool)
 _TGT_TYPE = np.array([r[2] for r in _REFS.values()], np.int8)
 #: appends of at most this many events are coded event by event (:meth:`NodeCodes._code_few`)
-_FEW = 256  # where pandas.factorize starts to pay for its per-call cost (measured: 300 events even)
+_FEW = 64  # where coding a column at a time starts to pay for its numpy calls (measured: even at 64 events)
 #: seqs the log is coded by per transaction when the blocks catch up or are rebuilt: one chunk's
 #: columns, strings and hash tables are held at a time (500 000 held some 110 MB more per 300 000 events)
 REBUILD_CHUNK = 100_000
@@ -210,7 +211,8 @@ class NodeCodes:
             self._load(table.new_nodes_after(self.newest[0] if self.newest else 0))
         return top[1]
 
-    def record(self, table: BlockTable, before: int, last: int, seqs: np.ndarray, types: Sequence[str] | np.ndarray,
+    def record(self, table: BlockTable, before: int, last: int, seqs: Sequence[int] | np.ndarray,
+               types: Sequence[str] | np.ndarray,
                users: Sequence[str | None] | np.ndarray, targets: Sequence[str | None] | np.ndarray,
                ts: Sequence[float] | np.ndarray, top: Newest = ...) -> None:
         """Code the events an append just added (seqs ``before + 1 .. last``, these among them) and write
@@ -223,11 +225,11 @@ class NodeCodes:
         if self.sync(table, top) != before:
             return
         self.newest = None  # until the block is in: a failure on the way makes the next sync reload
-        block = self.code(before + 1, last, seqs, types, users, targets, ts)
-        if block is None:
+        row = self.code(before + 1, last, seqs, types, users, targets, ts)
+        if row is None:
             return
-        table.insert(block_row(block))
-        self.newest = (block.first_seq, block.token)
+        table.insert(row)
+        self.newest = (row[0], row[2])
 
     def record_rows(self, table: BlockTable, before: int, new: Sequence[tuple[int, str]],
                     rows: Sequence[Sequence[Any]], top: Newest = ...) -> None:
@@ -244,8 +246,8 @@ class NodeCodes:
         # a column at a time: zip(*rows) makes an iterator object per row, and those allocations set off
         # the cycle collector's passes over the caller's whole heap
         types, users, targets, ts = ([r[i] for r in rows] for i in range(1, 5))
-        seqs = np.fromiter((s for s, _ in new), np.int64, len(new))
-        self.record(table, before, int(seqs[-1]), seqs, types, users, targets, ts, top)
+        seqs = [s for s, _ in new]
+        self.record(table, before, seqs[-1], seqs, types, users, targets, ts, top)
 
     def _record_empty(self, table: BlockTable, before: int, last: int, top: Newest = ...) -> None:
         """The block of an append without graph events (rules, labels, operations ...): it only moves
@@ -255,22 +257,27 @@ class NodeCodes:
         if (top[1] if top else 0) != before:
             return
         current = self.newest == (top[0], top[2]) if top else self.newest is None and not any(map(len, self.index))
-        empty = np.zeros(0, np.int64)
-        block = CodedBlock(before + 1, last, empty.astype(np.int8), empty.astype(np.int32), empty.astype(np.int32),
-                           empty, empty.astype(np.float64), token=secrets.randbits(62))
-        table.insert(block_row(block))
+        row = self._code_few(before + 1, last, (), (), (), (), ())
+        assert row is not None  # no event: nothing lacks an id
+        table.insert(row)
         if current:
-            self.newest = (block.first_seq, block.token)
+            self.newest = (row[0], row[2])
 
-    def code(self, first: int, last: int, seqs: np.ndarray, types: Sequence[str] | np.ndarray,
+    def code(self, first: int, last: int, seqs: Sequence[int] | np.ndarray, types: Sequence[str] | np.ndarray,
              users: Sequence[str | None] | np.ndarray, targets: Sequence[str | None] | np.ndarray,
-             ts: Sequence[float] | np.ndarray) -> CodedBlock | None:
-        """The block of these events (None: a graph event lacks an id it needs). New nodes enter the
+             ts: Sequence[float] | np.ndarray) -> BlockRow | None:
+        """The block row of these events (None: a graph event lacks an id it needs). New nodes enter the
         dictionary now: :meth:`record` makes the next :meth:`sync` drop them unless its block is written."""
         if len(types) <= _FEW:
             return self._code_few(first, last, seqs, types, users, targets, ts)
-        tcodes, names = pd.factorize(np.asarray(types, dtype=object))
-        kind_all = np.array([_KIND_OF.get(n, -1) for n in names], np.int8)[tcodes] if len(names) else np.zeros(0, np.int8)
+        block = self._code_many(first, last, seqs, types, users, targets, ts)
+        return block_row(block) if block is not None else None
+
+    def _code_many(self, first: int, last: int, seqs: Sequence[int] | np.ndarray, types: Sequence[str] | np.ndarray,
+                   users: Sequence[str | None] | np.ndarray, targets: Sequence[str | None] | np.ndarray,
+                   ts: Sequence[float] | np.ndarray) -> CodedBlock | None:
+        """:meth:`code` of many events, a column at a time."""
+        kind_all = np.fromiter(map(_KIND_OF.get, types, repeat(-1)), np.int8, len(types))
         sel = np.flatnonzero(kind_all >= 0)
         kind = kind_all[sel]
         user = np.asarray(users, dtype=object)[sel]
@@ -294,35 +301,44 @@ class NodeCodes:
         return CodedBlock(first, last, kind, code[0::2], code[1::2], np.asarray(seqs, np.int64)[sel],
                           np.asarray(ts, np.float64)[sel], new_nodes, secrets.randbits(62))
 
-    def _code_few(self, first: int, last: int, seqs: np.ndarray, types: Sequence[str] | np.ndarray,
+    def _code_few(self, first: int, last: int, seqs: Sequence[int] | np.ndarray, types: Sequence[str] | np.ndarray,
                   users: Sequence[str | None] | np.ndarray, targets: Sequence[str | None] | np.ndarray,
-                  ts: Sequence[float] | np.ndarray) -> CodedBlock | None:
-        """:meth:`code` of a few events one by one (rules, labels and single events are appended alone:
-        pandas' per-call cost there is many times the work). The same codes in the same order."""
-        rows: list[tuple[int, int, int, int, float]] = []
+                  ts: Sequence[float] | np.ndarray) -> BlockRow | None:
+        """:meth:`code` of a few events one by one, straight into the row's bytes (rules, labels and
+        single events are appended alone: numpy's per-call costs there are many times the
+        work). The same codes in the same order."""
+        # the BLOBs' types: int8 kinds, C int (32 bits, as np.int32) codes and seq offsets, float64 times
+        kinds, subj_col, tgt_col, seq_col, ts_col = bytearray(), array("i"), array("i"), array("i"), array("d")
         new_nodes: list[list[str]] = [[] for _ in NODE_TYPES]
+        code_node = self._code_node
         for typ, user, target, seq, t in zip(types, users, targets, seqs, ts):
-            k = _KIND_OF.get(typ, -1)
-            if k < 0:
+            refs = _REFS.get(typ)
+            if refs is None:
                 continue
-            refs = _REFS[typ]
-            coded = [-1, -1]
-            for i, (node, node_type) in enumerate(((target if refs[1] else user, refs[0]), (target, refs[2]))):
-                if node_type < 0:
-                    continue
-                if node is None or node != node:  # None or NaN, as pd.isna
-                    return None
-                d = self.index[node_type]
-                code = d.get(node)
-                if code is None:
-                    code = len(d)
-                    d.extend([node])
-                    new_nodes[node_type].append(node)
-                coded[i] = code
-            rows.append((k, coded[0], coded[1], int(seq), float(t)))
-        kind, subj, tgt, seq_col, ts_col = (np.array(col, d) for col, d in zip(
-            zip(*rows) if rows else ((),) * 5, (np.int8, np.int32, np.int32, np.int64, np.float64)))
-        return CodedBlock(first, last, kind, subj, tgt, seq_col, ts_col, new_nodes, secrets.randbits(62))
+            subj_type, subj_is_target, tgt_type = refs
+            subj = code_node(target if subj_is_target else user, subj_type, new_nodes)
+            tgt = code_node(target, tgt_type, new_nodes) if tgt_type >= 0 else -1
+            if subj is None or tgt is None:
+                return None
+            kinds.append(_KIND_OF[typ])
+            subj_col.append(subj)
+            tgt_col.append(tgt)
+            seq_col.append(int(seq) - first)
+            ts_col.append(float(t))
+        return (first, last, secrets.randbits(62), to_json(new_nodes).decode(), bytes(kinds), subj_col.tobytes(),
+                tgt_col.tobytes(), seq_col.tobytes(), ts_col.tobytes())
+
+    def _code_node(self, node: str | None, node_type: int, new_nodes: list[list[str]]) -> int | None:
+        """A node's code, a new one where it is new (None: no id, None or NaN as pd.isna)."""
+        if node is None or node != node:
+            return None
+        d = self.index[node_type]
+        code = d.get(node)
+        if code is None:
+            code = len(d)
+            d.extend([node])
+            new_nodes[node_type].append(node)
+        return code
 
 
 class BlockProjection(ABC):

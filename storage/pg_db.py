@@ -19,13 +19,30 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from config.db_location import PostgresUrl
 
+from .errors import BackendError, StoreUnreachable
+
 #: seconds to wait for a first connection when a store is opened
 CONNECT_TIMEOUT_S = 10.0
 
 
-class StoreUnreachable(psycopg.OperationalError):
-    """The PostgreSQL server cannot be reached (down, restarting, wrong address); the message names it
-    with its password redacted."""
+def backend_error(err: psycopg.Error) -> BackendError:
+    """The driver's error as the store's callers see it (``storage.errors``): a connection that failed
+    or broke, or a server that refuses writes (read-only, disk full), makes the store unwritable for
+    now; a failed or broken connection is waited out."""
+    unwritable = None
+    if isinstance(err, (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction,
+                        psycopg.errors.DiskFull, psycopg.errors.AdminShutdown)):
+        unwritable = PostgresUrl.redact_text(str(err).strip() or type(err).__name__)
+    return BackendError(str(err), unwritable, isinstance(err, psycopg.OperationalError))
+
+
+@contextmanager
+def driver_errors_mapped() -> Iterator[None]:
+    """The driver's errors raised inside, as :func:`backend_error` maps them."""
+    try:
+        yield
+    except psycopg.Error as err:
+        raise backend_error(err) from err
 
 
 class PgConnections:
@@ -71,6 +88,8 @@ class PgConnections:
                     self._local.conn = None
         except PoolTimeout:
             raise StoreUnreachable(f"PostgreSQL at {self.url} is unreachable: {_first_error(self.url)}") from None
+        except psycopg.Error as err:  # every statement runs in here: its errors leave the backend mapped
+            raise backend_error(err) from err
         finally:
             if broken:  # the server went away: the idle connections are broken too, replace them now
                 self.pool.check()
@@ -161,4 +180,6 @@ def create_next_database(url: PostgresUrl, name: str) -> PostgresUrl | None:
         ) from None
     except psycopg.OperationalError as err:
         raise StoreUnreachable(f"PostgreSQL at {url} is unreachable: {url.redact_text(str(err).strip())}") from None
+    except psycopg.Error as err:
+        raise backend_error(err) from err
     return url.with_database(name)

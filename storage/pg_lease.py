@@ -19,7 +19,7 @@ import psycopg
 
 from config.db_location import PostgresUrl
 
-from .pg_db import CONNECT_TIMEOUT_S, StoreUnreachable
+from .pg_db import CONNECT_TIMEOUT_S, StoreUnreachable, driver_errors_mapped
 
 #: the first key of every lease's advisory lock (the second is the slot); the log's locks use one key
 LEASE_NS = 0x5550_5305
@@ -55,11 +55,12 @@ class PgLease:
     def take(self, record: dict[str, Any]) -> bool:
         """Take the lease unless another session holds it; ``record`` names this holder to the others."""
         conn = _connect(self.url)
-        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s), pg_backend_pid()", (LEASE_NS, self.slot)).fetchone()
-        if not row or not row[0]:
-            conn.close()
-            return False
-        conn.execute(_PUT, (f"lease.{self.slot}", json.dumps({**record, "backend_pid": row[1]}), time.time()))
+        with driver_errors_mapped():
+            row = conn.execute("SELECT pg_try_advisory_lock(%s, %s), pg_backend_pid()", (LEASE_NS, self.slot)).fetchone()
+            if not row or not row[0]:
+                conn.close()
+                return False
+            conn.execute(_PUT, (f"lease.{self.slot}", json.dumps({**record, "backend_pid": row[1]}), time.time()))
         self._conn = conn
         return True
 
@@ -75,6 +76,6 @@ class PgLease:
 
 def lease_holders(url: PostgresUrl) -> dict[int, dict[str, Any] | None]:
     """Every slot leased now: its holder's record, or None while the new holder has not written it yet."""
-    with _connect(url) as conn:
+    with _connect(url) as conn, driver_errors_mapped():
         rows = conn.execute(_HELD, (LEASE_NS,)).fetchall()
     return {int(slot): json.loads(data) if data else None for slot, data in rows}

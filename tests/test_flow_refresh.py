@@ -75,9 +75,12 @@ def test_a_model_registered_while_the_flow_runs_takes_over_every_embedding(tmp_p
     small_store(db)
     settings = settings_for(db, device=device_setting(device))
     train_hgt(settings, epochs=1)
-    env = {**os.environ, "UPS_DEVICE": device_setting(device), "UPS_REFRESH_TICK_S": "0.1", "UPS_REFRESH_PASS_CHUNK_EDGES": "1000"}
+    # (20 s of events, and the stop lets the switch finish: the refresher process starts while the flow
+    # runs, seconds after it on a loaded machine)
+    env = {**os.environ, "UPS_DEVICE": device_setting(device), "UPS_REFRESH_TICK_S": "0.1", "UPS_REFRESH_PASS_CHUNK_EDGES": "1000",
+           "UPS_REFRESH_STOP_DRAIN_S": "120"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ups", "dataflow", "--db", str(db), "--max-events", "3000", "--rate", "400", "--quiet"],
+        [sys.executable, "-m", "ups", "dataflow", "--db", str(db), "--max-events", "6000", "--rate", "300", "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
@@ -119,12 +122,10 @@ def test_a_stopping_flow_leaves_its_refresh_queue_pending_and_the_next_start_ref
     with EventStore(db) as store:
         before = store.last_seq()
     env = {**os.environ, "UPS_DB": str(db), "UPS_DEVICE": device_setting(device)}
-    run = [sys.executable, "-m", "ups", "dataflow", "--max-events", "15000", "--rate", "3000", "--quiet"]
-    # one tick once the refresher is built (on its own thread, while the first events come in), none
-    # after it: the events after that tick (or all of them, if it is built only at the end) are pending
-    # when it stops
-    first = subprocess.run(run, capture_output=True, text=True, timeout=300,
-                           env={**env, "UPS_REFRESH_TICK_S": "60", "UPS_REFRESH_STOP_DRAIN_S": "0"})
+    run = [sys.executable, "-m", "ups", "dataflow", "--max-events", "1500", "--rate", "3000", "--quiet"]
+    # one tick of one node at the start, none after it: the run's events are pending when it stops
+    first = subprocess.run(run, capture_output=True, text=True, timeout=300, env={
+        **env, "UPS_REFRESH_TICK_S": "60", "UPS_REFRESH_BUDGET": "1", "UPS_REFRESH_STOP_DRAIN_S": "0"})
     assert first.returncode == 0, first.stderr[-2000:]
 
     def stale_users() -> tuple[set[str], set[str], dict | None]:
@@ -137,7 +138,7 @@ def test_a_stopping_flow_leaves_its_refresh_queue_pending_and_the_next_start_ref
         return live, live - fresh, status
 
     live, stale, status = stale_users()
-    assert len(live) > 100 and len(stale) > 100
+    assert len(live) > 100 and len(stale) >= len(live) - 1
     assert status is not None and status["refresh_queue"] >= len(stale)
     second = subprocess.run(run, capture_output=True, text=True, timeout=300, env={**env, "UPS_REFRESH_TICK_S": "0.1"})
     assert second.returncode == 0, second.stderr[-2000:]

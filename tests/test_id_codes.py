@@ -33,6 +33,8 @@ def test_a_missing_id_adds_nothing() -> None:
     codes = IdCodes()
     codes.extend(["a", "b"])
     assert codes.add(np.asarray(["c", None, "a"] * LARGE, dtype=object)) is None
+    assert codes.add(np.asarray(["c", None, "a"], dtype=object)) is None
+    assert codes.add(np.asarray(["c", float("nan")], dtype=object)) is None
     assert codes.ids == ["a", "b"]
     found, new = codes.add(np.asarray(["b", "c"], dtype=object)) or (None, None)
     assert found is not None and found.tolist() == [1, 2] and new == ["c"]

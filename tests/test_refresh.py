@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import pickle
 import time
 from pathlib import Path
@@ -639,6 +640,58 @@ def test_a_stop_leaves_the_queue_to_the_snapshot_and_the_next_start_refreshes_it
     fresh.close()
 
 
+def test_the_refresh_in_its_own_process_reads_the_handed_on_log_and_writes_its_rows(live_db: Path, device: torch.device) -> None:
+    """The flow's step only says how far the log is handed on; the child process reads those events from
+    the store, refreshes the nodes they touched and writes their rows; a snapshot is the refresher's with
+    every handed-on event observed, and a step restored from it carries on from there."""
+    from dataflow.refresh_process import ProcessRefreshLogic
+    from dataflow.sources import LogBatch
+
+    s = settings_for(live_db, device=device_setting(device))
+    events = _append_live(live_db, 30)
+    statuses: list[dict] = []
+    logic = ProcessRefreshLogic(s, None, on_status=statuses.append, config=_config(budget=1000, tick_s=0.05))
+    assert logic.proc.pid != os.getpid()
+    assert logic.snapshot() is None  # while the child starts: the snapshot it started from
+    logic.on_item(LogBatch([], [], events[-1].seq))  # (the child reads the events themselves from the store)
+    expected = _affected(events)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (statuses and statuses[-1]["refresh_queue"] == 0):
+        logic.on_notify()
+        time.sleep(0.05)
+    snap = logic.snapshot()  # asked of the child; the step does not wait for it
+    while time.monotonic() < deadline and snap is None:
+        logic.on_notify()
+        time.sleep(0.05)
+        snap = logic.snapshot()
+    assert snap is not None and snap.last_seq == events[-1].seq and not snap.pending
+    # it runs below the flow and the API, which take the cores first when they are short
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, logic.proc.pid) == min(19, mine + s.refresh_nice) > mine
+    logic.on_eof()
+    assert logic.proc.returncode == 0 and statuses[-1]["refresh_queue"] == 0
+    with EventStore(live_db) as store:
+        emb = Embeddings(store.conn)
+        for (t, nid), seq in expected.items():
+            row = emb.get(t, nid)
+            assert row is not None and row.seq == seq, (t, nid)
+    assert not logic.snapshot().pending  # (the child's last snapshot, taken as it stopped)
+    with pytest.raises(ValueError, match="unknown refresh command"):
+        logic.on_item(RefreshControl("explode"))
+
+
+def test_a_refresher_process_that_fails_fails_the_flows_step_with_its_error(live_db: Path) -> None:
+    from dataflow.refresh_process import ProcessRefreshLogic, RefreshProcessError
+
+    s = settings_for(live_db)
+    logic = ProcessRefreshLogic(s, None, config=_config(mode="bogus"))
+    with pytest.raises(RefreshProcessError, match="refresh mode must be layerwise or sampled"):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            logic.on_notify()
+            time.sleep(0.1)
+
+
 def test_the_step_takes_events_while_its_refresher_is_being_built(live_db: Path, device: torch.device) -> None:
     """Building the refresher (at 1M users the graph, stored embeddings and layer states: most of a
     minute) does not hold the flow up: events and controls wait until it is ready and then apply in
@@ -697,3 +750,16 @@ def test_a_refresher_warmed_before_the_events_refreshes_what_a_cold_one_does(liv
         np.testing.assert_allclose(np.frombuffer(a[2], np.float32), np.frombuffer(b[2], np.float32), atol=1e-5)
     warm.close()
     cold.close()
+
+
+def test_the_flow_attaches_its_refresh_step_without_importing_the_model_stack() -> None:
+    """torch and the refresher are imported on the refresher's build thread, not by the flow's worker
+    while the flow is built (~5 s of the worker's time at start on a loaded machine)."""
+    import subprocess
+    import sys
+
+    probe = "import sys, dataflow.refresh_step; print(sorted(m for m in ('torch', 'scoring.refresh') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

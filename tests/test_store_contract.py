@@ -14,6 +14,7 @@ import pytest
 
 from storage import DatabaseError, DbLocation, Event, SchemaTooNew, Store, StoredEvent, open_store
 from storage.columns import NewEvents
+from storage import graph_columns
 from storage.graph_columns import KINDS as GRAPH_KINDS, NODE_TYPES as GRAPH_NODE_TYPES
 from store_backends import db_arg, raw_event_count, set_schema_version
 
@@ -468,7 +469,9 @@ def test_compacted_graph_columns_read_the_same_and_appends_go_on_after_them(stor
         assert _columns(s) == (s.last_seq(), nodes, rows)
 
 
-def test_events_appended_one_at_a_time_or_in_one_batch_get_the_same_graph_columns(store_db: DbLocation) -> None:
+def test_events_appended_one_at_a_time_or_in_one_batch_get_the_same_graph_columns(
+    store_db: DbLocation, monkeypatch: pytest.MonkeyPatch
+) -> None:
     events = [e for i in range(8) for e in _graph_events(i)] + [Event("app", "app.listed", 9.0, None, "A2", {})]
     with open_store(store_db) as s:
         for e in events:  # small appends: coded event by event
@@ -476,7 +479,8 @@ def test_events_appended_one_at_a_time_or_in_one_batch_get_the_same_graph_column
         one_by_one = _columns(s)
         nodes, rows = _coded_by_hand(s)
         assert one_by_one == (s.last_seq(), nodes, rows)
-        s.graph_columns.rebuild(chunk=10_000)  # the log in one batch: coded as columns
+        monkeypatch.setattr(graph_columns, "_FEW", 0)  # however few: the log in one batch, coded as columns
+        s.graph_columns.rebuild(chunk=10_000)
         assert _columns(s) == one_by_one
         s.append([Event("bad", "call", 10.0, None, "U1", {"duration": 1.0})])  # no subject: no block
         assert s.graph_columns.covered() == one_by_one[0]

@@ -7,6 +7,7 @@ import psycopg
 
 from pg_server import PostgresServer
 from storage import Event, PostgresUrl, open_store
+from storage.errors import BackendError
 from storage.pg_schema import MIGRATIONS, SCHEMA_VERSION
 
 
@@ -40,7 +41,8 @@ def test_an_open_store_works_again_after_a_server_restart(pg_server: PostgresSer
             try:
                 assert plain.count() == 2
                 break
-            except psycopg.OperationalError:
+            except BackendError as err:  # the server's error, as the store maps it
+                assert err.transient
                 failures += 1
         assert failures <= 1 and plain.count() == 2
     finally:
